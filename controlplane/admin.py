@@ -1,0 +1,70 @@
+"""The read-only admin API (FastAPI). It reads the hub and never writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+
+from controlplane import __version__
+from controlplane.hub import Hub
+from controlplane.views import view_as_json
+
+
+def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None
+               ) -> FastAPI:
+    app = FastAPI(
+        title="DNS control plane admin API",
+        version=__version__,
+        description="Read-only view of the control plane: connected Envoys, tenant DNS "
+        "tables and input errors.",
+    )
+
+    def _source() -> dict[str, object]:
+        return source_status() if source_status else {}
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is alive and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready once the first full load of the source has been applied."""
+        body = {"ready": hub.ready, "source": _source()}
+        if not hub.ready:
+            body["reason"] = hub.not_ready_reason
+        return JSONResponse(body, status_code=200 if hub.ready else 503)
+
+    @app.get("/api/v1/nodes", tags=["xds"])
+    def nodes() -> list[dict[str, object]]:
+        """Every connected Envoy: node id, tenant, and per type the acked version and last NACK."""
+        return hub.nodes()
+
+    @app.get("/api/v1/views", tags=["views"])
+    def views() -> list[dict[str, object]]:
+        """Every tenant view with a summary."""
+        return [
+            {"tenant": v.tenant, "policy": v.policy or None, "names": len(v.entries),
+             "denied_patterns": len(v.deny), "forwarding": [str(u) for u in v.upstreams],
+             "notes": list(v.notes)}
+            for _, v in sorted(hub.tenant_views.items())
+        ]
+
+    @app.get("/api/v1/views/{tenant}/dns-table", tags=["views"])
+    def dns_table(tenant: str) -> dict[str, object]:
+        """The names a tenant sees and what Envoy answers for each."""
+        view = hub.tenant_views.get(tenant)
+        if view is None:
+            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
+                                f"{', '.join(sorted(hub.tenant_views))}")
+        return view_as_json(view)
+
+    @app.get("/api/v1/errors", tags=["input"])
+    def errors() -> dict[str, object]:
+        """Current input errors: broken files, invalid objects, unusable policies."""
+        errs = [e.as_dict() for e in hub.input_errors()]
+        return {"count": len(errs), "errors": errs}
+
+    return app

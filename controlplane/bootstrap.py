@@ -1,0 +1,80 @@
+"""The Envoy bootstrap for a DNS sidecar: ADS to this control plane, identity, stats tags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.names import parse_ip, split_host_port
+
+# Turns the listener stat prefix ``tenant.<name>`` into a ``tenant`` label:
+# dns_filter.tenant.acme.downstream_rx_queries ->
+# envoy_dns_filter_downstream_rx_queries{tenant="acme"} (facts #11).
+TENANT_STATS_TAG = {"tag_name": "tenant", "regex": r"^dns_filter\.tenant\.((.+?)\.)"}
+XDS_CLUSTER = "xds_cluster"
+
+
+def _socket(address: str, default_port: int) -> tuple[str, int]:
+    split = split_host_port(address, default_port)
+    if isinstance(split, str):
+        raise ValueError(split)
+    return split
+
+
+def bootstrap_config(
+    *,
+    node_id: str,
+    namespace: str,
+    labels: dict[str, str],
+    xds_address: str = "127.0.0.1:18000",
+    dns_address: str = "127.0.0.1:15053",
+    admin_address: str = "127.0.0.1:15000",
+    cluster: str = "dns-sidecar",
+) -> dict[str, Any]:
+    """A complete Envoy bootstrap as a dict (dump it as YAML or JSON)."""
+    xds_host, xds_port = _socket(xds_address, 18000)
+    admin_host, admin_port = _socket(admin_address, 15000)
+    dns_host, dns_port = _socket(dns_address, 15053)
+    xds_type = "STATIC" if parse_ip(xds_host) is not None else "STRICT_DNS"
+    return {
+        "node": {
+            "id": node_id,
+            "cluster": cluster,
+            "metadata": {
+                "NAMESPACE": namespace,
+                "LABELS": dict(labels),
+                "DNS_LISTEN_ADDRESS": f"{dns_host}:{dns_port}",
+            },
+        },
+        "admin": {"address": {"socket_address": {"address": admin_host,
+                                                 "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": XDS_CLUSTER,
+                "type": xds_type,
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/"
+                                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": XDS_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
+                },
+            }],
+        },
+        "stats_config": {"stats_tags": [dict(TENANT_STATS_TAG)]},
+    }

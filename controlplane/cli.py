@@ -1,0 +1,102 @@
+"""Command line: ``controlplane serve`` and ``controlplane bootstrap``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import yaml
+
+from controlplane.bootstrap import bootstrap_config
+from controlplane.logs import setup_logging
+from controlplane.names import split_host_port
+from controlplane.settings import DefaultView, Settings
+
+
+def _address(text: str) -> tuple[str, int]:
+    split = split_host_port(text, 0)
+    if isinstance(split, str) or split[1] == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return split
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the control plane")
+    serve.add_argument("--source", required=True,
+                       help="a directory of manifests (watched), or 'kubernetes'")
+    serve.add_argument("--xds-address", type=_address, default=("127.0.0.1", 18000),
+                       help="where ADS listens (default 127.0.0.1:18000)")
+    serve.add_argument("--admin-address", type=_address, default=("127.0.0.1", 18080),
+                       help="where the admin API listens (default 127.0.0.1:18080)")
+    serve.add_argument("--zone", default="cluster.local", help="cluster DNS zone")
+    serve.add_argument("--answer-ttl", type=int, default=30,
+                       help="TTL of local answers in seconds (Envoy's minimum is 30)")
+    serve.add_argument("--default-upstream", default="",
+                       help="IP[:port] (or a Service name) for policies that name no server")
+    serve.add_argument("--default-view", choices=[v.value for v in DefaultView],
+                       default=DefaultView.DENY.value,
+                       help="what Envoys that no DnsPolicy selects get (default: deny)")
+    serve.add_argument("--debounce", type=float, default=0.05,
+                       help="seconds to coalesce input changes (default 0.05)")
+    serve.add_argument("--log-level", default="info")
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a sidecar")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--namespace", required=True)
+    boot.add_argument("--label", type=_label, action="append", default=[],
+                      help="a pod label key=value (repeatable)")
+    boot.add_argument("--xds-address", default="127.0.0.1:18000")
+    boot.add_argument("--dns-address", default="127.0.0.1:15053")
+    boot.add_argument("--admin-address", default="127.0.0.1:15000")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bootstrap":
+        try:
+            config = bootstrap_config(
+                node_id=args.node_id, namespace=args.namespace, labels=dict(args.label),
+                xds_address=args.xds_address, dns_address=args.dns_address,
+                admin_address=args.admin_address)
+        except ValueError as exc:
+            print(f"controlplane bootstrap: {exc}", file=sys.stderr)
+            return 2
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+        return 0
+
+    setup_logging(args.log_level)
+    if args.answer_ttl < 30:
+        print("controlplane serve: --answer-ttl must be at least 30 (Envoy's minimum)",
+              file=sys.stderr)
+        return 2
+    settings = Settings(
+        zone=args.zone.strip(".").lower(), answer_ttl_seconds=args.answer_ttl,
+        default_upstream=args.default_upstream, default_view=DefaultView(args.default_view),
+        xds_host=args.xds_address[0], xds_port=args.xds_address[1],
+        admin_host=args.admin_address[0], admin_port=args.admin_address[1],
+        debounce_seconds=args.debounce,
+    )
+    if args.source == "kubernetes":
+        print("controlplane serve: --source kubernetes is not implemented yet; "
+              "use a directory of manifests", file=sys.stderr)
+        return 2
+    from controlplane.app import serve_files
+
+    return asyncio.run(serve_files(Path(args.source), settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The hub: inventory in, per-view snapshots out, and the state of every stream.
+
+It owns no sockets and no tasks: sources call ``set_inventory``; the ADS
+driver calls ``open``/``attach``/``record``/``close``; the admin API reads.
+A rebuild computes each tenant's view once, works out which view every
+connected Envoy gets, and translates and serialises only the views whose
+content changed (``SnapshotCache.serializations`` counts it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from controlplane.errors import InputError
+from controlplane.inventory import Inventory
+from controlplane.model import Workload
+from controlplane.policy import select_policy
+from controlplane.settings import Settings
+from controlplane.snapshot import SnapshotCache, ViewSnapshot
+from controlplane.translate import translate_view
+from controlplane.translate.types import SHORT_NAMES
+from controlplane.views import (
+    DEFAULT_TENANT,
+    TenantView,
+    Upstream,
+    build_tenant_view,
+    cluster_records,
+)
+from controlplane.workload import workload_from_node
+from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
+
+log = logging.getLogger("controlplane.hub")
+
+
+class ViewKey(NamedTuple):
+    tenant: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.tenant}@{self.host}:{self.port}"
+
+
+@dataclass
+class Connection:
+    conn_id: str
+    peer: str
+    stream: SotwStream
+    connected_at: float
+    workload: Workload | None = None
+    view_key: ViewKey | None = None
+    conflicts: tuple[str, ...] = ()
+    notify: Callable[[], None] = field(default=lambda: None)
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.cache = SnapshotCache()
+        self.cache.add_listener(self._view_changed)
+        self.inventory = Inventory()
+        self.ready = False
+        self.not_ready_reason = "the first full load of the source has not finished"
+        self.tenant_views: dict[str, TenantView] = {}
+        self.policy_errors: dict[str, InputError] = {}
+        self._last_good_upstream: dict[str, Upstream] = {}
+        self._built: dict[ViewKey, TenantView] = {}
+        self.connections: dict[str, Connection] = {}
+        self._ids = itertools.count(1)
+        self._clock = clock
+        self.rebuilds = 0
+        self.nacks_total = 0
+        self.recompute()
+
+    # -- input -------------------------------------------------------------
+    def set_inventory(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.recompute()
+
+    def input_errors(self) -> list[InputError]:
+        return list(self.inventory.errors) + [self.policy_errors[k]
+                                              for k in sorted(self.policy_errors)]
+
+    def recompute(self) -> None:
+        """Rebuild every tenant view; re-serialise only the views that changed."""
+        self.rebuilds += 1
+        inv = self.inventory
+        records = cluster_records(inv, zone=self.settings.zone)
+        views: dict[str, TenantView] = {}
+        errors: dict[str, InputError] = {}
+        for name in sorted(inv.policies):
+            policy = inv.policies[name]
+            view, error = build_tenant_view(policy, records, inv, self.settings,
+                                            last_good_upstream=self._last_good_upstream.get(name))
+            if error:
+                errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
+                                          reason=error, origin="policy")
+            elif view.upstreams:
+                self._last_good_upstream[name] = view.upstreams[0]
+            views[view.tenant] = view
+        default, error = build_tenant_view(None, records, inv, self.settings)
+        if error:
+            errors[DEFAULT_TENANT] = InputError(kind="Settings", namespace="",
+                                                name="default-upstream", reason=error)
+        views[DEFAULT_TENANT] = default
+        self.tenant_views = views
+        self.policy_errors = errors
+        for conn in list(self.connections.values()):
+            self._assign(conn)
+        self._refresh_snapshots()
+
+    def _refresh_snapshots(self) -> None:
+        active = {c.view_key for c in self.connections.values() if c.view_key is not None}
+        for key in sorted(active):
+            view = self.tenant_views[key.tenant]
+            if self._built.get(key) == view and self.cache.get(key) is not None:
+                continue
+            resources = translate_view(
+                view, host=key.host, port=key.port,
+                resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000))
+            self._built[key] = view
+            self.cache.set(key, resources)
+        for key in [k for k in self._built if k not in active]:
+            del self._built[key]
+            self.cache.discard(key)
+
+    # -- streams -----------------------------------------------------------
+    def open(self, peer: str) -> Connection:
+        conn_id = f"s{next(self._ids)}"
+        conn = Connection(conn_id=conn_id, peer=peer, stream=SotwStream(conn_id),
+                          connected_at=self._clock())
+        self.connections[conn_id] = conn
+        return conn
+
+    def attach(self, conn: Connection) -> None:
+        """Called once the first request (with the node) has arrived."""
+        assert conn.stream.node is not None
+        conn.workload = workload_from_node(conn.stream.node)
+        for warning in conn.workload.warnings:
+            log.warning("node %s: %s", conn.workload.node_id or conn.peer, warning,
+                        extra={"node": conn.workload.node_id})
+        self._assign(conn)
+        log.info("node %s connected: namespace=%s view=%s", conn.workload.node_id,
+                 conn.workload.namespace, conn.view_key,
+                 extra={"node": conn.workload.node_id, "view": str(conn.view_key)})
+        self._refresh_snapshots()
+
+    def _assign(self, conn: Connection) -> None:
+        w = conn.workload
+        if w is None:
+            return
+        selection = select_policy(w, self.inventory.namespace_labels(w.namespace),
+                                  self.inventory.policies.values())
+        tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
+        if selection.conflicts and selection.conflicts != conn.conflicts:
+            log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
+                        tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
+        conn.conflicts = selection.conflicts
+        key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port)
+        if key != conn.view_key:
+            conn.view_key = key
+            conn.notify()
+
+    def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
+        return self.cache.get(conn.view_key) if conn.view_key else None
+
+    def record(self, conn: Connection, event: Event) -> None:
+        node = conn.workload.node_id if conn.workload else conn.peer
+        short = SHORT_NAMES.get(event.type_url, event.type_url)
+        if isinstance(event, Nack):
+            self.nacks_total += 1
+            log.error("node %s rejected %s version %s: %s", node, short, event.version,
+                      event.error, extra={"node": node, "view": str(conn.view_key)})
+        elif isinstance(event, Ack):
+            log.debug("node %s acked %s version %s", node, short, event.version)
+
+    def record_sent(self, conn: Connection, out: Outgoing) -> None:
+        log.debug("sent %s version %s to %s", SHORT_NAMES.get(out.type_url), out.version,
+                  conn.conn_id)
+
+    def close(self, conn: Connection) -> None:
+        self.connections.pop(conn.conn_id, None)
+        if conn.workload:
+            log.info("node %s disconnected", conn.workload.node_id,
+                     extra={"node": conn.workload.node_id})
+        self._refresh_snapshots()
+
+    def _view_changed(self, key: object) -> None:
+        for conn in self.connections.values():
+            if conn.view_key == key:
+                conn.notify()
+
+    # -- read side (admin API) ---------------------------------------------
+    def nodes(self) -> list[dict[str, object]]:
+        out = []
+        for conn in sorted(self.connections.values(), key=lambda c: c.conn_id):
+            w = conn.workload
+            types = {}
+            for type_url, st in conn.stream.types.items():
+                types[SHORT_NAMES.get(type_url, type_url)] = {
+                    "type_url": type_url,
+                    "sent_version": st.sent_version,
+                    "acked_version": st.acked_version or None,
+                    "nacked_version": st.nacked_version or None,
+                    "last_nack_error": st.nack_error or None,
+                    "acks": st.acks,
+                    "nacks": st.nacks,
+                }
+            out.append({
+                "stream": conn.conn_id,
+                "peer": conn.peer,
+                "node_id": w.node_id if w else None,
+                "namespace": w.namespace if w else None,
+                "labels": dict(w.labels) if w else None,
+                "tenant": conn.view_key.tenant if conn.view_key else None,
+                "view": str(conn.view_key) if conn.view_key else None,
+                "dns_listen_address": f"{w.dns_listen_host}:{w.dns_listen_port}" if w else None,
+                "policy_conflicts": list(conn.conflicts),
+                "warnings": list(w.warnings) if w else [],
+                "connected_at": conn.connected_at,
+                "types": types,
+            })
+        return out

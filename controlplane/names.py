@@ -1,0 +1,118 @@
+"""DNS names and name patterns: validation, normalisation and matching.
+
+A pattern is an exact name (``api.example.com``) or ``*.suffix``, which matches
+any name strictly below the suffix, at any depth (``a.suffix``, ``a.b.suffix``)
+but not the suffix itself. Names compare case-insensitively (RFC 1035), so
+everything is lower-cased on the way in; Envoy's table matching is
+case-sensitive (facts #8), so the table holds lower-case names only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def normalise(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (already normalised) is not a valid DNS name, or None."""
+    if not name:
+        return "empty name"
+    if len(name) > 253:
+        return f"name {name!r} is longer than 253 characters"
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            return f"name {name!r} has an invalid label {label!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """An exact name or a ``*.suffix`` wildcard, lower-cased."""
+
+    text: str
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.text.startswith("*.")
+
+    @property
+    def suffix(self) -> str:
+        return self.text[2:] if self.is_wildcard else self.text
+
+    def matches(self, name: str) -> bool:
+        if self.is_wildcard:
+            return name.endswith("." + self.suffix)
+        return name == self.text
+
+    def covers(self, other: Pattern) -> bool:
+        """True when every name ``other`` matches is also matched by ``self``."""
+        if not self.is_wildcard:
+            return not other.is_wildcard and other.text == self.text
+        if other.is_wildcard:
+            return other.suffix == self.suffix or other.suffix.endswith("." + self.suffix)
+        return self.matches(other.text)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_pattern(raw: object) -> Pattern | str:
+    """A Pattern, or the reason ``raw`` is not one."""
+    if not isinstance(raw, str):
+        return f"pattern {raw!r} is not a string"
+    text = normalise(raw)
+    if text == "*":
+        return "pattern '*' is not allowed: use defaultAction to decide for all names"
+    body = text[2:] if text.startswith("*.") else text
+    if "*" in body:
+        return (
+            f"pattern {raw!r} is invalid: '*' may only stand alone as the first label "
+            "('*.example.com')"
+        )
+    problem = name_problem(body)
+    if problem:
+        return f"pattern {raw!r} is invalid: {problem}"
+    return Pattern(text)
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int] | str:
+    """Split ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address.
+
+    Returns (host, port) or the reason the text cannot be split.
+    """
+    text = text.strip()
+    if not text:
+        return "empty address"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return f"address {text!r} has an unclosed '['"
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return f"address {text!r} is malformed"
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:  # bare IPv6
+        host, port_text = text, ""
+    elif ":" in text:
+        host, port_text = text.rsplit(":", 1)
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return f"address {text!r} has an invalid port {port_text!r}"
+    return host, int(port_text)

@@ -1,0 +1,138 @@
+"""Which DnsPolicy applies to a workload, and what it says about a name.
+
+Pure functions over model objects: no I/O, no clock. The densest tests of the
+project live in ``tests/test_policy.py``.
+
+Selection: a policy applies to a workload when its ``namespaceSelector``
+matches the labels of the workload's namespace and, if it has a ``selector``,
+that selector matches the workload's pod labels. A policy with a ``selector``
+beats one without. Among equals the policy whose name sorts first wins and
+the others are reported as conflicts.
+
+Classification of one name: ``whitelist`` (allow) > ``blacklist`` (deny) >
+``defaultAction``. WARN answers like ALLOW (the query is only logged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from controlplane.model import DefaultAction, DnsPolicy, Workload
+from controlplane.names import Pattern
+
+
+class Action(str, Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    WARN = "warn"
+
+    @property
+    def answers(self) -> bool:
+        return self is not Action.DENY
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    rule: str  # e.g. "whitelist *.acme.com", "blacklist x.com", "defaultAction DENY"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    policy: DnsPolicy | None
+    conflicts: tuple[str, ...] = ()  # names of other policies that also matched
+
+
+def select_policy(
+    workload: Workload,
+    namespace_labels: Mapping[str, str],
+    policies: Iterable[DnsPolicy],
+) -> Selection:
+    """The policy for ``workload`` (None when no policy selects it)."""
+    pod_labels = workload.label_map
+    best: list[tuple[int, str, DnsPolicy]] = []
+    for policy in policies:
+        if not workload.namespace or not policy.namespace_selector.matches(namespace_labels):
+            continue
+        if policy.selector is not None:
+            if not policy.selector.matches(pod_labels):
+                continue
+            rank = 0
+        else:
+            rank = 1
+        best.append((rank, policy.name, policy))
+    if not best:
+        return Selection(None)
+    best.sort(key=lambda t: (t[0], t[1]))
+    top_rank = best[0][0]
+    conflicts = tuple(name for rank, name, _ in best[1:] if rank == top_rank)
+    return Selection(best[0][2], conflicts)
+
+
+_ACTION_OF_DEFAULT = {
+    DefaultAction.ALLOW: Action.ALLOW,
+    DefaultAction.DENY: Action.DENY,
+    DefaultAction.WARN: Action.WARN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A policy with its patterns parsed, ready to classify many names."""
+
+    whitelist: tuple[Pattern, ...]
+    blacklist: tuple[Pattern, ...]
+    default: DefaultAction
+
+    @classmethod
+    def of(cls, policy: DnsPolicy) -> CompiledPolicy:
+        return cls(
+            whitelist=tuple(Pattern(p) for p in policy.whitelist),
+            blacklist=tuple(Pattern(p) for p in policy.blacklist),
+            default=policy.default_action,
+        )
+
+    def classify(self, name: str) -> Decision:
+        """Decide for one concrete (lower-case) name."""
+        for p in self.whitelist:
+            if p.matches(name):
+                return Decision(Action.ALLOW, f"whitelist {p}")
+        for p in self.blacklist:
+            if p.matches(name):
+                return Decision(Action.DENY, f"blacklist {p}")
+        return Decision(_ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}")
+
+    def classify_pattern(self, pattern: Pattern) -> Decision:
+        """Decide for a wildcard host (``*.x``): allowed only if a rule covers it whole.
+
+        A wildcard host that is only partly whitelisted is decided by the
+        blacklist and defaultAction: under DENY it is left out (fail closed).
+        """
+        if not pattern.is_wildcard:
+            return self.classify(pattern.text)
+        for p in self.whitelist:
+            if p.covers(pattern):
+                return Decision(Action.ALLOW, f"whitelist {p}")
+        for p in self.blacklist:
+            if p.covers(pattern):
+                return Decision(Action.DENY, f"blacklist {p}")
+        return Decision(_ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}")
+
+    def effective_blacklist(self) -> tuple[Pattern, ...]:
+        """Blacklist patterns that still deny something once the whitelist is applied."""
+        return tuple(b for b in self.blacklist if not any(w.covers(b) for w in self.whitelist))
+
+    def shadowed_whitelist(self) -> tuple[tuple[Pattern, Pattern], ...]:
+        """(whitelist, blacklist) pairs where the whitelisted names lie under a denied wildcard.
+
+        With forwarding on, Envoy can only deny a whole wildcard: an external
+        name there cannot be forwarded selectively, so it is denied (fail closed).
+        """
+        out = []
+        for w in self.whitelist:
+            for b in self.effective_blacklist():
+                if b.is_wildcard and b.covers(w) and not w.covers(b):
+                    out.append((w, b))
+        return tuple(out)

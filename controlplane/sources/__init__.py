@@ -1,0 +1,1 @@
+"""Sources turn files or Kubernetes objects into model objects, and nothing else."""

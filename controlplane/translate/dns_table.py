@@ -1,0 +1,44 @@
+"""TenantView -> ``envoy.data.dns.v3.DnsTable``.
+
+Order matters to Envoy: SRV (``service_list``) domains are attached to the
+suffix node created by an address domain, so address domains come first
+(see Envoy's DnsFilterEnvoyConfig constructor).
+"""
+
+from __future__ import annotations
+
+from envoy.data.dns.v3 import dns_table_pb2
+from google.protobuf.duration_pb2 import Duration
+
+from controlplane.views import DENY_SINK_ADDRESS, TenantView
+
+DnsTable = dns_table_pb2.DnsTable
+
+
+def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
+    ttl = Duration(seconds=view.ttl_seconds)
+    table = DnsTable()
+    domains = table.virtual_domains
+    for entry in view.entries:
+        rec = entry.record
+        addresses = rec.ipv4 + rec.ipv6
+        if addresses:
+            vd = domains.add(name=rec.name)
+            vd.endpoint.address_list.address.extend(addresses)
+            vd.answer_ttl.CopyFrom(ttl)
+    for deny in view.deny:
+        vd = domains.add(name=deny.pattern)
+        vd.endpoint.address_list.address.append(DENY_SINK_ADDRESS)
+        vd.answer_ttl.CopyFrom(ttl)
+    for entry in view.entries:
+        rec = entry.record
+        if not rec.srv:
+            continue
+        vd = domains.add(name=rec.name)
+        for srv in rec.srv:
+            svc = vd.endpoint.service_list.services.add(service_name=srv.service)
+            svc.protocol.name = srv.protocol
+            svc.ttl.CopyFrom(ttl)
+            svc.targets.add(host_name=srv.target, port=srv.port, priority=srv.priority,
+                            weight=srv.weight)
+    return table

@@ -1,0 +1,317 @@
+"""What one tenant sees: the DNS table of a view, before it becomes protobuf.
+
+``cluster_records`` turns the inventory into every name the cluster can
+answer; ``build_tenant_view`` filters them through the tenant's policy and
+works out forwarding. Both are pure. The admin API shows ``TenantView`` as
+JSON, and ``translate`` turns it into Envoy resources, so what operators see
+is what Envoy gets.
+
+Deny entries: with forwarding on, a name missing from the table is sent
+upstream. Measured on Envoy 1.40 (tests/e2e), a ``cluster_name`` endpoint
+naming a missing cluster is *also* forwarded, so it cannot deny. What does
+stop forwarding is a table entry whose addresses are all of the other
+family: the filter counts the entry as found and answers with no records.
+A deny entry therefore holds only ``DENY_SINK_ADDRESS`` (``100::``, the
+IPv6 discard-only prefix, RFC 6666): A queries get NXDOMAIN and AAAA
+queries get ``100::``, an address that leads nowhere. Nothing is forwarded.
+Without forwarding no deny entries are needed: every unknown name gets
+NXDOMAIN for both types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from controlplane.inventory import Inventory
+from controlplane.model import DefaultAction, DnsPolicy
+from controlplane.names import Pattern, normalise, parse_ip, split_host_port
+from controlplane.policy import Action, CompiledPolicy
+from controlplane.settings import DefaultView, Settings
+
+DENY_SINK_ADDRESS = "100::"
+DEFAULT_TENANT = "_default"
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    service: str  # the port name, without the leading underscore
+    protocol: str  # "tcp" or "udp"
+    port: int
+    target: str
+    priority: int = 0
+    weight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """One name the cluster can answer, with every address and SRV record it has."""
+
+    name: str  # lower case; may be a wildcard "*.x"
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    srv: tuple[SrvRecord, ...] = ()
+    sources: tuple[str, ...] = ()  # "Service ns/name", "ServiceEntry ns/name"
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name.startswith("*.")
+
+
+@dataclass(frozen=True, slots=True)
+class TableEntry:
+    record: NameRecord
+    action: Action
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class DenyEntry:
+    pattern: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TenantView:
+    """Everything that decides one tenant's DNS listener (except its address)."""
+
+    tenant: str
+    policy: str  # policy name, or "" for the default view
+    entries: tuple[TableEntry, ...]
+    deny: tuple[DenyEntry, ...]
+    upstreams: tuple[Upstream, ...]
+    ttl_seconds: int
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    conflicts: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def forwarding(self) -> bool:
+        return bool(self.upstreams)
+
+
+def _fqdn(namespace: str, service: str, zone: str) -> str:
+    return f"{service}.{namespace}.svc.{zone}"
+
+
+def _split_families(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    v4, v6 = set(), set()
+    for a in addresses:
+        ip = parse_ip(a)
+        if ip is None:
+            continue
+        (v4 if ip.version == 4 else v6).add(str(ip))
+    key = ipaddress.ip_address
+    return tuple(sorted(v4, key=key)), tuple(sorted(v6, key=key))
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.addresses: dict[str, set[str]] = defaultdict(set)
+        self.srv: dict[str, set[SrvRecord]] = defaultdict(set)
+        self.sources: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, name: str, source: str, addresses: Iterable[str] = (),
+            srv: Iterable[SrvRecord] = ()) -> None:
+        self.addresses[name].update(addresses)
+        self.srv[name].update(srv)
+        self.sources[name].add(source)
+
+    def records(self) -> list[NameRecord]:
+        out = []
+        for name in sorted(self.sources):
+            v4, v6 = _split_families(self.addresses[name])
+            srv = tuple(sorted(self.srv[name], key=lambda r: (r.service, r.protocol, r.port,
+                                                               r.target)))
+            if not (v4 or v6 or srv):
+                continue
+            out.append(NameRecord(name=name, ipv4=v4, ipv6=v6, srv=srv,
+                                  sources=tuple(sorted(self.sources[name]))))
+        return out
+
+
+def cluster_records(inventory: Inventory, *, zone: str) -> list[NameRecord]:
+    """Every name the cluster answers, sorted by name."""
+    b = _Builder()
+    for (ns, name), svc in sorted(inventory.services.items()):
+        fqdn = _fqdn(ns, name, zone)
+        source = f"Service {ns}/{name}"
+        if svc.type == "ExternalName":
+            continue  # answered through a cluster in a later version; no CNAME in Envoy
+        if svc.headless:
+            for sl in inventory.slices_of(ns, name):
+                for ep in sl.endpoints:
+                    if not (ep.ready or svc.publish_not_ready):
+                        continue
+                    b.add(fqdn, source, ep.addresses)
+                    if ep.hostname:
+                        b.add(f"{ep.hostname}.{fqdn}", source, ep.addresses)
+            continue
+        srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(), port=p.port, target=fqdn)
+               for p in svc.ports if p.name and p.protocol in ("TCP", "UDP")]
+        b.add(fqdn, source, svc.cluster_ips, srv)
+    for (ns, name), se in sorted(inventory.service_entries.items()):
+        addresses: tuple[str, ...] = se.addresses
+        if not addresses and se.resolution == "STATIC":
+            addresses = tuple(e.address for e in se.endpoints if parse_ip(e.address))
+        for host in se.hosts:
+            b.add(host, f"ServiceEntry {ns}/{name}", addresses)
+    return b.records()
+
+
+def resolve_upstream(address: str, inventory: Inventory, *, zone: str) -> Upstream | str:
+    """An upstream from ``IP[:port]`` or a Service name (``svc.ns[.svc[.zone]]``)."""
+    split = split_host_port(address, 53)
+    if isinstance(split, str):
+        return split
+    host, port = split
+    ip = parse_ip(host)
+    if ip is not None:
+        return Upstream(str(ip), port)
+    name = normalise(host)
+    for suffix in (f".svc.{zone}", ".svc"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    parts = name.split(".")
+    if len(parts) != 2:
+        return (f"server.address {address!r} is neither an IP address nor a Service name "
+                "of the form <service>.<namespace>[.svc[.<zone>]]")
+    svc = inventory.services.get((parts[1], parts[0]))
+    if svc is None:
+        return f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which does not exist"
+    if not svc.cluster_ips:
+        return (f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which has no "
+                "cluster IP")
+    return Upstream(svc.cluster_ips[0], port)
+
+
+def _notes_for(policy: DnsPolicy, compiled: CompiledPolicy, zone: str) -> list[str]:
+    notes = []
+    if policy.default_action is DefaultAction.WARN:
+        notes.append("defaultAction WARN answers like ALLOW; per-query WARN logging is not "
+                     "implemented yet")
+    if policy.policy_server is not None:
+        notes.append(f"policy.server {policy.policy_server.address} is not supported by Envoy's "
+                     "DNS filter and is ignored: whitelist, blacklist and defaultAction decide")
+    if policy.default_action is DefaultAction.DENY:
+        for p in compiled.whitelist:
+            if not (p.suffix == zone or p.suffix.endswith("." + zone)):
+                notes.append(f"whitelist {p}: under defaultAction DENY nothing is forwarded, so "
+                             "only cluster names (Services, ServiceEntries) matching it resolve")
+    for w, b in compiled.shadowed_whitelist():
+        notes.append(f"whitelist {w} lies under blacklist {b}: cluster names there resolve, but "
+                     "external names are denied (Envoy cannot forward them selectively)")
+    return notes
+
+
+def build_tenant_view(
+    policy: DnsPolicy | None,
+    records: list[NameRecord],
+    inventory: Inventory,
+    settings: Settings,
+    *,
+    last_good_upstream: Upstream | None = None,
+) -> tuple[TenantView, str | None]:
+    """The view of ``policy``'s tenant (or the default view) and an upstream error, if any."""
+    if policy is None:
+        return _default_view(records, inventory, settings)
+    compiled = CompiledPolicy.of(policy)
+    notes = _notes_for(policy, compiled, settings.zone)
+    entries = []
+    for rec in records:
+        d = compiled.classify_pattern(Pattern(rec.name))
+        if d.action.answers:
+            entries.append(TableEntry(rec, d.action, d.rule))
+    upstreams: tuple[Upstream, ...] = ()
+    error = None
+    if policy.default_action is not DefaultAction.DENY:
+        address = policy.server_address or settings.default_upstream
+        if policy.upgrade:
+            notes.append(f"protocol upgrade to {policy.upgrade_type or 'an encrypted protocol'} "
+                         "is not supported yet; nothing is forwarded rather than forwarding in "
+                         "cleartext")
+        elif address:
+            resolved = resolve_upstream(address, inventory, zone=settings.zone)
+            if isinstance(resolved, str):
+                error = resolved
+                if last_good_upstream is not None:
+                    upstreams = (last_good_upstream,)
+                    notes.append(f"{resolved}; the last valid server {last_good_upstream} "
+                                 "keeps serving")
+                else:
+                    notes.append(f"{resolved}; nothing is forwarded")
+            else:
+                upstreams = (resolved,)
+    deny = ()
+    if upstreams:
+        deny = tuple(DenyEntry(b.text, f"blacklist {b}") for b in compiled.effective_blacklist())
+    view = TenantView(
+        tenant=policy.tenant, policy=policy.name, entries=tuple(entries), deny=deny,
+        upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds, notes=tuple(notes),
+    )
+    return view, error
+
+
+def _default_view(records: list[NameRecord], inventory: Inventory,
+                  settings: Settings) -> tuple[TenantView, str | None]:
+    if settings.default_view is DefaultView.DENY:
+        return TenantView(tenant=DEFAULT_TENANT, policy="", entries=(), deny=(), upstreams=(),
+                          ttl_seconds=settings.answer_ttl_seconds,
+                          notes=("no DnsPolicy selects this workload: default view 'deny' "
+                                 "answers NXDOMAIN to everything",)), None
+    upstreams: tuple[Upstream, ...] = ()
+    error = None
+    if settings.default_upstream:
+        resolved = resolve_upstream(settings.default_upstream, inventory, zone=settings.zone)
+        if isinstance(resolved, str):
+            error = resolved
+        else:
+            upstreams = (resolved,)
+    entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records)
+    return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, deny=(),
+                      upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
+                      notes=("no DnsPolicy selects this workload: default view 'cluster'",)), error
+
+
+def view_as_json(view: TenantView) -> dict[str, object]:
+    """The table as operators read it (``GET /api/v1/views/{tenant}/dns-table``)."""
+    return {
+        "tenant": view.tenant,
+        "policy": view.policy or None,
+        "forwarding": [str(u) for u in view.upstreams],
+        "ttl_seconds": view.ttl_seconds,
+        "names": [
+            {
+                "name": e.record.name,
+                "A": list(e.record.ipv4),
+                "AAAA": list(e.record.ipv6),
+                "SRV": [
+                    {"name": f"_{s.service}._{s.protocol}.{e.record.name}", "port": s.port,
+                     "target": s.target, "priority": s.priority, "weight": s.weight}
+                    for s in e.record.srv
+                ],
+                "action": e.action.value,
+                "rule": e.rule,
+                "sources": list(e.record.sources),
+            }
+            for e in view.entries
+        ],
+        "denied": [
+            {"pattern": d.pattern, "rule": d.rule,
+             "answer": f"A: NXDOMAIN, AAAA: {DENY_SINK_ADDRESS}, never forwarded"}
+            for d in view.deny
+        ],
+        "notes": list(view.notes),
+        "conflicts": list(view.conflicts),
+    }

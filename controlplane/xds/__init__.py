@@ -1,0 +1,1 @@
+"""The ADS server: a sans-IO protocol state machine and its grpcio driver."""

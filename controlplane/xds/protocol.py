@@ -1,0 +1,182 @@
+"""State-of-the-world ADS, as a sans-IO state machine: no sockets, no clock.
+
+``SotwStream.receive(request)`` digests one DiscoveryRequest;
+``SotwStream.responses(snapshot)`` says what must be sent now, given the
+view's current snapshot. The grpcio servicer calls these two and nothing
+else decides protocol questions. Rules from the checklist
+(``../shared/xds-protocol-checklist.md``), each tested in
+``tests/test_xds_protocol.py``:
+
+1. nonces unique per stream; versions kept per type URL; new stream, fresh state.
+2. only the first request must carry ``node``; it is remembered.
+3. an empty ``type_url`` is an error (INVALID_ARGUMENT).
+4. a NACK is a request with ``error_detail``; never compare versions for it.
+5. a NACKed version is never resent; the error is kept until a new version.
+6. an ACK of the current version gets no response.
+7. responses are computed from state, so only the latest request is answered.
+8. a stale nonce is ignored for ACK/NACK, but its ``resource_names`` count.
+9. wildcard: first request without names means all; later empty means none;
+   ``*`` may be combined with names.
+10. a changed subscription is answered even when the version is unchanged.
+11. LDS/CDS responses carry the full set; EDS only the requested names.
+12. a name appears once per response (resources are keyed by name).
+13. requested names that do not exist yet are sent once they appear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from controlplane.snapshot import TypeSnapshot, ViewSnapshot
+from controlplane.translate.types import ORDERED_TYPES
+
+DiscoveryRequest = discovery_pb2.DiscoveryRequest
+DiscoveryResponse = discovery_pb2.DiscoveryResponse
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; the stream ends with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # a grpc.StatusCode name, e.g. "INVALID_ARGUMENT"
+
+
+@dataclass
+class TypeState:
+    """What one stream knows about one resource type."""
+
+    wildcard: bool = False
+    legacy_wildcard: bool = False  # subscribed with an empty list and never named anything
+    names: frozenset[str] = frozenset()
+    subscribed: bool = False
+    subscription_changed: bool = False
+    sent_version: str | None = None
+    sent_nonce: str = ""
+    sent_names: frozenset[str] = frozenset()
+    acked_version: str = ""
+    nacked_version: str = ""
+    nack_error: str = ""
+    nacks: int = 0
+    acks: int = 0
+
+
+@dataclass(frozen=True)
+class Ack:
+    type_url: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Nack:
+    type_url: str
+    version: str  # the version that was rejected
+    error: str
+
+
+Event = Ack | Nack
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    type_url: str
+    version: str
+    nonce: str
+    names: frozenset[str]
+    payload: bytes  # a serialised DiscoveryResponse
+
+    def decode(self) -> DiscoveryResponse:
+        return DiscoveryResponse.FromString(self.payload)
+
+
+@dataclass
+class SotwStream:
+    stream_id: str
+    node: base_pb2.Node | None = None
+    types: dict[str, TypeState] = field(default_factory=dict)
+    _nonces: int = 0
+
+    def receive(self, request: DiscoveryRequest) -> list[Event]:
+        """Digest one request; raise ProtocolError if the stream must end."""
+        if not request.type_url:
+            raise ProtocolError("INVALID_ARGUMENT", "DiscoveryRequest.type_url is empty (ADS)")
+        if self.node is None:
+            self.node = base_pb2.Node()
+            self.node.CopyFrom(request.node)
+        state = self.types.setdefault(request.type_url, TypeState())
+        self._update_subscription(state, list(request.resource_names))
+        nonce = request.response_nonce
+        if not nonce:
+            return []  # an initial request (or a re-request after reconnect)
+        if nonce != state.sent_nonce:
+            return []  # stale (checklist #8): only the subscription above counts
+        if request.HasField("error_detail"):
+            state.nacked_version = state.sent_version or ""
+            state.nack_error = request.error_detail.message or "rejected without a message"
+            state.nacks += 1
+            return [Nack(request.type_url, state.nacked_version, state.nack_error)]
+        state.acked_version = request.version_info
+        state.acks += 1
+        return [Ack(request.type_url, request.version_info)]
+
+    def _update_subscription(self, state: TypeState, names: list[str]) -> None:
+        if not names:
+            # An empty first list means "all", and stays so while nothing was named;
+            # once names were given, an empty list means "none" (#9).
+            wildcard = not state.subscribed or state.legacy_wildcard
+            state.legacy_wildcard = wildcard
+        else:
+            wildcard = "*" in names
+            state.legacy_wildcard = False
+        explicit = frozenset(n for n in names if n != "*")
+        if not state.subscribed or wildcard != state.wildcard or explicit != state.names:
+            state.subscription_changed = state.subscribed
+            state.subscribed = True
+            state.wildcard, state.names = wildcard, explicit
+
+    def responses(self, snapshot: ViewSnapshot | None) -> list[Outgoing]:
+        """What to send now, in make-before-break order (CDS, EDS, LDS)."""
+        if snapshot is None:
+            return []
+        order = [t for t in ORDERED_TYPES if t in self.types] + sorted(
+            t for t in self.types if t not in ORDERED_TYPES)
+        out = []
+        for type_url in order:
+            state = self.types[type_url]
+            ts = snapshot.types.get(type_url)
+            if ts is None or not state.subscribed:
+                continue
+            names = self._names_to_send(state, ts)
+            if state.sent_version is None:
+                pass  # first response on this stream
+            elif state.subscription_changed:
+                pass  # #10
+            elif ts.version == state.sent_version and names == state.sent_names:
+                continue  # #6
+            elif ts.version == state.nacked_version:
+                continue  # #5
+            out.append(self._respond(state, ts, names))
+        return out
+
+    def _names_to_send(self, state: TypeState, ts: TypeSnapshot) -> frozenset[str]:
+        if state.wildcard:
+            return frozenset(ts.anys)
+        return frozenset(n for n in state.names if n in ts.anys)
+
+    def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str]) -> Outgoing:
+        self._nonces += 1
+        nonce = f"{self.stream_id}-{self._nonces}"
+        if names == frozenset(ts.anys):
+            # The shared bytes, serialised once per view, plus this stream's nonce.
+            payload = ts.body + DiscoveryResponse(nonce=nonce).SerializeToString()
+        else:
+            payload = DiscoveryResponse(
+                version_info=ts.version, type_url=ts.type_url, nonce=nonce,
+                resources=[ts.anys[n] for n in sorted(names)],
+            ).SerializeToString()
+        state.sent_version, state.sent_nonce, state.sent_names = ts.version, nonce, names
+        state.subscription_changed = False
+        return Outgoing(ts.type_url, ts.version, nonce, names, payload)
