@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -17,7 +17,7 @@ def labels_of(mapping: Mapping[str, str] | None) -> Labels:
     return tuple(sorted((mapping or {}).items()))
 
 
-class DefaultAction(str, Enum):
+class DefaultAction(StrEnum):
     ALLOW = "ALLOW"
     DENY = "DENY"
     WARN = "WARN"

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from controlplane.model import DefaultAction, DnsPolicy, Workload
 from controlplane.names import Pattern
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     WARN = "warn"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class DefaultView(str, Enum):
+class DefaultView(StrEnum):
     """What an Envoy that no DnsPolicy selects gets."""
 
     DENY = "deny"  # an empty table and no forwarding: every query gets NXDOMAIN

@@ -189,11 +189,46 @@ def resolve_upstream(address: str, inventory: Inventory, *, zone: str) -> Upstre
                 "of the form <service>.<namespace>[.svc[.<zone>]]")
     svc = inventory.services.get((parts[1], parts[0]))
     if svc is None:
-        return f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which does not exist"
+        return (f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which does "
+                "not exist")
     if not svc.cluster_ips:
         return (f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which has no "
                 "cluster IP")
     return Upstream(svc.cluster_ips[0], port)
+
+
+def is_search_level(pattern: Pattern, zone: str) -> bool:
+    """True for wildcards a pod's search list appends to arbitrary names.
+
+    With ``ndots:5`` a pod in namespace N asks ``<name>.N.svc.<zone>``,
+    ``<name>.svc.<zone>`` and ``<name>.<zone>`` before ``<name>``. A deny
+    wildcard at one of those levels would answer AAAA ``100::`` for every
+    external lookup's expansion, and glibc would take it.
+    """
+    if not pattern.is_wildcard:
+        return False
+    suffix = pattern.suffix
+    if suffix == zone or zone.endswith("." + suffix):
+        return True
+    if not suffix.endswith("." + zone):
+        return False
+    return len(suffix[: -len(zone) - 1].split(".")) <= 2
+
+
+def _deny_entries(compiled: CompiledPolicy, records: list[NameRecord],
+                  zone: str) -> tuple[DenyEntry, ...]:
+    """Deny entries for a forwarding view (see the module docstring)."""
+    out: dict[str, DenyEntry] = {}
+    for b in compiled.effective_blacklist():
+        if not is_search_level(b, zone):
+            out.setdefault(b.text, DenyEntry(b.text, f"blacklist {b}"))
+            continue
+        # Expand into the existing cluster names it denies: exact entries never
+        # catch the search-list expansions of other names.
+        for rec in records:
+            if b.matches(rec.name) and not compiled.classify(rec.name).action.answers:
+                out.setdefault(rec.name, DenyEntry(rec.name, f"blacklist {b}"))
+    return tuple(out[k] for k in sorted(out))
 
 
 def _notes_for(policy: DnsPolicy, compiled: CompiledPolicy, zone: str) -> list[str]:
@@ -253,9 +288,9 @@ def build_tenant_view(
                     notes.append(f"{resolved}; nothing is forwarded")
             else:
                 upstreams = (resolved,)
-    deny = ()
+    deny: tuple[DenyEntry, ...] = ()
     if upstreams:
-        deny = tuple(DenyEntry(b.text, f"blacklist {b}") for b in compiled.effective_blacklist())
+        deny = _deny_entries(compiled, records, settings.zone)
     view = TenantView(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), deny=deny,
         upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds, notes=tuple(notes),

