@@ -1,0 +1,44 @@
+"""The flow goes one way: translate and policy never import I/O libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "controlplane"
+PURE = ["policy.py", "views.py", "names.py", "model.py", "manifests.py", "translate"]
+FORBIDDEN = ("grpc", "fastapi", "kubernetes", "uvicorn", "watchfiles", "logging", "time",
+             "socket", "asyncio", "controlplane.hub", "controlplane.xds", "controlplane.admin",
+             "controlplane.sources")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def _files(entry: str) -> list[Path]:
+    p = PACKAGE / entry
+    return sorted(p.rglob("*.py")) if p.is_dir() else [p]
+
+
+@pytest.mark.parametrize("path", [f for e in PURE for f in _files(e)],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_pure_modules_import_no_io(path: Path) -> None:
+    bad = sorted(m for m in _imports(path)
+                 if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+    assert bad == [], f"{path.name} imports {bad}"
+
+
+def test_sources_are_the_only_kubernetes_users() -> None:
+    users = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                   if any(m.startswith("kubernetes") for m in _imports(p)))
+    assert all(u.startswith("sources/") for u in users), users

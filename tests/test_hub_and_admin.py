@@ -1,0 +1,173 @@
+"""The hub (views per connection, serialise once per view) and the read-only admin API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+
+from controlplane.admin import create_app
+from controlplane.errors import InputError
+from controlplane.hub import Connection, Hub
+from controlplane.inventory import Inventory
+from controlplane.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
+from controlplane.settings import Settings
+from controlplane.translate.types import LISTENER_TYPE
+
+
+def policy(name: str, tenant_label: str, **kw: Any) -> DnsPolicy:
+    return DnsPolicy(name=name, namespace_selector=LabelSelector(
+        match_labels=(("tenant", tenant_label),)), **kw)
+
+
+def inventory(extra: tuple[Any, ...] = ()) -> Inventory:
+    return Inventory.of([
+        Namespace("acme", (("tenant", "acme"),)), Namespace("foo", (("tenant", "foo"),)),
+        Service("acme", "web", cluster_ips=("10.0.0.1",)),
+        Service("foo", "web", cluster_ips=("10.0.1.1",)),
+        policy("acme", "acme", whitelist=("*.acme.svc.cluster.local",),
+               default_action=DefaultAction.DENY),
+        policy("foo", "foo", whitelist=("*.foo.svc.cluster.local",),
+               default_action=DefaultAction.DENY),
+        *extra,
+    ])
+
+
+def node(node_id: str, namespace: str | None, **meta: Any) -> base_pb2.Node:
+    n = base_pb2.Node(id=node_id)
+    fields: dict[str, Any] = dict(meta)
+    if namespace is not None:
+        fields["NAMESPACE"] = namespace
+    n.metadata.CopyFrom(struct_pb2.Struct())
+    n.metadata.update(fields)
+    return n
+
+
+def connect(hub: Hub, n: base_pb2.Node) -> Connection:
+    conn = hub.open(peer="test")
+    conn.stream.receive(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=n))
+    hub.attach(conn)
+    return conn
+
+
+def test_serialised_once_per_view_not_per_connection() -> None:
+    hub = Hub(Settings())
+    hub.set_inventory(inventory())
+    before = hub.cache.serializations
+    conns = [connect(hub, node(f"acme-{i}", "acme", LABELS={"app": "sleep"})) for i in range(50)]
+    assert hub.cache.serializations - before == 1
+    assert {c.view_key for c in conns} == {conns[0].view_key}
+    # A change that touches acme's view: one more serialisation, for all 50 streams.
+    before = hub.cache.serializations
+    hub.set_inventory(inventory((Service("acme", "api", cluster_ips=("10.0.0.2",)),)))
+    assert hub.cache.serializations - before == 1
+    # A change acme cannot see does not re-serialise acme's view.
+    before = hub.cache.serializations
+    hub.set_inventory(inventory((Service("acme", "api", cluster_ips=("10.0.0.2",)),
+                                 Service("foo", "api", cluster_ips=("10.0.1.2",)))))
+    assert hub.cache.serializations - before == 0
+
+
+def test_view_follows_policy_changes() -> None:
+    hub = Hub(Settings())
+    hub.set_inventory(inventory())
+    conn = connect(hub, node("x", "acme"))
+    assert conn.view_key is not None and conn.view_key.tenant == "acme"
+    notified: list[bool] = []
+    conn.notify = lambda: notified.append(True)
+    inv = inventory()
+    del inv.policies["acme"]
+    hub.set_inventory(inv)
+    assert conn.view_key.tenant == "_default" and notified
+
+
+def test_node_without_metadata_gets_default_view_and_warning() -> None:
+    hub = Hub(Settings())
+    hub.set_inventory(inventory())
+    conn = connect(hub, base_pb2.Node(id="bare"))
+    assert conn.view_key is not None and conn.view_key.tenant == "_default"
+    assert conn.workload is not None
+    assert any("NAMESPACE" in w for w in conn.workload.warnings)
+
+
+def test_dns_listen_address_and_labels_from_metadata() -> None:
+    hub = Hub(Settings())
+    hub.set_inventory(inventory((policy("gw", "acme", selector=LabelSelector(
+        match_labels=(("app", "gw"),))),)))
+    conn = connect(hub, node("g", "acme", LABELS="app=gw,tier=1",
+                             DNS_LISTEN_ADDRESS="127.0.0.2:5300"))
+    assert conn.view_key is not None
+    assert (conn.view_key.tenant, conn.view_key.host, conn.view_key.port) == ("gw", "127.0.0.2",
+                                                                             5300)
+
+
+def _client(hub: Hub) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)),
+                             base_url="http://admin")
+
+
+def test_admin_api() -> None:
+    hub = Hub(Settings())
+    inv = inventory()
+    hub.set_inventory(Inventory.of(
+        [*inv.namespaces.values(), *inv.services.values(), *inv.policies.values()],
+        [InputError("File", "", "examples/bad.yaml", "not valid YAML at line 13",
+                    "examples/bad.yaml:13")]))
+    conn = connect(hub, node("acme-1", "acme"))
+    out = conn.stream.responses(hub.snapshot_for(conn))
+    conn.stream.receive(discovery_pb2.DiscoveryRequest(
+        type_url=LISTENER_TYPE, version_info=out[0].version, response_nonce=out[0].nonce))
+
+    async def calls() -> dict[str, httpx.Response]:
+        async with _client(hub) as c:
+            paths = ["/healthz", "/readyz", "/api/v1/nodes", "/api/v1/views",
+                     "/api/v1/views/acme/dns-table", "/api/v1/views/nope/dns-table",
+                     "/api/v1/errors", "/openapi.json"]
+            return {p: await c.get(p) for p in paths}
+
+    r = asyncio.run(calls())
+    assert r["/healthz"].json() == {"status": "ok"}
+    assert r["/readyz"].status_code == 503  # not ready before the first full load
+    (n,) = r["/api/v1/nodes"].json()
+    assert n["node_id"] == "acme-1" and n["tenant"] == "acme"
+    assert n["types"]["lds"]["acked_version"] == out[0].version
+    table = r["/api/v1/views/acme/dns-table"].json()
+    assert [e["name"] for e in table["names"]] == ["web.acme.svc.cluster.local"]
+    assert table["names"][0]["A"] == ["10.0.0.1"]
+    assert table["names"][0]["rule"] == "whitelist *.acme.svc.cluster.local"
+    assert r["/api/v1/views/nope/dns-table"].status_code == 404
+    errors = r["/api/v1/errors"].json()
+    assert errors["count"] == 1 and errors["errors"][0]["origin"] == "examples/bad.yaml:13"
+    assert "/api/v1/nodes" in r["/openapi.json"].json()["paths"]
+    hub.ready = True
+    assert asyncio.run(_get(hub, "/readyz")).status_code == 200
+
+
+def test_admin_api_has_no_write_operations() -> None:
+    app = create_app(Hub(Settings()))
+    methods = {m for route in app.routes for m in getattr(route, "methods", set())}
+    assert methods <= {"GET", "HEAD"}
+
+
+async def _get(hub: Hub, path: str) -> httpx.Response:
+    async with _client(hub) as c:
+        return await c.get(path)
+
+
+def test_nack_is_kept_for_the_admin_api() -> None:
+    hub = Hub(Settings())
+    hub.set_inventory(inventory())
+    conn = connect(hub, node("acme-1", "acme"))
+    (out,) = conn.stream.responses(hub.snapshot_for(conn))
+    req = discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, response_nonce=out.nonce)
+    req.error_detail.message = "Invalid listener"
+    for event in conn.stream.receive(req):
+        hub.record(conn, event)
+    (n,) = hub.nodes()
+    assert n["types"]["lds"]["last_nack_error"] == "Invalid listener"
+    assert n["types"]["lds"]["nacked_version"] == out.version
+    assert hub.nacks_total == 1
