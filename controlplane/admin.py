@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controlplane import __version__
 from controlplane.hub import Hub
@@ -61,6 +62,14 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
                                 f"{', '.join(sorted(hub.tenant_views))}")
         return view_as_json(view)
 
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub))  # type: ignore[arg-type]
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        """Control-plane metrics in the Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:
         """Current input errors: broken files, invalid objects, unusable policies."""
@@ -68,3 +77,39 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         return {"count": len(errs), "errors": errs}
 
     return app
+
+
+class HubCollector:
+    """Prometheus metrics read from the hub at scrape time (no global state)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        hub = self.hub
+        proxies = GaugeMetricFamily("dnscp_connected_proxies", "Connected Envoy streams by view",
+                                    labels=["tenant", "view"])
+        by_view: dict[tuple[str, str], int] = {}
+        for conn in hub.connections.values():
+            if conn.view_key is not None:
+                k = (conn.view_key.tenant, str(conn.view_key))
+                by_view[k] = by_view.get(k, 0) + 1
+        for (tenant, view), n in sorted(by_view.items()):
+            proxies.add_metric([tenant, view], n)
+        yield proxies
+        yield CounterMetricFamily("dnscp_snapshot_serializations",
+                                  "View snapshots serialised (once per view per change)",
+                                  value=hub.cache.serializations)
+        yield CounterMetricFamily("dnscp_rebuilds", "Recomputations of every tenant view",
+                                  value=hub.rebuilds)
+        yield CounterMetricFamily("dnscp_nacks", "Responses rejected by Envoy",
+                                  value=hub.nacks_total)
+        yield GaugeMetricFamily("dnscp_input_errors", "Current input errors",
+                                value=len(hub.input_errors()))
+        size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
+                                 labels=["view"])
+        for snap in hub.cache.snapshots():
+            size.add_metric([str(snap.key)], snap.size)
+        yield size

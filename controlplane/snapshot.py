@@ -85,8 +85,8 @@ class SnapshotCache:
     def get(self, key: Hashable) -> ViewSnapshot | None:
         return self._snapshots.get(key)
 
-    def keys(self) -> list[Hashable]:
-        return list(self._snapshots)
+    def snapshots(self) -> list[ViewSnapshot]:
+        return list(self._snapshots.values())
 
     def set(self, key: Hashable, resources: Mapping[str, Mapping[str, Message]]) -> bool:
         """Store the resources of view ``key``; True when any version changed."""

