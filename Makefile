@@ -22,7 +22,7 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/python -m controlplane.demo --manifests examples
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -25,10 +26,18 @@ from controlplane.xds.server import add_ads_service
 log = logging.getLogger("controlplane")
 
 
+class _AdminServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the control plane decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Debouncer:
     """Coalesces bursts of input changes into one rebuild per window."""
 
-    def __init__(self, window: float, action: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, window: float, action: Callable[[], None]) -> None:
         self.window = window
         self.action = action
         self._pending = asyncio.Event()
@@ -67,6 +76,10 @@ async def _supervise(tasks: dict[str, asyncio.Task[None]], stop: asyncio.Event) 
     return code
 
 
+async def _wait_grpc(server: grpc.aio.Server) -> None:
+    await server.wait_for_termination()
+
+
 async def serve_files(source_dir: Path, settings: Settings) -> int:
     store = Store()
     hub = Hub(settings)
@@ -102,8 +115,7 @@ async def serve_files(source_dir: Path, settings: Settings) -> int:
     admin_app = create_app(hub, source_status=source_status)
     config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
                             log_config=None, access_log=False, lifespan="off")
-    admin = uvicorn.Server(config)
-    admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    admin = _AdminServer(config)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,7 +130,7 @@ async def serve_files(source_dir: Path, settings: Settings) -> int:
         "file-watch": asyncio.create_task(source.watch(stop)),
         "rebuild": asyncio.create_task(debouncer.run(stop)),
         "admin": asyncio.create_task(run_admin()),
-        "ads": asyncio.create_task(grpc_server.wait_for_termination()),  # type: ignore[dict-item]
+        "ads": asyncio.create_task(_wait_grpc(grpc_server)),
     }
     log.info("control plane serving: xds=%s:%d admin=http://%s:%d source=%s", settings.xds_host,
              xds_port, settings.admin_host, settings.admin_port, source_dir)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from controlplane.errors import InputError
 from controlplane.inventory import Inventory
@@ -196,8 +196,8 @@ class Hub:
                 conn.notify()
 
     # -- read side (admin API) ---------------------------------------------
-    def nodes(self) -> list[dict[str, object]]:
-        out = []
+    def nodes(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         for conn in sorted(self.connections.values(), key=lambda c: c.conn_id):
             w = conn.workload
             types = {}

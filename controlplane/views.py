@@ -105,7 +105,8 @@ def _fqdn(namespace: str, service: str, zone: str) -> str:
 
 
 def _split_families(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    v4, v6 = set(), set()
+    v4: set[str] = set()
+    v6: set[str] = set()
     for a in addresses:
         ip = parse_ip(a)
         if ip is None:

@@ -36,7 +36,7 @@ def _documents(text: str) -> Iterator[tuple[int, Any]]:
                 continue
             yield node.start_mark.line + 1, loader.construct_document(node)
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def parse_file(path: Path, *, display: str) -> tuple[list[ParseResult], InputError | None]:

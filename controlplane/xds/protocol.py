@@ -26,6 +26,7 @@ else decides protocol questions. Rules from the checklist
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -35,6 +36,9 @@ from controlplane.translate.types import ORDERED_TYPES
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
 DiscoveryResponse = discovery_pb2.DiscoveryResponse
+# The generated (upb) classes come without type stubs: to mypy they are Any.
+Request = Any
+Response = Any
 
 
 class ProtocolError(Exception):
@@ -88,7 +92,7 @@ class Outgoing:
     names: frozenset[str]
     payload: bytes  # a serialised DiscoveryResponse
 
-    def decode(self) -> DiscoveryResponse:
+    def decode(self) -> Response:
         return DiscoveryResponse.FromString(self.payload)
 
 
@@ -99,7 +103,7 @@ class SotwStream:
     types: dict[str, TypeState] = field(default_factory=dict)
     _nonces: int = 0
 
-    def receive(self, request: DiscoveryRequest) -> list[Event]:
+    def receive(self, request: Request) -> list[Event]:
         """Digest one request; raise ProtocolError if the stream must end."""
         if not request.type_url:
             raise ProtocolError("INVALID_ARGUMENT", "DiscoveryRequest.type_url is empty (ADS)")
