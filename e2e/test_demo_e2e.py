@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Envoy, wait_for
+from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
 from e2e.conftest import SEEDS, query
 
 
@@ -50,6 +50,11 @@ def test_two_tenant_demo(manifests: Path, start_control_plane: Callable[..., Con
     assert nodes["sleep.acme"]["types"]["lds"]["acked_version"] is not None
     stats = acme.stats()
     assert stats["dns_filter.tenant.acme.downstream_rx_queries"] >= 5
+    # The bootstrap's stats tag turns the tenant into a Prometheus label.
+    prom = http_text(f"{acme.admin_url}/stats/prometheus")
+    series = [line for line in prom.splitlines()
+              if line.startswith("envoy_dns_filter_downstream_rx_queries{")]
+    assert series and all('tenant="acme"' in line for line in series), series
     assert_no_rejections(acme, foo)
 
 
