@@ -15,7 +15,7 @@ Classification of one name: ``whitelist`` (allow) > ``blacklist`` (deny) >
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -94,31 +94,28 @@ class CompiledPolicy:
             default=policy.default_action,
         )
 
-    def classify(self, name: str) -> Decision:
-        """Decide for one concrete (lower-case) name."""
+    def _decide(self, hit: Callable[[Pattern], bool]) -> Decision:
         for p in self.whitelist:
-            if p.matches(name):
+            if hit(p):
                 return Decision(Action.ALLOW, f"whitelist {p}")
         for p in self.blacklist:
-            if p.matches(name):
+            if hit(p):
                 return Decision(Action.DENY, f"blacklist {p}")
         return Decision(_ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}")
 
+    def classify(self, name: str) -> Decision:
+        """Decide for one concrete (lower-case) name."""
+        return self._decide(lambda p: p.matches(name))
+
     def classify_pattern(self, pattern: Pattern) -> Decision:
-        """Decide for a wildcard host (``*.x``): allowed only if a rule covers it whole.
+        """Decide for a wildcard host (``*.x``): a rule decides only if it covers it whole.
 
         A wildcard host that is only partly whitelisted is decided by the
         blacklist and defaultAction: under DENY it is left out (fail closed).
         """
         if not pattern.is_wildcard:
             return self.classify(pattern.text)
-        for p in self.whitelist:
-            if p.covers(pattern):
-                return Decision(Action.ALLOW, f"whitelist {p}")
-        for p in self.blacklist:
-            if p.covers(pattern):
-                return Decision(Action.DENY, f"blacklist {p}")
-        return Decision(_ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}")
+        return self._decide(lambda p: p.covers(pattern))
 
     def effective_blacklist(self) -> tuple[Pattern, ...]:
         """Blacklist patterns that still deny something once the whitelist is applied."""
