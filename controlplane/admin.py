@@ -14,8 +14,8 @@ from controlplane.hub import Hub
 from controlplane.views import view_as_json
 
 
-def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None
-               ) -> FastAPI:
+def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None,
+               readiness: Callable[[], tuple[bool, str]] | None = None) -> FastAPI:
     app = FastAPI(
         title="DNS control plane admin API",
         version=__version__,
@@ -31,13 +31,25 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         """The process is alive and serving."""
         return {"status": "ok"}
 
+    def _readiness() -> tuple[bool, str]:
+        if readiness is not None:
+            return readiness()
+        return hub.ready, "" if hub.ready else hub.not_ready_reason
+
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
-        """Ready once the first full load of the source has been applied."""
-        body = {"ready": hub.ready, "source": _source()}
-        if not hub.ready:
-            body["reason"] = hub.not_ready_reason
-        return JSONResponse(body, status_code=200 if hub.ready else 503)
+        """503 until the first full load of the source is applied; then 200.
+
+        ``degraded`` names a current source problem (the last configuration
+        keeps serving meanwhile).
+        """
+        ready, reason = _readiness()
+        body: dict[str, object] = {"ready": ready, "source": _source()}
+        if not ready:
+            body["reason"] = reason
+        elif reason:
+            body["degraded"] = reason
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/api/v1/nodes", tags=["xds"])
     def nodes() -> list[dict[str, Any]]:

@@ -2,6 +2,12 @@
 
 Every long-running task is supervised: if one fails, the failure is logged
 and the process exits non-zero instead of serving with a dead loop.
+
+Readiness: ``/readyz`` answers 503 until the source's first full load (every
+initial list, for Kubernetes) has been applied; nothing is pushed to Envoy
+before that, so a restart never pushes a half-loaded configuration. After
+that it answers 200, with ``degraded`` naming any current source problem
+(directory gone, API unreachable) while the last configuration keeps serving.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import uvicorn
@@ -59,6 +66,44 @@ class Debouncer:
             self.action()
 
 
+class SourceRunner(Protocol):
+    """What the app needs from a source."""
+
+    def load(self) -> None: ...
+    def loaded(self) -> bool: ...
+    def problem(self) -> str: ...
+    def status(self) -> dict[str, object]: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+    def hub_changed(self, hub: Hub) -> None: ...
+
+
+class FileRunner:
+    def __init__(self, root: Path, store: Store, poke: Callable[[], None]) -> None:
+        self.source = FileSource(root, store, poke)
+        self._loaded = False
+
+    def load(self) -> None:
+        self.source.load_all()
+        self._loaded = self.source.healthy
+
+    def loaded(self) -> bool:
+        self._loaded = self._loaded or self.source.healthy
+        return self._loaded
+
+    def problem(self) -> str:
+        return self.source.problem
+
+    def status(self) -> dict[str, object]:
+        return {"kind": "files", "path": str(self.source.root), "healthy": self.source.healthy,
+                "problem": self.source.problem or None}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.source.watch(stop)
+
+    def hub_changed(self, hub: Hub) -> None:
+        return None
+
+
 async def _supervise(tasks: dict[str, asyncio.Task[None]], stop: asyncio.Event) -> int:
     stopper = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({*tasks.values(), stopper},
@@ -80,26 +125,37 @@ async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
 
-async def serve_files(source_dir: Path, settings: Settings) -> int:
+async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], None]],
+                                                         SourceRunner]) -> int:
+    """Run the control plane with the source ``make_runner`` builds, until SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
     store = Store()
     hub = Hub(settings)
     stop = asyncio.Event()
+    runner: SourceRunner
 
     def rebuild() -> None:
+        if not runner.loaded():
+            return  # never push a half-loaded source
         hub.set_inventory(store.inventory())
-        if not source.healthy:
-            hub.not_ready_reason = source.problem
+        if not hub.ready:
+            hub.ready = True
+            log.info("first full load applied: ready")
+        problem = runner.problem()
+        hub.not_ready_reason = problem
         log.info("configuration rebuilt: %d tenants, %d input errors",
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
 
     debouncer = Debouncer(settings.debounce_seconds, rebuild)
-    source = FileSource(source_dir, store, debouncer.poke)
-    source.load_all()
-    hub.set_inventory(store.inventory())
-    if source.healthy:
-        hub.ready = True
-    else:
-        hub.not_ready_reason = source.problem
+
+    def poke_threadsafe() -> None:
+        loop.call_soon_threadsafe(debouncer.poke)
+
+    runner = make_runner(store, poke_threadsafe)
+    status_debouncer = Debouncer(0.2, lambda: runner.hub_changed(hub))
+    hub.listeners.append(status_debouncer.poke)
+    runner.load()
+    rebuild()
 
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     add_ads_service(grpc_server, hub)
@@ -108,16 +164,15 @@ async def serve_files(source_dir: Path, settings: Settings) -> int:
                 "local use)", settings.xds_host, xds_port)
     await grpc_server.start()
 
-    def source_status() -> dict[str, object]:
-        return {"kind": "files", "path": str(source_dir), "healthy": source.healthy,
-                "problem": source.problem or None}
+    def readiness() -> tuple[bool, str]:
+        if not hub.ready:
+            return False, runner.problem() or "the first full load of the source has not finished"
+        return True, runner.problem()
 
-    admin_app = create_app(hub, source_status=source_status)
+    admin_app = create_app(hub, source_status=runner.status, readiness=readiness)
     config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
                             log_config=None, access_log=False, lifespan="off")
     admin = _AdminServer(config)
-
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
@@ -127,13 +182,14 @@ async def serve_files(source_dir: Path, settings: Settings) -> int:
             raise RuntimeError("admin server stopped (is the port in use?)")
 
     tasks = {
-        "file-watch": asyncio.create_task(source.watch(stop)),
+        "source": asyncio.create_task(runner.run(stop)),
         "rebuild": asyncio.create_task(debouncer.run(stop)),
+        "status": asyncio.create_task(status_debouncer.run(stop)),
         "admin": asyncio.create_task(run_admin()),
         "ads": asyncio.create_task(_wait_grpc(grpc_server)),
     }
-    log.info("control plane serving: xds=%s:%d admin=http://%s:%d source=%s", settings.xds_host,
-             xds_port, settings.admin_host, settings.admin_port, source_dir)
+    log.info("control plane serving: xds=%s:%d admin=http://%s:%d", settings.xds_host,
+             xds_port, settings.admin_host, settings.admin_port)
     code = await _supervise(tasks, stop)
     admin.should_exit = True
     await grpc_server.stop(grace=1.0)
@@ -144,3 +200,7 @@ async def serve_files(source_dir: Path, settings: Settings) -> int:
             await task
     log.info("control plane stopped")
     return code
+
+
+async def serve_files(source_dir: Path, settings: Settings) -> int:
+    return await serve(settings, lambda store, poke: FileRunner(source_dir, store, poke))

@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--debounce", type=float, default=0.05,
                        help="seconds to coalesce input changes (default 0.05)")
     serve.add_argument("--log-level", default="info")
+    kube = serve.add_argument_group("Kubernetes source (--source kubernetes)")
+    kube.add_argument("--kubeconfig", default=None,
+                      help="kubeconfig file (default: in-cluster config)")
+    kube.add_argument("--context", default=None, help="kubeconfig context")
+    kube.add_argument("--watch-pods", action="store_true",
+                      help="also watch Pods, to count selected workloads in status")
+    kube.add_argument("--no-status", action="store_true",
+                      help="do not write DnsPolicy status")
+    kube.add_argument("--watch-timeout", type=int, default=60,
+                      help="seconds before a watch is renewed (default 60)")
+    kube.add_argument("--status-interval", type=float, default=1.0,
+                      help="minimum seconds between status writes of one policy (default 1)")
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a sidecar")
     boot.add_argument("--node-id", required=True)
@@ -89,13 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         admin_host=args.admin_address[0], admin_port=args.admin_address[1],
         debounce_seconds=args.debounce,
     )
-    if args.source == "kubernetes":
-        print("controlplane serve: --source kubernetes is not implemented yet; "
-              "use a directory of manifests", file=sys.stderr)
-        return 2
-    from controlplane.app import serve_files
+    from controlplane.app import serve, serve_files
 
-    return asyncio.run(serve_files(Path(args.source), settings))
+    if args.source != "kubernetes":
+        return asyncio.run(serve_files(Path(args.source), settings))
+    from controlplane.errors import ConfigError
+    from controlplane.sources.kube_runner import KubeRunner, api_client
+
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except ConfigError as exc:
+        print(f"controlplane serve: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings, lambda store, poke: KubeRunner(
+        api, store, poke, watch_pods=args.watch_pods, write_status=not args.no_status,
+        watch_timeout=args.watch_timeout, status_min_interval=args.status_interval)))
 
 
 if __name__ == "__main__":

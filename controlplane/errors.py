@@ -26,6 +26,7 @@ class InputError:
     name: str
     reason: str
     origin: str = ""  # e.g. "examples/demo.yaml:12" or "kubernetes"
+    generation: int = 0  # metadata.generation of the rejected object, when known
 
     @property
     def object_ref(self) -> str:

@@ -22,8 +22,9 @@ from controlplane.model import Workload
 from controlplane.policy import select_policy
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
+from controlplane.status import ProxyState, conflicts_by_policy, policy_status
 from controlplane.translate import translate_view
-from controlplane.translate.types import SHORT_NAMES
+from controlplane.translate.types import LISTENER_TYPE, SHORT_NAMES
 from controlplane.views import (
     DEFAULT_TENANT,
     TenantView,
@@ -75,6 +76,7 @@ class Hub:
         self._clock = clock
         self.rebuilds = 0
         self.nacks_total = 0
+        self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.recompute()
 
     # -- input -------------------------------------------------------------
@@ -113,6 +115,11 @@ class Hub:
         for conn in list(self.connections.values()):
             self._assign(conn)
         self._refresh_snapshots()
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def _refresh_snapshots(self) -> None:
         active = {c.view_key for c in self.connections.values() if c.view_key is not None}
@@ -149,6 +156,7 @@ class Hub:
                  conn.workload.namespace, conn.view_key,
                  extra={"node": conn.workload.node_id, "view": str(conn.view_key)})
         self._refresh_snapshots()
+        self._changed()
 
     def _assign(self, conn: Connection) -> None:
         w = conn.workload
@@ -172,6 +180,7 @@ class Hub:
     def record(self, conn: Connection, event: Event) -> None:
         node = conn.workload.node_id if conn.workload else conn.peer
         short = SHORT_NAMES.get(event.type_url, event.type_url)
+        self._changed()
         if isinstance(event, Nack):
             self.nacks_total += 1
             log.error("node %s rejected %s version %s: %s", node, short, event.version,
@@ -189,11 +198,40 @@ class Hub:
             log.info("node %s disconnected", conn.workload.node_id,
                      extra={"node": conn.workload.node_id})
         self._refresh_snapshots()
+        self._changed()
 
     def _view_changed(self, key: object) -> None:
         for conn in self.connections.values():
             if conn.view_key == key:
                 conn.notify()
+
+    # -- read side (admin API, status) ----------------------------------------
+    def proxy_states(self) -> list[ProxyState]:
+        out = []
+        for conn in self.connections.values():
+            if conn.workload is None or conn.view_key is None:
+                continue
+            snap = self.cache.get(conn.view_key)
+            lds = conn.stream.types.get(LISTENER_TYPE)
+            current = bool(snap and lds and lds.acked_version
+                           and lds.acked_version == snap.types[LISTENER_TYPE].version)
+            out.append(ProxyState(conn.workload, conn.view_key.tenant, current))
+        return out
+
+    def policy_statuses(self, *, pods_watched: bool) -> dict[str, dict[str, Any]]:
+        """The desired status of every DnsPolicy known, valid or not."""
+        inv = self.inventory
+        proxies = self.proxy_states()
+        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
+        invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
+        out = {}
+        for name in sorted(set(inv.policies) | set(invalid)):
+            error = invalid.get(name) or self.policy_errors.get(name)
+            out[name] = policy_status(
+                inv.policies.get(name), name, inventory=inv, error=error,
+                view=self.tenant_views.get(name), proxies=proxies,
+                conflicts=conflicts.get(name, set()), pods_watched=pods_watched)
+        return out
 
     # -- read side (admin API) ---------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ be lost on bad input:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -81,11 +82,15 @@ class _Origin:
 
 
 class Store:
-    """Holds every origin's objects and errors; produces ``Inventory`` snapshots."""
+    """Holds every origin's objects and errors; produces ``Inventory`` snapshots.
+
+    Thread-safe: the Kubernetes source applies events from one thread per kind
+    while the event loop reads ``inventory()``.
+    """
 
     def __init__(self) -> None:
         self._origins: dict[str, _Origin] = {}
-        self.ignored: list[tuple[str, Ignored]] = []
+        self._lock = threading.RLock()
 
     def replace_origin(
         self,
@@ -95,6 +100,11 @@ class Store:
         unreadable: InputError | None = None,
     ) -> list[Ignored]:
         """Replace what ``origin`` holds. Returns the documents of ignored kinds."""
+        with self._lock:
+            return self._replace_origin(origin, list(results), unreadable)
+
+    def _replace_origin(self, origin: str, results: list[ParseResult],
+                        unreadable: InputError | None) -> list[Ignored]:
         old = self._origins.get(origin, _Origin())
         if unreadable is not None:
             self._origins[origin] = _Origin(dict(old.objects), [unreadable])
@@ -117,13 +127,54 @@ class Store:
         self._origins[origin] = new
         return ignored
 
+    def apply_object(self, origin: str, key: Key, result: ModelObject | InputError) -> bool:
+        """Add or replace one object of ``origin``; True when the inventory changed.
+
+        An invalid update keeps the last valid version of the object.
+        """
+        with self._lock:
+            o = self._origins.setdefault(origin, _Origin())
+            old_errors = [e for e in o.errors if (e.kind, e.namespace, e.name) == key]
+            o.errors = [e for e in o.errors if (e.kind, e.namespace, e.name) != key]
+            if isinstance(result, InputError):
+                if key in o.objects:
+                    result = replace(result, reason=result.reason + "; the last valid version "
+                                     "stays in force")
+                o.errors.append(result)
+                return old_errors != [result]
+            changed = o.objects.get(key) != result or bool(old_errors)
+            o.objects[key] = result
+            return changed
+
+    def delete_object(self, origin: str, key: Key) -> bool:
+        with self._lock:
+            o = self._origins.get(origin)
+            if o is None:
+                return False
+            before = len(o.errors)
+            o.errors = [e for e in o.errors if (e.kind, e.namespace, e.name) != key]
+            return o.objects.pop(key, None) is not None or len(o.errors) != before
+
+    def keys(self, origin: str) -> set[Key]:
+        with self._lock:
+            o = self._origins.get(origin)
+            if o is None:
+                return set()
+            return set(o.objects) | {(e.kind, e.namespace, e.name) for e in o.errors}
+
     def remove_origin(self, origin: str) -> None:
-        self._origins.pop(origin, None)
+        with self._lock:
+            self._origins.pop(origin, None)
 
     def origins(self) -> list[str]:
-        return sorted(self._origins)
+        with self._lock:
+            return sorted(self._origins)
 
     def inventory(self) -> Inventory:
+        with self._lock:
+            return self._inventory()
+
+    def _inventory(self) -> Inventory:
         seen: dict[Key, str] = {}
         objects: list[ModelObject] = []
         errors: list[InputError] = []

@@ -342,8 +342,12 @@ def parse_object(doc: Any, *, origin: str = "") -> ParseResult:
         return InputError(kind=str(kind or "Document"), namespace="", name=name, origin=origin,
                           reason="apiVersion and kind are required strings")
 
+    raw_generation = meta.get("generation")
+    generation = raw_generation if isinstance(raw_generation, int) else 0
+
     def err(reason: str, namespace: str = ns) -> InputError:
-        return InputError(kind=kind, namespace=namespace, name=name, origin=origin, reason=reason)
+        return InputError(kind=kind, namespace=namespace, name=name, origin=origin, reason=reason,
+                          generation=generation)
 
     cluster_scoped = kind in ("Namespace", "DnsPolicy")
     if not name:

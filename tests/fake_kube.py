@@ -48,6 +48,10 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
+    def key(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    @property
     def prefix(self) -> str:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
@@ -158,7 +162,7 @@ class FakeKube:
             meta.pop("namespace", None)
         else:
             meta.setdefault("namespace", "default")
-        key = (res.plural, meta.get("namespace", ""), meta["name"])
+        key = (res.key, meta.get("namespace", ""), meta["name"])
         with self._lock:
             old = self._objects.get(key)
             rv = next(self._rv)
@@ -179,9 +183,10 @@ class FakeKube:
             self._events.append(_Event(rv, res, event, copy.deepcopy(obj)))
         return obj
 
-    def delete(self, kind: str, name: str, namespace: str = "") -> None:
-        res = self._resource(kind)
-        key = (res.plural, namespace if res.namespaced else "", name)
+    def delete(self, kind: str, name: str, namespace: str = "", api_version: str | None = None
+               ) -> None:
+        res = self._resource(kind, api_version)
+        key = (res.key, namespace if res.namespaced else "", name)
         with self._lock:
             obj = self._objects.pop(key)
             rv = next(self._rv)
@@ -192,7 +197,7 @@ class FakeKube:
     def get(self, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         res = self._resource(kind)
         with self._lock:
-            obj = self._objects.get((res.plural, namespace if res.namespaced else "", name))
+            obj = self._objects.get((res.key, namespace if res.namespaced else "", name))
             return copy.deepcopy(obj) if obj else None
 
     # -- faults ------------------------------------------------------------
@@ -277,15 +282,15 @@ class FakeKube:
         if stall is not None:
             await asyncio.to_thread(stall.wait)
         with self._lock:
-            items = [copy.deepcopy(o) for (plural, _, _), o in sorted(self._objects.items())
-                     if plural == res.plural]
+            items = [copy.deepcopy(o) for (rkey, _, _), o in sorted(self._objects.items())
+                     if rkey == res.key]
             rv = self._last_rv
         return JSONResponse({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                              "metadata": {"resourceVersion": str(rv)}, "items": items})
 
     async def _write_status(self, request: Request, res: Resource, name: str) -> Response:
         body = json.loads(await request.body())
-        key = (res.plural, "", name)
+        key = (res.key, "", name)
         with self._lock:
             obj = self._objects.get(key)
             if obj is None:

@@ -1,0 +1,71 @@
+"""Runs the Kubernetes source and the DnsPolicy status writer for the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from controlplane.errors import ConfigError
+from controlplane.hub import Hub
+from controlplane.inventory import Store
+from controlplane.sources.kubernetes import KubernetesSource
+from controlplane.sources.status_writer import StatusWriter
+
+
+def api_client(kubeconfig: str | None, context: str | None) -> k8s.ApiClient:
+    """A client from a kubeconfig, or in-cluster config when neither is given."""
+    try:
+        if kubeconfig or context:
+            api: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context)
+            return api
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    except Exception as exc:
+        raise ConfigError(f"cannot configure the Kubernetes client: {exc}") from exc
+
+
+class KubeRunner:
+    def __init__(self, api: k8s.ApiClient, store: Store, poke: Callable[[], None], *,
+                 watch_pods: bool = False, write_status: bool = True,
+                 watch_timeout: int = 60, backoff_base: float = 0.2,
+                 status_min_interval: float = 1.0) -> None:
+        self.source = KubernetesSource(api, store, poke, watch_pods=watch_pods,
+                                       watch_timeout=watch_timeout, backoff_base=backoff_base)
+        self.writer = StatusWriter(api, self.source.stop_event,
+                                   min_interval=status_min_interval) if write_status else None
+        self.watch_pods = watch_pods
+
+    def load(self) -> None:
+        self.source.start()
+        if self.writer is not None:
+            self.writer.thread.start()
+
+    def loaded(self) -> bool:
+        return self.source.ready
+
+    def problem(self) -> str:
+        if not self.source.ready:
+            return self.source.not_ready_reason()
+        problems = [f"{w.kind.plural}: {w.state.problem}" for w in self.source.watchers
+                    if w.state.problem]
+        return "; ".join(problems)
+
+    def status(self) -> dict[str, object]:
+        out = self.source.status()
+        if self.writer is not None:
+            out["status_writes"] = self.writer.writes
+        return out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.source.stop()
+
+    def hub_changed(self, hub: Hub) -> None:
+        if self.writer is not None and hub.ready:
+            self.writer.update(hub.policy_statuses(pods_watched=self.watch_pods))
