@@ -14,10 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# dig and dnsmasq are used by the end-to-end tests and `make run`'s hints.
+# Tools the tests use: dig and dnsmasq (e2e upstream DNS servers), docker-compose
+# (checks docker-compose.yml), kubectl (renders deploy/ with kustomize).
+SYSTEM_TOOLS := dig:dnsutils dnsmasq:dnsmasq docker-compose:docker-compose kubectl:kubernetes-client
 system-deps:
-	@command -v dig >/dev/null && command -v dnsmasq >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq dnsutils dnsmasq >/dev/null; }
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/python -m controlplane.demo --manifests examples

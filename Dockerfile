@@ -1,0 +1,17 @@
+# The control plane image. Also carries dnsmasq, which docker-compose.yml uses
+# as each tenant's own DNS server.
+FROM python:3.11-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dnsmasq-base \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY controlplane ./controlplane
+RUN pip install --no-cache-dir . && rm -rf /src
+
+USER 65532:65532
+EXPOSE 18000 18080
+ENTRYPOINT ["controlplane"]
+CMD ["serve", "--source", "kubernetes"]
