@@ -53,6 +53,12 @@ def slice_(name: str, namespace: str, service: str, ip: str) -> dict[str, Any]:
             "addressType": "IPv4", "endpoints": [{"addresses": [ip]}]}
 
 
+def pod(name: str, namespace: str, ip: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
+                                                           "labels": {"app": "x"}},
+            "status": {"podIP": ip}}
+
+
 def entry(name: str, namespace: str, host: str, api: str = "networking.istio.io/v1"
           ) -> dict[str, Any]:
     return {"apiVersion": api, "kind": "ServiceEntry",
@@ -119,9 +125,18 @@ def test_initial_list_and_every_kind(kube: FakeKube, harness: Harness) -> None:
      lambda inv: inv.endpoint_slices[("acme", "web-1")].endpoints[0].addresses[0]),
     (lambda v: policy("acme", "acme", "DENY" if v == 1 else "ALLOW"), "DnsPolicy", "acme",
      lambda inv: inv.policies["acme"].default_action.value),
+    (lambda v: entry("ext", "acme", f"h{v}.partner.com"), "ServiceEntry@networking.istio.io/v1",
+     ("acme", "ext"),
+     lambda inv: inv.service_entries[("acme", "ext")].hosts[0]),
+    (lambda v: entry("own", "acme", f"h{v}.own.com", "networking.example.com/v1alpha1"),
+     "ServiceEntry@networking.example.com/v1alpha1", ("acme", "own"),
+     lambda inv: inv.service_entries[("acme", "own")].hosts[0]),
+    (lambda v: pod("p", "acme", f"10.2.0.{v}"), "Pod", ("acme", "p"),
+     lambda inv: inv.pods[("acme", "p")].ips[0]),
 ])
-def test_add_modify_delete(kube: FakeKube, harness: Harness, make: Any, kind: str, key: Any,
+def test_add_modify_delete(kube: FakeKube, tmp_path: Path, make: Any, kind: str, key: Any,
                            field: Any) -> None:
+    harness = Harness(kube, tmp_path, watch_pods=True)
     harness.source.start()
     wait_for(lambda: harness.source.ready, timeout=15, what="initial lists")
     kube.apply(make(1))
@@ -131,14 +146,17 @@ def test_add_modify_delete(kube: FakeKube, harness: Harness, make: Any, kind: st
     assert second != first
     name = key if isinstance(key, str) else key[1]
     namespace = "" if isinstance(key, str) else key[0]
-    kube.delete(kind, name, namespace)
+    kind_name, _, api_version = kind.partition("@")
+    kube.delete(kind_name, name, namespace, api_version or None)
     harness.until(lambda inv: _get(inv, kind, key) is None, f"{kind} deleted")
+    harness.source.stop()
 
 
 def _get(inv: Inventory, kind: str, key: Any) -> Any:
     table: dict[Any, Any] = {"Service": inv.services, "Namespace": inv.namespaces,
-                             "EndpointSlice": inv.endpoint_slices,
-                             "DnsPolicy": inv.policies}[kind]
+                             "EndpointSlice": inv.endpoint_slices, "Pod": inv.pods,
+                             "DnsPolicy": inv.policies,
+                             "ServiceEntry": inv.service_entries}[kind.partition("@")[0]]
     return table.get(key)
 
 

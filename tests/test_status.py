@@ -1,0 +1,86 @@
+"""DnsPolicy status: conditions, conflicts, counts and transition times."""
+
+from __future__ import annotations
+
+from controlplane.errors import InputError
+from controlplane.inventory import Inventory
+from controlplane.model import DnsPolicy, LabelSelector, Namespace, Pod, Workload
+from controlplane.status import (
+    ProxyState,
+    conflicts_by_policy,
+    merge_transition_times,
+    policy_status,
+    without_times,
+)
+
+
+def pol(name: str, labels: dict[str, str], **kw: object) -> DnsPolicy:
+    return DnsPolicy(name=name, namespace_selector=LabelSelector(
+        match_labels=tuple(sorted(labels.items()))), generation=3, **kw)  # type: ignore[arg-type]
+
+
+INV = Inventory.of([
+    Namespace("a1", (("team", "a"),)), Namespace("a2", (("team", "a"),)),
+    Namespace("b", (("team", "b"),)),
+    Pod("a1", "p1", (("app", "web"),)), Pod("a2", "p2", (("app", "db"),)),
+    pol("alpha", {"team": "a"}), pol("beta", {"team": "a"}), pol("bravo", {"team": "b"}),
+])
+
+
+def conds(status: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {c["type"]: c for c in status["conditions"]}  # type: ignore[attr-defined,index]
+
+
+def test_conflicts_are_symmetric_and_name_the_winner() -> None:
+    conflicts = conflicts_by_policy(INV, [])
+    assert conflicts == {"alpha": {"beta"}, "beta": {"alpha"}}
+    status = policy_status(INV.policies["beta"], "beta", inventory=INV, error=None, view=None,
+                           proxies=[], conflicts=conflicts["beta"], pods_watched=True)
+    c = conds(status)["Conflicted"]
+    assert c["status"] == "True" and "alpha applies" in str(c["message"])
+    assert status["selectedNamespaces"] == 2
+    assert status["selectedWorkloads"] == 0  # alpha wins both pods of team a
+    alpha = policy_status(INV.policies["alpha"], "alpha", inventory=INV, error=None, view=None,
+                          proxies=[], conflicts={"beta"}, pods_watched=True)
+    assert alpha["selectedWorkloads"] == 2
+
+
+def test_ready_follows_the_proxies() -> None:
+    w = Workload(node_id="n1", namespace="b")
+    base = dict(inventory=INV, error=None, view=None, conflicts=set(), pods_watched=False)
+    pending = policy_status(INV.policies["bravo"], "bravo", proxies=[ProxyState(w, "bravo", False)],
+                            **base)  # type: ignore[arg-type]
+    assert conds(pending)["Ready"]["reason"] == "Pending" and pending["ready"] is False
+    current = policy_status(INV.policies["bravo"], "bravo", proxies=[ProxyState(w, "bravo", True)],
+                            **base)  # type: ignore[arg-type]
+    assert conds(current)["Ready"]["reason"] == "Current" and current["ready"] is True
+    assert current["connectedProxies"] == 1 and "selectedWorkloads" not in current
+    assert all(c["observedGeneration"] == 3 for c in current["conditions"])
+
+
+def test_invalid_policy_is_not_accepted() -> None:
+    err = InputError("DnsPolicy", "", "bravo", "spec.policy.defaultAction 'BLOCK' is not one of "
+                     "ALLOW, DENY, WARN", "kubernetes dnspolicies", generation=4)
+    status = policy_status(INV.policies["bravo"], "bravo", inventory=INV, error=err, view=None,
+                           proxies=[], conflicts=set(), pods_watched=False)
+    c = conds(status)["Accepted"]
+    assert (c["status"], c["reason"], c["observedGeneration"]) == ("False", "Invalid", 4)
+    never_valid = policy_status(None, "new", inventory=INV, error=err, view=None, proxies=[],
+                                conflicts=set(), pods_watched=False)
+    assert conds(never_valid)["Ready"]["reason"] == "NoValidVersion"
+
+
+def test_transition_times_change_only_with_status() -> None:
+    first = policy_status(INV.policies["bravo"], "bravo", inventory=INV, error=None, view=None,
+                          proxies=[], conflicts=set(), pods_watched=False)
+    written = merge_transition_times(first, None, "T1")
+    assert {c["lastTransitionTime"] for c in written["conditions"]} == {"T1"}
+    again = merge_transition_times(first, written, "T2")
+    assert again == written
+    err = InputError("DnsPolicy", "", "bravo", "bad", "x", generation=3)
+    broken = policy_status(INV.policies["bravo"], "bravo", inventory=INV, error=err, view=None,
+                           proxies=[], conflicts=set(), pods_watched=False)
+    merged = merge_transition_times(broken, written, "T3")
+    times = {c["type"]: c["lastTransitionTime"] for c in merged["conditions"]}
+    assert times == {"Accepted": "T3", "Ready": "T1", "Conflicted": "T1"}
+    assert without_times(merged) == without_times(broken)
