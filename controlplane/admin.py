@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controlplane import __version__
+from controlplane.explain import explain
 from controlplane.hub import Hub
+from controlplane.model import Workload
 from controlplane.views import view_as_json
 
 
@@ -82,6 +84,23 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
     def metrics() -> Response:
         """Control-plane metrics in the Prometheus text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/explain", tags=["views"])
+    def explain_query(namespace: str, name: str, type: str = "A", labels: str = ""
+                      ) -> dict[str, Any]:
+        """Which policy and rule apply to a query from a workload, and what Envoy answers.
+
+        ``labels`` is ``k=v,k2=v2`` (the pod's labels).
+        """
+        pod_labels = {}
+        for part in filter(None, (p.strip() for p in labels.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise HTTPException(status_code=422, detail=f"label {part!r} is not key=value")
+            pod_labels[key] = value
+        workload = Workload(node_id="explain", namespace=namespace,
+                            labels=tuple(sorted(pod_labels.items())))
+        return explain(hub.inventory, hub.tenant_views, workload, name, type)
 
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:

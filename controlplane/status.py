@@ -7,6 +7,8 @@ Conditions (each with reason, message and ``observedGeneration``):
   current configuration (acked), or none is connected yet.
 - ``Conflicted``: another policy selects the same namespace or workload with
   the same precedence; the alphabetically first one wins.
+- ``Enforced``: every rule is enforced as written; ``False`` lists the rules
+  Envoy cannot express and the stricter (fail-closed) behaviour used instead.
 
 Plus ``tenant``, ``selectedNamespaces``, ``selectedWorkloads`` (when Pods are
 watched), ``connectedProxies`` and the view's ``notes``.
@@ -112,7 +114,13 @@ def policy_status(
                                 f"{winner} applies", generation)
     else:
         conflicted = _condition("Conflicted", False, "NoOverlap", "", generation)
-    status["conditions"] = [accepted, ready, conflicted]
+    if view is not None and view.unenforced:
+        enforced = _condition("Enforced", False, "FailClosed", "; ".join(view.unenforced),
+                              generation)
+    else:
+        enforced = _condition("Enforced", True, "AllRules",
+                              "Envoy enforces every rule as written", generation)
+    status["conditions"] = [accepted, ready, conflicted, enforced]
     status["ready"] = accepted["status"] == "True" and ready["status"] == "True"
     return status
 

@@ -94,6 +94,8 @@ class TenantView:
     ttl_seconds: int
     notes: tuple[str, ...] = field(default=(), compare=False)
     conflicts: tuple[str, ...] = field(default=(), compare=False)
+    # Rules Envoy cannot enforce exactly, and the fail-closed substitute for each.
+    unenforced: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def forwarding(self) -> bool:
@@ -232,23 +234,29 @@ def _deny_entries(compiled: CompiledPolicy, records: list[NameRecord],
     return tuple(out[k] for k in sorted(out))
 
 
-def _notes_for(policy: DnsPolicy, compiled: CompiledPolicy, zone: str) -> list[str]:
-    notes = []
-    if policy.default_action is DefaultAction.WARN:
-        notes.append("defaultAction WARN answers like ALLOW; per-query WARN logging is not "
-                     "implemented yet")
+def single_label_wildcard(pattern: str) -> bool:
+    """Envoy looks a name up among entries sharing its last two labels, so ``*.net``
+    (whose suffix is one label) never matches anything."""
+    return pattern.startswith("*.") and "." not in pattern[2:]
+
+
+def _unenforced_for(policy: DnsPolicy, compiled: CompiledPolicy, zone: str) -> list[str]:
+    """Rules Envoy cannot express exactly; each is replaced by something stricter."""
+    out = []
     if policy.policy_server is not None:
-        notes.append(f"policy.server {policy.policy_server.address} is not supported by Envoy's "
-                     "DNS filter and is ignored: whitelist, blacklist and defaultAction decide")
+        out.append(f"policy.server {policy.policy_server.address}: Envoy's DNS filter cannot "
+                   "consult a policy server; it is ignored and whitelist, blacklist and "
+                   f"defaultAction {policy.default_action.value} decide")
     if policy.default_action is DefaultAction.DENY:
         for p in compiled.whitelist:
             if not (p.suffix == zone or p.suffix.endswith("." + zone)):
-                notes.append(f"whitelist {p}: under defaultAction DENY nothing is forwarded, so "
-                             "only cluster names (Services, ServiceEntries) matching it resolve")
+                out.append(f"whitelist {p}: under defaultAction DENY nothing is forwarded, so "
+                           "only cluster names (Services, ServiceEntries) matching it resolve; "
+                           "external names matching it get NXDOMAIN")
     for w, b in compiled.shadowed_whitelist():
-        notes.append(f"whitelist {w} lies under blacklist {b}: cluster names there resolve, but "
-                     "external names are denied (Envoy cannot forward them selectively)")
-    return notes
+        out.append(f"whitelist {w} lies under blacklist {b}: cluster names there resolve, but "
+                   "external names are denied (Envoy cannot forward them selectively)")
+    return out
 
 
 def build_tenant_view(
@@ -263,7 +271,11 @@ def build_tenant_view(
     if policy is None:
         return _default_view(records, inventory, settings)
     compiled = CompiledPolicy.of(policy)
-    notes = _notes_for(policy, compiled, settings.zone)
+    notes: list[str] = []
+    if policy.default_action is DefaultAction.WARN:
+        notes.append("defaultAction WARN answers like ALLOW; per-query WARN logging is not "
+                     "implemented yet")
+    unenforced = _unenforced_for(policy, compiled, settings.zone)
     entries = []
     for rec in records:
         d = compiled.classify_pattern(Pattern(rec.name))
@@ -274,9 +286,9 @@ def build_tenant_view(
     if policy.default_action is not DefaultAction.DENY:
         address = policy.server_address or settings.default_upstream
         if policy.upgrade:
-            notes.append(f"protocol upgrade to {policy.upgrade_type or 'an encrypted protocol'} "
-                         "is not supported yet; nothing is forwarded rather than forwarding in "
-                         "cleartext")
+            kind = policy.upgrade_type or "an encrypted protocol"
+            unenforced.append(f"protocol upgrade to {kind} is not supported yet; nothing is "
+                              "forwarded rather than forwarding in cleartext")
         elif address:
             resolved = resolve_upstream(address, inventory, zone=settings.zone)
             if isinstance(resolved, str):
@@ -292,9 +304,20 @@ def build_tenant_view(
     deny: tuple[DenyEntry, ...] = ()
     if upstreams:
         deny = _deny_entries(compiled, records, settings.zone)
+        lost = [d.pattern for d in deny if single_label_wildcard(d.pattern)]
+        if lost:
+            unenforced.append(f"blacklist {', '.join(lost)}: Envoy matches wildcards only within "
+                              "a name's last two labels, so it cannot deny these while "
+                              "forwarding; nothing is forwarded for this tenant (fail closed)")
+            upstreams, deny = (), ()
+        elif deny:
+            unenforced.append("blacklist entries match lower-case queries only: Envoy 1.40 "
+                              "compares names case-sensitively (envoyproxy/envoy#45381), so a "
+                              "mixed-case spelling of a denied name is forwarded upstream")
     view = TenantView(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), deny=deny,
-        upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds, notes=tuple(notes),
+        upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
+        notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
     )
     return view, error
 
@@ -349,5 +372,6 @@ def view_as_json(view: TenantView) -> dict[str, object]:
             for d in view.deny
         ],
         "notes": list(view.notes),
+        "unenforced": list(view.unenforced),
         "conflicts": list(view.conflicts),
     }

