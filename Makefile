@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Tools the tests use: dig and dnsmasq (e2e upstream DNS servers), docker-compose
-# (checks docker-compose.yml), kubectl (renders deploy/ with kustomize).
-SYSTEM_TOOLS := dig:dnsutils dnsmasq:dnsmasq docker-compose:docker-compose kubectl:kubernetes-client
+# (checks docker-compose.yml), kubectl (renders deploy/ with kustomize), prometheus
+# (scrapes real Envoys in e2e).
+SYSTEM_TOOLS := dig:dnsutils dnsmasq:dnsmasq docker-compose:docker-compose kubectl:kubernetes-client \
+                prometheus:prometheus
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -11,6 +11,7 @@ from controlplane.names import parse_ip, split_host_port
 # envoy_dns_filter_downstream_rx_queries{tenant="acme"} (facts #11).
 TENANT_STATS_TAG = {"tag_name": "tenant", "regex": r"^dns_filter\.tenant\.((.+?)\.)"}
 XDS_CLUSTER = "xds_cluster"
+ADMIN_CLUSTER = "envoy_admin"  # the stats-only listener's route to the admin
 
 
 def _socket(address: str, default_port: int) -> tuple[str, int]:
@@ -28,23 +29,33 @@ def bootstrap_config(
     xds_address: str = "127.0.0.1:18000",
     dns_address: str = "127.0.0.1:15053",
     admin_address: str = "127.0.0.1:15000",
+    stats_address: str = "0.0.0.0:15090",
     cluster: str = "dns-sidecar",
 ) -> dict[str, Any]:
-    """A complete Envoy bootstrap as a dict (dump it as YAML or JSON)."""
+    """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
+
+    ``stats_address`` is where the control plane puts the stats-only listener
+    (``/stats/prometheus`` only), or ``off``. Envoy's admin stays where
+    ``admin_address`` says (loopback by default); the static cluster
+    ``envoy_admin`` lets the stats listener reach it.
+    """
     xds_host, xds_port = _socket(xds_address, 18000)
     admin_host, admin_port = _socket(admin_address, 15000)
     dns_host, dns_port = _socket(dns_address, 15053)
     xds_type = "STATIC" if parse_ip(xds_host) is not None else "STRICT_DNS"
+    metadata: dict[str, Any] = {
+        "NAMESPACE": namespace,
+        "LABELS": dict(labels),
+        "DNS_LISTEN_ADDRESS": f"{dns_host}:{dns_port}",
+    }
+    if stats_address.lower() == "off":
+        metadata["STATS_LISTEN_ADDRESS"] = "off"
+    else:
+        stats_host, stats_port = _socket(stats_address, 15090)
+        metadata["STATS_LISTEN_ADDRESS"] = f"{stats_host}:{stats_port}"
+    admin_target = "127.0.0.1" if admin_host in ("0.0.0.0", "::") else admin_host
     return {
-        "node": {
-            "id": node_id,
-            "cluster": cluster,
-            "metadata": {
-                "NAMESPACE": namespace,
-                "LABELS": dict(labels),
-                "DNS_LISTEN_ADDRESS": f"{dns_host}:{dns_port}",
-            },
-        },
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_host,
                                                  "port_value": admin_port}}},
         "dynamic_resources": {
@@ -73,6 +84,16 @@ def bootstrap_config(
                     "cluster_name": XDS_CLUSTER,
                     "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
                         "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
+                },
+            }, {
+                "name": ADMIN_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": ADMIN_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": admin_target,
+                                           "port_value": admin_port}}}}]}],
                 },
             }],
         },

@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a pod label key=value (repeatable)")
     boot.add_argument("--xds-address", default="127.0.0.1:18000")
     boot.add_argument("--dns-address", default="127.0.0.1:15053")
-    boot.add_argument("--admin-address", default="127.0.0.1:15000")
+    boot.add_argument("--admin-address", default="127.0.0.1:15000",
+                      help="Envoy's full admin interface (keep it on loopback)")
+    boot.add_argument("--stats-address", default="0.0.0.0:15090",
+                      help="the stats-only listener serving /stats/prometheus, or 'off'")
     return parser
 
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             config = bootstrap_config(
                 node_id=args.node_id, namespace=args.namespace, labels=dict(args.label),
                 xds_address=args.xds_address, dns_address=args.dns_address,
-                admin_address=args.admin_address)
+                admin_address=args.admin_address, stats_address=args.stats_address)
         except ValueError as exc:
             print(f"controlplane bootstrap: {exc}", file=sys.stderr)
             return 2

@@ -39,12 +39,17 @@ log = logging.getLogger("controlplane.hub")
 
 
 class ViewKey(NamedTuple):
+    """Envoys with equal keys get byte-identical resources and share one snapshot."""
+
     tenant: str
     host: str
     port: int
+    stats_host: str = "0.0.0.0"
+    stats_port: int = 0
 
     def __str__(self) -> str:
-        return f"{self.tenant}@{self.host}:{self.port}"
+        stats = f"+stats:{self.stats_port}" if self.stats_port else ""
+        return f"{self.tenant}@{self.host}:{self.port}{stats}"
 
 
 @dataclass
@@ -129,7 +134,8 @@ class Hub:
                 continue
             resources = translate_view(
                 view, host=key.host, port=key.port,
-                resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000))
+                resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000),
+                stats=(key.stats_host, key.stats_port) if key.stats_port else None)
             self._built[key] = view
             self.cache.set(key, resources)
         for key in [k for k in self._built if k not in active]:
@@ -169,7 +175,8 @@ class Hub:
             log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
                         tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
         conn.conflicts = selection.conflicts
-        key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port)
+        key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port, w.stats_listen_host,
+                      w.stats_listen_port)
         if key != conn.view_key:
             conn.view_key = key
             conn.notify()
@@ -258,6 +265,8 @@ class Hub:
                 "tenant": conn.view_key.tenant if conn.view_key else None,
                 "view": str(conn.view_key) if conn.view_key else None,
                 "dns_listen_address": f"{w.dns_listen_host}:{w.dns_listen_port}" if w else None,
+                "stats_listen_address": (f"{w.stats_listen_host}:{w.stats_listen_port}"
+                                         if w and w.stats_listen_port else None),
                 "policy_conflicts": list(conn.conflicts),
                 "warnings": list(w.warnings) if w else [],
                 "connected_at": conn.connected_at,

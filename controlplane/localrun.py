@@ -190,6 +190,7 @@ class Envoy:
     workdir: Path
     dns_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    stats_port: int = field(default_factory=free_port)
     dns_host: str = "127.0.0.1"
     process: Process | None = None
 
@@ -204,7 +205,8 @@ class Envoy:
         config = bootstrap_config(
             node_id=self.node_id, namespace=self.namespace, labels=self.labels,
             xds_address=self.xds_address, dns_address=f"{self.dns_host}:{self.dns_port}",
-            admin_address=f"127.0.0.1:{self.admin_port}")
+            admin_address=f"127.0.0.1:{self.admin_port}",
+            stats_address=f"127.0.0.1:{self.stats_port}")
         path = self.bootstrap_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -235,7 +237,12 @@ class Envoy:
         if not self.process.alive():
             raise RuntimeError(f"envoy {self.node_id} exited:\n{self.process.log()[-3000:]}")
         dump = http_json(f"{self.admin_url}/config_dump?resource=dynamic_listeners")
-        return any("active_state" in c for c in dump.get("configs", []))
+        return any("active_state" in c and c["name"].startswith("dns:")
+                   for c in dump.get("configs", []))
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.stats_port}/stats/prometheus"
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None

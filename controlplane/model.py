@@ -172,6 +172,8 @@ class Workload:
     labels: Labels = ()
     dns_listen_host: str = "127.0.0.1"
     dns_listen_port: int = 15053
+    stats_listen_host: str = "0.0.0.0"
+    stats_listen_port: int = 15090  # 0: no stats listener
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

@@ -6,6 +6,10 @@ Metadata keys (all optional, each missing one gives a warning, never an error):
 - ``LABELS``: the pod's labels, a map (or a string ``k=v,k2=v2``).
 - ``DNS_LISTEN_ADDRESS``: where the DNS listener binds, ``HOST:PORT``
   (default ``127.0.0.1:15053``).
+- ``STATS_LISTEN_ADDRESS``: where the stats-only HTTP listener binds,
+  ``HOST:PORT`` (default ``0.0.0.0:15090``; ``off`` for none). It serves
+  ``/stats/prometheus`` from Envoy's admin (cluster ``envoy_admin`` of the
+  bootstrap) and nothing else, so the admin itself stays on loopback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from controlplane.names import parse_ip, split_host_port
 
 DEFAULT_DNS_HOST = "127.0.0.1"
 DEFAULT_DNS_PORT = 15053
+DEFAULT_STATS_HOST = "0.0.0.0"
+DEFAULT_STATS_PORT = 15090
 
 
 def _labels(raw: Any, warnings: list[str]) -> dict[str, str]:
@@ -50,14 +56,25 @@ def workload_from_node(node: base_pb2.Node) -> Workload:
     if "LABELS" not in meta:
         warnings.append("node metadata has no LABELS: workload selectors cannot match")
     labels = _labels(meta.get("LABELS"), warnings)
-    host, port = DEFAULT_DNS_HOST, DEFAULT_DNS_PORT
-    raw_address = meta.get("DNS_LISTEN_ADDRESS")
-    if raw_address is not None:
-        split = split_host_port(str(raw_address), DEFAULT_DNS_PORT)
-        if isinstance(split, str) or parse_ip(split[0]) is None:
-            warnings.append(f"DNS_LISTEN_ADDRESS {raw_address!r} is not IP:PORT; using "
-                            f"{DEFAULT_DNS_HOST}:{DEFAULT_DNS_PORT}")
-        else:
-            host, port = str(parse_ip(split[0])), split[1]
+    host, port = _address(meta, "DNS_LISTEN_ADDRESS", DEFAULT_DNS_HOST, DEFAULT_DNS_PORT,
+                          warnings)
+    if str(meta.get("STATS_LISTEN_ADDRESS", "")).lower() == "off":
+        stats_host, stats_port = DEFAULT_STATS_HOST, 0
+    else:
+        stats_host, stats_port = _address(meta, "STATS_LISTEN_ADDRESS", DEFAULT_STATS_HOST,
+                                          DEFAULT_STATS_PORT, warnings)
     return Workload(node_id=node.id, namespace=namespace, labels=labels_of(labels),
-                    dns_listen_host=host, dns_listen_port=port, warnings=tuple(warnings))
+                    dns_listen_host=host, dns_listen_port=port, stats_listen_host=stats_host,
+                    stats_listen_port=stats_port, warnings=tuple(warnings))
+
+
+def _address(meta: dict[str, Any], key: str, host: str, port: int,
+             warnings: list[str]) -> tuple[str, int]:
+    raw = meta.get(key)
+    if raw is None:
+        return host, port
+    split = split_host_port(str(raw), port)
+    if isinstance(split, str) or parse_ip(split[0]) is None:
+        warnings.append(f"{key} {raw!r} is not IP:PORT; using {host}:{port}")
+        return host, port
+    return str(parse_ip(split[0])), split[1]

@@ -66,11 +66,13 @@ def start_control_plane(tmp_path: Path, processes: list[object]
 @pytest.fixture
 def start_envoy(tmp_path: Path, processes: list[object]) -> Callable[..., Envoy]:
     def start(cp: ControlPlane, node_id: str, namespace: str, labels: dict[str, str] | None = None,
-              dns_port: int | None = None) -> Envoy:
+              dns_port: int | None = None, stats_port: int | None = None) -> Envoy:
         envoy = Envoy(node_id=node_id, namespace=namespace, labels=labels or {"app": "sleep"},
                       xds_address=cp.xds_address, workdir=tmp_path)
         if dns_port is not None:
             envoy.dns_port = dns_port
+        if stats_port is not None:
+            envoy.stats_port = stats_port
         processes.append(envoy)
         return envoy.start()
     return start

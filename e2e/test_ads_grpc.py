@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.localrun import ControlPlane, http_text, wait_for
@@ -58,7 +59,9 @@ def test_node_without_metadata_gets_default_view(
     c = make()
     c.send(type_url=LISTENER_TYPE, node=base_pb2.Node(id="bare"))
     resp = c.recv()
-    assert resp.type_url == LISTENER_TYPE and len(resp.resources) == 1
+    assert resp.type_url == LISTENER_TYPE
+    names = sorted(listener_pb2.Listener.FromString(r.value).name for r in resp.resources)
+    assert names == ["dns:127.0.0.1:15053", "stats:0.0.0.0:15090"]  # the defaults
     (node,) = wait_for(lambda: cp.get("/api/v1/nodes"), timeout=5, what="node listed")
     assert node["tenant"] == "_default"
     assert any("NAMESPACE" in w for w in node["warnings"])

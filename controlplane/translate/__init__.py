@@ -9,6 +9,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.translate.listeners import dns_listener, listener_name
+from controlplane.translate.stats import stats_listener
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
 from controlplane.views import TenantView
 
@@ -16,13 +17,20 @@ Resources = dict[str, dict[str, Message]]
 
 
 def translate_view(view: TenantView, *, host: str, port: int,
-                   resolver_timeout_ms: int = 2000) -> Resources:
-    """All resources of one view, by type URL then resource name."""
-    listener = dns_listener(view, host=host, port=port, resolver_timeout_ms=resolver_timeout_ms)
+                   resolver_timeout_ms: int = 2000,
+                   stats: tuple[str, int] | None = None) -> Resources:
+    """All resources of one view, by type URL then resource name.
+
+    ``stats`` adds the stats-only HTTP listener at that address.
+    """
+    listeners = [dns_listener(view, host=host, port=port,
+                              resolver_timeout_ms=resolver_timeout_ms)]
+    if stats is not None:
+        listeners.append(stats_listener(host=stats[0], port=stats[1]))
     return {
         CLUSTER_TYPE: {},
         ENDPOINT_TYPE: {},
-        LISTENER_TYPE: {listener.name: listener},
+        LISTENER_TYPE: {listener.name: listener for listener in listeners},
     }
 
 

@@ -1,0 +1,76 @@
+"""A real Prometheus scrapes two Envoys of two tenants through the stats-only listener."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from controlplane.localrun import ControlPlane, Envoy, Process, free_port, http_text, wait_for
+from e2e.conftest import query
+from tests.tools import require_tool
+
+NAMES = {"acme": ["httpbin.acme.com", "httpbin.acme.svc.cluster.local", "httpbin.foo.com"],
+         "foo": ["httpbin.foo.com", "nope.example", "httpbin.foo.svc.cluster.local"]}
+SENT = {"acme": 7, "foo": 11}
+
+
+def test_stats_listener_serves_only_prometheus_stats(
+        manifests: Path, start_control_plane: Callable[..., ControlPlane],
+        start_envoy: Callable[..., Envoy]) -> None:
+    cp = start_control_plane(manifests)
+    acme = start_envoy(cp, "sleep.acme", "acme")
+    query(acme.dns_port, "httpbin.acme.com")
+    text = wait_for(lambda: http_text(acme.stats_url), timeout=10, what="stats listener")
+    assert re.search(r'^envoy_dns_filter_downstream_rx_queries\{[^}]*tenant="acme"[^}]*\} 1$',
+                     text, re.M), text[:2000]
+    base = acme.stats_url.rsplit("/stats/prometheus", 1)[0]
+    for path in ("/stats", "/config_dump", "/quitquitquit", "/clusters", "/stats/prometheusX"):
+        try:
+            urllib.request.urlopen(base + path, timeout=2)  # noqa: S310 - loopback
+            raise AssertionError(f"{path} should not be served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, path
+    assert acme.process is not None and acme.process.alive()  # /quitquitquit did nothing
+
+
+def test_prometheus_counts_queries_per_tenant(
+        manifests: Path, tmp_path: Path, start_control_plane: Callable[..., ControlPlane],
+        start_envoy: Callable[..., Envoy], processes: list[object]) -> None:
+    prometheus = require_tool("prometheus", "apt-get install prometheus")
+    cp = start_control_plane(manifests)
+    envoys = {t: start_envoy(cp, f"sleep.{t}", t) for t in ("acme", "foo")}
+    for e in envoys.values():
+        wait_for(lambda e=e: http_text(e.stats_url), timeout=10, what="stats listener")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{
+            "job_name": "envoy-sidecars", "metrics_path": "/stats/prometheus",
+            "static_configs": [{"targets": [f"127.0.0.1:{e.stats_port}"
+                                            for e in envoys.values()]}]}],
+    }))
+    proc = Process("prometheus", [prometheus, f"--config.file={config}",
+                                  f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                  f"--web.listen-address=127.0.0.1:{port}"],
+                   tmp_path / "prometheus.log").start()
+    processes.append(proc)
+    for tenant, count in SENT.items():
+        for i in range(count):
+            query(envoys[tenant].dns_port, NAMES[tenant][i % len(NAMES[tenant])])
+
+    def per_tenant() -> dict[str, int] | None:
+        q = urllib.parse.urlencode({"query": "envoy_dns_filter_downstream_rx_queries"})
+        body = json.loads(http_text(f"http://127.0.0.1:{port}/api/v1/query?{q}"))
+        got = {r["metric"]["tenant"]: int(float(r["value"][1])) for r in body["data"]["result"]}
+        return got if got == SENT else None
+
+    got = wait_for(per_tenant, timeout=60, interval=0.5,
+                   what=f"Prometheus to report {SENT} (log: {proc.log_path})")
+    print(f"\nPrometheus per-tenant queries: {got}")
+    assert got == SENT
