@@ -102,6 +102,15 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
                             labels=tuple(sorted(pod_labels.items())))
         return explain(hub.inventory, hub.tenant_views, workload, name, type)
 
+    @app.get("/api/v1/queries", tags=["views"])
+    def queries(tenant: str | None = None, action: str | None = None,
+                limit: int = 100) -> dict[str, Any]:
+        """Recent WARN and denied queries reported by the sidecars, newest first."""
+        if action not in (None, "warn", "deny"):
+            raise HTTPException(status_code=422, detail="action is warn or deny")
+        return {"records": hub.query_log.recent(tenant=tenant, action=action,
+                                                limit=max(1, min(limit, 1000)))}
+
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:
         """Current input errors: broken files, invalid objects, unusable policies."""
@@ -140,6 +149,12 @@ class HubCollector:
                                   value=hub.nacks_total)
         yield GaugeMetricFamily("dnscp_input_errors", "Current input errors",
                                 value=len(hub.input_errors()))
+        queries = CounterMetricFamily(
+            "dnscp_policy_queries", "Queries reported by the sidecars, by tenant and the "
+            "action their policy takes (allow, warn, deny)", labels=["tenant", "action"])
+        for (tenant, action), n in sorted(hub.query_log.counts.items()):
+            queries.add_metric([tenant, action], n)
+        yield queries
         size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
                                  labels=["view"])
         for snap in hub.cache.snapshots():

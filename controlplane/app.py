@@ -28,7 +28,7 @@ from controlplane.hub import Hub
 from controlplane.inventory import Store
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
-from controlplane.xds.server import add_ads_service
+from controlplane.xds.server import add_ads_service, add_query_log_service
 
 log = logging.getLogger("controlplane")
 
@@ -159,6 +159,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     add_ads_service(grpc_server, hub)
+    add_query_log_service(grpc_server, hub.query_log)
     xds_port = grpc_server.add_insecure_port(f"{settings.xds_host}:{settings.xds_port}")
     log.warning("ADS listens on %s:%d WITHOUT TLS or authentication (insecure mode, for "
                 "local use)", settings.xds_host, xds_port)

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from controlplane.errors import InputError
 from controlplane.inventory import Inventory
 from controlplane.model import Workload
-from controlplane.policy import select_policy
+from controlplane.policy import CompiledPolicy, select_policy
+from controlplane.querylog import QueryLog
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status
@@ -82,6 +83,8 @@ class Hub:
         self.rebuilds = 0
         self.nacks_total = 0
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
+        self.compiled: dict[str, CompiledPolicy] = {}
+        self.query_log = QueryLog(lambda: self.compiled)
         self.recompute()
 
     # -- input -------------------------------------------------------------
@@ -116,6 +119,7 @@ class Hub:
                                                 name="default-upstream", reason=error)
         views[DEFAULT_TENANT] = default
         self.tenant_views = views
+        self.compiled = {name: CompiledPolicy.of(p) for name, p in inv.policies.items()}
         self.policy_errors = errors
         for conn in list(self.connections.values()):
             self._assign(conn)

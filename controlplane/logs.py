@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-_EXTRA_KEYS = ("node", "view", "object", "tenant")
+_EXTRA_KEYS = ("node", "view", "object", "tenant", "query")
 
 
 class JsonFormatter(logging.Formatter):

