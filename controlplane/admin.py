@@ -127,7 +127,11 @@ class HubCollector:
         self.hub = hub
 
     def collect(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
         hub = self.hub
         proxies = GaugeMetricFamily("dnscp_connected_proxies", "Connected Envoy streams by view",
@@ -145,8 +149,23 @@ class HubCollector:
                                   value=hub.cache.serializations)
         yield CounterMetricFamily("dnscp_rebuilds", "Recomputations of every tenant view",
                                   value=hub.rebuilds)
-        yield CounterMetricFamily("dnscp_nacks", "Responses rejected by Envoy",
-                                  value=hub.nacks_total)
+        nacks = CounterMetricFamily("dnscp_nacks", "Responses rejected by Envoy, by view and type",
+                                    labels=["view", "type"])
+        for (view, type_), n in sorted(hub.nacks.items()):
+            nacks.add_metric([view, type_], n)
+        yield nacks
+        pushes = CounterMetricFamily("dnscp_pushes", "Responses sent to Envoy, by view and type",
+                                     labels=["view", "type"])
+        for (view, type_), n in sorted(hub.pushes.items()):
+            pushes.add_metric([view, type_], n)
+        yield pushes
+        h = hub.push_latency
+        latency = HistogramMetricFamily(
+            "dnscp_push_latency_seconds",
+            "From an input change to the ACK of the resulting version, per stream")
+        latency.add_metric([], [(str(b), c) for b, c in zip(h.buckets, h.counts, strict=True)]
+                           + [("+Inf", h.count)], sum_value=h.sum)
+        yield latency
         yield GaugeMetricFamily("dnscp_input_errors", "Current input errors",
                                 value=len(hub.input_errors()))
         queries = CounterMetricFamily(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -48,8 +49,11 @@ class Debouncer:
         self.window = window
         self.action = action
         self._pending = asyncio.Event()
+        self.first_poke: float | None = None  # wall time of the first change in this window
 
     def poke(self) -> None:
+        if not self._pending.is_set():
+            self.first_poke = time.time()
         self._pending.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -64,6 +68,7 @@ class Debouncer:
             await asyncio.sleep(self.window)  # the debounce window itself
             self._pending.clear()
             self.action()
+            self.first_poke = None
 
 
 class SourceRunner(Protocol):
@@ -137,7 +142,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     def rebuild() -> None:
         if not runner.loaded():
             return  # never push a half-loaded source
-        hub.set_inventory(store.inventory())
+        hub.set_inventory(store.inventory(), changed_at=debouncer.first_poke)
         if not hub.ready:
             hub.ready = True
             log.info("first full load applied: ready")

@@ -9,6 +9,7 @@ content changed (``SnapshotCache.serializations`` counts it).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import time
@@ -37,6 +38,26 @@ from controlplane.workload import workload_from_node
 from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
 
 log = logging.getLogger("controlplane.hub")
+
+
+PUSH_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Cumulative buckets, the Prometheus way; read by the admin API's collector."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
 
 
 class ViewKey(NamedTuple):
@@ -84,12 +105,20 @@ class Hub:
         self.nacks_total = 0
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.compiled: dict[str, CompiledPolicy] = {}
+        self._changed_at = clock()
+        self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
+        self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
+        self.pushes: collections.Counter[tuple[str, str]] = collections.Counter()  # (view, type)
+        self.nacks: collections.Counter[tuple[str, str]] = collections.Counter()  # (view, type)
+        self._observed: set[tuple[str, str, str]] = set()  # (conn, type, version) timed already
         self.query_log = QueryLog(lambda: self.compiled)
         self.recompute()
 
     # -- input -------------------------------------------------------------
-    def set_inventory(self, inventory: Inventory) -> None:
+    def set_inventory(self, inventory: Inventory, *, changed_at: float | None = None) -> None:
+        """Apply a new inventory; ``changed_at`` is when the input changed (for push latency)."""
         self.inventory = inventory
+        self._changed_at = changed_at if changed_at is not None else self._clock()
         self.recompute()
 
     def input_errors(self) -> list[InputError]:
@@ -141,7 +170,8 @@ class Hub:
                 resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000),
                 stats=(key.stats_host, key.stats_port) if key.stats_port else None)
             self._built[key] = view
-            self.cache.set(key, resources)
+            if self.cache.set(key, resources):
+                self._view_changed_at[key] = self._changed_at
         for key in [k for k in self._built if k not in active]:
             del self._built[key]
             self.cache.discard(key)
@@ -192,19 +222,32 @@ class Hub:
         node = conn.workload.node_id if conn.workload else conn.peer
         short = SHORT_NAMES.get(event.type_url, event.type_url)
         self._changed()
+        view = str(conn.view_key)
         if isinstance(event, Nack):
             self.nacks_total += 1
+            self.nacks[(view, short)] += 1
             log.error("node %s rejected %s version %s: %s", node, short, event.version,
                       event.error, extra={"node": node, "view": str(conn.view_key)})
         elif isinstance(event, Ack):
             log.debug("node %s acked %s version %s", node, short, event.version)
+            snap = self.snapshot_for(conn)
+            ts = snap.types.get(event.type_url) if snap else None
+            mark = (conn.conn_id, event.type_url, event.version)
+            if (ts is not None and ts.version == event.version and conn.view_key is not None
+                    and mark not in self._observed):
+                self._observed.add(mark)
+                started = self._view_changed_at.get(conn.view_key)
+                if started is not None:
+                    self.push_latency.observe(max(0.0, self._clock() - started))
 
     def record_sent(self, conn: Connection, out: Outgoing) -> None:
+        self.pushes[(str(conn.view_key), SHORT_NAMES.get(out.type_url, out.type_url))] += 1
         log.debug("sent %s version %s to %s", SHORT_NAMES.get(out.type_url), out.version,
                   conn.conn_id)
 
     def close(self, conn: Connection) -> None:
         self.connections.pop(conn.conn_id, None)
+        self._observed = {m for m in self._observed if m[0] != conn.conn_id}
         if conn.workload:
             log.info("node %s disconnected", conn.workload.node_id,
                      extra={"node": conn.workload.node_id})

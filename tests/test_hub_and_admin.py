@@ -171,3 +171,30 @@ def test_nack_is_kept_for_the_admin_api() -> None:
     assert n["types"]["lds"]["last_nack_error"] == "Invalid listener"
     assert n["types"]["lds"]["nacked_version"] == out.version
     assert hub.nacks_total == 1
+
+
+def test_metrics_push_latency_pushes_and_nacks() -> None:
+    clock = [1000.0]
+    hub = Hub(Settings(), clock=lambda: clock[0])
+    hub.set_inventory(inventory(), changed_at=999.0)
+    conn = connect(hub, node("acme-1", "acme"))
+    (out,) = conn.stream.responses(hub.snapshot_for(conn))
+    hub.record_sent(conn, out)
+    clock[0] = 1000.5
+    for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
+            type_url=LISTENER_TYPE, version_info=out.version, response_nonce=out.nonce)):
+        hub.record(conn, event)
+    assert hub.push_latency.count == 1 and abs(hub.push_latency.sum - 1.5) < 1e-9
+    view = str(conn.view_key)
+    assert hub.pushes[(view, "lds")] == 1
+
+    async def scrape() -> str:
+        async with _client(hub) as c:
+            return (await c.get("/metrics")).text
+
+    text = asyncio.run(scrape())
+    assert 'dnscp_push_latency_seconds_bucket{le="2.5"} 1.0' in text
+    assert 'dnscp_push_latency_seconds_bucket{le="1.0"} 0.0' in text
+    assert f'dnscp_pushes_total{{type="lds",view="{view}"}} 1.0' in text
+    assert f'dnscp_connected_proxies{{tenant="acme",view="{view}"}} 1.0' in text
+    assert "dnscp_snapshot_bytes{" in text
