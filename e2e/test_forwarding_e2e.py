@@ -34,7 +34,9 @@ def test_forwarding_and_deny(manifests: Path, start_control_plane: Callable[...,
     # External names the policy allows: forwarded to the tenant's server.
     assert query(port, "www.example.com") == ("NOERROR", ["203.0.113.10"])
     # Blacklisted: NXDOMAIN for A, the discard address for AAAA, never forwarded.
+    external_before = envoy.stats()["dns_filter.tenant.globex.externally_resolved_queries"]
     assert query(port, "ads.tracker.example") == ("NXDOMAIN", [])
+    assert envoy.stats()["dns_filter.tenant.globex.externally_resolved_queries"] == external_before
     assert query(port, "x.ads.tracker.example") == ("NXDOMAIN", [])
     assert query(port, "ads.tracker.example", "AAAA") == ("NOERROR", ["100::"])
     # Another namespace's Service, denied by the search-level blacklist: not forwarded.
