@@ -111,6 +111,16 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         return {"records": hub.query_log.recent(tenant=tenant, action=action,
                                                 limit=max(1, min(limit, 1000)))}
 
+    @app.get("/api/v1/vips", tags=["views"])
+    def vips() -> dict[str, Any]:
+        """Auto-allocated ServiceEntry VIPs (empty unless --auto-allocate-vips)."""
+        return {
+            "range": hub.settings.vip_range or None,
+            "allocations": [{"namespace": ns, "serviceentry": name, "host": host, "vip": ip}
+                            for (ns, name, host), ip in sorted(hub.vips.vips.items())],
+            "errors": list(hub.vips.errors),
+        }
+
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:
         """Current input errors: broken files, invalid objects, unusable policies."""

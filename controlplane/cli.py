@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 from controlplane.bootstrap import bootstrap_config
 from controlplane.logs import setup_logging
 from controlplane.names import split_host_port
+from controlplane.records import KINDS
 from controlplane.settings import DefaultView, Settings
 
 
@@ -43,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zone", default="cluster.local", help="cluster DNS zone")
     serve.add_argument("--answer-ttl", type=int, default=30,
                        help="TTL of local answers in seconds (Envoy's minimum is 30)")
+    serve.add_argument("--ttl", type=_label, action="append", default=[], metavar="KIND=SECONDS",
+                       help="TTL for one kind of name: service, headless, externalname, "
+                       "serviceentry (repeatable; at least 30)")
+    serve.add_argument("--max-answers", type=int, default=8,
+                       help="addresses per family and name (Envoy answers at most 8)")
+    serve.add_argument("--no-aaaa-mapped", action="store_true",
+                       help="answer AAAA of IPv4-only names with NXDOMAIN (Envoy's default) "
+                       "instead of IPv4-mapped addresses")
+    serve.add_argument("--auto-allocate-vips", action="store_true",
+                       help="give ServiceEntries without addresses a VIP from --vip-range")
+    serve.add_argument("--vip-range", default="240.240.0.0/16",
+                       help="CIDR for --auto-allocate-vips (default 240.240.0.0/16)")
     serve.add_argument("--default-upstream", default="",
                        help="IP[:port] (or a Service name) for policies that name no server")
     serve.add_argument("--default-view", choices=[v.value for v in DefaultView],
@@ -97,7 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         print("controlplane serve: --answer-ttl must be at least 30 (Envoy's minimum)",
               file=sys.stderr)
         return 2
+    ttl_by_kind = {}
+    for kind, value in args.ttl:
+        if kind not in KINDS or not value.isdigit() or int(value) < 30:
+            print(f"controlplane serve: --ttl {kind}={value}: the kind is one of "
+                  f"{', '.join(KINDS)} and the TTL at least 30", file=sys.stderr)
+            return 2
+        ttl_by_kind[kind] = int(value)
+    if not 1 <= args.max_answers <= 8:
+        print("controlplane serve: --max-answers is between 1 and 8", file=sys.stderr)
+        return 2
+    try:
+        ipaddress.ip_network(args.vip_range, strict=False)
+    except ValueError:
+        print(f"controlplane serve: --vip-range {args.vip_range!r} is not a CIDR",
+              file=sys.stderr)
+        return 2
     settings = Settings(
+        ttl_by_kind=ttl_by_kind, max_answers=args.max_answers,
+        aaaa_mapped=not args.no_aaaa_mapped,
+        vip_range=args.vip_range if args.auto_allocate_vips else "",
         zone=args.zone.strip(".").lower(), answer_ttl_seconds=args.answer_ttl,
         default_upstream=args.default_upstream, default_view=DefaultView(args.default_view),
         xds_host=args.xds_address[0], xds_port=args.xds_address[1],

@@ -49,12 +49,13 @@ def _stored_name(name: str) -> str:
 @dataclass
 class _Entry:
     addresses: list[str] = field(default_factory=list)
+    cluster: str = ""
     srv: list[tuple[int, int, int, str]] = field(default_factory=list)  # prio, weight, port, target
 
 
 @dataclass(frozen=True)
 class Simulated:
-    rcode: str  # NOERROR, NXDOMAIN, NOTIMP, or FORWARDED (the upstream decides)
+    rcode: str  # NOERROR, NXDOMAIN, NOTIMP, FORWARDED (the upstream decides), CLUSTER
     records: tuple[str, ...]
     matched: str | None  # the table entry that answered, as configured ("*.x.com")
     reason: str
@@ -76,6 +77,8 @@ class TableModel:
             if which == "address_list":
                 entry = bucket.setdefault(stored, _Entry())
                 entry.addresses.extend(vd.endpoint.address_list.address)
+            elif which == "cluster_name":
+                bucket.setdefault(stored, _Entry()).cluster = vd.endpoint.cluster_name
             elif which == "service_list":
                 for svc in vd.endpoint.service_list.services:
                     full = f"_{svc.service_name}._{svc.protocol.name}.{vd.name}"
@@ -111,6 +114,12 @@ class TableModel:
                                  "SRV records from the table")
             return Simulated("NXDOMAIN", (), None, "no SRV record in the table; SRV queries are "
                              "never forwarded")
+        if found and found[1].cluster:
+            configured = self.configured.get(found[0], found[0])
+            return Simulated("CLUSTER", (), configured,
+                             f"answered from the addresses cluster {found[1].cluster} resolved "
+                             "(the external name's current records); if it has none of this "
+                             "family the query goes on as if the name were not in the table")
         if found and found[1].addresses:
             key, entry = found
             family = 4 if qtype == "A" else 6

@@ -22,6 +22,7 @@ from controlplane.inventory import Inventory
 from controlplane.model import Workload
 from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.querylog import QueryLog
+from controlplane.records import RecordOptions
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status
@@ -34,6 +35,7 @@ from controlplane.views import (
     build_tenant_view,
     cluster_records,
 )
+from controlplane.vips import Allocation, allocate
 from controlplane.workload import workload_from_node
 from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
 
@@ -105,6 +107,7 @@ class Hub:
         self.nacks_total = 0
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.compiled: dict[str, CompiledPolicy] = {}
+        self.vips = Allocation({}, ())
         self._changed_at = clock()
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
         self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
@@ -129,7 +132,13 @@ class Hub:
         """Rebuild every tenant view; re-serialise only the views that changed."""
         self.rebuilds += 1
         inv = self.inventory
-        records = cluster_records(inv, zone=self.settings.zone)
+        allocation = (allocate(inv, self.settings.vip_range) if self.settings.vip_range
+                      else Allocation({}, ()))
+        self.vips = allocation
+        records = cluster_records(inv, options=RecordOptions(
+            zone=self.settings.zone, ttl=self.settings.ttls(),
+            max_answers=self.settings.max_answers, aaaa_mapped=self.settings.aaaa_mapped,
+            vips=allocation.vips))
         views: dict[str, TenantView] = {}
         errors: dict[str, InputError] = {}
         for name in sorted(inv.policies):
@@ -142,6 +151,9 @@ class Hub:
             elif view.upstreams:
                 self._last_good_upstream[name] = view.upstreams[0]
             views[view.tenant] = view
+        for message in allocation.errors:
+            errors[f"vip:{message}"] = InputError(kind="ServiceEntry", namespace="", name="",
+                                                  reason=message, origin="vip allocation")
         default, error = build_tenant_view(None, records, inv, self.settings)
         if error:
             errors[DEFAULT_TENANT] = InputError(kind="Settings", namespace="",

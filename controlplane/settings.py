@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from controlplane.records import KINDS
 
 
 class DefaultView(StrEnum):
@@ -25,3 +28,14 @@ class Settings:
     admin_port: int = 18080
     debounce_seconds: float = 0.05
     resolver_timeout_seconds: float = 2.0
+    # TTL of local answers per kind of name (service, headless, externalname, serviceentry).
+    ttl_by_kind: Mapping[str, int] = field(default_factory=dict)
+    max_answers: int = 8  # Envoy answers at most 8 records, 512 bytes, and never sets TC
+    aaaa_mapped: bool = True  # answer AAAA of IPv4-only names with ::ffff:a.b.c.d
+    vip_range: str = ""  # CIDR for ServiceEntry VIP auto-allocation; "" turns it off
+
+    def ttl(self, kind: str) -> int:
+        return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)
+
+    def ttls(self) -> dict[str, int]:
+        return {k: self.ttl(k) for k in KINDS}

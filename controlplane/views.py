@@ -20,44 +20,17 @@ NXDOMAIN for both types.
 
 from __future__ import annotations
 
-import ipaddress
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controlplane.inventory import Inventory
 from controlplane.model import DefaultAction, DnsPolicy
 from controlplane.names import Pattern, normalise, parse_ip, split_host_port
 from controlplane.policy import Action, CompiledPolicy
+from controlplane.records import NameRecord, SrvRecord, cluster_records
 from controlplane.settings import DefaultView, Settings
 
 DENY_SINK_ADDRESS = "100::"
 DEFAULT_TENANT = "_default"
-
-
-@dataclass(frozen=True, slots=True)
-class SrvRecord:
-    service: str  # the port name, without the leading underscore
-    protocol: str  # "tcp" or "udp"
-    port: int
-    target: str
-    priority: int = 0
-    weight: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class NameRecord:
-    """One name the cluster can answer, with every address and SRV record it has."""
-
-    name: str  # lower case; may be a wildcard "*.x"
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-    srv: tuple[SrvRecord, ...] = ()
-    sources: tuple[str, ...] = ()  # "Service ns/name", "ServiceEntry ns/name"
-
-    @property
-    def is_wildcard(self) -> bool:
-        return self.name.startswith("*.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,76 +75,6 @@ class TenantView:
     @property
     def forwarding(self) -> bool:
         return bool(self.upstreams)
-
-
-def _fqdn(namespace: str, service: str, zone: str) -> str:
-    return f"{service}.{namespace}.svc.{zone}"
-
-
-def _split_families(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    v4: set[str] = set()
-    v6: set[str] = set()
-    for a in addresses:
-        ip = parse_ip(a)
-        if ip is None:
-            continue
-        (v4 if ip.version == 4 else v6).add(str(ip))
-    key = ipaddress.ip_address
-    return tuple(sorted(v4, key=key)), tuple(sorted(v6, key=key))
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.addresses: dict[str, set[str]] = defaultdict(set)
-        self.srv: dict[str, set[SrvRecord]] = defaultdict(set)
-        self.sources: dict[str, set[str]] = defaultdict(set)
-
-    def add(self, name: str, source: str, addresses: Iterable[str] = (),
-            srv: Iterable[SrvRecord] = ()) -> None:
-        self.addresses[name].update(addresses)
-        self.srv[name].update(srv)
-        self.sources[name].add(source)
-
-    def records(self) -> list[NameRecord]:
-        out = []
-        for name in sorted(self.sources):
-            v4, v6 = _split_families(self.addresses[name])
-            srv = tuple(sorted(self.srv[name], key=lambda r: (r.service, r.protocol, r.port,
-                                                               r.target)))
-            if not (v4 or v6 or srv):
-                continue
-            out.append(NameRecord(name=name, ipv4=v4, ipv6=v6, srv=srv,
-                                  sources=tuple(sorted(self.sources[name]))))
-        return out
-
-
-def cluster_records(inventory: Inventory, *, zone: str) -> list[NameRecord]:
-    """Every name the cluster answers, sorted by name."""
-    b = _Builder()
-    for (ns, name), svc in sorted(inventory.services.items()):
-        fqdn = _fqdn(ns, name, zone)
-        source = f"Service {ns}/{name}"
-        if svc.type == "ExternalName":
-            continue  # answered through a cluster in a later version; no CNAME in Envoy
-        if svc.headless:
-            for sl in inventory.slices_of(ns, name):
-                for ep in sl.endpoints:
-                    if not (ep.ready or svc.publish_not_ready):
-                        continue
-                    b.add(fqdn, source, ep.addresses)
-                    if ep.hostname:
-                        b.add(f"{ep.hostname}.{fqdn}", source, ep.addresses)
-            continue
-        srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(), port=p.port, target=fqdn)
-               for p in svc.ports if p.name and p.protocol in ("TCP", "UDP")]
-        b.add(fqdn, source, svc.cluster_ips, srv)
-    for (ns, name), se in sorted(inventory.service_entries.items()):
-        addresses: tuple[str, ...] = se.addresses
-        if not addresses and se.resolution == "STATIC":
-            addresses = tuple(e.address for e in se.endpoints if parse_ip(e.address))
-        for host in se.hosts:
-            b.add(host, f"ServiceEntry {ns}/{name}", addresses)
-    return b.records()
 
 
 def resolve_upstream(address: str, inventory: Inventory, *, zone: str) -> Upstream | str:
@@ -275,11 +178,16 @@ def build_tenant_view(
     compiled = CompiledPolicy.of(policy)
     notes: list[str] = []
     unenforced = _unenforced_for(policy, compiled, settings.zone)
+    selected = {ns for ns, obj in inventory.namespaces.items()
+                if policy.namespace_selector.matches(dict(obj.labels))}
     entries = []
     for rec in records:
         d = compiled.classify_pattern(Pattern(rec.name))
-        if d.action.answers:
-            entries.append(TableEntry(rec, d.action, d.rule))
+        if not d.action.answers:
+            continue
+        if rec.export_to is not None and not (selected and selected <= rec.export_to):
+            continue  # exportTo: only when every namespace of the tenant may see it
+        entries.append(TableEntry(rec, d.action, d.rule))
     upstreams: tuple[Upstream, ...] = ()
     error = None
     if policy.default_action is not DefaultAction.DENY:
@@ -337,7 +245,8 @@ def _default_view(records: list[NameRecord], inventory: Inventory,
             error = resolved
         else:
             upstreams = (resolved,)
-    entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records)
+    entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records
+                    if r.export_to is None)
     return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, deny=(),
                       upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
                       notes=("no DnsPolicy selects this workload: default view 'cluster'",)), error
@@ -360,6 +269,11 @@ def view_as_json(view: TenantView) -> dict[str, object]:
                      "target": s.target, "priority": s.priority, "weight": s.weight}
                     for s in e.record.srv
                 ],
+                "answered_from_cluster": ([f"{t.host}:{t.port}" for t in e.record.cluster]
+                                          if e.record.cluster else None),
+                "ttl_seconds": e.record.ttl,
+                "truncated": e.record.truncated,
+                "aaaa_mapped": e.record.mapped,
                 "action": e.action.value,
                 "rule": e.rule,
                 "sources": list(e.record.sources),
@@ -375,3 +289,8 @@ def view_as_json(view: TenantView) -> dict[str, object]:
         "unenforced": list(view.unenforced),
         "conflicts": list(view.conflicts),
     }
+
+
+__all__ = ["DEFAULT_TENANT", "DENY_SINK_ADDRESS", "DenyEntry", "NameRecord", "SrvRecord",
+           "TableEntry", "TenantView", "Upstream", "build_tenant_view", "cluster_records",
+           "is_search_level", "resolve_upstream", "view_as_json"]

@@ -47,7 +47,7 @@ CASES = [
     C("t-deny", "web.alpha.svc.cluster.local", "A", "NOERROR", ("10.10.0.1",)),
     C("t-deny", "db.alpha.svc.cluster.local", "A", "NOERROR", ("10.10.0.2",)),
     C("t-deny", "db.alpha.svc.cluster.local", "AAAA", "NOERROR", ("fd00::2",)),
-    C("t-deny", "web.alpha.svc.cluster.local", "AAAA", "NXDOMAIN"),  # v4-only (facts #6)
+    C("t-deny", "web.alpha.svc.cluster.local", "AAAA", "NOERROR", ("::ffff:10.10.0.1",)),
     C("t-deny", "_http._tcp.web.alpha.svc.cluster.local", "SRV", "NOERROR",
       ("0 100 80 web.alpha.svc.cluster.local.",)),
     C("t-deny", "web.beta.svc.cluster.local", "A", "NXDOMAIN"),

@@ -65,7 +65,8 @@ def test_filtering_seed_denies_blacklist_without_forwarding_it() -> None:
 
 def test_fruits_second_name() -> None:
     table = _table("fruits", "shakes")
-    assert table["my-fruits.internal"] == [{"addressList": {"address": ["10.103.1.1"]}}]
+    assert table["my-fruits.internal"] == [{"addressList": {"address": [
+        "10.103.1.1", "::ffff:10.103.1.1"]}}]
 
 
 def test_names_are_lower_case_and_unique_per_kind(tmp_path: Path) -> None:

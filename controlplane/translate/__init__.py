@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from controlplane.translate.clusters import dns_cluster
 from controlplane.translate.listeners import dns_listener, listener_name
 from controlplane.translate.stats import stats_listener
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
@@ -27,8 +28,10 @@ def translate_view(view: TenantView, *, host: str, port: int,
                               resolver_timeout_ms=resolver_timeout_ms)]
     if stats is not None:
         listeners.append(stats_listener(host=stats[0], port=stats[1]))
+    clusters = [dns_cluster(e.record, view.upstreams) for e in view.entries if e.record.cluster
+                and not (e.record.ipv4 or e.record.ipv6)]
     return {
-        CLUSTER_TYPE: {},
+        CLUSTER_TYPE: {c.name: c for c in clusters},
         ENDPOINT_TYPE: {},
         LISTENER_TYPE: {listener.name: listener for listener in listeners},
     }

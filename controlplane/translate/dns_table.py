@@ -25,7 +25,11 @@ def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
         if addresses:
             vd = domains.add(name=rec.name)
             vd.endpoint.address_list.address.extend(addresses)
-            vd.answer_ttl.CopyFrom(ttl)
+            vd.answer_ttl.CopyFrom(Duration(seconds=rec.ttl))
+        elif rec.cluster:
+            vd = domains.add(name=rec.name)
+            vd.endpoint.cluster_name = rec.cluster_name
+            vd.answer_ttl.CopyFrom(Duration(seconds=rec.ttl))
     for deny in view.deny:
         vd = domains.add(name=deny.pattern)
         vd.endpoint.address_list.address.append(DENY_SINK_ADDRESS)
@@ -38,7 +42,7 @@ def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
         for srv in rec.srv:
             svc = vd.endpoint.service_list.services.add(service_name=srv.service)
             svc.protocol.name = srv.protocol
-            svc.ttl.CopyFrom(ttl)
+            svc.ttl.CopyFrom(Duration(seconds=rec.ttl))
             svc.targets.add(host_name=srv.target, port=srv.port, priority=srv.priority,
                             weight=srv.weight)
     return table
