@@ -10,6 +10,7 @@ from __future__ import annotations
 from envoy.data.dns.v3 import dns_table_pb2
 from google.protobuf.duration_pb2 import Duration
 
+from controlplane.records import SrvRecord
 from controlplane.views import DENY_SINK_ADDRESS, TenantView
 
 DnsTable = dns_table_pb2.DnsTable
@@ -39,10 +40,15 @@ def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
         if not rec.srv:
             continue
         vd = domains.add(name=rec.name)
+        # Envoy keeps one service per _service._proto name: its targets go together.
+        by_service: dict[tuple[str, str], list[SrvRecord]] = {}
         for srv in rec.srv:
-            svc = vd.endpoint.service_list.services.add(service_name=srv.service)
-            svc.protocol.name = srv.protocol
+            by_service.setdefault((srv.service, srv.protocol), []).append(srv)
+        for (service, protocol), targets in by_service.items():
+            svc = vd.endpoint.service_list.services.add(service_name=service)
+            svc.protocol.name = protocol
             svc.ttl.CopyFrom(Duration(seconds=rec.ttl))
-            svc.targets.add(host_name=srv.target, port=srv.port, priority=srv.priority,
-                            weight=srv.weight)
+            for srv in targets:
+                svc.targets.add(host_name=srv.target, port=srv.port, priority=srv.priority,
+                                weight=srv.weight)
     return table
