@@ -299,6 +299,19 @@ class Hub:
                 conflicts=conflicts.get(name, set()), pods_watched=pods_watched)
         return out
 
+    def service_entry_statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """VIPs per ServiceEntry (only those that have one)."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for (ns, name, host), vip in sorted(self.vips.vips.items()):
+            status = out.setdefault((ns, name), {"addresses": [], "conditions": []})
+            status["addresses"].append({"host": host, "value": vip})
+        for status in out.values():
+            status["conditions"] = [{"type": "VIPAllocated", "status": "True",
+                                     "reason": "Allocated", "message": ", ".join(
+                                         f"{a['host']}={a['value']}"
+                                         for a in status["addresses"])}]
+        return out
+
     # -- read side (admin API) ---------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -125,3 +125,29 @@ def test_api_outage_keeps_envoy_answering(kube: FakeKube, cluster_cp: ControlPla
     wait_for(lambda: query(acme.dns_port, "after.acme.svc.cluster.local", timeout=0.3)
              == ("NOERROR", ["10.44.0.9"]), timeout=30, what="recovery")
     assert acme.stats()["listener_manager.lds.update_rejected"] == 0
+
+
+def test_service_entry_vip_in_status(kube: FakeKube, tmp_path: Path, manifests: Path,
+                                     processes: list[object],
+                                     start_envoy: Callable[..., Envoy]) -> None:
+    kube.apply({"apiVersion": "networking.example.com/v1alpha1", "kind": "ServiceEntry",
+                "metadata": {"name": "partner", "namespace": "acme"},
+                "spec": {"hosts": ["api.partner.acme.com"], "resolution": "NONE"}})
+    cp = ControlPlane(Path("kubernetes"), tmp_path, extra_args=[
+        "--kubeconfig", str(kube.kubeconfig(tmp_path)), "--debounce", "0.02",
+        "--status-interval", "0.2", "--auto-allocate-vips"])
+    processes.append(cp)
+    cp.start()
+    acme = start_envoy(cp, "sleep.acme", "acme")
+
+    def vip() -> str | None:
+        obj = kube.get("ServiceEntry", "partner", "acme") or {}
+        addresses = (obj.get("status") or {}).get("addresses") or []
+        return addresses[0]["value"] if addresses else None
+
+    allocated = wait_for(vip, timeout=20, what="the VIP in the ServiceEntry's status")
+    assert allocated.startswith("240.240.")
+    assert cp.get("/api/v1/vips")["allocations"] == [
+        {"namespace": "acme", "serviceentry": "partner", "host": "api.partner.acme.com",
+         "vip": allocated}]
+    assert query(acme.dns_port, "api.partner.acme.com") == ("NOERROR", [allocated])

@@ -251,6 +251,11 @@ class FakeKube:
                     return r, rest[0], True
                 if len(rest) == 1:
                     return r, rest[0], False
+            ns_base = r.prefix.lstrip("/") + "/namespaces/"
+            if r.namespaced and path.startswith(ns_base):
+                rest = path[len(ns_base):].split("/")
+                if len(rest) == 4 and rest[1] == r.plural and rest[3] == "status":
+                    return r, f"{rest[0]}/{rest[2]}", True
         return None
 
     async def _dispatch(self, request: Request) -> Response:
@@ -290,7 +295,8 @@ class FakeKube:
 
     async def _write_status(self, request: Request, res: Resource, name: str) -> Response:
         body = json.loads(await request.body())
-        key = (res.key, "", name)
+        namespace, _, name = name.rpartition("/")
+        key = (res.key, namespace, name)
         with self._lock:
             obj = self._objects.get(key)
             if obj is None:

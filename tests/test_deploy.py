@@ -52,7 +52,8 @@ def test_rbac_is_least_privilege() -> None:
         if set(rule["verbs"]) - {"get", "list", "watch"}:
             writes.append((tuple(rule["apiGroups"]), tuple(rule["resources"]),
                            tuple(sorted(rule["verbs"]))))
-    assert writes == [(("networking.example.com",), ("dnspolicies/status",), ("patch", "update"))]
+    assert writes == [(("networking.example.com",), ("dnspolicies/status", "serviceentries/status"),
+                       ("patch", "update"))]
     readable = {(g, r) for rule in role["rules"] for g in rule["apiGroups"]
                 for r in rule["resources"] if "watch" in rule["verbs"]}
     assert {("", "namespaces"), ("", "services"), ("discovery.k8s.io", "endpointslices"),

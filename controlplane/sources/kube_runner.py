@@ -11,7 +11,7 @@ from kubernetes import config as k8s_config
 from controlplane.errors import ConfigError
 from controlplane.hub import Hub
 from controlplane.inventory import Store
-from controlplane.sources.kubernetes import KubernetesSource
+from controlplane.sources.kubernetes import CORE_KINDS, KubernetesSource
 from controlplane.sources.status_writer import StatusWriter
 
 
@@ -28,6 +28,9 @@ def api_client(kubeconfig: str | None, context: str | None) -> k8s.ApiClient:
         return k8s.ApiClient(configuration)
     except Exception as exc:
         raise ConfigError(f"cannot configure the Kubernetes client: {exc}") from exc
+
+
+OUR_SERVICE_ENTRIES = next(k.origin for k in CORE_KINDS if k.plural == "serviceentries")
 
 
 class KubeRunner:
@@ -67,5 +70,14 @@ class KubeRunner:
         self.source.stop()
 
     def hub_changed(self, hub: Hub) -> None:
-        if self.writer is not None and hub.ready:
-            self.writer.update(hub.policy_statuses(pods_watched=self.watch_pods))
+        if self.writer is None or not hub.ready:
+            return
+        desired: dict[tuple[str, str, str], dict[str, object]] = {
+            ("dnspolicies", "", name): status
+            for name, status in hub.policy_statuses(pods_watched=self.watch_pods).items()}
+        # ServiceEntries of our own group get their VIPs in status; Istio's are not ours.
+        ours = {key[1:] for key in self.source.store.keys(OUR_SERVICE_ENTRIES)}
+        for (ns, name), status in hub.service_entry_statuses().items():
+            if (ns, name) in ours:
+                desired[("serviceentries", ns, name)] = status
+        self.writer.update(desired)

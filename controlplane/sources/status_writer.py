@@ -1,4 +1,4 @@
-"""Writes DnsPolicy ``status`` through the ``/status`` subresource, rate-limited.
+"""Writes ``status`` of our CRDs (DnsPolicy, ServiceEntry) through ``/status``, rate-limited.
 
 The writer holds the latest desired status per policy and writes it when it
 differs from what it last wrote (ignoring ``lastTransitionTime``), at most
@@ -25,6 +25,8 @@ from controlplane.status import merge_transition_times, without_times
 
 log = logging.getLogger("controlplane.status")
 
+StatusKey = tuple[str, str, str]  # plural, namespace ("" when cluster-scoped), name
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -41,20 +43,20 @@ class StatusWriter:
         self.clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._desired: dict[str, dict[str, Any]] = {}
-        self._written: dict[str, dict[str, Any]] = {}
-        self._last_write: dict[str, float] = {}
-        self._full: dict[str, dict[str, Any]] = {}  # last written status, with times
+        self._desired: dict[StatusKey, dict[str, Any]] = {}
+        self._written: dict[StatusKey, dict[str, Any]] = {}
+        self._last_write: dict[StatusKey, float] = {}
+        self._full: dict[StatusKey, dict[str, Any]] = {}  # last written status, with times
         self.writes = 0
         self.thread = threading.Thread(target=self.run, name="status-writer", daemon=True)
 
-    def update(self, desired: Mapping[str, dict[str, Any]]) -> None:
-        """Record the desired status of every policy (thread-safe, cheap)."""
+    def update(self, desired: Mapping[StatusKey, dict[str, Any]]) -> None:
+        """Record the desired status of every object (thread-safe, cheap)."""
         with self._lock:
             self._desired = dict(desired)
         self._wake.set()
 
-    def _due(self) -> tuple[list[str], float]:
+    def _due(self) -> tuple[list[StatusKey], float]:
         now = self.clock()
         due, wait = [], 3600.0
         with self._lock:
@@ -80,32 +82,38 @@ class StatusWriter:
                 self._wake.wait(timeout=min(wait, 5.0))
                 self._wake.clear()
 
-    def _write(self, name: str) -> None:
+    def _write(self, key: StatusKey) -> None:
+        plural, namespace, name = key
+        what = f"{plural} {namespace + '/' if namespace else ''}{name}"
         with self._lock:
-            desired = self._desired.get(name)
-            previous = self._written.get(name)
+            desired = self._desired.get(key)
+            previous = self._written.get(key)
         if desired is None:
             return
-        body = {"status": merge_transition_times(desired, self._full.get(name), _now())}
-        self._last_write[name] = self.clock()
+        body = {"status": merge_transition_times(desired, self._full.get(key), _now())}
+        self._last_write[key] = self.clock()
         try:
-            self.custom.patch_cluster_custom_object_status(
-                POLICY_GROUP, "v1alpha1", "dnspolicies", name, body)
+            if namespace:
+                self.custom.patch_namespaced_custom_object_status(
+                    POLICY_GROUP, "v1alpha1", namespace, plural, name, body)
+            else:
+                self.custom.patch_cluster_custom_object_status(
+                    POLICY_GROUP, "v1alpha1", plural, name, body)
         except ApiException as exc:
             if exc.status == 404:
-                log.info("DnsPolicy %s is gone; status not written", name)
+                log.info("%s is gone; status not written", what)
                 with self._lock:
-                    self._desired.pop(name, None)
+                    self._desired.pop(key, None)
                 return
-            log.warning("DnsPolicy %s: status write failed (%s %s); will retry", name,
-                        exc.status, exc.reason)
+            log.warning("%s: status write failed (%s %s); will retry", what, exc.status,
+                        exc.reason)
             return
         except Exception as exc:  # noqa: BLE001 - network trouble: retry on the next round
-            log.warning("DnsPolicy %s: status write failed (%s); will retry", name, exc)
+            log.warning("%s: status write failed (%s); will retry", what, exc)
             return
         self.writes += 1
         with self._lock:
-            self._written[name] = without_times(desired)
-            self._full[name] = body["status"]
+            self._written[key] = without_times(desired)
+            self._full[key] = body["status"]
         if previous is None or previous.get("ready") != desired.get("ready"):
-            log.info("DnsPolicy %s status: ready=%s", name, desired.get("ready"))
+            log.info("%s status: ready=%s", what, desired.get("ready"))
