@@ -107,6 +107,8 @@ class Hub:
         self.nacks_total = 0
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.compiled: dict[str, CompiledPolicy] = {}
+        # Per policy: (the policy, its compiled form, name -> decision); reset when it changes.
+        self._decisions: dict[str, tuple[Any, CompiledPolicy, dict[str, Any]]] = {}
         self.vips = Allocation({}, ())
         self._changed_at = clock()
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
@@ -141,10 +143,17 @@ class Hub:
             vips=allocation.vips))
         views: dict[str, TenantView] = {}
         errors: dict[str, InputError] = {}
+        compiled: dict[str, CompiledPolicy] = {}
         for name in sorted(inv.policies):
             policy = inv.policies[name]
+            cached = self._decisions.get(name)
+            if cached is None or cached[0] != policy:
+                cached = (policy, CompiledPolicy.of(policy), {})
+                self._decisions[name] = cached
+            compiled[name] = cached[1]
             view, error = build_tenant_view(policy, records, inv, self.settings,
-                                            last_good_upstream=self._last_good_upstream.get(name))
+                                            last_good_upstream=self._last_good_upstream.get(name),
+                                            compiled=cached[1], decisions=cached[2])
             if error:
                 errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
                                           reason=error, origin="policy")
@@ -160,7 +169,9 @@ class Hub:
                                                 name="default-upstream", reason=error)
         views[DEFAULT_TENANT] = default
         self.tenant_views = views
-        self.compiled = {name: CompiledPolicy.of(p) for name, p in inv.policies.items()}
+        self.compiled = compiled
+        for gone in set(self._decisions) - set(inv.policies):
+            del self._decisions[gone]
         self.policy_errors = errors
         for conn in list(self.connections.values()):
             self._assign(conn)

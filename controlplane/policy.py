@@ -16,7 +16,7 @@ Classification of one name: ``whitelist`` (allow) > ``blacklist`` (deny) >
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controlplane.model import DefaultAction, DnsPolicy, Workload
@@ -78,6 +78,32 @@ _ACTION_OF_DEFAULT = {
 }
 
 
+class _Matcher:
+    """Exact names and ``*.suffix`` patterns, matched by walking a name's labels.
+
+    A name matches an exact entry, else the *longest* wildcard suffix it lies
+    under: O(labels) dictionary lookups instead of one test per pattern.
+    """
+
+    __slots__ = ("exact", "suffixes")
+
+    def __init__(self, patterns: tuple[Pattern, ...]) -> None:
+        self.exact = {p.text: p for p in patterns if not p.is_wildcard}
+        self.suffixes = {p.suffix: p for p in patterns if p.is_wildcard}
+
+    def match(self, name: str) -> Pattern | None:
+        hit = self.exact.get(name)
+        if hit is not None or not self.suffixes:
+            return hit
+        pos = name.find(".")
+        while pos != -1:
+            hit = self.suffixes.get(name[pos + 1:])
+            if hit is not None:
+                return hit
+            pos = name.find(".", pos + 1)
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     """A policy with its patterns parsed, ready to classify many names."""
@@ -85,6 +111,15 @@ class CompiledPolicy:
     whitelist: tuple[Pattern, ...]
     blacklist: tuple[Pattern, ...]
     default: DefaultAction
+    _white: _Matcher = field(init=False, repr=False, compare=False)
+    _black: _Matcher = field(init=False, repr=False, compare=False)
+    _default: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_white", _Matcher(self.whitelist))
+        object.__setattr__(self, "_black", _Matcher(self.blacklist))
+        object.__setattr__(self, "_default", Decision(
+            _ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}"))
 
     @classmethod
     def of(cls, policy: DnsPolicy) -> CompiledPolicy:
@@ -101,11 +136,17 @@ class CompiledPolicy:
         for p in self.blacklist:
             if hit(p):
                 return Decision(Action.DENY, f"blacklist {p}")
-        return Decision(_ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}")
+        return self._default
 
     def classify(self, name: str) -> Decision:
-        """Decide for one concrete (lower-case) name."""
-        return self._decide(lambda p: p.matches(name))
+        """Decide for one concrete (lower-case) name: exact beats the longest wildcard."""
+        p = self._white.match(name)
+        if p is not None:
+            return Decision(Action.ALLOW, f"whitelist {p}")
+        p = self._black.match(name)
+        if p is not None:
+            return Decision(Action.DENY, f"blacklist {p}")
+        return self._default
 
     def classify_pattern(self, pattern: Pattern) -> Decision:
         """Decide for a wildcard host (``*.x``): a rule decides only if it covers it whole.

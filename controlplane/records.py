@@ -27,6 +27,7 @@ failed lookup (facts #6).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -89,15 +90,19 @@ class RecordOptions:
     vips: Mapping[VipKey, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    return parse_ip(text)
+
+
 def _sorted_ips(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    v4: set[str] = set()
-    v6: set[str] = set()
-    for a in addresses:
-        ip = parse_ip(a)
+    v4: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    v6: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for a in set(addresses):
+        ip = _ip(a)
         if ip is not None:
-            (v4 if ip.version == 4 else v6).add(str(ip))
-    key = ipaddress.ip_address
-    return tuple(sorted(v4, key=key)), tuple(sorted(v6, key=key))
+            (v4 if ip.version == 4 else v6).append(ip)
+    return tuple(str(ip) for ip in sorted(v4)), tuple(str(ip) for ip in sorted(v6))
 
 
 class _Builder:

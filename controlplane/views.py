@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from controlplane.inventory import Inventory
 from controlplane.model import DefaultAction, DnsPolicy
 from controlplane.names import Pattern, normalise, parse_ip, split_host_port
-from controlplane.policy import Action, CompiledPolicy
+from controlplane.policy import Action, CompiledPolicy, Decision
 from controlplane.records import NameRecord, SrvRecord, cluster_records
 from controlplane.settings import DefaultView, Settings
 
@@ -171,18 +171,29 @@ def build_tenant_view(
     settings: Settings,
     *,
     last_good_upstream: Upstream | None = None,
+    compiled: CompiledPolicy | None = None,
+    decisions: dict[str, Decision] | None = None,
 ) -> tuple[TenantView, str | None]:
-    """The view of ``policy``'s tenant (or the default view) and an upstream error, if any."""
+    """The view of ``policy``'s tenant (or the default view) and an upstream error, if any.
+
+    ``compiled`` and ``decisions`` (a name -> decision cache kept by the caller
+    for as long as the policy is unchanged) make rebuilds after small changes
+    cheap: a name is classified once per policy version.
+    """
     if policy is None:
         return _default_view(records, inventory, settings)
-    compiled = CompiledPolicy.of(policy)
+    compiled = compiled or CompiledPolicy.of(policy)
+    cache = decisions if decisions is not None else {}
     notes: list[str] = []
     unenforced = _unenforced_for(policy, compiled, settings.zone)
     selected = {ns for ns, obj in inventory.namespaces.items()
                 if policy.namespace_selector.matches(dict(obj.labels))}
     entries = []
     for rec in records:
-        d = compiled.classify_pattern(Pattern(rec.name))
+        d = cache.get(rec.name)
+        if d is None:
+            d = compiled.classify_pattern(Pattern(rec.name))
+            cache[rec.name] = d
         if not d.action.answers:
             continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
