@@ -36,7 +36,7 @@ test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check controlplane tests e2e
+	$(BIN)/ruff check controlplane tests e2e benchmarks deploy
 	$(BIN)/mypy controlplane
 
 clean:
