@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import logging
 import sys
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--debounce", type=float, default=0.05,
                        help="seconds to coalesce input changes (default 0.05)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--fault-invalid-name", action="append", default=[],
+                       help=argparse.SUPPRESS)  # test-only, see controlplane/faults.py
     kube = serve.add_argument_group("Kubernetes source (--source kubernetes)")
     kube.add_argument("--kubeconfig", default=None,
                       help="kubeconfig file (default: in-cluster config)")
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setup_logging(args.log_level)
+    if args.fault_invalid_name:
+        logging.getLogger("controlplane").warning(
+            "TEST FAULT INJECTION ON: Envoy will reject views containing %s",
+            ", ".join(args.fault_invalid_name))
     if args.answer_ttl < 30:
         print("controlplane serve: --answer-ttl must be at least 30 (Envoy's minimum)",
               file=sys.stderr)
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ttl_by_kind=ttl_by_kind, max_answers=args.max_answers,
         aaaa_mapped=not args.no_aaaa_mapped,
         vip_range=args.vip_range if args.auto_allocate_vips else "",
+        fault_invalid_names=frozenset(n.lower() for n in args.fault_invalid_name),
         zone=args.zone.strip(".").lower(), answer_ttl_seconds=args.answer_ttl,
         default_upstream=args.default_upstream, default_view=DefaultView(args.default_view),
         xds_host=args.xds_address[0], xds_port=args.xds_address[1],

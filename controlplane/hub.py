@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from controlplane.errors import InputError
+from controlplane.faults import poison
 from controlplane.inventory import Inventory
 from controlplane.model import Workload
 from controlplane.policy import CompiledPolicy, select_policy
@@ -192,6 +193,8 @@ class Hub:
                 view, host=key.host, port=key.port,
                 resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000),
                 stats=(key.stats_host, key.stats_port) if key.stats_port else None)
+            if self.settings.fault_invalid_names:
+                poison(resources, self.settings.fault_invalid_names)
             self._built[key] = view
             if self.cache.set(key, resources):
                 self._view_changed_at[key] = self._changed_at

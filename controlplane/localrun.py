@@ -287,3 +287,65 @@ class Dnsmasq:
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None
+
+
+class DnsLoad:
+    """A steady DNS load on loopback, bounded in time, counting lost and wrong answers.
+
+    One thread sends a query, waits up to ``timeout`` for its answer, and
+    paces itself to ``qps``; a query without an answer in time is lost.
+    """
+
+    def __init__(self, port: int, names: dict[str, str], *, qps: float = 200.0,
+                 timeout: float = 1.0, max_seconds: float = 120.0) -> None:
+        import threading
+
+        self.port = port
+        self.names = names  # name -> the expected A record
+        self.qps = qps
+        self.timeout = timeout
+        self.max_seconds = max_seconds
+        self.sent = self.answered = self.lost = self.wrong = 0
+        self.wrong_samples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dns-load", daemon=True)
+
+    def start(self) -> DnsLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> DnsLoad:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 5)
+        return self
+
+    def _run(self) -> None:
+        import dns.exception
+        import dns.message
+        import dns.query
+
+        started = time.monotonic()
+        items = list(self.names.items())
+        i = 0
+        while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
+            name, expected = items[i % len(items)]
+            i += 1
+            self.sent += 1
+            try:
+                r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1",
+                                  port=self.port, timeout=self.timeout)
+                got = sorted(rd.to_text() for rrset in r.answer for rd in rrset)
+                self.answered += 1
+                if got != [expected]:
+                    self.wrong += 1
+                    if len(self.wrong_samples) < 5:
+                        self.wrong_samples.append(f"{name}: {got}")
+            except (dns.exception.Timeout, OSError):
+                self.lost += 1
+            pause = i / self.qps - (time.monotonic() - started)
+            if pause > 0:
+                self._stop.wait(pause)
+
+    def summary(self) -> str:
+        return (f"sent {self.sent}, answered {self.answered}, lost {self.lost}, "
+                f"wrong {self.wrong}")

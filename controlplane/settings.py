@@ -33,6 +33,7 @@ class Settings:
     max_answers: int = 8  # Envoy answers at most 8 records, 512 bytes, and never sets TC
     aaaa_mapped: bool = True  # answer AAAA of IPv4-only names with ::ffff:a.b.c.d
     vip_range: str = ""  # CIDR for ServiceEntry VIP auto-allocation; "" turns it off
+    fault_invalid_names: frozenset[str] = frozenset()  # test-only: see faults.py
 
     def ttl(self, kind: str) -> int:
         return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)
