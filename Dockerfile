@@ -14,4 +14,4 @@ RUN pip install --no-cache-dir . && rm -rf /src
 USER 65532:65532
 EXPOSE 18000 18080
 ENTRYPOINT ["controlplane"]
-CMD ["serve", "--source", "kubernetes"]
+CMD ["serve", "--source", "kubernetes", "--auth-tokens", "/etc/dns-controlplane/tokens.yaml"]

@@ -25,6 +25,7 @@ import grpc
 import uvicorn
 
 from controlplane.admin import create_app
+from controlplane.auth import TokenAuthenticator
 from controlplane.hub import Hub
 from controlplane.inventory import Store
 from controlplane.settings import Settings
@@ -162,12 +163,18 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     runner.load()
     rebuild()
 
+    authenticator = (TokenAuthenticator.from_file(Path(settings.auth_tokens))
+                     if settings.auth_tokens else None)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
-    add_ads_service(grpc_server, hub)
-    add_query_log_service(grpc_server, hub.query_log)
+    add_ads_service(grpc_server, hub, authenticator)
+    add_query_log_service(grpc_server, hub.query_log, hub.node_tenant)
     xds_port = grpc_server.add_insecure_port(f"{settings.xds_host}:{settings.xds_port}")
-    log.warning("ADS listens on %s:%d WITHOUT TLS or authentication (insecure mode, for "
-                "local use)", settings.xds_host, xds_port)
+    if authenticator is None:
+        log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
+                    "for any tenant's view. For local use only.", settings.xds_host, xds_port)
+    else:
+        log.info("ADS on %s:%d requires a bearer token bound to the node's namespace",
+                 settings.xds_host, xds_port)
     await grpc_server.start()
 
     def readiness() -> tuple[bool, str]:

@@ -31,6 +31,7 @@ def bootstrap_config(
     admin_address: str = "127.0.0.1:15000",
     stats_address: str = "0.0.0.0:15090",
     cluster: str = "dns-sidecar",
+    token: str = "",
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
@@ -54,6 +55,10 @@ def bootstrap_config(
         stats_host, stats_port = _socket(stats_address, 15090)
         metadata["STATS_LISTEN_ADDRESS"] = f"{stats_host}:{stats_port}"
     admin_target = "127.0.0.1" if admin_host in ("0.0.0.0", "::") else admin_host
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+    if token:
+        grpc_service["initial_metadata"] = [{"key": "authorization",
+                                             "value": f"Bearer {token}"}]
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_host,
@@ -62,7 +67,7 @@ def bootstrap_config(
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},

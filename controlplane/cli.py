@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what Envoys that no DnsPolicy selects get (default: deny)")
     serve.add_argument("--debounce", type=float, default=0.05,
                        help="seconds to coalesce input changes (default 0.05)")
+    serve.add_argument("--auth-tokens", default="",
+                       help="token file binding bearer tokens to namespaces (see auth.py)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="accept ADS clients without a token (local use only)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--fault-invalid-name", action="append", default=[],
                        help=argparse.SUPPRESS)  # test-only, see controlplane/faults.py
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Envoy's full admin interface (keep it on loopback)")
     boot.add_argument("--stats-address", default="0.0.0.0:15090",
                       help="the stats-only listener serving /stats/prometheus, or 'off'")
+    boot.add_argument("--token", default="",
+                      help="bearer token for ADS (see serve --auth-tokens)")
     return parser
 
 
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             config = bootstrap_config(
                 node_id=args.node_id, namespace=args.namespace, labels=dict(args.label),
                 xds_address=args.xds_address, dns_address=args.dns_address,
-                admin_address=args.admin_address, stats_address=args.stats_address)
+                admin_address=args.admin_address, stats_address=args.stats_address,
+                token=args.token)
         except ValueError as exc:
             print(f"controlplane bootstrap: {exc}", file=sys.stderr)
             return 2
@@ -134,7 +141,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"controlplane serve: --vip-range {args.vip_range!r} is not a CIDR",
               file=sys.stderr)
         return 2
+    if not args.auth_tokens and not args.insecure:
+        print("controlplane serve: give --auth-tokens FILE, or --insecure to accept any "
+              "client (local use only)", file=sys.stderr)
+        return 2
+    if args.auth_tokens:
+        from controlplane.auth import TokenAuthenticator
+        from controlplane.errors import ConfigError
+
+        try:
+            TokenAuthenticator.from_file(Path(args.auth_tokens))
+        except ConfigError as exc:
+            print(f"controlplane serve: {exc}", file=sys.stderr)
+            return 2
     settings = Settings(
+        auth_tokens=args.auth_tokens, insecure=args.insecure,
         ttl_by_kind=ttl_by_kind, max_answers=args.max_answers,
         aaaa_mapped=not args.no_aaaa_mapped,
         vip_range=args.vip_range if args.auto_allocate_vips else "",

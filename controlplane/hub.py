@@ -241,6 +241,13 @@ class Hub:
             conn.view_key = key
             conn.notify()
 
+    def node_tenant(self, node_id: str) -> str | None:
+        """The tenant of a connected node, or None."""
+        for conn in self.connections.values():
+            if conn.workload is not None and conn.workload.node_id == node_id and conn.view_key:
+                return conn.view_key.tenant
+        return None
+
     def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
         return self.cache.get(conn.view_key) if conn.view_key else None
 

@@ -155,9 +155,10 @@ class ControlPlane:
         return f"127.0.0.1:{self.xds_port}"
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ControlPlane:
+        auth = [] if "--auth-tokens" in self.extra_args else ["--insecure"]
         argv = [sys.executable, "-m", "controlplane", "serve", "--source", str(self.source),
                 "--xds-address", self.xds_address,
-                "--admin-address", f"127.0.0.1:{self.admin_port}", *self.extra_args]
+                "--admin-address", f"127.0.0.1:{self.admin_port}", *auth, *self.extra_args]
         self.process = Process("controlplane", argv, self.workdir / "controlplane.log").start()
         if wait_ready:
             wait_for(self.ready, timeout=timeout, what="control plane /readyz")
@@ -192,6 +193,7 @@ class Envoy:
     admin_port: int = field(default_factory=free_port)
     stats_port: int = field(default_factory=free_port)
     dns_host: str = "127.0.0.1"
+    token: str = ""
     process: Process | None = None
 
     @property
@@ -206,7 +208,7 @@ class Envoy:
             node_id=self.node_id, namespace=self.namespace, labels=self.labels,
             xds_address=self.xds_address, dns_address=f"{self.dns_host}:{self.dns_port}",
             admin_address=f"127.0.0.1:{self.admin_port}",
-            stats_address=f"127.0.0.1:{self.stats_port}")
+            stats_address=f"127.0.0.1:{self.stats_port}", token=self.token)
         path = self.bootstrap_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path

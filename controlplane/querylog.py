@@ -87,6 +87,13 @@ class QueryLog:
                 extra={"tenant": tenant, "node": node, "query": asdict(record)})
         return record
 
+    def reject(self, tenant: str, node: str) -> None:
+        """A record from a node that is not a connected sidecar of ``tenant``."""
+        with self._lock:
+            self.counts[(tenant or "unknown", "rejected")] += 1
+        log.debug("query record for tenant %r from node %r dropped: not its sidecar", tenant,
+                  node)
+
     def recent(self, *, tenant: str | None = None, action: str | None = None,
                limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:

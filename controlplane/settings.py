@@ -34,6 +34,8 @@ class Settings:
     aaaa_mapped: bool = True  # answer AAAA of IPv4-only names with ::ffff:a.b.c.d
     vip_range: str = ""  # CIDR for ServiceEntry VIP auto-allocation; "" turns it off
     fault_invalid_names: frozenset[str] = frozenset()  # test-only: see faults.py
+    auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
+    insecure: bool = False
 
     def ttl(self, kind: str) -> int:
         return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)

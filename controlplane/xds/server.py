@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
+from controlplane.auth import TokenAuthenticator, authorize
 from controlplane.hub import Hub
 from controlplane.querylog import QueryLog
+from controlplane.workload import workload_from_node
 from controlplane.xds.protocol import ProtocolError
 
 log = logging.getLogger("controlplane.xds")
@@ -26,8 +28,9 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
 class AdsServicer:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, authenticator: TokenAuthenticator | None = None) -> None:
         self.hub = hub
+        self.authenticator = authenticator
 
     async def stream_aggregated_resources(
         self,
@@ -35,6 +38,13 @@ class AdsServicer:
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
         hub = self.hub
+        identity = None
+        if self.authenticator is not None:
+            identity = self.authenticator.authenticate(context.invocation_metadata() or ())
+            if identity is None:
+                log.warning("stream from %s: no valid bearer token", context.peer())
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "a valid 'authorization: Bearer <token>' is required")
         conn = hub.open(peer=context.peer())
         wake = asyncio.Event()
         conn.notify = wake.set
@@ -46,6 +56,11 @@ class AdsServicer:
                 except ProtocolError as exc:
                     return exc
                 if conn.workload is None:
+                    if identity is not None:
+                        assert conn.stream.node is not None
+                        denied = authorize(identity, workload_from_node(conn.stream.node))
+                        if denied:
+                            return ProtocolError("PERMISSION_DENIED", denied)
                     hub.attach(conn)
                 for event in events:
                     hub.record(conn, event)
@@ -92,19 +107,29 @@ def _field(message: Any, name: str, old_name: str) -> Any:
     return getattr(message, name if name in descriptor else old_name)
 
 
-def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog) -> None:
-    """OpenTelemetry logs from the sidecars' DNS filters (per-query records)."""
+def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
+                          node_tenant: Callable[[str], str | None] | None = None) -> None:
+    """OpenTelemetry logs from the sidecars' DNS filters (per-query records).
+
+    With ``node_tenant``, a record counts only when it comes from a connected
+    node (an authenticated ADS stream when tokens are on) of the tenant it
+    names, so a workload cannot fill another tenant's records.
+    """
 
     async def export(request: Any, context: grpc.aio.ServicerContext) -> Any:
         for resource_logs in request.resource_logs:
             resource = {kv.key: kv.value.string_value
                         for kv in resource_logs.resource.attributes}
             node = resource.get("node_name", "")
+            owner = node_tenant(node) if node_tenant else None
             for scope in _field(resource_logs, "scope_logs", "instrumentation_library_logs"):
                 for record in _field(scope, "log_records", "logs"):
                     attrs = {kv.key: kv.value.string_value for kv in record.attributes}
-                    query_log.ingest(tenant=attrs.get("tenant", ""), node=node,
-                                     body=record.body.string_value)
+                    tenant = attrs.get("tenant", "")
+                    if node_tenant is not None and owner != tenant:
+                        query_log.reject(tenant, node)
+                        continue
+                    query_log.ingest(tenant=tenant, node=node, body=record.body.string_value)
         return ExportResponse()
 
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(LOGS_SERVICE, {
@@ -115,8 +140,9 @@ def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog) -> None:
         )})])
 
 
-def add_ads_service(server: grpc.aio.Server, hub: Hub) -> AdsServicer:
-    servicer = AdsServicer(hub)
+def add_ads_service(server: grpc.aio.Server, hub: Hub,
+                    authenticator: TokenAuthenticator | None = None) -> AdsServicer:
+    servicer = AdsServicer(hub, authenticator)
     handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.stream_aggregated_resources,
