@@ -1,0 +1,35 @@
+"""A burst of input changes produces one push per affected view, not one per change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
+from e2e.conftest import query
+
+
+def pushes(cp: ControlPlane, view: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in
+               http_text(f"{cp.admin_url}/metrics").splitlines()
+               if line.startswith("dnscp_pushes_total{") and 'type="lds"' in line
+               and view in line)
+
+
+def test_burst_is_one_push(manifests: Path, start_control_plane: Callable[..., ControlPlane],
+                           start_envoy: Callable[..., Envoy]) -> None:
+    cp = start_control_plane(manifests, "--debounce", "0.5")
+    acme = start_envoy(cp, "sleep.acme", "acme")
+    foo = start_envoy(cp, "sleep.foo", "foo")
+    acme_before, foo_before = pushes(cp, "acme@"), pushes(cp, "foo@")
+    for i in range(30):  # 30 changes in a burst, all in acme
+        (manifests / f"burst-{i}.yaml").write_text(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: b{i}, namespace: acme}}\n"
+            f"spec: {{clusterIP: 10.77.1.{i + 1}}}\n")
+    wait_for(lambda: query(acme.dns_port, "b29.acme.svc.cluster.local", timeout=0.3)[1]
+             == ["10.77.1.30"], timeout=20, what="the burst applied")
+    print(f"\n30 changes: {pushes(cp, 'acme@') - acme_before:.0f} LDS push(es) to acme, "
+          f"{pushes(cp, 'foo@') - foo_before:.0f} to foo")
+    assert pushes(cp, "acme@") - acme_before == 1
+    assert pushes(cp, "foo@") == foo_before  # not affected: nothing sent
+    assert query(foo.dns_port, "httpbin.foo.com")[0] == "NOERROR"
