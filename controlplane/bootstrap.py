@@ -32,6 +32,7 @@ def bootstrap_config(
     stats_address: str = "0.0.0.0:15090",
     cluster: str = "dns-sidecar",
     token: str = "",
+    delta: bool = False,
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
@@ -65,7 +66,7 @@ def bootstrap_config(
                                                  "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,

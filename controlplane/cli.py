@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the stats-only listener serving /stats/prometheus, or 'off'")
     boot.add_argument("--token", default="",
                       help="bearer token for ADS (see serve --auth-tokens)")
+    boot.add_argument("--delta", action="store_true",
+                      help="incremental xDS (DELTA_GRPC) instead of state of the world")
     return parser
 
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 node_id=args.node_id, namespace=args.namespace, labels=dict(args.label),
                 xds_address=args.xds_address, dns_address=args.dns_address,
                 admin_address=args.admin_address, stats_address=args.stats_address,
-                token=args.token)
+                token=args.token, delta=args.delta)
         except ValueError as exc:
             print(f"controlplane bootstrap: {exc}", file=sys.stderr)
             return 2

@@ -38,6 +38,7 @@ from controlplane.views import (
 )
 from controlplane.vips import Allocation, allocate
 from controlplane.workload import workload_from_node
+from controlplane.xds.delta import DeltaOutgoing, DeltaStream
 from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
 
 log = logging.getLogger("controlplane.hub")
@@ -81,7 +82,7 @@ class ViewKey(NamedTuple):
 class Connection:
     conn_id: str
     peer: str
-    stream: SotwStream
+    stream: SotwStream | DeltaStream
     connected_at: float
     workload: Workload | None = None
     view_key: ViewKey | None = None
@@ -203,9 +204,10 @@ class Hub:
             self.cache.discard(key)
 
     # -- streams -----------------------------------------------------------
-    def open(self, peer: str) -> Connection:
-        conn_id = f"s{next(self._ids)}"
-        conn = Connection(conn_id=conn_id, peer=peer, stream=SotwStream(conn_id),
+    def open(self, peer: str, *, delta: bool = False) -> Connection:
+        conn_id = f"{'d' if delta else 's'}{next(self._ids)}"
+        stream: SotwStream | DeltaStream = DeltaStream(conn_id) if delta else SotwStream(conn_id)
+        conn = Connection(conn_id=conn_id, peer=peer, stream=stream,
                           connected_at=self._clock())
         self.connections[conn_id] = conn
         return conn
@@ -273,7 +275,7 @@ class Hub:
                 if started is not None:
                     self.push_latency.observe(max(0.0, self._clock() - started))
 
-    def record_sent(self, conn: Connection, out: Outgoing) -> None:
+    def record_sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
         self.pushes[(str(conn.view_key), SHORT_NAMES.get(out.type_url, out.type_url))] += 1
         log.debug("sent %s version %s to %s", SHORT_NAMES.get(out.type_url), out.version,
                   conn.conn_id)
@@ -351,6 +353,7 @@ class Hub:
                 }
             out.append({
                 "stream": conn.conn_id,
+                "protocol": "delta" if isinstance(conn.stream, DeltaStream) else "sotw",
                 "peer": conn.peer,
                 "node_id": w.node_id if w else None,
                 "namespace": w.namespace if w else None,

@@ -194,6 +194,7 @@ class Envoy:
     stats_port: int = field(default_factory=free_port)
     dns_host: str = "127.0.0.1"
     token: str = ""
+    delta: bool = False
     process: Process | None = None
 
     @property
@@ -208,7 +209,7 @@ class Envoy:
             node_id=self.node_id, namespace=self.namespace, labels=self.labels,
             xds_address=self.xds_address, dns_address=f"{self.dns_host}:{self.dns_port}",
             admin_address=f"127.0.0.1:{self.admin_port}",
-            stats_address=f"127.0.0.1:{self.stats_port}", token=self.token)
+            stats_address=f"127.0.0.1:{self.stats_port}", token=self.token, delta=self.delta)
         path = self.bootstrap_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path

@@ -32,6 +32,7 @@ class TypeSnapshot:
     anys: Mapping[str, Any]
     body: bytes  # a DiscoveryResponse with every resource, without nonce
     size: int
+    resource_versions: Mapping[str, str]  # per resource, for delta xDS
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,19 @@ class ViewSnapshot:
 def _type_snapshot(type_url: str, resources: Mapping[str, Message]) -> TypeSnapshot:
     digest = hashlib.sha256(type_url.encode())
     anys: dict[str, Any] = {}
+    versions: dict[str, str] = {}
     for name in sorted(resources):
         value = resources[name].SerializeToString(deterministic=True)
         digest.update(len(name).to_bytes(4, "big") + name.encode())
         digest.update(len(value).to_bytes(8, "big") + value)
         anys[name] = Any(type_url=type_url, value=value)
+        versions[name] = hashlib.sha256(value).hexdigest()[:16]
     version = digest.hexdigest()[:16]
     body = discovery_pb2.DiscoveryResponse(
         version_info=version, type_url=type_url, resources=list(anys.values())
     ).SerializeToString(deterministic=True)
     return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
-                        size=len(body))
+                        size=len(body), resource_versions=versions)
 
 
 def build_snapshot(key: Hashable, resources: Mapping[str, Mapping[str, Message]]) -> ViewSnapshot:

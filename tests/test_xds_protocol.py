@@ -245,3 +245,24 @@ def test_full_response_is_shared_bytes_plus_nonce() -> None:
 def test_versions_are_content_hashes() -> None:
     assert snapshot(tag="a").types[LDS].version == snapshot(tag="a").types[LDS].version
     assert snapshot(tag="a").types[LDS].version != snapshot(tag="b").types[LDS].version
+
+
+def test_rule15_clusters_in_use_are_removed_after_the_listeners() -> None:
+    env = FakeEnvoy()
+    env.request(CDS)
+    env.request(LDS)
+    old = snapshot(listeners=("l1",), clusters=("c-old",), tag="uses-c-old")
+    env.pull(old)
+    env.ack(CDS)
+    env.ack(LDS)
+    new = snapshot(listeners=("l1",), clusters=("c-new",), tag="uses-c-new")
+    first = env.pull(new)
+    # Clusters first, still carrying c-old, then the listener that no longer uses it.
+    assert [o.type_url for o in first] == [CDS, LDS]
+    assert first[0].names == {"c-old", "c-new"}
+    env.ack(CDS)
+    assert env.pull(new) == []  # c-old stays until the listener is ACKed
+    env.ack(LDS)
+    (final,) = env.pull(new)
+    assert final.type_url == CDS and final.names == {"c-new"}
+    assert final.version == new.types[CDS].version

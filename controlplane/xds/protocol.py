@@ -32,7 +32,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.snapshot import TypeSnapshot, ViewSnapshot
-from controlplane.translate.types import ORDERED_TYPES
+from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
+
+KEEP = "+keep"  # version suffix of a CDS response that still carries clusters in use
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
 DiscoveryResponse = discovery_pb2.DiscoveryResponse
@@ -66,6 +68,7 @@ class TypeState:
     nack_error: str = ""
     nacks: int = 0
     acks: int = 0
+    sent_anys: dict[str, Any] = field(default_factory=dict)  # what the client has, by name
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,15 @@ class SotwStream:
             if ts is None or not state.subscribed:
                 continue
             names = self._names_to_send(state, ts)
+            if type_url == CLUSTER_TYPE and self._listeners_pending(snapshot):
+                # #15 make-before-break: clusters the running listeners may still use are
+                # kept (with the content the client has) until the new listeners are ACKed.
+                kept = {n: a for n, a in state.sent_anys.items() if n not in ts.anys}
+                if kept:
+                    if state.sent_version != ts.version + KEEP or state.sent_names != (
+                            names | set(kept)):
+                        out.append(self._respond(state, ts, names, keep=kept))
+                    continue
             if state.sent_version is None:
                 pass  # first response on this stream
             elif state.subscription_changed:
@@ -165,14 +177,32 @@ class SotwStream:
             out.append(self._respond(state, ts, names))
         return out
 
+    def _listeners_pending(self, snapshot: ViewSnapshot) -> bool:
+        lds = self.types.get(LISTENER_TYPE)
+        ts = snapshot.types.get(LISTENER_TYPE)
+        return (lds is not None and ts is not None and lds.sent_version is not None
+                and lds.acked_version != ts.version and lds.nacked_version != ts.version)
+
     def _names_to_send(self, state: TypeState, ts: TypeSnapshot) -> frozenset[str]:
         if state.wildcard:
             return frozenset(ts.anys)
         return frozenset(n for n in state.names if n in ts.anys)
 
-    def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str]) -> Outgoing:
+    def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str],
+                 keep: dict[str, Any] | None = None) -> Outgoing:
         self._nonces += 1
         nonce = f"{self.stream_id}-{self._nonces}"
+        if keep:
+            version = ts.version + KEEP
+            payload = DiscoveryResponse(
+                version_info=version, type_url=ts.type_url, nonce=nonce,
+                resources=[ts.anys[n] for n in sorted(names)]
+                + [keep[n] for n in sorted(keep)]).SerializeToString()
+            all_names = names | frozenset(keep)
+            state.sent_version, state.sent_nonce, state.sent_names = version, nonce, all_names
+            state.sent_anys = {**{n: ts.anys[n] for n in names}, **keep}
+            state.subscription_changed = False
+            return Outgoing(ts.type_url, version, nonce, all_names, payload)
         if names == frozenset(ts.anys):
             # The shared bytes, serialised once per view, plus this stream's nonce.
             payload = ts.body + DiscoveryResponse(nonce=nonce).SerializeToString()
@@ -182,5 +212,6 @@ class SotwStream:
                 resources=[ts.anys[n] for n in sorted(names)],
             ).SerializeToString()
         state.sent_version, state.sent_nonce, state.sent_names = ts.version, nonce, names
+        state.sent_anys = {n: ts.anys[n] for n in names}
         state.subscription_changed = False
         return Outgoing(ts.type_url, ts.version, nonce, names, payload)

@@ -33,10 +33,20 @@ class AdsServicer:
         self.authenticator = authenticator
 
     async def stream_aggregated_resources(
-        self,
-        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
-        context: grpc.aio.ServicerContext,
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        async for payload in self._serve(requests, context, delta=False):
+            yield payload
+
+    async def delta_aggregated_resources(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for payload in self._serve(requests, context, delta=True):
+            yield payload
+
+    async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                     *, delta: bool) -> AsyncIterator[bytes]:
+        """One ADS stream: the same loop for both variants; the stream object decides."""
         hub = self.hub
         identity = None
         if self.authenticator is not None:
@@ -45,7 +55,7 @@ class AdsServicer:
                 log.warning("stream from %s: no valid bearer token", context.peer())
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                     "a valid 'authorization: Bearer <token>' is required")
-        conn = hub.open(peer=context.peer())
+        conn = hub.open(peer=context.peer(), delta=delta)
         wake = asyncio.Event()
         conn.notify = wake.set
 
@@ -86,13 +96,6 @@ class AdsServicer:
         finally:
             reader.cancel()
             hub.close(conn)
-
-    async def delta_aggregated_resources(
-        self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "incremental (delta) ADS is not implemented; use state of the world")
-        yield b""  # pragma: no cover - makes this an async generator
 
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
