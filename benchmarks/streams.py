@@ -1,0 +1,167 @@
+"""Propagation and memory with many ADS streams, and a reconnect storm.
+
+    .venv/bin/python benchmarks/streams.py [--streams 1000] [--processes 4] [--debounce 0.05]
+
+Starts the control plane on examples/ (file source), connects --streams
+simulated sidecars from --processes client processes (benchmarks/ads_client.py,
+bounded in time), then: writes one Service into acme and measures, for every
+stream whose view changed, the time from the write to its ACK of the new
+listener version (p50/p99/max; the debounce window is included and stated);
+control-plane RSS; LDS bytes pushed for the change; then kills every client
+at once and reconnects them all (a storm), sampling RSS throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from controlplane.localrun import ControlPlane, http_text, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Clients:
+    def __init__(self, address: str, streams: int, processes: int, seconds: float) -> None:
+        self.events: list[dict[str, object]] = []
+        self.lock = threading.Lock()
+        per = streams // processes
+        self.procs = [subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address", address,
+             "--first", str(i * per), "--count", str(per), "--seconds", str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(processes)]
+        for p in self.procs:
+            threading.Thread(target=self._read, args=(p,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self.lock:
+                self.events.append(json.loads(line))
+
+    def latest(self) -> dict[str, tuple[str, float]]:
+        with self.lock:
+            out: dict[str, tuple[str, float]] = {}
+            for e in self.events:
+                out[str(e["c"])] = (str(e["v"]), float(e["t"]))  # type: ignore[arg-type]
+            return out
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+
+
+def metric(cp: ControlPlane, name: str, contains: str = "") -> float:
+    return sum(float(line.rsplit(" ", 1)[1])
+               for line in http_text(f"{cp.admin_url}/metrics").splitlines()
+               if line.startswith(name) and contains in line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--debounce", type=float, default=0.05)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="streams-"))
+    manifests = work / "manifests"
+    shutil.copytree(ROOT / "examples", manifests)
+    cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
+                                                   "--log-level", "warning"]).start()
+    assert cp.process is not None
+    pid = cp.process.pid
+    idle = rss_mb(pid)
+    clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300)
+    try:
+        started = time.time()
+        wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
+                 what=f"{args.streams} streams to get their first listener")
+        connect = time.time() - started
+        connected_rss = rss_mb(pid)
+        before = clients.latest()
+        pushed_before = metric(cp, "dnscp_pushes_total", 'type="lds"')
+        serial_before = metric(cp, "dnscp_snapshot_serializations_total")
+        t0 = time.time()
+        (manifests / "bench-change.yaml").write_text(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: bench, namespace: acme}\n"
+            "spec: {clusterIP: 10.123.0.1}\n")
+        affected = [c for i, c in enumerate(sorted(before, key=lambda c: int(c[1:])))
+                    if int(c[1:]) % 3 in (0, 2)]  # acme (i%3==0) and globex (i%3==2) streams
+
+        def all_updated() -> bool:
+            now = clients.latest()
+            return all(now[c][0] != before[c][0] for c in affected)
+
+        wait_for(all_updated, timeout=120, interval=0.05, what="every affected stream")
+        now = clients.latest()
+        lat = sorted((now[c][1] - t0) * 1000 for c in affected)
+        unaffected_changed = sum(1 for c in before if c not in affected
+                                 and now[c][0] != before[c][0])
+        pushes = metric(cp, "dnscp_pushes_total", 'type="lds"') - pushed_before
+        serials = metric(cp, "dnscp_snapshot_serializations_total") - serial_before
+        bytes_acme = metric(cp, "dnscp_snapshot_bytes", "acme@")
+        bytes_globex = metric(cp, "dnscp_snapshot_bytes", "globex@")
+        print(f"streams: {args.streams} from {args.processes} processes, connected and "
+              f"served in {connect:.1f}s")
+        print(f"change -> ACK for {len(affected)} affected streams (debounce "
+              f"{args.debounce * 1000:.0f} ms included): p50 {statistics.median(lat):.0f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms, max {lat[-1]:.0f} ms; "
+              f"unaffected streams that got a push: {unaffected_changed}")
+        print(f"LDS responses pushed for the change: {pushes:.0f}; snapshots serialised: "
+              f"{serials:.0f}; bytes per push: acme {bytes_acme:.0f}, globex {bytes_globex:.0f};"
+              f" bytes pushed in all: {pushes / 2 * (bytes_acme + bytes_globex):.0f}")
+        print(f"control-plane RSS: idle {idle:.0f} MB, with {args.streams} streams "
+              f"{connected_rss:.0f} MB")
+        # Reconnect storm: every client dies at once, then all reconnect at once.
+        clients.kill()
+        wait_for(lambda: metric(cp, "dnscp_connected_proxies") == 0, timeout=60,
+                 what="all streams gone")
+        after_drop = rss_mb(pid)
+        peak = [after_drop]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak.append(rss_mb(pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t1 = time.time()
+        clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300)
+        wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
+                 what="the storm to reconnect")
+        storm = time.time() - t1
+        sampling.set()
+        sampler.join()
+        print(f"reconnect storm of {args.streams}: all served again in {storm:.1f}s; RSS after "
+              f"the drop {after_drop:.0f} MB, peak during the storm {max(peak):.0f} MB, after "
+              f"{rss_mb(pid):.0f} MB")
+    finally:
+        clients.kill()
+        cp.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
