@@ -21,8 +21,10 @@ from controlplane.errors import InputError
 from controlplane.faults import poison
 from controlplane.inventory import Inventory
 from controlplane.model import Workload
+from controlplane.names import Pattern
 from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.querylog import QueryLog
+from controlplane.record_index import RecordIndex
 from controlplane.records import RecordOptions
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
@@ -112,6 +114,8 @@ class Hub:
         # Per policy: (the policy, its compiled form, name -> decision); reset when it changes.
         self._decisions: dict[str, tuple[Any, CompiledPolicy, dict[str, Any]]] = {}
         self.vips = Allocation({}, ())
+        self._records: dict[str, Any] = {}  # name -> NameRecord of the last rebuild
+        self._namespaces: dict[str, Any] = {}
         self._changed_at = clock()
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
         self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
@@ -145,23 +149,38 @@ class Hub:
             vips=allocation.vips))
         views: dict[str, TenantView] = {}
         errors: dict[str, InputError] = {}
+        by_name = {r.name: r for r in records}
+        changed = {n for n in by_name.keys() | self._records.keys()
+                   if by_name.get(n) != self._records.get(n)}
+        index = RecordIndex(records)
+        namespaces_changed = inv.namespaces != self._namespaces
         compiled: dict[str, CompiledPolicy] = {}
         for name in sorted(inv.policies):
             policy = inv.policies[name]
             cached = self._decisions.get(name)
-            if cached is None or cached[0] != policy:
+            fresh = cached is None or cached[0] != policy
+            if cached is None or fresh:
                 cached = (policy, CompiledPolicy.of(policy), {})
                 self._decisions[name] = cached
             compiled[name] = cached[1]
+            previous = self.tenant_views.get(name)
+            if (previous is not None and not fresh and not namespaces_changed
+                    and name not in self.policy_errors and not previous.forwarding
+                    and not self._concerns(cached[1], cached[2], changed, previous)):
+                views[name] = previous  # nothing it can see changed: reuse the view
+                continue
             view, error = build_tenant_view(policy, records, inv, self.settings,
                                             last_good_upstream=self._last_good_upstream.get(name),
-                                            compiled=cached[1], decisions=cached[2])
+                                            compiled=cached[1], decisions=cached[2],
+                                            index=index)
             if error:
                 errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
                                           reason=error, origin="policy")
             elif view.upstreams:
                 self._last_good_upstream[name] = view.upstreams[0]
             views[view.tenant] = view
+        self._records = by_name
+        self._namespaces = dict(inv.namespaces)
         for message in allocation.errors:
             errors[f"vip:{message}"] = InputError(kind="ServiceEntry", namespace="", name="",
                                                   reason=message, origin="vip allocation")
@@ -183,6 +202,22 @@ class Hub:
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+    @staticmethod
+    def _concerns(compiled: CompiledPolicy, decisions: dict[str, Any], changed: set[str],
+                  view: TenantView) -> bool:
+        """Whether any changed name is, or was, in this (non-forwarding) view."""
+        present = {e.record.name for e in view.entries} if changed else set()
+        for name in changed:
+            if name in present:
+                return True
+            d = decisions.get(name)
+            if d is None:
+                d = compiled.classify_pattern(Pattern(name))
+                decisions[name] = d
+            if d.action.answers:
+                return True
+        return False
 
     def _refresh_snapshots(self) -> None:
         active = {c.view_key for c in self.connections.values() if c.view_key is not None}

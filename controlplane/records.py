@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.inventory import Inventory
+from controlplane.model import EndpointSlice, Service, ServiceEntry
 from controlplane.names import parse_ip
 from controlplane.vips import VipKey
 
@@ -157,65 +158,140 @@ def _dashed(ip: str) -> str:
     return ip.replace(".", "-").replace(":", "-")
 
 
-def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",
-                    options: RecordOptions | None = None) -> list[NameRecord]:
-    """Every name the cluster answers, sorted by name."""
-    opts = options or RecordOptions(zone=zone)
-    zone = opts.zone
-    b = _Builder(opts)
-    for (ns, name), svc in sorted(inventory.services.items()):
-        fqdn = f"{name}.{ns}.svc.{zone}"
-        source = f"Service {ns}/{name}"
-        named = [p for p in svc.ports if p.name and p.protocol in ("TCP", "UDP")]
-        if svc.type == "ExternalName":
-            port = svc.ports[0].port if svc.ports else 80
-            b.add(fqdn, source, "externalname",
-                  cluster=(ClusterTarget(svc.external_name, port),))
-            continue
-        if svc.headless:
-            for sl in inventory.slices_of(ns, name):
-                slice_ports = {p.name: p for p in sl.ports}
-                for ep in sl.endpoints:
-                    if not (ep.ready or svc.publish_not_ready) or not ep.addresses:
-                        continue
-                    host = ep.hostname or _dashed(ep.addresses[0])
-                    target = f"{host}.{fqdn}"
-                    b.add(fqdn, source, "headless", ep.addresses)
-                    b.add(target, source, "headless", ep.addresses)
-                    srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(),
-                                     port=slice_ports[p.name].port if p.name in slice_ports
-                                     else p.port, target=target) for p in named]
-                    if srv:
-                        b.add(fqdn, source, "headless", srv=srv)
-            continue
+# One object's say about one name: (name, source, kind, addresses, srv, cluster, export_to).
+Contribution = tuple[str, str, str, tuple[str, ...], tuple[SrvRecord, ...],
+                     tuple[ClusterTarget, ...], frozenset[str] | None]
+
+
+class _Collector:
+    """Gathers contributions in the shape ``_Builder.add`` takes."""
+
+    def __init__(self) -> None:
+        self.items: list[Contribution] = []
+
+    def add(self, name: str, source: str, kind: str, addresses: Iterable[str] = (),
+            srv: Iterable[SrvRecord] = (), cluster: tuple[ClusterTarget, ...] = (),
+            export_to: frozenset[str] | None = None) -> None:
+        self.items.append((name, source, kind, tuple(addresses), tuple(srv), cluster,
+                           export_to))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _service(svc: Service, slices: tuple[EndpointSlice, ...], zone: str
+             ) -> tuple[Contribution, ...]:
+    b = _Collector()
+    ns, name = svc.namespace, svc.name
+    fqdn = f"{name}.{ns}.svc.{zone}"
+    source = f"Service {ns}/{name}"
+    named = [p for p in svc.ports if p.name and p.protocol in ("TCP", "UDP")]
+    if svc.type == "ExternalName":
+        port = svc.ports[0].port if svc.ports else 80
+        b.add(fqdn, source, "externalname", cluster=(ClusterTarget(svc.external_name, port),))
+    elif svc.headless:
+        for sl in slices:
+            slice_ports = {p.name: p for p in sl.ports}
+            for ep in sl.endpoints:
+                if not (ep.ready or svc.publish_not_ready) or not ep.addresses:
+                    continue
+                host = ep.hostname or _dashed(ep.addresses[0])
+                target = f"{host}.{fqdn}"
+                b.add(fqdn, source, "headless", ep.addresses)
+                b.add(target, source, "headless", ep.addresses)
+                srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(),
+                                 port=slice_ports[p.name].port if p.name in slice_ports
+                                 else p.port, target=target) for p in named]
+                if srv:
+                    b.add(fqdn, source, "headless", srv=srv)
+    else:
         srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(), port=p.port, target=fqdn)
                for p in named]
         b.add(fqdn, source, "service", svc.cluster_ips, srv)
-    for (ns, name), se in sorted(inventory.service_entries.items()):
-        source = f"ServiceEntry {ns}/{name}"
-        export: frozenset[str] | None = None
-        if se.export_to and "*" not in se.export_to:
-            export = frozenset(ns if x == "." else x for x in se.export_to)
-        for host in se.hosts:
-            wildcard = host.startswith("*.")
-            vip = opts.vips.get((ns, name, host))
-            if se.addresses:
-                b.add(host, source, "serviceentry", se.addresses, export_to=export)
-            elif wildcard:
-                continue  # nothing to answer a wildcard with but declared addresses
-            elif vip:
-                b.add(host, source, "serviceentry", (vip,), export_to=export)
-            elif se.resolution == "STATIC":
-                b.add(host, source, "serviceentry",
-                      [e.address for e in se.endpoints if parse_ip(e.address)], export_to=export)
-            elif se.resolution in ("DNS", "DNS_ROUND_ROBIN"):
-                port = se.ports[0].port if se.ports else 80
-                targets = tuple(ClusterTarget(e.address, port) for e in se.endpoints
-                                if e.address and parse_ip(e.address) is None)
-                ips = [e.address for e in se.endpoints if parse_ip(e.address)]
-                if ips:
-                    b.add(host, source, "serviceentry", ips, export_to=export)
-                else:
-                    b.add(host, source, "serviceentry", export_to=export,
-                          cluster=targets or (ClusterTarget(host, port),))
-    return b.records()
+    return tuple(b.items)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _service_entry(se: ServiceEntry, vips: tuple[tuple[str, str], ...]
+                   ) -> tuple[Contribution, ...]:
+    b = _Collector()
+    ns, name = se.namespace, se.name
+    source = f"ServiceEntry {ns}/{name}"
+    export: frozenset[str] | None = None
+    if se.export_to and "*" not in se.export_to:
+        export = frozenset(ns if x == "." else x for x in se.export_to)
+    vip_of = dict(vips)
+    for host in se.hosts:
+        wildcard = host.startswith("*.")
+        vip = vip_of.get(host)
+        if se.addresses:
+            b.add(host, source, "serviceentry", se.addresses, export_to=export)
+        elif wildcard:
+            continue  # nothing to answer a wildcard with but declared addresses
+        elif vip:
+            b.add(host, source, "serviceentry", (vip,), export_to=export)
+        elif se.resolution == "STATIC":
+            b.add(host, source, "serviceentry",
+                  [e.address for e in se.endpoints if parse_ip(e.address)], export_to=export)
+        elif se.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+            port = se.ports[0].port if se.ports else 80
+            targets = tuple(ClusterTarget(e.address, port) for e in se.endpoints
+                            if e.address and parse_ip(e.address) is None)
+            ips = [e.address for e in se.endpoints if parse_ip(e.address)]
+            if ips:
+                b.add(host, source, "serviceentry", ips, export_to=export)
+            else:
+                b.add(host, source, "serviceentry", export_to=export,
+                      cluster=targets or (ClusterTarget(host, port),))
+    return tuple(b.items)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _single(contribution: Contribution, options_key: tuple[object, ...]) -> NameRecord | None:
+    """The record of a name only one object speaks for (the common case), memoised."""
+    zone, ttl, max_answers, mapped = options_key
+    b = _Builder(RecordOptions(zone=str(zone), ttl=dict(ttl),  # type: ignore[call-overload]
+                               max_answers=int(max_answers),  # type: ignore[call-overload]
+                               aaaa_mapped=bool(mapped)))
+    name, source, kind, addresses, srv, cluster, export = contribution
+    b.add(name, source, kind, addresses, srv, cluster, export)
+    out = b.records()
+    return out[0] if out else None
+
+
+def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",
+                    options: RecordOptions | None = None) -> list[NameRecord]:
+    """Every name the cluster answers, sorted by name.
+
+    Incremental in effect: each object's contributions and each single-source
+    name's record are memoised on the (frozen) objects, so a rebuild after one
+    change redoes the work for that object's names only.
+    """
+    opts = options or RecordOptions(zone=zone)
+    slices: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for (ns, _), sl in sorted(inventory.endpoint_slices.items()):
+        slices.setdefault((ns, sl.service_name), []).append(sl)
+    vips: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for (ns, name, host), vip in sorted(opts.vips.items()):
+        vips.setdefault((ns, name), []).append((host, vip))
+    by_name: dict[str, list[Contribution]] = {}
+    for key, svc in inventory.services.items():
+        for c in _service(svc, tuple(slices.get(key, ())) if svc.headless else (), opts.zone):
+            by_name.setdefault(c[0], []).append(c)
+    for key, se in inventory.service_entries.items():
+        for c in _service_entry(se, tuple(vips.get(key, ()))):
+            by_name.setdefault(c[0], []).append(c)
+    options_key = (opts.zone, tuple(sorted(opts.ttl.items())), opts.max_answers,
+                   opts.aaaa_mapped)
+    out = []
+    merged = _Builder(opts)
+    for name in sorted(by_name):
+        contributions = by_name[name]
+        if len(contributions) == 1:
+            rec = _single(contributions[0], options_key)
+            if rec is not None:
+                out.append(rec)
+        else:
+            for c in sorted(contributions, key=lambda c: c[1]):
+                merged.add(c[0], c[1], c[2], c[3], c[4], c[5], c[6])
+    if merged.sources:
+        out = sorted(out + merged.records(), key=lambda r: r.name)
+    return out

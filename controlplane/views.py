@@ -26,6 +26,7 @@ from controlplane.inventory import Inventory
 from controlplane.model import DefaultAction, DnsPolicy
 from controlplane.names import Pattern, normalise, parse_ip, split_host_port
 from controlplane.policy import Action, CompiledPolicy, Decision
+from controlplane.record_index import RecordIndex
 from controlplane.records import NameRecord, SrvRecord, cluster_records
 from controlplane.settings import DefaultView, Settings
 
@@ -173,6 +174,7 @@ def build_tenant_view(
     last_good_upstream: Upstream | None = None,
     compiled: CompiledPolicy | None = None,
     decisions: dict[str, Decision] | None = None,
+    index: RecordIndex | None = None,
 ) -> tuple[TenantView, str | None]:
     """The view of ``policy``'s tenant (or the default view) and an upstream error, if any.
 
@@ -189,7 +191,11 @@ def build_tenant_view(
     selected = {ns for ns, obj in inventory.namespaces.items()
                 if policy.namespace_selector.matches(dict(obj.labels))}
     entries = []
-    for rec in records:
+    # Under DENY only whitelisted names can be answered: look them up by suffix.
+    candidates = (index.candidates(compiled.whitelist)
+                  if index is not None and policy.default_action is DefaultAction.DENY
+                  else records)
+    for rec in candidates:
         d = cache.get(rec.name)
         if d is None:
             d = compiled.classify_pattern(Pattern(rec.name))
