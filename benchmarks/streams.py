@@ -81,10 +81,18 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--debounce", type=float, default=0.05)
+    parser.add_argument("--services", type=int, default=0,
+                        help="extra Services in namespace 'bulk' (every tenant's policy "
+                        "decides about them)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streams-"))
     manifests = work / "manifests"
     shutil.copytree(ROOT / "examples", manifests)
+    if args.services:
+        (manifests / "bulk.yaml").write_text("---\n".join(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bulk}}\n"
+            f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}}}\n"
+            for i in range(args.services)))
     cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
                                                    "--log-level", "warning"]).start()
     assert cp.process is not None
@@ -120,8 +128,8 @@ def main() -> int:
         serials = metric(cp, "dnscp_snapshot_serializations_total") - serial_before
         bytes_acme = metric(cp, "dnscp_snapshot_bytes", "acme@")
         bytes_globex = metric(cp, "dnscp_snapshot_bytes", "globex@")
-        print(f"streams: {args.streams} from {args.processes} processes, connected and "
-              f"served in {connect:.1f}s")
+        print(f"streams: {args.streams} from {args.processes} processes, "
+              f"{args.services} extra Services, connected and served in {connect:.1f}s")
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
               f"{args.debounce * 1000:.0f} ms included): p50 {statistics.median(lat):.0f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms, max {lat[-1]:.0f} ms; "

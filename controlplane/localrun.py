@@ -195,6 +195,7 @@ class Envoy:
     dns_host: str = "127.0.0.1"
     token: str = ""
     delta: bool = False
+    concurrency: int = 0  # Envoy worker threads; 0: Envoy's default (one per core)
     process: Process | None = None
 
     @property
@@ -221,6 +222,8 @@ class Envoy:
         path = self.write_bootstrap()
         argv = [envoy, "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn",
                 "--drain-time-s", "1", "--parent-shutdown-time-s", "2"]
+        if self.concurrency:
+            argv += ["--concurrency", str(self.concurrency)]
         self.process = Process(f"envoy-{self.node_id}", argv,
                                self.workdir / f"envoy-{self.node_id}.log").start()
         if wait_listener:
