@@ -19,8 +19,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.snapshot import ViewSnapshot
-from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
-from controlplane.xds.protocol import Ack, Event, Nack, ProtocolError
+from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
+from controlplane.xds.protocol import Ack, Event, Nack, check_request, type_order
 
 DeltaRequest = discovery_pb2.DeltaDiscoveryRequest
 DeltaResponse = discovery_pb2.DeltaDiscoveryResponse
@@ -68,11 +68,7 @@ class DeltaStream:
     _nonces: int = 0
 
     def receive(self, request: Any) -> list[Event]:
-        if not request.type_url:
-            raise ProtocolError("INVALID_ARGUMENT", "DeltaDiscoveryRequest.type_url is empty")
-        if self.node is None:
-            self.node = base_pb2.Node()
-            self.node.CopyFrom(request.node)
+        check_request(self, request, "DeltaDiscoveryRequest")
         state = self.types.get(request.type_url)
         if state is None:
             state = self.types[request.type_url] = DeltaTypeState()
@@ -134,10 +130,8 @@ class DeltaStream:
     def responses(self, snapshot: ViewSnapshot | None) -> list[DeltaOutgoing]:
         if snapshot is None:
             return []
-        order = [t for t in ORDERED_TYPES if t in self.types] + sorted(
-            t for t in self.types if t not in ORDERED_TYPES)
         out = []
-        for type_url in order:
+        for type_url in type_order(self.types):
             state = self.types[type_url]
             ts = snapshot.types.get(type_url)
             if ts is None or not state.subscribed:

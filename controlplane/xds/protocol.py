@@ -99,6 +99,22 @@ class Outgoing:
         return DiscoveryResponse.FromString(self.payload)
 
 
+def check_request(stream: SotwStream | Any, request: Any, what: str) -> None:
+    """Rules #3 and #2, shared by both variants: a type URL is required, and the node
+    comes on the first request only and is remembered."""
+    if not request.type_url:
+        raise ProtocolError("INVALID_ARGUMENT", f"{what}.type_url is empty (ADS)")
+    if stream.node is None:
+        stream.node = base_pb2.Node()
+        stream.node.CopyFrom(request.node)
+
+
+def type_order(types: Any) -> list[str]:
+    """Make-before-break (#15): CDS, EDS, LDS, then anything else by name."""
+    return [t for t in ORDERED_TYPES if t in types] + sorted(
+        t for t in types if t not in ORDERED_TYPES)
+
+
 @dataclass
 class SotwStream:
     stream_id: str
@@ -108,11 +124,7 @@ class SotwStream:
 
     def receive(self, request: Request) -> list[Event]:
         """Digest one request; raise ProtocolError if the stream must end."""
-        if not request.type_url:
-            raise ProtocolError("INVALID_ARGUMENT", "DiscoveryRequest.type_url is empty (ADS)")
-        if self.node is None:
-            self.node = base_pb2.Node()
-            self.node.CopyFrom(request.node)
+        check_request(self, request, "DiscoveryRequest")
         state = self.types.setdefault(request.type_url, TypeState())
         self._update_subscription(state, list(request.resource_names))
         nonce = request.response_nonce
@@ -148,10 +160,8 @@ class SotwStream:
         """What to send now, in make-before-break order (CDS, EDS, LDS)."""
         if snapshot is None:
             return []
-        order = [t for t in ORDERED_TYPES if t in self.types] + sorted(
-            t for t in self.types if t not in ORDERED_TYPES)
         out = []
-        for type_url in order:
+        for type_url in type_order(self.types):
             state = self.types[type_url]
             ts = snapshot.types.get(type_url)
             if ts is None or not state.subscribed:
