@@ -25,7 +25,7 @@ from controlplane.names import Pattern
 from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.querylog import QueryLog
 from controlplane.record_index import RecordIndex
-from controlplane.records import RecordOptions
+from controlplane.records import IncrementalRecords, RecordOptions
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status
@@ -36,7 +36,6 @@ from controlplane.views import (
     TenantView,
     Upstream,
     build_tenant_view,
-    cluster_records,
 )
 from controlplane.vips import Allocation, allocate
 from controlplane.workload import workload_from_node
@@ -114,7 +113,8 @@ class Hub:
         # Per policy: (the policy, its compiled form, name -> decision); reset when it changes.
         self._decisions: dict[str, tuple[Any, CompiledPolicy, dict[str, Any]]] = {}
         self.vips = Allocation({}, ())
-        self._records: dict[str, Any] = {}  # name -> NameRecord of the last rebuild
+        self._incremental = IncrementalRecords()  # the cluster's names, updated by change
+        self._policies: dict[str, Any] = {}
         self._namespaces: dict[str, Any] = {}
         self._changed_at = clock()
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
@@ -143,16 +143,15 @@ class Hub:
         allocation = (allocate(inv, self.settings.vip_range) if self.settings.vip_range
                       else Allocation({}, ()))
         self.vips = allocation
-        records = cluster_records(inv, options=RecordOptions(
+        changed = self._incremental.update(inv, RecordOptions(
             zone=self.settings.zone, ttl=self.settings.ttls(),
             max_answers=self.settings.max_answers, aaaa_mapped=self.settings.aaaa_mapped,
             vips=allocation.vips))
+        records = self._incremental.sorted_records()
         views: dict[str, TenantView] = {}
         errors: dict[str, InputError] = {}
-        by_name = {r.name: r for r in records}
-        changed = {n for n in by_name.keys() | self._records.keys()
-                   if by_name.get(n) != self._records.get(n)}
-        index = RecordIndex(records)
+        index = RecordIndex(self._incremental.records, self._incremental.by_suffix,
+                            self._incremental.wildcards)
         namespaces_changed = inv.namespaces != self._namespaces
         compiled: dict[str, CompiledPolicy] = {}
         for name in sorted(inv.policies):
@@ -179,7 +178,6 @@ class Hub:
             elif view.upstreams:
                 self._last_good_upstream[name] = view.upstreams[0]
             views[view.tenant] = view
-        self._records = by_name
         self._namespaces = dict(inv.namespaces)
         for message in allocation.errors:
             errors[f"vip:{message}"] = InputError(kind="ServiceEntry", namespace="", name="",
@@ -190,12 +188,15 @@ class Hub:
                                                 name="default-upstream", reason=error)
         views[DEFAULT_TENANT] = default
         self.tenant_views = views
+        selection_changed = namespaces_changed or inv.policies != self._policies
+        self._policies = dict(inv.policies)
         self.compiled = compiled
         for gone in set(self._decisions) - set(inv.policies):
             del self._decisions[gone]
         self.policy_errors = errors
-        for conn in list(self.connections.values()):
-            self._assign(conn)
+        if selection_changed:  # which policy applies can only change with these
+            for conn in list(self.connections.values()):
+                self._assign(conn)
         self._refresh_snapshots()
         self._changed()
 
@@ -206,11 +207,12 @@ class Hub:
     @staticmethod
     def _concerns(compiled: CompiledPolicy, decisions: dict[str, Any], changed: set[str],
                   view: TenantView) -> bool:
-        """Whether any changed name is, or was, in this (non-forwarding) view."""
-        present = {e.record.name for e in view.entries} if changed else set()
+        """Whether any changed name is, or was, in this (non-forwarding) view.
+
+        The policy is unchanged (else the view is rebuilt anyway), so a name's
+        decision is too: one that is not answered now was not in the view before.
+        """
         for name in changed:
-            if name in present:
-                return True
             d = decisions.get(name)
             if d is None:
                 d = compiled.classify_pattern(Pattern(name))

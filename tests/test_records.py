@@ -140,3 +140,25 @@ def test_vips_become_answers() -> None:
     vips = allocate(inv, "240.240.0.0/16").vips
     r = {x.name: x for x in cluster_records(inv, options=RecordOptions(vips=vips))}
     assert r["h0.example"].ipv4 == (vips[("ns", "e0", "h0.example")],)
+
+
+def test_incremental_records_bulk_then_single_changes_match_a_full_rebuild() -> None:
+    import dataclasses
+
+    from controlplane.records import IncrementalRecords
+
+    services = {("ns", f"s{i}"): Service("ns", f"s{i}", cluster_ips=(f"10.1.{i // 250}.{i % 250 + 1}",))
+                for i in range(600)}
+    inv = Inventory(services=services)
+    inc = IncrementalRecords()
+    changed = inc.update(inv, RecordOptions())  # a bulk load
+    assert len(changed) == 600 and inc.sorted_records() == cluster_records(inv)
+    for step in range(5):
+        services = dict(services)
+        services[("ns", f"s{step}")] = dataclasses.replace(services[("ns", f"s{step}")],
+                                                           cluster_ips=("10.200.0.1",))
+        del services[("ns", f"s{100 + step}")]
+        services[("ns", f"a{step}")] = Service("ns", f"a{step}", cluster_ips=("10.201.0.1",))
+        inv = Inventory(services=services)
+        assert len(inc.update(inv, RecordOptions())) == 3
+        assert inc.sorted_records() == cluster_records(inv)

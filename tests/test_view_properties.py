@@ -102,3 +102,75 @@ def test_namespace_tenants_are_isolated(inv: Inventory, own: str, other: str,
                     answer = table.simulate(rec.name, qtype)
                     assert answer.rcode != "FORWARDED"
                     assert not set(answer.records) & set(rec.ipv4 + rec.ipv6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(clusters(), min_size=1, max_size=5), mapped=st.booleans())
+def test_incremental_records_equal_a_full_rebuild(steps: list[Inventory], mapped: bool) -> None:
+    from controlplane.names import Pattern
+    from controlplane.record_index import RecordIndex
+    from controlplane.records import IncrementalRecords, RecordOptions
+
+    opts = RecordOptions(aaaa_mapped=mapped)
+    inc = IncrementalRecords()
+    previous: dict[str, object] = {}
+    for inv in steps:
+        # Reuse unchanged objects the way the store does, so identity diffs apply.
+        changed = inc.update(inv, opts)
+        full = cluster_records(inv, options=opts)
+        assert inc.sorted_records() == full
+        now = {r.name: r for r in full}
+        assert changed == {n for n in now.keys() | previous.keys()
+                           if now.get(n) != previous.get(n)}
+        previous = now  # type: ignore[assignment]
+        live = RecordIndex(inc.records, inc.by_suffix, inc.wildcards)
+        fresh = RecordIndex.of(full)
+        for suffix in ("alpha.svc.cluster.local", "svc.cluster.local", "foo.com",
+                       "partner.example"):
+            assert {r.name for r in live.candidates([Pattern("*." + suffix)])} == {
+                r.name for r in fresh.candidates([Pattern("*." + suffix)])}
+
+
+edits = st.lists(st.tuples(st.sampled_from(["ip", "delete", "add", "entry", "headless"]),
+                           st.integers(0, 7)), max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(inv=clusters(), plan=edits)
+def test_incremental_records_follow_edits_that_keep_other_objects(inv: Inventory,
+                                                                  plan: list[tuple[str, int]]
+                                                                  ) -> None:
+    """Edits replace single objects and keep the rest, like the store: identity reuse."""
+    import dataclasses
+
+    from controlplane.model import Endpoint, EndpointSlice
+    from controlplane.records import IncrementalRecords, RecordOptions
+
+    opts = RecordOptions()
+    inc = IncrementalRecords()
+    inc.update(inv, opts)
+    for action, i in plan:
+        services = dict(inv.services)
+        entries = dict(inv.service_entries)
+        slices = dict(inv.endpoint_slices)
+        keys = sorted(services)
+        if action == "ip" and keys:
+            k = keys[i % len(keys)]
+            services[k] = dataclasses.replace(services[k], cluster_ips=(f"10.9.9.{i + 1}",))
+        elif action == "delete" and keys:
+            del services[keys[i % len(keys)]]
+        elif action == "add":
+            services[("gamma", f"new{i}")] = Service("gamma", f"new{i}",
+                                                    cluster_ips=(f"10.8.0.{i + 1}",))
+        elif action == "entry":
+            entries[("beta", f"x{i}")] = ServiceEntry("beta", f"x{i}",
+                                                      hosts=(f"x{i}.partner.example",),
+                                                      addresses=(f"192.0.2.{100 + i}",))
+        elif action == "headless":
+            services[("alpha", "hl")] = Service("alpha", "hl", headless=True)
+            slices[("alpha", "hl-1")] = EndpointSlice("alpha", "hl-1", "hl", endpoints=(
+                Endpoint((f"10.7.0.{i + 1}",), hostname=f"h{i}"),))
+        inv = dataclasses.replace(inv, services=services, service_entries=entries,
+                                  endpoint_slices=slices)
+        inc.update(inv, opts)
+        assert inc.sorted_records() == cluster_records(inv, options=opts)
