@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 
 from controlplane.errors import InputError
 from controlplane.faults import poison
+from controlplane.incremental_records import IncrementalRecords
 from controlplane.inventory import Inventory
 from controlplane.model import Workload
 from controlplane.names import Pattern
 from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.querylog import QueryLog
 from controlplane.record_index import RecordIndex
-from controlplane.records import IncrementalRecords, RecordOptions
+from controlplane.records import RecordOptions
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status

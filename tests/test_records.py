@@ -145,7 +145,7 @@ def test_vips_become_answers() -> None:
 def test_incremental_records_bulk_then_single_changes_match_a_full_rebuild() -> None:
     import dataclasses
 
-    from controlplane.records import IncrementalRecords
+    from controlplane.incremental_records import IncrementalRecords
 
     services = {("ns", f"s{i}"): Service("ns", f"s{i}", cluster_ips=(f"10.1.{i // 250}.{i % 250 + 1}",))
                 for i in range(600)}

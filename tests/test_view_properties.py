@@ -107,9 +107,10 @@ def test_namespace_tenants_are_isolated(inv: Inventory, own: str, other: str,
 @settings(max_examples=150, deadline=None)
 @given(steps=st.lists(clusters(), min_size=1, max_size=5), mapped=st.booleans())
 def test_incremental_records_equal_a_full_rebuild(steps: list[Inventory], mapped: bool) -> None:
+    from controlplane.incremental_records import IncrementalRecords
     from controlplane.names import Pattern
     from controlplane.record_index import RecordIndex
-    from controlplane.records import IncrementalRecords, RecordOptions
+    from controlplane.records import RecordOptions
 
     opts = RecordOptions(aaaa_mapped=mapped)
     inc = IncrementalRecords()
@@ -143,8 +144,9 @@ def test_incremental_records_follow_edits_that_keep_other_objects(inv: Inventory
     """Edits replace single objects and keep the rest, like the store: identity reuse."""
     import dataclasses
 
+    from controlplane.incremental_records import IncrementalRecords
     from controlplane.model import Endpoint, EndpointSlice
-    from controlplane.records import IncrementalRecords, RecordOptions
+    from controlplane.records import RecordOptions
 
     opts = RecordOptions()
     inc = IncrementalRecords()
