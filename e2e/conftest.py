@@ -17,11 +17,11 @@ import dns.rdatatype
 import pytest
 
 from controlplane.localrun import ControlPlane, Dnsmasq, Envoy
-from tests.tools import require_tool
+from tests.tools import require_tool, seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SEEDS = ROOT.parent / "shared" / "seed-examples"
+SEEDS = seed_examples()
 
 
 def query(port: int, name: str, rdtype: str = "A", timeout: float = 1.0

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from controlplane.manifests import parse_object
+from tests.tools import seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "api"
-SEEDS = ROOT.parent / "shared" / "seed-examples"
+SEEDS = seed_examples()
 
 # Keywords a structural schema may use (apiextensions.k8s.io/v1 JSONSchemaProps).
 ALLOWED = {
@@ -103,15 +104,11 @@ def test_seed_documents_validate(name: str, doc: dict[str, Any]) -> None:
 
 
 def test_seeds_found() -> None:
-    if not SEEDS.is_dir():
-        pytest.skip("../shared/seed-examples is not beside the project")
     kinds = [d["kind"] for _, d in seed_documents()]
     assert kinds.count("DnsPolicy") >= 6 and kinds.count("ServiceEntry") >= 3
 
 
 def test_unquoted_wildcard_seed_is_not_even_yaml() -> None:
-    if not SEEDS.is_dir():
-        pytest.skip("../shared/seed-examples is not beside the project")
     with pytest.raises(yaml.YAMLError):
         yaml.safe_load((SEEDS / "bad-unquoted-wildcard.yaml").read_text())
 

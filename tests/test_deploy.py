@@ -15,7 +15,7 @@ from controlplane.cli import build_parser
 from controlplane.manifests import parse_object
 from controlplane.model import DnsPolicy
 from tests.golden_support import load_inventory
-from tests.tools import require_tool
+from tests.tools import require_tool, seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -84,16 +84,13 @@ def test_deployment_is_hardened_and_probed() -> None:
 
 
 def test_servicemonitor_has_the_seed_shape() -> None:
-    seed = yaml.safe_load((ROOT.parent / "shared" / "seed-examples" /
-                           "servicemonitor.yaml").read_text()) if (
-        ROOT.parent / "shared").is_dir() else None
+    seed = yaml.safe_load((seed_examples() / "servicemonitor.yaml").read_text())
     monitors = by_kind(rendered(), "ServiceMonitor")
     sidecars = next(m for m in monitors if m["metadata"]["name"] == "dns-sidecars")
     (endpoint,) = sidecars["spec"]["endpoints"]
     assert endpoint["path"] == "/stats/prometheus" and isinstance(endpoint["targetPort"], int)
-    if seed is not None:
-        assert set(sidecars["spec"]) == set(seed["spec"])
-        assert set(endpoint) == set(seed["spec"]["endpoints"][0])
+    assert set(sidecars["spec"]) == set(seed["spec"])
+    assert set(endpoint) == set(seed["spec"]["endpoints"][0])
 
 
 def compose() -> dict[str, Any]:

@@ -10,19 +10,15 @@ from controlplane.errors import InputError
 from controlplane.manifests import Ignored, parse_object
 from controlplane.model import DefaultAction, DnsPolicy, Service, ServiceEntry
 from controlplane.sources.files import parse_file
+from tests.tools import seed_examples
 
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seed-examples"
+SEEDS = seed_examples()
 VALID_SEEDS = sorted(p for p in SEEDS.glob("*.yaml") if not p.name.startswith("bad-"))
 
-
-def _seed_or_skip() -> None:
-    if not SEEDS.is_dir():
-        pytest.skip("../shared/seed-examples is not beside the project")
 
 
 @pytest.mark.parametrize("path", VALID_SEEDS, ids=[p.name for p in VALID_SEEDS])
 def test_every_valid_seed_parses_without_errors(path: Path) -> None:
-    _seed_or_skip()
     results, unreadable = parse_file(path, display=path.name)
     assert unreadable is None
     errors = [r for r in results if isinstance(r, InputError)]
@@ -31,7 +27,6 @@ def test_every_valid_seed_parses_without_errors(path: Path) -> None:
 
 
 def test_broken_seed_names_file_and_line() -> None:
-    _seed_or_skip()
     path = SEEDS / "bad-unquoted-wildcard.yaml"
     results, unreadable = parse_file(path, display="seed/bad-unquoted-wildcard.yaml")
     assert results == []
@@ -42,7 +37,6 @@ def test_broken_seed_names_file_and_line() -> None:
 
 
 def test_seed_filtering_policy_fields() -> None:
-    _seed_or_skip()
     results, _ = parse_file(SEEDS / "dnspolicy-filtering.yaml", display="f")
     (pol,) = results
     assert isinstance(pol, DnsPolicy)
@@ -54,7 +48,6 @@ def test_seed_filtering_policy_fields() -> None:
 
 
 def test_seed_app_policy_server_and_upgrade() -> None:
-    _seed_or_skip()
     (app,), _ = parse_file(SEEDS / "dnspolicy-app-policy-server.yaml", display="a")
     assert isinstance(app, DnsPolicy) and app.selector is not None
     assert dict(app.selector.match_labels) == {"app": "payment-gateway"}
@@ -137,3 +130,15 @@ def test_service_entry_versions(version: str) -> None:
     assert isinstance(se, ServiceEntry)
     assert se.hosts == ("my.host.example",) and se.addresses == ("10.1.1.1",)
     assert se.resolution == "STATIC"
+
+
+def test_vendored_seed_copy_is_current() -> None:
+    """tests/seed-examples must match ../shared/seed-examples whenever both exist."""
+    from pathlib import Path as _Path
+
+    shared = _Path(__file__).resolve().parents[2] / "shared" / "seed-examples"
+    copy = _Path(__file__).resolve().parent / "seed-examples"
+    if not shared.is_dir():
+        pytest.skip("../shared is not beside the project: nothing to compare with")
+    for f in sorted(shared.glob("*")):
+        assert (copy / f.name).read_bytes() == f.read_bytes(), f.name

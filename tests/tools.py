@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,10 @@ def require_tool(name: str, install_hint: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def seed_examples() -> Path:
+    """The users' seed examples: ../shared/seed-examples beside the project when present
+    (it is the source of truth), else the copy kept in tests/seed-examples."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "seed-examples"
+    return shared if shared.is_dir() else Path(__file__).resolve().parent / "seed-examples"
