@@ -26,6 +26,7 @@ from controlplane.localrun import (  # noqa: E402
     Dnsmasq,
     Envoy,
     find_tool,
+    rss_mb,
     wait_for,
 )
 from e2e.conftest import query  # noqa: E402
@@ -47,13 +48,6 @@ def dnsperf(port: int, queries: Path, seconds: float, clients: int) -> dict[str,
             "latency_ms": grab(r"Average Latency \(s\):\s+([\d.]+)") * 1000,
             "lost": grab(r"Queries lost:\s+(\d+)"),
             "completed": grab(r"Queries completed:\s+(\d+)")}
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> int:

@@ -26,16 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.localrun import ControlPlane, http_text, wait_for  # noqa: E402
+from controlplane.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Clients:

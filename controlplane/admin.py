@@ -14,6 +14,7 @@ from controlplane.explain import explain
 from controlplane.hub import Hub
 from controlplane.model import Workload
 from controlplane.views import view_as_json
+from controlplane.workload import parse_labels
 
 
 def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None,
@@ -92,12 +93,10 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
 
         ``labels`` is ``k=v,k2=v2`` (the pod's labels).
         """
-        pod_labels = {}
-        for part in filter(None, (p.strip() for p in labels.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise HTTPException(status_code=422, detail=f"label {part!r} is not key=value")
-            pod_labels[key] = value
+        problems: list[str] = []
+        pod_labels = parse_labels(labels, problems)
+        if problems:
+            raise HTTPException(status_code=422, detail="; ".join(problems))
         workload = Workload(node_id="explain", namespace=namespace,
                             labels=tuple(sorted(pod_labels.items())))
         return explain(hub.inventory, hub.tenant_views, workload, name, type)

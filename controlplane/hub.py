@@ -166,7 +166,7 @@ class Hub:
             previous = self.tenant_views.get(name)
             if (previous is not None and not fresh and not namespaces_changed
                     and name not in self.policy_errors and not previous.forwarding
-                    and not self._concerns(cached[1], cached[2], changed, previous)):
+                    and not self._concerns(cached[1], cached[2], changed)):
                 views[name] = previous  # nothing it can see changed: reuse the view
                 continue
             view, error = build_tenant_view(policy, records, inv, self.settings,
@@ -206,9 +206,9 @@ class Hub:
             listener()
 
     @staticmethod
-    def _concerns(compiled: CompiledPolicy, decisions: dict[str, Any], changed: set[str],
-                  view: TenantView) -> bool:
-        """Whether any changed name is, or was, in this (non-forwarding) view.
+    def _concerns(compiled: CompiledPolicy, decisions: dict[str, Any], changed: set[str]
+                  ) -> bool:
+        """Whether any changed name is, or was, in this tenant's (non-forwarding) view.
 
         The policy is unchanged (else the view is rebuilt anyway), so a name's
         decision is too: one that is not answered now was not in the view before.

@@ -9,16 +9,15 @@ from controlplane.model import EndpointSlice, Service, ServiceEntry
 from controlplane.records import (
     Contribution,
     NameRecord,
+    OptionsKey,
     RecordOptions,
     _Builder,
     _service,
     _service_entry,
     _single,
+    options_from_key,
+    options_key,
 )
-
-
-def _options_key(opts: RecordOptions) -> tuple[object, ...]:
-    return (opts.zone, tuple(sorted(opts.ttl.items())), opts.max_answers, opts.aaaa_mapped)
 
 
 class IncrementalRecords:
@@ -32,7 +31,7 @@ class IncrementalRecords:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[object, ...] | None = None
+        self._key: OptionsKey | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -48,7 +47,7 @@ class IncrementalRecords:
         self._sorted: list[NameRecord] = []
 
     def update(self, inventory: Inventory, opts: RecordOptions) -> set[str]:
-        key = _options_key(opts)
+        key = options_key(opts)
         if key != self._key:
             self._key = key
             self._reset()
@@ -131,17 +130,14 @@ class IncrementalRecords:
             self._by_name.setdefault(name, {})[source] = tuple(items)
             touched.add(name)
 
-    def _build(self, name: str, key: tuple[object, ...]) -> NameRecord | None:
+    def _build(self, name: str, key: OptionsKey) -> NameRecord | None:
         slot = self._by_name.get(name)
         if not slot:
             return None
         contributions = [c for items in slot.values() for c in items]
         if len(contributions) == 1:
             return _single(contributions[0], key)
-        zone, ttl, max_answers, mapped = key
-        b = _Builder(RecordOptions(zone=str(zone), ttl=dict(ttl),  # type: ignore[call-overload]
-                                   max_answers=int(max_answers),  # type: ignore[call-overload]
-                                   aaaa_mapped=bool(mapped)))
+        b = _Builder(options_from_key(key))
         for c in sorted(contributions, key=lambda c: c[1]):
             b.add(c[0], c[1], c[2], c[3], c[4], c[5], c[6])
         out = b.records()

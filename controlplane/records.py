@@ -244,13 +244,23 @@ def _service_entry(se: ServiceEntry, vips: tuple[tuple[str, str], ...]
     return tuple(b.items)
 
 
+OptionsKey = tuple[str, tuple[tuple[str, int], ...], int, bool]
+
+
+def options_key(opts: RecordOptions) -> OptionsKey:
+    """The hashable part of the options that shapes records (VIPs live in contributions)."""
+    return (opts.zone, tuple(sorted(opts.ttl.items())), opts.max_answers, opts.aaaa_mapped)
+
+
+def options_from_key(key: OptionsKey) -> RecordOptions:
+    zone, ttl, max_answers, mapped = key
+    return RecordOptions(zone=zone, ttl=dict(ttl), max_answers=max_answers, aaaa_mapped=mapped)
+
+
 @functools.lru_cache(maxsize=1 << 17)
-def _single(contribution: Contribution, options_key: tuple[object, ...]) -> NameRecord | None:
+def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
     """The record of a name only one object speaks for (the common case), memoised."""
-    zone, ttl, max_answers, mapped = options_key
-    b = _Builder(RecordOptions(zone=str(zone), ttl=dict(ttl),  # type: ignore[call-overload]
-                               max_answers=int(max_answers),  # type: ignore[call-overload]
-                               aaaa_mapped=bool(mapped)))
+    b = _Builder(options_from_key(key))
     name, source, kind, addresses, srv, cluster, export = contribution
     b.add(name, source, kind, addresses, srv, cluster, export)
     out = b.records()
@@ -279,14 +289,13 @@ def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",
     for key, se in inventory.service_entries.items():
         for c in _service_entry(se, tuple(vips.get(key, ()))):
             by_name.setdefault(c[0], []).append(c)
-    options_key = (opts.zone, tuple(sorted(opts.ttl.items())), opts.max_answers,
-                   opts.aaaa_mapped)
+    shape = options_key(opts)
     out = []
     merged = _Builder(opts)
     for name in sorted(by_name):
         contributions = by_name[name]
         if len(contributions) == 1:
-            rec = _single(contributions[0], options_key)
+            rec = _single(contributions[0], shape)
             if rec is not None:
                 out.append(rec)
         else:

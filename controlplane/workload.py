@@ -28,7 +28,8 @@ DEFAULT_STATS_HOST = "0.0.0.0"
 DEFAULT_STATS_PORT = 15090
 
 
-def _labels(raw: Any, warnings: list[str]) -> dict[str, str]:
+def parse_labels(raw: Any, warnings: list[str]) -> dict[str, str]:
+    """Pod labels from a map or a ``k=v,k2=v2`` string; problems go to ``warnings``."""
     if raw is None:
         return {}
     if isinstance(raw, dict):
@@ -55,7 +56,7 @@ def workload_from_node(node: base_pb2.Node) -> Workload:
         namespace = ""
     if "LABELS" not in meta:
         warnings.append("node metadata has no LABELS: workload selectors cannot match")
-    labels = _labels(meta.get("LABELS"), warnings)
+    labels = parse_labels(meta.get("LABELS"), warnings)
     host, port = _address(meta, "DNS_LISTEN_ADDRESS", DEFAULT_DNS_HOST, DEFAULT_DNS_PORT,
                           warnings)
     if str(meta.get("STATS_LISTEN_ADDRESS", "")).lower() == "off":
