@@ -5,13 +5,14 @@ from __future__ import annotations
 import bisect
 
 from controlplane.inventory import Inventory
-from controlplane.model import EndpointSlice, Service, ServiceEntry
+from controlplane.model import EndpointSlice, Pod, Service, ServiceEntry
 from controlplane.records import (
     Contribution,
     NameRecord,
     OptionsKey,
     RecordOptions,
     _Builder,
+    _pod,
     _service,
     _service_entry,
     _single,
@@ -26,7 +27,9 @@ class IncrementalRecords:
     The store hands over the same (frozen) object for an unchanged Service or
     ServiceEntry, so ``update`` finds what changed by identity, recomputes the
     contributions of those objects only, and rebuilds only the names they
-    touch. It also keeps a suffix index (see ``record_index``) up to date.
+    touch. Pods compare by value too: a status change that is not an IP change
+    (readiness, conditions) gives a new but equal object and touches nothing.
+    It also keeps a suffix index (see ``record_index``) up to date.
     ``update`` returns the names whose record changed (added, changed or gone).
     """
 
@@ -39,6 +42,7 @@ class IncrementalRecords:
                                               tuple[Contribution, ...]]] = {}
         self._se: dict[tuple[str, str], tuple[ServiceEntry, tuple[tuple[str, str], ...],
                                              tuple[Contribution, ...]]] = {}
+        self._pod: dict[tuple[str, str], tuple[Pod, tuple[Contribution, ...]]] = {}
         self._by_name: dict[str, dict[tuple[str, str, str], tuple[Contribution, ...]]] = {}
         self.records: dict[str, NameRecord] = {}
         self.by_suffix: dict[str, dict[str, NameRecord]] = {}
@@ -78,6 +82,15 @@ class IncrementalRecords:
             self._se[k] = (se, own_vips, contributions)
         for k in self._se.keys() - inventory.service_entries.keys():
             self._replace(("se",) + k, self._se.pop(k)[2], (), touched)
+        for k, pod in inventory.pods.items():
+            old_pod = self._pod.get(k)
+            if old_pod is not None and (old_pod[0] is pod or old_pod[0] == pod):
+                continue
+            contributions = _pod(pod, opts.zone)
+            self._replace(("pod",) + k, old_pod[1] if old_pod else (), contributions, touched)
+            self._pod[k] = (pod, contributions)
+        for k in self._pod.keys() - inventory.pods.keys():
+            self._replace(("pod",) + k, self._pod.pop(k)[1], (), touched)
         changed = set()
         bulk = len(touched) > 64 and len(touched) * 8 > len(self.records)
         for name in touched:
@@ -139,7 +152,7 @@ class IncrementalRecords:
             return _single(contributions[0], key)
         b = _Builder(options_from_key(key))
         for c in sorted(contributions, key=lambda c: c[1]):
-            b.add(c[0], c[1], c[2], c[3], c[4], c[5], c[6])
+            b.add(*c)
         out = b.records()
         return out[0] if out else None
 

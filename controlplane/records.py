@@ -16,6 +16,11 @@ Pure. From the inventory:
   else STATIC endpoint IPs, or for DNS resolution a STRICT_DNS cluster over
   the endpoints (or the host itself); NONE without addresses: no record.
   Wildcard hosts only with ``addresses``. ``exportTo`` is kept on the record.
+- Pod (as CoreDNS's ``pods verified``): ``<dashed IP>.ns.pod.<zone>`` per pod
+  IP, ``10-1-2-3`` for IPv4 and the compressed IPv6 text with colons dashed
+  (``fd00--1``) for IPv6; none for a pod without an IP or that has finished
+  (``manifests`` drops the IPs of Succeeded/Failed pods). The record is
+  scoped to the pod's namespace: only tenants that select it see the name.
 
 Then per name: at most ``max_answers`` addresses per family (Envoy answers
 at most 8 records and never sets TC), the lowest addresses, deterministically;
@@ -34,11 +39,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.inventory import Inventory
-from controlplane.model import EndpointSlice, Service, ServiceEntry
-from controlplane.names import parse_ip
+from controlplane.model import EndpointSlice, Pod, Service, ServiceEntry
+from controlplane.names import name_problem, parse_ip
 from controlplane.vips import VipKey
 
-KINDS = ("service", "headless", "externalname", "serviceentry")
+KINDS = ("service", "headless", "externalname", "serviceentry", "pod")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ class NameRecord:
     truncated: int = 0  # addresses left out by the answer cap
     mapped: bool = False  # ipv6 holds IPv4-mapped addresses
     export_to: frozenset[str] | None = None  # namespaces that may see it; None: all
+    # A namespace: only tenants that select it see the name (pod records); None: no limit.
+    namespace_scope: str | None = None
 
     @property
     def is_wildcard(self) -> bool:
@@ -115,10 +122,14 @@ class _Builder:
         self.kind: dict[str, str] = {}
         self.cluster: dict[str, tuple[ClusterTarget, ...]] = {}
         self.export_to: dict[str, frozenset[str] | None] = {}
+        self.scope: dict[str, str | None] = {}
 
     def add(self, name: str, source: str, kind: str, addresses: Iterable[str] = (),
             srv: Iterable[SrvRecord] = (), cluster: tuple[ClusterTarget, ...] = (),
-            export_to: frozenset[str] | None = None) -> None:
+            export_to: frozenset[str] | None = None, scope: str | None = None) -> None:
+        # A name that a scoped object speaks for stays scoped (fail closed): a pod's IP
+        # is never shown to a tenant outside the pod's namespace through another object.
+        self.scope[name] = self.scope.get(name) or scope
         self.addresses[name].update(addresses)
         self.srv[name].update(srv)
         self.sources[name].add(source)
@@ -150,7 +161,8 @@ class _Builder:
             out.append(NameRecord(
                 name=name, ipv4=v4, ipv6=v6, srv=srv, sources=tuple(sorted(self.sources[name])),
                 kind=kind, ttl=self.options.ttl.get(kind, 30), cluster=() if (v4 or v6) else
-                cluster, truncated=truncated, mapped=mapped, export_to=self.export_to[name]))
+                cluster, truncated=truncated, mapped=mapped, export_to=self.export_to[name],
+                namespace_scope=self.scope[name]))
         return out
 
 
@@ -158,9 +170,10 @@ def _dashed(ip: str) -> str:
     return ip.replace(".", "-").replace(":", "-")
 
 
-# One object's say about one name: (name, source, kind, addresses, srv, cluster, export_to).
+# One object's say about one name:
+# (name, source, kind, addresses, srv, cluster, export_to, namespace_scope).
 Contribution = tuple[str, str, str, tuple[str, ...], tuple[SrvRecord, ...],
-                     tuple[ClusterTarget, ...], frozenset[str] | None]
+                     tuple[ClusterTarget, ...], frozenset[str] | None, str | None]
 
 
 class _Collector:
@@ -171,9 +184,9 @@ class _Collector:
 
     def add(self, name: str, source: str, kind: str, addresses: Iterable[str] = (),
             srv: Iterable[SrvRecord] = (), cluster: tuple[ClusterTarget, ...] = (),
-            export_to: frozenset[str] | None = None) -> None:
+            export_to: frozenset[str] | None = None, scope: str | None = None) -> None:
         self.items.append((name, source, kind, tuple(addresses), tuple(srv), cluster,
-                           export_to))
+                           export_to, scope))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -244,6 +257,27 @@ def _service_entry(se: ServiceEntry, vips: tuple[tuple[str, str], ...]
     return tuple(b.items)
 
 
+def pod_name(ip: str, namespace: str, zone: str) -> str | None:
+    """``10-1-2-3.ns.pod.<zone>`` / ``fd00--1.ns.pod.<zone>``; None when not a valid name."""
+    addr = _ip(ip)
+    if addr is None:
+        return None
+    name = f"{_dashed(str(addr))}.{namespace}.pod.{zone}"
+    # "::1" or "fd00::" would give a label starting or ending with a dash.
+    return None if name_problem(name) else name
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _pod(pod: Pod, zone: str) -> tuple[Contribution, ...]:
+    b = _Collector()
+    source = f"Pod {pod.namespace}/{pod.name}"
+    for ip in pod.ips:
+        name = pod_name(ip, pod.namespace, zone)
+        if name is not None:
+            b.add(name, source, "pod", (str(_ip(ip)),), scope=pod.namespace)
+    return tuple(b.items)
+
+
 OptionsKey = tuple[str, tuple[tuple[str, int], ...], int, bool]
 
 
@@ -261,8 +295,7 @@ def options_from_key(key: OptionsKey) -> RecordOptions:
 def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
     """The record of a name only one object speaks for (the common case), memoised."""
     b = _Builder(options_from_key(key))
-    name, source, kind, addresses, srv, cluster, export = contribution
-    b.add(name, source, kind, addresses, srv, cluster, export)
+    b.add(*contribution)
     out = b.records()
     return out[0] if out else None
 
@@ -289,6 +322,9 @@ def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",
     for key, se in inventory.service_entries.items():
         for c in _service_entry(se, tuple(vips.get(key, ()))):
             by_name.setdefault(c[0], []).append(c)
+    for pod in inventory.pods.values():
+        for c in _pod(pod, opts.zone):
+            by_name.setdefault(c[0], []).append(c)
     shape = options_key(opts)
     out = []
     merged = _Builder(opts)
@@ -300,7 +336,7 @@ def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",
                 out.append(rec)
         else:
             for c in sorted(contributions, key=lambda c: c[1]):
-                merged.add(c[0], c[1], c[2], c[3], c[4], c[5], c[6])
+                merged.add(*c)
     if merged.sources:
         out = sorted(out + merged.records(), key=lambda r: r.name)
     return out

@@ -5,15 +5,22 @@ from __future__ import annotations
 import pytest
 
 from controlplane.inventory import Inventory
+from controlplane.manifests import parse_object
 from controlplane.model import (
+    DefaultAction,
+    DnsPolicy,
     Endpoint,
     EndpointSlice,
+    LabelSelector,
+    Namespace,
+    Pod,
     Service,
     ServiceEntry,
     ServiceEntryEndpoint,
     ServicePort,
 )
-from controlplane.records import ClusterTarget, NameRecord, RecordOptions, cluster_records
+from controlplane.records import KINDS, ClusterTarget, NameRecord, RecordOptions, cluster_records
+from controlplane.settings import Settings
 from controlplane.vips import allocate
 
 
@@ -162,3 +169,204 @@ def test_incremental_records_bulk_then_single_changes_match_a_full_rebuild() -> 
         inv = Inventory(services=services)
         assert len(inc.update(inv, RecordOptions())) == 3
         assert inc.sorted_records() == cluster_records(inv)
+
+
+# -- Pod records: a-b-c-d.<ns>.pod.<zone> (CoreDNS "pods verified") -------------------------
+
+def test_pod_records_ipv4_ipv6_and_mapped_aaaa() -> None:
+    r = recs(Pod("acme", "web-0", ips=("10.1.2.3", "fd00::1")),
+             Pod("acme", "pending"),  # no IP yet: no record
+             ttl={"pod": 45})
+    v4 = r["10-1-2-3.acme.pod.cluster.local"]
+    assert (v4.ipv4, v4.ipv6, v4.mapped) == (("10.1.2.3",), ("::ffff:10.1.2.3",), True)
+    assert (v4.kind, v4.ttl, v4.sources, v4.namespace_scope) == (
+        "pod", 45, ("Pod acme/web-0",), "acme")
+    v6 = r["fd00--1.acme.pod.cluster.local"]  # CoreDNS dashes the IPv6 text
+    assert (v6.ipv4, v6.ipv6, v6.mapped, v6.namespace_scope) == ((), ("fd00::1",), False, "acme")
+    assert sorted(r) == ["10-1-2-3.acme.pod.cluster.local", "fd00--1.acme.pod.cluster.local"]
+    off = recs(Pod("acme", "web-0", ips=("10.1.2.3",)), aaaa_mapped=False, zone="corp.local")
+    assert off["10-1-2-3.acme.pod.corp.local"].ipv6 == ()
+    # Other kinds stay unscoped.
+    assert recs(Service("acme", "web", cluster_ips=("10.0.0.1",))
+                )["web.acme.svc.cluster.local"].namespace_scope is None
+
+
+def test_pod_ipv6_names_that_would_not_be_valid_labels_are_skipped() -> None:
+    r = recs(Pod("acme", "p", ips=("::5", "fd00::", "fd00:0:0:1::a")))
+    assert sorted(r) == ["fd00-0-0-1--a.acme.pod.cluster.local"]
+
+
+def test_pods_sharing_an_ip_share_the_name() -> None:
+    """hostNetwork pods all have the node's IP: one name, every pod as a source."""
+    r = recs(Pod("kube-system", "a", ips=("172.18.0.2",)),
+             Pod("kube-system", "b", ips=("172.18.0.2",)),
+             Pod("other", "c", ips=("172.18.0.2",)))
+    rec = r["172-18-0-2.kube-system.pod.cluster.local"]
+    assert rec.sources == ("Pod kube-system/a", "Pod kube-system/b")
+    assert rec.ipv4 == ("172.18.0.2",) and rec.namespace_scope == "kube-system"
+    assert r["172-18-0-2.other.pod.cluster.local"].namespace_scope == "other"
+
+
+def test_a_name_a_pod_speaks_for_stays_scoped() -> None:
+    """A ServiceEntry cannot widen who sees a pod's name (fail closed)."""
+    r = recs(Pod("acme", "p", ips=("10.1.2.3",)),
+             ServiceEntry("evil", "e", hosts=("10-1-2-3.acme.pod.cluster.local",),
+                          addresses=("192.0.2.1",)))
+    rec = r["10-1-2-3.acme.pod.cluster.local"]
+    assert rec.namespace_scope == "acme" and rec.kind == "pod"
+    assert rec.ipv4 == ("10.1.2.3", "192.0.2.1")
+
+
+def _pod_doc(status: object, name: str = "p") -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "acme"}, "status": status}
+
+
+@pytest.mark.parametrize(("status", "names"), [
+    ({"podIP": "10.1.2.3"}, ["10-1-2-3.acme.pod.cluster.local"]),
+    ({"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "FD00::1"}]},
+     ["10-1-2-3.acme.pod.cluster.local", "fd00--1.acme.pod.cluster.local"]),
+    ({"phase": "Running", "podIP": "10.1.2.3"}, ["10-1-2-3.acme.pod.cluster.local"]),
+    ({"phase": "Pending"}, []),
+    ({"phase": "Succeeded", "podIP": "10.1.2.3"}, []),  # finished: its IP may be reused
+    ({"phase": "Failed", "podIPs": [{"ip": "10.1.2.3"}]}, []),
+    (None, []),
+])
+def test_pod_manifests_to_records(status: object, names: list[str]) -> None:
+    pod = parse_object(_pod_doc(status))
+    assert isinstance(pod, Pod)
+    assert sorted(recs(pod)) == names
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    ({"podIP": "10.1.2"}, "status.podIP '10.1.2' is not an IP address"),
+    ({"podIPs": [{"ip": "10.1.2.3"}, {"ip": "nope"}]},
+     "status.podIPs[1].ip 'nope' is not an IP address"),
+    ({"podIPs": ["10.1.2.3"]}, "status.podIPs[0] must be a mapping, not str"),
+    ({"podIPs": [{}]}, "status.podIPs[0].ip is required"),
+    ({"podIPs": "10.1.2.3"}, "status.podIPs must be a list, not str"),
+    ({"phase": 3}, "status.phase must be a string, not int"),
+])
+def test_pod_manifest_errors_name_the_object(status: object, reason: str) -> None:
+    err = parse_object(_pod_doc(status, name="web-0"), origin="pods.yaml")
+    assert not isinstance(err, Pod)
+    assert str(err) == f"Pod acme/web-0 (pods.yaml): {reason}"
+
+
+def test_pod_ttl_kind_is_configurable() -> None:
+    assert "pod" in KINDS
+    assert Settings(ttl_by_kind={"pod": 60}).ttls()["pod"] == 60
+    assert Settings(answer_ttl_seconds=40).ttls()["pod"] == 40
+
+
+def test_pod_records_only_in_views_of_tenants_selecting_the_namespace() -> None:
+    from controlplane.views import build_tenant_view
+
+    inv = Inventory.of([
+        Namespace("acme", (("tenant", "acme"),)), Namespace("globex", (("tenant", "globex"),)),
+        Pod("acme", "a", ips=("10.1.0.1",)), Pod("globex", "g", ips=("10.2.0.1",)),
+        Service("globex", "web", cluster_ips=("10.96.0.1",)),
+    ])
+    records = cluster_records(inv)
+
+    def names(**kw: object) -> set[str]:
+        policy = DnsPolicy(name="acme", namespace_selector=LabelSelector(
+            match_labels=(("tenant", "acme"),)), **kw)  # type: ignore[arg-type]
+        view, _ = build_tenant_view(policy, records, inv, Settings())
+        return {e.record.name for e in view.entries}
+
+    assert names() == {"10-1-0-1.acme.pod.cluster.local", "web.globex.svc.cluster.local"}
+    # Policies apply on top, as for any name.
+    assert names(blacklist=("*.pod.cluster.local",)) == {"web.globex.svc.cluster.local"}
+    assert names(whitelist=("*.acme.pod.cluster.local",), default_action=DefaultAction.DENY
+                 ) == {"10-1-0-1.acme.pod.cluster.local"}
+    assert names(whitelist=("*.pod.cluster.local",), default_action=DefaultAction.DENY
+                 ) == {"10-1-0-1.acme.pod.cluster.local"}  # never globex's pod
+
+
+def _incremental_matches(inc: object, inv: Inventory) -> bool:
+    from controlplane.incremental_records import IncrementalRecords
+    from controlplane.record_index import RecordIndex
+
+    assert isinstance(inc, IncrementalRecords)
+    full = cluster_records(inv)
+    index = RecordIndex.of(full)
+    return (inc.sorted_records() == full and inc.records == index.by_name
+            and inc.by_suffix == index.by_suffix and inc.wildcards == index.wildcards)
+
+
+def test_incremental_pod_changes_update_exactly_their_records() -> None:
+    import dataclasses
+
+    from controlplane.incremental_records import IncrementalRecords
+
+    pods = {("acme", f"p{i}"): Pod("acme", f"p{i}", ips=(f"10.1.0.{i + 1}",))
+            for i in range(100)}
+    services = {("acme", "web"): Service("acme", "web", cluster_ips=("10.96.0.1",))}
+    inc = IncrementalRecords()
+    inv = Inventory(services=services, pods=pods)
+    assert len(inc.update(inv, RecordOptions())) == 101 and _incremental_matches(inc, inv)
+
+    def step(**changes: Pod | None) -> set[str]:
+        nonlocal pods, inv
+        pods = dict(pods)
+        for name, pod in changes.items():
+            if pod is None:
+                del pods[("acme", name)]
+            else:
+                pods[("acme", name)] = pod
+        inv = Inventory(services=services, pods=pods)
+        out = inc.update(inv, RecordOptions())
+        assert _incremental_matches(inc, inv)
+        return out
+
+    z = "acme.pod.cluster.local"
+    # Add, then a new IP (the old name goes, the new one comes), dual stack, delete.
+    assert step(new=Pod("acme", "new", ips=("10.9.0.1",))) == {f"10-9-0-1.{z}"}
+    assert step(p1=Pod("acme", "p1", ips=("10.9.0.2",))) == {f"10-1-0-2.{z}", f"10-9-0-2.{z}"}
+    assert step(p2=Pod("acme", "p2", ips=("10.1.0.3", "fd00::3"))) == {f"fd00--3.{z}"}
+    assert step(p3=None) == {f"10-1-0-4.{z}"}
+    # A pod that finished (parsed with no IPs) loses its records.
+    assert step(p4=Pod("acme", "p4")) == {f"10-1-0-5.{z}"}
+    # The same pod re-read (status churn, an equal object) or relabelled: nothing changes.
+    assert step(p5=dataclasses.replace(pods[("acme", "p5")])) == set()
+    assert step(p5=dataclasses.replace(pods[("acme", "p5")], labels=(("a", "b"),))) == set()
+    # A second pod taking an IP another holds shares the name: only its sources change.
+    assert step(twin=Pod("acme", "twin", ips=("10.1.0.7",))) == {f"10-1-0-7.{z}"}
+    assert inc.records[f"10-1-0-7.{z}"].sources == ("Pod acme/p6", "Pod acme/twin")
+    assert step(twin=None) == {f"10-1-0-7.{z}"}
+    assert inc.records[f"10-1-0-7.{z}"].sources == ("Pod acme/p6",)
+
+
+def test_incremental_with_pods_matches_a_full_rebuild_under_random_changes() -> None:
+    import random
+
+    from controlplane.incremental_records import IncrementalRecords
+
+    rng = random.Random(7)
+    namespaces = ("a", "b")
+    pods: dict[tuple[str, str], Pod] = {}
+    services: dict[tuple[str, str], Service] = {}
+    entries: dict[tuple[str, str], ServiceEntry] = {}
+    inc = IncrementalRecords()
+    for _ in range(300):
+        ns = rng.choice(namespaces)
+        n = f"x{rng.randrange(30)}"
+        ip = f"10.0.{rng.randrange(3)}.{rng.randrange(1, 6)}"
+        what = rng.randrange(6)
+        if what == 0:
+            pods.pop((ns, n), None)
+        elif what <= 2:
+            ips = rng.choice([(ip,), (ip, f"fd00::{rng.randrange(1, 5)}"), ()])
+            pods[(ns, n)] = Pod(ns, n, ips=ips)
+        elif what == 3:
+            services[(ns, n)] = Service(ns, n, cluster_ips=(ip,))
+        elif what == 4:
+            services.pop((ns, n), None)
+        else:  # a ServiceEntry colliding with pod names now and then
+            entries[(ns, n)] = ServiceEntry(ns, n, hosts=(
+                f"{ip.replace('.', '-')}.{rng.choice(namespaces)}.pod.cluster.local",),
+                addresses=("192.0.2.1",))
+        inv = Inventory(services=dict(services), pods=dict(pods), service_entries=dict(entries))
+        inc.update(inv, RecordOptions())
+        assert _incremental_matches(inc, inv)
