@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -64,7 +64,8 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         """Every tenant view with a summary."""
         return [
             {"tenant": v.tenant, "policy": v.policy or None, "names": len(v.entries),
-             "denied_patterns": len(v.deny), "forwarding": [str(u) for u in v.upstreams],
+             "resolver_rules": len(v.forward.triggers) if v.forward else 0,
+             "forwarding": [str(u) for u in v.upstreams],
              "notes": list(v.notes)}
             for _, v in sorted(hub.tenant_views.items())
         ]
@@ -126,6 +127,15 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         errs = [e.as_dict() for e in hub.input_errors()]
         return {"count": len(errs), "errors": errs}
 
+    @app.get("/api/v1/resolvers", tags=["views"])
+    def resolvers() -> dict[str, object]:
+        """The tenant resolvers: where each listens, its server and transport, its counters."""
+        describe = getattr(hub.resolvers, "describe", None)
+        items = describe() if callable(describe) else []
+        for item in items:
+            item["stats"] = hub.resolver_stats.get(str(item["tenant"]), {})
+        return {"mode": "local" if hub.resolvers is not None else "none", "resolvers": items}
+
     return app
 
 
@@ -183,8 +193,45 @@ class HubCollector:
         for (tenant, action), n in sorted(hub.query_log.counts.items()):
             queries.add_metric([tenant, action], n)
         yield queries
+        yield from resolver_metrics(hub.resolver_stats)
         size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
                                  labels=["view"])
         for snap in hub.cache.snapshots():
             size.add_metric([str(snap.key)], snap.size)
         yield size
+
+
+# unbound's counters (``unbound-control stats_noreset``) exported per tenant.
+RESOLVER_COUNTERS = (
+    ("dnscp_resolver_queries", "total.num.queries",
+     "Queries the tenant resolver received (forwarded by the sidecars)"),
+    ("dnscp_resolver_cache_hits", "total.num.cachehits", "Tenant resolver cache hits"),
+    ("dnscp_resolver_cache_misses", "total.num.cachemiss",
+     "Tenant resolver cache misses (asked the tenant's server, or denied by policy)"),
+    ("dnscp_resolver_policy_denied", "num.rpz.action.nxdomain",
+     "Forwarded names the tenant resolver denied by policy"),
+)
+RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
+
+
+def resolver_metrics(stats: dict[str, dict[str, float]]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for name, key, doc in RESOLVER_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["tenant"])
+        for tenant, values in sorted(stats.items()):
+            family.add_metric([tenant], values.get(key, 0.0))
+        yield family
+    answers = CounterMetricFamily(
+        "dnscp_resolver_answers", "Tenant resolver answers by rcode (SERVFAIL: the tenant's "
+        "server failed or could not be reached)", labels=["tenant", "rcode"])
+    for tenant, values in sorted(stats.items()):
+        for rcode in RESOLVER_RCODES:
+            answers.add_metric([tenant, rcode], values.get(f"num.answer.rcode.{rcode}", 0.0))
+    yield answers
+    latency = GaugeMetricFamily(
+        "dnscp_resolver_upstream_seconds", "Average time the tenant's server took to answer "
+        "a cache miss (unbound's total.recursion.time.avg)", labels=["tenant"])
+    for tenant, values in sorted(stats.items()):
+        latency.add_metric([tenant], values.get("total.recursion.time.avg", 0.0))
+    yield latency

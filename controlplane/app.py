@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from controlplane.admin import create_app
 from controlplane.auth import TokenAuthenticator
 from controlplane.hub import Hub
 from controlplane.inventory import Store
+from controlplane.resolvers import ResolverPool
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
 from controlplane.xds.server import add_ads_service, add_query_log_service
@@ -136,7 +138,8 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     """Run the control plane with the source ``make_runner`` builds, until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     store = Store()
-    hub = Hub(settings)
+    pool = make_resolver_pool(settings)
+    hub = Hub(settings, resolvers=pool)
     stop = asyncio.Event()
     runner: SourceRunner
 
@@ -195,6 +198,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             raise RuntimeError("admin server stopped (is the port in use?)")
 
     tasks = {
+        "resolvers": asyncio.create_task(_supervise_resolvers(pool, hub, stop)),
         "source": asyncio.create_task(runner.run(stop)),
         "rebuild": asyncio.create_task(debouncer.run(stop)),
         "status": asyncio.create_task(status_debouncer.run(stop)),
@@ -211,8 +215,37 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     for task in tasks.values():
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if pool is not None:
+        pool.stop_all()
     log.info("control plane stopped")
     return code
+
+
+def make_resolver_pool(settings: Settings) -> ResolverPool | None:
+    if settings.tenant_resolvers == "none":
+        log.warning("tenant resolvers are off (--tenant-resolvers none): forwarding views "
+                    "forward nothing")
+        return None
+    workdir = (Path(settings.resolver_dir) if settings.resolver_dir
+               else Path(tempfile.mkdtemp(prefix="dns-cp-resolvers-")))
+    return ResolverPool(workdir, default_ca_bundle=settings.upstream_ca_bundle,
+                        listen_host=settings.resolver_listen_host,
+                        access=settings.resolver_allow, owns_workdir=not settings.resolver_dir)
+
+
+async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event,
+                               interval: float = 1.0) -> None:
+    """Restart dead tenant resolvers and read their statistics, once a second."""
+    if pool is None:
+        await stop.wait()
+        return
+    while not stop.is_set():
+        restarted = pool.supervise()  # on the loop's thread: see ResolverPool._prefix
+        if restarted:
+            hub.recompute()
+        hub.resolver_stats = await asyncio.to_thread(pool.stats)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def serve_files(source_dir: Path, settings: Settings) -> int:

@@ -65,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what Envoys that no DnsPolicy selects get (default: deny)")
     serve.add_argument("--debounce", type=float, default=0.05,
                        help="seconds to coalesce input changes (default 0.05)")
+    res = serve.add_argument_group("tenant resolvers (what forwarding views forward to)")
+    res.add_argument("--tenant-resolvers", choices=["local", "none"], default="local",
+                     help="local: one unbound per forwarding tenant, started and supervised "
+                          "by the control plane; none: forwarding views forward nothing")
+    res.add_argument("--resolver-dir", default="",
+                     help="directory for the resolvers' files (default: a temporary one)")
+    res.add_argument("--resolver-listen", default="127.0.0.1",
+                     help="address the tenant resolvers listen on")
+    res.add_argument("--resolver-allow", action="append", default=[], metavar="CIDR",
+                     help="clients allowed to query the resolvers (default loopback)")
+    res.add_argument("--upstream-ca-bundle", default="",
+                     help="CA bundle (PEM) for DNS over TLS/HTTPS to tenant servers when a "
+                          "policy has no protocol.caBundle (default: the system bundle)")
     serve.add_argument("--auth-tokens", default="",
                        help="token file binding bearer tokens to namespaces (see auth.py)")
     serve.add_argument("--insecure", action="store_true",
@@ -167,7 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         xds_host=args.xds_address[0], xds_port=args.xds_address[1],
         admin_host=args.admin_address[0], admin_port=args.admin_address[1],
         debounce_seconds=args.debounce,
+        tenant_resolvers=args.tenant_resolvers, resolver_dir=args.resolver_dir,
+        resolver_listen_host=args.resolver_listen,
+        resolver_allow=tuple(args.resolver_allow) or ("127.0.0.0/8", "::1/128"),
+        upstream_ca_bundle=args.upstream_ca_bundle,
     )
+    if args.upstream_ca_bundle and not Path(args.upstream_ca_bundle).is_file():
+        print(f"controlplane serve: --upstream-ca-bundle {args.upstream_ca_bundle}: no such file",
+              file=sys.stderr)
+        return 2
     from controlplane.app import serve, serve_files
 
     if args.source != "kubernetes":

@@ -31,7 +31,7 @@ from controlplane.inventory import Inventory
 from controlplane.model import Workload
 from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.translate.dns_table import dns_table
-from controlplane.views import DEFAULT_TENANT, DENY_SINK_ADDRESS, TenantView
+from controlplane.views import DEFAULT_TENANT, Forwarding, TenantView, Trigger, in_zone
 
 SUPPORTED = ("A", "AAAA", "SRV")
 
@@ -126,17 +126,42 @@ class TableModel:
             records = tuple(a for a in entry.addresses
                             if ipaddress.ip_address(a).version == family)
             configured = self.configured.get(key, key)
-            if entry.addresses == [DENY_SINK_ADDRESS]:
-                return Simulated("NOERROR" if records else "NXDOMAIN", records, configured,
-                                 f"denied by the deny entry {configured}: never forwarded")
             if not records:
                 return Simulated("NXDOMAIN", (), configured,
                                  f"{configured} has no {qtype} address; Envoy answers NXDOMAIN "
                                  "rather than an empty answer, and does not forward")
             return Simulated("NOERROR", records, configured, f"answered from {configured}")
-        if forwarding:
-            return Simulated("FORWARDED", (), None, f"not in the table: forwarded to {upstream}")
+        if forwarding and self.view.forward is not None:
+            return resolver_answer(self.view.forward, name, upstream)
         return Simulated("NXDOMAIN", (), None, "not in the table and this view forwards nothing")
+
+
+def resolver_trigger(fwd: Forwarding, name: str) -> Trigger | None:
+    """The trigger the tenant resolver applies to ``name``: the most specific one."""
+    by_name = {t.name: t for t in fwd.triggers}
+    hit = by_name.get(name)
+    pos = name.find(".")
+    while hit is None and pos != -1:
+        hit = by_name.get("*" + name[pos:])
+        pos = name.find(".", pos + 1)
+    return hit or by_name.get("*")
+
+
+def resolver_answer(fwd: Forwarding, name: str, resolver: str) -> Simulated:
+    """What the tenant resolver does with a name Envoy forwards to it (case-insensitive)."""
+    lowered = name.lower()
+    if in_zone(lowered, fwd.zone):
+        return Simulated("NXDOMAIN", (), None, f"not in the table: forwarded to the tenant "
+                         f"resolver {resolver}, which answers NXDOMAIN for unknown names under "
+                         f"{fwd.zone} itself (never asks the tenant's server)")
+    trigger = resolver_trigger(fwd, lowered)
+    if trigger is not None and trigger.deny:
+        return Simulated("NXDOMAIN", (), trigger.name, f"not in the table: the tenant resolver "
+                         f"{resolver} denies it ({trigger.rule}) and never forwards it")
+    how = "" if fwd.transport.value == "udp" else f" over {fwd.transport.value}"
+    return Simulated("FORWARDED", (), trigger.name if trigger else None,
+                     f"not in the table: the tenant resolver {resolver} forwards it to "
+                     f"{fwd.server}{how}")
 
 
 def explain(inventory: Inventory, views: dict[str, TenantView], workload: Workload, name: str,
@@ -158,12 +183,13 @@ def explain(inventory: Inventory, views: dict[str, TenantView], workload: Worklo
         "decision": ({"action": decision.action.value, "rule": decision.rule}
                      if decision else {"action": None, "rule": "default view"}),
         "envoy": {"rcode": sim.rcode, "records": list(sim.records), "matched": sim.matched,
-                  "forwarded_to": [str(u) for u in view.upstreams] if sim.rcode == "FORWARDED"
-                  else []},
+                  "forwarded_to": ([str(view.forward.server)]
+                                   if sim.rcode == "FORWARDED" and view.forward else []),
+                  "resolver": str(view.upstreams[0]) if view.upstreams else None},
         "why": sim.reason,
         "notes": list(view.notes),
     }
-    if name != lowered and sim.rcode != "NOERROR":
+    if name != lowered and sim.rcode != "NOERROR" and not view.forwarding:
         out["why"] += ("; Envoy 1.40 matches names case-sensitively and the table is lower "
                        "case, so this spelling does not match")
     return out

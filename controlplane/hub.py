@@ -27,6 +27,7 @@ from controlplane.policy import CompiledPolicy, select_policy
 from controlplane.querylog import QueryLog
 from controlplane.record_index import RecordIndex
 from controlplane.records import RecordOptions
+from controlplane.resolvers import ResolverDirectory
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status
@@ -37,6 +38,7 @@ from controlplane.views import (
     TenantView,
     Upstream,
     build_tenant_view,
+    with_resolver,
 )
 from controlplane.vips import Allocation, allocate
 from controlplane.workload import workload_from_node
@@ -93,7 +95,8 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 resolvers: ResolverDirectory | None = None) -> None:
         self.settings = settings
         self.cache = SnapshotCache()
         self.cache.add_listener(self._view_changed)
@@ -118,6 +121,8 @@ class Hub:
         self._policies: dict[str, Any] = {}
         self._namespaces: dict[str, Any] = {}
         self._changed_at = clock()
+        self.resolvers: ResolverDirectory | None = resolvers
+        self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
         self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
         self.pushes: collections.Counter[tuple[str, str]] = collections.Counter()  # (view, type)
@@ -176,8 +181,8 @@ class Hub:
             if error:
                 errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
                                           reason=error, origin="policy")
-            elif view.upstreams:
-                self._last_good_upstream[name] = view.upstreams[0]
+            elif view.forward is not None:
+                self._last_good_upstream[name] = view.forward.server
             views[view.tenant] = view
         self._namespaces = dict(inv.namespaces)
         for message in allocation.errors:
@@ -188,7 +193,7 @@ class Hub:
             errors[DEFAULT_TENANT] = InputError(kind="Settings", namespace="",
                                                 name="default-upstream", reason=error)
         views[DEFAULT_TENANT] = default
-        self.tenant_views = views
+        self.tenant_views = self._with_resolvers(views, errors)
         selection_changed = namespaces_changed or inv.policies != self._policies
         self._policies = dict(inv.policies)
         self.compiled = compiled
@@ -200,6 +205,20 @@ class Hub:
                 self._assign(conn)
         self._refresh_snapshots()
         self._changed()
+
+    def _with_resolvers(self, views: dict[str, TenantView],
+                        errors: dict[str, InputError]) -> dict[str, TenantView]:
+        """Point each forwarding view at its running tenant resolver."""
+        forwards = {t: v.forward for t, v in views.items() if v.forward is not None}
+        addresses: dict[str, Upstream] = {}
+        if self.resolvers is not None:
+            addresses = self.resolvers.apply(forwards)
+            for tenant, reason in self.resolvers.errors.items():
+                if tenant in forwards:
+                    errors[f"resolver:{tenant}"] = InputError(
+                        kind="DnsPolicy", namespace="", name=tenant, origin="tenant resolver",
+                        reason=f"{reason}; nothing is forwarded for this tenant")
+        return {t: with_resolver(v, addresses.get(t)) for t, v in views.items()}
 
     def _changed(self) -> None:
         for listener in self.listeners:

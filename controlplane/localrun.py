@@ -164,8 +164,10 @@ class ControlPlane:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ControlPlane:
         auth = [] if "--auth-tokens" in self.extra_args else ["--insecure"]
+        resolvers = ([] if "--resolver-dir" in self.extra_args
+                     else ["--resolver-dir", str(self.workdir / "resolvers")])
         argv = [sys.executable, "-m", "controlplane", "serve", "--source", str(self.source),
-                "--xds-address", self.xds_address,
+                *resolvers, "--xds-address", self.xds_address,
                 "--admin-address", f"127.0.0.1:{self.admin_port}", *auth, *self.extra_args]
         self.process = Process("controlplane", argv, self.workdir / "controlplane.log").start()
         if wait_ready:
@@ -283,6 +285,9 @@ class Dnsmasq:
                 "--bind-interfaces", "--no-resolv", "--no-hosts", "--log-queries",
                 f"--log-facility={self.query_log}", "--pid-file=", "--user=root"]
         argv += [f"--address=/{name}/{ip}" for name, ip in sorted(self.records.items())]
+        # Authoritative for its names: AAAA of an IPv4-only name is NODATA, as real servers
+        # answer (without it dnsmasq refuses the AAAA query).
+        argv += [f"--local=/{name}/" for name in sorted(self.records)]
         self.process = Process(f"dnsmasq-{self.port}", argv,
                                self.workdir / f"dnsmasq-{self.port}.log").start()
         wait_for(lambda: self.query_log.exists() and "started" in self.query_log.read_text(),

@@ -200,14 +200,20 @@ def _endpoint_slice(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str,
     )
 
 
+# A pod in these phases has released its IP, which another pod may now hold.
+POD_FINISHED_PHASES = ("Succeeded", "Failed")
+
+
 def _pod(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, ns: str) -> Pod:
     status = _map(doc.get("status"), "status")
-    ips = [p.get("ip") for p in _list(status.get("podIPs"), "status.podIPs") if isinstance(p, dict)]
+    phase = _str(status.get("phase"), "status.phase")
+    ips = [_ip(_map(p, f"status.podIPs[{i}]").get("ip"), f"status.podIPs[{i}].ip")
+           for i, p in enumerate(_list(status.get("podIPs"), "status.podIPs"))]
     if not ips and status.get("podIP"):
-        ips = [status["podIP"]]
+        ips = [_ip(status["podIP"], "status.podIP")]
     return Pod(namespace=ns, name=name,
                labels=labels_of(_labels(meta.get("labels"), "metadata.labels")),
-               ips=tuple(_ip(ip, "status.podIP") for ip in ips))
+               ips=() if phase in POD_FINISHED_PHASES else tuple(dict.fromkeys(ips)))
 
 
 def _service_entry(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, ns: str,
@@ -310,10 +316,25 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
     upgrade = protocol.get("upgrade", False)
     if not isinstance(upgrade, bool):
         raise _Invalid(f"spec.protocol.upgrade must be true or false, not {upgrade!r}")
+    unknown = set(protocol) - {"upgrade", "type", "serverName", "caBundle", "path"}
+    if unknown:
+        raise _Invalid(f"spec.protocol has unknown fields {sorted(unknown)}")
     upgrade_type = _str(protocol.get("type"), "spec.protocol.type")
     if upgrade_type and upgrade_type not in ("dns-over-https", "dns-over-tls"):
         raise _Invalid(f"spec.protocol.type {upgrade_type!r} is not one of "
                        "dns-over-https, dns-over-tls")
+    if upgrade and not upgrade_type:
+        upgrade_type = "dns-over-tls"
+    tls_server_name = _str(protocol.get("serverName"), "spec.protocol.serverName").strip()
+    ca_bundle = _str(protocol.get("caBundle"), "spec.protocol.caBundle").strip()
+    if ca_bundle and "-----BEGIN CERTIFICATE-----" not in ca_bundle:
+        raise _Invalid("spec.protocol.caBundle must hold PEM certificates "
+                       "(-----BEGIN CERTIFICATE-----)")
+    doh_path = _str(protocol.get("path"), "spec.protocol.path").strip()
+    if doh_path and not doh_path.startswith("/"):
+        raise _Invalid(f"spec.protocol.path {doh_path!r} must start with /")
+    if (tls_server_name or ca_bundle or doh_path) and not upgrade:
+        raise _Invalid("spec.protocol.serverName, caBundle and path need upgrade: true")
     generation = meta.get("generation", 0)
     return DnsPolicy(
         name=name, namespace_selector=ns_sel, selector=selector, server_address=server_address,
@@ -321,6 +342,7 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
         blacklist=_patterns(policy.get("blacklist"), "spec.policy.blacklist"),
         default_action=action, default_action_given=raw_action is not None,
         policy_server=policy_server, upgrade=upgrade, upgrade_type=upgrade_type,
+        tls_server_name=tls_server_name, tls_ca_bundle=ca_bundle, doh_path=doh_path,
         generation=generation if isinstance(generation, int) else 0,
     )
 

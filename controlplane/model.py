@@ -155,7 +155,10 @@ class DnsPolicy:
     default_action_given: bool = False
     policy_server: PolicyServer | None = None
     upgrade: bool = False
-    upgrade_type: str = ""
+    upgrade_type: str = ""  # "dns-over-tls" or "dns-over-https" when upgrade is set
+    tls_server_name: str = ""  # the name the server's certificate must carry
+    tls_ca_bundle: str = ""  # PEM; "" means the control plane's --upstream-ca-bundle
+    doh_path: str = ""  # "" means /dns-query
     generation: int = 0
 
     @property

@@ -34,6 +34,13 @@ class Settings:
     aaaa_mapped: bool = True  # answer AAAA of IPv4-only names with ::ffff:a.b.c.d
     vip_range: str = ""  # CIDR for ServiceEntry VIP auto-allocation; "" turns it off
     fault_invalid_names: frozenset[str] = frozenset()  # test-only: see faults.py
+    # Tenant resolvers behind forwarding views: "local" (unbound processes the control
+    # plane starts and supervises) or "none" (forwarding views forward nothing).
+    tenant_resolvers: str = "local"
+    resolver_dir: str = ""  # where their files live; "" for a temporary directory
+    resolver_listen_host: str = "127.0.0.1"
+    resolver_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
+    upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
     auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
     insecure: bool = False
 

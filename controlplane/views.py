@@ -6,21 +6,22 @@ works out forwarding. Both are pure. The admin API shows ``TenantView`` as
 JSON, and ``translate`` turns it into Envoy resources, so what operators see
 is what Envoy gets.
 
-Deny entries: with forwarding on, a name missing from the table is sent
-upstream. Measured on Envoy 1.40 (tests/e2e), a ``cluster_name`` endpoint
-naming a missing cluster is *also* forwarded, so it cannot deny. What does
-stop forwarding is a table entry whose addresses are all of the other
-family: the filter counts the entry as found and answers with no records.
-A deny entry therefore holds only ``DENY_SINK_ADDRESS`` (``100::``, the
-IPv6 discard-only prefix, RFC 6666): A queries get NXDOMAIN and AAAA
-queries get ``100::``, an address that leads nowhere. Nothing is forwarded.
-Without forwarding no deny entries are needed: every unknown name gets
-NXDOMAIN for both types.
+Forwarding: Envoy answers the tenant's table and forwards every other A/AAAA
+query to the tenant's **resolver** (``Forwarding``: an unbound per tenant,
+configured by ``translate/unbound.py``), never straight to the tenant's
+server. The resolver enforces the policy for those names (RPZ triggers from
+``CompiledPolicy.resolver_triggers``, case-insensitive, any suffix length),
+answers NXDOMAIN for unknown names under the cluster zone itself (search-list
+expansions never leave), synthesises IPv4-mapped AAAA for IPv4-only names
+(Envoy turns a forwarded NODATA into NXDOMAIN, which musl takes as failure),
+follows CNAME chains and speaks TLS or HTTPS to the tenant's server when the
+policy upgrades. Envoy 1.40 alone could do none of this (facts 3, 6, 8, 20).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from controlplane.inventory import Inventory
 from controlplane.model import DefaultAction, DnsPolicy
@@ -30,20 +31,16 @@ from controlplane.record_index import RecordIndex
 from controlplane.records import NameRecord, SrvRecord, cluster_records
 from controlplane.settings import DefaultView, Settings
 
-DENY_SINK_ADDRESS = "100::"
 DEFAULT_TENANT = "_default"
+DOT_PORT = 853
+DOH_PORT = 443
+DOH_PATH = "/dns-query"
 
 
 @dataclass(frozen=True, slots=True)
 class TableEntry:
     record: NameRecord
     action: Action
-    rule: str
-
-
-@dataclass(frozen=True, slots=True)
-class DenyEntry:
-    pattern: str
     rule: str
 
 
@@ -56,6 +53,40 @@ class Upstream:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+class Transport(StrEnum):
+    """How the tenant resolver reaches the tenant's own DNS server."""
+
+    UDP = "udp"  # plain DNS (UDP, TCP for truncated answers)
+    TLS = "dns-over-tls"
+    HTTPS = "dns-over-https"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One policy rule as the resolver applies it: the most specific trigger decides."""
+
+    name: str  # an exact name, "*.suffix", or "*" for every other name
+    deny: bool
+    rule: str  # the policy rule behind it, e.g. "blacklist *.tracker.example"
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What the tenant resolver does with the names Envoy does not answer."""
+
+    server: Upstream  # the tenant's own DNS server
+    transport: Transport = Transport.UDP
+    tls_name: str = ""  # the name the server's certificate must carry (TLS, HTTPS)
+    ca_bundle: str = ""  # PEM from the policy; "" means the control plane's default
+    doh_path: str = DOH_PATH
+    triggers: tuple[Trigger, ...] = ()
+    zone: str = "cluster.local"  # answered by the resolver itself: NXDOMAIN when unknown
+
+    @property
+    def encrypted(self) -> bool:
+        return self.transport is not Transport.UDP
+
+
 @dataclass(frozen=True)
 class TenantView:
     """Everything that decides one tenant's DNS listener (except its address)."""
@@ -63,9 +94,9 @@ class TenantView:
     tenant: str
     policy: str  # policy name, or "" for the default view
     entries: tuple[TableEntry, ...]
-    deny: tuple[DenyEntry, ...]
-    upstreams: tuple[Upstream, ...]
+    upstreams: tuple[Upstream, ...]  # where Envoy forwards: the tenant resolver (hub fills it)
     ttl_seconds: int
+    forward: Forwarding | None = None  # what the tenant resolver does; None: no forwarding
     notes: tuple[str, ...] = field(default=(), compare=False)
     conflicts: tuple[str, ...] = field(default=(), compare=False)
     # Rules Envoy cannot enforce exactly, and the fail-closed substitute for each.
@@ -78,9 +109,20 @@ class TenantView:
         return bool(self.upstreams)
 
 
-def resolve_upstream(address: str, inventory: Inventory, *, zone: str) -> Upstream | str:
+def with_resolver(view: TenantView, address: Upstream | None) -> TenantView:
+    """The view forwarding to its tenant resolver at ``address`` (None: none runs)."""
+    if view.forward is None:
+        return view
+    if address is None:
+        return replace(view, upstreams=(), notes=view.notes + (
+            "no tenant resolver runs for this tenant: nothing is forwarded",))
+    return replace(view, upstreams=(address,))
+
+
+def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
+                     default_port: int = 53) -> Upstream | str:
     """An upstream from ``IP[:port]`` or a Service name (``svc.ns[.svc[.zone]]``)."""
-    split = split_host_port(address, 53)
+    split = split_host_port(address, default_port)
     if isinstance(split, str):
         return split
     host, port = split
@@ -106,63 +148,51 @@ def resolve_upstream(address: str, inventory: Inventory, *, zone: str) -> Upstre
     return Upstream(svc.cluster_ips[0], port)
 
 
-def is_search_level(pattern: Pattern, zone: str) -> bool:
-    """True for wildcards a pod's search list appends to arbitrary names.
-
-    With ``ndots:5`` a pod in namespace N asks ``<name>.N.svc.<zone>``,
-    ``<name>.svc.<zone>`` and ``<name>.<zone>`` before ``<name>``. A deny
-    wildcard at one of those levels would answer AAAA ``100::`` for every
-    external lookup's expansion, and glibc would take it.
-    """
-    if not pattern.is_wildcard:
-        return False
-    suffix = pattern.suffix
-    if suffix == zone or zone.endswith("." + suffix):
-        return True
-    if not suffix.endswith("." + zone):
-        return False
-    return len(suffix[: -len(zone) - 1].split(".")) <= 2
-
-
-def _deny_entries(compiled: CompiledPolicy, records: list[NameRecord],
-                  zone: str) -> tuple[DenyEntry, ...]:
-    """Deny entries for a forwarding view (see the module docstring)."""
-    out: dict[str, DenyEntry] = {}
-    for b in compiled.effective_blacklist():
-        if not is_search_level(b, zone):
-            out.setdefault(b.text, DenyEntry(b.text, f"blacklist {b}"))
-            continue
-        # Expand into the existing cluster names it denies: exact entries never
-        # catch the search-list expansions of other names.
-        for rec in records:
-            if b.matches(rec.name) and not compiled.classify(rec.name).action.answers:
-                out.setdefault(rec.name, DenyEntry(rec.name, f"blacklist {b}"))
-    return tuple(out[k] for k in sorted(out))
-
-
-def single_label_wildcard(pattern: str) -> bool:
-    """Envoy looks a name up among entries sharing its last two labels, so ``*.net``
-    (whose suffix is one label) never matches anything."""
-    return pattern.startswith("*.") and "." not in pattern[2:]
-
-
-def _unenforced_for(policy: DnsPolicy, compiled: CompiledPolicy, zone: str) -> list[str]:
-    """Rules Envoy cannot express exactly; each is replaced by something stricter."""
+def _unenforced_for(policy: DnsPolicy) -> list[str]:
+    """Rules that cannot be enforced as written; each is replaced by something stricter."""
     out = []
     if policy.policy_server is not None:
-        out.append(f"policy.server {policy.policy_server.address}: Envoy's DNS filter cannot "
-                   "consult a policy server; it is ignored and whitelist, blacklist and "
+        out.append(f"policy.server {policy.policy_server.address}: an external policy server "
+                   "is not consulted yet; it is ignored and whitelist, blacklist and "
                    f"defaultAction {policy.default_action.value} decide")
-    if policy.default_action is DefaultAction.DENY:
-        for p in compiled.whitelist:
-            if not (p.suffix == zone or p.suffix.endswith("." + zone)):
-                out.append(f"whitelist {p}: under defaultAction DENY nothing is forwarded, so "
-                           "only cluster names (Services, ServiceEntries) matching it resolve; "
-                           "external names matching it get NXDOMAIN")
-    for w, b in compiled.shadowed_whitelist():
-        out.append(f"whitelist {w} lies under blacklist {b}: cluster names there resolve, but "
-                   "external names are denied (Envoy cannot forward them selectively)")
     return out
+
+
+def in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+def _triggers(compiled: CompiledPolicy, zone: str,
+              entries: list[TableEntry]) -> tuple[Trigger, ...]:
+    out = [Trigger(name, not d.action.answers, d.rule)
+           for name, d in compiled.resolver_triggers(skip=lambda n: in_zone(n, zone))]
+    # Names the table answers from a cluster (ExternalName, DNS ServiceEntries) are
+    # resolved through the tenant resolver too: their targets must pass.
+    known = {t.name for t in out}
+    for e in entries:
+        for target in e.record.cluster:
+            host = target.host.lower()
+            if host not in known and not in_zone(host, zone) and parse_ip(host) is None:
+                known.add(host)
+                out.append(Trigger(host, False, f"target of {', '.join(e.record.sources)}"))
+    return tuple(sorted(out, key=lambda t: t.name))
+
+
+def _forwarding(policy: DnsPolicy, server: Upstream, triggers: tuple[Trigger, ...], *,
+                zone: str) -> Forwarding | str:
+    if not policy.upgrade:
+        return Forwarding(server=server, triggers=triggers, zone=zone)
+    transport = Transport(policy.upgrade_type or Transport.TLS.value)
+    host = split_host_port(policy.server_address, 0)
+    written = host[0] if not isinstance(host, str) else ""
+    tls_name = policy.tls_server_name or (written if parse_ip(written) is None else "")
+    if not tls_name:
+        return (f"protocol.upgrade to {transport.value}: server.address "
+                f"{policy.server_address or '(none)'} is an IP address, so protocol.serverName "
+                "must name the certificate to verify; nothing is forwarded")
+    return Forwarding(server=server, transport=transport, tls_name=normalise(tls_name),
+                      ca_bundle=policy.tls_ca_bundle, doh_path=policy.doh_path or DOH_PATH,
+                      triggers=triggers, zone=zone)
 
 
 def build_tenant_view(
@@ -187,7 +217,7 @@ def build_tenant_view(
     compiled = compiled or CompiledPolicy.of(policy)
     cache = decisions if decisions is not None else {}
     notes: list[str] = []
-    unenforced = _unenforced_for(policy, compiled, settings.zone)
+    unenforced = _unenforced_for(policy)
     selected = {ns for ns, obj in inventory.namespaces.items()
                 if policy.namespace_selector.matches(dict(obj.labels))}
     entries = []
@@ -204,43 +234,43 @@ def build_tenant_view(
             continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
             continue  # exportTo: only when every namespace of the tenant may see it
+        if rec.namespace_scope is not None and rec.namespace_scope not in selected:
+            continue  # pod records: only tenants that select the pod's namespace
         entries.append(TableEntry(rec, d.action, d.rule))
-    upstreams: tuple[Upstream, ...] = ()
     error = None
-    if policy.default_action is not DefaultAction.DENY:
-        address = policy.server_address or settings.default_upstream
-        if policy.upgrade:
-            kind = policy.upgrade_type or "an encrypted protocol"
-            unenforced.append(f"protocol upgrade to {kind} is not supported yet; nothing is "
-                              "forwarded rather than forwarding in cleartext")
-        elif address:
-            resolved = resolve_upstream(address, inventory, zone=settings.zone)
-            if isinstance(resolved, str):
-                error = resolved
-                if last_good_upstream is not None:
-                    upstreams = (last_good_upstream,)
-                    notes.append(f"{resolved}; the last valid server {last_good_upstream} "
-                                 "keeps serving")
-                else:
-                    notes.append(f"{resolved}; nothing is forwarded")
+    forward: Forwarding | None = None
+    triggers = _triggers(compiled, settings.zone, entries)
+    # Under DENY the resolver is needed only when some name outside the table may pass.
+    needed = (policy.default_action is not DefaultAction.DENY
+              or any(not t.deny and t.name != "*" for t in triggers))
+    address = policy.server_address or settings.default_upstream
+    if needed and address:
+        port = {"dns-over-tls": DOT_PORT, "dns-over-https": DOH_PORT}.get(
+            policy.upgrade_type if policy.upgrade else "", 53)
+        if policy.upgrade and not policy.upgrade_type:
+            port = DOT_PORT
+        resolved = resolve_upstream(address, inventory, zone=settings.zone, default_port=port)
+        if isinstance(resolved, str):
+            error = resolved
+            if last_good_upstream is not None:
+                resolved = last_good_upstream
+                notes.append(f"{error}; the last valid server {last_good_upstream} "
+                             "keeps serving")
             else:
-                upstreams = (resolved,)
-    deny: tuple[DenyEntry, ...] = ()
-    if upstreams:
-        deny = _deny_entries(compiled, records, settings.zone)
-        lost = [d.pattern for d in deny if single_label_wildcard(d.pattern)]
-        if lost:
-            unenforced.append(f"blacklist {', '.join(lost)}: Envoy matches wildcards only within "
-                              "a name's last two labels, so it cannot deny these while "
-                              "forwarding; nothing is forwarded for this tenant (fail closed)")
-            upstreams, deny = (), ()
-        elif deny:
-            unenforced.append("blacklist entries match lower-case queries only: Envoy 1.40 "
-                              "compares names case-sensitively (envoyproxy/envoy#45381), so a "
-                              "mixed-case spelling of a denied name is forwarded upstream")
+                notes.append(f"{error}; nothing is forwarded")
+        if not isinstance(resolved, str):
+            fwd = _forwarding(policy, resolved, triggers, zone=settings.zone)
+            if isinstance(fwd, str):
+                error = fwd
+                notes.append(fwd)
+            else:
+                forward = fwd
+    elif needed and policy.default_action is DefaultAction.DENY:
+        notes.append("external whitelist entries need a server (spec.server.address or "
+                     "--default-upstream); without one only cluster names resolve")
     view = TenantView(
-        tenant=policy.tenant, policy=policy.name, entries=tuple(entries), deny=deny,
-        upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
+        tenant=policy.tenant, policy=policy.name, entries=tuple(entries), upstreams=(),
+        ttl_seconds=settings.answer_ttl_seconds, forward=forward,
         notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
         log_queries=bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW,
     )
@@ -250,22 +280,22 @@ def build_tenant_view(
 def _default_view(records: list[NameRecord], inventory: Inventory,
                   settings: Settings) -> tuple[TenantView, str | None]:
     if settings.default_view is DefaultView.DENY:
-        return TenantView(tenant=DEFAULT_TENANT, policy="", entries=(), deny=(), upstreams=(),
+        return TenantView(tenant=DEFAULT_TENANT, policy="", entries=(), upstreams=(),
                           ttl_seconds=settings.answer_ttl_seconds,
                           notes=("no DnsPolicy selects this workload: default view 'deny' "
                                  "answers NXDOMAIN to everything",)), None
-    upstreams: tuple[Upstream, ...] = ()
+    forward: Forwarding | None = None
     error = None
     if settings.default_upstream:
         resolved = resolve_upstream(settings.default_upstream, inventory, zone=settings.zone)
         if isinstance(resolved, str):
             error = resolved
         else:
-            upstreams = (resolved,)
+            forward = Forwarding(server=resolved, zone=settings.zone)
     entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records
-                    if r.export_to is None)
-    return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, deny=(),
-                      upstreams=upstreams, ttl_seconds=settings.answer_ttl_seconds,
+                    if r.export_to is None and r.namespace_scope is None)
+    return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, forward=forward,
+                      upstreams=(), ttl_seconds=settings.answer_ttl_seconds,
                       notes=("no DnsPolicy selects this workload: default view 'cluster'",)), error
 
 
@@ -297,17 +327,31 @@ def view_as_json(view: TenantView) -> dict[str, object]:
             }
             for e in view.entries
         ],
-        "denied": [
-            {"pattern": d.pattern, "rule": d.rule,
-             "answer": f"A: NXDOMAIN, AAAA: {DENY_SINK_ADDRESS}, never forwarded"}
-            for d in view.deny
-        ],
+        "resolver": forwarding_as_json(view.forward),
         "notes": list(view.notes),
         "unenforced": list(view.unenforced),
         "conflicts": list(view.conflicts),
     }
 
 
-__all__ = ["DEFAULT_TENANT", "DENY_SINK_ADDRESS", "DenyEntry", "NameRecord", "SrvRecord",
-           "TableEntry", "TenantView", "Upstream", "build_tenant_view", "cluster_records",
-           "is_search_level", "resolve_upstream", "view_as_json"]
+def forwarding_as_json(fwd: Forwarding | None) -> dict[str, object] | None:
+    """What the tenant resolver does with names outside the table."""
+    if fwd is None:
+        return None
+    return {
+        "server": str(fwd.server),
+        "transport": fwd.transport.value,
+        "tls_server_name": fwd.tls_name or None,
+        "ca_bundle": ("from the policy" if fwd.ca_bundle else "control plane default")
+        if fwd.encrypted else None,
+        "doh_path": fwd.doh_path if fwd.transport is Transport.HTTPS else None,
+        "zone": {"name": fwd.zone, "unknown_names": "NXDOMAIN from the tenant resolver"},
+        "rules": [{"names": t.name, "action": "deny" if t.deny else "forward", "rule": t.rule}
+                  for t in fwd.triggers],
+    }
+
+
+__all__ = ["DEFAULT_TENANT", "Forwarding", "NameRecord", "SrvRecord", "TableEntry",
+           "TenantView", "Transport", "Trigger", "Upstream", "build_tenant_view",
+           "cluster_records", "forwarding_as_json", "resolve_upstream", "view_as_json",
+           "with_resolver"]

@@ -77,6 +77,18 @@ ROWS = [
         "NOERROR", ("10.96.0.1",)),
     Row("_https._tcp.kubernetes.default SRV 443", "pass", f"_https._tcp.kubernetes.default.svc.{Z}",
         "SRV", "NOERROR", (f"0 100 443 kubernetes.default.svc.{Z}.",)),
+    Row("pod A record (a-b-c-d.ns.pod.zone)", "pass", f"10-244-0-5.default.pod.{Z}", "A",
+        "NOERROR", ("10.244.0.5",)),
+    Row("pod AAAA record (IPv6 dashed: fd00-244--5.ns.pod.zone)", "pass",
+        f"fd00-244--5.default.pod.{Z}", "AAAA", "NOERROR", ("fd00:244::5",)),
+    Row("pod v4-only name, AAAA (mapped, default)", "substitute", f"10-244-0-5.default.pod.{Z}",
+        "AAAA", "NOERROR", ("::ffff:10.244.0.5",)),
+    # Not in the table, so NXDOMAIN: CoreDNS "pods verified" answers only for existing pods.
+    Row("pod that finished (Succeeded): no record", "pass", f"10-244-0-6.default.pod.{Z}", "A",
+        "NXDOMAIN"),
+    Row("no such pod: no record", "pass", f"10-244-0-99.default.pod.{Z}", "A", "NXDOMAIN"),
+    Row("pod in another tenant's namespace: no record", "pass", f"10-244-1-5.other.pod.{Z}",
+        "A", "NXDOMAIN"),  # never 10.244.1.5: "other" is not selected by this tenant
     Row("ServiceEntry STATIC endpoints", "pass", "static.example", "A", "NOERROR",
         ("192.0.2.10",)),
     Row("ServiceEntry DNS (via a STRICT_DNS cluster)", "pass", "dns-mode.example", "A",
@@ -154,17 +166,34 @@ def test_short_names_through_a_pod_like_search_list(setup: Setup) -> None:
     for short in ("kubernetes.default", "kubernetes.default.svc"):
         answer = r.resolve(short, "A", search=True)
         assert [a.to_text() for a in answer] == ["10.96.0.1"], short
-    # One external lookup from a forwarding view: every search-list expansion is forwarded
-    # too (Envoy 1.40 cannot answer unknown zone names locally while forwarding).
+    # One external lookup from a forwarding view: the search-list expansions stop at the
+    # tenant resolver (NXDOMAIN for unknown names under the zone); one query leaves.
     before = len(setup.upstream.queries())
     answer = r.resolve("www.example.com", "A", search=True)
     asked = setup.upstream.queries()[before:]
     print(f"\none external lookup with ndots:5 and 3 search domains: {len(asked)} upstream "
           f"queries: {asked}")
     assert [a.to_text() for a in answer] == ["203.0.113.10"]
-    assert asked == ["www.example.com.default.svc.cluster.local",
-                     "www.example.com.svc.cluster.local", "www.example.com.cluster.local",
-                     "www.example.com"]
+    assert asked == ["www.example.com"]
+
+
+def test_pod_records_follow_the_tenant(setup: Setup) -> None:
+    """A pod's name is in the tables of tenants that select its namespace, no others."""
+    conf = {n["name"] for n in setup.cp.get("/api/v1/views/conf/dns-table")["names"]}
+    other = {n["name"] for n in setup.cp.get("/api/v1/views/other/dns-table")["names"]}
+    mine, theirs = f"10-244-0-5.default.pod.{Z}", f"10-244-1-5.other.pod.{Z}"
+    assert (mine in conf, theirs in conf) == (True, False)
+    assert (mine in other, theirs in other) == (False, True)
+    envoy = Envoy(node_id="conformance.other", namespace="other", labels={},
+                  xds_address=setup.cp.xds_address,
+                  workdir=setup.envoy.workdir).start()
+    try:
+        wait_for(lambda: query(envoy.dns_port, theirs, timeout=0.5)[0] == "NOERROR",
+                 timeout=20, what="the other tenant's view")
+        assert query(envoy.dns_port, theirs) == ("NOERROR", ["10.244.1.5"])
+        assert query(envoy.dns_port, mine) == ("NXDOMAIN", [])  # not its namespace
+    finally:
+        envoy.stop()
 
 
 def test_tcp_is_not_served(setup: Setup) -> None:

@@ -1,4 +1,5 @@
-"""Forwarding to a tenant's own DNS server, and denied names never leaving Envoy."""
+"""Forwarding to a tenant's own DNS server through its tenant resolver, and denied names
+never reaching that server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ UPSTREAM = {
     "ads.tracker.example": "203.0.113.66",
     "httpbin.acme.svc.cluster.local": "198.51.100.1",  # an upstream that would leak
     "search.globex.svc.cluster.local": "198.51.100.2",
+    "www.acme.com": "198.51.100.3",
 }
 
 
@@ -33,21 +35,19 @@ def test_forwarding_and_deny(manifests: Path, start_control_plane: Callable[...,
     assert query(port, "pay.partner.example") == ("NOERROR", ["192.0.2.80", "192.0.2.81"])
     # External names the policy allows: forwarded to the tenant's server.
     assert query(port, "www.example.com") == ("NOERROR", ["203.0.113.10"])
-    # Blacklisted: NXDOMAIN for A, the discard address for AAAA, never forwarded.
-    external_before = envoy.stats()["dns_filter.tenant.globex.externally_resolved_queries"]
-    assert query(port, "ads.tracker.example") == ("NXDOMAIN", [])
-    assert envoy.stats()["dns_filter.tenant.globex.externally_resolved_queries"] == external_before
-    assert query(port, "x.ads.tracker.example") == ("NXDOMAIN", [])
-    assert query(port, "ads.tracker.example", "AAAA") == ("NOERROR", ["100::"])
-    # Another namespace's Service, denied by the search-level blacklist: not forwarded.
+    # Blacklisted: NXDOMAIN for A and AAAA, in any case, never reaching the server.
+    for name in ("ads.tracker.example", "x.ads.tracker.example", "ADS.Tracker.EXAMPLE"):
+        for rdtype in ("A", "AAAA"):
+            assert query(port, name, rdtype) == ("NXDOMAIN", []), (name, rdtype)
+    # Another namespace's Service, and any unknown cluster name (a search-list expansion
+    # among them): NXDOMAIN from the tenant resolver, which never asks the server.
     assert query(port, "httpbin.acme.svc.cluster.local") == ("NXDOMAIN", [])
-    # A search-list expansion of an external name is still forwarded (it is not denied).
-    assert query(port, "search.globex.svc.cluster.local") == ("NOERROR", ["198.51.100.2"])
+    assert query(port, "search.globex.svc.cluster.local") == ("NXDOMAIN", [])
+    assert query(port, "www.example.com.globex.svc.cluster.local", "AAAA") == ("NXDOMAIN", [])
     asked = upstream.queries()
     assert "www.example.com" in asked
     assert not any(q.endswith("tracker.example") for q in asked), asked
-    assert "httpbin.acme.svc.cluster.local" not in asked
-    assert "api.globex.svc.cluster.local" not in asked
+    assert not any(q.endswith("cluster.local") for q in asked), asked
     stats = envoy.stats()
     assert stats["dns_filter.tenant.globex.externally_resolved_queries"] >= 2
     assert stats["listener_manager.lds.update_rejected"] == 0
@@ -59,7 +59,8 @@ def test_deny_tenant_forwards_nothing(manifests: Path,
                                       start_dnsmasq: Callable[..., Dnsmasq]) -> None:
     upstream = start_dnsmasq(UPSTREAM)
     demo = manifests / "demo-two-tenants.yaml"
-    # acme's DENY policy names a server: with DENY nothing is forwarded anyway.
+    # acme's DENY policy names a server, and whitelists only *.acme.com outside the cluster:
+    # nothing else reaches that server.
     demo.write_text(demo.read_text().replace(
         "  namespaceSelector: {matchLabels: {tenant: acme}}\n",
         "  namespaceSelector: {matchLabels: {tenant: acme}}\n"
@@ -67,8 +68,13 @@ def test_deny_tenant_forwards_nothing(manifests: Path,
     cp = start_control_plane(manifests)
     acme = start_envoy(cp, "sleep.acme", "acme")
     assert query(acme.dns_port, "www.example.com") == ("NXDOMAIN", [])
+    assert query(acme.dns_port, "WWW.EXAMPLE.COM", "AAAA") == ("NXDOMAIN", [])
+    assert query(acme.dns_port, "httpbin.foo.com") == ("NXDOMAIN", [])
     assert query(acme.dns_port, "httpbin.acme.com") == ("NOERROR", ["100.66.185.144"])
     assert upstream.queries() == []
+    # A whitelisted external name under *.acme.com is forwarded.
+    assert query(acme.dns_port, "www.acme.com") == ("NOERROR", ["198.51.100.3"])
+    assert upstream.queries() == ["www.acme.com"]
 
 
 def test_many_sidecars_of_one_tenant_share_one_serialisation(

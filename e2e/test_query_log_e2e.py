@@ -56,7 +56,7 @@ def test_seed_filtering_policy_logs_warn_and_deny(
     assert query(port, "web.other.svc.cluster.local") == ("NOERROR", ["10.60.0.1"])
     # blacklist: external domains denied, never forwarded, logged
     assert query(port, "api.foo.com") == ("NXDOMAIN", [])
-    assert query(port, "x.foo.com", "AAAA") == ("NOERROR", ["100::"])
+    assert query(port, "X.Foo.COM", "AAAA") == ("NXDOMAIN", [])  # denied by the tenant resolver
     assert not any(q.endswith("foo.com") for q in upstream.queries())
 
     def records() -> list[dict[str, object]] | None:
@@ -74,7 +74,7 @@ def test_seed_filtering_policy_logs_warn_and_deny(
         ("warn", "web.other.svc.cluster.local", "A", "NOERROR", "defaultAction WARN",
          "sleep.payments"),
         ("deny", "api.foo.com", "A", "NXDOMAIN", "blacklist *.foo.com", "sleep.payments"),
-        ("deny", "x.foo.com", "AAAA", "NOERROR", "blacklist *.foo.com", "sleep.payments"),
+        ("deny", "X.Foo.COM", "AAAA", "NXDOMAIN", "blacklist *.foo.com", "sleep.payments"),
     ])
     metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                for line in http_text(f"{cp.admin_url}/metrics").splitlines()

@@ -11,9 +11,19 @@ from controlplane.inventory import Inventory, Store
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
 from controlplane.translate import translate_view
-from controlplane.views import TenantView, build_tenant_view, cluster_records
+from controlplane.translate.unbound import ResolverPaths, dnsdist_conf, rpz_zone, unbound_conf
+from controlplane.views import (
+    TenantView,
+    Transport,
+    Upstream,
+    build_tenant_view,
+    cluster_records,
+    with_resolver,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
+# Where golden views find their tenant resolver (the runner picks a free port in real runs).
+RESOLVER = Upstream("127.0.0.1", 5300)
 
 
 def load_inventory(directory: Path) -> Inventory:
@@ -27,8 +37,28 @@ def tenant_views(inv: Inventory, settings: Settings) -> dict[str, TenantView]:
     views = {}
     for policy in [*inv.policies.values(), None]:
         view, _ = build_tenant_view(policy, records, inv, settings)
-        views[view.tenant] = view
+        views[view.tenant] = with_resolver(view, RESOLVER)
     return views
+
+
+def golden_paths(tenant: str, *, doh: bool) -> ResolverPaths:
+    d = f"/var/lib/dns-controlplane/resolvers/{tenant}"
+    return ResolverPaths(directory=d, listen=RESOLVER, control_socket=f"{d}/control.sock",
+                         rpz_file=f"{d}/policy.rpz", ca_file=f"{d}/ca.pem",
+                         doh_proxy=Upstream("127.0.0.1", 5301) if doh else None)
+
+
+def resolver_files(view: TenantView) -> dict[str, str]:
+    """The tenant resolver's config files for a forwarding view (empty otherwise)."""
+    fwd = view.forward
+    if fwd is None:
+        return {}
+    doh = fwd.transport is Transport.HTTPS
+    paths = golden_paths(view.tenant, doh=doh)
+    files = {"unbound.conf": unbound_conf(view.tenant, fwd, paths), "policy.rpz": rpz_zone(fwd)}
+    if doh and paths.doh_proxy is not None:
+        files["dnsdist.conf"] = dnsdist_conf(fwd, listen=paths.doh_proxy, ca_file=paths.ca_file)
+    return files
 
 
 def resources_json(view: TenantView) -> dict[str, Any]:

@@ -14,7 +14,13 @@ import pytest
 
 from controlplane.settings import Settings
 from controlplane.translate.types import LISTENER_TYPE
-from tests.golden_support import GOLDEN, load_inventory, resources_json, tenant_views
+from tests.golden_support import (
+    GOLDEN,
+    load_inventory,
+    resolver_files,
+    resources_json,
+    tenant_views,
+)
 
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
 
@@ -23,13 +29,26 @@ CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
 def test_golden(case: str) -> None:
     inv = load_inventory(GOLDEN / case)
     assert inv.errors == ()
-    actual = {tenant: resources_json(view)
-              for tenant, view in sorted(tenant_views(inv, Settings()).items())}
+    views = tenant_views(inv, Settings())
+    actual = {tenant: resources_json(view) for tenant, view in sorted(views.items())}
     expected_path = GOLDEN / case / "expected.json"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         expected_path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
     expected = json.loads(expected_path.read_text())
     assert actual == expected
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_resolver_config(case: str) -> None:
+    """The tenant resolvers' files (unbound.conf, the policy's RPZ zone, dnsdist.conf)."""
+    views = tenant_views(load_inventory(GOLDEN / case), Settings())
+    for tenant, view in sorted(views.items()):
+        for name, text in resolver_files(view).items():
+            path = GOLDEN / case / "resolvers" / tenant / name
+            if os.environ.get("UPDATE_GOLDEN") == "1":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            assert text == path.read_text(), f"{case}/{tenant}/{name}"
 
 
 def _table(case: str, tenant: str) -> dict[str, list[dict[str, object]]]:
@@ -50,15 +69,19 @@ def test_demo_tenants_see_only_their_names() -> None:
     assert _table("demo", "_default") == {}
 
 
-def test_filtering_seed_denies_blacklist_without_forwarding_it() -> None:
+def test_filtering_seed_forwards_to_the_tenant_resolver_which_denies_the_blacklist() -> None:
     data = json.loads((GOLDEN / "filtering" / "expected.json").read_text())
     (listener,) = data["dns-policy"][LISTENER_TYPE].values()
     config = listener["listenerFilters"][0]["typedConfig"]
     resolvers = config["clientConfig"]["typedDnsResolverConfig"]["typedConfig"]["resolvers"]
-    assert resolvers == [{"socketAddress": {"address": "10.96.0.53", "portValue": 53,
+    assert resolvers == [{"socketAddress": {"address": "127.0.0.1", "portValue": 5300,
                                             "protocol": "UDP"}}]
     table = _table("filtering", "dns-policy")
-    assert table["*.foo.com"] == [{"addressList": {"address": ["100::"]}}]
+    assert "*.foo.com" not in table  # no deny entries in Envoy's table any more
+    rpz = (GOLDEN / "filtering" / "resolvers" / "dns-policy" / "policy.rpz").read_text()
+    assert "*.foo.com CNAME . ; blacklist *.foo.com" in rpz.splitlines()
+    conf = (GOLDEN / "filtering" / "resolvers" / "dns-policy" / "unbound.conf").read_text()
+    assert "  forward-addr: 10.96.0.53@53" in conf.splitlines()
     assert "api.foo.com" not in table  # a blacklisted ServiceEntry host is not answered
     assert "checkout.payments.svc.cluster.local" in table
 

@@ -1,4 +1,4 @@
-"""Tenant views: names, forwarding, deny entries, notes."""
+"""Tenant views: names, forwarding to the tenant resolver, its triggers, notes."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from controlplane.model import (
     ServiceEntry,
     ServicePort,
 )
-from controlplane.names import Pattern
 from controlplane.settings import DefaultView, Settings
 from controlplane.views import (
+    Forwarding,
+    Transport,
     Upstream,
     build_tenant_view,
     cluster_records,
-    is_search_level,
     resolve_upstream,
+    with_resolver,
 )
 
 INV = Inventory.of([
@@ -72,40 +73,47 @@ def test_resolve_upstream(address: str, expected: Upstream | str) -> None:
         assert got == expected
 
 
-def test_deny_policy_never_forwards() -> None:
+def test_deny_policy_without_external_whitelist_never_forwards() -> None:
     view, err = build_tenant_view(pol(server_address="10.0.0.53", whitelist=("*.acme.svc.cluster.local",),
                                       default_action=DefaultAction.DENY),
                                   cluster_records(INV, zone="cluster.local"), INV, Settings())
     assert err is None
-    assert view.upstreams == () and view.deny == ()
+    assert view.forward is None and view.upstreams == ()
     assert {e.record.name for e in view.entries} == {
         "web.acme.svc.cluster.local", "db.acme.svc.cluster.local",
         "db-0.db.acme.svc.cluster.local"}
 
 
-def test_forwarding_view_expands_search_level_blacklist() -> None:
-    policy = pol(server_address="tenant-1.dns.svc", whitelist=("*.acme.svc.cluster.local",),
-                 blacklist=("*.svc.cluster.local", "*.partner.com"))
+def test_deny_policy_with_external_whitelist_forwards_only_those() -> None:
+    view, err = build_tenant_view(pol(server_address="10.0.0.53",
+                                      whitelist=("www.example.com", "*.acme.svc.cluster.local"),
+                                      default_action=DefaultAction.DENY),
+                                  cluster_records(INV, zone="cluster.local"), INV, Settings())
+    assert err is None and view.forward is not None and view.unenforced == ()
+    triggers = {t.name: t.deny for t in view.forward.triggers}
+    # Cluster-zone patterns are left to the resolver's own zone (NXDOMAIN when unknown).
+    assert triggers == {"*": True, "www.example.com": False, "*.www.example.com": True}
+
+
+def test_forwarding_view_carries_policy_triggers() -> None:
+    policy = pol(server_address="tenant-1.dns.svc", whitelist=("*.ok.partner.com",),
+                 blacklist=("*.svc.cluster.local", "*.partner.com", "*.net"))
     view, err = build_tenant_view(policy, cluster_records(INV, zone="cluster.local"), INV,
                                   Settings())
-    assert err is None and view.upstreams == (Upstream("10.0.9.53", 53),)
-    deny = {d.pattern: d.rule for d in view.deny}
-    # *.svc.cluster.local becomes exact names (search-list expansions stay forwardable);
-    # *.partner.com is not at a search level and stays a wildcard.
-    assert deny == {
-        "*.partner.com": "blacklist *.partner.com",
-        "web.foo.svc.cluster.local": "blacklist *.svc.cluster.local",
-        "tenant-1.dns.svc.cluster.local": "blacklist *.svc.cluster.local",
+    assert err is None and view.forward is not None
+    assert view.forward.server == Upstream("10.0.9.53", 53)
+    assert view.forward.transport is Transport.UDP
+    assert {t.name: (t.deny, t.rule) for t in view.forward.triggers} == {
+        "*.partner.com": (True, "blacklist *.partner.com"),
+        "*.ok.partner.com": (False, "whitelist *.ok.partner.com"),
+        "*.net": (True, "blacklist *.net"),
     }
-
-
-@pytest.mark.parametrize(("pattern", "expected"), [
-    ("*.cluster.local", True), ("*.svc.cluster.local", True), ("*.ns.svc.cluster.local", True),
-    ("*.local", True), ("*.api.ns.svc.cluster.local", False), ("*.foo.com", False),
-    ("web.svc.cluster.local", False),
-])
-def test_search_level(pattern: str, expected: bool) -> None:
-    assert is_search_level(Pattern(pattern), "cluster.local") is expected
+    assert view.unenforced == ()
+    assert view.upstreams == ()  # the hub points it at the running resolver
+    running = with_resolver(view, Upstream("127.0.0.1", 5300))
+    assert running.upstreams == (Upstream("127.0.0.1", 5300),)
+    stopped = with_resolver(view, None)
+    assert stopped.upstreams == () and any("no tenant resolver" in n for n in stopped.notes)
 
 
 def test_unresolvable_server_keeps_last_good_upstream() -> None:
@@ -113,33 +121,55 @@ def test_unresolvable_server_keeps_last_good_upstream() -> None:
     policy = pol(server_address="gone.dns.svc")
     view, err = build_tenant_view(policy, records, INV, Settings())
     assert err and "does not exist" in err
-    assert view.upstreams == ()  # fail closed: nothing forwarded
+    assert view.forward is None  # fail closed: nothing forwarded
     view, err = build_tenant_view(policy, records, INV, Settings(),
                                   last_good_upstream=Upstream("10.0.9.53", 53))
-    assert err and view.upstreams == (Upstream("10.0.9.53", 53),)
+    assert err and view.forward is not None and view.forward.server == Upstream("10.0.9.53", 53)
     assert any("keeps serving" in n for n in view.notes)
 
 
-def test_upgrade_is_never_sent_in_cleartext() -> None:
-    view, _ = build_tenant_view(pol(server_address="10.0.0.53", upgrade=True,
-                                    upgrade_type="dns-over-tls"),
-                                cluster_records(INV, zone="cluster.local"), INV, Settings())
-    assert view.upstreams == ()
-    assert any("dns-over-tls" in n for n in view.notes)
+@pytest.mark.parametrize(("kw", "expected"), [
+    (dict(server_address="tenant-1-encrypted.dns.svc", upgrade=True, upgrade_type="dns-over-tls"),
+     Forwarding(Upstream("10.0.9.99", 853), Transport.TLS, "tenant-1-encrypted.dns.svc")),
+    (dict(server_address="tenant-1-encrypted.dns.svc", upgrade=True, upgrade_type="dns-over-https"),
+     Forwarding(Upstream("10.0.9.99", 443), Transport.HTTPS, "tenant-1-encrypted.dns.svc")),
+    (dict(server_address="10.0.0.53:8853", upgrade=True, upgrade_type="dns-over-tls",
+          tls_server_name="DNS.Example", tls_ca_bundle="-----BEGIN CERTIFICATE-----x"),
+     Forwarding(Upstream("10.0.0.53", 8853), Transport.TLS, "dns.example",
+                ca_bundle="-----BEGIN CERTIFICATE-----x")),
+])
+def test_upgrade_forwards_encrypted_with_a_verified_name(kw: dict[str, object],
+                                                          expected: Forwarding) -> None:
+    inv = Inventory.of([*INV.services.values(),
+                        Service("dns", "tenant-1-encrypted", cluster_ips=("10.0.9.99",))])
+    view, err = build_tenant_view(pol(**kw), cluster_records(inv, zone="cluster.local"), inv,
+                                  Settings())
+    assert err is None and view.forward is not None
+    got = view.forward
+    assert (got.server, got.transport, got.tls_name, got.ca_bundle) == (
+        expected.server, expected.transport, expected.tls_name, expected.ca_bundle)
+
+
+def test_upgrade_to_an_ip_without_server_name_fails_closed() -> None:
+    view, err = build_tenant_view(pol(server_address="10.0.0.53", upgrade=True,
+                                      upgrade_type="dns-over-tls"),
+                                  cluster_records(INV, zone="cluster.local"), INV, Settings())
+    assert view.forward is None and view.upstreams == ()
+    assert err and "serverName" in err
 
 
 def test_default_views() -> None:
     records = cluster_records(INV, zone="cluster.local")
     deny, _ = build_tenant_view(None, records, INV, Settings())
-    assert deny.entries == () and deny.upstreams == ()
+    assert deny.entries == () and deny.forward is None
     cluster, _ = build_tenant_view(None, records, INV, Settings(
         default_view=DefaultView.CLUSTER, default_upstream="10.0.0.10"))
     assert len(cluster.entries) == len(records)
-    assert cluster.upstreams == (Upstream("10.0.0.10", 53),)
+    assert cluster.forward is not None and cluster.forward.server == Upstream("10.0.0.10", 53)
 
 
 def test_default_action_missing_means_allow_with_default_upstream() -> None:
     view, _ = build_tenant_view(pol(), cluster_records(INV, zone="cluster.local"), INV,
                                 Settings(default_upstream="10.0.0.10:5353"))
-    assert view.upstreams == (Upstream("10.0.0.10", 5353),)
+    assert view.forward is not None and view.forward.server == Upstream("10.0.0.10", 5353)
     assert len(view.entries) == len(cluster_records(INV, zone="cluster.local"))

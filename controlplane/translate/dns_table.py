@@ -11,13 +11,12 @@ from envoy.data.dns.v3 import dns_table_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from controlplane.records import SrvRecord
-from controlplane.views import DENY_SINK_ADDRESS, TenantView
+from controlplane.views import TenantView
 
 DnsTable = dns_table_pb2.DnsTable
 
 
 def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
-    ttl = Duration(seconds=view.ttl_seconds)
     table = DnsTable()
     domains = table.virtual_domains
     for entry in view.entries:
@@ -31,10 +30,6 @@ def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:
             vd = domains.add(name=rec.name)
             vd.endpoint.cluster_name = rec.cluster_name
             vd.answer_ttl.CopyFrom(Duration(seconds=rec.ttl))
-    for deny in view.deny:
-        vd = domains.add(name=deny.pattern)
-        vd.endpoint.address_list.address.append(DENY_SINK_ADDRESS)
-        vd.answer_ttl.CopyFrom(ttl)
     for entry in view.entries:
         rec = entry.record
         if not rec.srv:
