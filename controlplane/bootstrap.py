@@ -12,6 +12,13 @@ from controlplane.names import parse_ip, split_host_port
 TENANT_STATS_TAG = {"tag_name": "tenant", "regex": r"^dns_filter\.tenant\.((.+?)\.)"}
 XDS_CLUSTER = "xds_cluster"
 ADMIN_CLUSTER = "envoy_admin"  # the stats-only listener's route to the admin
+# How soon Envoy retries the ADS stream after it broke (``envoy_grpc.retry_policy``;
+# Envoy's default is a 500 ms base and a 30 s cap). Retry n waits a random time in
+# [0, min(base * 2^(n-1), max)): after a control-plane restart every sidecar is back
+# at most ``max`` after the new process listens, and the jitter spreads the
+# reconnections of a fleet over that second (e2e/test_xds_startup_e2e.py).
+XDS_RETRY_BASE_INTERVAL = "0.1s"
+XDS_RETRY_MAX_INTERVAL = "1s"
 
 
 def _socket(address: str, default_port: int) -> tuple[str, int]:
@@ -33,13 +40,16 @@ def bootstrap_config(
     cluster: str = "dns-sidecar",
     token: str = "",
     delta: bool = False,
+    xds_retry_base_interval: str = XDS_RETRY_BASE_INTERVAL,
+    xds_retry_max_interval: str = XDS_RETRY_MAX_INTERVAL,
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
     ``stats_address`` is where the control plane puts the stats-only listener
     (``/stats/prometheus`` only), or ``off``. Envoy's admin stays where
     ``admin_address`` says (loopback by default); the static cluster
-    ``envoy_admin`` lets the stats listener reach it.
+    ``envoy_admin`` lets the stats listener reach it. ``xds_retry_*`` are the
+    back-off of the ADS stream's reconnection (proto JSON durations, e.g. ``"0.1s"``).
     """
     xds_host, xds_port = _socket(xds_address, 18000)
     admin_host, admin_port = _socket(admin_address, 15000)
@@ -56,7 +66,11 @@ def bootstrap_config(
         stats_host, stats_port = _socket(stats_address, 15090)
         metadata["STATS_LISTEN_ADDRESS"] = f"{stats_host}:{stats_port}"
     admin_target = "127.0.0.1" if admin_host in ("0.0.0.0", "::") else admin_host
-    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+    grpc_service: dict[str, Any] = {"envoy_grpc": {
+        "cluster_name": XDS_CLUSTER,
+        "retry_policy": {"retry_back_off": {"base_interval": xds_retry_base_interval,
+                                            "max_interval": xds_retry_max_interval}},
+    }}
     if token:
         grpc_service["initial_metadata"] = [{"key": "authorization",
                                              "value": f"Bearer {token}"}]

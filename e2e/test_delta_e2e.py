@@ -48,3 +48,7 @@ def test_delta_envoy_gets_changes_and_removals_made_while_away(
     stats = envoy.stats()
     assert stats["listener_manager.lds.update_rejected"] == 0
     assert stats["cluster_manager.cds.update_rejected"] == 0
+    # Rule 20: no type waited out Envoy's initial_fetch_timeout, at start or on reconnect
+    # (more in e2e/test_xds_startup_e2e.py).
+    assert stats["cluster_manager.cds.init_fetch_timeout"] == 0
+    assert stats["listener_manager.lds.init_fetch_timeout"] == 0

@@ -127,6 +127,9 @@ def test_rule9_wildcard_and_explicit() -> None:
 def test_rule10_and_13_new_and_future_names() -> None:
     f = Fake()
     f.req(CDS, subscribe=("later",))
+    (empty,) = f.pull(snap(clusters=("c1",)))  # #20: answered, with nothing in it
+    assert empty.names == frozenset() and empty.removed == frozenset()
+    f.ack(CDS)
     assert f.pull(snap(clusters=("c1",))) == []
     (out,) = f.pull(snap(clusters=("c1", "later")))
     assert out.names == {"later"}
@@ -161,3 +164,70 @@ def test_rule15_cluster_removal_waits_for_the_listeners() -> None:
     f.ack(LDS)
     (removal,) = f.pull(snap({"l1": "uses-new"}, clusters=("new",)))
     assert removal.type_url == CDS and removal.removed == {"old"}
+
+
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+
+def test_rule20_empty_wildcard_type_is_answered_on_a_new_stream() -> None:
+    """A wildcard CDS with no clusters: Envoy waits for this empty answer (facts #22)."""
+    s = snap({"l1": "a"}, clusters=())
+    f = Fake()
+    f.req(CDS)
+    f.req(LDS)
+    cds, lds = f.pull(s)
+    assert (cds.type_url, cds.names, cds.removed) == (CDS, frozenset(), frozenset())
+    assert (lds.type_url, lds.names) == (LDS, {"l1"})
+    decoded = cds.decode()
+    assert decoded.system_version_info == s.types[CDS].version == cds.version
+    assert decoded.nonce == cds.nonce and decoded.type_url == CDS
+    assert list(decoded.resources) == [] and list(decoded.removed_resources) == []
+    assert f.ack(CDS) == [Ack(CDS, s.types[CDS].version)]
+    assert f.ack(LDS) == [Ack(LDS, s.types[LDS].version)]
+    assert f.pull(s) == []  # #6: answered once, then only changes
+    (added,) = f.pull(snap({"l1": "a"}, clusters=("c1",)))
+    assert added.type_url == CDS and added.names == {"c1"}
+
+
+def test_rule20_reconnect_with_everything_known_is_answered() -> None:
+    """On a new stream the client already has every resource: still one answer per type."""
+    s = snap({"l1": "a"}, clusters=("c1",))
+    g = Fake("d2")
+    g.req(CDS, initial=dict(s.types[CDS].resource_versions))
+    g.req(LDS, initial=dict(s.types[LDS].resource_versions))
+    out = g.pull(s)
+    assert [(o.type_url, o.names, o.removed, o.version) for o in out] == [
+        (CDS, frozenset(), frozenset(), s.types[CDS].version),
+        (LDS, frozenset(), frozenset(), s.types[LDS].version)]
+    g.ack(CDS)
+    g.ack(LDS)
+    assert g.pull(s) == []
+    assert g.stream.types[CDS].acked_version == s.types[CDS].version
+    # ... and an empty set on reconnect, too.
+    empty = snap({"l1": "a"}, clusters=())
+    h = Fake("d3")
+    h.req(CDS)
+    (cds,) = h.pull(empty)
+    assert cds.names == frozenset() and cds.version == empty.types[CDS].version
+
+
+def test_rule20_a_type_the_view_has_nothing_of_is_answered_empty() -> None:
+    f = Fake()
+    f.req(ROUTE)
+    (out,) = f.pull(snap())
+    decoded = out.decode()
+    assert decoded.type_url == ROUTE and list(decoded.resources) == []
+    assert out.version  # a stable version for the empty set
+    f.ack(ROUTE)
+    assert f.pull(snap()) == []
+
+
+def test_rule20_and_5_a_nacked_first_answer_is_not_resent() -> None:
+    s = snap({"l1": "bad"}, clusters=())
+    f = Fake()
+    f.req(CDS)
+    f.req(LDS)
+    f.pull(s)
+    f.req(CDS, nonce=f.last[CDS].nonce, error="rejected")
+    f.req(LDS, nonce=f.last[LDS].nonce, error="rejected")
+    assert f.pull(s) == []

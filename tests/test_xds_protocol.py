@@ -266,3 +266,53 @@ def test_rule15_clusters_in_use_are_removed_after_the_listeners() -> None:
     (final,) = env.pull(new)
     assert final.type_url == CDS and final.names == {"c-new"}
     assert final.version == new.types[CDS].version
+
+
+def test_rule20_empty_types_are_answered_on_a_new_stream() -> None:
+    """Envoy waits for the first response of each type: an empty set is answered too."""
+    snap = snapshot(listeners=("l1",), clusters=())
+    env = FakeEnvoy()
+    env.request(CDS)
+    env.request(LDS)
+    cds, lds = env.pull(snap)
+    assert (cds.type_url, cds.names, lds.type_url) == (CDS, frozenset(), LDS)
+    decoded = cds.decode()
+    assert list(decoded.resources) == [] and decoded.version_info == snap.types[CDS].version
+    assert decoded.nonce == cds.nonce and decoded.type_url == CDS
+    assert env.ack(CDS) == [Ack(CDS, snap.types[CDS].version)]
+    env.ack(LDS)
+    assert env.pull(snap) == []  # #6 still holds for the empty type
+    # Reconnect: the client already has this version; the new stream answers it again.
+    again = FakeEnvoy(SotwStream("s2"))
+    again.request(CDS, version=snap.types[CDS].version)
+    again.request(LDS, version=snap.types[LDS].version)
+    assert [(o.type_url, o.version) for o in again.pull(snap)] == [
+        (CDS, snap.types[CDS].version), (LDS, snap.types[LDS].version)]
+    again.ack(CDS)
+    again.ack(LDS)
+    assert again.pull(snap) == []
+
+
+def test_rule20_explicit_names_that_do_not_exist_are_answered_empty() -> None:
+    env = FakeEnvoy()
+    env.request(EDS, ("missing",))
+    (out,) = env.pull(snapshot(endpoints=()))
+    assert out.names == frozenset() and list(out.decode().resources) == []
+
+
+def test_rule20_a_type_the_view_has_nothing_of_is_answered_empty() -> None:
+    route = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    snap = snapshot()
+    env = FakeEnvoy()
+    env.request(route)
+    (out,) = env.pull(snap)
+    decoded = out.decode()
+    assert decoded.type_url == route and list(decoded.resources) == []
+    other = FakeEnvoy(SotwStream("s2"))
+    other.request(route)
+    assert out.version and [o.version for o in other.pull(snap)] == [out.version]  # stable
+    env.ack(route)
+    assert env.pull(snap) == []
+    # A NACKed empty answer (whatever the reason) is not resent either (#5).
+    other.nack(route, "no routes")
+    assert other.pull(snap) == []

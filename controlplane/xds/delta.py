@@ -7,7 +7,12 @@ then everything sent and not NACKed) and sends only resources whose version
 differs, plus ``removed_resources`` for names the client has that are gone,
 including removals that happened while it was away (checklist #14). A NACKed
 (name, version) is never resent; subscription changes are honoured even with
-a stale nonce (#8). Tested rule by rule in ``tests/test_xds_delta.py``.
+a stale nonce (#8). Every subscribed type gets one response on a new stream
+even when there is nothing to send (#20): an empty DeltaDiscoveryResponse
+carrying the system version, since Envoy's initialisation waits for the first
+response of each type (a wildcard CDS with no clusters would otherwise stall
+until ``initial_fetch_timeout``). Tested rule by rule in
+``tests/test_xds_delta.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.snapshot import ViewSnapshot
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
-from controlplane.xds.protocol import Ack, Event, Nack, check_request, type_order
+from controlplane.xds.protocol import (
+    Ack,
+    Event,
+    Nack,
+    check_request,
+    type_order,
+    type_snapshot,
+)
 
 DeltaRequest = discovery_pb2.DeltaDiscoveryRequest
 DeltaResponse = discovery_pb2.DeltaDiscoveryResponse
@@ -37,6 +49,7 @@ class DeltaTypeState:
     rejected: dict[str, str] = field(default_factory=dict)  # name -> NACKed version
     resend: set[str] = field(default_factory=set)  # newly subscribed: send even if known
     system: dict[str, str] = field(default_factory=dict)  # nonce -> system version
+    answered: bool = False  # this stream has sent a response of the type (#20)
     # Shared with SotwStream's TypeState for the admin API and metrics:
     sent_version: str | None = None
     sent_nonce: str = ""
@@ -133,9 +146,9 @@ class DeltaStream:
         out = []
         for type_url in type_order(self.types):
             state = self.types[type_url]
-            ts = snapshot.types.get(type_url)
-            if ts is None or not state.subscribed:
+            if not state.subscribed:
                 continue
+            ts = type_snapshot(snapshot, type_url)
             wanted = set(ts.anys) if state.wildcard else state.names & set(ts.anys)
             in_flight: dict[str, str] = {}
             for sent in state.pending.values():
@@ -152,8 +165,9 @@ class DeltaStream:
             if type_url == CLUSTER_TYPE and self._listeners_pending(snapshot):
                 gone = set()  # #15: remove clusters only once the new listeners are ACKed
             state.resend -= set(send) | (state.resend - wanted)
-            if not send and not gone:
-                continue  # #6: nothing new, nothing to say
+            if not send and not gone and state.answered:
+                continue  # #6: nothing new, nothing to say (#20: but the first answer goes out)
+            state.answered = True
             self._nonces += 1
             nonce = f"{self.stream_id}-{self._nonces}"
             response = DeltaResponse(type_url=type_url, nonce=nonce,

@@ -21,17 +21,21 @@ else decides protocol questions. Rules from the checklist
 11. LDS/CDS responses carry the full set; EDS only the requested names.
 12. a name appears once per response (resources are keyed by name).
 13. requested names that do not exist yet are sent once they appear.
+20. every subscribed type is answered on a new stream, also when it has no
+    resources (an empty response; a type the view has nothing of counts as
+    empty): Envoy's initialisation waits for each type's first response.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.snapshot import TypeSnapshot, ViewSnapshot
+from controlplane.snapshot import TypeSnapshot, ViewSnapshot, build_snapshot
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
 
 KEEP = "+keep"  # version suffix of a CDS response that still carries clusters in use
@@ -109,6 +113,18 @@ def check_request(stream: SotwStream | Any, request: Any, what: str) -> None:
         stream.node.CopyFrom(request.node)
 
 
+@lru_cache(maxsize=16)
+def _empty_type(type_url: str) -> TypeSnapshot:
+    return build_snapshot(type_url, {type_url: {}}).types[type_url]
+
+
+def type_snapshot(snapshot: ViewSnapshot, type_url: str) -> TypeSnapshot:
+    """The view's resources of ``type_url``; a type it has nothing of is an empty set,
+    still answered (#20), with a version that depends on the type URL only."""
+    ts = snapshot.types.get(type_url)
+    return ts if ts is not None else _empty_type(type_url)
+
+
 def type_order(types: Any) -> list[str]:
     """Make-before-break (#15): CDS, EDS, LDS, then anything else by name."""
     return [t for t in ORDERED_TYPES if t in types] + sorted(
@@ -163,9 +179,9 @@ class SotwStream:
         out = []
         for type_url in type_order(self.types):
             state = self.types[type_url]
-            ts = snapshot.types.get(type_url)
-            if ts is None or not state.subscribed:
+            if not state.subscribed:
                 continue
+            ts = type_snapshot(snapshot, type_url)
             names = self._names_to_send(state, ts)
             if type_url == CLUSTER_TYPE and self._listeners_pending(snapshot):
                 # #15 make-before-break: clusters the running listeners may still use are
@@ -177,7 +193,7 @@ class SotwStream:
                         out.append(self._respond(state, ts, names, keep=kept))
                     continue
             if state.sent_version is None:
-                pass  # first response on this stream
+                pass  # #20: the first response on this stream, also when it is empty
             elif state.subscription_changed:
                 pass  # #10
             elif ts.version == state.sent_version and names == state.sent_names:
