@@ -1,9 +1,10 @@
-# The control plane image. Also carries dnsmasq, which docker-compose.yml uses
-# as each tenant's own DNS server.
+# The control plane image: the control plane, the tenant resolvers it runs (unbound, and
+# dnsdist as the DoH client), and dnsmasq, which docker-compose.yml uses as each tenant's own
+# DNS server.
 FROM python:3.11-slim
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends dnsmasq-base \
+ && apt-get install -y --no-install-recommends dnsmasq-base unbound dnsdist ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

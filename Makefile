@@ -14,11 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Tools the tests use: dig and dnsmasq (e2e upstream DNS servers), docker-compose
-# (checks docker-compose.yml), kubectl (renders deploy/ with kustomize), prometheus
-# (scrapes real Envoys in e2e).
-SYSTEM_TOOLS := dig:dnsutils dnsmasq:dnsmasq docker-compose:docker-compose kubectl:kubernetes-client \
-                prometheus:prometheus
+# Tools the control plane and the tests use: unbound (the tenant resolvers; also the tenants'
+# own DoT/DoH servers in e2e), dnsdist (the DoH client of a tenant resolver), dig and dnsmasq
+# (e2e upstream DNS servers), musl-gcc (a static musl client, as in Alpine pods), openssl (test
+# CAs), dnsperf (benchmarks), docker-compose (checks docker-compose.yml), kubectl (renders
+# deploy/ with kustomize), prometheus (scrapes real Envoys in e2e).
+SYSTEM_TOOLS := unbound:unbound dnsdist:dnsdist dig:dnsutils dnsmasq:dnsmasq musl-gcc:musl-tools \
+                openssl:openssl dnsperf:dnsperf docker-compose:docker-compose \
+                kubectl:kubernetes-client prometheus:prometheus
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -29,7 +32,7 @@ system-deps:
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP)
+run: $(STAMP) system-deps
 	$(BIN)/python -m controlplane.demo --manifests examples
 
 test: $(STAMP) system-deps lint

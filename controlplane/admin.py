@@ -205,10 +205,11 @@ class HubCollector:
 RESOLVER_COUNTERS = (
     ("dnscp_resolver_queries", "total.num.queries",
      "Queries the tenant resolver received (forwarded by the sidecars)"),
-    ("dnscp_resolver_cache_hits", "total.num.cachehits", "Tenant resolver cache hits"),
+    ("dnscp_resolver_cache_hits", "total.num.cachehits",
+     "Tenant resolver answers without asking the tenant's server (cache, policy denials)"),
     ("dnscp_resolver_cache_misses", "total.num.cachemiss",
-     "Tenant resolver cache misses (asked the tenant's server, or denied by policy)"),
-    ("dnscp_resolver_policy_denied", "num.rpz.action.nxdomain",
+     "Tenant resolver cache misses: the tenant's server was asked"),
+    ("dnscp_resolver_policy_denied", "num.rpz.action.rpz-nxdomain",
      "Forwarded names the tenant resolver denied by policy"),
 )
 RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")

@@ -27,9 +27,10 @@ import uvicorn
 
 from controlplane.admin import create_app
 from controlplane.auth import TokenAuthenticator
+from controlplane.certs import server_tls
 from controlplane.hub import Hub
 from controlplane.inventory import Store
-from controlplane.resolvers import ResolverPool
+from controlplane.resolvers import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
 from controlplane.xds.server import add_ads_service, add_query_log_service
@@ -228,8 +229,14 @@ def make_resolver_pool(settings: Settings) -> ResolverPool | None:
         return None
     workdir = (Path(settings.resolver_dir) if settings.resolver_dir
                else Path(tempfile.mkdtemp(prefix="dns-cp-resolvers-")))
-    return ResolverPool(workdir, default_ca_bundle=settings.upstream_ca_bundle,
+    hop_tls = None
+    if settings.resolver_hop == "tls":
+        hop_tls = server_tls(Path(settings.resolver_tls_dir) if settings.resolver_tls_dir
+                             else workdir / "hop-tls", RESOLVER_TLS_NAME)
+    return ResolverPool(workdir, hop_tls=hop_tls,
+                        default_ca_bundle=settings.upstream_ca_bundle,
                         listen_host=settings.resolver_listen_host,
+                        advertise_host=settings.resolver_advertise_host,
                         access=settings.resolver_allow, owns_workdir=not settings.resolver_dir)
 
 

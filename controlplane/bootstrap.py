@@ -37,6 +37,7 @@ def bootstrap_config(
     dns_address: str = "127.0.0.1:15053",
     admin_address: str = "127.0.0.1:15000",
     stats_address: str = "0.0.0.0:15090",
+    resolver_hop_address: str = "127.0.0.1:15054",
     cluster: str = "dns-sidecar",
     token: str = "",
     delta: bool = False,
@@ -60,6 +61,9 @@ def bootstrap_config(
         "LABELS": dict(labels),
         "DNS_LISTEN_ADDRESS": f"{dns_host}:{dns_port}",
     }
+    hop_host, hop_port = _socket(resolver_hop_address, 15054)
+    if (hop_host, hop_port) != ("127.0.0.1", 15054):  # the default needs no metadata
+        metadata["RESOLVER_HOP_ADDRESS"] = f"{hop_host}:{hop_port}"
     if stats_address.lower() == "off":
         metadata["STATS_LISTEN_ADDRESS"] = "off"
     else:

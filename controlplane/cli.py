@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TTL of local answers in seconds (Envoy's minimum is 30)")
     serve.add_argument("--ttl", type=_label, action="append", default=[], metavar="KIND=SECONDS",
                        help="TTL for one kind of name: service, headless, externalname, "
-                       "serviceentry (repeatable; at least 30)")
+                       "serviceentry, pod (repeatable; at least 30)")
     serve.add_argument("--max-answers", type=int, default=8,
                        help="addresses per family and name (Envoy answers at most 8)")
     serve.add_argument("--no-aaaa-mapped", action="store_true",
@@ -73,8 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="directory for the resolvers' files (default: a temporary one)")
     res.add_argument("--resolver-listen", default="127.0.0.1",
                      help="address the tenant resolvers listen on")
+    res.add_argument("--resolver-advertise", default="",
+                     help="address the sidecars use to reach the resolvers (default: "
+                          "--resolver-listen; needed when that is 0.0.0.0)")
     res.add_argument("--resolver-allow", action="append", default=[], metavar="CIDR",
                      help="clients allowed to query the resolvers (default loopback)")
+    res.add_argument("--resolver-hop", choices=["udp", "tls"], default="udp",
+                     help="how sidecars reach their tenant resolver: plain UDP (on loopback "
+                          "or a trusted network) or DNS over TLS, verified by Envoy")
+    res.add_argument("--resolver-tls-dir", default="",
+                     help="ca.crt, tls.crt and tls.key for --resolver-hop tls (a Secret); "
+                          "made there when absent (default: under --resolver-dir)")
     res.add_argument("--upstream-ca-bundle", default="",
                      help="CA bundle (PEM) for DNS over TLS/HTTPS to tenant servers when a "
                           "policy has no protocol.caBundle (default: the system bundle)")
@@ -182,9 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         debounce_seconds=args.debounce,
         tenant_resolvers=args.tenant_resolvers, resolver_dir=args.resolver_dir,
         resolver_listen_host=args.resolver_listen,
+        resolver_advertise_host=args.resolver_advertise,
         resolver_allow=tuple(args.resolver_allow) or ("127.0.0.0/8", "::1/128"),
         upstream_ca_bundle=args.upstream_ca_bundle,
+        resolver_hop=args.resolver_hop, resolver_tls_dir=args.resolver_tls_dir,
     )
+    if args.resolver_listen in ("0.0.0.0", "::") and not args.resolver_advertise:
+        print("controlplane serve: --resolver-listen 0.0.0.0 needs --resolver-advertise IP "
+              "(the address sidecars forward to)", file=sys.stderr)
+        return 2
     if args.upstream_ca_bundle and not Path(args.upstream_ca_bundle).is_file():
         print(f"controlplane serve: --upstream-ca-bundle {args.upstream_ca_bundle}: no such file",
               file=sys.stderr)

@@ -41,7 +41,7 @@ from controlplane.views import (
     with_resolver,
 )
 from controlplane.vips import Allocation, allocate
-from controlplane.workload import workload_from_node
+from controlplane.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
 from controlplane.xds.delta import DeltaOutgoing, DeltaStream
 from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
 
@@ -76,10 +76,13 @@ class ViewKey(NamedTuple):
     port: int
     stats_host: str = "0.0.0.0"
     stats_port: int = 0
+    hop_host: str = DEFAULT_HOP_HOST
+    hop_port: int = DEFAULT_HOP_PORT
 
     def __str__(self) -> str:
         stats = f"+stats:{self.stats_port}" if self.stats_port else ""
-        return f"{self.tenant}@{self.host}:{self.port}{stats}"
+        hop = f"+hop:{self.hop_port}" if self.hop_port != DEFAULT_HOP_PORT else ""
+        return f"{self.tenant}@{self.host}:{self.port}{stats}{hop}"
 
 
 @dataclass
@@ -218,7 +221,8 @@ class Hub:
                     errors[f"resolver:{tenant}"] = InputError(
                         kind="DnsPolicy", namespace="", name=tenant, origin="tenant resolver",
                         reason=f"{reason}; nothing is forwarded for this tenant")
-        return {t: with_resolver(v, addresses.get(t)) for t, v in views.items()}
+        hop = self.resolvers.hop if self.resolvers is not None else None
+        return {t: with_resolver(v, addresses.get(t), hop) for t, v in views.items()}
 
     def _changed(self) -> None:
         for listener in self.listeners:
@@ -250,7 +254,8 @@ class Hub:
             resources = translate_view(
                 view, host=key.host, port=key.port,
                 resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000),
-                stats=(key.stats_host, key.stats_port) if key.stats_port else None)
+                stats=(key.stats_host, key.stats_port) if key.stats_port else None,
+                hop=(key.hop_host, key.hop_port))
             if self.settings.fault_invalid_names:
                 poison(resources, self.settings.fault_invalid_names)
             self._built[key] = view
@@ -294,8 +299,13 @@ class Hub:
             log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
                         tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
         conn.conflicts = selection.conflicts
+        # The hop listener exists only with a TLS hop; otherwise its address must not split
+        # views that are byte-identical.
+        hop = ((w.hop_listen_host, w.hop_listen_port)
+               if self.resolvers is not None and self.resolvers.hop is not None
+               else (DEFAULT_HOP_HOST, DEFAULT_HOP_PORT))
         key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port, w.stats_listen_host,
-                      w.stats_listen_port)
+                      w.stats_listen_port, *hop)
         if key != conn.view_key:
             conn.view_key = key
             conn.notify()

@@ -202,6 +202,7 @@ class Envoy:
     dns_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     stats_port: int = field(default_factory=free_port)
+    hop_port: int = field(default_factory=free_port)  # the TLS hop to the tenant resolver
     dns_host: str = "127.0.0.1"
     token: str = ""
     delta: bool = False
@@ -220,7 +221,9 @@ class Envoy:
             node_id=self.node_id, namespace=self.namespace, labels=self.labels,
             xds_address=self.xds_address, dns_address=f"{self.dns_host}:{self.dns_port}",
             admin_address=f"127.0.0.1:{self.admin_port}",
-            stats_address=f"127.0.0.1:{self.stats_port}", token=self.token, delta=self.delta)
+            stats_address=f"127.0.0.1:{self.stats_port}",
+            resolver_hop_address=f"127.0.0.1:{self.hop_port}", token=self.token,
+            delta=self.delta)
         path = self.bootstrap_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path

@@ -177,6 +177,8 @@ class Workload:
     dns_listen_port: int = 15053
     stats_listen_host: str = "0.0.0.0"
     stats_listen_port: int = 15090  # 0: no stats listener
+    hop_listen_host: str = "127.0.0.1"  # the local TCP listener to the tenant resolver (TLS hop)
+    hop_listen_port: int = 15054
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

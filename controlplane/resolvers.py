@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from controlplane.certs import ServerTls
 from controlplane.localrun import Process, find_tool, free_port
 from controlplane.translate.unbound import (
     RPZ_ZONE,
@@ -39,17 +40,22 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
-from controlplane.views import Forwarding, Transport, Upstream
+from controlplane.views import Forwarding, ResolverHop, Transport, Upstream
 
 log = logging.getLogger("controlplane.resolvers")
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+RESOLVER_TLS_NAME = "tenant-resolver.dns-controlplane"  # the name the hop certificate carries
 
 
 class ResolverDirectory(Protocol):
     """Where each forwarding tenant's resolver listens (what the hub needs)."""
 
     errors: dict[str, str]  # tenant -> why its resolver is not running
+
+    @property
+    def hop(self) -> ResolverHop | None:
+        """How sidecars reach the resolvers over TLS; None: plain UDP."""
 
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]: ...
 
@@ -93,7 +99,9 @@ class ResolverPool:
     workdir: Path
     default_ca_bundle: str = ""  # for TLS/HTTPS when the policy names none
     listen_host: str = "127.0.0.1"
+    advertise_host: str = ""  # the address sidecars use to reach them; "" for listen_host
     access: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    hop_tls: ServerTls | None = None  # the resolvers serve DoT to the sidecars with it
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     grace_seconds: float = 10.0
     start_timeout: float = 10.0
@@ -117,6 +125,12 @@ class ResolverPool:
             raise ResolverError("unbound is not installed (Debian: apt-get install unbound); "
                                 "tenant resolvers need it, or run with --tenant-resolvers none")
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def hop(self) -> ResolverHop | None:
+        if self.hop_tls is None:
+            return None
+        return ResolverHop(server_name=self.hop_tls.server_name, ca_pem=self.hop_tls.ca_pem)
 
     # -- what the hub calls ---------------------------------------------------
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
@@ -146,7 +160,8 @@ class ResolverPool:
                     self._reload_triggers(current, fwd)
                 self.resolvers[tenant] = current
                 self.errors.pop(tenant, None)
-                out[tenant] = current.paths.listen
+                out[tenant] = Upstream(self.advertise_host or current.paths.listen.host,
+                                       current.paths.tls_port or current.paths.listen.port)
             except (ResolverError, OSError, TimeoutError, ValueError) as exc:
                 self.errors[tenant] = str(exc)
                 log.error("tenant resolver for %s: %s", tenant, exc, extra={"tenant": tenant})
@@ -238,7 +253,10 @@ class ResolverPool:
             directory=str(directory), listen=Upstream(self.listen_host, free_port()),
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
-            access=self.access)
+            access=self.access,
+            tls_port=free_port() if self.hop_tls else 0,
+            tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
+            tls_key=str(self.hop_tls.key_file) if self.hop_tls else "")
         return self._launch(tenant, fwd, paths)
 
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths) -> TenantResolver:

@@ -39,7 +39,10 @@ class Settings:
     tenant_resolvers: str = "local"
     resolver_dir: str = ""  # where their files live; "" for a temporary directory
     resolver_listen_host: str = "127.0.0.1"
+    resolver_advertise_host: str = ""  # how sidecars reach them; "" for the listen address
     resolver_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
+    resolver_hop: str = "udp"  # "tls": the sidecars reach their resolver over DNS over TLS
+    resolver_tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the hop; made when absent
     upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
     auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
     insecure: bool = False

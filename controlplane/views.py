@@ -87,6 +87,15 @@ class Forwarding:
         return self.transport is not Transport.UDP
 
 
+@dataclass(frozen=True, slots=True)
+class ResolverHop:
+    """How the sidecar reaches its tenant resolver over TLS: Envoy's resolver asks a local
+    TCP listener whose cluster speaks TLS to the resolver, verified with this CA and name."""
+
+    server_name: str
+    ca_pem: str
+
+
 @dataclass(frozen=True)
 class TenantView:
     """Everything that decides one tenant's DNS listener (except its address)."""
@@ -97,6 +106,7 @@ class TenantView:
     upstreams: tuple[Upstream, ...]  # where Envoy forwards: the tenant resolver (hub fills it)
     ttl_seconds: int
     forward: Forwarding | None = None  # what the tenant resolver does; None: no forwarding
+    hop: ResolverHop | None = None  # TLS from the sidecar to the resolver; None: plain UDP
     notes: tuple[str, ...] = field(default=(), compare=False)
     conflicts: tuple[str, ...] = field(default=(), compare=False)
     # Rules Envoy cannot enforce exactly, and the fail-closed substitute for each.
@@ -109,14 +119,16 @@ class TenantView:
         return bool(self.upstreams)
 
 
-def with_resolver(view: TenantView, address: Upstream | None) -> TenantView:
-    """The view forwarding to its tenant resolver at ``address`` (None: none runs)."""
+def with_resolver(view: TenantView, address: Upstream | None,
+                  hop: ResolverHop | None = None) -> TenantView:
+    """The view forwarding to its tenant resolver at ``address`` (None: none runs), over
+    TLS when ``hop`` says how."""
     if view.forward is None:
         return view
     if address is None:
         return replace(view, upstreams=(), notes=view.notes + (
             "no tenant resolver runs for this tenant: nothing is forwarded",))
-    return replace(view, upstreams=(address,))
+    return replace(view, upstreams=(address,), hop=hop)
 
 
 def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
@@ -352,6 +364,6 @@ def forwarding_as_json(fwd: Forwarding | None) -> dict[str, object] | None:
 
 
 __all__ = ["DEFAULT_TENANT", "Forwarding", "NameRecord", "SrvRecord", "TableEntry",
-           "TenantView", "Transport", "Trigger", "Upstream", "build_tenant_view",
+           "ResolverHop", "TenantView", "Transport", "Trigger", "Upstream", "build_tenant_view",
            "cluster_records", "forwarding_as_json", "resolve_upstream", "view_as_json",
            "with_resolver"]

@@ -10,6 +10,9 @@ Metadata keys (all optional, each missing one gives a warning, never an error):
   ``HOST:PORT`` (default ``0.0.0.0:15090``; ``off`` for none). It serves
   ``/stats/prometheus`` from Envoy's admin (cluster ``envoy_admin`` of the
   bootstrap) and nothing else, so the admin itself stays on loopback.
+- ``RESOLVER_HOP_ADDRESS``: where the local TCP listener that carries DNS to the
+  tenant resolver over TLS binds (default ``127.0.0.1:15054``; used only when the
+  control plane runs with ``--resolver-hop tls``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ DEFAULT_DNS_HOST = "127.0.0.1"
 DEFAULT_DNS_PORT = 15053
 DEFAULT_STATS_HOST = "0.0.0.0"
 DEFAULT_STATS_PORT = 15090
+DEFAULT_HOP_HOST = "127.0.0.1"
+DEFAULT_HOP_PORT = 15054
 
 
 def parse_labels(raw: Any, warnings: list[str]) -> dict[str, str]:
@@ -64,9 +69,12 @@ def workload_from_node(node: base_pb2.Node) -> Workload:
     else:
         stats_host, stats_port = _address(meta, "STATS_LISTEN_ADDRESS", DEFAULT_STATS_HOST,
                                           DEFAULT_STATS_PORT, warnings)
+    hop_host, hop_port = _address(meta, "RESOLVER_HOP_ADDRESS", DEFAULT_HOP_HOST,
+                                  DEFAULT_HOP_PORT, warnings)
     return Workload(node_id=node.id, namespace=namespace, labels=labels_of(labels),
                     dns_listen_host=host, dns_listen_port=port, stats_listen_host=stats_host,
-                    stats_listen_port=stats_port, warnings=tuple(warnings))
+                    stats_listen_port=stats_port, hop_listen_host=hop_host,
+                    hop_listen_port=hop_port, warnings=tuple(warnings))
 
 
 def _address(meta: dict[str, Any], key: str, host: str, port: int,

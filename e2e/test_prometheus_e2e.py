@@ -44,6 +44,7 @@ def test_prometheus_counts_queries_per_tenant(
     prometheus = require_tool("prometheus", "apt-get install prometheus")
     cp = start_control_plane(manifests)
     envoys = {t: start_envoy(cp, f"sleep.{t}", t) for t in ("acme", "foo")}
+    globex = start_envoy(cp, "sleep.globex", "globex")  # forwards: runs a tenant resolver
     for e in envoys.values():
         wait_for(lambda e=e: http_text(e.stats_url), timeout=10, what="stats listener")
     port = free_port()
@@ -76,6 +77,24 @@ def test_prometheus_counts_queries_per_tenant(
                    what=f"Prometheus to report {SENT} (log: {proc.log_path})")
     print(f"\nPrometheus per-tenant queries: {got}")
     assert got == SENT
+
+    # The tenant resolver's counters reach Prometheus with the tenant label: 5 blacklisted
+    # names, forwarded by globex's Envoy and denied by its resolver.
+    for i in range(5):
+        assert query(globex.dns_port, f"q{i}.ADS.tracker.example")[0] == "NXDOMAIN"
+
+    def resolver_counts() -> tuple[int, int] | None:
+        out = []
+        for metric in ("dnscp_resolver_queries_total", "dnscp_resolver_policy_denied_total"):
+            q = urllib.parse.urlencode({"query": f'{metric}{{tenant="globex"}}'})
+            result = json.loads(http_text(f"http://127.0.0.1:{port}/api/v1/query?{q}"))[
+                "data"]["result"]
+            out.append(int(float(result[0]["value"][1])) if result else -1)
+        return (out[0], out[1]) if out == [5, 5] else None
+
+    counts = wait_for(resolver_counts, timeout=30, interval=0.5,
+                      what="globex's resolver counters in Prometheus")
+    print(f"tenant resolver (globex): queries, denied = {counts}")
 
     # Every panel of the Grafana dashboard evaluates on this Prometheus; the Envoy ones
     # have data for both tenants.

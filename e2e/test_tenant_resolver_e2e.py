@@ -214,3 +214,61 @@ def test_upgrade_with_the_wrong_ca_fails_closed(
     total, tls, https = upstream.queries()
     print(f"\n{kind} with the wrong CA: server saw {total} queries")
     assert total == 0  # no handshake completed, and nothing fell back to cleartext
+
+
+def test_sidecar_reaches_its_resolver_over_tls(
+        tmp_path: Path, processes: list[object], server: Callable[..., UnboundServer],
+        start_control_plane: Callable[..., ControlPlane]) -> None:
+    """--resolver-hop tls: Envoy's resolver asks a local TCP listener whose cluster speaks
+    TLS 1.3 to the tenant resolver, verified with the control plane's CA: nothing crosses
+    the pod network in cleartext (fact 19)."""
+    upstream = server()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "acme.yaml").write_text(policy(f"127.0.0.1:{upstream.port}"))
+    cp = start_control_plane(src, "--resolver-hop", "tls")
+    envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
+                  xds_address=cp.xds_address, workdir=tmp_path)
+    processes.append(envoy.start())
+    port = envoy.dns_port
+    assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    assert query(port, "www.example.com", "AAAA", timeout=3) == ("NOERROR",
+                                                                 ["::ffff:203.0.113.10"])
+    assert query(port, "x.Tracker.example", timeout=3) == ("NXDOMAIN", [])
+
+    def resolver_stats() -> dict[str, float] | None:
+        (res,) = cp.get("/api/v1/resolvers")["resolvers"]
+        return res["stats"] if res["stats"].get("total.num.queries", 0) >= 3 else None
+
+    stats = wait_for(resolver_stats, timeout=10, what="tenant resolver statistics")
+    print(f"\nTLS hop: the tenant resolver saw {stats['total.num.queries']:.0f} queries, "
+          f"{stats.get('num.query.tls', 0):.0f} over TLS")
+    assert stats["num.query.tls"] == stats["total.num.queries"]  # none in cleartext
+    envoy_stats = envoy.stats()
+    assert envoy_stats["cluster.tenant_resolver.ssl.handshake"] >= 1
+    assert envoy_stats.get("cluster.tenant_resolver.ssl.connection_error", 0) == 0
+
+
+def test_resolver_hop_with_a_certificate_for_another_name_fails_closed(
+        tmp_path: Path, processes: list[object], server: Callable[..., UnboundServer],
+        start_control_plane: Callable[..., ControlPlane]) -> None:
+    from controlplane.certs import CA_FILE, CERT_FILE, KEY_FILE, make_ca_and_server
+
+    upstream = server()
+    tls_dir = tmp_path / "hop-tls"
+    tls_dir.mkdir()
+    ca, cert, key = make_ca_and_server("somebody-else.example")  # SAN Envoy will not accept
+    (tls_dir / CA_FILE).write_bytes(ca)
+    (tls_dir / CERT_FILE).write_bytes(cert)
+    (tls_dir / KEY_FILE).write_bytes(key)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "acme.yaml").write_text(policy(f"127.0.0.1:{upstream.port}"))
+    cp = start_control_plane(src, "--resolver-hop", "tls", "--resolver-tls-dir", str(tls_dir))
+    envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
+                  xds_address=cp.xds_address, workdir=tmp_path)
+    processes.append(envoy.start())
+    rcode, answers = query(envoy.dns_port, "www.example.com", timeout=6)
+    assert answers == [] and rcode in ("NXDOMAIN", "SERVFAIL")
+    assert upstream.asked() == []  # nothing reached the tenant's server
+    assert envoy.stats().get("cluster.tenant_resolver.ssl.fail_verify_san", 0) >= 1

@@ -91,8 +91,11 @@ def test_deny_policy_with_external_whitelist_forwards_only_those() -> None:
                                   cluster_records(INV, zone="cluster.local"), INV, Settings())
     assert err is None and view.forward is not None and view.unenforced == ()
     triggers = {t.name: t.deny for t in view.forward.triggers}
-    # Cluster-zone patterns are left to the resolver's own zone (NXDOMAIN when unknown).
-    assert triggers == {"*": True, "www.example.com": False, "*.www.example.com": True}
+    # Cluster-zone patterns are left to the resolver's own zone (NXDOMAIN when unknown);
+    # every ancestor of a trigger gets its own (unbound matches them as DNS wildcards).
+    assert triggers == {"*": True, "www.example.com": False, "*.www.example.com": True,
+                        "example.com": True, "*.example.com": True, "com": True,
+                        "*.com": True}
 
 
 def test_forwarding_view_carries_policy_triggers() -> None:
@@ -106,7 +109,12 @@ def test_forwarding_view_carries_policy_triggers() -> None:
     assert {t.name: (t.deny, t.rule) for t in view.forward.triggers} == {
         "*.partner.com": (True, "blacklist *.partner.com"),
         "*.ok.partner.com": (False, "whitelist *.ok.partner.com"),
+        "ok.partner.com": (True, "blacklist *.partner.com"),
+        "partner.com": (False, "defaultAction ALLOW"),
+        "*.com": (False, "defaultAction ALLOW"),
+        "com": (False, "defaultAction ALLOW"),
         "*.net": (True, "blacklist *.net"),
+        "net": (False, "defaultAction ALLOW"),
     }
     assert view.unenforced == ()
     assert view.upstreams == ()  # the hub points it at the running resolver

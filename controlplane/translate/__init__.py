@@ -8,28 +8,39 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from controlplane.translate.clusters import dns_cluster
-from controlplane.translate.listeners import dns_listener, listener_name
+from controlplane.translate.clusters import dns_cluster, resolver_hop_cluster
+from controlplane.translate.listeners import dns_listener, listener_name, resolver_hop_listener
 from controlplane.translate.stats import stats_listener
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
-from controlplane.views import TenantView
+from controlplane.views import TenantView, Upstream
 
 Resources = dict[str, dict[str, Message]]
 
 
 def translate_view(view: TenantView, *, host: str, port: int,
                    resolver_timeout_ms: int = 2000,
-                   stats: tuple[str, int] | None = None) -> Resources:
+                   stats: tuple[str, int] | None = None,
+                   hop: tuple[str, int] = ("127.0.0.1", 15054)) -> Resources:
     """All resources of one view, by type URL then resource name.
 
-    ``stats`` adds the stats-only HTTP listener at that address.
+    ``stats`` adds the stats-only HTTP listener at that address. When the view reaches
+    its tenant resolver over TLS (``view.hop``), Envoy's resolver asks the local TCP
+    listener at ``hop``, whose cluster carries the queries to the resolver over TLS.
     """
-    listeners = [dns_listener(view, host=host, port=port,
-                              resolver_timeout_ms=resolver_timeout_ms)]
+    dns_servers = view.upstreams
+    tcp = False
+    listeners = []
+    clusters = []
+    if view.hop is not None and view.upstreams:
+        dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
+        clusters.append(resolver_hop_cluster(view.upstreams[0], view.hop))
+        listeners.append(resolver_hop_listener(host=hop[0], port=hop[1]))
+    listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,
+                                     resolver_timeout_ms=resolver_timeout_ms))
     if stats is not None:
         listeners.append(stats_listener(host=stats[0], port=stats[1]))
-    clusters = [dns_cluster(e.record, view.upstreams) for e in view.entries if e.record.cluster
-                and not (e.record.ipv4 or e.record.ipv6)]
+    clusters += [dns_cluster(e.record, dns_servers, tcp=tcp) for e in view.entries
+                 if e.record.cluster and not (e.record.ipv4 or e.record.ipv6)]
     return {
         CLUSTER_TYPE: {c.name: c for c in clusters},
         ENDPOINT_TYPE: {},

@@ -11,16 +11,16 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2
-from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from controlplane.records import NameRecord
-from controlplane.views import Upstream
+from controlplane.translate.listeners import CARES, RESOLVER_HOP_CLUSTER, cares_resolver
+from controlplane.views import ResolverHop, Upstream
 
-CARES = "envoy.network.dns_resolver.cares"
 
-
-def dns_cluster(record: NameRecord, upstreams: tuple[Upstream, ...]) -> cluster_pb2.Cluster:
+def dns_cluster(record: NameRecord, upstreams: tuple[Upstream, ...], *, tcp: bool = False
+                ) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=record.cluster_name,
         type=cluster_pb2.Cluster.STRICT_DNS,
@@ -38,12 +38,32 @@ def dns_cluster(record: NameRecord, upstreams: tuple[Upstream, ...]) -> cluster_
                 socket_address=address_pb2.SocketAddress(address=target.host,
                                                           port_value=target.port)))))
     if upstreams:
-        cares = cares_dns_resolver_pb2.CaresDnsResolverConfig(use_resolvers_as_fallback=False)
-        for u in upstreams:
-            cares.resolvers.add().socket_address.CopyFrom(
-                address_pb2.SocketAddress(address=u.host, port_value=u.port))
-        cares.dns_resolver_options.no_default_search_domain = True
         cluster.typed_dns_resolver_config.name = CARES
-        cluster.typed_dns_resolver_config.typed_config.Pack(cares)
+        cluster.typed_dns_resolver_config.typed_config.Pack(cares_resolver(upstreams, tcp=tcp))
+    return cluster
+
+
+def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop) -> cluster_pb2.Cluster:
+    """The tenant resolver's DNS-over-TLS port, its certificate verified (CA and name)."""
+    cluster = cluster_pb2.Cluster(
+        name=RESOLVER_HOP_CLUSTER, type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=Duration(seconds=1))
+    endpoints = cluster.load_assignment
+    endpoints.cluster_name = RESOLVER_HOP_CLUSTER
+    endpoints.endpoints.add().lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address=resolver.host,
+                                                      port_value=resolver.port)))))
+    tls = tls_pb2.UpstreamTlsContext(sni=hop.server_name)
+    common = tls.common_tls_context
+    common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_3
+    common.tls_params.tls_maximum_protocol_version = common_pb2.TlsParameters.TLSv1_3
+    validation = common.validation_context
+    validation.trusted_ca.inline_string = hop.ca_pem
+    san = validation.match_typed_subject_alt_names.add()
+    san.san_type = common_pb2.SubjectAltNameMatcher.DNS
+    san.matcher.exact = hop.server_name
+    cluster.transport_socket.name = "envoy.transport_sockets.tls"
+    cluster.transport_socket.typed_config.Pack(tls)
     return cluster
 

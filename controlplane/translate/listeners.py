@@ -6,6 +6,7 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, grpc_service_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2 as otel_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.filters.udp.dns_filter.v3 import dns_filter_pb2
 from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb2
 from google.protobuf.any_pb2 import Any
@@ -13,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from controlplane.translate import wire
 from controlplane.translate.dns_table import dns_table
-from controlplane.views import TenantView
+from controlplane.views import TenantView, Upstream
 
 DNS_FILTER = "envoy.filters.udp.dns_filter"
 CARES = "envoy.network.dns_resolver.cares"
@@ -28,17 +29,29 @@ def stat_prefix(tenant: str) -> str:
     return f"tenant.{tenant}"
 
 
-def dns_filter_config(view: TenantView, *, resolver_timeout_ms: int = 2000
+def cares_resolver(servers: tuple[Upstream, ...], *, tcp: bool = False
+                   ) -> cares_dns_resolver_pb2.CaresDnsResolverConfig:
+    """c-ares asking ``servers`` (over TCP when ``tcp``: the local hop to a TLS resolver)."""
+    cares = cares_dns_resolver_pb2.CaresDnsResolverConfig(use_resolvers_as_fallback=False)
+    for u in servers:
+        cares.resolvers.add().socket_address.CopyFrom(address_pb2.SocketAddress(
+            address=u.host, port_value=u.port,
+            protocol=address_pb2.SocketAddress.TCP if tcp else address_pb2.SocketAddress.UDP))
+    cares.dns_resolver_options.no_default_search_domain = True
+    cares.dns_resolver_options.use_tcp_for_dns_lookups = tcp
+    return cares
+
+
+def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None = None,
+                      tcp: bool = False, resolver_timeout_ms: int = 2000
                       ) -> dns_filter_pb2.DnsFilterConfig:
+    """The DNS filter; names outside the table go to ``servers`` (default the view's
+    upstreams: its tenant resolver)."""
     config = dns_filter_pb2.DnsFilterConfig(stat_prefix=stat_prefix(view.tenant))
     config.server_config.inline_dns_table.CopyFrom(dns_table(view))
-    if view.upstreams:
-        cares = cares_dns_resolver_pb2.CaresDnsResolverConfig(use_resolvers_as_fallback=False)
-        for u in view.upstreams:
-            cares.resolvers.add().socket_address.CopyFrom(
-                address_pb2.SocketAddress(address=u.host, port_value=u.port,
-                                          protocol=address_pb2.SocketAddress.UDP))
-        cares.dns_resolver_options.no_default_search_domain = True
+    servers = view.upstreams if servers is None else servers
+    if servers:
+        cares = cares_resolver(servers, tcp=tcp)
         client = config.client_config
         client.resolver_timeout.CopyFrom(Duration(seconds=resolver_timeout_ms // 1000,
                                                   nanos=(resolver_timeout_ms % 1000) * 1_000_000))
@@ -82,13 +95,34 @@ def query_access_log(tenant: str) -> accesslog_pb2.AccessLog:
 
 
 def dns_listener(view: TenantView, *, host: str, port: int,
+                 servers: tuple[Upstream, ...] | None = None, tcp: bool = False,
                  resolver_timeout_ms: int = 2000) -> listener_pb2.Listener:
     filter_any = Any()
-    filter_any.Pack(dns_filter_config(view, resolver_timeout_ms=resolver_timeout_ms))
+    filter_any.Pack(dns_filter_config(view, servers=servers, tcp=tcp,
+                                      resolver_timeout_ms=resolver_timeout_ms))
     return listener_pb2.Listener(
         name=listener_name(host, port),
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
             address=host, port_value=port, protocol=address_pb2.SocketAddress.UDP)),
         listener_filters=[listener_components_pb2.ListenerFilter(name=DNS_FILTER,
                                                                  typed_config=filter_any)],
+    )
+
+
+RESOLVER_HOP_CLUSTER = "tenant_resolver"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+
+def resolver_hop_listener(*, host: str, port: int) -> listener_pb2.Listener:
+    """A loopback TCP listener that hands each DNS-over-TCP connection of Envoy's resolver
+    to the ``tenant_resolver`` cluster, which speaks TLS to the tenant resolver."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="tenant_resolver", cluster=RESOLVER_HOP_CLUSTER)
+    proxy_any = Any()
+    proxy_any.Pack(proxy)
+    return listener_pb2.Listener(
+        name=f"resolver-hop:{host}:{port}",
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
+            address=host, port_value=port, protocol=address_pb2.SocketAddress.TCP)),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[
+            listener_components_pb2.Filter(name=TCP_PROXY, typed_config=proxy_any)])],
     )

@@ -46,6 +46,9 @@ class ResolverPaths:
     doh_proxy: Upstream | None = None  # the local dnsdist for DNS over HTTPS
     access: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query it
     cache_mb: int = 8
+    tls_port: int = 0  # DNS over TLS for the sidecars (the hop); 0: plain UDP only
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 def _quote(text: str) -> str:
@@ -102,6 +105,14 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
     ]
     if tls:
         lines.append(f"  tls-cert-bundle: {_quote(paths.ca_file)}")
+    if paths.tls_port:
+        lines += [
+            f"  interface: {paths.listen.host}@{paths.tls_port}",
+            f"  tls-port: {paths.tls_port}",
+            f"  tls-service-key: {_quote(paths.tls_key)}",
+            f"  tls-service-pem: {_quote(paths.tls_cert)}",
+            "  incoming-num-tcp: 100",
+        ]
     lines += [
         "remote-control:",
         "  control-enable: yes",

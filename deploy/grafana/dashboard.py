@@ -33,6 +33,20 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ("{{tenant}} {{action}}", 'sum by (tenant, action) (rate(dnscp_policy_queries_total'
                                   f'{{tenant=~"$tenant",action=~"deny|warn"}}[{RATE}]))'),
     ]),
+    ("Tenant resolver: forwarded queries, cache hits, denied", "reqps", [
+        ("{{tenant}} queries", 'sum by (tenant) (rate(dnscp_resolver_queries_total'
+                               f'{{tenant=~"$tenant"}}[{RATE}]))'),
+        ("{{tenant}} cache hits", 'sum by (tenant) (rate(dnscp_resolver_cache_hits_total'
+                                  f'{{tenant=~"$tenant"}}[{RATE}]))'),
+        ("{{tenant}} denied", 'sum by (tenant) (rate(dnscp_resolver_policy_denied_total'
+                              f'{{tenant=~"$tenant"}}[{RATE}]))'),
+    ]),
+    ("Tenant resolver: server failures and latency", "short", [
+        ("{{tenant}} SERVFAIL/s", 'sum by (tenant) (rate(dnscp_resolver_answers_total'
+                                  f'{{tenant=~"$tenant",rcode="SERVFAIL"}}[{RATE}]))'),
+        ("{{tenant}} server latency (s)", 'max by (tenant) (dnscp_resolver_upstream_seconds'
+                                          '{tenant=~"$tenant"})'),
+    ]),
     ("Control plane: input change to ACK", "s", [
         ("p50", f"histogram_quantile(0.5, sum by (le) (rate(dnscp_push_latency_seconds_bucket"
                 f"[{RATE}])))"),
