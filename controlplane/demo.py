@@ -69,9 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             started.append(envoy.start())
             print(f"tenant {name}: Envoy sidecar in namespace {namespace}, DNS on "
                   f"127.0.0.1:{envoy.dns_port}, admin {envoy.admin_url}")
-            names = [e["name"] for e in cp.get(f"/api/v1/views/{name}/dns-table")["names"]]
-            for example in names[:3]:
+            table = cp.get(f"/api/v1/views/{name}/dns-table")
+            for example in [e["name"] for e in table["names"]][:3]:
                 print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}")
+            resolver = table.get("resolver")
+            if resolver and table["forwarding"]:
+                print(f"    other names go to its tenant resolver {table['forwarding'][0]} "
+                      f"(unbound), then {resolver['server']} ({resolver['transport']}):")
+                print(f"    dig @127.0.0.1 -p {envoy.dns_port} www.example.com AAAA")
+                denied = next((r["names"] for r in resolver["rules"]
+                               if r["action"] == "deny" and r["names"] != "*"), None)
+                if denied:
+                    example = denied.replace("*", "x.Y", 1).upper()
+                    print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}   # denied")
         print(f"\nEdit files under {manifests} and the answers follow. "
               f"Errors: curl {cp.admin_url}/api/v1/errors\nCtrl-C stops everything.")
         sys.stdout.flush()
