@@ -272,3 +272,67 @@ def test_resolver_hop_with_a_certificate_for_another_name_fails_closed(
     assert answers == [] and rcode in ("NXDOMAIN", "SERVFAIL")
     assert upstream.asked() == []  # nothing reached the tenant's server
     assert envoy.stats().get("cluster.tenant_resolver.ssl.fail_verify_san", 0) >= 1
+
+
+SEED_CLUSTER = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: payments, labels: {{workload: payments, env: staging-1}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {service}, namespace: dns}}
+spec: {{clusterIP: 127.0.0.1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: checkout, namespace: payments}}
+spec: {{clusterIP: 10.50.0.1}}
+"""
+
+
+@pytest.mark.parametrize("seed", ["dnspolicy-upgrade.yaml", "dnspolicy-isolation.yaml"])
+def test_seed_policies_as_written(seed: str, tmp_path: Path, processes: list[object],
+                                  server: Callable[..., UnboundServer],
+                                  start_control_plane: Callable[..., ControlPlane]) -> None:
+    """The users' seeds, unchanged but for the server's port (a Service named by the seed,
+    whose cluster IP is this machine): the upgrade seed speaks DoH to
+    tenant-1-encrypted.dns.svc and verifies that name with the control plane's CA bundle."""
+    from e2e.conftest import SEEDS
+
+    text = (SEEDS / seed).read_text()
+    upgrade = "upgrade" in seed
+    ca = make_ca(tmp_path / "pki", "tenant-1-encrypted.dns.svc") if upgrade else None
+    upstream = server(tls=ca)
+    if upgrade:
+        require_tool("dnsdist", "apt-get install dnsdist")
+        text = text.replace("address: tenant-1-encrypted.dns.svc",
+                            f"address: tenant-1-encrypted.dns.svc:{upstream.https_port}")
+        service, extra = "tenant-1-encrypted", ["--upstream-ca-bundle", str(ca.ca_pem)]
+    else:
+        text = text.replace("address: tenant-1.dns.svc",
+                            f"address: tenant-1.dns.svc:{upstream.port}")
+        service, extra = "tenant-1", []
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "seed.yaml").write_text(text + SEED_CLUSTER.format(service=service))
+    cp = start_control_plane(src, *extra)
+    envoy = Envoy(node_id="app.payments", namespace="payments", labels={"app": "x"},
+                  xds_address=cp.xds_address, workdir=tmp_path)
+    processes.append(envoy.start())
+    port = envoy.dns_port
+    assert query(port, "checkout.payments.svc.cluster.local") == ("NOERROR", ["10.50.0.1"])
+    assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    assert query(port, "www.example.com", "AAAA", timeout=3) == ("NOERROR",
+                                                                 ["::ffff:203.0.113.10"])
+    assert query(port, "nope.payments.svc.cluster.local")[0] == "NXDOMAIN"
+    total, tls, https = upstream.queries()
+    print(f"\n{seed}: the tenant's server saw {total} queries ({https} over HTTPS)")
+    if upgrade:  # dnsdist's health check is one more query, over HTTPS too
+        assert total >= 2 and https == total
+    else:
+        assert total == 2 and tls == 0
+    table = cp.get("/api/v1/views/dns-policy/dns-table")
+    assert table["unenforced"] == []
+    assert table["resolver"]["transport"] == ("dns-over-https" if upgrade else "udp")
