@@ -1,0 +1,86 @@
+"""A real external authorization server for the e2e tests: Envoy's
+``envoy.service.auth.v3.Authorization/Check`` over gRPC, deciding with a real Rego policy
+(the ``regopy`` engine), the way OPA's Envoy plugin does.
+
+    python -m e2e.policy_server --port P --policy examples/policy-server/dns.rego --log FILE
+
+The input is the CheckRequest as JSON with the proto field names (``input.attributes...``).
+The query is ``data.envoy.authz.allow``: a boolean, or an object with ``allowed`` and
+``dynamic_metadata`` (OPA's object form). Each Check is logged as one line:
+``<name> <type> allow|deny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.struct_pb2 import Struct
+from regopy import Interpreter
+
+
+class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, policy: str, log: Path, *, delay: float = 0.0,
+                 status: int | None = None) -> None:
+        self.policy = policy
+        self.log = log
+        self.delay = delay  # a slow server
+        self.status = status  # a server that answers this status code whatever it decides
+
+    def evaluate(self, data: dict[str, Any]) -> Any:
+        rego = Interpreter()
+        rego.add_module("dns", self.policy)
+        rego.set_input_term(json.dumps(data))
+        result = json.loads(str(rego.query("data.envoy.authz.allow")))
+        return result["expressions"][0] if result.get("expressions") else False
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802 - gRPC name
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        data = {"attributes": MessageToDict(request.attributes,
+                                            preserving_proto_field_name=True)}
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        verdict = self.evaluate(data)
+        meta: dict[str, Any] = {}
+        if isinstance(verdict, dict):
+            allowed = bool(verdict.get("allowed"))
+            meta = verdict.get("dynamic_metadata") or {}
+        else:
+            allowed = verdict is True
+        resp = external_auth_pb2.CheckResponse()
+        resp.status.code = (0 if allowed else 7) if self.status is None else self.status
+        if meta:
+            resp.dynamic_metadata.CopyFrom(ParseDict(meta, Struct()))
+        ext = request.attributes.context_extensions
+        with self.log.open("a") as f:
+            f.write(f"{ext['dns.name']} {ext['dns.type']} {'allow' if allowed else 'deny'}\n")
+        return resp
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--policy", type=Path, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
+    parser.add_argument("--status", type=int, default=None, help="answer this status code")
+    args = parser.parse_args()
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        RegoAuthorization(args.policy.read_text(), args.log, delay=args.delay,
+                          status=args.status), server)
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    await server.start()
+    args.log.touch()
+    print("serving", flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

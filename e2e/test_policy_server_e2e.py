@@ -1,0 +1,209 @@
+"""An external policy server decides what a tenant may resolve: the seed's
+``dnspolicy-app-policy-server.yaml`` with the real Envoy, the tenant resolver, and a real
+ext_authz gRPC server evaluating a real Rego policy (``examples/policy-server/dns.rego``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from controlplane.localrun import ControlPlane, Envoy, Process, free_port, wait_for
+from e2e.conftest import SEEDS, query
+from e2e.dnsservers import UnboundServer
+from tests.tools import require_file, require_tool
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+REGO = ROOT / "examples" / "policy-server" / "dns.rego"
+
+CLUSTER = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: payments, labels: {{workload: payments}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tenant-1, namespace: dns}}
+spec: {{clusterIP: 127.0.0.1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: checkout, namespace: payments}}
+spec: {{clusterIP: 10.50.0.1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: internal, namespace: payments}}
+spec: {{clusterIP: 10.50.0.2}}
+---
+# The policy server's name, as the cluster knows it.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: policy-server, namespace: payments}}
+spec: {{hosts: [policy-server.acme.com], addresses: [127.0.0.1], resolution: STATIC}}
+"""
+RECORDS = ["www.example.com. A 203.0.113.10", "evil.example.com. A 203.0.113.66",
+           "api.partner.example. A 192.0.2.7", "late.partner.example. A 192.0.2.8"]
+
+
+class PolicyServer:
+    def __init__(self, workdir: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.extra = list(extra)
+        self.log = workdir / "checks.log"
+        self.process: Process | None = None
+        self.workdir = workdir
+
+    def start(self) -> PolicyServer:
+        self.process = Process("policy-server", [
+            sys.executable, "-m", "e2e.policy_server", "--port", str(self.port), "--policy",
+            str(REGO), "--log", str(self.log), *self.extra],
+            self.workdir / "policy-server.out").start()
+        wait_for(lambda: "serving" in self.process.log() if self.process else False,
+                 timeout=20, what="policy server")
+        return self
+
+    def checks(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@pytest.fixture
+def setup(tmp_path: Path, processes: list[object],
+          start_control_plane: Callable[..., ControlPlane]
+          ) -> tuple[ControlPlane, Envoy, UnboundServer, PolicyServer]:
+    require_tool("unbound", "apt-get install unbound")
+    require_file(Path("/usr/lib/python3/dist-packages/unboundmodule.py"),
+                 "apt-get install python3-unbound")
+    import regopy  # noqa: F401 - the test extra installs it; e2e/policy_server.py needs it
+    upstream = UnboundServer(RECORDS, tmp_path).start()
+    processes.append(upstream)
+    ps = PolicyServer(tmp_path, free_port()).start()
+    processes.append(ps)
+    seed = (SEEDS / "dnspolicy-app-policy-server.yaml").read_text()
+    seed = seed.replace("address: tenant-1.dns.svc", f"address: tenant-1.dns.svc:{upstream.port}")
+    seed = seed.replace("address: policy-server.acme.com",
+                        f"address: policy-server.acme.com:{ps.port}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "seed.yaml").write_text(seed + CLUSTER.format())
+    cp = start_control_plane(src)
+    envoy = Envoy(node_id="gw.payments", namespace="payments",
+                  labels={"app": "payment-gateway"}, xds_address=cp.xds_address,
+                  workdir=tmp_path)
+    processes.append(envoy.start())
+    return cp, envoy, upstream, ps
+
+
+def test_policy_server_decides_table_and_forwarded_names(
+        setup: tuple[ControlPlane, Envoy, UnboundServer, PolicyServer]) -> None:
+    cp, envoy, upstream, ps = setup
+    port = envoy.dns_port
+    # Table names: asked ahead, left out when denied.
+    wait_for(lambda: query(port, "checkout.payments.svc.cluster.local")[0] == "NOERROR",
+             timeout=10, what="the allowed cluster name in the table")
+    assert query(port, "checkout.payments.svc.cluster.local") == ("NOERROR", ["10.50.0.1"])
+    assert query(port, "internal.payments.svc.cluster.local")[0] == "NXDOMAIN"
+    table_checks = len(ps.checks())
+    # Forwarded names: asked once per name per lifetime, in any case.
+    assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    assert query(port, "WWW.Example.COM", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    assert query(port, "www.example.com", "AAAA", timeout=3) == ("NOERROR",
+                                                                 ["::ffff:203.0.113.10"])
+    assert query(port, "api.partner.example", timeout=3) == ("NOERROR", ["192.0.2.7"])
+    for name in ("evil.example.com", "EVIL.example.com"):
+        assert query(port, name, timeout=3)[0] == "NXDOMAIN"
+    asked = upstream.asked()
+    assert not any("evil" in q for q in asked), asked
+    forwarded_checks = ps.checks()[table_checks:]
+    print(f"\ntable names asked at start: {table_checks}; forwarded: {forwarded_checks}")
+    assert sum(c.startswith("www.example.com ") for c in forwarded_checks) == 1  # cached
+    assert sum(c.startswith("evil.example.com ") for c in forwarded_checks) == 1
+    # The admin API shows what the server decided and when it expires.
+    table = cp.get("/api/v1/views/dns-policy/dns-table")
+    decisions = {d["name"]: d for d in table["policy_server"]["decisions"]}
+    assert decisions["internal.payments.svc.cluster.local"]["decision"] == "deny"
+    assert decisions["checkout.payments.svc.cluster.local"]["decision"] == "allow"
+    assert 0 < decisions["checkout.payments.svc.cluster.local"]["expires_in_seconds"] <= 30
+    assert table["policy_server"]["reachable"] is True
+    assert table["unenforced"] == []
+    ex = cp.get("/api/v1/explain?namespace=payments&labels=app=payment-gateway"
+                "&name=internal.payments.svc.cluster.local&type=A")
+    assert ex["policy_server"]["decision"] == "deny", ex
+
+
+def test_policy_server_outage_failure_mode_and_return(
+        setup: tuple[ControlPlane, Envoy, UnboundServer, PolicyServer]) -> None:
+    """DENY policy without failureMode: closed. Live decisions keep serving; a new name is
+    denied within the timeout (200 ms); once the server is back, decisions return."""
+    cp, envoy, upstream, ps = setup
+    port = envoy.dns_port
+    wait_for(lambda: query(port, "checkout.payments.svc.cluster.local")[0] == "NOERROR",
+             timeout=10, what="the table")
+    assert query(port, "www.example.com", timeout=3)[0] == "NOERROR"
+    ps.stop()
+    worst = 0.0
+    for i in range(20):
+        started = time.monotonic()
+        r = dns.query.udp(dns.message.make_query(f"n{i}.partner.example", "A"), "127.0.0.1",
+                          port=port, timeout=3)
+        worst = max(worst, time.monotonic() - started)
+        assert r.rcode() == dns.rcode.NXDOMAIN  # closed: denied while the server is away
+    # Decisions that still live keep serving: the table and www.example.com.
+    assert query(port, "checkout.payments.svc.cluster.local") == ("NOERROR", ["10.50.0.1"])
+    assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    print(f"\nworst query time while the policy server is down: {worst * 1000:.0f} ms")
+    assert worst < 1.0  # one timeout (200 ms) at most per name, plus Envoy's forwarding
+
+    def unreachable() -> bool:
+        ps_json = cp.get("/api/v1/views/dns-policy/dns-table")["policy_server"]
+        return ps_json["reachable"] is False
+    wait_for(unreachable, timeout=10, what="PolicyServerReachable false")
+    log = cp.process.log() if cp.process else ""
+    assert log.count("cannot decide") == 1  # one log line per outage, not per query
+    ps.start()
+    wait_for(lambda: query(port, "late.partner.example", timeout=3) == ("NOERROR",
+                                                                        ["192.0.2.8"]),
+             timeout=15, interval=0.3, what="decisions to return after the restart")
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (("--delay", "2"), "no answer within 200 ms"),
+    (("--status", "13"), "answered status 13"),
+])
+def test_slow_or_garbage_policy_server_never_holds_a_query(
+        extra: tuple[str, ...], why: str, setup: tuple[ControlPlane, Envoy, UnboundServer,
+                                                       PolicyServer]) -> None:
+    """A slow server (2 s) or one answering an unknown status (INTERNAL): every new name
+    is decided by the failure mode (closed) within the 200 ms timeout, and the reason
+    shows in the admin API."""
+    cp, envoy, _, ps = setup
+    ps.stop()
+    slow = PolicyServer(ps.workdir / "bad", ps.port, *extra)
+    slow.workdir.mkdir()
+    slow.start()
+    try:
+        worst = 0.0
+        for i in range(5):
+            started = time.monotonic()
+            r = dns.query.udp(dns.message.make_query(f"b{i}.partner.example", "A"),
+                              "127.0.0.1", port=envoy.dns_port, timeout=3)
+            worst = max(worst, time.monotonic() - started)
+            assert r.rcode() == dns.rcode.NXDOMAIN
+        print(f"\n{' '.join(extra)}: worst query {worst * 1000:.0f} ms")
+        assert worst < 0.6
+        reason = cp.get("/api/v1/views/dns-policy/dns-table")["policy_server"]["reason"]
+        assert why in reason, reason
+    finally:
+        slow.stop()

@@ -1,0 +1,96 @@
+"""The tenant resolver's policy gate: an unbound python module (stdlib only).
+
+unbound loads this file (``python-script``) with the constants below filled in by
+``translate/unbound.py``. Names that reach it passed the RPZ (no whitelist or blacklist
+entry denied them) and are outside the cluster zone. For each, it asks the control plane
+once per decision lifetime over a unix socket (``policy_client.serve_gate``) and keeps the
+answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
+trip. A denied name is answered NXDOMAIN here and never forwarded. When the control plane
+does not answer in time, the failure mode decides, for one second.
+"""
+# ruff: noqa
+import socket
+import threading
+import time
+
+TENANT = 'dns-policy'
+SOCKET = '/var/lib/dns-controlplane/resolvers/policy-gate.sock'
+TIMEOUT = 0.2
+FAILURE_OPEN = False
+MAX_ENTRIES = 100000
+
+_cache = {}
+_local = threading.local()
+
+
+def _ask(name, qtype):
+    for attempt in (0, 1):
+        sock = getattr(_local, "sock", None)
+        try:
+            if sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(TIMEOUT + 0.05)
+                sock.connect(SOCKET)
+                _local.sock = sock
+            sock.sendall(("%s %s %s\n" % (TENANT, name, qtype)).encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(256)
+                if not chunk:
+                    raise OSError("closed")
+                buf += chunk
+            verdict, ttl = buf.decode().split()
+            return verdict == "allow", float(ttl)
+        except (OSError, ValueError):
+            if sock is not None:
+                sock.close()
+            _local.sock = None
+            if attempt:
+                break
+    return FAILURE_OPEN, 1.0
+
+
+def allowed(name, qtype):
+    now = time.monotonic()
+    hit = _cache.get(name)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    allow, ttl = _ask(name, qtype)
+    if len(_cache) >= MAX_ENTRIES:
+        _cache.clear()
+    _cache[name] = (allow, now + ttl)
+    return allow
+
+
+def init_standard(id, env):
+    return True
+
+
+def deinit(id):
+    return True
+
+
+def inform_super(id, qstate, superqstate, qdata):
+    return True
+
+
+def operate(id, event, qstate, qdata):
+    if event in (MODULE_EVENT_NEW, MODULE_EVENT_PASS):
+        name = qstate.qinfo.qname_str.rstrip(".").lower()
+        qtype = qstate.qinfo.qtype_str
+        if name and not allowed(name, qtype):
+            msg = DNSMessage(qstate.qinfo.qname_str, qstate.qinfo.qtype,
+                             qstate.qinfo.qclass, PKT_QR | PKT_RA)
+            if not msg.set_return_msg(qstate):
+                qstate.ext_state[id] = MODULE_ERROR
+                return True
+            qstate.return_rcode = RCODE_NXDOMAIN
+            qstate.ext_state[id] = MODULE_FINISHED
+            return True
+        qstate.ext_state[id] = MODULE_WAIT_MODULE
+        return True
+    if event == MODULE_EVENT_MODDONE:
+        qstate.ext_state[id] = MODULE_FINISHED
+        return True
+    qstate.ext_state[id] = MODULE_ERROR
+    return True
