@@ -4,7 +4,7 @@
 FROM python:3.11-slim
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends dnsmasq-base unbound dnsdist ca-certificates \
+ && apt-get install -y --no-install-recommends dnsmasq-base unbound python3-unbound dnsdist ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -15,4 +15,5 @@ RUN pip install --no-cache-dir . && rm -rf /src
 USER 65532:65532
 EXPOSE 18000 18080
 ENTRYPOINT ["controlplane"]
-CMD ["serve", "--source", "kubernetes", "--auth-tokens", "/etc/dns-controlplane/tokens.yaml"]
+CMD ["serve", "--source", "kubernetes", "--auth-tokens", "/etc/dns-controlplane/tokens.yaml", \
+     "--xds-tls-dir", "/etc/dns-controlplane-tls/xds"]

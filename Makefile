@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Tools the control plane and the tests use: unbound (the tenant resolvers; also the tenants'
-# own DoT/DoH servers in e2e), dnsdist (the DoH client of a tenant resolver), dig and dnsmasq
+# own DoT/DoH servers in e2e) with python3-unbound (its policy-server gate), dnsdist (the
+# DoH client of a tenant resolver), dig and dnsmasq
 # (e2e upstream DNS servers), musl-gcc (a static musl client, as in Alpine pods), openssl (test
 # CAs), dnsperf (benchmarks), docker-compose (checks docker-compose.yml), kubectl (renders
 # deploy/ with kustomize), prometheus (scrapes real Envoys in e2e).
@@ -27,6 +28,7 @@ system-deps:
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
 	done; \
+	[ -f /usr/lib/python3/dist-packages/unboundmodule.py ] || missing="$$missing python3-unbound"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -10,21 +10,37 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controlplane import __version__
+from controlplane.admin_auth import AdminAuthMiddleware, AdminAuthorizer
 from controlplane.explain import explain
 from controlplane.hub import Hub
 from controlplane.model import Workload
+from controlplane.policy_client import (
+    LATENCY_BUCKETS,
+    PolicyDecider,
+    decision_json,
+    policy_server_json,
+)
 from controlplane.views import view_as_json
+from controlplane.webhook import InjectionLog
 from controlplane.workload import parse_labels
 
 
 def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None,
-               readiness: Callable[[], tuple[bool, str]] | None = None) -> FastAPI:
+               readiness: Callable[[], tuple[bool, str]] | None = None,
+               auth: AdminAuthorizer | None = None,
+               collectors: Sequence[Any] = (),
+               injections: InjectionLog | None = None) -> FastAPI:
+    """The admin app. ``auth``: every request but the probes needs a bearer token that
+    the Kubernetes API authenticates and authorises (admin_auth.py); None for local runs.
+    ``collectors``: more Prometheus collectors for ``/metrics``."""
     app = FastAPI(
         title="DNS control plane admin API",
         version=__version__,
         description="Read-only view of the control plane: connected Envoys, tenant DNS "
         "tables and input errors.",
     )
+    if auth is not None:
+        app.add_middleware(AdminAuthMiddleware, authorizer=auth)
 
     def _source() -> dict[str, object]:
         return source_status() if source_status else {}
@@ -77,10 +93,16 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         if view is None:
             raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
                                 f"{', '.join(sorted(hub.tenant_views))}")
-        return view_as_json(view)
+        out = view_as_json(view)
+        if hub.decider is not None:
+            out["policy_server"] = policy_server_json(hub.decider,
+                                                      hub.inventory.policies.get(tenant), tenant)
+        return out
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(hub))
+    for collector in collectors:
+        registry.register(collector)
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
@@ -100,7 +122,11 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
             raise HTTPException(status_code=422, detail="; ".join(problems))
         workload = Workload(node_id="explain", namespace=namespace,
                             labels=tuple(sorted(pod_labels.items())))
-        return explain(hub.inventory, hub.tenant_views, workload, name, type)
+        out = explain(hub.inventory, hub.tenant_views, workload, name, type)
+        policy = hub.inventory.policies.get(str(out.get("policy") or ""))
+        if hub.decider is not None and policy is not None and policy.policy_server is not None:
+            out["policy_server"] = decision_json(hub.decider, policy.tenant, name)
+        return out
 
     @app.get("/api/v1/queries", tags=["views"])
     def queries(tenant: str | None = None, action: str | None = None,
@@ -135,6 +161,15 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         for item in items:
             item["stats"] = hub.resolver_stats.get(str(item["tenant"]), {})
         return {"mode": "local" if hub.resolvers is not None else "none", "resolvers": items}
+
+    @app.get("/api/v1/injection", tags=["injection"])
+    def injection(result: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """The sidecar-injection webhook's latest decisions, newest first, and counts by
+        result (injected, already-injected, skipped, rejected) and reason."""
+        if injections is None:
+            return {"enabled": False, "counts": [], "recent": []}
+        return {"enabled": True, **injections.summary(result=result,
+                                                      limit=max(1, min(limit, 1000)))}
 
     return app
 
@@ -194,6 +229,8 @@ class HubCollector:
             queries.add_metric([tenant, action], n)
         yield queries
         yield from resolver_metrics(hub.resolver_stats)
+        if hub.decider is not None:
+            yield from policy_server_metrics(hub.decider)
         size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
                                  labels=["view"])
         for snap in hub.cache.snapshots():
@@ -236,3 +273,33 @@ def resolver_metrics(stats: dict[str, dict[str, float]]) -> Iterator[Any]:
     for tenant, values in sorted(stats.items()):
         latency.add_metric([tenant], values.get("total.recursion.time.avg", 0.0))
     yield latency
+
+
+def policy_server_metrics(decider: PolicyDecider) -> Iterator[Any]:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    decisions = CounterMetricFamily(
+        "dnscp_policy_server_decisions", "Policy server decisions by tenant and result "
+        "(allow, deny, error: the failure mode decided, cache: answered from the cache)",
+        labels=["tenant", "result"])
+    for (tenant, result), n in sorted(decider.counts.items()):
+        decisions.add_metric([tenant, result], n)
+    yield decisions
+    yield CounterMetricFamily("dnscp_policy_server_checks", "Check calls made",
+                              value=decider.checks)
+    latency = HistogramMetricFamily("dnscp_policy_server_check_seconds",
+                                    "Time a Check call took")
+    # The counts are cumulative already: each bucket counts the calls up to its bound.
+    buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS, decider.latency_counts, strict=True)]
+    latency.add_metric([], buckets + [("+Inf", decider.latency_count)],
+                       sum_value=decider.latency_sum)
+    yield latency
+    reachable = GaugeMetricFamily("dnscp_policy_server_reachable",
+                                  "1 while the tenant's policy server answers", labels=["tenant"])
+    for tenant in sorted(set(decider.targets) | set(decider.target_errors)):
+        reachable.add_metric([tenant], 1.0 if decider.reachable(tenant)[0] else 0.0)
+    yield reachable

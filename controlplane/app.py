@@ -26,14 +26,28 @@ import grpc
 import uvicorn
 
 from controlplane.admin import create_app
-from controlplane.auth import TokenAuthenticator
+from controlplane.admin_auth import AdminAuthorizer, AuthCollector
 from controlplane.certs import server_tls
 from controlplane.hub import Hub
 from controlplane.inventory import Store
+from controlplane.model import Labels
+from controlplane.policy_client import PolicyDecider, serve_gate
 from controlplane.resolvers import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
-from controlplane.xds.server import add_ads_service, add_query_log_service
+from controlplane.tlsfiles import (
+    CertificateFiles,
+    TlsCollector,
+    server_credentials,
+    server_ssl_context,
+)
+from controlplane.tokenreview import (
+    IdentityApi,
+    authenticator_from_settings,
+    identity_collectors,
+)
+from controlplane.webhook import serve_webhook, webhook_log
+from controlplane.xds.server import AdsServicer, add_ads_service, add_query_log_service
 
 log = logging.getLogger("controlplane")
 
@@ -134,13 +148,42 @@ async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
 
+async def _stop_ads(server: grpc.aio.Server, ads: AdsServicer, drain_seconds: float) -> None:
+    """Move the sidecars to another replica without losing a query.
+
+    First the server stops accepting (listener closed, HTTP/2 GOAWAY on every
+    connection), so a reconnection cannot land here again; then the open ADS
+    streams are ended with UNAVAILABLE, spread over ``drain_seconds``; Envoy
+    reconnects at once (to another endpoint of its xds_cluster, or through the
+    Service to another ready pod) and keeps answering from its last
+    configuration meanwhile. Calls still open after the grace are cancelled.
+    """
+    stopping = asyncio.ensure_future(server.stop(grace=drain_seconds + 1.0))
+    await asyncio.sleep(0.05)  # let the shutdown (GOAWAY, listener closed) begin first
+    ended = await ads.drain(drain_seconds)
+    log.info("ADS drained: %d streams told to reconnect elsewhere", ended)
+    await stopping
+
+
 async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], None]],
-                                                         SourceRunner]) -> int:
-    """Run the control plane with the source ``make_runner`` builds, until SIGINT/SIGTERM."""
+                                                         SourceRunner],
+                *, admin_auth: AdminAuthorizer | None = None,
+                identity_api: IdentityApi | None = None) -> int:
+    """Run the control plane with the source ``make_runner`` builds, until SIGINT/SIGTERM.
+
+    ``identity_api``: the API server that sidecars' tokens are reviewed with
+    (``settings.auth_tokenreview``, tokenreview.py).
+
+    ``admin_auth``: check every admin API request but the probes (admin_auth.py)."""
     loop = asyncio.get_running_loop()
     store = Store()
     pool = make_resolver_pool(settings)
-    hub = Hub(settings, resolvers=pool)
+    decider = PolicyDecider()  # external policy servers (policy.server), fed in the background
+    gate = None
+    if pool is not None:  # the tenant resolvers ask it for forwarded names
+        pool.gate_socket = str(pool.workdir / "policy-gate.sock")
+        gate = await serve_gate(decider, Path(pool.gate_socket))
+    hub = Hub(settings, resolvers=pool, decider=decider)
     stop = asyncio.Event()
     runner: SourceRunner
 
@@ -157,6 +200,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
 
     debouncer = Debouncer(settings.debounce_seconds, rebuild)
+    decider.on_change = debouncer.poke  # a table name's decision changed: rebuild
 
     def poke_threadsafe() -> None:
         loop.call_soon_threadsafe(debouncer.poke)
@@ -167,12 +211,26 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     runner.load()
     rebuild()
 
-    authenticator = (TokenAuthenticator.from_file(Path(settings.auth_tokens))
-                     if settings.auth_tokens else None)
+    def pod_labels(namespace: str, name: str) -> Labels | None:  # the Pod watch, if on
+        pod = hub.inventory.pods.get((namespace, name))
+        return pod.labels if pod is not None else None
+
+    authenticator = authenticator_from_settings(settings, identity_api, pod_labels=pod_labels)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
-    add_ads_service(grpc_server, hub, authenticator)
+    ads = add_ads_service(grpc_server, hub, authenticator)
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant)
-    xds_port = grpc_server.add_insecure_port(f"{settings.xds_host}:{settings.xds_port}")
+    tls_files = (CertificateFiles(Path(settings.xds_tls_dir)) if settings.xds_tls_dir
+                 else None)
+    xds_bind = f"{settings.xds_host}:{settings.xds_port}"
+    if tls_files is not None:
+        xds_port = grpc_server.add_secure_port(xds_bind, server_credentials(tls_files))
+        log.info("ADS over TLS on %s:%d (certificate from %s, reloaded when it changes)",
+                 settings.xds_host, xds_port, settings.xds_tls_dir)
+    else:
+        xds_port = grpc_server.add_insecure_port(xds_bind)
+        log.warning("ADS in PLAINTEXT on %s:%d: tokens and views cross the network "
+                    "unencrypted and sidecars cannot verify the server. Use --xds-tls-dir "
+                    "outside local runs.", settings.xds_host, xds_port)
     if authenticator is None:
         log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
                     "for any tenant's view. For local use only.", settings.xds_host, xds_port)
@@ -186,9 +244,26 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             return False, runner.problem() or "the first full load of the source has not finished"
         return True, runner.problem()
 
-    admin_app = create_app(hub, source_status=runner.status, readiness=readiness)
+    collectors: list[object] = []
+    # The source's own metrics (Kubernetes: dnscp_leader, who writes status).
+    collectors.extend(getattr(runner, "collectors", list)())
+    if tls_files is not None:
+        collectors.append(TlsCollector(tls_files))
+    collectors.extend(identity_collectors(authenticator))  # sidecar TokenReviews, if on
+    if admin_auth is not None:
+        collectors.append(AuthCollector(admin_auth))
+        log.info("admin API: bearer token, TokenReview and SubjectAccessReview required "
+                 "(except /healthz and /readyz)")
+    injections = webhook_log(settings)  # the sidecar-injection webhook's decisions, if on
+    if injections is not None:
+        collectors.append(injections)
+    admin_app = create_app(hub, source_status=runner.status, readiness=readiness,
+                           auth=admin_auth, collectors=collectors, injections=injections)
     config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
                             log_config=None, access_log=False, lifespan="off")
+    if settings.admin_tls_dir:  # HTTPS, the certificate reloaded when its files change
+        config.load()
+        config.ssl = server_ssl_context(CertificateFiles(Path(settings.admin_tls_dir)))
     admin = _AdminServer(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -200,22 +275,27 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     tasks = {
         "resolvers": asyncio.create_task(_supervise_resolvers(pool, hub, stop)),
+        "policy-server": asyncio.create_task(decider.run(stop)),
         "source": asyncio.create_task(runner.run(stop)),
         "rebuild": asyncio.create_task(debouncer.run(stop)),
         "status": asyncio.create_task(status_debouncer.run(stop)),
         "admin": asyncio.create_task(run_admin()),
         "ads": asyncio.create_task(_wait_grpc(grpc_server)),
     }
+    if injections is not None:
+        tasks["webhook"] = asyncio.create_task(serve_webhook(settings, injections, stop))
     log.info("control plane serving: xds=%s:%d admin=http://%s:%d", settings.xds_host,
              xds_port, settings.admin_host, settings.admin_port)
     code = await _supervise(tasks, stop)
     admin.should_exit = True
-    await grpc_server.stop(grace=1.0)
+    await _stop_ads(grpc_server, ads, settings.drain_seconds)
     for task in tasks.values():
         task.cancel()
     for task in tasks.values():
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if gate is not None:
+        gate.close()
     if pool is not None:
         pool.stop_all()
     log.info("control plane stopped")
@@ -255,5 +335,8 @@ async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asynci
             await asyncio.wait_for(stop.wait(), interval)
 
 
-async def serve_files(source_dir: Path, settings: Settings) -> int:
-    return await serve(settings, lambda store, poke: FileRunner(source_dir, store, poke))
+async def serve_files(source_dir: Path, settings: Settings, *,
+                      admin_auth: AdminAuthorizer | None = None,
+                      identity_api: IdentityApi | None = None) -> int:
+    return await serve(settings, lambda store, poke: FileRunner(source_dir, store, poke),
+                       admin_auth=admin_auth, identity_api=identity_api)

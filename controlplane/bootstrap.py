@@ -43,6 +43,10 @@ def bootstrap_config(
     delta: bool = False,
     xds_retry_base_interval: str = XDS_RETRY_BASE_INTERVAL,
     xds_retry_max_interval: str = XDS_RETRY_MAX_INTERVAL,
+    xds_ca: str = "",
+    xds_server_name: str = "",
+    more_xds_addresses: tuple[str, ...] = (),
+    token_path: str = "",
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
@@ -51,11 +55,28 @@ def bootstrap_config(
     ``admin_address`` says (loopback by default); the static cluster
     ``envoy_admin`` lets the stats listener reach it. ``xds_retry_*`` are the
     back-off of the ADS stream's reconnection (proto JSON durations, e.g. ``"0.1s"``).
+
+    ``xds_ca`` (a CA bundle: a file path, or the PEM text itself) turns on TLS to the
+    control plane: Envoy verifies its certificate against the bundle and requires the
+    DNS SAN ``xds_server_name`` (default: the host of ``xds_address``), which it also
+    sends as SNI. Without it ADS is plaintext (``serve --xds-plaintext``).
+
+    ``more_xds_addresses``: more control-plane replicas, as further endpoints of
+    ``xds_cluster`` (round robin): when a replica ends the stream or is gone, the
+    reconnection goes to the next one (for sidecars outside Kubernetes; in a cluster
+    the Service does this).
+
+    ``token_path``: a token file (a pod's projected ServiceAccount token) that Envoy
+    re-reads for every new ADS stream, so a reconnection carries the current token
+    after the kubelet rotated it (``token`` is fixed in the bootstrap instead). See
+    ``token_file_grpc_service``; it needs TLS (``xds_ca``).
     """
     xds_host, xds_port = _socket(xds_address, 18000)
+    xds_sockets = [(xds_host, xds_port), *(_socket(a, 18000) for a in more_xds_addresses)]
     admin_host, admin_port = _socket(admin_address, 15000)
     dns_host, dns_port = _socket(dns_address, 15053)
-    xds_type = "STATIC" if parse_ip(xds_host) is not None else "STRICT_DNS"
+    xds_type = ("STATIC" if all(parse_ip(h) is not None for h, _ in xds_sockets)
+                else "STRICT_DNS")
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
         "LABELS": dict(labels),
@@ -75,9 +96,36 @@ def bootstrap_config(
         "retry_policy": {"retry_back_off": {"base_interval": xds_retry_base_interval,
                                             "max_interval": xds_retry_max_interval}},
     }}
+    if token and token_path:
+        raise ValueError("give the ADS token inline or as a file (token_path), not both")
     if token:
         grpc_service["initial_metadata"] = [{"key": "authorization",
                                              "value": f"Bearer {token}"}]
+    if token_path:
+        grpc_service = token_file_grpc_service(
+            token_path=token_path, sockets=xds_sockets, ca=xds_ca,
+            server_name=xds_server_name or xds_host)
+    xds_cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": xds_type,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/"
+                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": host, "port_value": port}}}}
+                for host, port in xds_sockets]}],
+        },
+    }
+    if xds_ca or xds_server_name:
+        xds_cluster["transport_socket"] = xds_tls_socket(
+            xds_ca, xds_server_name or xds_host)
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_host,
@@ -93,23 +141,7 @@ def bootstrap_config(
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": xds_type,
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/"
-                                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    }
-                },
-                "load_assignment": {
-                    "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
-                },
-            }, {
+            "clusters": [xds_cluster, {
                 "name": ADMIN_CLUSTER,
                 "type": "STATIC",
                 "connect_timeout": "1s",
@@ -123,3 +155,88 @@ def bootstrap_config(
         },
         "stats_config": {"stats_tags": [dict(TENANT_STATS_TAG)]},
     }
+
+
+def xds_tls_socket(ca: str, server_name: str) -> dict[str, Any]:
+    """The ``transport_socket`` of ``xds_cluster``: TLS 1.2+, ALPN h2, the server's
+    certificate verified against ``ca`` (a path, or PEM text) with the DNS SAN
+    ``server_name``, sent as SNI. Fails closed: no ADS without a verified server."""
+    if not ca:
+        raise ValueError("TLS to the control plane needs a CA bundle (--xds-ca)")
+    if not server_name or parse_ip(server_name) is not None:
+        raise ValueError("TLS to the control plane needs the DNS name in its certificate "
+                         "(--xds-server-name) when the xDS address is an IP")
+    trusted = ({"inline_string": ca} if ca.lstrip().startswith("-----BEGIN")
+               else {"filename": ca})
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+                     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                               "tls_maximum_protocol_version": "TLSv1_3"},
+                "validation_context": {
+                    "trusted_ca": trusted,
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": server_name}}],
+                },
+            },
+        },
+    }
+
+
+FILE_BASED_METADATA = "envoy.grpc_credentials.file_based_metadata"
+
+
+def token_file_grpc_service(*, token_path: str, sockets: list[tuple[str, int]], ca: str,
+                            server_name: str) -> dict[str, Any]:
+    """ADS through Envoy's Google gRPC client, whose call credentials read the token
+    file for every new stream (``envoy.grpc_credentials.file_based_metadata``).
+
+    Why: ``envoy_grpc.initial_metadata`` is fixed when Envoy starts, but a pod's
+    projected token rotates (about hourly). Verified with Envoy 1.40 (docs/identity.md):
+    a stream keeps the token it opened with; each reconnection sends the file's
+    current content. gRPC sends call credentials only over a secure channel, so
+    TLS to the control plane (``ca``) is required: over plaintext the stream fails
+    (status 13) or goes without the header. The target is the xDS address
+    (several IPs: ``ipv4:`` with gRPC's pick_first moving to the next one);
+    ``server_name`` is checked in the certificate (``grpc.ssl_target_name_override``
+    when it differs from the host, e.g. an IP address).
+    """
+    if not ca:
+        raise ValueError("a token file (token_path) needs TLS to the control plane "
+                         "(--xds-ca): gRPC sends call credentials only over TLS")
+    if len(sockets) == 1:
+        target = f"{sockets[0][0]}:{sockets[0][1]}"
+    elif all(parse_ip(h) is not None and ":" not in h for h, _ in sockets):
+        target = "ipv4:" + ",".join(f"{h}:{p}" for h, p in sockets)
+    else:
+        raise ValueError("several xDS addresses with a token file must all be IPv4 addresses")
+    trusted = ({"inline_string": ca} if ca.lstrip().startswith("-----BEGIN")
+               else {"filename": ca})
+    google: dict[str, Any] = {
+        "target_uri": target,
+        "stat_prefix": "ads",
+        "credentials_factory_name": FILE_BASED_METADATA,
+        "channel_credentials": {"ssl_credentials": {"root_certs": trusted}},
+        "call_credentials": [{"from_plugin": {
+            "name": FILE_BASED_METADATA,
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                         "envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+                "secret_data": {"filename": token_path},
+                "header_key": "authorization",
+                "header_prefix": "Bearer ",
+            }}}],
+    }
+    # gRPC's own reconnection back-off (1 s, x1.6, up to 120 s) would add to Envoy's ADS
+    # retry back-off (0.5 s base, 30 s cap: not configurable for google_grpc); cap it at 1 s.
+    args: dict[str, Any] = {"grpc.initial_reconnect_backoff_ms": {"int_value": 100},
+                            "grpc.max_reconnect_backoff_ms": {"int_value": 1000}}
+    if server_name != sockets[0][0]:
+        args["grpc.ssl_target_name_override"] = {"string_value": server_name}
+    google["channel_args"] = {"args": args}
+    return {"google_grpc": google}

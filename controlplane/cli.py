@@ -6,16 +6,22 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from controlplane.bootstrap import bootstrap_config
+from controlplane.leadership import LeaseTimings
 from controlplane.logs import setup_logging
 from controlplane.names import split_host_port
 from controlplane.records import KINDS
 from controlplane.settings import DefaultView, Settings
+
+if TYPE_CHECKING:
+    from controlplane.sources.leader import Election
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -65,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what Envoys that no DnsPolicy selects get (default: deny)")
     serve.add_argument("--debounce", type=float, default=0.05,
                        help="seconds to coalesce input changes (default 0.05)")
+    serve.add_argument("--drain-seconds", type=float, default=2.0,
+                       help="on SIGTERM, end the open ADS streams over this many seconds so "
+                            "the sidecars reconnect to another replica (default 2)")
     res = serve.add_argument_group("tenant resolvers (what forwarding views forward to)")
     res.add_argument("--tenant-resolvers", choices=["local", "none"], default="local",
                      help="local: one unbound per forwarding tenant, started and supervised "
@@ -89,8 +98,64 @@ def build_parser() -> argparse.ArgumentParser:
                           "policy has no protocol.caBundle (default: the system bundle)")
     serve.add_argument("--auth-tokens", default="",
                        help="token file binding bearer tokens to namespaces (see auth.py)")
+    serve.add_argument("--auth-tokenreview", action="store_true",
+                       help="accept pods' projected ServiceAccount tokens, checked with the "
+                            "TokenReview API (--kubeconfig or in-cluster); the token's pod "
+                            "gives the namespace and labels (see tokenreview.py); combinable "
+                            "with --auth-tokens (VMs)")
+    serve.add_argument("--auth-audience", action="append", default=[], metavar="AUD",
+                       help="audience the sidecars' tokens must have (repeatable; default "
+                            "dns-controlplane)")
+    serve.add_argument("--auth-cache-ttl", type=float, default=60.0, metavar="SECONDS",
+                       help="reuse a successful TokenReview for this long, never past the "
+                            "token's expiry (default 60)")
     serve.add_argument("--insecure", action="store_true",
-                       help="accept ADS clients without a token (local use only)")
+                       help="accept ADS clients without a token (local use only); implies "
+                            "--xds-plaintext unless --xds-tls-dir is given")
+    tls = serve.add_argument_group("ADS transport (one of them is required)")
+    tls.add_argument("--xds-tls-dir", default="",
+                     help="serve ADS over TLS with tls.crt and tls.key from this directory "
+                          "(a mounted Secret); reloaded when they change, no restart")
+    tls.add_argument("--xds-plaintext", action="store_true",
+                     help="serve ADS without TLS (local runs, or a trusted network)")
+    adm = serve.add_argument_group("admin API access")
+    adm.add_argument("--admin-auth", choices=["none", "kubernetes"], default="none",
+                     help="kubernetes: every request but /healthz and /readyz needs a bearer "
+                          "token, checked with TokenReview and SubjectAccessReview "
+                          "(nonResourceURLs, see deploy/rbac.yaml); none: open (local runs)")
+    adm.add_argument("--admin-auth-audience", action="append", default=[], metavar="AUD",
+                     help="audiences the admin API's tokens must have (repeatable; default "
+                          "the API server's)")
+    adm.add_argument("--admin-tls-dir", default="",
+                     help="serve the admin API over HTTPS with tls.crt and tls.key from this "
+                          "directory (reloaded when they change), so bearer tokens never "
+                          "cross the network in clear; default plain HTTP")
+    hook = serve.add_argument_group("sidecar injection webhook (docs/injection.md)")
+    hook.add_argument("--webhook-address", type=_address, default=None, metavar="HOST:PORT",
+                      help="serve POST https://HOST:PORT/inject (AdmissionReview v1); off "
+                           "by default")
+    hook.add_argument("--webhook-cert-dir", default="",
+                      help="tls.crt and tls.key of the webhook (a mounted Secret, reloaded "
+                           "when it changes); a CA and a certificate are made there when "
+                           "absent (default: a temporary directory)")
+    hook.add_argument("--webhook-sidecar-mode", choices=["native", "legacy"], default="native",
+                      help="native: an init container with restartPolicy Always (Kubernetes "
+                           ">= 1.29); legacy: the first ordinary container")
+    hook.add_argument("--webhook-sidecar-image", default="envoyproxy/envoy:v1.40.0")
+    hook.add_argument("--webhook-xds-address", default="",
+                      help="the control plane as the sidecars reach it (default "
+                           "dns-controlplane.<namespace>.svc.<zone>:18000)")
+    hook.add_argument("--webhook-xds-ca", default="", metavar="FILE",
+                      help="CA bundle the sidecars verify ADS with (default: ca.crt of "
+                           "--xds-tls-dir; none with --xds-plaintext)")
+    hook.add_argument("--webhook-xds-server-name", default="",
+                      help="the DNS name in the ADS certificate (default: the xDS host)")
+    hook.add_argument("--webhook-cluster-dns", default="", metavar="IP[:PORT]",
+                      help="the cluster DNS the sidecars resolve a named xDS address with "
+                           "(default: the first nameserver of this process's resolv.conf)")
+    hook.add_argument("--webhook-namespace", default="",
+                      help="the control plane's namespace, never injected (default: this "
+                           "pod's, else dns-system)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--fault-invalid-name", action="append", default=[],
                        help=argparse.SUPPRESS)  # test-only, see controlplane/faults.py
@@ -106,6 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds before a watch is renewed (default 60)")
     kube.add_argument("--status-interval", type=float, default=1.0,
                       help="minimum seconds between status writes of one policy (default 1)")
+    lead = serve.add_argument_group(
+        "replicas (--source kubernetes): every replica serves ADS; the holder of a "
+        "coordination.k8s.io Lease writes status")
+    lead.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                      help="write status only while holding the lease (default on; "
+                           "--no-leader-election: this process always writes, one replica)")
+    lead.add_argument("--leader-identity", default="",
+                      help="this replica's holderIdentity (default: the host name; "
+                           "the Deployment passes the pod name)")
+    lead.add_argument("--lease", default="dns-system/dns-controlplane-status",
+                      metavar="NAMESPACE/NAME", help="the Lease (default %(default)s)")
+    lead.add_argument("--lease-duration", type=int, default=15,
+                      help="seconds without renewal before another replica takes over "
+                           "(default 15)")
+    lead.add_argument("--lease-renew", type=float, default=5.0,
+                      help="seconds between the leader's renewals (default 5); it stops "
+                           "writing when it could not renew for 2/3 of the duration")
+    lead.add_argument("--lease-retry", type=float, default=2.0,
+                      help="seconds between a follower's looks at the lease, with jitter "
+                           "(default 2)")
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a sidecar")
     boot.add_argument("--node-id", required=True)
@@ -120,8 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the stats-only listener serving /stats/prometheus, or 'off'")
     boot.add_argument("--token", default="",
                       help="bearer token for ADS (see serve --auth-tokens)")
+    boot.add_argument("--token-path", default="", metavar="FILE",
+                      help="a token file Envoy re-reads for every new ADS stream, e.g. the "
+                           "pod's projected ServiceAccount token (serve --auth-tokenreview); "
+                           "needs --xds-ca")
     boot.add_argument("--delta", action="store_true",
                       help="incremental xDS (DELTA_GRPC) instead of state of the world")
+    boot.add_argument("--xds-ca", default="", metavar="FILE",
+                      help="CA bundle (PEM) that verifies the control plane's certificate: "
+                           "ADS over TLS (serve --xds-tls-dir); Envoy reads FILE at start")
+    boot.add_argument("--xds-server-name", default="",
+                      help="the DNS name the control plane's certificate must carry, sent as "
+                           "SNI (default: the host of --xds-address)")
+
+    certs = sub.add_parser("xds-certs", help="write a CA and an ADS serving certificate "
+                           "(tls.crt, tls.key) for serve --xds-tls-dir")
+    certs.add_argument("--dir", required=True, type=Path,
+                       help="where to write ca.crt, ca.key (kept when present: the new leaf "
+                            "is signed by the same CA), tls.crt and tls.key")
+    certs.add_argument("--name", action="append", required=True,
+                       help="a DNS name (or IP) of the control plane (repeatable)")
+    certs.add_argument("--days", type=int, default=90, help="validity of the leaf (default 90)")
     return parser
 
 
@@ -133,11 +237,25 @@ def main(argv: list[str] | None = None) -> int:
                 node_id=args.node_id, namespace=args.namespace, labels=dict(args.label),
                 xds_address=args.xds_address, dns_address=args.dns_address,
                 admin_address=args.admin_address, stats_address=args.stats_address,
-                token=args.token, delta=args.delta)
+                token=args.token, delta=args.delta,
+                token_path=str(Path(args.token_path).absolute()) if args.token_path else "",
+                xds_ca=str(Path(args.xds_ca).absolute()) if args.xds_ca else "",
+                xds_server_name=args.xds_server_name)
         except ValueError as exc:
             print(f"controlplane bootstrap: {exc}", file=sys.stderr)
             return 2
         sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+        return 0
+    if args.command == "xds-certs":
+        from controlplane.tlsfiles import write_server_files
+
+        try:
+            info = write_server_files(args.dir, args.name, days=args.days)
+        except (OSError, ValueError) as exc:
+            print(f"controlplane xds-certs: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.dir}/tls.crt and tls.key ({info.describe()}), signed by "
+              f"{args.dir}/ca.crt; keep ca.key out of the Secret")
         return 0
 
     setup_logging(args.log_level)
@@ -165,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"controlplane serve: --vip-range {args.vip_range!r} is not a CIDR",
               file=sys.stderr)
         return 2
-    if not args.auth_tokens and not args.insecure:
-        print("controlplane serve: give --auth-tokens FILE, or --insecure to accept any "
-              "client (local use only)", file=sys.stderr)
+    if not args.auth_tokens and not args.auth_tokenreview and not args.insecure:
+        print("controlplane serve: give --auth-tokens FILE and/or --auth-tokenreview, or "
+              "--insecure to accept any client (local use only)", file=sys.stderr)
+        return 2
+    if (args.auth_audience or args.auth_cache_ttl != 60.0) and not args.auth_tokenreview:
+        print("controlplane serve: --auth-audience and --auth-cache-ttl need "
+              "--auth-tokenreview", file=sys.stderr)
         return 2
     if args.auth_tokens:
         from controlplane.auth import TokenAuthenticator
@@ -178,8 +300,45 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"controlplane serve: {exc}", file=sys.stderr)
             return 2
+    if args.xds_tls_dir and args.xds_plaintext:
+        print("controlplane serve: --xds-tls-dir and --xds-plaintext exclude each other",
+              file=sys.stderr)
+        return 2
+    if not args.xds_tls_dir and not (args.xds_plaintext or args.insecure):
+        print("controlplane serve: give --xds-tls-dir DIR (tls.crt, tls.key) to serve ADS "
+              "over TLS, or --xds-plaintext", file=sys.stderr)
+        return 2
+    for flag, tls_dir in (("--xds-tls-dir", args.xds_tls_dir),
+                          ("--admin-tls-dir", args.admin_tls_dir)):
+        if tls_dir:
+            from controlplane.errors import ConfigError
+            from controlplane.tlsfiles import CertificateFiles
+
+            try:
+                CertificateFiles(Path(tls_dir)).load()
+            except ConfigError as exc:
+                print(f"controlplane serve: {flag} {exc}", file=sys.stderr)
+                return 2
+    from controlplane.errors import ConfigError
+    from controlplane.webhook import injection_config
+
+    try:
+        injection = injection_config(args, zone=args.zone.strip(".").lower())
+    except ConfigError as exc:
+        print(f"controlplane serve: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
+        webhook_host=args.webhook_address[0] if args.webhook_address else "0.0.0.0",
+        webhook_port=args.webhook_address[1] if args.webhook_address else 0,
+        webhook_cert_dir=args.webhook_cert_dir, injection=injection,
+        webhook_server_name=f"dns-controlplane-webhook.{injection.own_namespace}.svc",
+        xds_tls_dir=args.xds_tls_dir, xds_plaintext=not args.xds_tls_dir,
+        admin_auth=args.admin_auth, admin_auth_audiences=tuple(args.admin_auth_audience),
+        admin_tls_dir=args.admin_tls_dir,
         auth_tokens=args.auth_tokens, insecure=args.insecure,
+        auth_tokenreview=args.auth_tokenreview,
+        auth_audiences=tuple(args.auth_audience) or ("dns-controlplane",),
+        auth_cache_ttl=max(0.0, args.auth_cache_ttl),
         ttl_by_kind=ttl_by_kind, max_answers=args.max_answers,
         aaaa_mapped=not args.no_aaaa_mapped,
         vip_range=args.vip_range if args.auto_allocate_vips else "",
@@ -188,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         default_upstream=args.default_upstream, default_view=DefaultView(args.default_view),
         xds_host=args.xds_address[0], xds_port=args.xds_address[1],
         admin_host=args.admin_address[0], admin_port=args.admin_address[1],
-        debounce_seconds=args.debounce,
+        debounce_seconds=args.debounce, drain_seconds=max(0.0, args.drain_seconds),
         tenant_resolvers=args.tenant_resolvers, resolver_dir=args.resolver_dir,
         resolver_listen_host=args.resolver_listen,
         resolver_advertise_host=args.resolver_advertise,
@@ -204,11 +363,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"controlplane serve: --upstream-ca-bundle {args.upstream_ca_bundle}: no such file",
               file=sys.stderr)
         return 2
+    from controlplane.admin_auth import AdminAuthorizer
     from controlplane.app import serve, serve_files
-
-    if args.source != "kubernetes":
-        return asyncio.run(serve_files(Path(args.source), settings))
     from controlplane.errors import ConfigError
+
+    admin_auth = None
+    if args.admin_auth == "kubernetes":  # the API of --kubeconfig/--context, or in-cluster
+        from controlplane.sources.kube_admin_review import KubeReviewer
+        from controlplane.sources.kube_runner import api_client
+
+        try:
+            admin_auth = AdminAuthorizer(KubeReviewer(
+                api_client(args.kubeconfig, args.context),
+                audiences=args.admin_auth_audience))
+        except ConfigError as exc:
+            print(f"controlplane serve: --admin-auth kubernetes: {exc}", file=sys.stderr)
+            return 2
+    identity_api = None
+    if args.auth_tokenreview:  # sidecars' tokens: the API of --kubeconfig, or in-cluster
+        from controlplane.sources.kube_identity import KubeIdentityApi
+        from controlplane.sources.kube_runner import api_client
+
+        try:
+            identity_api = KubeIdentityApi(api_client(args.kubeconfig, args.context))
+        except ConfigError as exc:
+            print(f"controlplane serve: --auth-tokenreview: {exc}", file=sys.stderr)
+            return 2
+    if args.source != "kubernetes":
+        return asyncio.run(serve_files(Path(args.source), settings, admin_auth=admin_auth,
+                                       identity_api=identity_api))
     from controlplane.sources.kube_runner import KubeRunner, api_client
 
     try:
@@ -216,9 +399,34 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"controlplane serve: {exc}", file=sys.stderr)
         return 2
+    election = _election(args)
+    if isinstance(election, str):
+        print(f"controlplane serve: {election}", file=sys.stderr)
+        return 2
     return asyncio.run(serve(settings, lambda store, poke: KubeRunner(
         api, store, poke, watch_pods=args.watch_pods, write_status=not args.no_status,
-        watch_timeout=args.watch_timeout, status_min_interval=args.status_interval)))
+        watch_timeout=args.watch_timeout, status_min_interval=args.status_interval,
+        election=election),
+        admin_auth=admin_auth, identity_api=identity_api))
+
+
+def _election(args: argparse.Namespace) -> Election | None | str:
+    """The leader election the arguments ask for, None when off, or what is wrong."""
+    from controlplane.sources.leader import Election
+
+    if not args.leader_election:
+        return None
+    namespace, sep, name = args.lease.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        return f"--lease {args.lease!r} is not NAMESPACE/NAME"
+    timings = LeaseTimings(duration=args.lease_duration,
+                           renew_deadline=args.lease_duration * 2 / 3,
+                           renew=args.lease_renew, retry=args.lease_retry)
+    if timings.problems():
+        return "leader election: " + "; ".join(timings.problems()) + \
+            " (the renew deadline is 2/3 of --lease-duration)"
+    identity = args.leader_identity or socket.gethostname()
+    return Election(identity=identity, namespace=namespace, name=name, timings=timings)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from controlplane.inventory import Inventory
 from controlplane.model import Workload
 from controlplane.names import Pattern
 from controlplane.policy import CompiledPolicy, select_policy
+from controlplane.policy_client import PolicyDecider
 from controlplane.querylog import QueryLog
 from controlplane.record_index import RecordIndex
 from controlplane.records import RecordOptions
@@ -99,7 +100,8 @@ class Connection:
 
 class Hub:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
-                 resolvers: ResolverDirectory | None = None) -> None:
+                 resolvers: ResolverDirectory | None = None,
+                 decider: PolicyDecider | None = None) -> None:
         self.settings = settings
         self.cache = SnapshotCache()
         self.cache.add_listener(self._view_changed)
@@ -125,6 +127,7 @@ class Hub:
         self._namespaces: dict[str, Any] = {}
         self._changed_at = clock()
         self.resolvers: ResolverDirectory | None = resolvers
+        self.decider = decider  # external policy servers' decisions (policy_client.py)
         self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
         self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
         self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
@@ -177,10 +180,13 @@ class Hub:
                     and not self._concerns(cached[1], cached[2], changed)):
                 views[name] = previous  # nothing it can see changed: reuse the view
                 continue
+            external = (self.decider.table_decisions(name)
+                        if self.decider is not None and policy.policy_server is not None
+                        else None)
             view, error = build_tenant_view(policy, records, inv, self.settings,
                                             last_good_upstream=self._last_good_upstream.get(name),
                                             compiled=cached[1], decisions=cached[2],
-                                            index=index)
+                                            index=index, external=external)
             if error:
                 errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
                                           reason=error, origin="policy")
@@ -197,6 +203,12 @@ class Hub:
                                                 name="default-upstream", reason=error)
         views[DEFAULT_TENANT] = default
         self.tenant_views = self._with_resolvers(views, errors)
+        if self.decider is not None:
+            self.decider.sync(views, inv.policies, inv, zone=self.settings.zone)
+            for tenant, reason in self.decider.target_errors.items():
+                errors[f"policy-server:{tenant}"] = InputError(
+                    kind="DnsPolicy", namespace="", name=tenant, origin="policy.server",
+                    reason=f"{reason}; the failure mode decides")
         selection_changed = namespaces_changed or inv.policies != self._policies
         self._policies = dict(inv.policies)
         self.compiled = compiled
@@ -386,7 +398,8 @@ class Hub:
             out[name] = policy_status(
                 inv.policies.get(name), name, inventory=inv, error=error,
                 view=self.tenant_views.get(name), proxies=proxies,
-                conflicts=conflicts.get(name, set()), pods_watched=pods_watched)
+                conflicts=conflicts.get(name, set()), pods_watched=pods_watched,
+                policy_server=self.decider.reachable(name) if self.decider else None)
         return out
 
     def service_entry_statuses(self) -> dict[tuple[str, str], dict[str, Any]]:

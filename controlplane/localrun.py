@@ -153,6 +153,8 @@ class ControlPlane:
     xds_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: Process | None = None
+    xds_tls_dir: Path | None = None  # ADS over TLS (tls.crt, tls.key); else plaintext
+    admin_token: str = ""  # bearer token get() sends (serve --admin-auth kubernetes)
 
     @property
     def admin_url(self) -> str:
@@ -166,9 +168,12 @@ class ControlPlane:
         auth = [] if "--auth-tokens" in self.extra_args else ["--insecure"]
         resolvers = ([] if "--resolver-dir" in self.extra_args
                      else ["--resolver-dir", str(self.workdir / "resolvers")])
+        transport = (["--xds-tls-dir", str(self.xds_tls_dir)] if self.xds_tls_dir
+                     else [] if "--xds-tls-dir" in self.extra_args else ["--xds-plaintext"])
         argv = [sys.executable, "-m", "controlplane", "serve", "--source", str(self.source),
                 *resolvers, "--xds-address", self.xds_address,
-                "--admin-address", f"127.0.0.1:{self.admin_port}", *auth, *self.extra_args]
+                "--admin-address", f"127.0.0.1:{self.admin_port}", *auth, *transport,
+                *self.extra_args]
         self.process = Process("controlplane", argv, self.workdir / "controlplane.log").start()
         if wait_ready:
             wait_for(self.ready, timeout=timeout, what="control plane /readyz")
@@ -184,7 +189,12 @@ class ControlPlane:
             return False
 
     def get(self, path: str) -> Any:
-        return http_json(f"{self.admin_url}{path}")
+        if not self.admin_token:
+            return http_json(f"{self.admin_url}{path}")
+        request = urllib.request.Request(f"{self.admin_url}{path}", headers={
+            "Authorization": f"Bearer {self.admin_token}"})
+        with urllib.request.urlopen(request, timeout=2.0) as resp:  # noqa: S310 - loopback
+            return json.loads(resp.read())
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None
@@ -208,6 +218,9 @@ class Envoy:
     delta: bool = False
     concurrency: int = 0  # Envoy worker threads; 0: Envoy's default (one per core)
     process: Process | None = None
+    xds_ca: str = ""  # CA bundle (path or PEM): ADS over TLS, verified (bootstrap_config)
+    xds_server_name: str = ""  # the name the control plane's certificate must carry
+    more_xds_addresses: tuple[str, ...] = ()  # other replicas: more xds_cluster endpoints
 
     @property
     def admin_url(self) -> str:
@@ -223,7 +236,8 @@ class Envoy:
             admin_address=f"127.0.0.1:{self.admin_port}",
             stats_address=f"127.0.0.1:{self.stats_port}",
             resolver_hop_address=f"127.0.0.1:{self.hop_port}", token=self.token,
-            delta=self.delta)
+            delta=self.delta, xds_ca=self.xds_ca, xds_server_name=self.xds_server_name,
+            more_xds_addresses=self.more_xds_addresses)
         path = self.bootstrap_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path

@@ -18,6 +18,7 @@ from controlplane.model import (
     DnsPolicy,
     Endpoint,
     EndpointSlice,
+    FailureMode,
     LabelSelector,
     ModelObject,
     Namespace,
@@ -30,7 +31,7 @@ from controlplane.model import (
     ServicePort,
     labels_of,
 )
-from controlplane.names import name_problem, normalise, parse_ip, parse_pattern
+from controlplane.names import name_problem, normalise, parse_ip, parse_pattern, split_host_port
 
 POLICY_GROUP = "networking.example.com"
 POLICY_API_VERSIONS = (f"{POLICY_GROUP}/v1alpha1",)
@@ -280,6 +281,36 @@ def _patterns(value: Any, what: str) -> tuple[str, ...]:
 _POLICY_SPEC_FIELDS = {"namespaceSelector", "selector", "server", "policy", "protocol"}
 
 
+def _policy_server(ps: Mapping[str, Any]) -> PolicyServer:
+    what = "spec.policy.server"
+    unknown = set(ps) - {"address", "protocol", "failureMode", "timeoutMs",
+                         "decisionTtlSeconds", "serverName", "caBundle"}
+    if unknown:
+        raise _Invalid(f"{what} has unknown fields {sorted(unknown)}")
+    address = _str(ps.get("address"), f"{what}.address", required=True).strip()
+    if isinstance(split_host_port(address, 9191), str) or any(c.isspace() for c in address):
+        raise _Invalid(f"{what}.address {address!r} is not HOST[:PORT]")
+    protocol = _str(ps.get("protocol"), f"{what}.protocol") or "grpc"
+    if protocol != "grpc":
+        raise _Invalid(f"{what}.protocol {protocol!r} is not supported: only grpc (Envoy's "
+                       "external authorization API, envoy.service.auth.v3.Authorization/Check)")
+    mode = _str(ps.get("failureMode"), f"{what}.failureMode")
+    if mode and mode not in ("closed", "open"):
+        raise _Invalid(f"{what}.failureMode {mode!r} is not one of closed, open")
+    ca_bundle = _str(ps.get("caBundle"), f"{what}.caBundle").strip()
+    if ca_bundle and "-----BEGIN CERTIFICATE-----" not in ca_bundle:
+        raise _Invalid(f"{what}.caBundle must hold PEM certificates")
+    return PolicyServer(
+        address=address, protocol=protocol,
+        failure_mode=FailureMode(mode) if mode else None,
+        timeout_ms=_int(ps["timeoutMs"], f"{what}.timeoutMs", low=10, high=10_000)
+        if "timeoutMs" in ps else 200,
+        decision_ttl_seconds=_int(ps["decisionTtlSeconds"], f"{what}.decisionTtlSeconds",
+                                  low=1, high=86_400) if "decisionTtlSeconds" in ps else 60,
+        server_name=_str(ps.get("serverName"), f"{what}.serverName").strip(),
+        ca_bundle=ca_bundle)
+
+
 def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> DnsPolicy:
     spec = _map(doc.get("spec"), "spec")
     unknown = set(spec) - _POLICY_SPEC_FIELDS
@@ -308,10 +339,7 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
                            "ALLOW, DENY, WARN") from None
     policy_server = None
     if policy.get("server") is not None:
-        ps = _map(policy.get("server"), "spec.policy.server")
-        policy_server = PolicyServer(
-            address=_str(ps.get("address"), "spec.policy.server.address", required=True),
-            protocol=_str(ps.get("protocol"), "spec.policy.server.protocol") or "grpc")
+        policy_server = _policy_server(_map(policy.get("server"), "spec.policy.server"))
     protocol = _map(spec.get("protocol"), "spec.protocol")
     upgrade = protocol.get("upgrade", False)
     if not isinstance(upgrade, bool):

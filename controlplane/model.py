@@ -135,10 +135,28 @@ class ServiceEntry:
     api_version: str = "networking.istio.io/v1"
 
 
+class FailureMode(StrEnum):
+    """What a name gets when the policy server cannot decide (unreachable, slow, garbage)."""
+
+    CLOSED = "closed"  # denied
+    OPEN = "open"  # allowed
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyServer:
-    address: str
+    """An external policy server (Envoy's ext_authz Check API) that decides per name."""
+
+    address: str  # IP[:port] or a name (a Service, a ServiceEntry host) [:port]; port 9191
     protocol: str = "grpc"
+    failure_mode: FailureMode | None = None  # None: closed under DENY, open otherwise
+    timeout_ms: int = 200  # the longest a query waits for a decision
+    decision_ttl_seconds: int = 60  # when the answer gives no lifetime
+    server_name: str = ""  # TLS: the name its certificate must carry
+    ca_bundle: str = ""  # TLS: PEM; TLS is on when either is set
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.server_name or self.ca_bundle)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -37,6 +38,7 @@ from controlplane.translate.unbound import (
     RPZ_ZONE,
     ResolverPaths,
     dnsdist_conf,
+    gate_script,
     rpz_zone,
     unbound_conf,
 )
@@ -45,6 +47,7 @@ from controlplane.views import Forwarding, ResolverHop, Transport, Upstream
 log = logging.getLogger("controlplane.resolvers")
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+UNBOUND_PYTHON = "/usr/lib/python3/dist-packages"  # python3-unbound's unboundmodule.py
 RESOLVER_TLS_NAME = "tenant-resolver.dns-controlplane"  # the name the hop certificate carries
 
 
@@ -89,7 +92,8 @@ class TenantResolver:
 
 def _server_key(fwd: Forwarding) -> tuple[object, ...]:
     """What needs a new process when it changes (everything but the triggers)."""
-    return (fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path, fwd.zone)
+    return (fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path, fwd.zone,
+            fwd.gate)
 
 
 @dataclass
@@ -102,6 +106,7 @@ class ResolverPool:
     advertise_host: str = ""  # the address sidecars use to reach them; "" for listen_host
     access: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     hop_tls: ServerTls | None = None  # the resolvers serve DoT to the sidecars with it
+    gate_socket: str = ""  # the control plane's policy gate (policy_client.serve_gate)
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     grace_seconds: float = 10.0
     start_timeout: float = 10.0
@@ -254,6 +259,8 @@ class ResolverPool:
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
             access=self.access,
+            gate_socket=self.gate_socket if fwd.gate else "",
+            gate_script=str(directory / "gate.py") if fwd.gate else "",
             tls_port=free_port() if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "")
@@ -262,6 +269,16 @@ class ResolverPool:
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths) -> TenantResolver:
         directory = Path(paths.directory)
         Path(paths.rpz_file).write_text(rpz_zone(fwd))
+        env = None
+        if fwd.gate is not None:
+            if not paths.gate_socket:
+                raise ResolverError("a policy server needs the control plane's policy gate")
+            if not Path(UNBOUND_PYTHON, "unboundmodule.py").exists():
+                raise ResolverError("a policy server needs unbound's python module (Debian: "
+                                    "apt-get install python3-unbound)")
+            Path(paths.gate_script).write_text(gate_script(tenant, fwd, paths))
+            # unbound's embedded Python does not look in Debian's dist-packages by itself.
+            env = {**os.environ, "PYTHONPATH": UNBOUND_PYTHON}
         conf = directory / "unbound.conf"
         conf.write_text(unbound_conf(tenant, fwd, paths))
         dnsdist = None
@@ -276,7 +293,7 @@ class ResolverPool:
         assert self.unbound_bin is not None
         unbound = Process(f"unbound-{tenant}",
                           [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
-                          directory / "unbound.log").start()
+                          directory / "unbound.log", env=env).start()
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock())
 
         deadline = self.clock() + self.start_timeout

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controlplane.injection import InjectionConfig
 from controlplane.records import KINDS
 
 
@@ -46,6 +47,29 @@ class Settings:
     upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
     auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
     insecure: bool = False
+    # Sidecars in Kubernetes prove their pod with its projected ServiceAccount token,
+    # checked with TokenReview for these audiences (tokenreview.py); with auth_tokens too.
+    auth_tokenreview: bool = False
+    auth_audiences: tuple[str, ...] = ("dns-controlplane",)
+    auth_cache_ttl: float = 60.0  # seconds a successful review is reused
+    # On SIGTERM: stop accepting ADS streams, then end the open ones over this many
+    # seconds (random moments), so sidecars move to another replica without a storm.
+    drain_seconds: float = 2.0
+    # ADS transport: TLS with tls.crt/tls.key from this directory (reloaded when they
+    # change, see tlsfiles.py), or plaintext only when xds_plaintext says so.
+    xds_tls_dir: str = ""
+    xds_plaintext: bool = False
+    # Admin API in a cluster: "kubernetes" (TokenReview + SubjectAccessReview, see
+    # admin_auth.py) or "none" (local runs).
+    admin_auth: str = "none"
+    admin_auth_audiences: tuple[str, ...] = ()  # TokenReview audiences; () for the API's
+    admin_tls_dir: str = ""  # HTTPS for the admin API (tls.crt, tls.key, reloaded); "" HTTP
+    # The sidecar-injection webhook (webhook.py, admission.py): off while webhook_port is 0.
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 0
+    webhook_cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
+    webhook_server_name: str = ""  # the name a made certificate is for (the Service's)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
 
     def ttl(self, kind: str) -> int:
         return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)

@@ -69,6 +69,7 @@ def policy_status(
     proxies: list[ProxyState],
     conflicts: set[str],
     pods_watched: bool,
+    policy_server: tuple[bool, str] | None = None,
 ) -> dict[str, Any]:
     """The desired ``status`` of policy ``name`` (``policy`` is its last valid version)."""
     generation = error.generation if error and error.generation else (
@@ -119,8 +120,17 @@ def policy_status(
                               generation)
     else:
         enforced = _condition("Enforced", True, "AllRules",
-                              "Envoy enforces every rule as written", generation)
+                              "every rule is enforced as written (Envoy and the tenant "
+                              "resolver)", generation)
     status["conditions"] = [accepted, ready, conflicted, enforced]
+    if policy is not None and policy.policy_server is not None and policy_server is not None:
+        up, why = policy_server
+        status["conditions"].append(
+            _condition("PolicyServerReachable", True, "Answering",
+                       f"{policy.policy_server.address} answers", generation) if up else
+            _condition("PolicyServerReachable", False, "Unreachable",
+                       f"{policy.policy_server.address}: {why}; the failure mode decides",
+                       generation))
     status["ready"] = accepted["status"] == "True" and ready["status"] == "True"
     return status
 

@@ -20,13 +20,15 @@ policy upgrades. Envoy 1.40 alone could do none of this (facts 3, 6, 8, 20).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from controlplane.inventory import Inventory
-from controlplane.model import DefaultAction, DnsPolicy
+from controlplane.model import DefaultAction, DnsPolicy, FailureMode
 from controlplane.names import Pattern, normalise, parse_ip, split_host_port
 from controlplane.policy import Action, CompiledPolicy, Decision
+from controlplane.policy_decisions import ExternalDecision, failure_mode, table_allows
 from controlplane.record_index import RecordIndex
 from controlplane.records import NameRecord, SrvRecord, cluster_records
 from controlplane.settings import DefaultView, Settings
@@ -71,6 +73,16 @@ class Trigger:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyGate:
+    """The tenant resolver asks the control plane for each forwarded name that no
+    whitelist/blacklist entry decides (the policy server's decisions, cached)."""
+
+    timeout_ms: int
+    failure_open: bool
+    default_ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class Forwarding:
     """What the tenant resolver does with the names Envoy does not answer."""
 
@@ -81,6 +93,7 @@ class Forwarding:
     doh_path: str = DOH_PATH
     triggers: tuple[Trigger, ...] = ()
     zone: str = "cluster.local"  # answered by the resolver itself: NXDOMAIN when unknown
+    gate: PolicyGate | None = None  # an external policy server decides per name
 
     @property
     def encrypted(self) -> bool:
@@ -113,6 +126,9 @@ class TenantView:
     unenforced: tuple[str, ...] = field(default=(), compare=False)
     # Whether Envoy sends per-query records (the policy logs WARN or denied queries).
     log_queries: bool = False
+    # With a policy server: the table names whose answer is its decision, and those it denied.
+    asked: tuple[str, ...] = field(default=(), compare=False)
+    server_denied: tuple[str, ...] = ()
 
     @property
     def forwarding(self) -> bool:
@@ -160,16 +176,6 @@ def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
     return Upstream(svc.cluster_ips[0], port)
 
 
-def _unenforced_for(policy: DnsPolicy) -> list[str]:
-    """Rules that cannot be enforced as written; each is replaced by something stricter."""
-    out = []
-    if policy.policy_server is not None:
-        out.append(f"policy.server {policy.policy_server.address}: an external policy server "
-                   "is not consulted yet; it is ignored and whitelist, blacklist and "
-                   f"defaultAction {policy.default_action.value} decide")
-    return out
-
-
 def in_zone(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 
@@ -190,10 +196,19 @@ def _triggers(compiled: CompiledPolicy, zone: str,
     return tuple(sorted(out, key=lambda t: t.name))
 
 
+def _gate(policy: DnsPolicy) -> PolicyGate | None:
+    ps = policy.policy_server
+    if ps is None:
+        return None
+    return PolicyGate(timeout_ms=ps.timeout_ms,
+                      failure_open=failure_mode(policy) is FailureMode.OPEN,
+                      default_ttl_seconds=ps.decision_ttl_seconds)
+
+
 def _forwarding(policy: DnsPolicy, server: Upstream, triggers: tuple[Trigger, ...], *,
                 zone: str) -> Forwarding | str:
     if not policy.upgrade:
-        return Forwarding(server=server, triggers=triggers, zone=zone)
+        return Forwarding(server=server, triggers=triggers, zone=zone, gate=_gate(policy))
     transport = Transport(policy.upgrade_type or Transport.TLS.value)
     host = split_host_port(policy.server_address, 0)
     written = host[0] if not isinstance(host, str) else ""
@@ -204,7 +219,7 @@ def _forwarding(policy: DnsPolicy, server: Upstream, triggers: tuple[Trigger, ..
                 "must name the certificate to verify; nothing is forwarded")
     return Forwarding(server=server, transport=transport, tls_name=normalise(tls_name),
                       ca_bundle=policy.tls_ca_bundle, doh_path=policy.doh_path or DOH_PATH,
-                      triggers=triggers, zone=zone)
+                      triggers=triggers, zone=zone, gate=_gate(policy))
 
 
 def build_tenant_view(
@@ -217,43 +232,65 @@ def build_tenant_view(
     compiled: CompiledPolicy | None = None,
     decisions: dict[str, Decision] | None = None,
     index: RecordIndex | None = None,
+    external: Mapping[str, ExternalDecision] | None = None,
 ) -> tuple[TenantView, str | None]:
     """The view of ``policy``'s tenant (or the default view) and an upstream error, if any.
 
     ``compiled`` and ``decisions`` (a name -> decision cache kept by the caller
     for as long as the policy is unchanged) make rebuilds after small changes
     cheap: a name is classified once per policy version.
+
+    With ``policy.server``, a blacklisted name is denied locally; every other name is
+    decided by the policy server (``external``: its decisions by name), whitelisted
+    names included (the server may veto them); until a name has a decision, the
+    failure mode decides (closed: left out).
     """
     if policy is None:
         return _default_view(records, inventory, settings)
     compiled = compiled or CompiledPolicy.of(policy)
     cache = decisions if decisions is not None else {}
     notes: list[str] = []
-    unenforced = _unenforced_for(policy)
+    unenforced: list[str] = []
+    server = policy.policy_server
+    mode = failure_mode(policy)
+    decided = external if external is not None else {}
+    asked: list[str] = []
+    server_denied: list[str] = []
     selected = {ns for ns, obj in inventory.namespaces.items()
                 if policy.namespace_selector.matches(dict(obj.labels))}
     entries = []
     # Under DENY only whitelisted names can be answered: look them up by suffix.
     candidates = (index.candidates(compiled.whitelist)
                   if index is not None and policy.default_action is DefaultAction.DENY
-                  else records)
+                  and server is None else records)
     for rec in candidates:
         d = cache.get(rec.name)
         if d is None:
             d = compiled.classify_pattern(Pattern(rec.name))
             cache[rec.name] = d
-        if not d.action.answers:
+        by_server = server is not None and not d.rule.startswith("blacklist")
+        if not d.action.answers and not by_server:
             continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
             continue  # exportTo: only when every namespace of the tenant may see it
         if rec.namespace_scope is not None and rec.namespace_scope not in selected:
             continue  # pod records: only tenants that select the pod's namespace
+        if by_server:
+            asked.append(rec.name)
+            if not table_allows(decided, rec.name, mode):
+                server_denied.append(rec.name)
+                continue
+            ext = decided.get(rec.name)
+            d = Decision(Action.ALLOW, "policy server" if ext is not None else
+                         "policy server: no decision yet, failure mode open")
         entries.append(TableEntry(rec, d.action, d.rule))
     error = None
     forward: Forwarding | None = None
-    triggers = _triggers(compiled, settings.zone, entries)
+    # With a policy server, names no rule decides pass the RPZ and go to the server.
+    triggers = _triggers(compiled if server is None else CompiledPolicy(
+        compiled.whitelist, compiled.blacklist, DefaultAction.ALLOW), settings.zone, entries)
     # Under DENY the resolver is needed only when some name outside the table may pass.
-    needed = (policy.default_action is not DefaultAction.DENY
+    needed = (policy.default_action is not DefaultAction.DENY or server is not None
               or any(not t.deny and t.name != "*" for t in triggers))
     address = policy.server_address or settings.default_upstream
     if needed and address:
@@ -285,6 +322,7 @@ def build_tenant_view(
         ttl_seconds=settings.answer_ttl_seconds, forward=forward,
         notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
         log_queries=bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW,
+        asked=tuple(asked), server_denied=tuple(server_denied),
     )
     return view, error
 
@@ -363,7 +401,7 @@ def forwarding_as_json(fwd: Forwarding | None) -> dict[str, object] | None:
     }
 
 
-__all__ = ["DEFAULT_TENANT", "Forwarding", "NameRecord", "SrvRecord", "TableEntry",
-           "ResolverHop", "TenantView", "Transport", "Trigger", "Upstream", "build_tenant_view",
-           "cluster_records", "forwarding_as_json", "resolve_upstream", "view_as_json",
-           "with_resolver"]
+__all__ = ["DEFAULT_TENANT", "Forwarding", "NameRecord", "PolicyGate", "ResolverHop",
+           "SrvRecord", "TableEntry", "TenantView", "Transport", "Trigger", "Upstream",
+           "build_tenant_view", "cluster_records", "forwarding_as_json", "resolve_upstream",
+           "view_as_json", "with_resolver"]

@@ -9,7 +9,23 @@ the code that runs against a cluster.
 
 Faults for tests: ``down()``/``up()`` (every request 503 and open watches
 closed), ``fail(resource, status, count)``, ``forbid(resource)``,
-``stall(resource)`` (lists hang until released), ``compact()``.
+``stall(resource)`` (lists hang until released), ``compact()``,
+``isolate(token)``/``rejoin(token)`` (one client, told apart by its bearer
+token, gets 503 as if cut off).
+
+Leases (``coordination.k8s.io/v1``, always served): get, create, update and
+delete, with the real API's optimistic concurrency (an update whose
+``resourceVersion`` is stale, or a create of an existing lease, is 409) and
+its MicroTime format; ``lease_writes`` and ``status_write_log`` record who
+wrote what, and when. Unlike a real API server it does not require the
+lease's namespace to exist.
+
+Reviews (always served, create only): ``tokenreviews`` answer for the tokens
+given to ``add_token``/``add_service_account_token`` (audiences checked as the
+API server does); ``subjectaccessreviews`` are decided by real RBAC objects
+given to ``apply_rbac`` (e.g. deploy/rbac.yaml; see tests/fake_rbac.py).
+``reviews`` records each (plural, spec); faults apply (``down``, ``isolate``,
+``forbid``/``fail`` of ``tokenreviews`` or ``subjectaccessreviews``).
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import asyncio
 import copy
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +50,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from controlplane.localrun import free_port
+from tests import fake_rbac
+
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # the API server's own
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,53 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
             "message": message, "reason": reason, "code": code}
 
 
+LEASES = "/apis/coordination.k8s.io/v1"
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
+
+
+@dataclass(frozen=True)
+class LeaseWrite:
+    """One accepted create or update of a Lease, and who made it."""
+
+    at: float  # time.monotonic()
+    client: str  # bearer token
+    verb: str  # create | update
+    name: str
+    holder: str
+
+
+def _client(request: Request) -> str:
+    """The caller's bearer token: how these tests tell replicas apart."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else ""
+
+
+def _lease_problem(body: dict[str, Any], namespace: str, name: str | None) -> str:
+    """What the real API server would reject in a Lease body (a subset of its validation)."""
+    meta = body.get("metadata") or {}
+    if not meta.get("name"):
+        return "metadata.name: Required value"
+    if name is not None and meta["name"] != name:
+        return "metadata.name: the name of the object does not match the name in the URL"
+    if meta.get("namespace") not in (None, namespace):
+        return "metadata.namespace: does not match the namespace in the URL"
+    spec = body.get("spec") or {}
+    for field_ in ("acquireTime", "renewTime"):
+        value = spec.get(field_)
+        # MicroTime: RFC 3339 with exactly six fractional digits, or the API rejects it.
+        if value is not None and not (isinstance(value, str) and _MICRO_TIME.match(value)):
+            return f"spec.{field_}: {value!r} is not a MicroTime"
+    for field_ in ("leaseDurationSeconds", "leaseTransitions"):
+        value = spec.get(field_)
+        if value is not None and (not isinstance(value, int) or value < 0
+                                  or (field_ == "leaseDurationSeconds" and value == 0)):
+            return f"spec.{field_}: Invalid value: {value!r}"
+    holder = spec.get("holderIdentity")
+    if holder is not None and not isinstance(holder, str):
+        return f"spec.holderIdentity: Invalid value: {holder!r}"
+    return ""
+
+
 @dataclass
 class _Event:
     rv: int
@@ -102,6 +169,14 @@ class FakeKube:
         self._generation = 0  # bumps on down() to end open watches
         self.requests: list[tuple[str, str, str]] = []  # (method, path, query)
         self.status_writes: list[tuple[str, dict[str, Any]]] = []
+        # Who wrote each status: (time.monotonic(), bearer token of the client, name).
+        self.status_write_log: list[tuple[float, str, str]] = []
+        self._leases: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name)
+        self.lease_writes: list[LeaseWrite] = []
+        self._isolated: set[str] = set()  # bearer tokens cut off from the API
+        self._tokens: dict[str, dict[str, Any]] = {}  # token -> {"user": ..., "audiences": [...]}
+        self._rbac: list[dict[str, Any]] = []  # (Cluster)Role(Binding)s for access reviews
+        self.reviews: list[tuple[str, dict[str, Any]]] = []  # (plural, spec) of each review
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,6 +184,14 @@ class FakeKube:
     def start(self) -> FakeKube:
         routes = [Route("/api", self._api), Route("/api/", self._api),
                   Route("/apis", self._apis), Route("/apis/", self._apis),
+                  Route(f"{LEASES}/namespaces/{{namespace}}/leases", self._lease_create,
+                        methods=["POST"]),
+                  Route(f"{LEASES}/namespaces/{{namespace}}/leases/{{name}}", self._lease,
+                        methods=["GET", "PUT", "DELETE"]),
+                  Route("/apis/authentication.k8s.io/v1/tokenreviews", self._review,
+                        methods=["POST"]),
+                  Route("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._review,
+                        methods=["POST"]),
                   Route("/{path:path}", self._dispatch, methods=["GET", "PATCH", "PUT"])]
         app = Starlette(routes=routes)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -136,12 +219,13 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def kubeconfig(self, directory: Path) -> Path:
+    def kubeconfig(self, directory: Path, *, token: str = "test") -> Path:
+        """A kubeconfig for this server; ``token`` tells clients apart (status_write_log)."""
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "test"}}],
+            "users": [{"name": "fake", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
         }))
         return path
@@ -223,6 +307,22 @@ class FakeKube:
         with self._lock:
             self._compacted = self._last_rv
 
+    def isolate(self, token: str) -> None:
+        """Cut one client (by its bearer token) off: its requests get 503 until ``rejoin``."""
+        self._isolated.add(token)
+
+    def rejoin(self, token: str) -> None:
+        self._isolated.discard(token)
+
+    def lease(self, name: str, namespace: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._leases.get((namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def status_writes_by(self, token: str) -> list[tuple[float, str]]:
+        """(time.monotonic(), object name) of every status write made with ``token``."""
+        return [(t, name) for t, who, name in self.status_write_log if who == token]
+
     # -- HTTP --------------------------------------------------------------
     async def _api(self, request: Request) -> Response:
         return JSONResponse({"kind": "APIVersions", "versions": ["v1"]})
@@ -256,6 +356,8 @@ class FakeKube:
                 rest = path[len(ns_base):].split("/")
                 if len(rest) == 4 and rest[1] == r.plural and rest[3] == "status":
                     return r, f"{rest[0]}/{rest[2]}", True
+                if len(rest) == 3 and rest[1] == r.plural:
+                    return r, f"{rest[0]}/{rest[2]}", False
         return None
 
     async def _dispatch(self, request: Request) -> Response:
@@ -266,7 +368,7 @@ class FakeKube:
             return JSONResponse(_status(404, "NotFound", f"the server could not find /{path}"),
                                 status_code=404)
         res, name, is_status = route
-        if self._down:
+        if self._down or _client(request) in self._isolated:
             return JSONResponse(_status(503, "ServiceUnavailable", "apiserver is down"),
                                 status_code=503)
         if res.plural in self._forbidden:
@@ -283,6 +385,15 @@ class FakeKube:
             return JSONResponse(_status(405, "MethodNotAllowed", "not supported"), 405)
         if request.query_params.get("watch") in ("true", "1"):
             return await self._watch(request, res)
+        if name is not None:  # GET of one object (or its status subresource)
+            namespace, _, short = name.rpartition("/")
+            with self._lock:
+                one = self._objects.get((res.key, namespace, short))
+                one = copy.deepcopy(one) if one else None
+            if one is None:
+                return JSONResponse(_status(404, "NotFound", f'{res.plural} "{short}" not '
+                                            "found"), 404)
+            return JSONResponse(one)
         stall = self._stalled.get(res.plural)
         if stall is not None:
             await asyncio.to_thread(stall.wait)
@@ -307,7 +418,198 @@ class FakeKube:
             obj["metadata"]["resourceVersion"] = str(rv)
             self._events.append(_Event(rv, res, "MODIFIED", copy.deepcopy(obj)))
             self.status_writes.append((name, copy.deepcopy(obj["status"])))
+            self.status_write_log.append((time.monotonic(), _client(request), name))
             return JSONResponse(copy.deepcopy(obj))
+
+    # -- TokenReview and SubjectAccessReview (served always) -----------------------------
+    def add_token(self, token: str, *, username: str, groups: tuple[str, ...] = (),
+                  uid: str = "", extra: dict[str, list[str]] | None = None,
+                  audiences: tuple[str, ...] = (API_AUDIENCE,)) -> None:
+        """A token that TokenReview accepts for ``username`` (and only for ``audiences``)."""
+        user: dict[str, Any] = {"username": username, "uid": uid or f"uid-{username}",
+                                "groups": [*groups, "system:authenticated"]}
+        if extra:
+            user["extra"] = extra
+        self._tokens[token] = {"user": user, "audiences": list(audiences)}
+
+    def add_service_account_token(self, token: str, namespace: str, name: str, **kw: Any
+                                  ) -> None:
+        self.add_token(token, username=f"system:serviceaccount:{namespace}:{name}",
+                       groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}"),
+                       **kw)
+
+    # Sidecar identity (controlplane/tokenreview.py): projected tokens bound to a Pod.
+    def add_pod_token(self, token: str, namespace: str, pod: str, *,
+                      service_account: str = "default",
+                      audiences: tuple[str, ...] = (API_AUDIENCE,)) -> None:
+        """A projected ServiceAccount token of Pod ``namespace/pod`` (applied before), as
+        the kubelet mounts it: TokenReview names the pod (name and uid) in ``user.extra``."""
+        obj = self.get("Pod", pod, namespace)
+        uid = str((obj or {}).get("metadata", {}).get("uid") or f"uid-{namespace}-{pod}")
+        self.add_service_account_token(
+            token, namespace, service_account, audiences=audiences, extra={
+                "authentication.kubernetes.io/pod-name": [pod],
+                "authentication.kubernetes.io/pod-uid": [uid],
+                "authentication.kubernetes.io/credential-id": [f"JTI=jti-{len(self._tokens)}"],
+                "authentication.kubernetes.io/node-name": ["node-1"]})
+
+    def expire_token(self, token: str) -> None:
+        """TokenReview now answers as for an expired token (the API server's wording)."""
+        self._tokens[token]["error"] = ("[invalid bearer token, service account token has "
+                                        "expired]")
+
+    def revoke_token(self, token: str) -> None:
+        """Forget a token (its pod deleted, its ServiceAccount recreated): unknown now."""
+        self._tokens.pop(token, None)
+
+    def token_review_count(self) -> int:
+        return sum(1 for plural, _ in self.reviews if plural == "tokenreviews")
+
+    def apply_rbac(self, *objects: dict[str, Any]) -> None:
+        """ClusterRoles, Roles and their bindings that SubjectAccessReviews are decided by."""
+        for obj in objects:
+            if obj and obj.get("kind") in ("ClusterRole", "Role", "ClusterRoleBinding",
+                                           "RoleBinding"):
+                self._rbac.append(copy.deepcopy(obj))
+
+    async def _review(self, request: Request) -> Response:
+        plural = request.url.path.rsplit("/", 1)[1]
+        self.requests.append((request.method, request.url.path, ""))
+        if self._down or _client(request) in self._isolated:
+            return JSONResponse(_status(503, "ServiceUnavailable", "apiserver is down"), 503)
+        if plural in self._forbidden:
+            return JSONResponse(_status(403, "Forbidden", f"{plural} is forbidden: User cannot "
+                                        "create resource"), 403)
+        queued = self._fail.get(plural)
+        if queued:
+            code = queued.pop(0)
+            return JSONResponse(_status(code, "InternalError", "injected failure"), code)
+        body = json.loads(await request.body())
+        spec = body.get("spec") or {}
+        self.reviews.append((plural, copy.deepcopy(spec)))
+        if plural == "tokenreviews":
+            entry = self._tokens.get(str(spec.get("token") or ""))
+            wanted = list(spec.get("audiences") or [API_AUDIENCE])
+            matched = [a for a in wanted if entry and a in entry["audiences"]]
+            if entry is None:
+                status: dict[str, Any] = {"authenticated": False,
+                                          "error": "invalid bearer token"}
+            elif entry.get("error"):  # expire_token: known, but no longer valid
+                status = {"authenticated": False, "error": entry["error"]}
+            elif not matched:
+                status = {"authenticated": False,
+                          "error": "invalid bearer token, token audiences "
+                                   f"{entry['audiences']} is invalid for the target audiences "
+                                   f"{wanted}"}
+            else:
+                status = {"authenticated": True, "user": entry["user"], "audiences": matched}
+        else:
+            with self._lock:
+                allowed, reason = fake_rbac.authorize(self._rbac, spec)
+            status = {"allowed": allowed, **({"reason": reason} if reason else {})}
+        return JSONResponse({**body, "metadata": {"creationTimestamp": None}, "spec": spec,
+                             "status": status}, 201)
+
+    # -- coordination.k8s.io/v1 Lease (served always, as by a real API server) -----------
+    def _lease_refusal(self, request: Request) -> Response | None:
+        """The faults (down, isolate, forbid/fail "leases") as the real API would answer."""
+        self.requests.append((request.method, request.url.path, str(request.query_params)))
+        if self._down or _client(request) in self._isolated:
+            return JSONResponse(_status(503, "ServiceUnavailable", "apiserver is down"), 503)
+        if "leases" in self._forbidden:
+            return JSONResponse(_status(403, "Forbidden", "leases.coordination.k8s.io is "
+                                        "forbidden: User cannot access resource"), 403)
+        queued = self._fail.get("leases")
+        if queued:
+            code = queued.pop(0)
+            return JSONResponse(_status(code, "InternalError", "injected failure"), code)
+        return None
+
+    async def _lease_body(self, request: Request, namespace: str, name: str | None
+                          ) -> dict[str, Any] | Response:
+        try:
+            body = json.loads(await request.body())
+        except json.JSONDecodeError as exc:
+            return JSONResponse(_status(400, "BadRequest", f"invalid JSON: {exc}"), 400)
+        meta = body.get("metadata") or {}
+        problem = _lease_problem(body, namespace, name)
+        if problem:
+            return JSONResponse(_status(422 if "spec." in problem else 400,
+                                        "Invalid" if "spec." in problem else "BadRequest",
+                                        f'Lease.coordination.k8s.io "{meta.get("name")}" is '
+                                        f"invalid: {problem}"), 422 if "spec." in problem else 400)
+        return dict(body)
+
+    def _lease_store(self, request: Request, verb: str, namespace: str,
+                     body: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        """Store ``body`` as the lease (lock held): a new resourceVersion, kept metadata."""
+        meta = dict(body.get("metadata") or {})
+        rv = next(self._rv)
+        self._last_rv = rv
+        meta.update({"namespace": namespace, "resourceVersion": str(rv)})
+        if old is not None:
+            for kept in ("uid", "creationTimestamp"):
+                meta[kept] = old["metadata"][kept]
+        else:
+            meta["uid"] = f"uid-lease-{namespace}-{meta['name']}"
+            meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+               "spec": dict(body.get("spec") or {})}
+        self._leases[(namespace, meta["name"])] = obj
+        self.lease_writes.append(LeaseWrite(time.monotonic(), _client(request), verb,
+                                            meta["name"],
+                                            str(obj["spec"].get("holderIdentity") or "")))
+        return copy.deepcopy(obj)
+
+    async def _lease_create(self, request: Request) -> Response:
+        refusal = self._lease_refusal(request)
+        if refusal is not None:
+            return refusal
+        namespace = request.path_params["namespace"]
+        body = await self._lease_body(request, namespace, None)
+        if isinstance(body, Response):
+            return body
+        name = body["metadata"]["name"]
+        with self._lock:
+            if (namespace, name) in self._leases:
+                return JSONResponse(_status(409, "AlreadyExists",
+                                            f'leases.coordination.k8s.io "{name}" already '
+                                            "exists"), 409)
+            if body["metadata"].get("resourceVersion"):
+                return JSONResponse(_status(400, "BadRequest", "resourceVersion should not "
+                                            "be set on objects to be created"), 400)
+            return JSONResponse(self._lease_store(request, "create", namespace, body, None),
+                                201)
+
+    async def _lease(self, request: Request) -> Response:
+        refusal = self._lease_refusal(request)
+        if refusal is not None:
+            return refusal
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        not_found = JSONResponse(_status(404, "NotFound", f'leases.coordination.k8s.io '
+                                         f'"{name}" not found'), 404)
+        if request.method == "GET":
+            found = self.lease(name, namespace)
+            return JSONResponse(found) if found else not_found
+        if request.method == "DELETE":
+            with self._lock:
+                if self._leases.pop((namespace, name), None) is None:
+                    return not_found
+            return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        body = await self._lease_body(request, namespace, name)
+        if isinstance(body, Response):
+            return body
+        with self._lock:
+            old = self._leases.get((namespace, name))
+            if old is None:  # leases do not allow create-on-update
+                return not_found
+            sent = str(body["metadata"].get("resourceVersion") or "")
+            if sent and sent != old["metadata"]["resourceVersion"]:
+                return JSONResponse(_status(
+                    409, "Conflict", f'Operation cannot be fulfilled on leases.coordination.'
+                    f'k8s.io "{name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again"), 409)
+            return JSONResponse(self._lease_store(request, "update", namespace, body, old))
 
     async def _watch(self, request: Request, res: Resource) -> Response:
         q = request.query_params

@@ -11,7 +11,13 @@ from controlplane.inventory import Inventory, Store
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
 from controlplane.translate import translate_view
-from controlplane.translate.unbound import ResolverPaths, dnsdist_conf, rpz_zone, unbound_conf
+from controlplane.translate.unbound import (
+    ResolverPaths,
+    dnsdist_conf,
+    gate_script,
+    rpz_zone,
+    unbound_conf,
+)
 from controlplane.views import (
     TenantView,
     Transport,
@@ -45,6 +51,8 @@ def golden_paths(tenant: str, *, doh: bool) -> ResolverPaths:
     d = f"/var/lib/dns-controlplane/resolvers/{tenant}"
     return ResolverPaths(directory=d, listen=RESOLVER, control_socket=f"{d}/control.sock",
                          rpz_file=f"{d}/policy.rpz", ca_file=f"{d}/ca.pem",
+                         gate_socket="/var/lib/dns-controlplane/resolvers/policy-gate.sock",
+                         gate_script=f"{d}/gate.py",
                          doh_proxy=Upstream("127.0.0.1", 5301) if doh else None)
 
 
@@ -56,6 +64,8 @@ def resolver_files(view: TenantView) -> dict[str, str]:
     doh = fwd.transport is Transport.HTTPS
     paths = golden_paths(view.tenant, doh=doh)
     files = {"unbound.conf": unbound_conf(view.tenant, fwd, paths), "policy.rpz": rpz_zone(fwd)}
+    if fwd.gate is not None:
+        files["gate.py"] = gate_script(view.tenant, fwd, paths)
     if doh and paths.doh_proxy is not None:
         files["dnsdist.conf"] = dnsdist_conf(fwd, listen=paths.doh_proxy, ca_file=paths.ca_file)
     return files

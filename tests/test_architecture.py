@@ -10,7 +10,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "controlplane"
 PURE = ["policy.py", "views.py", "names.py", "model.py", "manifests.py", "translate", "records.py",
         "record_index.py", "explain.py", "status.py", "vips.py", "auth.py",
-        "incremental_records.py"]
+        "incremental_records.py", "policy_decisions.py", "leadership.py", "injection.py",
+        "admission.py"]
 FORBIDDEN = ("grpc", "fastapi", "kubernetes", "uvicorn", "watchfiles", "logging", "time",
              "socket", "asyncio", "controlplane.hub", "controlplane.xds", "controlplane.admin",
              "controlplane.sources")

@@ -37,14 +37,25 @@ def test_kustomization_renders_everything() -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition", "CustomResourceDefinition", "Namespace",
                             "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
-                            "Service", "ServiceMonitor", "ServiceMonitor"])
+                            "Service", "ServiceMonitor", "ServiceMonitor",
+                            # admin-access.yaml: the readers' roles, Prometheus's binding
+                            "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                            "NetworkPolicy",
+                            # xds-tls.yaml: root issuer, CA certificate, CA issuer, leaf
+                            "Issuer", "Certificate", "Issuer", "Certificate",
+                            # webhook.yaml: root issuer, CA certificate, CA issuer, leaf
+                            "Issuer", "Certificate", "Issuer", "Certificate", "Service",
+                            "MutatingWebhookConfiguration",
+                            # leader-election.yaml and pdb.yaml: two replicas
+                            "Role", "RoleBinding", "PodDisruptionBudget"])
     namespaced = [d for d in docs if d["kind"] in ("ServiceAccount", "Deployment", "Service",
                                                     "ServiceMonitor")]
     assert {d["metadata"]["namespace"] for d in namespaced} == {"dns-system"}
 
 
 def test_rbac_is_least_privilege() -> None:
-    (role,) = by_kind(rendered(), "ClusterRole")
+    (role,) = [r for r in by_kind(rendered(), "ClusterRole")
+               if r["metadata"]["name"] == "dns-controlplane"]
     writes = []
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
@@ -53,13 +64,17 @@ def test_rbac_is_least_privilege() -> None:
             writes.append((tuple(rule["apiGroups"]), tuple(rule["resources"]),
                            tuple(sorted(rule["verbs"]))))
     assert writes == [(("networking.example.com",), ("dnspolicies/status", "serviceentries/status"),
-                       ("patch", "update"))]
+                       ("patch", "update")),
+                      # reviews: they create nothing that stays, only ask the API server
+                      (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
+                      (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",))]
     readable = {(g, r) for rule in role["rules"] for g in rule["apiGroups"]
                 for r in rule["resources"] if "watch" in rule["verbs"]}
     assert {("", "namespaces"), ("", "services"), ("discovery.k8s.io", "endpointslices"),
             ("networking.example.com", "dnspolicies"),
             ("networking.istio.io", "serviceentries")} <= readable
-    (binding,) = by_kind(rendered(), "ClusterRoleBinding")
+    (binding,) = [b for b in by_kind(rendered(), "ClusterRoleBinding")
+                  if b["metadata"]["name"] == "dns-controlplane"]
     assert binding["subjects"][0]["namespace"] == "dns-system"
 
 
@@ -79,8 +94,56 @@ def test_deployment_is_hardened_and_probed() -> None:
     assert args.source == "kubernetes" and args.admin_address[1] == 18080
     (sa,) = by_kind(docs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    (svc,) = by_kind(docs, "Service")
+    (svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "dns-controlplane"]
     assert {p["port"] for p in svc["spec"]["ports"]} == {18000, 18080}
+
+
+def test_two_replicas_spread_and_protected_by_a_budget() -> None:
+    docs = rendered()
+    (dep,) = by_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    # preferred, not required: a one-node cluster still runs both replicas
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["metadata"]["namespace"] == dep["metadata"]["namespace"]
+
+
+def test_leases_rbac_is_one_role_on_one_lease() -> None:
+    docs = rendered()
+    for role in by_kind(docs, "ClusterRole"):  # no cluster-wide access to leases
+        assert all("leases" not in rule.get("resources", ()) for rule in role["rules"]), role
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "dns-system"
+    grants = sorted((tuple(rule["apiGroups"]), tuple(rule["resources"]),
+                     tuple(rule.get("resourceNames", ())), tuple(sorted(rule["verbs"])))
+                    for rule in role["rules"])
+    # RBAC cannot limit create by name (the name is in the body): create alone, unnamed.
+    assert grants == [(("coordination.k8s.io",), ("leases",), (), ("create",)),
+                      (("coordination.k8s.io",), ("leases",), ("dns-controlplane-status",),
+                       ("get", "update"))]
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dns-controlplane",
+                                    "namespace": "dns-system"}]
+    # The Deployment elects on that very lease, as its pod (downward API).
+    (dep,) = by_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert args.leader_election is True
+    assert args.lease == "$(POD_NAMESPACE)/dns-controlplane-status"
+    assert args.leader_identity == "$(POD_NAME)"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in c["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
 
 
 def test_servicemonitor_has_the_seed_shape() -> None:
@@ -152,3 +215,94 @@ def test_deploy_yaml_documents_parse() -> None:
             assert doc is None or isinstance(doc, dict), path
     assert parse_object({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": "dns-system"}})
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def controlplane_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = by_kind(docs, "Deployment")
+    return dict(next(c for c in dep["spec"]["template"]["spec"]["containers"]
+                     if c["name"] == "controlplane"))
+
+
+def test_ads_is_served_over_tls_from_the_certificate_secret() -> None:
+    docs = rendered()
+    c = controlplane_container(docs)
+    args = build_parser().parse_args(c["args"])
+    assert args.xds_tls_dir and not args.xds_plaintext and not args.insecure
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == args.xds_tls_dir]
+    (dep,) = by_kind(docs, "Deployment")
+    (volume,) = [v for v in dep["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == mount["name"]]
+    secret = volume["secret"]["secretName"]
+    # cert-manager keeps that Secret: a leaf for the Service's DNS names, from a CA issuer
+    (leaf,) = [d for d in by_kind(docs, "Certificate") if d["spec"]["secretName"] == secret]
+    svc = named(docs, "Service", "dns-controlplane")
+    service_name = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+    assert service_name in leaf["spec"]["dnsNames"]
+    issuer = named(docs, "Issuer", leaf["spec"]["issuerRef"]["name"])
+    ca = next(d for d in by_kind(docs, "Certificate")
+              if d["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"])
+    assert ca["spec"]["isCA"] is True  # renewals keep the CA the sidecars trust
+
+
+def test_admin_api_checks_callers_and_roles_only_read() -> None:
+    docs = rendered()
+    args = build_parser().parse_args(controlplane_container(docs)["args"])
+    assert args.admin_auth == "kubernetes"
+    admin = named(docs, "ClusterRole", "dns-controlplane-admin-reader")
+    metrics = named(docs, "ClusterRole", "dns-controlplane-metrics-reader")
+    for role in (admin, metrics):
+        for rule in role["rules"]:
+            assert rule["verbs"] == ["get"] and set(rule) == {"nonResourceURLs", "verbs"}
+    assert metrics["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert "/api/*" in admin["rules"][0]["nonResourceURLs"]
+    prometheus = named(docs, "ClusterRoleBinding", "dns-controlplane-metrics-reader")
+    assert prometheus["roleRef"]["name"] == "dns-controlplane-metrics-reader"
+    assert prometheus["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s",
+                                       "namespace": "monitoring"}]  # not rewritten by kustomize
+    monitor = named(docs, "ServiceMonitor", "dns-controlplane")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    # the tokens travel over HTTPS: the admin API serves the ADS certificate, the probes
+    # and Prometheus use https, Prometheus verifying the CA and the Service's name
+    container = controlplane_container(docs)
+    assert args.admin_tls_dir and args.admin_tls_dir == args.xds_tls_dir
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert endpoint["scheme"] == "https"
+    (leaf,) = [d for d in by_kind(docs, "Certificate")
+               if d["spec"]["secretName"] == endpoint["tlsConfig"]["ca"]["secret"]["name"]]
+    assert endpoint["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
+    assert endpoint["tlsConfig"]["serverName"] in leaf["spec"]["dnsNames"]
+
+
+def test_networkpolicy_opens_each_port_to_its_clients_only() -> None:
+    docs = rendered()
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    (dep,) = by_kind(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        dep["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"]: p["containerPort"] for p in controlplane_container(docs)["ports"]}
+    opened: dict[str, list[Any]] = {}
+    ranges = []
+    for rule in policy["spec"]["ingress"]:
+        for p in rule["ports"]:
+            if isinstance(p["port"], str):
+                assert p["port"] in ports, f"no container port named {p['port']}"
+                opened[p["port"]] = rule.get("from", [])
+            else:
+                ranges.append((p["port"], p.get("endPort", p["port"])))
+    assert set(opened) == set(ports)  # every port of the pod has a rule
+    assert opened["grpc-xds"] == [{"namespaceSelector": {}}]  # sidecars, any namespace
+    assert opened["http-admin"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    # the tenant resolvers' ports: the ephemeral range, which no fixed port falls in
+    assert set(ranges) == {(32768, 60999)}
+    assert all(not 32768 <= port <= 60999 for port in ports.values()), ports

@@ -21,6 +21,16 @@ def require_tool(name: str, install_hint: str) -> str:
     return path
 
 
+def require_file(path: Path, install_hint: str) -> Path:
+    """``path``, which an installed package provides; skips locally, fails when CI=true."""
+    if not path.exists():
+        message = f"{path} is required ({install_hint})"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def seed_examples() -> Path:
     """The users' seed examples: ../shared/seed-examples beside the project when present
     (it is the source of truth), else the copy kept in tests/seed-examples."""

@@ -12,6 +12,7 @@ from controlplane.errors import ConfigError
 from controlplane.hub import Hub
 from controlplane.inventory import Store
 from controlplane.sources.kubernetes import CORE_KINDS, KubernetesSource
+from controlplane.sources.leader import Election, LeaderCollector, LeaderElector
 from controlplane.sources.status_writer import StatusWriter
 
 
@@ -37,17 +38,37 @@ class KubeRunner:
     def __init__(self, api: k8s.ApiClient, store: Store, poke: Callable[[], None], *,
                  watch_pods: bool = False, write_status: bool = True,
                  watch_timeout: int = 60, backoff_base: float = 0.2,
-                 status_min_interval: float = 1.0) -> None:
+                 status_min_interval: float = 1.0, election: Election | None = None) -> None:
+        """``election``: write status only while holding its Lease (several replicas);
+        None: this process always writes (one replica)."""
         self.source = KubernetesSource(api, store, poke, watch_pods=watch_pods,
                                        watch_timeout=watch_timeout, backoff_base=backoff_base)
-        self.writer = StatusWriter(api, self.source.stop_event,
-                                   min_interval=status_min_interval) if write_status else None
+        self.elector: LeaderElector | None = None
+        if write_status and election is not None:
+            self.elector = LeaderElector(
+                api, namespace=election.namespace, name=election.name,
+                identity=election.identity, timings=election.timings,
+                on_change=self._leadership_changed)
+        self.writer = StatusWriter(
+            api, self.source.stop_event, min_interval=status_min_interval,
+            may_write=self.elector.is_leader if self.elector else None,
+        ) if write_status else None
         self.watch_pods = watch_pods
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if self.writer is not None and leading:
+            self.writer.take_over()  # losing needs nothing: the writer asks before each write
+
+    def collectors(self) -> list[object]:
+        """Prometheus collectors for the admin API's /metrics."""
+        return [LeaderCollector(self.elector)] if self.elector is not None else []
 
     def load(self) -> None:
         self.source.start()
         if self.writer is not None:
             self.writer.thread.start()
+        if self.elector is not None:
+            self.elector.start()
 
     def loaded(self) -> bool:
         return self.source.ready
@@ -57,17 +78,23 @@ class KubeRunner:
             return self.source.not_ready_reason()
         problems = [f"{w.kind.plural}: {w.state.problem}" for w in self.source.watchers
                     if w.state.problem]
+        if self.elector is not None and self.elector.problem:
+            problems.append(f"leader election: {self.elector.problem}")
         return "; ".join(problems)
 
     def status(self) -> dict[str, object]:
         out = self.source.status()
         if self.writer is not None:
             out["status_writes"] = self.writer.writes
+        if self.elector is not None:
+            out["leaderElection"] = self.elector.status()
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self.source.stop()
+        if self.elector is not None:  # step down now and free the lease for the next leader
+            await asyncio.to_thread(self.elector.stop, release=True)
 
     def hub_changed(self, hub: Hub) -> None:
         if self.writer is None or not hub.ready:

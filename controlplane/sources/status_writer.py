@@ -6,6 +6,10 @@ once per ``min_interval`` per policy and ``max_per_second`` overall; bursts
 coalesce into the latest state. A status write changes only ``status``, so
 the watch event it causes parses to the same model object and triggers no
 recompute: no write loops.
+
+With several replicas it writes only while ``may_write()`` (the leader
+elector, ``leader.py``) says so, asked before every write; ``take_over()``
+on winning the lease writes every object's current status once.
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ def _now() -> str:
 class StatusWriter:
     def __init__(self, api: k8s.ApiClient, stop: threading.Event, *,
                  min_interval: float = 1.0, max_per_second: float = 20.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 may_write: Callable[[], bool] | None = None) -> None:
         self.custom = k8s.CustomObjectsApi(api)
         self.stop = stop
+        # Asked before every write (the leader elector's is_leader); None: always write.
+        self.may_write = may_write or (lambda: True)
         self.min_interval = min_interval
         self.gap = 1.0 / max_per_second
         self.clock = clock
@@ -56,6 +63,18 @@ class StatusWriter:
             self._desired = dict(desired)
         self._wake.set()
 
+    def take_over(self) -> None:
+        """Leadership was just won: write every object's current status once.
+
+        What this replica wrote before may have been overwritten by another
+        leader since, so it forgets it; each object's status as the API holds
+        it is read before its first write, to keep its lastTransitionTimes.
+        """
+        with self._lock:
+            self._written.clear()
+            self._full.clear()
+        self._wake.set()
+
     def _due(self) -> tuple[list[StatusKey], float]:
         now = self.clock()
         due, wait = [], 3600.0
@@ -72,10 +91,14 @@ class StatusWriter:
 
     def run(self) -> None:
         while not self.stop.is_set():
+            if not self.may_write():  # a follower: wait to be woken (take_over) or look again
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
             due, wait = self._due()
             for name in due:
-                if self.stop.is_set():
-                    return
+                if self.stop.is_set() or not self.may_write():
+                    break
                 self._write(name)
                 self.stop.wait(self.gap)
             if not due:
@@ -90,7 +113,11 @@ class StatusWriter:
             previous = self._written.get(key)
         if desired is None:
             return
+        if key not in self._full:  # first write since start or take-over: keep the API's times
+            self._full[key] = self._current(key)
         body = {"status": merge_transition_times(desired, self._full.get(key), _now())}
+        if not self.may_write():  # leadership lost meanwhile: not one more write
+            return
         self._last_write[key] = self.clock()
         try:
             if namespace:
@@ -117,3 +144,18 @@ class StatusWriter:
             self._full[key] = body["status"]
         if previous is None or previous.get("ready") != desired.get("ready"):
             log.info("%s status: ready=%s", what, desired.get("ready"))
+
+    def _current(self, key: StatusKey) -> dict[str, Any]:
+        """The object's status as the API holds it ({} when it cannot be read)."""
+        plural, namespace, name = key
+        try:
+            if namespace:
+                obj = self.custom.get_namespaced_custom_object(
+                    POLICY_GROUP, "v1alpha1", namespace, plural, name, _request_timeout=(2, 5))
+            else:
+                obj = self.custom.get_cluster_custom_object(
+                    POLICY_GROUP, "v1alpha1", plural, name, _request_timeout=(2, 5))
+        except Exception:  # noqa: BLE001 - then the conditions' times start now
+            return {}
+        status = obj.get("status") if isinstance(obj, dict) else None
+        return dict(status) if isinstance(status, dict) else {}

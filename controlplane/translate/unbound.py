@@ -27,6 +27,7 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from controlplane.views import Forwarding, Transport, Upstream
 
@@ -46,6 +47,8 @@ class ResolverPaths:
     doh_proxy: Upstream | None = None  # the local dnsdist for DNS over HTTPS
     access: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query it
     cache_mb: int = 8
+    gate_socket: str = ""  # the control plane's policy gate (a policy server decides)
+    gate_script: str = ""  # where the rendered python module lives
     tls_port: int = 0  # DNS over TLS for the sidecars (the hop); 0: plain UDP only
     tls_cert: str = ""
     tls_key: str = ""
@@ -93,11 +96,17 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         f"  rrset-cache-size: {paths.cache_mb}m",
         "  extended-statistics: yes",
         "  prefetch: yes",
+        # With a policy server, names the RPZ lets through are asked (the python module)
+        # before dns64 and the iterator; without one the module is not loaded.
         # DNS64 needs the A record cached at least as long as the AAAA's NODATA: with a
         # TTL-0 upstream (dnsmasq's default) a cached NODATA would otherwise be served
         # without synthesis, and Envoy turns it into NXDOMAIN (measured on unbound 1.17).
         "  cache-min-ttl: 5",
         "  cache-max-negative-ttl: 5",
+        # After an outage of the tenant's server, try it again within seconds, not the
+        # default 15 minutes' backoff (measured: 16.8 s to recover; 6.6 s with 10).
+        "  infra-host-ttl: 10",
+        '  module-config: "respip python dns64 iterator"' if fwd.gate else
         '  module-config: "respip dns64 iterator"',
         f"  dns64-prefix: {DNS64_PREFIX}",
         f"  local-zone: {_quote(fwd.zone.rstrip('.') + '.')} static",
@@ -113,6 +122,8 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
             f"  tls-service-pem: {_quote(paths.tls_cert)}",
             "  incoming-num-tcp: 100",
         ]
+    if fwd.gate:
+        lines += ["python:", f"  python-script: {_quote(paths.gate_script)}"]
     lines += [
         "remote-control:",
         "  control-enable: yes",
@@ -155,8 +166,30 @@ def dnsdist_conf(fwd: Forwarding, *, listen: Upstream, ca_file: str) -> str:
         'setSecurityPollSuffix("")',
         f'setLocal("{listen.host}:{listen.port}")',
         "setServerPolicy(firstAvailable)",
+        # With the backend down (wrong CA, unreachable) answer SERVFAIL at once: by default
+        # dnsdist 1.7 drops the query and the client waits ~20 s (measured).
+        "setServFailWhenNoServer(true)",
         f'newServer({{address="{address}", tls="openssl", subjectName="{fwd.tls_name}", '
         f'caStore="{ca_file}", dohPath="{fwd.doh_path}", validateCertificates=true, '
-        f'healthCheckMode="lazy", checkName="{fwd.tls_name}."}})',
+        f'checkName="{fwd.tls_name}."}})',
         "",
     ])
+
+
+def gate_script(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
+    """The policy gate module for this tenant's unbound (``resources/resolver_gate.py.tmpl``,
+    a stdlib-only module for unbound's embedded Python, with its settings filled in)."""
+    assert fwd.gate is not None
+    source = (Path(__file__).resolve().parents[1] / "resources" / "resolver_gate.py.tmpl"
+              ).read_text()
+    settings = {
+        'TENANT = "__TENANT__"': f"TENANT = {tenant!r}",
+        'SOCKET = "__SOCKET__"': f"SOCKET = {paths.gate_socket!r}",
+        "TIMEOUT = 0.2": f"TIMEOUT = {fwd.gate.timeout_ms / 1000!r}",
+        "FAILURE_OPEN = False": f"FAILURE_OPEN = {fwd.gate.failure_open!r}",
+    }
+    for placeholder, value in settings.items():
+        if placeholder not in source:
+            raise ValueError(f"resolver_gate.py lost its placeholder {placeholder!r}")
+        source = source.replace(placeholder, value, 1)
+    return source

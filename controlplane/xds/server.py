@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,13 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from controlplane.auth import TokenAuthenticator, authorize
+from controlplane.auth import (
+    Authenticator,
+    AuthUnavailable,
+    Identity,
+    Unauthenticated,
+    authorize,
+)
 from controlplane.hub import Hub
 from controlplane.querylog import QueryLog
 from controlplane.workload import workload_from_node
@@ -28,9 +35,30 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
 class AdsServicer:
-    def __init__(self, hub: Hub, authenticator: TokenAuthenticator | None = None) -> None:
+    def __init__(self, hub: Hub, authenticator: Authenticator | None = None) -> None:
         self.hub = hub
         self.authenticator = authenticator
+        self.draining = False
+        self._enders: dict[str, Callable[[], None]] = {}  # open stream -> ends it (drain)
+
+    async def drain(self, spread: float) -> int:
+        """End every open ADS stream with UNAVAILABLE, each at a random moment within
+        ``spread`` seconds, and every new one at once; returns how many were open.
+
+        Called on shutdown once the server no longer accepts streams (GOAWAY sent,
+        listener closed), so each sidecar's reconnection goes to another replica;
+        the spread keeps a fleet from reconnecting all in the same instant. Envoy
+        keeps answering DNS from its last configuration meanwhile.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        enders = list(self._enders.values())
+        for end in enders:
+            loop.call_later(random.uniform(0.0, spread) if spread > 0 else 0.0, end)
+        deadline = loop.time() + spread + 1.0
+        while self._enders and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return len(enders)
 
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -44,20 +72,42 @@ class AdsServicer:
         async for payload in self._serve(requests, context, delta=True):
             yield payload
 
+    @staticmethod
+    async def _identify(authenticator: Authenticator, requests: AsyncIterator[Any],
+                        context: grpc.aio.ServicerContext) -> Identity:
+        """Who the stream speaks for. A refused stream ends before any resource:
+        UNAUTHENTICATED for bad credentials, UNAVAILABLE when they cannot be checked
+        now (Envoy retries); logged with the node of its first request."""
+        try:
+            return await authenticator.identify(tuple(context.invocation_metadata() or ()))
+        except (Unauthenticated, AuthUnavailable) as exc:
+            code = (grpc.StatusCode.UNAVAILABLE if isinstance(exc, AuthUnavailable)
+                    else grpc.StatusCode.UNAUTHENTICATED)
+            node = await _first_node_id(requests)
+            log.warning("stream from %s, node %s: %s: %s", context.peer(), node or "(none)",
+                        code.name, exc, extra={"node": node})
+            await context.abort(code, str(exc))
+            raise  # abort() raises; never reached
+
     async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                      *, delta: bool) -> AsyncIterator[bytes]:
         """One ADS stream: the same loop for both variants; the stream object decides."""
         hub = self.hub
         identity = None
         if self.authenticator is not None:
-            identity = self.authenticator.authenticate(context.invocation_metadata() or ())
-            if identity is None:
-                log.warning("stream from %s: no valid bearer token", context.peer())
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                    "a valid 'authorization: Bearer <token>' is required")
+            identity = await self._identify(self.authenticator, requests, context)
         conn = hub.open(peer=context.peer(), delta=delta)
         wake = asyncio.Event()
         conn.notify = wake.set
+        ending = asyncio.Event()  # set by drain(): this replica is shutting down
+
+        def end() -> None:
+            ending.set()
+            wake.set()
+
+        self._enders[conn.conn_id] = end
+        if self.draining:
+            end()
 
         async def read() -> ProtocolError | None:
             async for request in requests:
@@ -71,6 +121,8 @@ class AdsServicer:
                         denied = authorize(identity, workload_from_node(conn.stream.node))
                         if denied:
                             return ProtocolError("PERMISSION_DENIED", denied)
+                        if identity.bind_labels:  # the view is chosen with the pod's labels
+                            conn.stream.node.metadata["LABELS"] = dict(identity.labels)
                     hub.attach(conn)
                 for event in events:
                     hub.record(conn, event)
@@ -84,18 +136,38 @@ class AdsServicer:
                 await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 wake.clear()
+                if ending.is_set():
+                    log.info("stream %s from %s: ended, this replica is shutting down",
+                             conn.conn_id, conn.peer)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        "control-plane replica shutting down: reconnect")
                 for out in conn.stream.responses(hub.snapshot_for(conn)):
                     hub.record_sent(conn, out)
                     yield out.payload
                 if reader.done():
                     error = reader.result()
                     if error is not None:
-                        log.warning("stream %s from %s: %s", conn.conn_id, conn.peer, error)
+                        node_id = conn.stream.node.id if conn.stream.node else ""
+                        log.warning("stream %s from %s, node %s: %s: %s", conn.conn_id,
+                                    conn.peer, node_id or "(none)", error.code, error,
+                                    extra={"node": node_id})
                         await context.abort(grpc.StatusCode[error.code], str(error))
                     return
         finally:
             reader.cancel()
+            self._enders.pop(conn.conn_id, None)
             hub.close(conn)
+
+
+async def _first_node_id(requests: AsyncIterator[Any], timeout: float = 1.0) -> str:
+    """The node id in a refused stream's first request (Envoy sends it at once), for the
+    log only: nothing in it is trusted."""
+    try:
+        first = await asyncio.wait_for(anext(requests), timeout)
+    except Exception:  # noqa: BLE001 - no first request: the log names the peer only
+        return ""
+    node = getattr(first, "node", None)
+    return str(node.id) if node is not None else ""
 
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
@@ -144,7 +216,7 @@ def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
 
 
 def add_ads_service(server: grpc.aio.Server, hub: Hub,
-                    authenticator: TokenAuthenticator | None = None) -> AdsServicer:
+                    authenticator: Authenticator | None = None) -> AdsServicer:
     servicer = AdsServicer(hub, authenticator)
     handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
