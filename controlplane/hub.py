@@ -177,6 +177,7 @@ class Hub:
             previous = self.tenant_views.get(name)
             if (previous is not None and not fresh and not namespaces_changed
                     and name not in self.policy_errors and not previous.forwarding
+                    and policy.policy_server is None  # its decisions change the view too
                     and not self._concerns(cached[1], cached[2], changed)):
                 views[name] = previous  # nothing it can see changed: reuse the view
                 continue

@@ -113,6 +113,7 @@ def _service_entry_address(inventory: Inventory, host: str) -> str:
 class Outage:
     since: float
     error: str
+    probed: float = 0.0  # when the prefetch last tried the server during the outage
 
 
 @dataclass
@@ -131,12 +132,15 @@ class PolicyDecider:
     latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_count: int = 0
     latency_sum: float = 0.0
-    _wanted: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _wanted: dict[str, frozenset[str]] = field(default_factory=dict)
     _channels: dict[Target, grpc.aio.Channel] = field(default_factory=dict)
     _in_flight: dict[tuple[str, str], asyncio.Future[ExternalDecision]] = field(
         default_factory=dict)
     _wake: asyncio.Event | None = None
-    _sem: asyncio.Semaphore | None = None
+    # Live questions (a query is waiting) and the bulk prefetch of table names get their own
+    # call slots, so a query never queues behind thousands of table names.
+    _live: asyncio.Semaphore | None = None
+    _bulk: asyncio.Semaphore | None = None
 
     # -- what the hub calls (synchronously, on the event loop) ------------------
     def sync(self, views: Mapping[str, TenantView], policies: Mapping[str, DnsPolicy],
@@ -158,7 +162,7 @@ class PolicyDecider:
                 if self.targets.get(tenant) != target:
                     self.cache.drop_tenant(tenant)  # a new server or new settings: ask again
                 self.targets[tenant] = target
-        self._wanted = {t: views[t].asked for t in self.targets if t in views}
+        self._wanted = {t: frozenset(views[t].asked) for t in self.targets if t in views}
         if self._wake is not None:
             self._wake.set()
 
@@ -184,17 +188,27 @@ class PolicyDecider:
         if target is None:
             why = self.target_errors.get(q.tenant, "no policy server for this tenant")
             return self._failure(q.tenant, FailureMode.CLOSED, why, now)
-        key = (q.tenant, q.name)
-        flight = self._in_flight.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(self._ask(q, target))
-            self._in_flight[key] = flight
-            flight.add_done_callback(self._landed(key))
+        flight = self._flight(q, target, live=True)
         try:
             return await asyncio.wait_for(asyncio.shield(flight), target.timeout)
         except TimeoutError:
-            return self._failure(q.tenant, target.mode, f"no answer within "
-                                 f"{target.timeout * 1000:.0f} ms", self.clock())
+            # This query cannot wait longer; the call goes on and its answer is stored. Only
+            # a failed or garbage call marks the server unreachable (a slow one fails at its
+            # own deadline), not a wait for a free slot.
+            self.counts[(q.tenant, "timeout")] += 1
+            return self._fallback(target.mode, f"no answer within "
+                                  f"{target.timeout * 1000:.0f} ms", self.clock())
+
+    def _flight(self, q: Question, target: Target, *, live: bool
+                ) -> asyncio.Future[ExternalDecision]:
+        """The one call in flight for (tenant, name), started if there is none."""
+        key = (q.tenant, q.name)
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._ask(q, target, live=live))
+            self._in_flight[key] = flight
+            flight.add_done_callback(self._landed(key))
+        return flight
 
     def _landed(self, key: tuple[str, str]
                 ) -> Callable[[asyncio.Future[ExternalDecision]], None]:
@@ -202,10 +216,11 @@ class PolicyDecider:
             self._in_flight.pop(key, None)
         return done
 
-    async def _ask(self, q: Question, target: Target) -> ExternalDecision:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.max_in_flight)
-        async with self._sem:
+    async def _ask(self, q: Question, target: Target, *, live: bool) -> ExternalDecision:
+        if self._live is None or self._bulk is None:
+            self._live = asyncio.Semaphore(max(1, self.max_in_flight // 2))
+            self._bulk = asyncio.Semaphore(max(1, self.max_in_flight // 2))
+        async with self._live if live else self._bulk:
             started = self.clock()
             try:
                 stub = external_auth_pb2_grpc.AuthorizationStub(self._channel(target))
@@ -229,6 +244,11 @@ class PolicyDecider:
             self.on_change()
         return got
 
+    @staticmethod
+    def _fallback(mode: FailureMode, why: str, now: float) -> ExternalDecision:
+        return ExternalDecision(allow=mode is FailureMode.OPEN, expires_at=now + FAILURE_TTL,
+                                decided_at=now, source=f"failure mode {mode.value}: {why}")
+
     def _failure(self, tenant: str, mode: FailureMode, why: str, now: float
                  ) -> ExternalDecision:
         self.counts[(tenant, "error")] += 1
@@ -237,8 +257,7 @@ class PolicyDecider:
             log.warning("policy server of %s cannot decide (%s): failure mode %s until it "
                         "answers again", tenant, why, mode.value, extra={"tenant": tenant})
             self.on_change()  # status (PolicyServerReachable) and views
-        return ExternalDecision(allow=mode is FailureMode.OPEN, expires_at=now + FAILURE_TTL,
-                                decided_at=now, source=f"failure mode {mode.value}: {why}")
+        return self._fallback(mode, why, now)
 
     def _recovered(self, tenant: str) -> None:
         outage = self.outages.pop(tenant, None)
@@ -273,12 +292,12 @@ class PolicyDecider:
         """Ask for every wanted table name without a live decision, and again shortly
         before each decision expires; at most ``max_in_flight`` calls at a time."""
         self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(self.max_in_flight)
         while not stop.is_set():
             self._wake.clear()
-            due = list(self._due())
-            if due:
-                await asyncio.gather(*(self.decide(q) for q in due))
+            flights = [self._flight(q, self.targets[q.tenant], live=False)
+                       for q in self._due()]
+            if flights:
+                await asyncio.gather(*flights)  # a refresh asks even while the old lives
                 continue
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
@@ -289,9 +308,15 @@ class PolicyDecider:
         now = self.clock()
         for tenant, names in self._wanted.items():
             target = self.targets.get(tenant)
-            if target is None or tenant in self.outages and now - self.outages[tenant].since < 1:
+            if target is None:
                 continue
-            for name in names:
+            outage = self.outages.get(tenant)
+            probe_only = outage is not None
+            if outage is not None:  # one probe a second until the server answers again
+                if now - outage.probed < 1.0:
+                    continue
+                outage.probed = now
+            for name in sorted(names):
                 d = self.cache.last(tenant, name)
                 if d is not None and d.from_server:
                     # re-ask when 10-30% of the lifetime is left, spread by name: decisions
@@ -302,6 +327,8 @@ class PolicyDecider:
                 if (tenant, name) in self._in_flight:
                     continue
                 yield Question(tenant=tenant, name=name)
+                if probe_only:
+                    break
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -179,7 +179,7 @@ def test_policy_server_outage_failure_mode_and_return(
 
 
 @pytest.mark.parametrize(("extra", "why"), [
-    (("--delay", "2"), "no answer within 200 ms"),
+    (("--delay", "2"), "DEADLINE_EXCEEDED"),
     (("--status", "13"), "answered status 13"),
 ])
 def test_slow_or_garbage_policy_server_never_holds_a_query(
@@ -203,7 +203,9 @@ def test_slow_or_garbage_policy_server_never_holds_a_query(
             assert r.rcode() == dns.rcode.NXDOMAIN
         print(f"\n{' '.join(extra)}: worst query {worst * 1000:.0f} ms")
         assert worst < 0.6
-        reason = cp.get("/api/v1/views/dns-policy/dns-table")["policy_server"]["reason"]
-        assert why in reason, reason
+        # the call itself fails at its own deadline (1 s) or on the bad status: unreachable
+        wait_for(lambda: why in (cp.get("/api/v1/views/dns-policy/dns-table")
+                                 ["policy_server"]["reason"] or ""),
+                 timeout=10, what=f"the reason {why!r} in the admin API")
     finally:
         slow.stop()

@@ -90,7 +90,9 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         f"  interface: {paths.listen.host}@{paths.listen.port}",
         f"  port: {paths.listen.port}",
         "  do-not-query-localhost: no",
-        "  num-threads: 1",
+        # With a policy gate a miss waits for a decision in the thread that asked: a second
+        # thread keeps cached names answering meanwhile.
+        f"  num-threads: {2 if fwd.gate else 1}",
         "  so-reuseport: no",
         f"  msg-cache-size: {max(1, paths.cache_mb // 2)}m",
         f"  rrset-cache-size: {paths.cache_mb}m",
