@@ -178,7 +178,11 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     loop = asyncio.get_running_loop()
     store = Store()
     pool = make_resolver_pool(settings)
-    decider = PolicyDecider()  # external policy servers (policy.server), fed in the background
+    # external policy servers (policy.server), fed in the background
+    decider = PolicyDecider(
+        default_ca=_read(settings.policy_server_ca),
+        client_cert=_read(settings.policy_server_client_cert),
+        client_key=_read(settings.policy_server_client_key))
     gate = None
     if pool is not None:  # the tenant resolvers ask it for forwarded names
         pool.gate_socket = str(pool.workdir / "policy-gate.sock")
@@ -300,6 +304,10 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         pool.stop_all()
     log.info("control plane stopped")
     return code
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text() if path else ""
 
 
 def make_resolver_pool(settings: Settings) -> ResolverPool | None:

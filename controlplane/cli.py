@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--resolver-tls-dir", default="",
                      help="ca.crt, tls.crt and tls.key for --resolver-hop tls (a Secret); "
                           "made there when absent (default: under --resolver-dir)")
+    res.add_argument("--policy-server-ca", default="",
+                     help="CA bundle (PEM) for policy servers whose policy gives no caBundle")
+    res.add_argument("--policy-server-client-cert", default="",
+                     help="client certificate chain (PEM) presented to TLS policy servers")
+    res.add_argument("--policy-server-client-key", default="",
+                     help="the key of --policy-server-client-cert")
     res.add_argument("--upstream-ca-bundle", default="",
                      help="CA bundle (PEM) for DNS over TLS/HTTPS to tenant servers when a "
                           "policy has no protocol.caBundle (default: the system bundle)")
@@ -353,11 +359,24 @@ def main(argv: list[str] | None = None) -> int:
         resolver_advertise_host=args.resolver_advertise,
         resolver_allow=tuple(args.resolver_allow) or ("127.0.0.0/8", "::1/128"),
         upstream_ca_bundle=args.upstream_ca_bundle,
+        policy_server_ca=args.policy_server_ca,
+        policy_server_client_cert=args.policy_server_client_cert,
+        policy_server_client_key=args.policy_server_client_key,
         resolver_hop=args.resolver_hop, resolver_tls_dir=args.resolver_tls_dir,
     )
     if args.resolver_listen in ("0.0.0.0", "::") and not args.resolver_advertise:
         print("controlplane serve: --resolver-listen 0.0.0.0 needs --resolver-advertise IP "
               "(the address sidecars forward to)", file=sys.stderr)
+        return 2
+    for flag in ("policy_server_ca", "policy_server_client_cert", "policy_server_client_key"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            print(f"controlplane serve: --{flag.replace('_', '-')} {value}: no such file",
+                  file=sys.stderr)
+            return 2
+    if bool(args.policy_server_client_cert) != bool(args.policy_server_client_key):
+        print("controlplane serve: --policy-server-client-cert and --policy-server-client-key "
+              "go together", file=sys.stderr)
         return 2
     if args.upstream_ca_bundle and not Path(args.upstream_ca_bundle).is_file():
         print(f"controlplane serve: --upstream-ca-bundle {args.upstream_ca_bundle}: no such file",

@@ -206,10 +206,12 @@ class Hub:
         self.tenant_views = self._with_resolvers(views, errors)
         if self.decider is not None:
             self.decider.sync(views, inv.policies, inv, zone=self.settings.zone)
-            for tenant, reason in self.decider.target_errors.items():
+            problems = {**{t: o.error for t, o in self.decider.outages.items()},
+                        **self.decider.target_errors}
+            for tenant, reason in problems.items():
                 errors[f"policy-server:{tenant}"] = InputError(
                     kind="DnsPolicy", namespace="", name=tenant, origin="policy.server",
-                    reason=f"{reason}; the failure mode decides")
+                    reason=f"policy server: {reason}; the failure mode decides")
         selection_changed = namespaces_changed or inv.policies != self._policies
         self._policies = dict(inv.policies)
         self.compiled = compiled

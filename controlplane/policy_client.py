@@ -64,10 +64,13 @@ class Target:
     timeout: float
     default_ttl: float
     mode: FailureMode
+    client_cert: str = ""  # PEM chain presented to the server (mutual TLS), when configured
+    client_key: str = ""
 
 
 def target_for(policy: DnsPolicy, inventory: Inventory, *, zone: str,
-               default_ca: str = "") -> Target | str:
+               default_ca: str = "", client_cert: str = "", client_key: str = ""
+               ) -> Target | str:
     """The gRPC target of a policy's server, or why there is none.
 
     The address is an IP, a Service name (resolved to its cluster IP, like
@@ -95,7 +98,8 @@ def target_for(policy: DnsPolicy, inventory: Inventory, *, zone: str,
                 "the certificate to verify")
     return Target(address=address, tls_name=tls_name, ca_bundle=ps.ca_bundle or default_ca,
                   timeout=ps.timeout_ms / 1000, default_ttl=float(ps.decision_ttl_seconds),
-                  mode=failure_mode(policy))
+                  mode=failure_mode(policy), client_cert=client_cert if ps.tls else "",
+                  client_key=client_key if ps.tls else "")
 
 
 def _service_entry_address(inventory: Inventory, host: str) -> str:
@@ -122,6 +126,9 @@ class PolicyDecider:
 
     on_change: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
+    default_ca: str = ""  # PEM for TLS when a policy gives no caBundle ("" : the system's)
+    client_cert: str = ""  # mutual TLS to every policy server, when configured
+    client_key: str = ""
     max_in_flight: int = 32
     cache: DecisionCache = field(default_factory=DecisionCache)
     targets: dict[str, Target] = field(default_factory=dict)
@@ -144,7 +151,7 @@ class PolicyDecider:
 
     # -- what the hub calls (synchronously, on the event loop) ------------------
     def sync(self, views: Mapping[str, TenantView], policies: Mapping[str, DnsPolicy],
-             inventory: Inventory, *, zone: str, default_ca: str = "") -> None:
+             inventory: Inventory, *, zone: str) -> None:
         """Targets and wanted table names after a rebuild."""
         for tenant in list(self.targets):
             if tenant not in policies or policies[tenant].policy_server is None:
@@ -154,7 +161,8 @@ class PolicyDecider:
         for tenant, policy in policies.items():
             if policy.policy_server is None:
                 continue
-            target = target_for(policy, inventory, zone=zone, default_ca=default_ca)
+            target = target_for(policy, inventory, zone=zone, default_ca=self.default_ca,
+                                client_cert=self.client_cert, client_key=self.client_key)
             if isinstance(target, str):
                 self.target_errors[tenant] = target
                 self.targets.pop(tenant, None)
@@ -278,7 +286,10 @@ class PolicyDecider:
         if channel is None:
             if target.tls_name:
                 creds = grpc.ssl_channel_credentials(
-                    root_certificates=target.ca_bundle.encode() if target.ca_bundle else None)
+                    root_certificates=target.ca_bundle.encode() if target.ca_bundle else None,
+                    private_key=target.client_key.encode() if target.client_key else None,
+                    certificate_chain=(target.client_cert.encode() if target.client_cert
+                                       else None))
                 channel = grpc.aio.secure_channel(
                     target.address, creds,
                     options=[("grpc.ssl_target_name_override", target.tls_name)])

@@ -44,7 +44,11 @@ class Settings:
     resolver_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
     resolver_hop: str = "udp"  # "tls": the sidecars reach their resolver over DNS over TLS
     resolver_tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the hop; made when absent
-    upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
+    upstream_ca_bundle: str = ""
+    # TLS to policy servers: a default CA bundle and a client certificate (files, PEM).
+    policy_server_ca: str = ""
+    policy_server_client_cert: str = ""
+    policy_server_client_key: str = ""  # CA bundle for DoT/DoH when a policy gives none
     auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
     insecure: bool = False
     # Sidecars in Kubernetes prove their pod with its projected ServiceAccount token,

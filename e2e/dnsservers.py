@@ -26,14 +26,16 @@ class PrivateCA:
     server_name: str
 
 
-def make_ca(directory: Path, server_name: str, *, label: str = "ca") -> PrivateCA:
-    """A CA and a server certificate for ``server_name`` (SAN), made with openssl."""
+def make_ca(directory: Path, server_name: str, *, label: str = "ca",
+            usage: str = "serverAuth") -> PrivateCA:
+    """A CA and a certificate for ``server_name`` (SAN), made with openssl; ``usage`` is its
+    extended key usage (``clientAuth`` for a client certificate)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_pem = directory / f"{label}.key", directory / f"{label}.pem"
     key, csr, cert = (directory / f"{label}-server.key", directory / f"{label}-server.csr",
                       directory / f"{label}-server.pem")
     ext = directory / f"{label}-ext.cnf"
-    ext.write_text(f"subjectAltName=DNS:{server_name}\nextendedKeyUsage=serverAuth\n")
+    ext.write_text(f"subjectAltName=DNS:{server_name}\nextendedKeyUsage={usage}\n")
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)

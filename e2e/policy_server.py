@@ -70,12 +70,22 @@ async def main() -> None:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
     parser.add_argument("--status", type=int, default=None, help="answer this status code")
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate...")
+    parser.add_argument("--tls-key", type=Path, help="... and key")
+    parser.add_argument("--client-ca", type=Path, help="require client certificates it signed")
     args = parser.parse_args()
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         RegoAuthorization(args.policy.read_text(), args.log, delay=args.delay,
                           status=args.status), server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if args.tls_cert:
+        creds = grpc.ssl_server_credentials(
+            [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],
+            root_certificates=args.client_ca.read_bytes() if args.client_ca else None,
+            require_client_auth=args.client_ca is not None)
+        server.add_secure_port(f"127.0.0.1:{args.port}", creds)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     args.log.touch()
     print("serving", flush=True)

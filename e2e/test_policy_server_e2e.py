@@ -209,3 +209,54 @@ def test_slow_or_garbage_policy_server_never_holds_a_query(
                  timeout=10, what=f"the reason {why!r} in the admin API")
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize("right_ca", [True, False], ids=["verified", "wrong-ca"])
+def test_policy_server_over_mutual_tls(right_ca: bool, tmp_path: Path, processes: list[object],
+                                      start_control_plane: Callable[..., ControlPlane]) -> None:
+    """TLS to the policy server with the policy's CA bundle and server name, and a client
+    certificate from the control plane's flags; with another CA nothing is decided by the
+    server (closed: the table stays empty) and the reason is in /api/v1/errors."""
+    from e2e.dnsservers import make_ca
+
+    require_tool("unbound", "apt-get install unbound")
+    server_ca = make_ca(tmp_path / "server-pki", "policy-server.acme.com")
+    client_ca = make_ca(tmp_path / "client-pki", "dns-controlplane", label="client",
+                        usage="clientAuth")
+    other = make_ca(tmp_path / "other-pki", "policy-server.acme.com", label="other")
+    upstream = UnboundServer(RECORDS, tmp_path).start()
+    processes.append(upstream)
+    ps = PolicyServer(tmp_path, free_port(), "--tls-cert", str(server_ca.cert_pem), "--tls-key",
+                      str(server_ca.key_pem), "--client-ca", str(client_ca.ca_pem)).start()
+    processes.append(ps)
+    pem = (server_ca.ca_pem if right_ca else other.ca_pem).read_text().strip()
+    seed = (SEEDS / "dnspolicy-app-policy-server.yaml").read_text()
+    seed = seed.replace("address: tenant-1.dns.svc", f"address: tenant-1.dns.svc:{upstream.port}")
+    seed = seed.replace("      protocol: grpc # The DNS policy server protocol.",
+                        "      protocol: grpc\n      serverName: policy-server.acme.com\n"
+                        "      caBundle: |\n" + "\n".join("        " + line
+                                                          for line in pem.splitlines()))
+    seed = seed.replace("address: policy-server.acme.com",
+                        f"address: policy-server.acme.com:{ps.port}")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "seed.yaml").write_text(seed + CLUSTER.format())
+    cp = start_control_plane(src, "--policy-server-client-cert", str(client_ca.cert_pem),
+                             "--policy-server-client-key", str(client_ca.key_pem))
+    envoy = Envoy(node_id="gw.payments", namespace="payments",
+                  labels={"app": "payment-gateway"}, xds_address=cp.xds_address,
+                  workdir=tmp_path)
+    processes.append(envoy.start())
+    port = envoy.dns_port
+    if right_ca:
+        wait_for(lambda: query(port, "checkout.payments.svc.cluster.local")[0] == "NOERROR",
+                 timeout=15, what="a decision over mutual TLS")
+        assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+        assert len(ps.checks()) >= 2
+        return
+    wait_for(lambda: any(e["name"] == "dns-policy" and "policy server" in e["reason"]
+                         for e in cp.get("/api/v1/errors")["errors"]),
+             timeout=15, what="the TLS failure in /api/v1/errors")
+    assert query(port, "checkout.payments.svc.cluster.local")[0] == "NXDOMAIN"
+    assert query(port, "www.example.com", timeout=3)[0] == "NXDOMAIN"
+    assert ps.checks() == []  # no handshake completed
