@@ -55,16 +55,16 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controlplane.auth import AuthUnavailable
+from controlplane.ttlcache import TtlCache
 
 log = logging.getLogger("controlplane.admin_auth")
 
@@ -103,38 +103,6 @@ class Reviewer(Protocol):
 
     def review_token(self, token: str) -> TokenResult: ...
     def review_access(self, user: User, *, verb: str, path: str) -> tuple[bool, str]: ...
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class TtlCache(Generic[K, V]):
-    """A bounded cache whose entries each carry their own lifetime (pure; clock injected)."""
-
-    def __init__(self, *, clock: Callable[[], float], max_entries: int = 4096) -> None:
-        self._clock = clock
-        self._max = max_entries
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if item[0] <= self._clock():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return item[1]
-
-    def put(self, key: K, value: V, ttl: float) -> None:
-        self._items[key] = (self._clock() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def verb_of(method: str) -> str:

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from controlplane.auth import (
 from controlplane.errors import ConfigError
 from controlplane.model import Labels, labels_of
 from controlplane.settings import Settings
+from controlplane.ttlcache import TtlCache
 
 log = logging.getLogger("controlplane.tokenreview")
 
@@ -152,36 +152,6 @@ class _Entry:
     refusal: str = ""
 
 
-class ReviewCache:
-    """Bounded, least recently used out; every entry has its own lifetime (pure)."""
-
-    def __init__(self, *, max_entries: int, clock: Callable[[], float]) -> None:
-        self.max_entries = max_entries
-        self._clock = clock
-        self._items: OrderedDict[bytes, tuple[float, _Entry]] = OrderedDict()
-
-    def get(self, key: bytes) -> _Entry | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if item[0] <= self._clock():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return item[1]
-
-    def put(self, key: bytes, entry: _Entry, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        self._items[key] = (self._clock() + ttl, entry)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 # -- the authenticator ------------------------------------------------------------------
 class TokenReviewAuthenticator:
     """An ``auth.Authenticator`` for pods' projected ServiceAccount tokens."""
@@ -196,7 +166,8 @@ class TokenReviewAuthenticator:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._clock = clock
-        self.cache = ReviewCache(max_entries=max_entries, clock=clock)
+        # reviews by token hash: bounded, least recently used out, each with its lifetime
+        self.cache: TtlCache[bytes, _Entry] = TtlCache(clock=clock, max_entries=max_entries)
         self._inflight: dict[bytes, asyncio.Future[_Entry]] = {}
         self._pool = ThreadPoolExecutor(max_workers=concurrency,
                                         thread_name_prefix="tokenreview")
