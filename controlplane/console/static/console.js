@@ -1,0 +1,194 @@
+// Shared by every console page: DOM building, the admin API (relative URLs only, so a
+// path prefix or kubectl port-forward needs nothing), polling, and the rate chart.
+"use strict";
+
+const Console = (() => {
+  const KIND_LABELS = {
+    queries: "queries/s", local: "answered locally", forwarded: "forwarded",
+    nxdomain: "NXDOMAIN", denied: "denied", warn: "WARN",
+  };
+  const KIND_COLORS = {
+    queries: "#2563eb", local: "#16a34a", forwarded: "#9333ea", nxdomain: "#64748b",
+    denied: "#dc2626", warn: "#d97706",
+  };
+
+  // el("div", {class: "x", dataset: {tenant: "a"}}, "text", child...): never innerHTML,
+  // so names from manifests are shown as text whatever they contain.
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+    return node;
+  }
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(`${status}: ${detail}`);
+      this.status = status;
+    }
+  }
+
+  // path is relative to the API root: "api/v1/tenants". Pages live one level below it
+  // (console/...), hence "../": the same under any prefix.
+  async function api(path) {
+    const response = await fetch("../" + path, {
+      headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store",
+    });
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+      throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
+    }
+    return response.json();
+  }
+
+  function setStatus(text, bad) {
+    const status = document.getElementById("status");
+    status.textContent = text;
+    status.classList.toggle("bad", Boolean(bad));
+  }
+
+  // Run load() now and every `ms` while the page is visible; errors show in the header
+  // and the next round tries again.
+  function poll(load, ms) {
+    let timer = null;
+    let running = false;
+    async function round() {
+      if (running) return;
+      running = true;
+      try {
+        await load();
+        setStatus(`updated ${new Date().toLocaleTimeString()} · every ${ms / 1000} s`);
+        document.body.dataset.updated = String(Date.now());
+      } catch (error) {
+        setStatus(error.status === 401 || error.status === 403
+          ? `not allowed: ${error.message}` : `cannot reach the control plane: ${error.message}`, true);
+      } finally {
+        running = false;
+      }
+    }
+    function schedule() {
+      clearInterval(timer);
+      timer = setInterval(() => { if (!document.hidden) round(); }, ms);
+    }
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) round(); });
+    round();
+    schedule();
+    return round;
+  }
+
+  function fmt(value) {
+    if (value === null || value === undefined) return "–";
+    if (value >= 100) return value.toFixed(0);
+    if (value >= 10) return value.toFixed(1);
+    return value.toFixed(2);
+  }
+
+  function ago(seconds) {
+    if (seconds < 60) return `${Math.round(seconds)} s ago`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+    return `${Math.round(seconds / 3600)} h ago`;
+  }
+
+  // A small time-series chart: one line per kind over history rows
+  // [t, queries, local, forwarded, nxdomain, denied, warn].
+  function chart(history, kinds, shown, opts) {
+    const width = (opts && opts.width) || 420;
+    const height = (opts && opts.height) || 110;
+    const pad = { l: 34, r: 6, t: 6, b: 16 };
+    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img" });
+    const rows = history || [];
+    let max = 0;
+    for (const row of rows) for (const kind of shown) max = Math.max(max, row[1 + kinds.indexOf(kind)]);
+    const top = max > 0 ? niceCeil(max) : 1;
+    const last = rows.length ? rows[rows.length - 1] : null;
+    root.dataset.points = String(rows.length);
+    root.dataset.max = String(max);
+    root.dataset.last = last ? String(last[1 + kinds.indexOf("queries")]) : "0";
+    const plotW = width - pad.l - pad.r;
+    const plotH = height - pad.t - pad.b;
+    for (const frac of [0, 0.5, 1]) {
+      const y = pad.t + plotH * (1 - frac);
+      root.append(svg("line", { x1: pad.l, x2: width - pad.r, y1: y, y2: y, class: "grid" }));
+      const label = svg("text", { x: pad.l - 4, y: y + 3, class: "axis", "text-anchor": "end" });
+      label.textContent = fmt(top * frac);
+      root.append(label);
+    }
+    if (rows.length >= 1) {
+      const t0 = rows[0][0];
+      const span = Math.max(rows[rows.length - 1][0] - t0, 1);
+      const spanLabel = svg("text", { x: pad.l, y: height - 3, class: "axis" });
+      spanLabel.textContent = `last ${Math.round(span)} s`;
+      root.append(spanLabel);
+      for (const kind of shown) {
+        const index = 1 + kinds.indexOf(kind);
+        const points = rows.map((row) => {
+          const x = pad.l + (rows.length === 1 ? plotW : ((row[0] - t0) / span) * plotW);
+          const y = pad.t + plotH * (1 - row[index] / top);
+          return `${x.toFixed(1)},${y.toFixed(1)}`;
+        });
+        root.append(svg("polyline", {
+          points: points.join(" "), fill: "none", stroke: KIND_COLORS[kind],
+          "stroke-width": kind === "queries" ? 2 : 1.3, "data-kind": kind,
+        }));
+      }
+    } else {
+      const empty = svg("text", { x: width / 2, y: height / 2, class: "axis", "text-anchor": "middle" });
+      empty.textContent = "no counters from this tenant's sidecars yet";
+      root.append(empty);
+    }
+    return root;
+  }
+
+  function niceCeil(value) {
+    const exp = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const step of [1, 2, 2.5, 5, 10]) if (step * exp >= value) return step * exp;
+    return 10 * exp;
+  }
+
+  function legend(shown) {
+    return el("div", { class: "legend" }, shown.map((kind) =>
+      el("span", { class: "key" }, el("i", { class: `swatch ${kind}` }), KIND_LABELS[kind])));
+  }
+
+  function param(name) {
+    return new URLSearchParams(window.location.search).get(name);
+  }
+
+  // The nav's error count, on every page.
+  async function errorCount() {
+    try {
+      const body = await api("api/v1/errors");
+      const count = document.getElementById("error-count");
+      count.textContent = body.count ? String(body.count) : "";
+      count.classList.toggle("bad", body.count > 0);
+    } catch (e) { /* shown by the page's own poll */ }
+  }
+
+  function init() {
+    const page = document.body.dataset.page;
+    for (const link of document.querySelectorAll("nav a[data-nav]")) {
+      if (link.dataset.nav === page) link.classList.add("here");
+    }
+    errorCount();
+    setInterval(() => { if (!document.hidden) errorCount(); }, 5000);
+  }
+  document.addEventListener("DOMContentLoaded", init);
+
+  return { el, api, poll, fmt, ago, chart, legend, param, setStatus, KIND_LABELS };
+})();

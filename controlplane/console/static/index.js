@@ -1,0 +1,101 @@
+// Tenants: policy, namespaces, sidecars and their ACK/NACK state, a live rate chart,
+// recent denied and WARN queries. Polls GET api/v1/tenants.
+"use strict";
+
+(() => {
+  const { el, api, poll, fmt, ago, chart, legend } = Console;
+  const SHOWN = ["queries", "forwarded", "nxdomain", "denied", "warn"];
+
+  function condition(c) {
+    const good = (c.type === "Conflicted") ? c.status === "False" : c.status === "True";
+    return el("span", { class: `badge ${good ? "ok" : "warn"}`, title: c.message || c.reason,
+      dataset: { condition: c.type, status: c.status } }, `${c.type}: ${c.reason}`);
+  }
+
+  function policyBlock(t) {
+    const p = t.policy;
+    if (!p.name) {
+      return el("dl", { class: "policy" }, el("dt", {}, "policy"),
+        el("dd", {}, `none selects these sidecars: the default view (${p.default_view})`));
+    }
+    const rows = [
+      ["default action", el("span", { class: `action ${p.default_action.toLowerCase()}` }, p.default_action)],
+      ["namespaces", t.namespaces.length ? t.namespaces.join(", ") : `none match ${p.namespace_selector}`],
+      ["selector", p.selector ? `pods ${p.selector}` : null],
+      ["whitelist", p.whitelist.length ? p.whitelist.join("  ") : null],
+      ["blacklist", p.blacklist.length ? p.blacklist.join("  ") : null],
+      ["forwards", t.view.resolver_server
+        ? `to ${t.view.resolver_server} (${t.view.transport}) through the tenant resolver ${t.view.forwarding.join(", ") || "(not running)"}`
+        : "nothing (only the table is answered)"],
+      ["policy server", p.policy_server],
+    ];
+    return el("dl", { class: "policy" }, rows.filter(([, v]) => v).map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  }
+
+  function xdsState(s) {
+    const types = Object.entries(s.types);
+    const nacked = types.filter(([, t]) => t.nacked);
+    if (nacked.length) {
+      return el("span", { class: "badge warn", title: nacked.map(([k, t]) => `${k}: ${t.error}`).join("\n"),
+        dataset: { state: "nack" } }, `NACK ${nacked.map(([k]) => k.toUpperCase()).join(", ")}`);
+    }
+    if (s.current) return el("span", { class: "badge ok", dataset: { state: "current" } }, "ACK, current");
+    return el("span", { class: "badge pending", dataset: { state: "pending" } }, "pending");
+  }
+
+  function sidecarsTable(t) {
+    if (!t.sidecars.length) return el("p", { class: "muted" }, "no sidecar connected");
+    return el("table", { class: "sidecars" },
+      el("thead", {}, el("tr", {}, ["sidecar", "namespace", "xDS", "versions (LDS)", "queries/s", "last counters"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, t.sidecars.map((s) => el("tr", { dataset: { node: s.node_id } },
+        el("td", {}, s.node_id),
+        el("td", {}, s.namespace),
+        el("td", {}, xdsState(s)),
+        el("td", { class: "mono" }, ((s.types.lds || {}).acked || "–").slice(0, 12)),
+        el("td", { class: "num" }, s.traffic ? fmt(s.traffic.rates.queries) : "–"),
+        el("td", { class: "muted" }, s.traffic ? ago(s.traffic.last_report_seconds_ago) : "none yet"),
+      ))));
+  }
+
+  function recentList(t) {
+    if (!t.recent.length) return el("p", { class: "muted" }, "no denied or WARN query reported");
+    return el("ul", { class: "recent" }, t.recent.slice(0, 8).map((r) =>
+      el("li", { dataset: { action: r.action, name: r.name } },
+        el("span", { class: `action ${r.action}` }, r.action === "deny" ? "denied" : "WARN"),
+        el("span", { class: "mono" }, `${r.name} ${r.type}`),
+        el("span", { class: "muted" }, ` ${r.rcode} · ${r.rule} · ${r.node} · ${new Date(r.time * 1000).toLocaleTimeString()}`))));
+  }
+
+  function rates(t) {
+    return el("div", { class: "rates" }, Object.entries(t.traffic.rates).map(([kind, value]) =>
+      el("span", { class: `rate ${kind}`, dataset: { kind, value: String(value) } },
+        el("b", {}, fmt(value)), " ", Console.KIND_LABELS[kind])));
+  }
+
+  function card(t, kinds) {
+    const href = `tenant?name=${encodeURIComponent(t.tenant)}`;
+    return el("section", { class: "card tenant", dataset: { tenant: t.tenant } },
+      el("div", { class: "card-head" },
+        el("h2", {}, el("a", { href }, t.tenant)),
+        el("span", { class: "muted" }, `${t.view.names} names · ${t.sidecars.length} sidecars`),
+        el("span", { class: "conditions" }, t.conditions.map(condition))),
+      el("div", { class: "grid2" },
+        el("div", {}, policyBlock(t), sidecarsTable(t)),
+        el("div", {},
+          rates(t),
+          chart(t.traffic.history, kinds, SHOWN),
+          legend(SHOWN),
+          el("h3", {}, "Recent denied and WARN queries"),
+          recentList(t))));
+  }
+
+  async function load() {
+    const body = await api("api/v1/tenants");
+    const main = document.getElementById("main");
+    const cards = body.tenants.map((t) => card(t, body.kinds));
+    main.replaceChildren(el("h1", {}, "Tenants"),
+      ...(cards.length ? cards : [el("p", { class: "muted" }, "no DnsPolicy yet")]));
+  }
+
+  document.addEventListener("DOMContentLoaded", () => poll(load, 2000));
+})();

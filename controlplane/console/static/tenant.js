@@ -1,0 +1,130 @@
+// One tenant's view: the names it sees and their answers with the rule that admitted
+// each (searchable), and what is forwarded, where and how. Polls
+// GET api/v1/views/{tenant}/dns-table and api/v1/tenants/{tenant}.
+"use strict";
+
+(() => {
+  const { el, api, poll, fmt, chart, legend, param } = Console;
+  const LIMIT = 500; // rows drawn at once; the search narrows the rest
+  const TRANSPORT = { udp: "plain DNS", "dns-over-tls": "DoT (DNS over TLS)", "dns-over-https": "DoH (DNS over HTTPS)" };
+  const tenant = param("name") || "";
+  let table = null;
+  let tableKey = "";
+  let summary = null;
+
+  function answers(n) {
+    const parts = [];
+    if (n.A.length) parts.push(`A ${n.A.join(", ")}`);
+    if (n.AAAA.length) parts.push(`AAAA ${n.AAAA.join(", ")}${n.aaaa_mapped ? " (mapped)" : ""}`);
+    for (const s of n.SRV) parts.push(`SRV ${s.name} → ${s.target}:${s.port}`);
+    if (n.answered_from_cluster) parts.push(`resolved: ${n.answered_from_cluster.join(", ")}`);
+    if (n.truncated) parts.push(`(${n.truncated} more left out)`);
+    return parts.length ? parts : ["no record (NXDOMAIN)"];
+  }
+
+  function matches(n, needle) {
+    if (!needle) return true;
+    const hay = [n.name, n.rule, n.action, ...n.A, ...n.AAAA, ...n.sources,
+      ...n.SRV.map((s) => s.name)].join(" ").toLowerCase();
+    return needle.split(/\s+/).every((word) => hay.includes(word));
+  }
+
+  function namesTable() {
+    const needle = document.getElementById("search").value.trim().toLowerCase();
+    const found = table.names.filter((n) => matches(n, needle));
+    const rows = found.slice(0, LIMIT).map((n) => el("tr", { dataset: { name: n.name } },
+      el("td", { class: "mono" }, n.name),
+      el("td", {}, answers(n).map((a) => el("div", {}, a))),
+      el("td", {}, el("span", { class: `action ${n.action}` }, n.action), " ", n.rule),
+      el("td", { class: "muted" }, n.sources.join(", ")),
+      el("td", { class: "num" }, n.ttl_seconds)));
+    document.getElementById("count").textContent = found.length > LIMIT
+      ? `${found.length} of ${table.names.length} names match; the first ${LIMIT} are shown`
+      : `${found.length} of ${table.names.length} names`;
+    document.getElementById("names").replaceChildren(...rows);
+  }
+
+  function forwarding() {
+    const r = table.resolver;
+    if (!r) {
+      return el("p", { id: "forwarding", dataset: { transport: "none" } },
+        table.forwarding.length ? `forwards to ${table.forwarding.join(", ")}`
+          : "Nothing is forwarded: a name outside the table gets NXDOMAIN from Envoy.");
+    }
+    return el("div", { id: "forwarding", dataset: { transport: r.transport } },
+      el("p", {}, "Names outside the table go to the tenant resolver ",
+        el("span", { class: "mono" }, table.forwarding.join(", ") || "(not running)"),
+        ", which asks ", el("b", { class: "mono" }, r.server), " over ",
+        el("b", { class: "transport" }, TRANSPORT[r.transport] || r.transport),
+        r.tls_server_name ? ` (certificate name ${r.tls_server_name}, CA ${r.ca_bundle})` : "",
+        r.doh_path ? `, path ${r.doh_path}` : "", "."),
+      el("p", { class: "muted" }, `Unknown names under ${r.zone.name}: ${r.zone.unknown_names}.`),
+      el("table", { class: "rules" },
+        el("thead", {}, el("tr", {}, ["names", "the resolver", "rule"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, r.rules.map((rule) => el("tr", {},
+          el("td", { class: "mono" }, rule.names),
+          el("td", {}, el("span", { class: `action ${rule.action === "deny" ? "deny" : "allow"}` },
+            rule.action === "deny" ? "denies (NXDOMAIN, never forwarded)" : `forwards (${TRANSPORT[r.transport] || r.transport})`)),
+          el("td", {}, rule.rule))))));
+  }
+
+  function renderSummary() {
+    const box = document.getElementById("summary");
+    if (!summary) return;
+    const shown = ["queries", "local", "forwarded", "nxdomain", "denied", "warn"];
+    box.replaceChildren(
+      el("div", { class: "rates" }, Object.entries(summary.traffic.rates).map(([kind, v]) =>
+        el("span", { class: `rate ${kind}`, dataset: { kind, value: String(v) } }, el("b", {}, fmt(v)), " ", Console.KIND_LABELS[kind]))),
+      chart(summary.traffic.history, summary.kinds, shown, { width: 1000, height: 150 }),
+      legend(shown));
+  }
+
+  function layout() {
+    document.getElementById("main").replaceChildren(
+      el("h1", {}, "Tenant ", el("span", { class: "mono" }, tenant)),
+      el("p", { class: "muted", id: "policy-line" }),
+      el("section", { class: "card", id: "summary" }),
+      el("section", { class: "card" }, el("h2", {}, "Forwarding"), el("div", { id: "forwarding-box" })),
+      el("section", { class: "card" },
+        el("h2", {}, "Names and answers"),
+        el("input", { id: "search", type: "search", placeholder: "search names, addresses, rules…",
+          autocomplete: "off", oninput: () => table && namesTable() }),
+        el("span", { id: "count", class: "muted" }),
+        el("table", { class: "names" },
+          el("thead", {}, el("tr", {}, ["name", "Envoy answers", "admitted by", "from", "TTL"].map((h) => el("th", {}, h)))),
+          el("tbody", { id: "names" }))),
+      el("section", { class: "card", id: "notes-box" }));
+  }
+
+  async function load() {
+    const [body, info] = await Promise.all([
+      api(`api/v1/views/${encodeURIComponent(tenant)}/dns-table`),
+      api(`api/v1/tenants/${encodeURIComponent(tenant)}`).catch(() => null),
+    ]);
+    summary = info;
+    renderSummary();
+    const p = info ? info.policy : null;
+    document.getElementById("policy-line").textContent = p && p.name
+      ? `DnsPolicy ${p.name} · default ${p.default_action} · namespaces ${info.namespaces.join(", ") || "none"} · TTL ${body.ttl_seconds} s`
+      : `default view · TTL ${body.ttl_seconds} s`;
+    const key = JSON.stringify(body);
+    if (key === tableKey) return; // unchanged: keep the table (and the reader's place)
+    tableKey = key;
+    table = body;
+    document.getElementById("forwarding-box").replaceChildren(forwarding());
+    const notes = [...body.notes, ...body.unenforced, ...body.conflicts];
+    document.getElementById("notes-box").replaceChildren(el("h2", {}, "Notes"),
+      notes.length ? el("ul", {}, notes.map((n) => el("li", {}, n))) : el("p", { class: "muted" }, "none"));
+    namesTable();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    layout();
+    if (!tenant) {
+      Console.setStatus("no tenant given (tenant?name=...)", true);
+      return;
+    }
+    document.title = `${tenant} · DNS control plane`;
+    poll(load, 3000);
+  });
+})();

@@ -1,0 +1,232 @@
+"""Live DNS traffic per sidecar and per tenant, from the sidecars' own counters (pure).
+
+Every sidecar's Envoy streams its DNS filter's counters to the control plane
+(``stats_sink.py``: the metrics service over ``xds_cluster``) every stats flush
+(Envoy's default: 5 s). Each report carries the *cumulative* counters since
+that Envoy started; this module turns them into what the console and
+``/metrics`` show:
+
+- **per sidecar**: the latest cumulative values, and rates (per second) from its
+  last two reports, over Envoy's own flush timestamps;
+- **per tenant**: totals that only grow (the sum over its sidecars, plus what
+  sidecars that were restarted or aged out had counted), and rates (the sum of
+  its live sidecars' rates); a short history of the tenant rates, one point per
+  ``tick``, for the console's charts.
+
+Kinds (Envoy 1.40's DNS filter counters; measured, see stats_sink.py):
+
+==========  =============================================================
+queries     ``downstream_rx_queries``
+local       queries answered by Envoy itself, from its table (records or
+            NXDOMAIN): ``downstream_rx_queries - externally_resolved_queries``
+            (``local_*_record_answers`` count *records*, not queries)
+forwarded   ``externally_resolved_queries``: sent to the tenant resolver
+nxdomain    ``unanswered_queries``: answered without a record, locally or by
+            the resolver (NOTIMP for unsupported types is counted here too)
+denied      query-log records the policy denies (``querylog.py``)
+warn        query-log records answered under WARN
+==========  =============================================================
+
+``queries = local + forwarded``; ``nxdomain``, ``denied`` and ``warn`` cut
+across both. The first report of a sidecar counts in full (its Envoy's
+counters since it started); its rates start with its second report, so a
+control-plane restart shows no spike. A counter that goes down means the
+Envoy restarted: what it had counted is kept in the tenant's total.
+
+Memory is bounded: a sidecar that has not reported for ``max_age`` seconds is
+dropped (its counts kept in its tenant's total), at most ``max_sidecars`` are
+kept (more are refused and counted), each tenant keeps ``history`` points, and
+tenants without sidecars are forgotten once the caller says they are gone.
+No clock is read here: every call passes ``now``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+KINDS = ("queries", "local", "forwarded", "nxdomain", "denied", "warn")
+ENVOY_KINDS = KINDS[:4]  # from the sidecars' counters; denied and warn from the query log
+QUERIES, LOCAL, FORWARDED, NXDOMAIN, DENIED, WARN = range(6)
+
+Values = tuple[float, ...]  # one per kind, in KINDS order
+ZERO: Values = (0.0,) * len(KINDS)
+
+
+def _add(a: Values, b: Values) -> Values:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(slots=True)
+class Sidecar:
+    node: str
+    tenant: str
+    namespace: str
+    first_seen: float
+    last_seen: float  # control-plane clock of the last report
+    envoy_time: float  # Envoy's flush time of the last report (0: unknown)
+    values: Values  # cumulative since this Envoy started (denied/warn: since first seen)
+    rates: Values | None = None  # per second between the last two reports
+    reports: int = 1
+    resets: int = 0
+
+
+@dataclass(slots=True)
+class TenantTraffic:
+    retired: Values = ZERO  # counted by sidecars that restarted or aged out
+    history: collections.deque[tuple[float, Values]] = field(
+        default_factory=lambda: collections.deque(maxlen=150))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One sidecar's counters, as ``stats_sink`` parsed them."""
+
+    node: str
+    tenant: str
+    namespace: str
+    envoy_time: float  # seconds; 0 when the report carried no timestamp
+    queries: float = 0.0
+    forwarded: float = 0.0
+    nxdomain: float = 0.0
+
+
+class DnsTraffic:
+    def __init__(self, *, max_age: float = 60.0, stale_after: float = 15.0,
+                 max_sidecars: int = 10_000, history: int = 150, tick: float = 2.0) -> None:
+        self.max_age = max_age  # a sidecar silent this long is dropped
+        self.stale_after = stale_after  # ... and its rates stop counting after this long
+        self.max_sidecars = max_sidecars
+        self.history_points = history
+        self.tick = tick  # seconds between history points (the caller ticks)
+        self.sidecars: dict[str, Sidecar] = {}
+        self.tenants: dict[str, TenantTraffic] = {}
+        self._policy: dict[str, list[float]] = {}  # node -> [denied, warn] (query log)
+        self.reports: collections.Counter[str] = collections.Counter()  # outcome -> count
+        self.aged_out = 0
+
+    # -- input -------------------------------------------------------------
+    def report(self, r: Report, *, now: float) -> str:
+        """Apply one report; returns its outcome (``accepted``, ``overflow``)."""
+        old = self.sidecars.get(r.node)
+        policy = self._policy.get(r.node, [0.0, 0.0])
+        values: Values = (r.queries, max(0.0, r.queries - r.forwarded), r.forwarded,
+                          r.nxdomain, policy[0], policy[1])
+        self._tenant(r.tenant)
+        if old is not None and old.tenant != r.tenant:  # moved to another tenant
+            self._retire(old)
+            old = None
+        if old is None:
+            if len(self.sidecars) >= self.max_sidecars:
+                self.reports["overflow"] += 1
+                return "overflow"
+            self.sidecars[r.node] = Sidecar(r.node, r.tenant, r.namespace, now, now,
+                                            r.envoy_time, values)
+            self.reports["accepted"] += 1
+            return "accepted"
+        if any(v < o for v, o in zip(values[:4], old.values[:4], strict=True)):
+            # The Envoy restarted (its counters went down): keep what it had counted;
+            # rates start again with its next report.
+            t = self.tenants[old.tenant]
+            t.retired = _add(t.retired, old.values[:4] + (0.0, 0.0))
+            old.resets += 1
+            old.rates = None
+        else:
+            use_envoy = r.envoy_time > 0 and old.envoy_time > 0
+            elapsed = (r.envoy_time - old.envoy_time) if use_envoy else (now - old.last_seen)
+            if elapsed > 0:
+                old.rates = tuple(max(0.0, (v - o) / elapsed)
+                                  for v, o in zip(values, old.values, strict=True))
+        old.values = values
+        old.last_seen = now
+        old.envoy_time = r.envoy_time
+        old.reports += 1
+        self.reports["accepted"] += 1
+        return "accepted"
+
+    def reject(self, reason: str) -> None:
+        self.reports[reason] += 1
+
+    def query_record(self, *, node: str, action: str) -> None:
+        """A denied or WARN query reported by ``node`` (from the query log)."""
+        if action not in ("deny", "warn"):
+            return
+        counts = self._policy.get(node)
+        if counts is None:
+            if node not in self.sidecars and len(self._policy) >= self.max_sidecars:
+                return
+            counts = self._policy[node] = [0.0, 0.0]
+        counts[0 if action == "deny" else 1] += 1
+
+    def _tenant(self, name: str) -> TenantTraffic:
+        t = self.tenants.get(name)
+        if t is None:
+            t = self.tenants[name] = TenantTraffic(
+                history=collections.deque(maxlen=self.history_points))
+        return t
+
+    def _retire(self, car: Sidecar) -> None:
+        t = self._tenant(car.tenant)
+        t.retired = _add(t.retired, car.values[:4] + (0.0, 0.0))
+        del self.sidecars[car.node]
+
+    # -- time --------------------------------------------------------------
+    def expire(self, *, now: float, tenants: Iterable[str] = ()) -> int:
+        """Drop sidecars silent for ``max_age``; forget tenants that have no sidecar and
+        are not in ``tenants`` (the ones that still exist). Returns how many aged out."""
+        gone = [c for c in self.sidecars.values() if now - c.last_seen > self.max_age]
+        for car in gone:
+            self._retire(car)
+            self._policy.pop(car.node, None)
+        for node in [n for n in self._policy if n not in self.sidecars]:
+            if len(self._policy) <= self.max_sidecars // 2:
+                break
+            del self._policy[node]  # records of nodes that never sent counters
+        self.aged_out += len(gone)
+        keep = set(tenants) | {c.tenant for c in self.sidecars.values()}
+        for name in [n for n in self.tenants if n not in keep]:
+            del self.tenants[name]
+        return len(gone)
+
+    def sample(self, *, now: float) -> None:
+        """Append the current tenant rates to each tenant's history (one tick)."""
+        rates = self.tenant_rates(now=now)
+        for name, t in self.tenants.items():
+            t.history.append((now, rates.get(name, ZERO)))
+
+    # -- read side ---------------------------------------------------------
+    def live(self, car: Sidecar, now: float) -> bool:
+        return now - car.last_seen <= self.stale_after
+
+    def sidecar_rates(self, car: Sidecar, now: float) -> Values:
+        return car.rates if car.rates is not None and self.live(car, now) else ZERO
+
+    def tenant_rates(self, *, now: float) -> dict[str, Values]:
+        out: dict[str, Values] = {name: ZERO for name in self.tenants}
+        for car in self.sidecars.values():
+            out[car.tenant] = _add(out.get(car.tenant, ZERO), self.sidecar_rates(car, now))
+        return out
+
+    def tenant_totals(self, policy_counts: Mapping[tuple[str, str], int] | None = None
+                      ) -> dict[str, Values]:
+        """Cumulative per tenant; ``denied``/``warn`` from ``policy_counts`` (the query
+        log's exact counts by (tenant, action)) when given."""
+        out = {name: t.retired for name, t in self.tenants.items()}
+        for car in self.sidecars.values():
+            out[car.tenant] = _add(out.get(car.tenant, ZERO), car.values[:4] + (0.0, 0.0))
+        if policy_counts is not None:
+            named = {t for t, action in policy_counts if action in ("deny", "warn")}
+            for name in set(out) | named:
+                v = list(out.get(name, ZERO))
+                v[DENIED] = float(policy_counts.get((name, "deny"), 0))
+                v[WARN] = float(policy_counts.get((name, "warn"), 0))
+                out[name] = tuple(v)
+        return out
+
+    def tenant_sidecars(self) -> dict[str, int]:
+        return collections.Counter(c.tenant for c in self.sidecars.values())
+
+
+def as_dict(values: Values) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in zip(KINDS, values, strict=True)}

@@ -1,0 +1,217 @@
+"""The operator console through the admin app (httpx.ASGITransport): pages and assets,
+no CDN anywhere (the console and /docs), relative URLs that work under a path prefix,
+only GET routes, the admin API's authentication on every console route (the real
+kubernetes client against tests/fake_kube.py with deploy/admin-access.yaml), and the
+routes the console reads (/api/v1/tenants, /api/v1/traffic)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from controlplane.admin import create_app
+from controlplane.admin_auth import AdminAuthorizer
+from controlplane.console import STATIC
+from controlplane.dns_traffic import DnsTraffic, Report
+from controlplane.errors import InputError
+from controlplane.hub import Hub
+from controlplane.inventory import Inventory
+from controlplane.settings import Settings
+from controlplane.sources.kube_admin_review import KubeReviewer
+from controlplane.sources.kube_runner import api_client
+from tests.fake_kube import FakeKube
+from tests.test_admin_auth import bearer, kube  # noqa: F401 - the fixture
+from tests.test_hub_and_admin import connect, inventory, node
+
+PAGES = ["/console/", "/console/tenant", "/console/explain", "/console/errors"]
+ASSETS = sorted(p.name for p in Path(str(STATIC)).iterdir())
+URL_IN_TEXT = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.I)
+SVG_NS = "http://www.w3.org/2000/svg"  # an XML namespace name, never fetched
+
+
+def hub_with_traffic() -> tuple[Hub, DnsTraffic]:
+    hub = Hub(Settings())
+    inv = inventory()
+    hub.set_inventory(Inventory.of(
+        [*inv.namespaces.values(), *inv.services.values(), *inv.policies.values()],
+        [InputError("File", "", "examples/bad.yaml", "not valid YAML at line 13",
+                    "examples/bad.yaml:13")]))
+    hub.ready = True
+    conn = connect(hub, node("acme-1", "acme", LABELS={"app": "sleep"}))
+    out = conn.stream.responses(hub.snapshot_for(conn))
+    for o in out:  # ACK everything
+        conn.stream.receive(discovery_pb2.DiscoveryRequest(
+            type_url=o.type_url, version_info=o.version, response_nonce=o.nonce))
+    connect(hub, node("foo-1", "foo"))  # sent, never ACKed
+    hub.query_log.ingest(tenant="acme", node="acme-1", body="web.foo.svc.cluster.local. 1 3")
+    traffic = DnsTraffic()
+    t0 = time.time() - 5  # the API reads the real clock: reports of the last seconds
+    traffic.report(Report("acme-1", "acme", "acme", 100, queries=10, forwarded=0,
+                          nxdomain=1), now=t0)
+    traffic.report(Report("acme-1", "acme", "acme", 105, queries=60, forwarded=0,
+                          nxdomain=6), now=t0 + 5)
+    traffic.sample(now=t0 + 5)
+    return hub, traffic
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
+
+
+def get_all(app: Any, paths: list[str], headers: dict[str, str] | None = None
+            ) -> dict[str, httpx.Response]:
+    async def run() -> dict[str, httpx.Response]:
+        async with client(app) as c:
+            return {p: await c.get(p, headers=headers) for p in paths}
+    return asyncio.run(run())
+
+
+def test_pages_and_assets_are_served_with_a_strict_policy() -> None:
+    hub, traffic = hub_with_traffic()
+    app = create_app(hub, traffic=traffic)
+    r = get_all(app, [*PAGES, *(f"/console/static/{a}" for a in ASSETS), "/console/nope",
+                      "/console/static/..%2Fapi.py", "/console", "/"])
+    for path in [*PAGES, *(f"/console/static/{a}" for a in ASSETS)]:
+        assert r[path].status_code == 200, path
+        assert "script-src 'self'" in r[path].headers["content-security-policy"], path
+    assert r["/console/static/console.js"].headers["content-type"].startswith("text/javascript")
+    assert r["/console/nope"].status_code == 404
+    assert r["/console/static/..%2Fapi.py"].status_code == 404
+    # relative redirects: right behind any prefix
+    assert r["/console"].status_code == 307 and r["/console"].headers["location"] == "console/"
+    assert r["/"].headers["location"] == "console/"
+
+
+def test_no_cdn_and_only_relative_urls() -> None:
+    """Nothing a page loads comes from elsewhere: every URL in the console's files is
+    relative, and /docs and /redoc load their scripts from this server."""
+    for name in ASSETS:
+        text = (Path(str(STATIC)) / name).read_text()
+        assert not URL_IN_TEXT.findall(text.replace(SVG_NS, "")), name
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
+            assert not ref.startswith("/") and ":" not in ref.replace("data:,", ""), (name, ref)
+    hub, traffic = hub_with_traffic()
+    app = create_app(hub, traffic=traffic)
+    r = get_all(app, ["/docs", "/redoc"])
+    for page in ("/docs", "/redoc"):
+        html = r[page].text
+        refs = re.findall(r'(?:src|href)="([^"]*)"', html) + re.findall(r"url: '([^']*)'", html)
+        assert refs and all(not ref.startswith(("/", "http")) for ref in refs), (page, refs)
+        assert "cdn" not in html.lower() and "fonts.googleapis" not in html
+        assets = get_all(app, [urljoin(page, ref) for ref in refs])
+        assert all(a.status_code == 200 for a in assets.values()), {
+            k: v.status_code for k, v in assets.items()}
+    assert "SwaggerUIBundle" in get_all(app, ["/docs/static/swagger-ui-bundle.js"])[
+        "/docs/static/swagger-ui-bundle.js"].text[:200_000]
+
+
+def test_everything_resolves_under_a_path_prefix() -> None:
+    """Served by a proxy at /dns/ (here a Mount, which strips the prefix like one): each
+    page's assets and API calls resolve under the prefix, without any setting."""
+    hub, traffic = hub_with_traffic()
+    proxy = Starlette(routes=[Mount("/dns", app=create_app(hub, traffic=traffic))])
+    pages = get_all(proxy, [f"/dns{p}" for p in PAGES] + ["/dns/docs"])
+    wanted: set[str] = set()
+    for path, response in pages.items():
+        assert response.status_code == 200, path
+        wanted |= {urljoin(path, ref) for ref in re.findall(r'(?:src|href)="([^"]*)"',
+                                                              response.text)
+                   if not ref.startswith("data:")}
+    js = "".join((Path(str(STATIC)) / a).read_text() for a in ASSETS if a.endswith(".js"))
+    api_paths = set(re.findall(r'api\("(api/v1/[a-z/]+)', js))
+    assert {"api/v1/tenants", "api/v1/errors"} <= api_paths
+    wanted |= {urljoin("/dns/console/", "../" + p) for p in api_paths}
+    wanted |= {"/dns/api/v1/views/acme/dns-table", "/dns/api/v1/tenants/acme",
+               "/dns/api/v1/explain?namespace=acme&name=web.acme.svc.cluster.local"}
+    got = get_all(proxy, sorted(wanted))
+    assert all(path.startswith("/dns/") for path in got)
+    assert {p: r.status_code for p, r in got.items()} == dict.fromkeys(got, 200)
+
+
+def test_only_get_routes() -> None:
+    hub, traffic = hub_with_traffic()
+    app = create_app(hub, traffic=traffic)
+    methods = {m for route in app.routes for m in getattr(route, "methods", None) or ()}
+    assert methods <= {"GET", "HEAD"}, methods
+    r = asyncio.run(_post(app))
+    assert r == 405
+
+
+async def _post(app: Any) -> int:
+    async with client(app) as c:
+        return (await c.post("/api/v1/tenants", json={})).status_code
+
+
+def test_console_routes_need_the_admin_apis_authentication(kube: FakeKube,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    hub, traffic = hub_with_traffic()
+    auth = AdminAuthorizer(KubeReviewer(api_client(str(kube.kubeconfig(tmp_path)), None)))
+    app = create_app(hub, auth=auth, traffic=traffic)
+    paths = [*PAGES, "/console/static/console.js", "/", "/console", "/docs",
+             "/docs/static/swagger-ui.css", "/redoc", "/api/v1/tenants", "/api/v1/tenants/acme",
+             "/api/v1/traffic", "/api/v1/traffic/sidecars"]
+    anonymous = get_all(app, paths)
+    assert {p: r.status_code for p, r in anonymous.items()} == dict.fromkeys(paths, 401)
+    tenant = get_all(app, paths, bearer("tenant-token"))  # a pod's own token
+    assert {p: r.status_code for p, r in tenant.items()} == dict.fromkeys(paths, 403)
+    # an operator bound to dns-controlplane-admin-reader (deploy/admin-access.yaml)
+    operator = get_all(app, paths, bearer("op-token"))
+    assert {p: r.status_code for p, r in operator.items()} == {
+        p: 307 if p in ("/", "/console") else 200 for p in paths}
+    # a team granted only /api/v1/views/acme/* gets its view, not the console
+    team = get_all(app, ["/console/", "/api/v1/tenants", "/api/v1/views/acme/dns-table"],
+                   bearer("acme-team-token"))
+    assert [r.status_code for r in team.values()] == [403, 403, 200]
+    assert get_all(app, ["/healthz"])["/healthz"].status_code == 200
+
+
+def test_tenants_api() -> None:
+    hub, traffic = hub_with_traffic()
+    app = create_app(hub, traffic=traffic)
+    r = get_all(app, ["/api/v1/tenants", "/api/v1/tenants/acme", "/api/v1/tenants/nope",
+                      "/api/v1/traffic?history=true", "/api/v1/traffic/sidecars?tenant=acme"])
+    tenants = {t["tenant"]: t for t in r["/api/v1/tenants"].json()["tenants"]}
+    assert set(tenants) == {"acme", "foo"}  # the default view has no sidecar: not shown
+    acme = tenants["acme"]
+    assert acme["policy"]["default_action"] == "DENY" and acme["namespaces"] == ["acme"]
+    assert acme["policy"]["whitelist"] == ["*.acme.svc.cluster.local"]
+    (car,) = acme["sidecars"]
+    assert car["node_id"] == "acme-1" and car["current"] is True
+    assert car["types"]["lds"]["acked"] == car["types"]["lds"]["sent"]
+    assert car["traffic"]["rates"]["queries"] == 10.0
+    (foo_car,) = tenants["foo"]["sidecars"]
+    assert foo_car["current"] is False and foo_car["traffic"] is None
+    assert acme["traffic"]["rates"]["queries"] == 10.0
+    assert acme["traffic"]["totals"]["queries"] == 60.0
+    assert acme["traffic"]["totals"]["denied"] == 1.0  # from the query log
+    ((_, *point),) = acme["traffic"]["history"]
+    assert point == [10.0, 10.0, 0.0, 1.0, 0.0, 0.0]
+    (recent,) = acme["recent"]
+    assert (recent["name"], recent["action"], recent["rcode"]) == (
+        "web.foo.svc.cluster.local", "deny", "NXDOMAIN")
+    assert {c["type"]: c["status"] for c in acme["conditions"]}["Ready"] == "True"
+    assert r["/api/v1/tenants/acme"].json()["tenant"] == "acme"
+    assert r["/api/v1/tenants/nope"].status_code == 404
+    summary = {t["tenant"]: t for t in r["/api/v1/traffic?history=true"].json()["tenants"]}
+    assert summary["acme"]["sidecars_reporting"] == 1 and summary["foo"]["sidecars_reporting"] == 0
+    assert len(summary["acme"]["history"]) == 1
+    (side,) = r["/api/v1/traffic/sidecars?tenant=acme"].json()["sidecars"]
+    assert side["node_id"] == "acme-1" and side["totals"]["nxdomain"] == 6.0
+
+
+@pytest.mark.parametrize("page", ["index", "tenant", "explain", "errors"])
+def test_each_page_loads_its_script_and_the_shared_one(page: str) -> None:
+    html = (Path(str(STATIC)) / f"{page}.html").read_text()
+    assert '<script src="static/console.js" defer></script>' in html
+    assert f'<script src="static/{page}.js" defer></script>' in html
+    assert "<script>" not in html  # no inline script (the CSP forbids it)
