@@ -22,7 +22,7 @@ install: $(STAMP)
 # deploy/ with kustomize), prometheus (scrapes real Envoys in e2e).
 SYSTEM_TOOLS := unbound:unbound dnsdist:dnsdist dig:dnsutils dnsmasq:dnsmasq musl-gcc:musl-tools \
                 openssl:openssl dnsperf:dnsperf docker-compose:docker-compose \
-                kubectl:kubernetes-client prometheus:prometheus
+                kubectl:kubernetes-client prometheus:prometheus chromium:chromium chromedriver:chromium-driver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -1,58 +1,183 @@
-"""With one real Envoy: time from a manifest file write to the new DNS answer.
+"""With one real Envoy: time from a change to the new DNS answer, and where it goes.
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
+        [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--code DIR]
+
+The control plane serves ``examples/`` plus ``--services`` Services in namespace
+``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
+with ``--source kubernetes``, through ``tests/fake_kube.py`` and the real
+client); one real Envoy of tenant acme asks it. Each edit gives Service
+``prop.acme`` a new cluster IP and times, from the change to the first DNS
+answer from Envoy that carries the new IP (queried every millisecond):
+
+- files, ``--edit own``: ``prop.yaml`` (one Service) is written;
+- files, ``--edit bulk``: ``bulk.yaml`` is rewritten with the Service in it
+  (a 10,001-document file: what re-parsing a large file costs);
+- kubernetes: the Service is applied to the fake API server (a watch event).
+
+Then ``/api/v1/rebuilds`` says where the time went (``hub_metrics.ChangeTrace``):
+the watcher (the change until the source saw it: watchfiles, or the fake API
+server's watch, which polls every 10 ms), parse, store, to the event loop, the
+debounce window, merge (the store's new inventory), build (records and views,
+worker thread), adopt (resolvers, policy selection, event loop), render
+(translate and serialise, worker thread), install, to the stream (gRPC send),
+Envoy's ACK (it received and applied the listener) and ACK to answer (the
+listener in use on Envoy's worker; the query loop's resolution is ~1 ms).
+Server CPU (the control plane), Envoy's and the client's (this process) are
+reported apart, with the load average. ``--code DIR`` runs the control plane
+from another checkout (e.g. ``git archive HEAD | tar -x -C DIR``): it has no
+``/api/v1/rebuilds``, only the totals are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.localrun import ControlPlane, Envoy, wait_for  # noqa: E402
+from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
+from controlplane.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
 from e2e.conftest import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("watcher", "parse", "store", "to_loop", "debounce", "merge", "build", "adopt",
+         "render", "install", "to_stream", "envoy_ack", "ack_to_answer")
+
+
+def bulk_docs(n: int) -> list[str]:
+    return [f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bulk}}\n"
+            f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}}}\n"
+            for i in range(n)]
+
+
+def prop_doc(ip: str) -> str:
+    return ("apiVersion: v1\nkind: Service\nmetadata: {name: prop, namespace: acme}\n"
+            f"spec: {{clusterIP: {ip}}}\n")
+
+
+def breakdown(trace: dict[str, Any], t0: float, answered: float) -> dict[str, float]:
+    ms = dict(trace["milliseconds"])
+    out = {"watcher": (trace["seen_at"] - t0) * 1000 if trace.get("seen_at") else float("nan")}
+    out.update({k: ms.get(k, float("nan")) for k in STEPS[1:-1]})
+    ack = trace.get("first_ack_at")
+    out["ack_to_answer"] = (answered - ack) * 1000 if ack else float("nan")
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--debounce", type=float, default=0.05)
+    parser.add_argument("--services", type=int, default=0)
+    parser.add_argument("--source", choices=["files", "kubernetes"], default="files")
+    parser.add_argument("--edit", choices=["own", "bulk"], default="own")
+    parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
+    print(f"change -> answer from a real Envoy: source {args.source}"
+          f"{' (' + args.edit + ' file)' if args.source == 'files' else ''}, "
+          f"{args.services} extra Services, {args.edits} edits, debounce "
+          f"{args.debounce * 1000:.0f} ms, code {args.code or 'this checkout'}; 2 cores shared "
+          f"by every process; load average at start {load_average()}")
     work = Path(tempfile.mkdtemp(prefix="prop-"))
     manifests = work / "m"
     shutil.copytree(ROOT / "examples", manifests)
-    cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
-                                                   "--log-level", "warning"]).start()
+    docs = bulk_docs(args.services)
+    kube: Any = None
+    extra = ["--debounce", str(args.debounce), "--log-level", "warning"]
+    if args.source == "kubernetes":
+        from tests.fake_kube import CORE, OURS, FakeKube
+
+        kube = FakeKube(resources=CORE + OURS, bookmark_interval=1.0).start()
+        for f in sorted(manifests.glob("*.yaml")):
+            for doc in yaml.safe_load_all(f.read_text()):
+                if doc and doc.get("kind") == "ServiceEntry":
+                    doc["apiVersion"] = "networking.example.com/v1alpha1"
+                if doc:
+                    kube.apply(doc)
+        for text in docs:
+            kube.apply(yaml.safe_load(text))
+        with kube._lock:  # noqa: SLF001 - a benchmark of the control plane, not of the fake:
+            kube._events.clear()  # noqa: SLF001 - its watches scan every event each 10 ms
+        source = Path("kubernetes")
+        extra += ["--kubeconfig", str(kube.kubeconfig(work)), "--watch-timeout", "300"]
+    else:
+        if docs:
+            (manifests / "bulk.yaml").write_text("---\n".join(docs))
+        source = manifests
+    here = Path.cwd()
+    if args.code:  # python -m controlplane finds the package in its working directory first
+        os.chdir(Path(args.code).resolve())
+    try:
+        cp = ControlPlane(source, work, extra_args=extra).start(timeout=300)
+    finally:
+        os.chdir(here)
     envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
-                  xds_address=cp.xds_address, workdir=work)
+                  xds_address=cp.xds_address, workdir=work, concurrency=1)
+    assert cp.process is not None
     try:
         envoy.start()
-        times = []
+        assert envoy.process is not None
+        rows: list[dict[str, float]] = []
+        totals = []
+        cpu0 = (cpu_seconds(cp.process.pid), cpu_seconds(envoy.process.pid), own_cpu_seconds())
         for i in range(args.edits):
             ip = f"10.66.{i // 250}.{i % 250 + 1}"
-            started = time.monotonic()
-            (manifests / "prop.yaml").write_text(
-                "apiVersion: v1\nkind: Service\nmetadata: {name: prop, namespace: acme}\n"
-                f"spec: {{clusterIP: {ip}}}\n")
+            time.sleep(0.3)  # each edit on its own: nothing left of the previous one
+            t0 = time.time()
+            if kube is not None:
+                kube.apply(yaml.safe_load(prop_doc(ip)))
+            elif args.edit == "bulk":
+                (manifests / "bulk.yaml").write_text("---\n".join([*docs, prop_doc(ip)]))
+            else:
+                (manifests / "prop.yaml").write_text(prop_doc(ip))
             wait_for(lambda ip=ip: query(envoy.dns_port, "prop.acme.svc.cluster.local",
                                          timeout=0.3) == ("NOERROR", [ip]),
-                     timeout=20, interval=0.002, what="the new answer")
-            times.append((time.monotonic() - started) * 1000)
-        times.sort()
-        print(f"file write -> new answer from a real Envoy, {args.edits} edits, debounce "
-              f"{args.debounce * 1000:.0f} ms (+ the file watcher's 50 ms): "
-              f"p50 {statistics.median(times):.0f} ms, max {times[-1]:.0f} ms")
+                     timeout=30, interval=0.001, what="the new answer")
+            answered = time.time()
+            totals.append((answered - t0) * 1000)
+            trace = None
+            with contextlib.suppress(TimeoutError, urllib.error.HTTPError):
+                trace = wait_for(lambda t0=t0: next(
+                    (r for r in http_json(f"{cp.admin_url}/api/v1/rebuilds")["rebuilds"]
+                     if r["started_at"] > t0 and r["first_ack_node"] == "sleep.acme"
+                     and r["first_ack_at"]), None), timeout=3, what="the rebuild's trace")
+            if trace is not None:
+                rows.append(breakdown(trace, t0, answered))
+        server = cpu_seconds(cp.process.pid) - cpu0[0]
+        envoy_cpu = cpu_seconds(envoy.process.pid) - cpu0[1]
+        client = own_cpu_seconds() - cpu0[2]
+        ordered = sorted(totals)
+        print(f"change -> new answer: p50 {statistics.median(ordered):.0f} ms, "
+              f"min {ordered[0]:.0f} ms, max {ordered[-1]:.0f} ms over {len(ordered)} edits")
+        if rows:
+            print("median per step (ms): " + ", ".join(
+                f"{k} {statistics.median(r[k] for r in rows):.1f}" for k in STEPS))
+            print("max per step (ms):    " + ", ".join(
+                f"{k} {max(r[k] for r in rows):.1f}" for k in STEPS))
+            print("per edit (ms): total | " + " ".join(s[:8] for s in STEPS))
+            for total, r in zip(totals, rows, strict=False):
+                print(f"  {total:6.1f} | " + " ".join(f"{r[k]:8.1f}" for k in STEPS))
+        print(f"cpu over the edits: control plane {server:.2f} s, Envoy {envoy_cpu:.2f} s, "
+              f"client (this process: writes, queries every 1 ms"
+              f"{', the fake API server' if kube is not None else ''}) {client:.2f} s; "
+              f"load average at end {load_average()}")
     finally:
         envoy.stop()
         cp.stop()
+        if kube is not None:
+            kube.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

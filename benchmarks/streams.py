@@ -1,6 +1,7 @@
 """Propagation and memory with many ADS streams, and a reconnect storm.
 
     .venv/bin/python benchmarks/streams.py [--streams 1000] [--processes 4] [--debounce 0.05]
+        [--services 10000] [--heavy] [--code DIR]
 
 Starts the control plane on examples/ (file source), connects --streams
 simulated sidecars from --processes client processes (benchmarks/ads_client.py,
@@ -8,13 +9,18 @@ bounded in time), then: writes one Service into acme and measures, for every
 stream whose view changed, the time from the write to its ACK of the new
 listener version (p50/p99/max; the debounce window is included and stated);
 control-plane RSS; LDS bytes pushed for the change; then kills every client
-at once and reconnects them all (a storm), sampling RSS throughout.
+at once and reconnects them all (a storm), sampling RSS throughout. Server CPU
+(the control plane) and client CPU (the client processes) are printed apart,
+with the load average. ``--heavy``: the third tenant sees every bulk Service
+(a large listener for a third of the streams); ``--code DIR``: the control
+plane from another checkout (before/after).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -26,19 +32,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
 from controlplane.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clients:
-    def __init__(self, address: str, streams: int, processes: int, seconds: float) -> None:
+    def __init__(self, address: str, streams: int, processes: int, seconds: float,
+                 namespaces: str = "") -> None:
         self.events: list[dict[str, object]] = []
         self.lock = threading.Lock()
         per = streams // processes
+        more = ["--namespaces", namespaces] if namespaces else []
         self.procs = [subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address", address,
-             "--first", str(i * per), "--count", str(per), "--seconds", str(seconds)],
+             "--first", str(i * per), "--count", str(per), "--seconds", str(seconds), *more],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(processes)]
         for p in self.procs:
             threading.Thread(target=self._read, args=(p,), daemon=True).start()
@@ -77,6 +86,10 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=0,
                         help="extra Services in namespace 'bulk' (every tenant's policy "
                         "decides about them)")
+    parser.add_argument("--heavy", action="store_true",
+                        help="a third of the streams (tenant 'wide') see every bulk Service: "
+                        "a large listener pushed to each of them")
+    parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streams-"))
     manifests = work / "manifests"
@@ -86,18 +99,39 @@ def main() -> int:
             f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bulk}}\n"
             f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}}}\n"
             for i in range(args.services)))
-    cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
-                                                   "--log-level", "warning"]).start()
+    namespaces = "acme,foo,globex"
+    if args.heavy:
+        namespaces = "acme,foo,wide"
+        (manifests / "wide.yaml").write_text(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: wide, labels: {tenant: wide}}\n"
+            "---\napiVersion: networking.example.com/v1alpha1\nkind: DnsPolicy\n"
+            "metadata: {name: wide}\nspec:\n  namespaceSelector: {matchLabels: {tenant: wide}}\n"
+            '  policy: {whitelist: ["*.bulk.svc.cluster.local"], defaultAction: DENY}\n')
+    print(f"streams benchmark: 2 cores shared by every process; load average at start "
+          f"{load_average()}")
+    here = Path.cwd()
+    if args.code:  # python -m controlplane finds the package in its working directory first
+        os.chdir(Path(args.code).resolve())
+    try:
+        cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
+                                                       "--log-level", "warning"]).start(
+            timeout=120)
+    finally:
+        os.chdir(here)
     assert cp.process is not None
     pid = cp.process.pid
     idle = rss_mb(pid)
-    clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300)
+    clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
+                      namespaces=namespaces)
+    meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
     try:
         started = time.time()
         wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
                  what=f"{args.streams} streams to get their first listener")
         connect = time.time() - started
         connected_rss = rss_mb(pid)
+        connect_cpu = meter.stop()
+        meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
         before = clients.latest()
         pushed_before = metric(cp, "dnscp_pushes_total", 'type="lds"')
         serial_before = metric(cp, "dnscp_snapshot_serializations_total")
@@ -105,8 +139,9 @@ def main() -> int:
         (manifests / "bench-change.yaml").write_text(
             "apiVersion: v1\nkind: Service\nmetadata: {name: bench, namespace: acme}\n"
             "spec: {clusterIP: 10.123.0.1}\n")
-        affected = [c for i, c in enumerate(sorted(before, key=lambda c: int(c[1:])))
-                    if int(c[1:]) % 3 in (0, 2)]  # acme (i%3==0) and globex (i%3==2) streams
+        # The acme streams (i % 3 == 0) see the new Service; foo and globex do not (globex
+        # blacklists *.svc.cluster.local: its tenant resolver denies those, not its table).
+        affected = [c for c in before if int(c[1:]) % 3 == 0]
 
         def all_updated() -> bool:
             now = clients.latest()
@@ -120,7 +155,7 @@ def main() -> int:
         pushes = metric(cp, "dnscp_pushes_total", 'type="lds"') - pushed_before
         serials = metric(cp, "dnscp_snapshot_serializations_total") - serial_before
         bytes_acme = metric(cp, "dnscp_snapshot_bytes", "acme@")
-        bytes_globex = metric(cp, "dnscp_snapshot_bytes", "globex@")
+        bytes_globex = metric(cp, "dnscp_snapshot_bytes", f"{namespaces.rsplit(',', 1)[1]}@")
         print(f"streams: {args.streams} from {args.processes} processes, "
               f"{args.services} extra Services, connected and served in {connect:.1f}s")
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
@@ -128,10 +163,13 @@ def main() -> int:
               f"p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms, max {lat[-1]:.0f} ms; "
               f"unaffected streams that got a push: {unaffected_changed}")
         print(f"LDS responses pushed for the change: {pushes:.0f}; snapshots serialised: "
-              f"{serials:.0f}; bytes per push: acme {bytes_acme:.0f}, globex {bytes_globex:.0f};"
-              f" bytes pushed in all: {pushes / 2 * (bytes_acme + bytes_globex):.0f}")
+              f"{serials:.0f}; snapshot bytes: acme {bytes_acme:.0f}, {namespaces.rsplit(',', 1)[1]} "
+              f"{bytes_globex:.0f}; bytes pushed in all: {pushes * bytes_acme:.0f}")
+        change_cpu = meter.stop()
         print(f"control-plane RSS: idle {idle:.0f} MB, with {args.streams} streams "
               f"{connected_rss:.0f} MB")
+        print(f"cpu: connecting {connect_cpu[0]:.1f} s server, {connect_cpu[1]:.1f} s clients; "
+              f"the change {change_cpu[0]:.2f} s server, {change_cpu[1]:.2f} s clients")
         # Reconnect storm: every client dies at once, then all reconnect at once.
         clients.kill()
         wait_for(lambda: metric(cp, "dnscp_connected_proxies") == 0, timeout=60,
@@ -148,15 +186,22 @@ def main() -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t1 = time.time()
-        clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300)
+        server_cpu = cpu_seconds(pid)
+        clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
+                          namespaces=namespaces)
+        meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
         wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
                  what="the storm to reconnect")
         storm = time.time() - t1
+        storm_cpu = meter.stop()
         sampling.set()
         sampler.join()
         print(f"reconnect storm of {args.streams}: all served again in {storm:.1f}s; RSS after "
               f"the drop {after_drop:.0f} MB, peak during the storm {max(peak):.0f} MB, after "
               f"{rss_mb(pid):.0f} MB")
+        print(f"cpu during the storm: server {cpu_seconds(pid) - server_cpu:.1f} s, clients "
+              f"{storm_cpu[1]:.1f} s (the {args.processes} client processes start then); load "
+              f"average at end {load_average()}")
     finally:
         clients.kill()
         cp.stop()

@@ -11,6 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from controlplane import __version__
 from controlplane.admin_auth import AdminAuthMiddleware, AdminAuthorizer
+from controlplane.console import install_console
+from controlplane.console.api import console_api
+from controlplane.dns_traffic import DnsTraffic
 from controlplane.explain import explain
 from controlplane.hub import Hub
 from controlplane.model import Workload
@@ -29,15 +32,19 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
                readiness: Callable[[], tuple[bool, str]] | None = None,
                auth: AdminAuthorizer | None = None,
                collectors: Sequence[Any] = (),
-               injections: InjectionLog | None = None) -> FastAPI:
+               injections: InjectionLog | None = None,
+               traffic: DnsTraffic | None = None) -> FastAPI:
     """The admin app. ``auth``: every request but the probes needs a bearer token that
     the Kubernetes API authenticates and authorises (admin_auth.py); None for local runs.
-    ``collectors``: more Prometheus collectors for ``/metrics``."""
+    ``collectors``: more Prometheus collectors for ``/metrics``. ``traffic``: the
+    sidecars' streamed DNS counters (stats_sink.py). The console's pages and the local
+    ``/docs`` come from controlplane/console/ (no CDN)."""
     app = FastAPI(
         title="DNS control plane admin API",
         version=__version__,
         description="Read-only view of the control plane: connected Envoys, tenant DNS "
-        "tables and input errors.",
+        "tables and input errors. The operator console is at console/.",
+        docs_url=None, redoc_url=None,  # served by install_console from local files
     )
     if auth is not None:
         app.add_middleware(AdminAuthMiddleware, authorizer=auth)
@@ -153,6 +160,12 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         errs = [e.as_dict() for e in hub.input_errors()]
         return {"count": len(errs), "errors": errs}
 
+    @app.get("/api/v1/rebuilds", tags=["xds"])
+    def rebuilds() -> dict[str, object]:
+        """The latest rebuilds, newest first: where each change's time went, from the
+        source to the first Envoy's ACK (hub_metrics.ChangeTrace)."""
+        return {"rebuilds": [t.as_dict() for t in reversed(hub.metrics.traces)]}
+
     @app.get("/api/v1/resolvers", tags=["views"])
     def resolvers() -> dict[str, object]:
         """The tenant resolvers: where each listens, its server and transport, its counters."""
@@ -171,6 +184,8 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         return {"enabled": True, **injections.summary(result=result,
                                                       limit=max(1, min(limit, 1000)))}
 
+    app.include_router(console_api(hub, traffic))  # /api/v1/tenants, /api/v1/traffic
+    install_console(app, title=app.title)  # /console/, /docs and /redoc, no CDN
     return app
 
 
@@ -236,6 +251,7 @@ class HubCollector:
         for snap in hub.cache.snapshots():
             size.add_metric([str(snap.key)], snap.size)
         yield size
+        yield from hub.metrics.families()  # rebuild phases, event-loop lag (hub_metrics.py)
 
 
 # unbound's counters (``unbound-control stats_noreset``) exported per tenant.

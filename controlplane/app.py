@@ -18,23 +18,34 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import grpc
 import uvicorn
 
+from controlplane import runtime
 from controlplane.admin import create_app
 from controlplane.admin_auth import AdminAuthorizer, AuthCollector
 from controlplane.certs import server_tls
+from controlplane.dns_traffic import DnsTraffic
 from controlplane.hub import Hub
+from controlplane.hub_metrics import watch_event_loop
 from controlplane.inventory import Store
 from controlplane.model import Labels
 from controlplane.policy_client import PolicyDecider, serve_gate
 from controlplane.resolvers import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
+from controlplane.stats_sink import (
+    MetricsSink,
+    NodeDirectory,
+    TrafficCollector,
+    add_metrics_service,
+    run_traffic,
+)
 from controlplane.tlsfiles import (
     CertificateFiles,
     TlsCollector,
@@ -63,11 +74,12 @@ class _AdminServer(uvicorn.Server):
 class Debouncer:
     """Coalesces bursts of input changes into one rebuild per window."""
 
-    def __init__(self, window: float, action: Callable[[], None]) -> None:
+    def __init__(self, window: float, action: Callable[[], Awaitable[None] | None]) -> None:
         self.window = window
-        self.action = action
+        self.action = action  # awaited when it returns an awaitable; pokes meanwhile wait
         self._pending = asyncio.Event()
         self.first_poke: float | None = None  # wall time of the first change in this window
+        self.fired_poke: float | None = None  # first_poke of the window the action runs for
 
     def poke(self) -> None:
         if not self._pending.is_set():
@@ -85,8 +97,10 @@ class Debouncer:
                 return
             await asyncio.sleep(self.window)  # the debounce window itself
             self._pending.clear()
-            self.action()
-            self.first_poke = None
+            self.fired_poke, self.first_poke = self.first_poke, None
+            result = self.action()
+            if result is not None:
+                await result
 
 
 class SourceRunner(Protocol):
@@ -187,14 +201,18 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if pool is not None:  # the tenant resolvers ask it for forwarded names
         pool.gate_socket = str(pool.workdir / "policy-gate.sock")
         gate = await serve_gate(decider, Path(pool.gate_socket))
-    hub = Hub(settings, resolvers=pool, decider=decider)
+    # Views are built and serialised on this one thread, never on the event loop (hub.py);
+    # the GIL and full garbage collections set up so that it never stalls the loop either.
+    views_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
+    runtime.activate()
+    hub = Hub(settings, resolvers=pool, decider=decider, worker=views_worker)
     stop = asyncio.Event()
     runner: SourceRunner
 
-    def rebuild() -> None:
+    async def rebuild() -> None:
         if not runner.loaded():
             return  # never push a half-loaded source
-        hub.set_inventory(store.inventory(), changed_at=debouncer.first_poke)
+        await hub.apply(store.take, poked_at=debouncer.fired_poke)  # taken on the worker
         if not hub.ready:
             hub.ready = True
             log.info("first full load applied: ready")
@@ -213,7 +231,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     status_debouncer = Debouncer(0.2, lambda: runner.hub_changed(hub))
     hub.listeners.append(status_debouncer.poke)
     runner.load()
-    rebuild()
+    await rebuild()
 
     def pod_labels(namespace: str, name: str) -> Labels | None:  # the Pod watch, if on
         pod = hub.inventory.pods.get((namespace, name))
@@ -222,7 +240,14 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     authenticator = authenticator_from_settings(settings, identity_api, pod_labels=pod_labels)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     ads = add_ads_service(grpc_server, hub, authenticator)
-    add_query_log_service(grpc_server, hub.query_log, hub.node_tenant)
+    # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
+    traffic = DnsTraffic(max_age=settings.stats_max_age_seconds,
+                         stale_after=min(15.0, settings.stats_max_age_seconds))
+    add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
+                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
+    add_metrics_service(grpc_server, MetricsSink(
+        traffic, NodeDirectory(lambda: list(hub.connections.values())),
+        authenticator=authenticator))
     tls_files = (CertificateFiles(Path(settings.xds_tls_dir)) if settings.xds_tls_dir
                  else None)
     xds_bind = f"{settings.xds_host}:{settings.xds_port}"
@@ -261,8 +286,10 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     injections = webhook_log(settings)  # the sidecar-injection webhook's decisions, if on
     if injections is not None:
         collectors.append(injections)
+    collectors.append(TrafficCollector(traffic))
     admin_app = create_app(hub, source_status=runner.status, readiness=readiness,
-                           auth=admin_auth, collectors=collectors, injections=injections)
+                           auth=admin_auth, collectors=collectors, injections=injections,
+                           traffic=traffic)
     config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
                             log_config=None, access_log=False, lifespan="off")
     if settings.admin_tls_dir:  # HTTPS, the certificate reloaded when its files change
@@ -285,11 +312,15 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "status": asyncio.create_task(status_debouncer.run(stop)),
         "admin": asyncio.create_task(run_admin()),
         "ads": asyncio.create_task(_wait_grpc(grpc_server)),
+        "loop-lag": asyncio.create_task(watch_event_loop(hub.metrics, stop)),
+        "traffic": asyncio.create_task(run_traffic(traffic, lambda: hub.tenant_views, stop)),
     }
     if injections is not None:
         tasks["webhook"] = asyncio.create_task(serve_webhook(settings, injections, stop))
-    log.info("control plane serving: xds=%s:%d admin=http://%s:%d", settings.xds_host,
-             xds_port, settings.admin_host, settings.admin_port)
+    admin_url = (f"{'https' if settings.admin_tls_dir else 'http'}://{settings.admin_host}:"
+                 f"{settings.admin_port}")
+    log.info("control plane serving: xds=%s:%d admin=%s console=%s/console/", settings.xds_host,
+             xds_port, admin_url, admin_url)
     code = await _supervise(tasks, stop)
     admin.should_exit = True
     await _stop_ads(grpc_server, ads, settings.drain_seconds)
@@ -302,6 +333,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         gate.close()
     if pool is not None:
         pool.stop_all()
+    views_worker.shutdown(wait=False, cancel_futures=True)
     log.info("control plane stopped")
     return code
 

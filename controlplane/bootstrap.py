@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from controlplane.names import parse_ip, split_host_port
@@ -19,6 +20,23 @@ ADMIN_CLUSTER = "envoy_admin"  # the stats-only listener's route to the admin
 # reconnections of a fleet over that second (e2e/test_xds_startup_e2e.py).
 XDS_RETRY_BASE_INTERVAL = "0.1s"
 XDS_RETRY_MAX_INTERVAL = "1s"
+# The stats a sidecar keeps when it streams its DNS counters to the control plane
+# (``stats_sink``; stats_sink.py). Envoy 1.40's metrics service sink has no filter of its
+# own, and ``stats_config.stats_matcher`` applies to the whole stats store: a stat it does
+# not include is never created, so it is neither sent nor shown by /stats or
+# /stats/prometheus. Kept: the DNS filter (what the sink is for; the per-tenant Prometheus
+# stats), and the xDS and TLS health stats an operator reads on a sidecar. Everything
+# else (the admin and stats listeners' HTTP stats, server.*, runtime.*) is not created.
+SIDECAR_STATS: tuple[dict[str, str], ...] = (
+    {"prefix": "dns_filter."},
+    {"prefix": "listener_manager.lds."},
+    {"prefix": "cluster_manager.cds."},
+    {"prefix": "control_plane."},
+    {"prefix": "cluster.xds_cluster.ssl."},
+    {"exact": "cluster.xds_cluster.upstream_cx_total"},
+    {"prefix": "cluster.tenant_resolver.ssl."},
+)
+METRICS_SINK = "envoy.stat_sinks.metrics_service"
 
 
 def _socket(address: str, default_port: int) -> tuple[str, int]:
@@ -47,6 +65,8 @@ def bootstrap_config(
     xds_server_name: str = "",
     more_xds_addresses: tuple[str, ...] = (),
     token_path: str = "",
+    stats_sink: bool = True,
+    stats_flush_interval: str = "",
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
@@ -70,6 +90,11 @@ def bootstrap_config(
     re-reads for every new ADS stream, so a reconnection carries the current token
     after the kubelet rotated it (``token`` is fixed in the bootstrap instead). See
     ``token_file_grpc_service``; it needs TLS (``xds_ca``).
+
+    ``stats_sink``: stream the DNS filter's counters to the control plane at every stats
+    flush (``stats_flush_interval``, a proto JSON duration; "" for Envoy's 5 s) with the
+    metrics service sink, over ``xds_cluster`` with the ADS credentials, and keep only
+    ``SIDECAR_STATS`` (see there).
     """
     xds_host, xds_port = _socket(xds_address, 18000)
     xds_sockets = [(xds_host, xds_port), *(_socket(a, 18000) for a in more_xds_addresses)]
@@ -126,6 +151,9 @@ def bootstrap_config(
     if xds_ca or xds_server_name:
         xds_cluster["transport_socket"] = xds_tls_socket(
             xds_ca, xds_server_name or xds_host)
+    stats: dict[str, Any] = {"stats_config": {"stats_tags": [dict(TENANT_STATS_TAG)]}}
+    if stats_sink:
+        stats = stats_sink_config(grpc_service, flush_interval=stats_flush_interval)
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_host,
@@ -153,8 +181,32 @@ def bootstrap_config(
                 },
             }],
         },
-        "stats_config": {"stats_tags": [dict(TENANT_STATS_TAG)]},
+        **stats,
     }
+
+
+def stats_sink_config(ads_grpc_service: dict[str, Any], *, flush_interval: str = ""
+                      ) -> dict[str, Any]:
+    """The bootstrap's stats part for a sidecar that streams its DNS counters: the stats
+    tag, ``SIDECAR_STATS``, and the metrics service sink on the ADS gRPC service (same
+    cluster, same credentials; without ADS's stream retry policy, which only xDS reads)."""
+    grpc_service = copy.deepcopy(ads_grpc_service)
+    grpc_service.get("envoy_grpc", {}).pop("retry_policy", None)
+    out: dict[str, Any] = {
+        "stats_config": {
+            "stats_tags": [dict(TENANT_STATS_TAG)],
+            "stats_matcher": {"inclusion_list": {"patterns": [dict(p) for p in SIDECAR_STATS]}},
+        },
+        "stats_sinks": [{"name": METRICS_SINK, "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+            "transport_api_version": "V3",
+            "grpc_service": grpc_service,
+            "histogram_emit_mode": "SUMMARY",  # the control plane reads counters only
+        }}],
+    }
+    if flush_interval:
+        out["stats_flush_interval"] = flush_interval
+    return out
 
 
 def xds_tls_socket(ca: str, server_name: str) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-seconds", type=float, default=2.0,
                        help="on SIGTERM, end the open ADS streams over this many seconds so "
                             "the sidecars reconnect to another replica (default 2)")
+    serve.add_argument("--sidecar-stats-max-age", type=float, default=60.0, metavar="SECONDS",
+                       help="drop a sidecar whose DNS counters stopped arriving for this long "
+                            "(its counts stay in its tenant's totals; default 60)")
     res = serve.add_argument_group("tenant resolvers (what forwarding views forward to)")
     res.add_argument("--tenant-resolvers", choices=["local", "none"], default="local",
                      help="local: one unbound per forwarding tenant, started and supervised "
@@ -223,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-server-name", default="",
                       help="the DNS name the control plane's certificate must carry, sent as "
                            "SNI (default: the host of --xds-address)")
+    boot.add_argument("--no-stats-sink", action="store_true",
+                      help="do not stream the DNS counters to the control plane (and keep all "
+                           "of Envoy's stats; see bootstrap.SIDECAR_STATS)")
+    boot.add_argument("--stats-flush-interval", default="", metavar="DURATION",
+                      help="how often Envoy sends its counters, e.g. 5s (default: Envoy's 5 s)")
 
     certs = sub.add_parser("xds-certs", help="write a CA and an ADS serving certificate "
                            "(tls.crt, tls.key) for serve --xds-tls-dir")
@@ -246,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                 token=args.token, delta=args.delta,
                 token_path=str(Path(args.token_path).absolute()) if args.token_path else "",
                 xds_ca=str(Path(args.xds_ca).absolute()) if args.xds_ca else "",
-                xds_server_name=args.xds_server_name)
+                xds_server_name=args.xds_server_name, stats_sink=not args.no_stats_sink,
+                stats_flush_interval=args.stats_flush_interval)
         except ValueError as exc:
             print(f"controlplane bootstrap: {exc}", file=sys.stderr)
             return 2
@@ -354,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         xds_host=args.xds_address[0], xds_port=args.xds_address[1],
         admin_host=args.admin_address[0], admin_port=args.admin_address[1],
         debounce_seconds=args.debounce, drain_seconds=max(0.0, args.drain_seconds),
+        stats_max_age_seconds=max(1.0, args.sidecar_stats_max_age),
         tenant_resolvers=args.tenant_resolvers, resolver_dir=args.resolver_dir,
         resolver_listen_host=args.resolver_listen,
         resolver_advertise_host=args.resolver_advertise,

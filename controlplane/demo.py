@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                       "(apt-get install dnsmasq)")
         cp = ControlPlane(manifests, workdir)
         started.append(cp.start())
-        print(f"control plane: xds 127.0.0.1:{cp.xds_port}, admin {cp.admin_url}/docs, "
+        print(f"control plane: xds 127.0.0.1:{cp.xds_port}, console {cp.admin_url}/console/, "
+              f"API {cp.admin_url}/docs, "
               f"log {cp.process.log_path if cp.process else ''}")
         for name, policy in sorted(inv.policies.items()):
             namespace = next((ns for ns, obj in sorted(inv.namespaces.items())
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 if denied:
                     example = denied.replace("*", "x.Y", 1).upper()
                     print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}   # denied")
-        print(f"\nEdit files under {manifests} and the answers follow. "
+        print(f"\nConsole: {cp.admin_url}/console/  (tenants, live query rates, each tenant's "
+              f"names, explain, errors)")
+        print(f"Edit files under {manifests} and the answers follow. "
               f"Errors: curl {cp.admin_url}/api/v1/errors\nCtrl-C stops everything.")
         sys.stdout.flush()
         while not stop.wait(0.5):

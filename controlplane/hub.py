@@ -1,228 +1,252 @@
-"""The hub: inventory in, per-view snapshots out, and the state of every stream.
+"""The hub: changes in, per-view snapshots out. It coordinates; the work lives elsewhere.
 
-It owns no sockets and no tasks: sources call ``set_inventory``; the ADS
-driver calls ``open``/``attach``/``record``/``close``; the admin API reads.
-A rebuild computes each tenant's view once, works out which view every
-connected Envoy gets, and translates and serialises only the views whose
-content changed (``SnapshotCache.serializations`` counts it).
+- ``view_builder.py`` turns the inventory and what changed into tenant views
+  (records, policies, VIPs), redoing only what a change reaches;
+- ``view_snapshots.py`` translates and serialises the views that changed, once
+  per view key, and installs them in the ``SnapshotCache``;
+- ``streams.py`` keeps every ADS stream, the view each one gets, and their
+  accounting; ``hub_metrics.py`` the counters, histograms and change traces.
+
+The hub holds a reference to each and applies, on the event loop, what must
+happen there: the tenant resolvers (``ResolverPool.apply`` starts processes
+from the loop's thread), the policy server's targets (asyncio), the policy
+each stream gets, and the new snapshots. With a ``worker`` (``serve``),
+``apply`` runs the view builder and the renderer on that one thread, so a
+rebuild never holds the loop; without one (tests, benchmarks, tools), the
+same steps run inline through ``set_inventory``/``recompute``. (``serve`` also
+sets the interpreter up for it: ``runtime.py``.)
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
+import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
+from controlplane import runtime
 from controlplane.errors import InputError
-from controlplane.faults import poison
-from controlplane.incremental_records import IncrementalRecords
-from controlplane.inventory import Inventory
-from controlplane.model import Workload
-from controlplane.names import Pattern
-from controlplane.policy import CompiledPolicy, select_policy
+from controlplane.hub_metrics import (
+    PUSH_LATENCY_BUCKETS,
+    ChangeTrace,
+    Histogram,
+    HubMetrics,
+)
+from controlplane.inventory import Batch, Inventory, Key
+from controlplane.policy import CompiledPolicy, Selection, select_policy
 from controlplane.policy_client import PolicyDecider
+from controlplane.policy_decisions import ExternalDecision
 from controlplane.querylog import QueryLog
-from controlplane.record_index import RecordIndex
-from controlplane.records import RecordOptions
 from controlplane.resolvers import ResolverDirectory
 from controlplane.settings import Settings
 from controlplane.snapshot import SnapshotCache, ViewSnapshot
 from controlplane.status import ProxyState, conflicts_by_policy, policy_status
-from controlplane.translate import translate_view
-from controlplane.translate.types import LISTENER_TYPE, SHORT_NAMES
-from controlplane.views import (
-    DEFAULT_TENANT,
-    TenantView,
-    Upstream,
-    build_tenant_view,
-    with_resolver,
-)
-from controlplane.vips import Allocation, allocate
+from controlplane.streams import Connection, Streams
+from controlplane.view_builder import ViewBuild, ViewBuilder
+from controlplane.view_key import ViewKey
+from controlplane.view_snapshots import Job, Rendered, ViewSnapshots, render_all
+from controlplane.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
+from controlplane.vips import Allocation
 from controlplane.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
-from controlplane.xds.delta import DeltaOutgoing, DeltaStream
-from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
+from controlplane.xds.delta import DeltaOutgoing
+from controlplane.xds.protocol import Ack, Event, Outgoing
 
 log = logging.getLogger("controlplane.hub")
 
+T = TypeVar("T")
 
-PUSH_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class Histogram:
-    """Cumulative buckets, the Prometheus way; read by the admin API's collector."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-
-
-class ViewKey(NamedTuple):
-    """Envoys with equal keys get byte-identical resources and share one snapshot."""
-
-    tenant: str
-    host: str
-    port: int
-    stats_host: str = "0.0.0.0"
-    stats_port: int = 0
-    hop_host: str = DEFAULT_HOP_HOST
-    hop_port: int = DEFAULT_HOP_PORT
-
-    def __str__(self) -> str:
-        stats = f"+stats:{self.stats_port}" if self.stats_port else ""
-        hop = f"+hop:{self.hop_port}" if self.hop_port != DEFAULT_HOP_PORT else ""
-        return f"{self.tenant}@{self.host}:{self.port}{stats}{hop}"
-
-
-@dataclass
-class Connection:
-    conn_id: str
-    peer: str
-    stream: SotwStream | DeltaStream
-    connected_at: float
-    workload: Workload | None = None
-    view_key: ViewKey | None = None
-    conflicts: tuple[str, ...] = ()
-    notify: Callable[[], None] = field(default=lambda: None)
+__all__ = ["PUSH_LATENCY_BUCKETS", "Connection", "Histogram", "Hub", "ViewKey"]
 
 
 class Hub:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
                  resolvers: ResolverDirectory | None = None,
-                 decider: PolicyDecider | None = None) -> None:
+                 decider: PolicyDecider | None = None,
+                 worker: Executor | None = None) -> None:
         self.settings = settings
+        self.metrics = HubMetrics()
         self.cache = SnapshotCache()
-        self.cache.add_listener(self._view_changed)
+        self.streams = Streams(self.metrics, self.cache, clock=clock)
+        self.cache.add_listener(self.streams.wake)
+        self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
+        self.builder = ViewBuilder(settings)
         self.inventory = Inventory()
         self.ready = False
         self.not_ready_reason = "the first full load of the source has not finished"
         self.tenant_views: dict[str, TenantView] = {}
         self.policy_errors: dict[str, InputError] = {}
-        self._last_good_upstream: dict[str, Upstream] = {}
-        self._built: dict[ViewKey, TenantView] = {}
-        self.connections: dict[str, Connection] = {}
-        self._ids = itertools.count(1)
-        self._clock = clock
-        self.rebuilds = 0
-        self.nacks_total = 0
-        self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.compiled: dict[str, CompiledPolicy] = {}
-        # Per policy: (the policy, its compiled form, name -> decision); reset when it changes.
-        self._decisions: dict[str, tuple[Any, CompiledPolicy, dict[str, Any]]] = {}
         self.vips = Allocation({}, ())
-        self._incremental = IncrementalRecords()  # the cluster's names, updated by change
-        self._policies: dict[str, Any] = {}
-        self._namespaces: dict[str, Any] = {}
-        self._changed_at = clock()
+        self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.resolvers: ResolverDirectory | None = resolvers
         self.decider = decider  # external policy servers' decisions (policy_client.py)
         self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
-        self._view_changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
-        self.push_latency = Histogram(PUSH_LATENCY_BUCKETS)
-        self.pushes: collections.Counter[tuple[str, str]] = collections.Counter()  # (view, type)
-        self.nacks: collections.Counter[tuple[str, str]] = collections.Counter()  # (view, type)
-        self._observed: set[tuple[str, str, str]] = set()  # (conn, type, version) timed already
         self.query_log = QueryLog(lambda: self.compiled)
-        self.recompute()
+        self._clock = clock
+        self._worker = worker
+        self._tasks: set[asyncio.Task[None]] = set()  # rebuilds and renders scheduled here
+        self._lock: asyncio.Lock | None = None  # one rebuild at a time (with a worker)
+        self._rendering: set[ViewKey] = set()  # keys being rendered for a new stream
+        self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
+        self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
+        self._changed_at = clock()
+        self.streams.on_sent = self._sent
+        self.streams.on_acked = self._acked
+        self._rebuild_inline(self.inventory, None)
 
-    # -- input -------------------------------------------------------------
-    def set_inventory(self, inventory: Inventory, *, changed_at: float | None = None) -> None:
-        """Apply a new inventory; ``changed_at`` is when the input changed (for push latency)."""
-        self.inventory = inventory
-        self._changed_at = changed_at if changed_at is not None else self._clock()
-        self.recompute()
+    # -- what other modules read ----------------------------------------------
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self.streams.connections
+
+    @property
+    def rebuilds(self) -> int:
+        return self.metrics.rebuilds
+
+    @property
+    def nacks_total(self) -> int:
+        return self.metrics.nacks_total
+
+    @property
+    def push_latency(self) -> Histogram:
+        return self.metrics.push_latency
+
+    @property
+    def pushes(self) -> Mapping[tuple[str, str], int]:
+        return self.metrics.pushes
+
+    @property
+    def nacks(self) -> Mapping[tuple[str, str], int]:
+        return self.metrics.nacks
 
     def input_errors(self) -> list[InputError]:
         return list(self.inventory.errors) + [self.policy_errors[k]
                                               for k in sorted(self.policy_errors)]
 
+    # -- input: inline (no worker) ------------------------------------------------
+    def set_inventory(self, inventory: Inventory, *, changed_at: float | None = None,
+                      changed: Collection[Key] | None = None) -> None:
+        """Apply a new inventory inline; ``changed``: the keys of the objects that changed
+        (None: found by comparing with the previous inventory); ``changed_at``: when the
+        input changed (for push latency)."""
+        self._changed_at = changed_at if changed_at is not None else self._clock()
+        self._rebuild_inline(inventory, changed)
+
     def recompute(self) -> None:
-        """Rebuild every tenant view; re-serialise only the views that changed."""
-        self.rebuilds += 1
-        inv = self.inventory
-        allocation = (allocate(inv, self.settings.vip_range) if self.settings.vip_range
-                      else Allocation({}, ()))
-        self.vips = allocation
-        changed = self._incremental.update(inv, RecordOptions(
-            zone=self.settings.zone, ttl=self.settings.ttls(),
-            max_answers=self.settings.max_answers, aaaa_mapped=self.settings.aaaa_mapped,
-            vips=allocation.vips))
-        records = self._incremental.sorted_records()
-        views: dict[str, TenantView] = {}
-        errors: dict[str, InputError] = {}
-        index = RecordIndex(self._incremental.records, self._incremental.by_suffix,
-                            self._incremental.wildcards)
-        namespaces_changed = inv.namespaces != self._namespaces
-        compiled: dict[str, CompiledPolicy] = {}
-        for name in sorted(inv.policies):
-            policy = inv.policies[name]
-            cached = self._decisions.get(name)
-            fresh = cached is None or cached[0] != policy
-            if cached is None or fresh:
-                cached = (policy, CompiledPolicy.of(policy), {})
-                self._decisions[name] = cached
-            compiled[name] = cached[1]
-            previous = self.tenant_views.get(name)
-            if (previous is not None and not fresh and not namespaces_changed
-                    and name not in self.policy_errors and not previous.forwarding
-                    and policy.policy_server is None  # its decisions change the view too
-                    and not self._concerns(cached[1], cached[2], changed)):
-                views[name] = previous  # nothing it can see changed: reuse the view
-                continue
-            external = (self.decider.table_decisions(name)
-                        if self.decider is not None and policy.policy_server is not None
-                        else None)
-            view, error = build_tenant_view(policy, records, inv, self.settings,
-                                            last_good_upstream=self._last_good_upstream.get(name),
-                                            compiled=cached[1], decisions=cached[2],
-                                            index=index, external=external)
-            if error:
-                errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
-                                          reason=error, origin="policy")
-            elif view.forward is not None:
-                self._last_good_upstream[name] = view.forward.server
-            views[view.tenant] = view
-        self._namespaces = dict(inv.namespaces)
-        for message in allocation.errors:
-            errors[f"vip:{message}"] = InputError(kind="ServiceEntry", namespace="", name="",
-                                                  reason=message, origin="vip allocation")
-        default, error = build_tenant_view(None, records, inv, self.settings)
-        if error:
-            errors[DEFAULT_TENANT] = InputError(kind="Settings", namespace="",
-                                                name="default-upstream", reason=error)
-        views[DEFAULT_TENANT] = default
-        self.tenant_views = self._with_resolvers(views, errors)
+        """Rebuild with what the hub has (e.g. after a tenant resolver restarted).
+
+        With a worker and a running loop, the rebuild is scheduled there instead."""
+        if self._worker is not None and _running_loop() is not None:
+            self._spawn(self.apply(None), "rebuild")
+            return
+        self._rebuild_inline(self.inventory, ())
+
+    def _rebuild_inline(self, inventory: Inventory, changed: Collection[Key] | None) -> None:
+        trace = self._start_trace(None, None)
+        started = time.perf_counter()
+        build = self.builder.build(inventory, changed, self._externals(inventory))
+        trace.phases["build"] = time.perf_counter() - started
+        jobs = self._adopt(inventory, build, trace)
+        started = time.perf_counter()
+        rendered = render_all(jobs, self.settings)
+        trace.phases["render"] = time.perf_counter() - started
+        self._install(rendered, trace)
+
+    # -- input: on a worker thread ----------------------------------------------
+    async def apply(self, batch: Batch | Callable[[], Batch] | None, *,
+                    poked_at: float | None = None) -> None:
+        """Apply what the store says changed, the heavy parts on the worker thread.
+
+        ``batch``: the store's ``Batch``, or its ``take`` (then taken on the worker: a
+        large batch costs time to merge); None: nothing changed in the input (resolvers
+        restarted, the policy server's decisions changed), the views are redone where
+        needed."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if callable(batch):
+                batch = await self._offload(batch)
+            inventory = batch.inventory if batch is not None else self.inventory
+            changed = batch.changed if batch is not None else frozenset()
+            seen = batch.seen_at if batch is not None else None
+            self._changed_at = seen or poked_at or self._clock()
+            trace = self._start_trace(seen, poked_at)
+            if batch is not None:
+                trace.phases.update(batch.source_seconds)
+                trace.changed = len(batch.changed)
+            started = time.perf_counter()
+            build = await self._offload(self.builder.build, inventory, changed,
+                                        self._externals(inventory))
+            trace.phases["build"] = time.perf_counter() - started
+            jobs = self._adopt(inventory, build, trace)
+            started = time.perf_counter()
+            rendered = await self._offload(render_all, jobs, self.settings)
+            trace.phases["render"] = time.perf_counter() - started
+            self._install(rendered, trace)
+
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._worker is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, _quietly, fn,
+                                                                *args)
+
+    # -- the steps ------------------------------------------------------------------
+    def _start_trace(self, seen_at: float | None, poked_at: float | None) -> ChangeTrace:
+        self.metrics.rebuilds += 1
+        trace = ChangeTrace(number=self.metrics.rebuilds, seen_at=seen_at, poked_at=poked_at,
+                            started_at=time.time())
+        return trace
+
+    def _externals(self, inventory: Inventory) -> dict[str, Mapping[str, ExternalDecision]]:
+        """The policy server's decisions for each tenant that has one (read on the loop)."""
+        if self.decider is None:
+            return {}
+        return {name: self.decider.table_decisions(name)
+                for name, p in inventory.policies.items() if p.policy_server is not None}
+
+    def _adopt(self, inventory: Inventory, build: ViewBuild, trace: ChangeTrace) -> list[Job]:
+        """On the loop: resolvers, policy-server targets, policy selection; what to render."""
+        started = time.perf_counter()
+        errors = dict(build.errors)
+        views = self._with_resolvers(build.views, errors)
         if self.decider is not None:
-            self.decider.sync(views, inv.policies, inv, zone=self.settings.zone)
+            self.decider.sync(views, inventory.policies, inventory, zone=self.settings.zone)
             problems = {**{t: o.error for t, o in self.decider.outages.items()},
                         **self.decider.target_errors}
             for tenant, reason in problems.items():
                 errors[f"policy-server:{tenant}"] = InputError(
                     kind="DnsPolicy", namespace="", name=tenant, origin="policy.server",
                     reason=f"policy server: {reason}; the failure mode decides")
-        selection_changed = namespaces_changed or inv.policies != self._policies
-        self._policies = dict(inv.policies)
-        self.compiled = compiled
-        for gone in set(self._decisions) - set(inv.policies):
-            del self._decisions[gone]
+        self.inventory = inventory
+        self.vips = build.vips
+        self.compiled = build.compiled
+        self.tenant_views = views
         self.policy_errors = errors
-        if selection_changed:  # which policy applies can only change with these
-            for conn in list(self.connections.values()):
-                self._assign(conn)
-        self._refresh_snapshots()
+        trace.names = len(build.changed_names)
+        trace.rebuilt = build.rebuilt
+        if build.selection_changed:  # which policy applies can only change with these
+            self._assign_all()
+        jobs = self.snapshots.stale(self.streams.active_views(), views)
+        trace.phases["adopt"] = time.perf_counter() - started
+        return jobs
+
+    def _install(self, rendered: list[Rendered], trace: ChangeTrace) -> None:
+        started = time.perf_counter()
+        trace.views = self.snapshots.install(rendered, current=self._current,
+                                             changed_at=self._changed_at)
+        trace.phases["install"] = time.perf_counter() - started
+        trace.installed_at = time.time()
+        self.metrics.observe_phases(trace)
+        self.metrics.traces.append(trace)
+        if trace.views:
+            self._trace = trace
         self._changed()
+
+    def _current(self, key: ViewKey, view: TenantView) -> bool:
+        """Whether a snapshot rendered from ``view`` is still wanted for ``key``."""
+        return self.streams.has_view(key) and self.tenant_views.get(key.tenant) is view
 
     def _with_resolvers(self, views: dict[str, TenantView],
                         errors: dict[str, InputError]) -> dict[str, TenantView]:
@@ -237,57 +261,27 @@ class Hub:
                         kind="DnsPolicy", namespace="", name=tenant, origin="tenant resolver",
                         reason=f"{reason}; nothing is forwarded for this tenant")
         hop = self.resolvers.hop if self.resolvers is not None else None
-        return {t: with_resolver(v, addresses.get(t), hop) for t, v in views.items()}
+        out = {}
+        for tenant, view in views.items():
+            address = addresses.get(tenant)
+            last = self._resolved.get(tenant)
+            if (last is not None and last[0] is view and last[1] == address
+                    and last[2] == hop):
+                out[tenant] = last[3]  # the same view object as before: renders are skipped
+                continue
+            out[tenant] = with_resolver(view, address, hop)
+            self._resolved[tenant] = (view, address, hop, out[tenant])
+        for gone in set(self._resolved) - set(views):
+            del self._resolved[gone]
+        return out
 
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
 
-    @staticmethod
-    def _concerns(compiled: CompiledPolicy, decisions: dict[str, Any], changed: set[str]
-                  ) -> bool:
-        """Whether any changed name is, or was, in this tenant's (non-forwarding) view.
-
-        The policy is unchanged (else the view is rebuilt anyway), so a name's
-        decision is too: one that is not answered now was not in the view before.
-        """
-        for name in changed:
-            d = decisions.get(name)
-            if d is None:
-                d = compiled.classify_pattern(Pattern(name))
-                decisions[name] = d
-            if d.action.answers:
-                return True
-        return False
-
-    def _refresh_snapshots(self) -> None:
-        active = {c.view_key for c in self.connections.values() if c.view_key is not None}
-        for key in sorted(active):
-            view = self.tenant_views[key.tenant]
-            if self._built.get(key) == view and self.cache.get(key) is not None:
-                continue
-            resources = translate_view(
-                view, host=key.host, port=key.port,
-                resolver_timeout_ms=int(self.settings.resolver_timeout_seconds * 1000),
-                stats=(key.stats_host, key.stats_port) if key.stats_port else None,
-                hop=(key.hop_host, key.hop_port))
-            if self.settings.fault_invalid_names:
-                poison(resources, self.settings.fault_invalid_names)
-            self._built[key] = view
-            if self.cache.set(key, resources):
-                self._view_changed_at[key] = self._changed_at
-        for key in [k for k in self._built if k not in active]:
-            del self._built[key]
-            self.cache.discard(key)
-
-    # -- streams -----------------------------------------------------------
+    # -- streams -------------------------------------------------------------------
     def open(self, peer: str, *, delta: bool = False) -> Connection:
-        conn_id = f"{'d' if delta else 's'}{next(self._ids)}"
-        stream: SotwStream | DeltaStream = DeltaStream(conn_id) if delta else SotwStream(conn_id)
-        conn = Connection(conn_id=conn_id, peer=peer, stream=stream,
-                          connected_at=self._clock())
-        self.connections[conn_id] = conn
-        return conn
+        return self.streams.open(peer, delta=delta)
 
     def attach(self, conn: Connection) -> None:
         """Called once the first request (with the node) has arrived."""
@@ -303,91 +297,124 @@ class Hub:
         self._refresh_snapshots()
         self._changed()
 
-    def _assign(self, conn: Connection) -> None:
+    def _assign(self, conn: Connection,
+                selections: dict[tuple[str, Any], Selection] | None = None) -> None:
         w = conn.workload
         if w is None:
             return
-        selection = select_policy(w, self.inventory.namespace_labels(w.namespace),
-                                  self.inventory.policies.values())
-        tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
-        if selection.conflicts and selection.conflicts != conn.conflicts:
-            log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
-                        tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
-        conn.conflicts = selection.conflicts
         # The hop listener exists only with a TLS hop; otherwise its address must not split
         # views that are byte-identical.
         hop = ((w.hop_listen_host, w.hop_listen_port)
                if self.resolvers is not None and self.resolvers.hop is not None
                else (DEFAULT_HOP_HOST, DEFAULT_HOP_PORT))
+        memo = (w.namespace, w.labels)
+        selection = selections.get(memo) if selections is not None else None
+        if selection is None:
+            selection = select_policy(w, self.inventory.namespace_labels(w.namespace),
+                                      self.inventory.policies.values())
+            if selections is not None:
+                selections[memo] = selection
+        tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
+        if selection.conflicts and selection.conflicts != conn.conflicts:
+            log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
+                        tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
+        conn.conflicts = selection.conflicts
         key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port, w.stats_listen_host,
                       w.stats_listen_port, *hop)
-        if key != conn.view_key:
-            conn.view_key = key
-            conn.notify()
+        self._set_view(conn, key)
+
+    def _assign_all(self) -> None:
+        selections: dict[tuple[str, Any], Selection] = {}  # streams of one workload agree
+        for conn in list(self.streams.connections.values()):
+            self._assign(conn, selections)
+
+    def _set_view(self, conn: Connection, key: ViewKey) -> None:
+        old = conn.view_key
+        self.streams.set_view(conn, key)
+        if old is not None and old != key and not self.streams.has_view(old):
+            self.snapshots.discard(old)
+
+    def _refresh_snapshots(self) -> None:
+        """Render the snapshots that streams need and do not have yet (a new view key).
+
+        Without a worker, inline; with one, on the worker, and the streams are woken when
+        it is in place (until then they wait: a stream sends nothing without a snapshot).
+        """
+        jobs = self.snapshots.stale(self.streams.active_views(), self.tenant_views)
+        if not jobs:
+            return
+        if self._worker is None or _running_loop() is None:
+            self.snapshots.install(render_all(jobs, self.settings), current=self._current,
+                                   changed_at=self._changed_at)
+            return
+        jobs = [j for j in jobs if j[0] not in self._rendering]
+        if jobs:
+            self._rendering.update(job[0] for job in jobs)
+            self._spawn(self._render_later(jobs), "render for new streams")
+
+    async def _render_later(self, jobs: list[Job]) -> None:
+        try:
+            rendered = await self._offload(render_all, jobs, self.settings)
+        finally:
+            self._rendering.difference_update(job[0] for job in jobs)
+        self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._refresh_snapshots()  # a view that changed while these were rendered
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``coro`` on the loop; a failure is logged (it is a bug: nothing expects one)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
 
     def node_tenant(self, node_id: str) -> str | None:
         """The tenant of a connected node, or None."""
-        for conn in self.connections.values():
-            if conn.workload is not None and conn.workload.node_id == node_id and conn.view_key:
-                return conn.view_key.tenant
-        return None
+        return self.streams.node_tenant(node_id)
 
     def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
         return self.cache.get(conn.view_key) if conn.view_key else None
 
     def record(self, conn: Connection, event: Event) -> None:
-        node = conn.workload.node_id if conn.workload else conn.peer
-        short = SHORT_NAMES.get(event.type_url, event.type_url)
         self._changed()
-        view = str(conn.view_key)
-        if isinstance(event, Nack):
-            self.nacks_total += 1
-            self.nacks[(view, short)] += 1
-            log.error("node %s rejected %s version %s: %s", node, short, event.version,
-                      event.error, extra={"node": node, "view": str(conn.view_key)})
-        elif isinstance(event, Ack):
-            log.debug("node %s acked %s version %s", node, short, event.version)
-            snap = self.snapshot_for(conn)
-            ts = snap.types.get(event.type_url) if snap else None
-            mark = (conn.conn_id, event.type_url, event.version)
-            if (ts is not None and ts.version == event.version and conn.view_key is not None
-                    and mark not in self._observed):
-                self._observed.add(mark)
-                started = self._view_changed_at.get(conn.view_key)
-                if started is not None:
-                    self.push_latency.observe(max(0.0, self._clock() - started))
+        self.streams.record(conn, event)
 
     def record_sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
-        self.pushes[(str(conn.view_key), SHORT_NAMES.get(out.type_url, out.type_url))] += 1
-        log.debug("sent %s version %s to %s", SHORT_NAMES.get(out.type_url), out.version,
-                  conn.conn_id)
+        self.streams.record_sent(conn, out)
 
     def close(self, conn: Connection) -> None:
-        self.connections.pop(conn.conn_id, None)
-        self._observed = {m for m in self._observed if m[0] != conn.conn_id}
+        gone = self.streams.close(conn)
+        if gone is not None:
+            self.snapshots.discard(gone)
         if conn.workload:
             log.info("node %s disconnected", conn.workload.node_id,
                      extra={"node": conn.workload.node_id})
-        self._refresh_snapshots()
         self._changed()
 
-    def _view_changed(self, key: object) -> None:
-        for conn in self.connections.values():
-            if conn.view_key == key:
-                conn.notify()
+    # -- change traces -----------------------------------------------------------------
+    def _sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
+        trace = self._trace
+        if trace is not None and trace.first_sent_at is None and conn.view_key in trace.views:
+            trace.first_sent_at = time.time()
+
+    def _acked(self, conn: Connection, event: Ack) -> None:
+        trace = self._trace
+        if (trace is None or trace.first_ack_at is not None or trace.first_sent_at is None
+                or conn.view_key not in trace.views):
+            return
+        trace.first_ack_at = time.time()
+        trace.first_ack_node = conn.workload.node_id if conn.workload else conn.peer
+        self._trace = None
+        log.info("%s; first ACK from %s", trace.summary(), trace.first_ack_node,
+                 extra={"node": trace.first_ack_node})
 
     # -- read side (admin API, status) ----------------------------------------
     def proxy_states(self) -> list[ProxyState]:
-        out = []
-        for conn in self.connections.values():
-            if conn.workload is None or conn.view_key is None:
-                continue
-            snap = self.cache.get(conn.view_key)
-            lds = conn.stream.types.get(LISTENER_TYPE)
-            current = bool(snap and lds and lds.acked_version
-                           and lds.acked_version == snap.types[LISTENER_TYPE].version)
-            out.append(ProxyState(conn.workload, conn.view_key.tenant, current))
-        return out
+        return self.streams.proxy_states()
 
     def policy_statuses(self, *, pods_watched: bool) -> dict[str, dict[str, Any]]:
         """The desired status of every DnsPolicy known, valid or not."""
@@ -418,37 +445,19 @@ class Hub:
                                          for a in status["addresses"])}]
         return out
 
-    # -- read side (admin API) ---------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for conn in sorted(self.connections.values(), key=lambda c: c.conn_id):
-            w = conn.workload
-            types = {}
-            for type_url, st in conn.stream.types.items():
-                types[SHORT_NAMES.get(type_url, type_url)] = {
-                    "type_url": type_url,
-                    "sent_version": st.sent_version,
-                    "acked_version": st.acked_version or None,
-                    "nacked_version": st.nacked_version or None,
-                    "last_nack_error": st.nack_error or None,
-                    "acks": st.acks,
-                    "nacks": st.nacks,
-                }
-            out.append({
-                "stream": conn.conn_id,
-                "protocol": "delta" if isinstance(conn.stream, DeltaStream) else "sotw",
-                "peer": conn.peer,
-                "node_id": w.node_id if w else None,
-                "namespace": w.namespace if w else None,
-                "labels": dict(w.labels) if w else None,
-                "tenant": conn.view_key.tenant if conn.view_key else None,
-                "view": str(conn.view_key) if conn.view_key else None,
-                "dns_listen_address": f"{w.dns_listen_host}:{w.dns_listen_port}" if w else None,
-                "stats_listen_address": (f"{w.stats_listen_host}:{w.stats_listen_port}"
-                                         if w and w.stats_listen_port else None),
-                "policy_conflicts": list(conn.conflicts),
-                "warnings": list(w.warnings) if w else [],
-                "connected_at": conn.connected_at,
-                "types": types,
-            })
-        return out
+        return self.streams.nodes()
+
+
+def _quietly(fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` on the worker, without a full garbage collection midway (runtime.py)."""
+    with runtime.quiet():
+        return fn(*args)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+

@@ -74,6 +74,9 @@ class Settings:
     webhook_cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
     webhook_server_name: str = ""  # the name a made certificate is for (the Service's)
     injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
+    # Sidecars that stream their DNS counters (stats_sink.py): one silent this long is
+    # dropped (its counts stay in its tenant's totals); its rates stop counting sooner.
+    stats_max_age_seconds: float = 60.0
 
     def ttl(self, kind: str) -> int:
         return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)

@@ -95,6 +95,11 @@ class SnapshotCache:
         """Store the resources of view ``key``; True when any version changed."""
         snap = build_snapshot(key, resources)
         self.serializations += 1
+        return self.put(key, snap)
+
+    def put(self, key: Hashable, snap: ViewSnapshot) -> bool:
+        """Store a snapshot built elsewhere (``build_snapshot``, e.g. on a worker thread);
+        True when any version changed. The caller counts its serialisation."""
         old = self._snapshots.get(key)
         if old is not None and {t: s.version for t, s in old.types.items()} == {
             t: s.version for t, s in snap.types.items()

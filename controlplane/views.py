@@ -176,6 +176,21 @@ def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
     return Upstream(svc.cluster_ips[0], port)
 
 
+def upstream_service(address: str, *, zone: str) -> tuple[str, str] | None:
+    """The Service (namespace, name) that ``address`` names, or None (an IP address, or
+    not a Service name): what ``resolve_upstream`` reads from the inventory."""
+    split = split_host_port(address, 53)
+    if isinstance(split, str) or parse_ip(split[0]) is not None:
+        return None
+    name = normalise(split[0])
+    for suffix in (f".svc.{zone}", ".svc"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    parts = name.split(".")
+    return (parts[1], parts[0]) if len(parts) == 2 else None
+
+
 def in_zone(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 

@@ -66,8 +66,11 @@ def test_bootstrap_validates(tmp_path: Path) -> None:
                               xds_address="controlplane.dns-system.svc:18000")
     result = validate(envoy, config, tmp_path / "b.json")
     assert result.returncode == 0, result.stderr
-    assert config["stats_config"] == {"stats_tags": [
-        {"tag_name": "tenant", "regex": r"^dns_filter\.tenant\.((.+?)\.)"}]}
+    assert config["stats_config"]["stats_tags"] == [
+        {"tag_name": "tenant", "regex": r"^dns_filter\.tenant\.((.+?)\.)"}]
+    # the DNS counters' stream to the control plane (stats_sink.py) keeps the DNS stats
+    assert {"prefix": "dns_filter."} in config["stats_config"]["stats_matcher"][
+        "inclusion_list"]["patterns"]
 
 
 def test_bootstrap_cli_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from watchfiles import awatch
 
+from controlplane import runtime
 from controlplane.errors import InputError
 from controlplane.inventory import Store
 from controlplane.manifests import ParseResult, parse_object
@@ -26,45 +29,113 @@ log = logging.getLogger("controlplane.sources.files")
 SUFFIXES = (".yaml", ".yml")
 
 
-def _documents(text: str) -> Iterator[tuple[int, Any]]:
+# libyaml when PyYAML has it (8x faster on large files); the same documents either way.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Parsed documents of one chunk: (line within the chunk, result).
+Parsed = list[tuple[int, ParseResult]]
+
+
+def _documents(text: str, loader: Any = _LOADER) -> Iterator[tuple[int, Any]]:
     """(first line, document) for each YAML document in ``text``."""
-    loader = yaml.SafeLoader(text)
+    parser = loader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
+        while parser.check_node():
+            node = parser.get_node()
             if node is None:
                 continue
-            yield node.start_mark.line + 1, loader.construct_document(node)
+            yield node.start_mark.line + 1, parser.construct_document(node)
     finally:
-        loader.dispose()
+        parser.dispose()
 
 
-def parse_file(path: Path, *, display: str) -> tuple[list[ParseResult], InputError | None]:
+def _chunks(text: str) -> list[tuple[int, str]]:
+    """``text`` cut at each document-start line (``---`` and then a blank or the end of
+    the line): (lines before the chunk, chunk). A chunk after the first is the text
+    that follows its ``---`` (the key of the parse cache, as it is: no copy); parse
+    ``"---" + chunk``. A file with directives (``%YAML``) stays one chunk: a directive
+    belongs to the document after it."""
+    if text.startswith("%") or "\n%" in text:  # (a regex here would hold the GIL for long)
+        return [(0, text)]
+    parts = text.split("\n---")
+    out = [(0, parts[0])]
+    line = parts[0].count("\n") + 1
+    for part in parts[1:]:
+        if part[:1] in ("", " ", "\t", "\r", "\n"):
+            out.append((line, part))
+        else:  # "----" or "---x": not a document start
+            out[-1] = (out[-1][0], out[-1][1] + "\n---" + part)
+        line += part.count("\n") + 1
+    return out
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, display: str, offset: int) -> InputError:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 + offset if mark is not None else 0
+    where = f"{display}:{line}" if mark is not None else display
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    reason = f"not valid YAML at line {line}, column {mark.column + 1}: " \
+        if mark is not None else "not valid YAML: "
+    reason += f"{context}, {problem}" if context else str(problem)
+    if "*" in text:
+        reason += " (a name starting with '*' must be quoted: \"*.example.com\")"
+    return InputError(kind="File", namespace="", name=display, origin=where, reason=reason)
+
+
+def parse_text(text: str, *, display: str, cache: Mapping[str, Parsed] | None = None
+               ) -> tuple[list[ParseResult], InputError | None, dict[str, Parsed]]:
+    """All documents of one file's text, or the error that makes it unreadable.
+
+    The text is cut into documents first; a document whose text is in ``cache`` (the
+    file's previous parse) is not parsed again, so editing one Service in a file of
+    10,000 parses one document. Returns the results, the error, and the new cache."""
+    chunks = _chunks(text)
+    cache = cache or {}
+    # The first chunk has no "---" of its own: its key never equals a later one's.
+    keys = ["%" + chunks[0][1], *(c for _, c in chunks[1:])]
+    found = [cache.get(k) for k in keys]
+    results: list[ParseResult] = []
+    parsed: dict[str, Parsed] = {}
+    for i, done in enumerate(found):
+        key = keys[i]
+        if done is None:
+            done = parsed.get(key)
+        if done is None:
+            offset, chunk = chunks[i]
+            done = []
+            try:
+                for line, doc in _documents(("---" + chunk) if i else chunk):
+                    if doc is not None:
+                        done.append((line, parse_object(doc, origin=f"{display}:{line + offset}")))
+            except yaml.YAMLError as exc:
+                return [], _yaml_error(exc, text, display, offset), {}
+        parsed[key] = done
+        if len(done) == 1 and type(done[0][1]) is not InputError:
+            results.append(done[0][1])  # the common case: one valid object
+            continue
+        for line, result in done:
+            if isinstance(result, InputError):  # its origin names the line: it may have moved
+                result = replace(result, origin=f"{display}:{line + chunks[i][0]}")
+            results.append(result)
+    return results, None, parsed
+
+
+def parse_file(path: Path, *, display: str, cache: Mapping[str, Parsed] | None = None
+               ) -> tuple[list[ParseResult], InputError | None]:
     """All documents of one file, or the error that makes the file unreadable."""
+    results, unreadable, _ = _parse_path(path, display=display, cache=cache)
+    return results, unreadable
+
+
+def _parse_path(path: Path, *, display: str, cache: Mapping[str, Parsed] | None = None
+                ) -> tuple[list[ParseResult], InputError | None, dict[str, Parsed]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [], InputError(kind="File", namespace="", name=display, origin=display,
-                              reason=f"cannot be read: {exc}")
-    results: list[ParseResult] = []
-    try:
-        for line, doc in _documents(text):
-            if doc is None:
-                continue
-            results.append(parse_object(doc, origin=f"{display}:{line}"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{display}:{mark.line + 1}" if mark is not None else display
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        reason = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: " \
-            if mark is not None else "not valid YAML: "
-        reason += f"{context}, {problem}" if context else str(problem)
-        if "*" in text:
-            reason += " (a name starting with '*' must be quoted: \"*.example.com\")"
-        return [], InputError(kind="File", namespace="", name=display, origin=where,
-                              reason=reason)
-    return results, None
+                              reason=f"cannot be read: {exc}"), {}
+    return parse_text(text, display=display, cache=cache)
 
 
 class FileSource:
@@ -76,6 +147,7 @@ class FileSource:
         self.on_change = on_change
         self.healthy = True
         self.problem = ""
+        self._parsed: dict[str, dict[str, Parsed]] = {}  # per file: its documents, parsed
 
     def _files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -90,15 +162,21 @@ class FileSource:
         except ValueError:
             return str(path)
 
-    def load_file(self, path: Path) -> None:
+    def load_file(self, path: Path, *, seen_at: float | None = None) -> None:
         display = self._display(path)
-        results, unreadable = parse_file(path, display=display)
+        started = time.perf_counter()
+        results, unreadable, parsed = _parse_path(path, display=display,
+                                                  cache=self._parsed.get(display))
+        parse_seconds = time.perf_counter() - started
+        if unreadable is None:
+            self._parsed[display] = parsed
         if unreadable is not None:
             log.error("%s", unreadable, extra={"object": unreadable.object_ref})
         for r in results:
             if isinstance(r, InputError):
                 log.error("%s", r, extra={"object": r.object_ref})
-        for ignored in self.store.replace_origin(display, results, unreadable=unreadable):
+        for ignored in self.store.replace_origin(display, results, unreadable=unreadable,
+                                                 seen_at=seen_at, parse_seconds=parse_seconds):
             log.info("%s: ignoring %s %s (kind not used)", display, ignored.api_version,
                      ignored.kind)
 
@@ -114,12 +192,14 @@ class FileSource:
         for origin in self.store.origins():
             if origin not in present:
                 self.store.remove_origin(origin)
+                self._parsed.pop(origin, None)
         for path in files:
             self.load_file(path)
         log.info("loaded %d manifest files from %s", len(files), self.root)
 
-    def sync(self, changed: set[Path]) -> None:
-        """Apply a batch of changed paths (added, modified or deleted)."""
+    def sync(self, changed: set[Path], *, seen_at: float | None = None) -> None:
+        """Apply a batch of changed paths (added, modified or deleted); ``seen_at``: when
+        the watcher reported them (wall time, for the change's latency breakdown)."""
         if not self.root.is_dir():
             self.load_all()
             return
@@ -127,11 +207,17 @@ class FileSource:
             if path.suffix not in SUFFIXES:
                 continue
             if path.is_file():
-                self.load_file(path)
+                self.load_file(path, seen_at=seen_at)
             else:
-                self.store.remove_origin(self._display(path))
-                log.info("%s removed", self._display(path))
+                display = self._display(path)
+                self.store.remove_origin(display, seen_at=seen_at)
+                self._parsed.pop(display, None)
+                log.info("%s removed", display)
         self.on_change()
+
+    def _sync_quietly(self, changed: set[Path], seen_at: float) -> None:
+        with runtime.quiet():
+            self.sync(changed, seen_at=seen_at)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Follow changes until ``stop`` is set. watchfiles debounces bursts."""
@@ -142,7 +228,10 @@ class FileSource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
                 continue
-            async for batch in awatch(watch_dir, stop_event=stop, debounce=50, step=20,
+            # watchfiles hands a batch over once ``step`` ms pass without a new event (at
+            # most ``debounce`` ms after the first): 5 ms, not its default 50, because the
+            # debouncer (app.py) coalesces bursts anyway; a change is seen in 5-10 ms.
+            async for batch in awatch(watch_dir, stop_event=stop, debounce=50, step=5,
                                       recursive=True):
                 changed = {Path(p) for _, p in batch}
                 if watch_dir != self.root:
@@ -153,4 +242,7 @@ class FileSource:
                     self.load_all()
                     self.on_change()
                     break
-                self.sync(changed)
+                # Parsing a large file takes time: not on the event loop (the store is
+                # thread-safe and on_change pokes the loop thread-safely), and without a
+                # full garbage collection midway (runtime.py).
+                await asyncio.to_thread(self._sync_quietly, changed, time.time())

@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from controlplane import runtime
 from controlplane.errors import InputError
 from controlplane.inventory import Key, Store
 from controlplane.manifests import Ignored, parse_object
@@ -145,7 +147,11 @@ class KindWatcher:
         return list(payload.get("items") or []), str(payload["metadata"].get("resourceVersion", ""))
 
     # -- state -------------------------------------------------------------
-    def _apply(self, obj: dict[str, Any]) -> bool:
+    def _apply(self, obj: dict[str, Any], *, seen_at: float | None = None,
+               decoded: float = 0.0) -> bool:
+        """Apply one object; ``seen_at``: when its event arrived (wall time), ``decoded``:
+        the time its JSON took (both travel with the change, see ``Store``)."""
+        started = time.perf_counter()
         key = _object_key(self.kind, obj)
         rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
         if self.state.versions.get(key) == rv:
@@ -159,14 +165,23 @@ class KindWatcher:
             return False
         if isinstance(result, InputError):
             log.error("%s", result, extra={"object": result.object_ref})
-        return self.store.apply_object(self.kind.origin, key, result)
+        return self.store.apply_object(
+            self.kind.origin, key, result, seen_at=seen_at,
+            parse_seconds=decoded + time.perf_counter() - started)
 
-    def _delete(self, obj: dict[str, Any]) -> bool:
+    def _delete(self, obj: dict[str, Any], *, seen_at: float | None = None) -> bool:
         key = _object_key(self.kind, obj)
         self.state.versions.pop(key, None)
-        return self.store.delete_object(self.kind.origin, key)
+        changed = self.store.delete_object(self.kind.origin, key)
+        if changed and seen_at is not None:
+            self.store.seen(seen_at)
+        return changed
 
     def relist(self) -> None:
+        with runtime.quiet():  # a large list allocates a lot: no full collection midway
+            self._relist()
+
+    def _relist(self) -> None:
         items, rv = self.list()
         changed = False
         seen = set()
@@ -197,6 +212,7 @@ class KindWatcher:
             for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if self.stop.is_set():
                     return
+                seen_at, started = time.time(), time.perf_counter()
                 event = json.loads(line)
                 etype, obj = event.get("type"), event.get("object") or {}
                 if etype == "ERROR":
@@ -207,7 +223,9 @@ class KindWatcher:
                 if etype == "BOOKMARK":
                     self.state.resource_version = str(rv)
                     continue
-                changed = self._delete(obj) if etype == "DELETED" else self._apply(obj)
+                changed = (self._delete(obj, seen_at=seen_at) if etype == "DELETED" else
+                           self._apply(obj, seen_at=seen_at,
+                                       decoded=time.perf_counter() - started))
                 if rv:
                     self.state.resource_version = str(rv)
                 self.state.problem = ""

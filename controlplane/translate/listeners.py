@@ -13,7 +13,7 @@ from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 
 from controlplane.translate import wire
-from controlplane.translate.dns_table import dns_table
+from controlplane.translate.dns_table import dns_table_bytes
 from controlplane.views import TenantView, Upstream
 
 DNS_FILTER = "envoy.filters.udp.dns_filter"
@@ -48,7 +48,7 @@ def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None 
     """The DNS filter; names outside the table go to ``servers`` (default the view's
     upstreams: its tenant resolver)."""
     config = dns_filter_pb2.DnsFilterConfig(stat_prefix=stat_prefix(view.tenant))
-    config.server_config.inline_dns_table.CopyFrom(dns_table(view))
+    config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view))
     servers = view.upstreams if servers is None else servers
     if servers:
         cares = cares_resolver(servers, tcp=tcp)

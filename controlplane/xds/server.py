@@ -25,7 +25,7 @@ from controlplane.auth import (
     authorize,
 )
 from controlplane.hub import Hub
-from controlplane.querylog import QueryLog
+from controlplane.querylog import QueryLog, QueryRecord
 from controlplane.workload import workload_from_node
 from controlplane.xds.protocol import ProtocolError
 
@@ -183,12 +183,14 @@ def _field(message: Any, name: str, old_name: str) -> Any:
 
 
 def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
-                          node_tenant: Callable[[str], str | None] | None = None) -> None:
+                          node_tenant: Callable[[str], str | None] | None = None,
+                          on_record: Callable[[QueryRecord], None] | None = None) -> None:
     """OpenTelemetry logs from the sidecars' DNS filters (per-query records).
 
     With ``node_tenant``, a record counts only when it comes from a connected
     node (an authenticated ADS stream when tokens are on) of the tenant it
-    names, so a workload cannot fill another tenant's records.
+    names, so a workload cannot fill another tenant's records. ``on_record`` is
+    told every WARN and deny record kept (per-sidecar counts, dns_traffic.py).
     """
 
     async def export(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -204,7 +206,10 @@ def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
                     if node_tenant is not None and owner != tenant:
                         query_log.reject(tenant, node)
                         continue
-                    query_log.ingest(tenant=tenant, node=node, body=record.body.string_value)
+                    kept = query_log.ingest(tenant=tenant, node=node,
+                                            body=record.body.string_value)
+                    if kept is not None and on_record is not None:
+                        on_record(kept)
         return ExportResponse()
 
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(LOGS_SERVICE, {
