@@ -15,7 +15,7 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,9 +106,6 @@ class Streams:
 
     def has_view(self, key: ViewKey) -> bool:
         return key in self._by_view
-
-    def of_view(self, key: ViewKey) -> Iterator[Connection]:
-        return iter(list(self._by_view.get(key, {}).values()))
 
     def wake(self, key: object) -> None:
         """The snapshot of view ``key`` changed: wake its streams.

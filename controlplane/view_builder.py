@@ -76,10 +76,6 @@ class ViewBuilder:
                          if settings.vip_range else None)
         self._first = True
 
-    @property
-    def records(self) -> IncrementalRecords:
-        return self._records
-
     def build(self, inventory: Inventory, changed: Collection[Key] | None = None,
               externals: Externals | None = None) -> ViewBuild:
         """Every view for ``inventory``; ``changed``: the keys of the objects that changed

@@ -86,6 +86,3 @@ class ViewSnapshots:
         """No stream has ``key`` any more."""
         self._built.pop(key, None)
         self.cache.discard(key)
-
-    def built_from(self, key: ViewKey) -> TenantView | None:
-        return self._built.get(key)
