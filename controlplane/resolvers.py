@@ -35,6 +35,7 @@ from typing import Protocol
 from controlplane.certs import ServerTls
 from controlplane.localrun import Process, find_tool, free_port
 from controlplane.translate.unbound import (
+    GATE_TEMPLATE,
     RPZ_ZONE,
     ResolverPaths,
     dnsdist_conf,
@@ -276,7 +277,8 @@ class ResolverPool:
             if not Path(UNBOUND_PYTHON, "unboundmodule.py").exists():
                 raise ResolverError("a policy server needs unbound's python module (Debian: "
                                     "apt-get install python3-unbound)")
-            Path(paths.gate_script).write_text(gate_script(tenant, fwd, paths))
+            Path(paths.gate_script).write_text(
+                gate_script(tenant, fwd, paths, GATE_TEMPLATE.read_text()))
             # unbound's embedded Python does not look in Debian's dist-packages by itself.
             env = {**os.environ, "PYTHONPATH": UNBOUND_PYTHON}
         conf = directory / "unbound.conf"

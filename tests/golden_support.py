@@ -12,6 +12,7 @@ from controlplane.settings import Settings
 from controlplane.sources.files import FileSource
 from controlplane.translate import translate_view
 from controlplane.translate.unbound import (
+    GATE_TEMPLATE,
     ResolverPaths,
     dnsdist_conf,
     gate_script,
@@ -65,7 +66,7 @@ def resolver_files(view: TenantView) -> dict[str, str]:
     paths = golden_paths(view.tenant, doh=doh)
     files = {"unbound.conf": unbound_conf(view.tenant, fwd, paths), "policy.rpz": rpz_zone(fwd)}
     if fwd.gate is not None:
-        files["gate.py"] = gate_script(view.tenant, fwd, paths)
+        files["gate.py"] = gate_script(view.tenant, fwd, paths, GATE_TEMPLATE.read_text())
     if doh and paths.doh_proxy is not None:
         files["dnsdist.conf"] = dnsdist_conf(fwd, listen=paths.doh_proxy, ca_file=paths.ca_file)
     return files

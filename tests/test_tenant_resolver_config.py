@@ -26,6 +26,7 @@ from controlplane.policy import CompiledPolicy
 from controlplane.resolvers import UNBOUND_PYTHON
 from controlplane.settings import Settings
 from controlplane.translate.unbound import (
+    GATE_TEMPLATE,
     ResolverPaths,
     dnsdist_conf,
     gate_script,
@@ -121,7 +122,7 @@ def test_unbound_accepts_every_generated_config(label: str, fwd: Forwarding,
         paths = replace(paths, listen=Upstream("127.0.0.1", free_port()),
                         gate_socket=str(tmp_path / "gate.sock"),
                         gate_script=str(tmp_path / "gate.py"))
-        (tmp_path / "gate.py").write_text(gate_script("t", fwd, paths))
+        (tmp_path / "gate.py").write_text(gate_script("t", fwd, paths, GATE_TEMPLATE.read_text()))
         conf.write_text(unbound_conf(label.replace("/", "-"), fwd, paths))
         unbound = _tool("unbound")
         require_file(Path(UNBOUND_PYTHON, "unboundmodule.py"), "apt-get install python3-unbound")

@@ -178,12 +178,15 @@ def dnsdist_conf(fwd: Forwarding, *, listen: Upstream, ca_file: str) -> str:
     ])
 
 
-def gate_script(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
-    """The policy gate module for this tenant's unbound (``resources/resolver_gate.py.tmpl``,
-    a stdlib-only module for unbound's embedded Python, with its settings filled in)."""
+GATE_TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "resolver_gate.py.tmpl"
+
+
+def gate_script(tenant: str, fwd: Forwarding, paths: ResolverPaths, template: str) -> str:
+    """The policy gate module for this tenant's unbound: ``template`` (the text of
+    ``GATE_TEMPLATE``, a stdlib-only module for unbound's embedded Python, read by the
+    caller) with its settings filled in."""
     assert fwd.gate is not None
-    source = (Path(__file__).resolve().parents[1] / "resources" / "resolver_gate.py.tmpl"
-              ).read_text()
+    source = template
     settings = {
         'TENANT = "__TENANT__"': f"TENANT = {tenant!r}",
         'SOCKET = "__SOCKET__"': f"SOCKET = {paths.gate_socket!r}",
