@@ -250,6 +250,9 @@ def test_a_leader_cut_off_from_the_api_stops_before_another_starts(
     time.sleep(0.3)
     kube.isolate("a")
     wait_for(b.is_leader, timeout=10, interval=0.005, what="b to take over")
+    # is_leader() turns true just before b's on_change callback records it: wait for both
+    wait_for(lambda: any(who == "b" and up for _, who, up in list(events)), timeout=5,
+             interval=0.005, what="b's on_change(True)")
     a_down = next(t for t, who, up in events if who == "a" and not up)
     b_up = next(t for t, who, up in events if who == "b" and up)
     assert a_down < b_up, events
