@@ -35,7 +35,7 @@ system-deps:
 	fi
 
 run: $(STAMP) system-deps
-	$(BIN)/python -m controlplane.demo --manifests examples
+	$(BIN)/python -m controlplane._kit.demo --manifests examples
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
@@ -43,6 +43,7 @@ test: $(STAMP) system-deps lint
 lint: $(STAMP)
 	$(BIN)/ruff check controlplane tests e2e benchmarks deploy
 	$(BIN)/mypy controlplane
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

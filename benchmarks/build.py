@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import load_average  # noqa: E402
 from benchmarks.synthetic import cluster  # noqa: E402
-from controlplane.hub import Hub  # noqa: E402
-from controlplane.inventory import Store  # noqa: E402
-from controlplane.localrun import rss_mb  # noqa: E402
-from controlplane.model import Endpoint, Service, ServicePort, Workload, object_key  # noqa: E402
-from controlplane.settings import Settings  # noqa: E402
+from controlplane._kit.localrun import rss_mb  # noqa: E402
+from controlplane.core.model import Endpoint, Service, ServicePort, Workload, object_key  # noqa: E402
+from controlplane.core.settings import Settings  # noqa: E402
+from controlplane.hub.hub import Hub  # noqa: E402
+from controlplane.store.store import Store
 
 ORIGIN = "synthetic"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.localrun import (  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
     ControlPlane,
     Dnsmasq,
     Envoy,

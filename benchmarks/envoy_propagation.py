@@ -48,7 +48,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
-from controlplane.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
+from controlplane._kit.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
 from e2e.conftest import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

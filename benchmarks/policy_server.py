@@ -12,7 +12,7 @@ Three parts, each with real processes on loopback; prints figures only, not a te
    socket ``serve_gate`` the tenant resolvers ask (N connections asking one question at a
    time, as one unbound thread does, from a client process). CPU of the policy server,
    of the deciding process (the control plane's side) and of the gate's clients.
-2. Added latency of a forwarded query: the real chain (``controlplane.localrun.ControlPlane``
+2. Added latency of a forwarded query: the real chain (``controlplane._kit.localrun.ControlPlane``
    with its tenant resolvers, real Envoy ``--concurrency 1`` per tenant, dnsmasq answering
    every ``*.bench.example``). Two tenants in one run with the same spec but for
    ``policy.server`` (defaultAction DENY, whitelist ``*.bench.example``): ``plain`` and
@@ -79,7 +79,7 @@ from benchmarks.tenant_resolver import (  # noqa: E402
     dnsperf,
     start_dnsmasq,
 )
-from controlplane.localrun import (  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
     ControlPlane,
     Envoy,
     Process,
@@ -87,9 +87,9 @@ from controlplane.localrun import (  # noqa: E402
     http_text,
     wait_for,
 )
-from controlplane.model import FailureMode  # noqa: E402
-from controlplane.policy_client import PolicyDecider, Target, serve_gate  # noqa: E402
-from controlplane.policy_decisions import Question  # noqa: E402
+from controlplane.core.model import FailureMode  # noqa: E402
+from controlplane.policy.decisions import Question  # noqa: E402
+from controlplane.policyserver.client import PolicyDecider, Target, serve_gate  # noqa: E402
 from e2e.conftest import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.procstat import CpuMeter, load_average  # noqa: E402
 from benchmarks.streams import Clients  # noqa: E402
 from benchmarks.synthetic import base_manifests, services_manifests  # noqa: E402
-from controlplane.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
+from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"

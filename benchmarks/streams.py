@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
-from controlplane.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
+from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@ K ServiceEntries, H headless services with endpoints."""
 
 from __future__ import annotations
 
-from controlplane.inventory import Inventory
-from controlplane.model import (
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
     Endpoint,

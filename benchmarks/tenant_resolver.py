@@ -48,20 +48,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2  # noqa: E402
 
-from controlplane.inventory import Store  # noqa: E402
-from controlplane.localrun import Process, find_tool, free_port, rss_mb, wait_for  # noqa: E402
-from controlplane.resolvers import ResolverPool  # noqa: E402
-from controlplane.settings import Settings  # noqa: E402
-from controlplane.sources.files import FileSource  # noqa: E402
-from controlplane.translate import translate_view  # noqa: E402
-from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE  # noqa: E402
-from controlplane.views import (  # noqa: E402
+from controlplane._kit.localrun import Process, find_tool, free_port, rss_mb, wait_for  # noqa: E402
+from controlplane.core.settings import Settings  # noqa: E402
+from controlplane.dns.views import (  # noqa: E402
     TenantView,
     Upstream,
     build_tenant_view,
     cluster_records,
     with_resolver,
 )
+from controlplane.resolvers.pool import ResolverPool  # noqa: E402
+from controlplane.sources.files import FileSource  # noqa: E402
+from controlplane.store.store import Store
+from controlplane.translate import translate_view  # noqa: E402
+from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE  # noqa: E402
 from e2e.conftest import query  # noqa: E402
 
 TENANT = "bench"
@@ -186,7 +186,7 @@ def start_envoy(work: Path, listeners: dict[int, TenantView]) -> tuple[Process, 
 
 
 def envoy_counters(admin: int) -> dict[str, int]:
-    from controlplane.localrun import http_text
+    from controlplane._kit.localrun import http_text
 
     out = {}
     for line in http_text(f"http://127.0.0.1:{admin}/stats?filter=dns_filter").splitlines():

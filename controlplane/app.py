@@ -26,38 +26,38 @@ from typing import Protocol
 import grpc
 import uvicorn
 
-from controlplane import runtime
-from controlplane.admin import create_app
-from controlplane.admin_auth import AdminAuthorizer, AuthCollector
-from controlplane.certs import server_tls
-from controlplane.dns_traffic import DnsTraffic
-from controlplane.hub import Hub
-from controlplane.hub_metrics import watch_event_loop
-from controlplane.inventory import Store
-from controlplane.model import Labels
-from controlplane.policy_client import PolicyDecider, serve_gate
-from controlplane.resolvers import RESOLVER_TLS_NAME, ResolverPool
-from controlplane.settings import Settings
+from controlplane.admin.api import create_app
+from controlplane.core.model import Labels
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.hub.metrics import watch_event_loop
+from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
+from controlplane.identity.certs import server_tls
+from controlplane.identity.tlsfiles import (
+    CertificateFiles,
+    TlsCollector,
+    server_credentials,
+    server_ssl_context,
+)
+from controlplane.identity.tokenreview import (
+    IdentityApi,
+    authenticator_from_settings,
+    identity_collectors,
+)
+from controlplane.injection.webhook import serve_webhook, webhook_log
+from controlplane.policyserver.client import PolicyDecider, serve_gate
+from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
+from controlplane.runtime import heap as runtime
 from controlplane.sources.files import FileSource
-from controlplane.stats_sink import (
+from controlplane.store.store import Store
+from controlplane.telemetry.stats_sink import (
     MetricsSink,
     NodeDirectory,
     TrafficCollector,
     add_metrics_service,
     run_traffic,
 )
-from controlplane.tlsfiles import (
-    CertificateFiles,
-    TlsCollector,
-    server_credentials,
-    server_ssl_context,
-)
-from controlplane.tokenreview import (
-    IdentityApi,
-    authenticator_from_settings,
-    identity_collectors,
-)
-from controlplane.webhook import serve_webhook, webhook_log
+from controlplane.telemetry.traffic import DnsTraffic
 from controlplane.xds.server import AdsServicer, add_ads_service, add_query_log_service
 
 log = logging.getLogger("controlplane")

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from controlplane.bootstrap import bootstrap_config
-from controlplane.leadership import LeaseTimings
-from controlplane.logs import setup_logging
-from controlplane.names import split_host_port
-from controlplane.records import KINDS
-from controlplane.settings import DefaultView, Settings
+from controlplane.core.model import KINDS
+from controlplane.core.names import split_host_port
+from controlplane.core.settings import DefaultView, Settings
+from controlplane.injection.bootstrap import bootstrap_config
+from controlplane.kube.leadership import LeaseTimings
+from controlplane.telemetry.logs import setup_logging
 
 if TYPE_CHECKING:
-    from controlplane.sources.leader import Election
+    from controlplane.kube.leader import Election
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "pod's, else dns-system)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--fault-invalid-name", action="append", default=[],
-                       help=argparse.SUPPRESS)  # test-only, see controlplane/faults.py
+                       help=argparse.SUPPRESS)  # test-only, see controlplane/translate/faults.py
     kube = serve.add_argument_group("Kubernetes source (--source kubernetes)")
     kube.add_argument("--kubeconfig", default=None,
                       help="kubeconfig file (default: in-cluster config)")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
         return 0
     if args.command == "xds-certs":
-        from controlplane.tlsfiles import write_server_files
+        from controlplane.identity.tlsfiles import write_server_files
 
         try:
             info = write_server_files(args.dir, args.name, days=args.days)
@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
               "--auth-tokenreview", file=sys.stderr)
         return 2
     if args.auth_tokens:
-        from controlplane.auth import TokenAuthenticator
-        from controlplane.errors import ConfigError
+        from controlplane.core.errors import ConfigError
+        from controlplane.identity.auth import TokenAuthenticator
 
         try:
             TokenAuthenticator.from_file(Path(args.auth_tokens))
@@ -326,16 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     for flag, tls_dir in (("--xds-tls-dir", args.xds_tls_dir),
                           ("--admin-tls-dir", args.admin_tls_dir)):
         if tls_dir:
-            from controlplane.errors import ConfigError
-            from controlplane.tlsfiles import CertificateFiles
+            from controlplane.core.errors import ConfigError
+            from controlplane.identity.tlsfiles import CertificateFiles
 
             try:
                 CertificateFiles(Path(tls_dir)).load()
             except ConfigError as exc:
                 print(f"controlplane serve: {flag} {exc}", file=sys.stderr)
                 return 2
-    from controlplane.errors import ConfigError
-    from controlplane.webhook import injection_config
+    from controlplane.core.errors import ConfigError
+    from controlplane.injection.webhook import injection_config
 
     try:
         injection = injection_config(args, zone=args.zone.strip(".").lower())
@@ -392,14 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"controlplane serve: --upstream-ca-bundle {args.upstream_ca_bundle}: no such file",
               file=sys.stderr)
         return 2
-    from controlplane.admin_auth import AdminAuthorizer
     from controlplane.app import serve, serve_files
-    from controlplane.errors import ConfigError
+    from controlplane.core.errors import ConfigError
+    from controlplane.identity.admin_auth import AdminAuthorizer
 
     admin_auth = None
     if args.admin_auth == "kubernetes":  # the API of --kubeconfig/--context, or in-cluster
-        from controlplane.sources.kube_admin_review import KubeReviewer
-        from controlplane.sources.kube_runner import api_client
+        from controlplane.kube.admin_review import KubeReviewer
+        from controlplane.kube.runner import api_client
 
         try:
             admin_auth = AdminAuthorizer(KubeReviewer(
@@ -410,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     identity_api = None
     if args.auth_tokenreview:  # sidecars' tokens: the API of --kubeconfig, or in-cluster
-        from controlplane.sources.kube_identity import KubeIdentityApi
-        from controlplane.sources.kube_runner import api_client
+        from controlplane.kube.identity import KubeIdentityApi
+        from controlplane.kube.runner import api_client
 
         try:
             identity_api = KubeIdentityApi(api_client(args.kubeconfig, args.context))
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source != "kubernetes":
         return asyncio.run(serve_files(Path(args.source), settings, admin_auth=admin_auth,
                                        identity_api=identity_api))
-    from controlplane.sources.kube_runner import KubeRunner, api_client
+    from controlplane.kube.runner import KubeRunner, api_client
 
     try:
         api = api_client(args.kubeconfig, args.context)
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _election(args: argparse.Namespace) -> Election | None | str:
     """The leader election the arguments ask for, None when off, or what is wrong."""
-    from controlplane.sources.leader import Election
+    from controlplane.kube.leader import Election
 
     if not args.leader_election:
         return None

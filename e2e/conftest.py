@@ -16,7 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from controlplane.localrun import ControlPlane, Dnsmasq, Envoy
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy
 from tests.tools import require_tool, seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]

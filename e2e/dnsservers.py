@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.localrun import Process, find_tool, free_port
-from controlplane.resolvers import parse_stats
+from controlplane._kit.localrun import Process, find_tool, free_port
+from controlplane.resolvers.pool import parse_stats
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class UnboundServer:
         self.process = Process(f"unbound-server-{self.port}", [unbound, "-d", "-c",
                                                                str(self.conf)],
                                self.workdir / f"server-{self.port}.log").start()
-        from controlplane.localrun import wait_for
+        from controlplane._kit.localrun import wait_for
 
         wait_for(lambda: self._control("status") is not None, timeout=timeout,
                  what="tenant DNS server (unbound)")

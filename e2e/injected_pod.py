@@ -47,8 +47,8 @@ import dns.query
 import dns.rcode
 import jsonpatch
 
-from controlplane.injection import SIDECAR_NAME, resolv_conf
-from controlplane.localrun import ControlPlane, Process, http_text, rss_mb, wait_for
+from controlplane._kit.localrun import ControlPlane, Process, http_text, rss_mb, wait_for
+from controlplane.injection.sidecar import SIDECAR_NAME, resolv_conf
 from e2e.realclients import AuthoritativeDnsmasq, Clients, run_client, run_getent
 from tests.podsim import container_argv, container_env, parse_pod
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.localrun import Dnsmasq, Process, find_tool, wait_for
+from controlplane._kit.localrun import Dnsmasq, Process, find_tool, wait_for
 
 SOURCE = Path(__file__).resolve().parent / "clients" / "getaddrinfo.c"
 NSCD_SOCKET = "/var/run/nscd/socket"

@@ -27,9 +27,9 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane import metrics_protos
-from controlplane.localrun import ControlPlane, http_json, rss_mb, wait_for
-from controlplane.stats_sink import METRICS_SERVICE
+from controlplane._kit.localrun import ControlPlane, http_json, rss_mb, wait_for
+from controlplane.telemetry import metrics_protos
+from controlplane.telemetry.stats_sink import METRICS_SERVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANTS = ("acme", "foo", "globex")

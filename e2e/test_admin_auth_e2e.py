@@ -21,8 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from controlplane.localrun import ControlPlane, Process, free_port, http_text, wait_for
-from controlplane.tlsfiles import write_server_files
+from controlplane._kit.localrun import ControlPlane, Process, free_port, http_text, wait_for
+from controlplane.identity.tlsfiles import write_server_files
 from tests.fake_kube import CORE, OURS, FakeKube
 from tests.test_ads_tls import served_serial
 from tests.tools import require_tool

@@ -12,7 +12,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.localrun import ControlPlane, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, http_text, wait_for
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.certs import make_ca_and_server
-from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
-from controlplane.tlsfiles import write_server_files
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
+from controlplane.identity.certs import make_ca_and_server
+from controlplane.identity.tlsfiles import write_server_files
 from e2e.conftest import query
 
 NAME = "dns-controlplane.dns-system.svc"

@@ -12,7 +12,7 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.localrun import ControlPlane, Envoy, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
 from controlplane.translate.types import LISTENER_TYPE
 from e2e.conftest import query
 

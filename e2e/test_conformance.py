@@ -18,7 +18,7 @@ import dns.query
 import dns.resolver
 import pytest
 
-from controlplane.localrun import ControlPlane, Dnsmasq, Envoy, wait_for
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, wait_for
 from e2e.conftest import EXAMPLES, query
 from tests.tools import require_tool
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.localrun import ControlPlane, DnsLoad, Dnsmasq, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, wait_for
 from e2e.conftest import EXAMPLES, query
 from e2e.test_stats_sink_e2e import FastFlushEnvoy, point_globex_at
 from tests.tools import require_tool

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from e2e.conftest import query
 
 EXT = "dns.ext.acme.svc.cluster.local"  # the STRICT_DNS cluster of an ExternalName Service

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from e2e.conftest import SEEDS, query
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
 from e2e.conftest import query
 
 ACME = {"httpbin.acme.com": "100.66.185.144", "httpbin.acme.svc.cluster.local": "100.66.185.144"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Dnsmasq, Envoy, free_port, wait_for
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, free_port, wait_for
 from e2e.conftest import query
 
 UPSTREAM = {
@@ -116,6 +116,6 @@ def test_many_sidecars_of_one_tenant_share_one_serialisation(
 
 
 def _metrics(cp: ControlPlane) -> str:
-    from controlplane.localrun import http_text
+    from controlplane._kit.localrun import http_text
 
     return http_text(f"{cp.admin_url}/metrics")

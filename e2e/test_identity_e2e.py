@@ -24,9 +24,9 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.bootstrap import bootstrap_config
-from controlplane.localrun import ControlPlane, Envoy, http_text, wait_for
-from controlplane.tlsfiles import write_server_files
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
+from controlplane.identity.tlsfiles import write_server_files
+from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.translate.types import LISTENER_TYPE
 from e2e.conftest import EXAMPLES, query
 from tests.fake_kube import CORE, OURS, FakeKube

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.admission import review
-from controlplane.certs import make_ca_and_server
-from controlplane.injection import InjectionConfig
-from controlplane.localrun import ControlPlane, free_port, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_for
+from controlplane.core.settings import InjectionConfig
+from controlplane.identity.certs import make_ca_and_server
+from controlplane.injection.admission import review
 from e2e.realclients import Clients, build_clients, require_real_client_tools
 from tests.tools import require_tool
 

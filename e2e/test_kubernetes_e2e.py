@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.localrun import ControlPlane, Envoy, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
 from e2e.conftest import EXAMPLES, query
 from tests.fake_kube import CORE, OURS, FakeKube
 

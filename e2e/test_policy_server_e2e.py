@@ -15,7 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane.localrun import ControlPlane, Envoy, Process, free_port, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, Process, free_port, wait_for
 from e2e.conftest import SEEDS, query
 from e2e.dnsservers import UnboundServer
 from tests.tools import require_file, require_tool

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.localrun import ControlPlane, Dnsmasq, Envoy
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy
 from e2e.conftest import query
 from tests.tools import require_tool
 

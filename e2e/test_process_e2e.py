@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, wait_for
+from controlplane._kit.localrun import ControlPlane, wait_for
 
 
 def test_sigterm_stops_cleanly(manifests: Path,

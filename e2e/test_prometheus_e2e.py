@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Envoy, Process, free_port, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, Process, free_port, http_text, wait_for
 from e2e.conftest import query
 from tests.tools import require_tool
 

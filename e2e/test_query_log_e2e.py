@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from controlplane.localrun import ControlPlane, Dnsmasq, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, http_text, wait_for
 from e2e.conftest import SEEDS, query
 
 EXTRA = """

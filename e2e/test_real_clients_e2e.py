@@ -26,7 +26,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane.localrun import ControlPlane, Envoy
+from controlplane._kit.localrun import ControlPlane, Envoy
 from e2e.realclients import (
     AuthoritativeDnsmasq,
     Clients,

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from envoy.config.core.v3 import base_pb2
 
-from controlplane.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
 from controlplane.translate.types import LISTENER_TYPE
 from e2e.conftest import EXAMPLES
 from e2e.test_ads_grpc import Client

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from controlplane.bootstrap import SIDECAR_STATS
-from controlplane.localrun import ControlPlane, DnsLoad, Dnsmasq, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, Envoy, http_text, wait_for
+from controlplane.injection.bootstrap import SIDECAR_STATS
 from e2e.conftest import query
 
 FLUSH = "1s"  # the tests' stats flush interval (Envoy's default, and the bootstrap's: 5 s)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.localrun import ControlPlane, DnsLoad, Envoy, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, wait_for
 from e2e.conftest import query
 from e2e.dnsservers import PrivateCA, UnboundServer, make_ca
 from tests.tools import require_tool
@@ -252,7 +252,7 @@ def test_sidecar_reaches_its_resolver_over_tls(
 def test_resolver_hop_with_a_certificate_for_another_name_fails_closed(
         tmp_path: Path, processes: list[object], server: Callable[..., UnboundServer],
         start_control_plane: Callable[..., ControlPlane]) -> None:
-    from controlplane.certs import CA_FILE, CERT_FILE, KEY_FILE, make_ca_and_server
+    from controlplane.identity.certs import CA_FILE, CERT_FILE, KEY_FILE, make_ca_and_server
 
     upstream = server()
     tls_dir = tmp_path / "hop-tls"

@@ -34,8 +34,8 @@ import dns.rcode
 import pytest
 import yaml
 
-from controlplane.bootstrap import bootstrap_config
-from controlplane.localrun import ControlPlane, Envoy, find_tool, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, find_tool, http_text, wait_for
+from controlplane.injection.bootstrap import bootstrap_config
 
 EXT = "dns.ext.acme.svc.cluster.local"  # the STRICT_DNS cluster of acme's ExternalName Service
 EXT_SERVICE = ("apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: acme}\n"

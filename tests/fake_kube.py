@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from controlplane.localrun import free_port
+from controlplane._kit.localrun import free_port
 from tests import fake_rbac
 
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # the API server's own
@@ -438,7 +438,7 @@ class FakeKube:
                        groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}"),
                        **kw)
 
-    # Sidecar identity (controlplane/tokenreview.py): projected tokens bound to a Pod.
+    # Sidecar identity (controlplane/identity/tokenreview.py): projected tokens bound to a Pod.
     def add_pod_token(self, token: str, namespace: str, pod: str, *,
                       service_account: str = "default",
                       audiences: tuple[str, ...] = (API_AUDIENCE,)) -> None:

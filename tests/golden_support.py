@@ -7,25 +7,26 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from controlplane.inventory import Inventory, Store
-from controlplane.settings import Settings
-from controlplane.sources.files import FileSource
-from controlplane.translate import translate_view
-from controlplane.translate.unbound import (
-    GATE_TEMPLATE,
-    ResolverPaths,
-    dnsdist_conf,
-    gate_script,
-    rpz_zone,
-    unbound_conf,
-)
-from controlplane.views import (
+from controlplane.core.inventory import Inventory
+from controlplane.core.settings import Settings
+from controlplane.dns.views import (
     TenantView,
     Transport,
     Upstream,
     build_tenant_view,
     cluster_records,
     with_resolver,
+)
+from controlplane.resolvers.pool import GATE_TEMPLATE
+from controlplane.sources.files import FileSource
+from controlplane.store.store import Store
+from controlplane.translate import translate_view
+from controlplane.translate.unbound import (
+    ResolverPaths,
+    dnsdist_conf,
+    gate_script,
+    rpz_zone,
+    unbound_conf,
 )
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -17,13 +17,13 @@ import httpx
 import pytest
 import yaml
 
-from controlplane.admin import create_app
-from controlplane.admin_auth import AdminAuthorizer, AuthCollector, TokenResult, User
-from controlplane.auth import AuthUnavailable
-from controlplane.hub import Hub
-from controlplane.settings import Settings
-from controlplane.sources.kube_admin_review import KubeReviewer
-from controlplane.sources.kube_runner import api_client
+from controlplane.admin.api import create_app
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector, TokenResult, User
+from controlplane.identity.auth import AuthUnavailable
+from controlplane.kube.admin_review import KubeReviewer
+from controlplane.kube.runner import api_client
 from tests.fake_kube import CORE, OURS, FakeKube
 from tests.test_hub_and_admin import inventory
 

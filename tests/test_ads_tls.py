@@ -25,21 +25,21 @@ from cryptography import x509
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.bootstrap import XDS_CLUSTER, bootstrap_config
-from controlplane.certs import make_ca_and_server
 from controlplane.cli import main
-from controlplane.errors import ConfigError
-from controlplane.hub import Hub
-from controlplane.inventory import Inventory
-from controlplane.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
-from controlplane.settings import Settings
-from controlplane.tlsfiles import (
+from controlplane.core.errors import ConfigError
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.identity.certs import make_ca_and_server
+from controlplane.identity.tlsfiles import (
     CertificateFiles,
     TlsCollector,
     server_credentials,
     server_ssl_context,
     write_server_files,
 )
+from controlplane.injection.bootstrap import XDS_CLUSTER, bootstrap_config
 from controlplane.translate.types import LISTENER_TYPE
 from controlplane.xds.server import add_ads_service
 from tests.tools import require_tool

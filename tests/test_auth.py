@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-from controlplane.auth import Identity, TokenAuthenticator, authorize
 from controlplane.cli import main
-from controlplane.errors import ConfigError
-from controlplane.model import Workload
+from controlplane.core.errors import ConfigError
+from controlplane.core.model import Workload
+from controlplane.identity.auth import Identity, TokenAuthenticator, authorize
 
 AUTH = TokenAuthenticator.from_data({"tokens": [
     {"name": "acme", "token": "acme-secret", "namespace": "acme"},

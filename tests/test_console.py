@@ -19,16 +19,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from controlplane.admin import create_app
-from controlplane.admin_auth import AdminAuthorizer
-from controlplane.console import STATIC
-from controlplane.dns_traffic import DnsTraffic, Report
-from controlplane.errors import InputError
-from controlplane.hub import Hub
-from controlplane.inventory import Inventory
-from controlplane.settings import Settings
-from controlplane.sources.kube_admin_review import KubeReviewer
-from controlplane.sources.kube_runner import api_client
+from controlplane.admin.api import create_app
+from controlplane.admin.console import STATIC
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Inventory
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.identity.admin_auth import AdminAuthorizer
+from controlplane.kube.admin_review import KubeReviewer
+from controlplane.kube.runner import api_client
+from controlplane.telemetry.traffic import DnsTraffic, Report
 from tests.fake_kube import FakeKube
 from tests.test_admin_auth import bearer, kube  # noqa: F401 - the fixture
 from tests.test_hub_and_admin import connect, inventory, node

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from controlplane.manifests import parse_object
+from controlplane.core.manifests import parse_object
 from tests.tools import seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.bootstrap import bootstrap_config
 from controlplane.cli import build_parser
-from controlplane.manifests import parse_object
-from controlplane.model import DnsPolicy
+from controlplane.core.manifests import parse_object
+from controlplane.core.model import DnsPolicy
+from controlplane.injection.bootstrap import bootstrap_config
 from tests.golden_support import load_inventory
 from tests.tools import require_tool, seed_examples
 

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from controlplane.cli import build_parser
-from controlplane.errors import ConfigError
-from controlplane.injection import (
+from controlplane.core.errors import ConfigError
+from controlplane.core.names import split_host_port
+from controlplane.injection.sidecar import (
     INJECT_NAMESPACE_LABEL,
     INJECT_NAMESPACE_VALUE,
     config_problem,
 )
-from controlplane.names import split_host_port
-from controlplane.webhook import first_nameserver, injection_config
+from controlplane.injection.webhook import first_nameserver, injection_config
 from tests.test_deploy import by_kind, rendered
 
 

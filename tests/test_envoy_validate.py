@@ -17,8 +17,8 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401 - for ParseDict
 from google.protobuf.json_format import ParseDict
 
-from controlplane.bootstrap import bootstrap_config
-from controlplane.settings import Settings
+from controlplane.core.settings import Settings
+from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.translate import translate_view
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
 from tests.golden_support import GOLDEN, load_inventory, tenant_views

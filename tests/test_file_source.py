@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controlplane.inventory import Store
 from controlplane.sources.files import FileSource
+from controlplane.store.store import Store
 
 NS = "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme, labels: {tenant: acme}}\n"
 SVC = ("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: acme}\n"

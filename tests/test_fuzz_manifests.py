@@ -15,11 +15,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane.errors import InputError
-from controlplane.hub import Hub
-from controlplane.inventory import Store
-from controlplane.settings import Settings
+from controlplane.core.errors import InputError
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
 from controlplane.sources.files import FileSource
+from controlplane.store.store import Store
 from controlplane.translate import translate_view
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -10,12 +10,12 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
-from controlplane.admin import create_app
-from controlplane.errors import InputError
-from controlplane.hub import Connection, Hub
-from controlplane.inventory import Inventory
-from controlplane.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
-from controlplane.settings import Settings
+from controlplane.admin.api import create_app
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Connection, Hub
 from controlplane.translate.types import LISTENER_TYPE
 
 

@@ -17,11 +17,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
-from controlplane.admin import create_app
-from controlplane.hub import Hub
-from controlplane.incremental_records import IncrementalRecords
-from controlplane.inventory import Store
-from controlplane.model import (
+from controlplane.admin.api import create_app
+from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
     Endpoint,
@@ -33,13 +30,16 @@ from controlplane.model import (
     ServicePort,
     object_key,
 )
-from controlplane.record_index import RecordIndex
-from controlplane.records import RecordOptions, cluster_records
-from controlplane.runtime import HeapGuard
-from controlplane.settings import Settings
-from controlplane.streams import Connection
+from controlplane.core.settings import Settings
+from controlplane.dns.incremental_records import IncrementalRecords
+from controlplane.dns.record_index import RecordIndex
+from controlplane.dns.records import RecordOptions, cluster_records
+from controlplane.dns.views import Forwarding, ResolverHop, Upstream
+from controlplane.hub.hub import Hub
+from controlplane.hub.streams import Connection
+from controlplane.runtime.heap import HeapGuard
+from controlplane.store.store import Store
 from controlplane.translate.types import LISTENER_TYPE
-from controlplane.views import Forwarding, ResolverHop, Upstream
 
 NAMESPACES = ("a", "b", "c")
 
@@ -202,7 +202,7 @@ def test_with_a_worker_views_are_built_off_the_loop_and_resolvers_applied_on_it(
 
 
 def test_streams_of_a_changed_view_are_woken_a_batch_per_loop_iteration() -> None:
-    from controlplane.streams import WAKE_BATCH
+    from controlplane.hub.streams import WAKE_BATCH
 
     hub = Hub(Settings())
     store = Store()

@@ -10,9 +10,10 @@ from typing import Any
 import kubernetes
 import pytest
 
-from controlplane.inventory import Inventory, Key, Store
-from controlplane.localrun import wait_for
+from controlplane._kit.localrun import wait_for
+from controlplane.core.inventory import Inventory, Key
 from controlplane.sources.kubernetes import KubernetesSource
+from controlplane.store.store import Store
 from tests.fake_kube import CORE, ISTIO, OURS, FakeKube
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.errors import InputError
-from controlplane.manifests import Ignored, parse_object
-from controlplane.model import DefaultAction, DnsPolicy, Service, ServiceEntry
+from controlplane.core.errors import InputError
+from controlplane.core.manifests import Ignored, parse_object
+from controlplane.core.model import DefaultAction, DnsPolicy, Service, ServiceEntry
 from controlplane.sources.files import parse_file
 from tests.tools import seed_examples
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.model import DefaultAction, DnsPolicy, LabelSelector, Requirement, Workload
-from controlplane.names import Pattern, parse_pattern
-from controlplane.policy import Action, CompiledPolicy, select_policy
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Requirement, Workload
+from controlplane.core.names import Pattern, parse_pattern
+from controlplane.policy.selection import Action, CompiledPolicy, select_policy
 
 
 def policy(name: str, ns_labels: dict[str, str] | None = None,

@@ -9,10 +9,9 @@ import asyncio
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from controlplane.hub import Hub
-from controlplane.inventory import Inventory
-from controlplane.localrun import free_port
-from controlplane.model import (
+from controlplane._kit.localrun import free_port
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
     LabelSelector,
@@ -20,9 +19,10 @@ from controlplane.model import (
     PolicyServer,
     Service,
 )
-from controlplane.policy_client import PolicyDecider
-from controlplane.policy_decisions import Question
-from controlplane.settings import Settings
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.policy.decisions import Question
+from controlplane.policyserver.client import PolicyDecider
 
 
 class Server(external_auth_pb2_grpc.AuthorizationServicer):

@@ -7,10 +7,10 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.struct_pb2 import Struct
 
-from controlplane.errors import InputError
-from controlplane.inventory import Inventory
-from controlplane.manifests import parse_object
-from controlplane.model import (
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifests import parse_object
+from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
     FailureMode,
@@ -19,7 +19,10 @@ from controlplane.model import (
     PolicyServer,
     Service,
 )
-from controlplane.policy_decisions import (
+from controlplane.core.settings import Settings
+from controlplane.dns.status import policy_status
+from controlplane.dns.views import build_tenant_view, cluster_records
+from controlplane.policy.decisions import (
     DecisionCache,
     ExternalDecision,
     Question,
@@ -27,9 +30,6 @@ from controlplane.policy_decisions import (
     decision_from_response,
     failure_mode,
 )
-from controlplane.settings import Settings
-from controlplane.status import policy_status
-from controlplane.views import build_tenant_view, cluster_records
 
 
 def test_check_request_carries_the_question() -> None:

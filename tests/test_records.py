@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.inventory import Inventory
-from controlplane.manifests import parse_object
-from controlplane.model import (
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifests import parse_object
+from controlplane.core.model import (
+    KINDS,
     DefaultAction,
     DnsPolicy,
     Endpoint,
@@ -19,9 +20,9 @@ from controlplane.model import (
     ServiceEntryEndpoint,
     ServicePort,
 )
-from controlplane.records import KINDS, ClusterTarget, NameRecord, RecordOptions, cluster_records
-from controlplane.settings import Settings
-from controlplane.vips import allocate
+from controlplane.core.settings import Settings
+from controlplane.dns.records import ClusterTarget, NameRecord, RecordOptions, cluster_records
+from controlplane.dns.vips import allocate
 
 
 def recs(*objects: object, **opts: object) -> dict[str, NameRecord]:
@@ -152,7 +153,7 @@ def test_vips_become_answers() -> None:
 def test_incremental_records_bulk_then_single_changes_match_a_full_rebuild() -> None:
     import dataclasses
 
-    from controlplane.incremental_records import IncrementalRecords
+    from controlplane.dns.incremental_records import IncrementalRecords
 
     services = {("ns", f"s{i}"): Service("ns", f"s{i}", cluster_ips=(f"10.1.{i // 250}.{i % 250 + 1}",))
                 for i in range(600)}
@@ -260,7 +261,7 @@ def test_pod_ttl_kind_is_configurable() -> None:
 
 
 def test_pod_records_only_in_views_of_tenants_selecting_the_namespace() -> None:
-    from controlplane.views import build_tenant_view
+    from controlplane.dns.views import build_tenant_view
 
     inv = Inventory.of([
         Namespace("acme", (("tenant", "acme"),)), Namespace("globex", (("tenant", "globex"),)),
@@ -285,8 +286,8 @@ def test_pod_records_only_in_views_of_tenants_selecting_the_namespace() -> None:
 
 
 def _incremental_matches(inc: object, inv: Inventory) -> bool:
-    from controlplane.incremental_records import IncrementalRecords
-    from controlplane.record_index import RecordIndex
+    from controlplane.dns.incremental_records import IncrementalRecords
+    from controlplane.dns.record_index import RecordIndex
 
     assert isinstance(inc, IncrementalRecords)
     full = cluster_records(inv)
@@ -298,7 +299,7 @@ def _incremental_matches(inc: object, inv: Inventory) -> bool:
 def test_incremental_pod_changes_update_exactly_their_records() -> None:
     import dataclasses
 
-    from controlplane.incremental_records import IncrementalRecords
+    from controlplane.dns.incremental_records import IncrementalRecords
 
     pods = {("acme", f"p{i}"): Pod("acme", f"p{i}", ips=(f"10.1.0.{i + 1}",))
             for i in range(100)}
@@ -341,7 +342,7 @@ def test_incremental_pod_changes_update_exactly_their_records() -> None:
 def test_incremental_with_pods_matches_a_full_rebuild_under_random_changes() -> None:
     import random
 
-    from controlplane.incremental_records import IncrementalRecords
+    from controlplane.dns.incremental_records import IncrementalRecords
 
     rng = random.Random(7)
     namespaces = ("a", "b")

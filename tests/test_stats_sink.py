@@ -13,12 +13,16 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from controlplane import metrics_protos
-from controlplane.auth import Identity, Unauthenticated
-from controlplane.bootstrap import METRICS_SINK, SIDECAR_STATS, XDS_CLUSTER, bootstrap_config
-from controlplane.dns_traffic import KINDS, DnsTraffic, Report, as_dict
-from controlplane.model import Workload
-from controlplane.stats_sink import (
+from controlplane.core.model import Workload
+from controlplane.identity.auth import Identity, Unauthenticated
+from controlplane.injection.bootstrap import (
+    METRICS_SINK,
+    SIDECAR_STATS,
+    XDS_CLUSTER,
+    bootstrap_config,
+)
+from controlplane.telemetry import metrics_protos
+from controlplane.telemetry.stats_sink import (
     METRICS_SERVICE,
     MetricsSink,
     NodeDirectory,
@@ -26,6 +30,7 @@ from controlplane.stats_sink import (
     add_metrics_service,
     parse,
 )
+from controlplane.telemetry.traffic import KINDS, DnsTraffic, Report, as_dict
 
 
 def rep(node: str = "n1", tenant: str = "acme", t: float = 0.0, q: float = 0.0,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controlplane.errors import InputError
-from controlplane.inventory import Inventory
-from controlplane.model import DnsPolicy, LabelSelector, Namespace, Pod, Workload
-from controlplane.status import (
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import DnsPolicy, LabelSelector, Namespace, Pod, Workload
+from controlplane.dns.status import (
     ProxyState,
     conflicts_by_policy,
     merge_transition_times,

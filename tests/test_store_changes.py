@@ -9,12 +9,20 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.errors import InputError
-from controlplane.frozenmap import FrozenMap
-from controlplane.inventory import Inventory, Key, Store
-from controlplane.manifests import parse_object
-from controlplane.model import DnsPolicy, LabelSelector, ModelObject, Namespace, Service, object_key
+from controlplane.core.errors import InputError
+from controlplane.core.frozenmap import FrozenMap
+from controlplane.core.inventory import Inventory, Key
+from controlplane.core.manifests import parse_object
+from controlplane.core.model import (
+    DnsPolicy,
+    LabelSelector,
+    ModelObject,
+    Namespace,
+    Service,
+    object_key,
+)
 from controlplane.sources.files import parse_text
+from controlplane.store.store import Store
 
 # -- FrozenMap -------------------------------------------------------------------------
 

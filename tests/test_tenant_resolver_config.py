@@ -19,21 +19,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.explain import resolver_trigger
-from controlplane.localrun import Process, free_port, wait_for
-from controlplane.model import DefaultAction, DnsPolicy, LabelSelector
-from controlplane.policy import CompiledPolicy
-from controlplane.resolvers import UNBOUND_PYTHON
-from controlplane.settings import Settings
+from controlplane._kit.localrun import Process, free_port, wait_for
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector
+from controlplane.core.settings import Settings
+from controlplane.dns.views import Forwarding, Transport, Trigger, Upstream, in_zone
+from controlplane.policy.selection import CompiledPolicy
+from controlplane.resolvers.pool import GATE_TEMPLATE, UNBOUND_PYTHON
+from controlplane.translate.explain import resolver_trigger
 from controlplane.translate.unbound import (
-    GATE_TEMPLATE,
     ResolverPaths,
     dnsdist_conf,
     gate_script,
     rpz_zone,
     unbound_conf,
 )
-from controlplane.views import Forwarding, Transport, Trigger, Upstream, in_zone
 from tests.golden_support import GOLDEN, load_inventory, tenant_views
 from tests.tools import require_file
 
@@ -171,8 +170,8 @@ def test_a_broken_config_is_caught_by_unbound_checkconf(tmp_path: Path) -> None:
 ])
 def test_bad_protocol_settings_are_rejected_with_the_reason(protocol: dict[str, object],
                                                             reason: str) -> None:
-    from controlplane.errors import InputError
-    from controlplane.manifests import parse_object
+    from controlplane.core.errors import InputError
+    from controlplane.core.manifests import parse_object
 
     doc = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
            "metadata": {"name": "p"}, "spec": {"namespaceSelector": {}, "protocol": protocol,
@@ -190,7 +189,7 @@ def test_real_unbound_decides_every_name_as_the_policy_does(tmp_path: Path) -> N
     import struct
     import time
 
-    from controlplane.localrun import Dnsmasq
+    from controlplane._kit.localrun import Dnsmasq
 
     unbound, control = _tool("unbound"), _tool("unbound-control")
     _tool("dnsmasq")

@@ -1,7 +1,7 @@
 """Sidecar identity from pods' projected ServiceAccount tokens, checked with TokenReview.
 
 The API server is tests/fake_kube.py (the real wire protocol, spoken to by the
-real ``kubernetes`` client through controlplane/sources/kube_identity.py); it
+real ``kubernetes`` client through controlplane/kube/identity.py); it
 decides tokens from the table each test sets (valid, expired, wrong audience,
 unknown) and checks the audiences of each review. The ADS checks run the real
 grpcio server with the control plane's ADS service.
@@ -26,7 +26,12 @@ import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.auth import (
+from controlplane.cli import main
+from controlplane.core.errors import ConfigError
+from controlplane.core.model import Workload, labels_of
+from controlplane.core.settings import Settings
+from controlplane.hub.hub import Hub
+from controlplane.identity.auth import (
     AuthUnavailable,
     FirstOf,
     Identity,
@@ -34,16 +39,8 @@ from controlplane.auth import (
     Unauthenticated,
     authorize,
 )
-from controlplane.bootstrap import bootstrap_config
-from controlplane.certs import make_ca_and_server
-from controlplane.cli import main
-from controlplane.errors import ConfigError
-from controlplane.hub import Hub
-from controlplane.model import Workload, labels_of
-from controlplane.settings import Settings
-from controlplane.sources.kube_identity import KubeIdentityApi
-from controlplane.sources.kube_runner import api_client
-from controlplane.tokenreview import (
+from controlplane.identity.certs import make_ca_and_server
+from controlplane.identity.tokenreview import (
     PodClaim,
     TokenReviewAuthenticator,
     authenticator_from_settings,
@@ -51,6 +48,9 @@ from controlplane.tokenreview import (
     pod_claim,
     token_expiry,
 )
+from controlplane.injection.bootstrap import bootstrap_config
+from controlplane.kube.identity import KubeIdentityApi
+from controlplane.kube.runner import api_client
 from controlplane.translate.types import LISTENER_TYPE
 from controlplane.xds.server import add_ads_service
 from tests.fake_kube import FakeKube

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.settings import Settings
+from controlplane.core.settings import Settings
 from controlplane.translate.types import LISTENER_TYPE
 from tests.golden_support import (
     GOLDEN,

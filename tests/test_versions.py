@@ -13,9 +13,9 @@ SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
 from tests.golden_support import load_inventory
-from controlplane.hub import Hub
-from controlplane.settings import Settings
-from controlplane.model import Workload
+from controlplane.hub.hub import Hub
+from controlplane.core.settings import Settings
+from controlplane.core.model import Workload
 from pathlib import Path
 hub = Hub(Settings())
 hub.set_inventory(load_inventory(Path({examples!r})))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.explain import TableModel
-from controlplane.inventory import Inventory
-from controlplane.model import DefaultAction, DnsPolicy, LabelSelector, Service, ServiceEntry
-from controlplane.policy import CompiledPolicy
-from controlplane.settings import Settings
-from controlplane.views import build_tenant_view, cluster_records
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Service, ServiceEntry
+from controlplane.core.settings import Settings
+from controlplane.dns.views import build_tenant_view, cluster_records
+from controlplane.policy.selection import CompiledPolicy
+from controlplane.translate.explain import TableModel
 
 NAMESPACES = ["alpha", "beta", "gamma"]
 NAMES = ["web", "db", "api"]
@@ -107,10 +107,10 @@ def test_namespace_tenants_are_isolated(inv: Inventory, own: str, other: str,
 @settings(max_examples=150, deadline=None)
 @given(steps=st.lists(clusters(), min_size=1, max_size=5), mapped=st.booleans())
 def test_incremental_records_equal_a_full_rebuild(steps: list[Inventory], mapped: bool) -> None:
-    from controlplane.incremental_records import IncrementalRecords
-    from controlplane.names import Pattern
-    from controlplane.record_index import RecordIndex
-    from controlplane.records import RecordOptions
+    from controlplane.core.names import Pattern
+    from controlplane.dns.incremental_records import IncrementalRecords
+    from controlplane.dns.record_index import RecordIndex
+    from controlplane.dns.records import RecordOptions
 
     opts = RecordOptions(aaaa_mapped=mapped)
     inc = IncrementalRecords()
@@ -144,9 +144,9 @@ def test_incremental_records_follow_edits_that_keep_other_objects(inv: Inventory
     """Edits replace single objects and keep the rest, like the store: identity reuse."""
     import dataclasses
 
-    from controlplane.incremental_records import IncrementalRecords
-    from controlplane.model import Endpoint, EndpointSlice
-    from controlplane.records import RecordOptions
+    from controlplane.core.model import Endpoint, EndpointSlice
+    from controlplane.dns.incremental_records import IncrementalRecords
+    from controlplane.dns.records import RecordOptions
 
     opts = RecordOptions()
     inc = IncrementalRecords()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.inventory import Inventory
-from controlplane.model import (
+from controlplane.core.inventory import Inventory
+from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
     Endpoint,
@@ -15,8 +15,8 @@ from controlplane.model import (
     ServiceEntry,
     ServicePort,
 )
-from controlplane.settings import DefaultView, Settings
-from controlplane.views import (
+from controlplane.core.settings import DefaultView, Settings
+from controlplane.dns.views import (
     Forwarding,
     Transport,
     Upstream,

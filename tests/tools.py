@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.localrun import find_tool
+from controlplane._kit.localrun import find_tool
 
 
 def require_tool(name: str, install_hint: str) -> str:

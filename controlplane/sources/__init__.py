@@ -1,1 +1,5 @@
-"""Sources turn files or Kubernetes objects into model objects, and nothing else."""
+"""Sources turn files (``files``) or Kubernetes watch events (``kubernetes``) into model
+objects in the store, and nothing else.
+
+May import: ``store``, ``runtime``, ``core``.
+"""

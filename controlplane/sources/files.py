@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 from watchfiles import awatch
 
-from controlplane import runtime
-from controlplane.errors import InputError
-from controlplane.inventory import Store
-from controlplane.manifests import ParseResult, parse_object
+from controlplane.core.errors import InputError
+from controlplane.core.manifests import ParseResult, parse_object
+from controlplane.runtime import heap as runtime
+from controlplane.store.store import Store
 
 log = logging.getLogger("controlplane.sources.files")
 

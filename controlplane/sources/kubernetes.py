@@ -32,10 +32,11 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from controlplane import runtime
-from controlplane.errors import InputError
-from controlplane.inventory import Key, Store
-from controlplane.manifests import Ignored, parse_object
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Key
+from controlplane.core.manifests import Ignored, parse_object
+from controlplane.runtime import heap as runtime
+from controlplane.store.store import Store
 
 log = logging.getLogger("controlplane.sources.kubernetes")
 

@@ -1,18 +1,22 @@
 """Model -> Envoy protobuf. Pure functions: no logging, no clock, no network.
 
 ``translate_view`` is the one entry point: a ``TenantView`` and a listen
-address in, the resources of every xDS type out.
+address in, the resources of every xDS type out. Also here: the tenant resolver's
+configuration text (``unbound``), what Envoy will answer and why (``explain``), and the
+test-only NACK fault (``faults``).
+
+May import: ``dns``, ``policy``, ``core``. Pure.
 """
 
 from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.clusters import dns_cluster, resolver_hop_cluster
 from controlplane.translate.listeners import dns_listener, listener_name, resolver_hop_listener
 from controlplane.translate.stats import stats_listener
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
-from controlplane.views import TenantView, Upstream
 
 Resources = dict[str, dict[str, Message]]
 

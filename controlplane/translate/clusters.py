@@ -14,9 +14,9 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from controlplane.records import NameRecord
+from controlplane.dns.records import NameRecord
+from controlplane.dns.views import ResolverHop, Upstream
 from controlplane.translate.listeners import CARES, RESOLVER_HOP_CLUSTER, cares_resolver
-from controlplane.views import ResolverHop, Upstream
 
 
 def dns_cluster(record: NameRecord, upstreams: tuple[Upstream, ...], *, tcp: bool = False

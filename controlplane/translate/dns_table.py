@@ -16,9 +16,9 @@ from __future__ import annotations
 from envoy.data.dns.v3 import dns_table_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from controlplane.records import NameRecord, SrvRecord
+from controlplane.dns.records import NameRecord, SrvRecord
+from controlplane.dns.views import TenantView
 from controlplane.translate import wire
-from controlplane.views import TenantView
 
 DnsTable = dns_table_pb2.DnsTable
 VIRTUAL_DOMAINS = DnsTable.DESCRIPTOR.fields_by_name["virtual_domains"].number

@@ -12,9 +12,9 @@ from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb
 from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 
+from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate import wire
 from controlplane.translate.dns_table import dns_table_bytes
-from controlplane.views import TenantView, Upstream
 
 DNS_FILTER = "envoy.filters.udp.dns_filter"
 CARES = "envoy.network.dns_resolver.cares"

@@ -2,7 +2,7 @@
 
 Pure: a tenant's ``Forwarding`` and the paths a runner chose go in, config
 text comes out. ``unbound-checkconf`` and ``dnsdist --check-config`` validate
-the output in the tests; the runner (``controlplane/resolvers.py``) writes it,
+the output in the tests; the runner (``controlplane/resolvers/pool.py``) writes it,
 starts the processes and applies changes.
 
 What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
@@ -27,9 +27,8 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from controlplane.views import Forwarding, Transport, Upstream
+from controlplane.dns.views import Forwarding, Transport, Upstream
 
 RPZ_ZONE = "policy.rpz."
 DNS64_PREFIX = "::ffff:0:0/96"  # IPv4-mapped: reaches the IPv4 address over a dual-stack socket
@@ -178,13 +177,10 @@ def dnsdist_conf(fwd: Forwarding, *, listen: Upstream, ca_file: str) -> str:
     ])
 
 
-GATE_TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "resolver_gate.py.tmpl"
-
-
 def gate_script(tenant: str, fwd: Forwarding, paths: ResolverPaths, template: str) -> str:
     """The policy gate module for this tenant's unbound: ``template`` (the text of
-    ``GATE_TEMPLATE``, a stdlib-only module for unbound's embedded Python, read by the
-    caller) with its settings filled in."""
+    ``resolvers/resources/resolver_gate.py.tmpl``, a stdlib-only module for unbound's
+    embedded Python, read by the caller) with its settings filled in."""
     assert fwd.gate is not None
     source = template
     settings = {

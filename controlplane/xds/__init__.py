@@ -1,1 +1,5 @@
-"""The ADS server: a sans-IO protocol state machine and its grpcio driver."""
+"""The ADS server: sans-IO protocol state machines (``protocol`` for state of the world,
+``delta``), the per-view snapshot (``snapshot``) and the grpcio driver (``server``).
+
+May import: ``identity``, ``runtime``, ``translate``, ``core``.
+"""

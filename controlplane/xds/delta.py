@@ -23,7 +23,6 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.snapshot import ViewSnapshot
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
 from controlplane.xds.protocol import (
     Ack,
@@ -33,6 +32,7 @@ from controlplane.xds.protocol import (
     type_order,
     type_snapshot,
 )
+from controlplane.xds.snapshot import ViewSnapshot
 
 DeltaRequest = discovery_pb2.DeltaDiscoveryRequest
 DeltaResponse = discovery_pb2.DeltaDiscoveryResponse

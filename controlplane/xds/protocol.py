@@ -35,8 +35,8 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.snapshot import TypeSnapshot, ViewSnapshot, build_snapshot
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
+from controlplane.xds.snapshot import TypeSnapshot, ViewSnapshot, build_snapshot
 
 KEEP = "+keep"  # version suffix of a CDS response that still carries clusters in use
 

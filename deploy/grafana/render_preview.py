@@ -25,7 +25,7 @@ import dns.query
 sys.path.insert(0, str(Path(__file__).parent))
 from dashboard import PANELS  # noqa: E402
 
-from controlplane.localrun import (  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
     ControlPlane,
     Dnsmasq,
     Envoy,

@@ -1,0 +1,105 @@
+"""``make run``: the control plane on a manifest directory, with one real Envoy per tenant.
+
+For each DnsPolicy in the directory it starts an Envoy sidecar in the first
+namespace the policy selects, prints how to query it with dig, and stays up
+until Ctrl-C; then it stops every process it started. A tenant whose policy
+forwards to ``127.0.0.1:15353`` gets a dnsmasq there, answering a few
+external names, so forwarding can be tried too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, find_tool
+from controlplane.sources.files import FileSource
+from controlplane.store.store import Store
+
+DEMO_UPSTREAM_PORT = 15353
+DEMO_UPSTREAM_RECORDS = {
+    "www.example.com": "203.0.113.10",
+    "ads.tracker.example": "203.0.113.66",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="controlplane._kit.demo", description=__doc__)
+    parser.add_argument("--manifests", default="examples", type=Path)
+    args = parser.parse_args(argv)
+    manifests: Path = args.manifests.resolve()
+
+    store = Store()
+    FileSource(manifests, store, lambda: None).load_all()
+    inv = store.inventory()
+    workdir = Path(tempfile.mkdtemp(prefix="dns-cp-demo-"))
+    started: list[ControlPlane | Envoy | Dnsmasq] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if any(p.server_address == f"127.0.0.1:{DEMO_UPSTREAM_PORT}"
+               for p in inv.policies.values()):
+            if find_tool("dnsmasq"):
+                upstream = Dnsmasq(DEMO_UPSTREAM_RECORDS, workdir, port=DEMO_UPSTREAM_PORT)
+                started.append(upstream.start())
+                print(f"tenant DNS server (dnsmasq) on 127.0.0.1:{DEMO_UPSTREAM_PORT}: "
+                      + ", ".join(f"{k} -> {v}" for k, v in DEMO_UPSTREAM_RECORDS.items()))
+            else:
+                print("dnsmasq is not installed: forwarding examples will time out "
+                      "(apt-get install dnsmasq)")
+        cp = ControlPlane(manifests, workdir)
+        started.append(cp.start())
+        print(f"control plane: xds 127.0.0.1:{cp.xds_port}, console {cp.admin_url}/console/, "
+              f"API {cp.admin_url}/docs, "
+              f"log {cp.process.log_path if cp.process else ''}")
+        for name, policy in sorted(inv.policies.items()):
+            namespace = next((ns for ns, obj in sorted(inv.namespaces.items())
+                              if policy.namespace_selector.matches(dict(obj.labels))), None)
+            if namespace is None:
+                print(f"tenant {name}: no namespace in {manifests} matches its selector; "
+                      "no sidecar started")
+                continue
+            labels = dict(policy.selector.match_labels) if policy.selector else {"app": "sleep"}
+            envoy = Envoy(node_id=f"sleep.{namespace}", namespace=namespace, labels=labels,
+                          xds_address=cp.xds_address, workdir=workdir)
+            started.append(envoy.start())
+            print(f"tenant {name}: Envoy sidecar in namespace {namespace}, DNS on "
+                  f"127.0.0.1:{envoy.dns_port}, admin {envoy.admin_url}")
+            table = cp.get(f"/api/v1/views/{name}/dns-table")
+            for example in [e["name"] for e in table["names"]][:3]:
+                print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}")
+            resolver = table.get("resolver")
+            if resolver and table["forwarding"]:
+                print(f"    other names go to its tenant resolver {table['forwarding'][0]} "
+                      f"(unbound), then {resolver['server']} ({resolver['transport']}):")
+                print(f"    dig @127.0.0.1 -p {envoy.dns_port} www.example.com AAAA")
+                denied = next((r["names"] for r in resolver["rules"]
+                               if r["action"] == "deny" and r["names"] != "*"), None)
+                if denied:
+                    example = denied.replace("*", "x.Y", 1).upper()
+                    print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}   # denied")
+        print(f"\nConsole: {cp.admin_url}/console/  (tenants, live query rates, each tenant's "
+              f"names, explain, errors)")
+        print(f"Edit files under {manifests} and the answers follow. "
+              f"Errors: curl {cp.admin_url}/api/v1/errors\nCtrl-C stops everything.")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            dead = [p for p in started if p.process is not None and not p.process.alive()]
+            if dead:
+                print(f"{dead[0].process.name if dead[0].process else '?'} exited; stopping",
+                      file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        print(f"stopped {len(started)} processes; logs in {workdir}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,321 @@
+"""The read-only admin API (FastAPI). It reads the hub and never writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from controlplane import __version__
+from controlplane.admin.console import install_console
+from controlplane.admin.console.api import console_api
+from controlplane.core.model import Workload
+from controlplane.core.workload import parse_labels
+from controlplane.dns.views import view_as_json
+from controlplane.hub.hub import Hub
+from controlplane.identity.admin_auth import AdminAuthMiddleware, AdminAuthorizer
+from controlplane.injection.webhook import InjectionLog
+from controlplane.policyserver.client import (
+    LATENCY_BUCKETS,
+    PolicyDecider,
+    decision_json,
+    policy_server_json,
+)
+from controlplane.telemetry.traffic import DnsTraffic
+from controlplane.translate.explain import explain
+
+
+def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None,
+               readiness: Callable[[], tuple[bool, str]] | None = None,
+               auth: AdminAuthorizer | None = None,
+               collectors: Sequence[Any] = (),
+               injections: InjectionLog | None = None,
+               traffic: DnsTraffic | None = None) -> FastAPI:
+    """The admin app. ``auth``: every request but the probes needs a bearer token that
+    the Kubernetes API authenticates and authorises (admin_auth.py); None for local runs.
+    ``collectors``: more Prometheus collectors for ``/metrics``. ``traffic``: the
+    sidecars' streamed DNS counters (stats_sink.py). The console's pages and the local
+    ``/docs`` come from controlplane/console/ (no CDN)."""
+    app = FastAPI(
+        title="DNS control plane admin API",
+        version=__version__,
+        description="Read-only view of the control plane: connected Envoys, tenant DNS "
+        "tables and input errors. The operator console is at console/.",
+        docs_url=None, redoc_url=None,  # served by install_console from local files
+    )
+    if auth is not None:
+        app.add_middleware(AdminAuthMiddleware, authorizer=auth)
+
+    def _source() -> dict[str, object]:
+        return source_status() if source_status else {}
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is alive and serving."""
+        return {"status": "ok"}
+
+    def _readiness() -> tuple[bool, str]:
+        if readiness is not None:
+            return readiness()
+        return hub.ready, "" if hub.ready else hub.not_ready_reason
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """503 until the first full load of the source is applied; then 200.
+
+        ``degraded`` names a current source problem (the last configuration
+        keeps serving meanwhile).
+        """
+        ready, reason = _readiness()
+        body: dict[str, object] = {"ready": ready, "source": _source()}
+        if not ready:
+            body["reason"] = reason
+        elif reason:
+            body["degraded"] = reason
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/nodes", tags=["xds"])
+    def nodes() -> list[dict[str, Any]]:
+        """Every connected Envoy: node id, tenant, and per type the acked version and last NACK."""
+        return hub.nodes()
+
+    @app.get("/api/v1/views", tags=["views"])
+    def views() -> list[dict[str, object]]:
+        """Every tenant view with a summary."""
+        return [
+            {"tenant": v.tenant, "policy": v.policy or None, "names": len(v.entries),
+             "resolver_rules": len(v.forward.triggers) if v.forward else 0,
+             "forwarding": [str(u) for u in v.upstreams],
+             "notes": list(v.notes)}
+            for _, v in sorted(hub.tenant_views.items())
+        ]
+
+    @app.get("/api/v1/views/{tenant}/dns-table", tags=["views"])
+    def dns_table(tenant: str) -> dict[str, object]:
+        """The names a tenant sees and what Envoy answers for each."""
+        view = hub.tenant_views.get(tenant)
+        if view is None:
+            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
+                                f"{', '.join(sorted(hub.tenant_views))}")
+        out = view_as_json(view)
+        if hub.decider is not None:
+            out["policy_server"] = policy_server_json(hub.decider,
+                                                      hub.inventory.policies.get(tenant), tenant)
+        return out
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub))
+    for collector in collectors:
+        registry.register(collector)
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        """Control-plane metrics in the Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/explain", tags=["views"])
+    def explain_query(namespace: str, name: str, type: str = "A", labels: str = ""
+                      ) -> dict[str, Any]:
+        """Which policy and rule apply to a query from a workload, and what Envoy answers.
+
+        ``labels`` is ``k=v,k2=v2`` (the pod's labels).
+        """
+        problems: list[str] = []
+        pod_labels = parse_labels(labels, problems)
+        if problems:
+            raise HTTPException(status_code=422, detail="; ".join(problems))
+        workload = Workload(node_id="explain", namespace=namespace,
+                            labels=tuple(sorted(pod_labels.items())))
+        out = explain(hub.inventory, hub.tenant_views, workload, name, type)
+        policy = hub.inventory.policies.get(str(out.get("policy") or ""))
+        if hub.decider is not None and policy is not None and policy.policy_server is not None:
+            out["policy_server"] = decision_json(hub.decider, policy.tenant, name)
+        return out
+
+    @app.get("/api/v1/queries", tags=["views"])
+    def queries(tenant: str | None = None, action: str | None = None,
+                limit: int = 100) -> dict[str, Any]:
+        """Recent WARN and denied queries reported by the sidecars, newest first."""
+        if action not in (None, "warn", "deny"):
+            raise HTTPException(status_code=422, detail="action is warn or deny")
+        return {"records": hub.query_log.recent(tenant=tenant, action=action,
+                                                limit=max(1, min(limit, 1000)))}
+
+    @app.get("/api/v1/vips", tags=["views"])
+    def vips() -> dict[str, Any]:
+        """Auto-allocated ServiceEntry VIPs (empty unless --auto-allocate-vips)."""
+        return {
+            "range": hub.settings.vip_range or None,
+            "allocations": [{"namespace": ns, "serviceentry": name, "host": host, "vip": ip}
+                            for (ns, name, host), ip in sorted(hub.vips.vips.items())],
+            "errors": list(hub.vips.errors),
+        }
+
+    @app.get("/api/v1/errors", tags=["input"])
+    def errors() -> dict[str, object]:
+        """Current input errors: broken files, invalid objects, unusable policies."""
+        errs = [e.as_dict() for e in hub.input_errors()]
+        return {"count": len(errs), "errors": errs}
+
+    @app.get("/api/v1/rebuilds", tags=["xds"])
+    def rebuilds() -> dict[str, object]:
+        """The latest rebuilds, newest first: where each change's time went, from the
+        source to the first Envoy's ACK (hub_metrics.ChangeTrace)."""
+        return {"rebuilds": [t.as_dict() for t in reversed(hub.metrics.traces)]}
+
+    @app.get("/api/v1/resolvers", tags=["views"])
+    def resolvers() -> dict[str, object]:
+        """The tenant resolvers: where each listens, its server and transport, its counters."""
+        describe = getattr(hub.resolvers, "describe", None)
+        items = describe() if callable(describe) else []
+        for item in items:
+            item["stats"] = hub.resolver_stats.get(str(item["tenant"]), {})
+        return {"mode": "local" if hub.resolvers is not None else "none", "resolvers": items}
+
+    @app.get("/api/v1/injection", tags=["injection"])
+    def injection(result: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """The sidecar-injection webhook's latest decisions, newest first, and counts by
+        result (injected, already-injected, skipped, rejected) and reason."""
+        if injections is None:
+            return {"enabled": False, "counts": [], "recent": []}
+        return {"enabled": True, **injections.summary(result=result,
+                                                      limit=max(1, min(limit, 1000)))}
+
+    app.include_router(console_api(hub, traffic))  # /api/v1/tenants, /api/v1/traffic
+    install_console(app, title=app.title)  # /console/, /docs and /redoc, no CDN
+    return app
+
+
+class HubCollector:
+    """Prometheus metrics read from the hub at scrape time (no global state)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        hub = self.hub
+        proxies = GaugeMetricFamily("dnscp_connected_proxies", "Connected Envoy streams by view",
+                                    labels=["tenant", "view"])
+        by_view: dict[tuple[str, str], int] = {}
+        for conn in hub.connections.values():
+            if conn.view_key is not None:
+                k = (conn.view_key.tenant, str(conn.view_key))
+                by_view[k] = by_view.get(k, 0) + 1
+        for (tenant, view), n in sorted(by_view.items()):
+            proxies.add_metric([tenant, view], n)
+        yield proxies
+        yield CounterMetricFamily("dnscp_snapshot_serializations",
+                                  "View snapshots serialised (once per view per change)",
+                                  value=hub.cache.serializations)
+        yield CounterMetricFamily("dnscp_rebuilds", "Recomputations of every tenant view",
+                                  value=hub.rebuilds)
+        nacks = CounterMetricFamily("dnscp_nacks", "Responses rejected by Envoy, by view and type",
+                                    labels=["view", "type"])
+        for (view, type_), n in sorted(hub.nacks.items()):
+            nacks.add_metric([view, type_], n)
+        yield nacks
+        pushes = CounterMetricFamily("dnscp_pushes", "Responses sent to Envoy, by view and type",
+                                     labels=["view", "type"])
+        for (view, type_), n in sorted(hub.pushes.items()):
+            pushes.add_metric([view, type_], n)
+        yield pushes
+        h = hub.push_latency
+        latency = HistogramMetricFamily(
+            "dnscp_push_latency_seconds",
+            "From an input change to the ACK of the resulting version, per stream")
+        latency.add_metric([], [(str(b), c) for b, c in zip(h.buckets, h.counts, strict=True)]
+                           + [("+Inf", h.count)], sum_value=h.sum)
+        yield latency
+        yield GaugeMetricFamily("dnscp_input_errors", "Current input errors",
+                                value=len(hub.input_errors()))
+        queries = CounterMetricFamily(
+            "dnscp_policy_queries", "Queries reported by the sidecars, by tenant and the "
+            "action their policy takes (allow, warn, deny)", labels=["tenant", "action"])
+        for (tenant, action), n in sorted(hub.query_log.counts.items()):
+            queries.add_metric([tenant, action], n)
+        yield queries
+        yield from resolver_metrics(hub.resolver_stats)
+        if hub.decider is not None:
+            yield from policy_server_metrics(hub.decider)
+        size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
+                                 labels=["view"])
+        for snap in hub.cache.snapshots():
+            size.add_metric([str(snap.key)], snap.size)
+        yield size
+        yield from hub.metrics.families()  # rebuild phases, event-loop lag (hub_metrics.py)
+
+
+# unbound's counters (``unbound-control stats_noreset``) exported per tenant.
+RESOLVER_COUNTERS = (
+    ("dnscp_resolver_queries", "total.num.queries",
+     "Queries the tenant resolver received (forwarded by the sidecars)"),
+    ("dnscp_resolver_cache_hits", "total.num.cachehits",
+     "Tenant resolver answers without asking the tenant's server (cache, policy denials)"),
+    ("dnscp_resolver_cache_misses", "total.num.cachemiss",
+     "Tenant resolver cache misses: the tenant's server was asked"),
+    ("dnscp_resolver_policy_denied", "num.rpz.action.rpz-nxdomain",
+     "Forwarded names the tenant resolver denied by policy"),
+)
+RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
+
+
+def resolver_metrics(stats: dict[str, dict[str, float]]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for name, key, doc in RESOLVER_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["tenant"])
+        for tenant, values in sorted(stats.items()):
+            family.add_metric([tenant], values.get(key, 0.0))
+        yield family
+    answers = CounterMetricFamily(
+        "dnscp_resolver_answers", "Tenant resolver answers by rcode (SERVFAIL: the tenant's "
+        "server failed or could not be reached)", labels=["tenant", "rcode"])
+    for tenant, values in sorted(stats.items()):
+        for rcode in RESOLVER_RCODES:
+            answers.add_metric([tenant, rcode], values.get(f"num.answer.rcode.{rcode}", 0.0))
+    yield answers
+    latency = GaugeMetricFamily(
+        "dnscp_resolver_upstream_seconds", "Average time the tenant's server took to answer "
+        "a cache miss (unbound's total.recursion.time.avg)", labels=["tenant"])
+    for tenant, values in sorted(stats.items()):
+        latency.add_metric([tenant], values.get("total.recursion.time.avg", 0.0))
+    yield latency
+
+
+def policy_server_metrics(decider: PolicyDecider) -> Iterator[Any]:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    decisions = CounterMetricFamily(
+        "dnscp_policy_server_decisions", "Policy server decisions by tenant and result "
+        "(allow, deny, error: the failure mode decided, cache: answered from the cache)",
+        labels=["tenant", "result"])
+    for (tenant, result), n in sorted(decider.counts.items()):
+        decisions.add_metric([tenant, result], n)
+    yield decisions
+    yield CounterMetricFamily("dnscp_policy_server_checks", "Check calls made",
+                              value=decider.checks)
+    latency = HistogramMetricFamily("dnscp_policy_server_check_seconds",
+                                    "Time a Check call took")
+    # The counts are cumulative already: each bucket counts the calls up to its bound.
+    buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS, decider.latency_counts, strict=True)]
+    latency.add_metric([], buckets + [("+Inf", decider.latency_count)],
+                       sum_value=decider.latency_sum)
+    yield latency
+    reachable = GaugeMetricFamily("dnscp_policy_server_reachable",
+                                  "1 while the tenant's policy server answers", labels=["tenant"])
+    for tenant in sorted(set(decider.targets) | set(decider.target_errors)):
+        reachable.add_metric([tenant], 1.0 if decider.reachable(tenant)[0] else 0.0)
+    yield reachable

@@ -1,0 +1,186 @@
+"""The admin API routes the console reads besides the existing ones (all GET, read-only).
+
+- ``/api/v1/tenants`` and ``/api/v1/tenants/{tenant}``: per tenant, its policy, the
+  namespaces it selects, its status conditions, its view in short, its sidecars with
+  their ACK/NACK state and traffic, its live rates with a short history, and its
+  latest denied and WARN queries. One tenant per path, so an RBAC grant on
+  ``/api/v1/tenants/acme`` (with ``/api/v1/views/acme/*``) shows one team its own.
+- ``/api/v1/traffic`` and ``/api/v1/traffic/sidecars``: the sidecars' DNS counters
+  (dns_traffic.py), per tenant and per sidecar.
+
+They read the hub's public state and the ``DnsTraffic`` store; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from controlplane.core.model import DnsPolicy
+from controlplane.dns.views import DEFAULT_TENANT, TenantView, Transport
+from controlplane.hub.hub import Hub
+from controlplane.telemetry.traffic import KINDS, DnsTraffic, Sidecar, as_dict
+
+TRANSPORT = {Transport.UDP: "plain", Transport.TLS: "DoT", Transport.HTTPS: "DoH"}
+
+
+def policy_json(policy: DnsPolicy | None, settings_default_view: str) -> dict[str, Any]:
+    if policy is None:
+        return {"name": None, "default_view": settings_default_view}
+    server = policy.policy_server
+    return {
+        "name": policy.name,
+        "namespace_selector": policy.namespace_selector.describe(),
+        "selector": policy.selector.describe() if policy.selector else None,
+        "whitelist": list(policy.whitelist),
+        "blacklist": list(policy.blacklist),
+        "default_action": policy.default_action.value,
+        "server": policy.server_address or None,
+        "protocol": (policy.upgrade_type or "dns-over-tls") if policy.upgrade else "plain",
+        "policy_server": server.address if server else None,
+        "generation": policy.generation,
+    }
+
+
+def view_summary(view: TenantView) -> dict[str, Any]:
+    fwd = view.forward
+    return {
+        "names": len(view.entries),
+        "forwarding": [str(u) for u in view.upstreams],
+        "resolver_server": str(fwd.server) if fwd else None,
+        "transport": TRANSPORT.get(fwd.transport, str(fwd.transport)) if fwd else None,
+        "notes": list(view.notes),
+    }
+
+
+def sidecar_traffic(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, Any]:
+    return {"rates": as_dict(traffic.sidecar_rates(car, now)), "totals": as_dict(car.values),
+            "last_report_seconds_ago": round(now - car.last_seen, 1), "reports": car.reports,
+            "live": traffic.live(car, now)}
+
+
+def console_api(hub: Hub, traffic: DnsTraffic | None, *,
+                clock: Callable[[], float] = time.time) -> APIRouter:
+    router = APIRouter()
+    store = traffic if traffic is not None else DnsTraffic()
+
+    def tenant_json(name: str, view: TenantView, *, statuses: dict[str, dict[str, Any]],
+                    nodes: list[dict[str, Any]], current: dict[str, bool],
+                    rates: dict[str, tuple[float, ...]], totals: dict[str, tuple[float, ...]],
+                    now: float) -> dict[str, Any]:
+        inv = hub.inventory
+        policy = inv.policies.get(name)
+        namespaces = sorted(ns for ns, obj in inv.namespaces.items()
+                            if policy is not None and policy.namespace_selector.matches(
+                                dict(obj.labels)))
+        sidecars = []
+        for node in nodes:
+            if node["tenant"] != name:
+                continue
+            car = store.sidecars.get(node["node_id"] or "")
+            sidecars.append({
+                "node_id": node["node_id"], "namespace": node["namespace"],
+                "labels": node["labels"], "protocol": node["protocol"],
+                "connected_at": node["connected_at"],
+                "current": current.get(node["stream"], False),
+                "types": {short: {"acked": t["acked_version"], "nacked": t["nacked_version"],
+                                  "error": t["last_nack_error"], "sent": t["sent_version"]}
+                          for short, t in node["types"].items()},
+                "traffic": sidecar_traffic(store, car, now) if car is not None else None,
+            })
+        status = statuses.get(name, {})
+        history = store.tenants.get(name)
+        return {
+            "tenant": name,
+            "policy": policy_json(policy, hub.settings.default_view.value),
+            "namespaces": namespaces,
+            "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
+                           for c in status.get("conditions", [])],
+            "view": view_summary(view),
+            "sidecars": sidecars,
+            "traffic": {
+                "rates": as_dict(rates.get(name, (0.0,) * len(KINDS))),
+                "totals": as_dict(totals.get(name, (0.0,) * len(KINDS))),
+                "sidecars_reporting": sum(1 for c in store.sidecars.values()
+                                          if c.tenant == name),
+                "history": [[round(t, 3), *(round(v, 3) for v in values)]
+                            for t, values in (history.history if history else ())],
+            },
+            "recent": hub.query_log.recent(tenant=name, limit=20),
+        }
+
+    def all_tenants(only: str | None = None) -> list[dict[str, Any]]:
+        now = clock()
+        views = hub.tenant_views
+        statuses = hub.policy_statuses(pods_watched=False)
+        nodes = hub.nodes()
+        current = {p.workload.node_id: p.current for p in hub.proxy_states()}
+        by_stream = {n["stream"]: current.get(n["node_id"] or "", False) for n in nodes}
+        rates = store.tenant_rates(now=now)
+        totals = store.tenant_totals(hub.query_log.counts)
+        out = []
+        for name in sorted(views):
+            if only is not None and name != only:
+                continue
+            if name == DEFAULT_TENANT and only is None and not any(
+                    n["tenant"] == name for n in nodes):
+                continue  # the default view only when a sidecar uses it
+            out.append(tenant_json(name, views[name], statuses=statuses, nodes=nodes,
+                                   current=by_stream, rates=rates, totals=totals, now=now))
+        return out
+
+    @router.get("/api/v1/tenants", tags=["console"])
+    def tenants() -> dict[str, Any]:
+        """Every tenant: policy, namespaces, conditions, view, sidecars with their ACK/NACK
+        state and traffic, live rates with history, recent denied and WARN queries."""
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, "tenants": all_tenants()}
+
+    @router.get("/api/v1/tenants/{tenant}", tags=["console"])
+    def tenant(tenant: str) -> dict[str, Any]:
+        """One tenant, as in ``/api/v1/tenants``."""
+        found = all_tenants(only=tenant)
+        if not found:
+            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
+                                f"{', '.join(sorted(hub.tenant_views))}")
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, **found[0]}
+
+    @router.get("/api/v1/traffic", tags=["traffic"])
+    def traffic_summary(tenant: str | None = None, history: bool = False) -> dict[str, Any]:
+        """Per tenant DNS rates (per second, over the sidecars' last two reports) and
+        totals, from the counters the sidecars stream (denied and WARN: the query log)."""
+        now = clock()
+        rates = store.tenant_rates(now=now)
+        totals = store.tenant_totals(hub.query_log.counts)
+        reporting = store.tenant_sidecars()
+        names = sorted(set(rates) | set(totals) | (set(hub.tenant_views) - {DEFAULT_TENANT}))
+        out = []
+        for name in names:
+            if tenant is not None and name != tenant:
+                continue
+            item: dict[str, Any] = {
+                "tenant": name, "sidecars_reporting": reporting.get(name, 0),
+                "rates": as_dict(rates.get(name, (0.0,) * len(KINDS))),
+                "totals": as_dict(totals.get(name, (0.0,) * len(KINDS)))}
+            if history:
+                t = store.tenants.get(name)
+                item["history"] = [[round(ts, 3), *(round(v, 3) for v in values)]
+                                   for ts, values in (t.history if t else ())]
+            out.append(item)
+        return {"kinds": list(KINDS), "stale_after_seconds": store.stale_after,
+                "max_age_seconds": store.max_age, "reports": dict(store.reports),
+                "aged_out": store.aged_out, "tenants": out}
+
+    @router.get("/api/v1/traffic/sidecars", tags=["traffic"])
+    def traffic_sidecars(tenant: str | None = None) -> dict[str, Any]:
+        """Per sidecar: its tenant, rates, totals since its Envoy started, last report."""
+        now = clock()
+        return {"kinds": list(KINDS), "sidecars": [
+            {"node_id": car.node, "tenant": car.tenant, "namespace": car.namespace,
+             **sidecar_traffic(store, car, now)}
+            for car in sorted(store.sidecars.values(), key=lambda c: c.node)
+            if tenant is None or car.tenant == tenant]}
+
+    return router

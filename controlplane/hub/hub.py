@@ -1,0 +1,463 @@
+"""The hub: changes in, per-view snapshots out. It coordinates; the work lives elsewhere.
+
+- ``view_builder.py`` turns the inventory and what changed into tenant views
+  (records, policies, VIPs), redoing only what a change reaches;
+- ``view_snapshots.py`` translates and serialises the views that changed, once
+  per view key, and installs them in the ``SnapshotCache``;
+- ``streams.py`` keeps every ADS stream, the view each one gets, and their
+  accounting; ``hub_metrics.py`` the counters, histograms and change traces.
+
+The hub holds a reference to each and applies, on the event loop, what must
+happen there: the tenant resolvers (``ResolverPool.apply`` starts processes
+from the loop's thread), the policy server's targets (asyncio), the policy
+each stream gets, and the new snapshots. With a ``worker`` (``serve``),
+``apply`` runs the view builder and the renderer on that one thread, so a
+rebuild never holds the loop; without one (tests, benchmarks, tools), the
+same steps run inline through ``set_inventory``/``recompute``. (``serve`` also
+sets the interpreter up for it: ``runtime.py``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from controlplane.core.errors import InputError
+from controlplane.core.inventory import Batch, Inventory, Key
+from controlplane.core.settings import Settings
+from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
+from controlplane.dns.status import ProxyState, conflicts_by_policy, policy_status
+from controlplane.dns.view_builder import ViewBuild, ViewBuilder
+from controlplane.dns.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
+from controlplane.dns.vips import Allocation
+from controlplane.hub.metrics import (
+    PUSH_LATENCY_BUCKETS,
+    ChangeTrace,
+    Histogram,
+    HubMetrics,
+)
+from controlplane.hub.streams import Connection, Streams
+from controlplane.hub.view_key import ViewKey
+from controlplane.hub.view_snapshots import Job, Rendered, ViewSnapshots, render_all
+from controlplane.policy.decisions import ExternalDecision
+from controlplane.policy.selection import CompiledPolicy, Selection, select_policy
+from controlplane.policyserver.client import PolicyDecider
+from controlplane.resolvers.pool import ResolverDirectory
+from controlplane.runtime import heap as runtime
+from controlplane.telemetry.querylog import QueryLog
+from controlplane.xds.delta import DeltaOutgoing
+from controlplane.xds.protocol import Ack, Event, Outgoing
+from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot
+
+log = logging.getLogger("controlplane.hub.hub")
+
+T = TypeVar("T")
+
+__all__ = ["PUSH_LATENCY_BUCKETS", "Connection", "Histogram", "Hub", "ViewKey"]
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 resolvers: ResolverDirectory | None = None,
+                 decider: PolicyDecider | None = None,
+                 worker: Executor | None = None) -> None:
+        self.settings = settings
+        self.metrics = HubMetrics()
+        self.cache = SnapshotCache()
+        self.streams = Streams(self.metrics, self.cache, clock=clock)
+        self.cache.add_listener(self.streams.wake)
+        self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
+        self.builder = ViewBuilder(settings)
+        self.inventory = Inventory()
+        self.ready = False
+        self.not_ready_reason = "the first full load of the source has not finished"
+        self.tenant_views: dict[str, TenantView] = {}
+        self.policy_errors: dict[str, InputError] = {}
+        self.compiled: dict[str, CompiledPolicy] = {}
+        self.vips = Allocation({}, ())
+        self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
+        self.resolvers: ResolverDirectory | None = resolvers
+        self.decider = decider  # external policy servers' decisions (policy_client.py)
+        self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
+        self.query_log = QueryLog(lambda: self.compiled)
+        self._clock = clock
+        self._worker = worker
+        self._tasks: set[asyncio.Task[None]] = set()  # rebuilds and renders scheduled here
+        self._lock: asyncio.Lock | None = None  # one rebuild at a time (with a worker)
+        self._rendering: set[ViewKey] = set()  # keys being rendered for a new stream
+        self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
+        self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
+        self._changed_at = clock()
+        self.streams.on_sent = self._sent
+        self.streams.on_acked = self._acked
+        self._rebuild_inline(self.inventory, None)
+
+    # -- what other modules read ----------------------------------------------
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self.streams.connections
+
+    @property
+    def rebuilds(self) -> int:
+        return self.metrics.rebuilds
+
+    @property
+    def nacks_total(self) -> int:
+        return self.metrics.nacks_total
+
+    @property
+    def push_latency(self) -> Histogram:
+        return self.metrics.push_latency
+
+    @property
+    def pushes(self) -> Mapping[tuple[str, str], int]:
+        return self.metrics.pushes
+
+    @property
+    def nacks(self) -> Mapping[tuple[str, str], int]:
+        return self.metrics.nacks
+
+    def input_errors(self) -> list[InputError]:
+        return list(self.inventory.errors) + [self.policy_errors[k]
+                                              for k in sorted(self.policy_errors)]
+
+    # -- input: inline (no worker) ------------------------------------------------
+    def set_inventory(self, inventory: Inventory, *, changed_at: float | None = None,
+                      changed: Collection[Key] | None = None) -> None:
+        """Apply a new inventory inline; ``changed``: the keys of the objects that changed
+        (None: found by comparing with the previous inventory); ``changed_at``: when the
+        input changed (for push latency)."""
+        self._changed_at = changed_at if changed_at is not None else self._clock()
+        self._rebuild_inline(inventory, changed)
+
+    def recompute(self) -> None:
+        """Rebuild with what the hub has (e.g. after a tenant resolver restarted).
+
+        With a worker and a running loop, the rebuild is scheduled there instead."""
+        if self._worker is not None and _running_loop() is not None:
+            self._spawn(self.apply(None), "rebuild")
+            return
+        self._rebuild_inline(self.inventory, ())
+
+    def _rebuild_inline(self, inventory: Inventory, changed: Collection[Key] | None) -> None:
+        trace = self._start_trace(None, None)
+        started = time.perf_counter()
+        build = self.builder.build(inventory, changed, self._externals(inventory))
+        trace.phases["build"] = time.perf_counter() - started
+        jobs = self._adopt(inventory, build, trace)
+        started = time.perf_counter()
+        rendered = render_all(jobs, self.settings)
+        trace.phases["render"] = time.perf_counter() - started
+        self._install(rendered, trace)
+
+    # -- input: on a worker thread ----------------------------------------------
+    async def apply(self, batch: Batch | Callable[[], Batch] | None, *,
+                    poked_at: float | None = None) -> None:
+        """Apply what the store says changed, the heavy parts on the worker thread.
+
+        ``batch``: the store's ``Batch``, or its ``take`` (then taken on the worker: a
+        large batch costs time to merge); None: nothing changed in the input (resolvers
+        restarted, the policy server's decisions changed), the views are redone where
+        needed."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if callable(batch):
+                batch = await self._offload(batch)
+            inventory = batch.inventory if batch is not None else self.inventory
+            changed = batch.changed if batch is not None else frozenset()
+            seen = batch.seen_at if batch is not None else None
+            self._changed_at = seen or poked_at or self._clock()
+            trace = self._start_trace(seen, poked_at)
+            if batch is not None:
+                trace.phases.update(batch.source_seconds)
+                trace.changed = len(batch.changed)
+            started = time.perf_counter()
+            build = await self._offload(self.builder.build, inventory, changed,
+                                        self._externals(inventory))
+            trace.phases["build"] = time.perf_counter() - started
+            jobs = self._adopt(inventory, build, trace)
+            started = time.perf_counter()
+            rendered = await self._offload(render_all, jobs, self.settings)
+            trace.phases["render"] = time.perf_counter() - started
+            self._install(rendered, trace)
+
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._worker is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, _quietly, fn,
+                                                                *args)
+
+    # -- the steps ------------------------------------------------------------------
+    def _start_trace(self, seen_at: float | None, poked_at: float | None) -> ChangeTrace:
+        self.metrics.rebuilds += 1
+        trace = ChangeTrace(number=self.metrics.rebuilds, seen_at=seen_at, poked_at=poked_at,
+                            started_at=time.time())
+        return trace
+
+    def _externals(self, inventory: Inventory) -> dict[str, Mapping[str, ExternalDecision]]:
+        """The policy server's decisions for each tenant that has one (read on the loop)."""
+        if self.decider is None:
+            return {}
+        return {name: self.decider.table_decisions(name)
+                for name, p in inventory.policies.items() if p.policy_server is not None}
+
+    def _adopt(self, inventory: Inventory, build: ViewBuild, trace: ChangeTrace) -> list[Job]:
+        """On the loop: resolvers, policy-server targets, policy selection; what to render."""
+        started = time.perf_counter()
+        errors = dict(build.errors)
+        views = self._with_resolvers(build.views, errors)
+        if self.decider is not None:
+            self.decider.sync(views, inventory.policies, inventory, zone=self.settings.zone)
+            problems = {**{t: o.error for t, o in self.decider.outages.items()},
+                        **self.decider.target_errors}
+            for tenant, reason in problems.items():
+                errors[f"policy-server:{tenant}"] = InputError(
+                    kind="DnsPolicy", namespace="", name=tenant, origin="policy.server",
+                    reason=f"policy server: {reason}; the failure mode decides")
+        self.inventory = inventory
+        self.vips = build.vips
+        self.compiled = build.compiled
+        self.tenant_views = views
+        self.policy_errors = errors
+        trace.names = len(build.changed_names)
+        trace.rebuilt = build.rebuilt
+        if build.selection_changed:  # which policy applies can only change with these
+            self._assign_all()
+        jobs = self.snapshots.stale(self.streams.active_views(), views)
+        trace.phases["adopt"] = time.perf_counter() - started
+        return jobs
+
+    def _install(self, rendered: list[Rendered], trace: ChangeTrace) -> None:
+        started = time.perf_counter()
+        trace.views = self.snapshots.install(rendered, current=self._current,
+                                             changed_at=self._changed_at)
+        trace.phases["install"] = time.perf_counter() - started
+        trace.installed_at = time.time()
+        self.metrics.observe_phases(trace)
+        self.metrics.traces.append(trace)
+        if trace.views:
+            self._trace = trace
+        self._changed()
+
+    def _current(self, key: ViewKey, view: TenantView) -> bool:
+        """Whether a snapshot rendered from ``view`` is still wanted for ``key``."""
+        return self.streams.has_view(key) and self.tenant_views.get(key.tenant) is view
+
+    def _with_resolvers(self, views: dict[str, TenantView],
+                        errors: dict[str, InputError]) -> dict[str, TenantView]:
+        """Point each forwarding view at its running tenant resolver."""
+        forwards = {t: v.forward for t, v in views.items() if v.forward is not None}
+        addresses: dict[str, Upstream] = {}
+        if self.resolvers is not None:
+            addresses = self.resolvers.apply(forwards)
+            for tenant, reason in self.resolvers.errors.items():
+                if tenant in forwards:
+                    errors[f"resolver:{tenant}"] = InputError(
+                        kind="DnsPolicy", namespace="", name=tenant, origin="tenant resolver",
+                        reason=f"{reason}; nothing is forwarded for this tenant")
+        hop = self.resolvers.hop if self.resolvers is not None else None
+        out = {}
+        for tenant, view in views.items():
+            address = addresses.get(tenant)
+            last = self._resolved.get(tenant)
+            if (last is not None and last[0] is view and last[1] == address
+                    and last[2] == hop):
+                out[tenant] = last[3]  # the same view object as before: renders are skipped
+                continue
+            out[tenant] = with_resolver(view, address, hop)
+            self._resolved[tenant] = (view, address, hop, out[tenant])
+        for gone in set(self._resolved) - set(views):
+            del self._resolved[gone]
+        return out
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    # -- streams -------------------------------------------------------------------
+    def open(self, peer: str, *, delta: bool = False) -> Connection:
+        return self.streams.open(peer, delta=delta)
+
+    def attach(self, conn: Connection) -> None:
+        """Called once the first request (with the node) has arrived."""
+        assert conn.stream.node is not None
+        conn.workload = workload_from_node(conn.stream.node)
+        for warning in conn.workload.warnings:
+            log.warning("node %s: %s", conn.workload.node_id or conn.peer, warning,
+                        extra={"node": conn.workload.node_id})
+        self._assign(conn)
+        log.info("node %s connected: namespace=%s view=%s", conn.workload.node_id,
+                 conn.workload.namespace, conn.view_key,
+                 extra={"node": conn.workload.node_id, "view": str(conn.view_key)})
+        self._refresh_snapshots()
+        self._changed()
+
+    def _assign(self, conn: Connection,
+                selections: dict[tuple[str, Any], Selection] | None = None) -> None:
+        w = conn.workload
+        if w is None:
+            return
+        # The hop listener exists only with a TLS hop; otherwise its address must not split
+        # views that are byte-identical.
+        hop = ((w.hop_listen_host, w.hop_listen_port)
+               if self.resolvers is not None and self.resolvers.hop is not None
+               else (DEFAULT_HOP_HOST, DEFAULT_HOP_PORT))
+        memo = (w.namespace, w.labels)
+        selection = selections.get(memo) if selections is not None else None
+        if selection is None:
+            selection = select_policy(w, self.inventory.namespace_labels(w.namespace),
+                                      self.inventory.policies.values())
+            if selections is not None:
+                selections[memo] = selection
+        tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
+        if selection.conflicts and selection.conflicts != conn.conflicts:
+            log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
+                        tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
+        conn.conflicts = selection.conflicts
+        key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port, w.stats_listen_host,
+                      w.stats_listen_port, *hop)
+        self._set_view(conn, key)
+
+    def _assign_all(self) -> None:
+        selections: dict[tuple[str, Any], Selection] = {}  # streams of one workload agree
+        for conn in list(self.streams.connections.values()):
+            self._assign(conn, selections)
+
+    def _set_view(self, conn: Connection, key: ViewKey) -> None:
+        old = conn.view_key
+        self.streams.set_view(conn, key)
+        if old is not None and old != key and not self.streams.has_view(old):
+            self.snapshots.discard(old)
+
+    def _refresh_snapshots(self) -> None:
+        """Render the snapshots that streams need and do not have yet (a new view key).
+
+        Without a worker, inline; with one, on the worker, and the streams are woken when
+        it is in place (until then they wait: a stream sends nothing without a snapshot).
+        """
+        jobs = self.snapshots.stale(self.streams.active_views(), self.tenant_views)
+        if not jobs:
+            return
+        if self._worker is None or _running_loop() is None:
+            self.snapshots.install(render_all(jobs, self.settings), current=self._current,
+                                   changed_at=self._changed_at)
+            return
+        jobs = [j for j in jobs if j[0] not in self._rendering]
+        if jobs:
+            self._rendering.update(job[0] for job in jobs)
+            self._spawn(self._render_later(jobs), "render for new streams")
+
+    async def _render_later(self, jobs: list[Job]) -> None:
+        try:
+            rendered = await self._offload(render_all, jobs, self.settings)
+        finally:
+            self._rendering.difference_update(job[0] for job in jobs)
+        self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._refresh_snapshots()  # a view that changed while these were rendered
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``coro`` on the loop; a failure is logged (it is a bug: nothing expects one)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    def node_tenant(self, node_id: str) -> str | None:
+        """The tenant of a connected node, or None."""
+        return self.streams.node_tenant(node_id)
+
+    def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
+        return self.cache.get(conn.view_key) if conn.view_key else None
+
+    def record(self, conn: Connection, event: Event) -> None:
+        self._changed()
+        self.streams.record(conn, event)
+
+    def record_sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
+        self.streams.record_sent(conn, out)
+
+    def close(self, conn: Connection) -> None:
+        gone = self.streams.close(conn)
+        if gone is not None:
+            self.snapshots.discard(gone)
+        if conn.workload:
+            log.info("node %s disconnected", conn.workload.node_id,
+                     extra={"node": conn.workload.node_id})
+        self._changed()
+
+    # -- change traces -----------------------------------------------------------------
+    def _sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
+        trace = self._trace
+        if trace is not None and trace.first_sent_at is None and conn.view_key in trace.views:
+            trace.first_sent_at = time.time()
+
+    def _acked(self, conn: Connection, event: Ack) -> None:
+        trace = self._trace
+        if (trace is None or trace.first_ack_at is not None or trace.first_sent_at is None
+                or conn.view_key not in trace.views):
+            return
+        trace.first_ack_at = time.time()
+        trace.first_ack_node = conn.workload.node_id if conn.workload else conn.peer
+        self._trace = None
+        log.info("%s; first ACK from %s", trace.summary(), trace.first_ack_node,
+                 extra={"node": trace.first_ack_node})
+
+    # -- read side (admin API, status) ----------------------------------------
+    def proxy_states(self) -> list[ProxyState]:
+        return self.streams.proxy_states()
+
+    def policy_statuses(self, *, pods_watched: bool) -> dict[str, dict[str, Any]]:
+        """The desired status of every DnsPolicy known, valid or not."""
+        inv = self.inventory
+        proxies = self.proxy_states()
+        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
+        invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
+        out = {}
+        for name in sorted(set(inv.policies) | set(invalid)):
+            error = invalid.get(name) or self.policy_errors.get(name)
+            out[name] = policy_status(
+                inv.policies.get(name), name, inventory=inv, error=error,
+                view=self.tenant_views.get(name), proxies=proxies,
+                conflicts=conflicts.get(name, set()), pods_watched=pods_watched,
+                policy_server=self.decider.reachable(name) if self.decider else None)
+        return out
+
+    def service_entry_statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """VIPs per ServiceEntry (only those that have one)."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for (ns, name, host), vip in sorted(self.vips.vips.items()):
+            status = out.setdefault((ns, name), {"addresses": [], "conditions": []})
+            status["addresses"].append({"host": host, "value": vip})
+        for status in out.values():
+            status["conditions"] = [{"type": "VIPAllocated", "status": "True",
+                                     "reason": "Allocated", "message": ", ".join(
+                                         f"{a['host']}={a['value']}"
+                                         for a in status["addresses"])}]
+        return out
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.streams.nodes()
+
+
+def _quietly(fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` on the worker, without a full garbage collection midway (runtime.py)."""
+    with runtime.quiet():
+        return fn(*args)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+

@@ -1,0 +1,88 @@
+"""Views become snapshots: translated and serialised once per view key, then installed.
+
+``render`` is pure (a view and its key in, a ``ViewSnapshot`` out) and runs
+on the hub's worker thread; ``ViewSnapshots`` runs on the event loop and
+knows which view each installed snapshot was rendered from, so it can tell
+which keys need rendering (``stale``) and refuse a result that a newer view
+overtook while it was being rendered (``install``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from controlplane.core.settings import Settings
+from controlplane.dns.views import TenantView
+from controlplane.hub.view_key import ViewKey
+from controlplane.translate import translate_view
+from controlplane.translate.faults import poison
+from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot, build_snapshot
+
+# A view key, the view to render for it, and the view its installed snapshot came from.
+Job = tuple[ViewKey, TenantView, TenantView | None]
+Rendered = tuple[ViewKey, TenantView, ViewSnapshot | None]  # None: equal to the installed one
+
+
+def render(key: ViewKey, view: TenantView, settings: Settings) -> ViewSnapshot:
+    """Translate and serialise ``view`` for the Envoys of ``key``."""
+    resources: Any = translate_view(
+        view, host=key.host, port=key.port,
+        resolver_timeout_ms=int(settings.resolver_timeout_seconds * 1000),
+        stats=(key.stats_host, key.stats_port) if key.stats_port else None,
+        hop=(key.hop_host, key.hop_port))
+    if settings.fault_invalid_names:
+        poison(resources, settings.fault_invalid_names)
+    return build_snapshot(key, resources)
+
+
+def render_all(jobs: Iterable[Job], settings: Settings) -> list[Rendered]:
+    """Render each job whose view differs from the one its installed snapshot came from
+    (comparing two large views costs time too: it happens here, off the event loop)."""
+    return [(key, view, None if previous is not None and previous == view
+             else render(key, view, settings)) for key, view, previous in jobs]
+
+
+class ViewSnapshots:
+    """The installed snapshots and the views they came from (event-loop side)."""
+
+    def __init__(self, cache: SnapshotCache, *, changed_at: dict[ViewKey, float]) -> None:
+        self.cache = cache
+        self._built: dict[ViewKey, TenantView] = {}
+        self._changed_at = changed_at  # Streams.changed_at: when the input behind a view changed
+
+    def stale(self, keys: Iterable[ViewKey], views: Mapping[str, TenantView]) -> list[Job]:
+        """The keys whose snapshot is missing or was rendered from another view object."""
+        out: list[Job] = []
+        for key in sorted(keys):
+            view = views.get(key.tenant)
+            if view is None:
+                continue
+            built = self._built.get(key)
+            if self.cache.get(key) is None:
+                out.append((key, view, None))
+            elif built is not view:
+                out.append((key, view, built))
+        return out
+
+    def install(self, results: Iterable[Rendered], *,
+                current: Callable[[ViewKey, TenantView], bool], changed_at: float
+                ) -> set[ViewKey]:
+        """Put rendered snapshots in place (those ``current`` still wants); the keys whose
+        version changed (their streams are woken by the cache's listeners)."""
+        changed = set()
+        for key, view, snap in results:
+            if snap is not None:
+                self.cache.serializations += 1
+            if not current(key, view):
+                continue  # a newer view of this key, or no stream has it any more
+            self._built[key] = view
+            if snap is not None and self.cache.put(key, snap):
+                self._changed_at[key] = changed_at
+                changed.add(key)
+        return changed
+
+    def discard(self, key: ViewKey) -> None:
+        """No stream has ``key`` any more."""
+        self._built.pop(key, None)
+        self.cache.discard(key)

@@ -1,0 +1,188 @@
+"""Who may ask for which view: bearer tokens bound to a namespace (and pod labels).
+
+A token file (``serve --auth-tokens FILE``) lists the tokens:
+
+    tokens:
+    - name: acme-sidecars        # for logs
+      token: "s3cr3t..."         # or  sha256: "<hex digest of the token>"
+      namespace: acme
+      labels: {app: payments}    # optional: the pod labels the sidecar must claim
+
+Every ADS stream must send ``authorization: Bearer <token>``; the node's
+``NAMESPACE`` must be the token's namespace and its ``LABELS`` must include the
+token's labels, else the stream ends with PERMISSION_DENIED before any
+resource is sent. So a sidecar cannot obtain another tenant's view by lying in
+its node metadata. Without a token file the server must be started with
+``--insecure``, which it logs loudly.
+
+Every way of proving who a stream speaks for is an ``Authenticator``: static
+tokens here, Kubernetes ServiceAccount tokens checked with TokenReview in
+``controlplane/identity/tokenreview.py``, or both (``FirstOf``). The ADS driver awaits
+``identify(metadata)`` and gets an ``Identity``, or ``Unauthenticated`` (bad
+credentials: the stream ends with UNAUTHENTICATED) or ``AuthUnavailable`` (the
+credentials cannot be checked now: UNAVAILABLE, and Envoy retries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from controlplane.core.errors import ConfigError, ControlPlaneError
+from controlplane.core.model import Labels, Workload, labels_of
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    namespace: str
+    labels: Labels = ()
+    # True when ``labels`` are all of the pod's labels, read from the API (a token bound
+    # to a pod): the stream is bound to them (its view is chosen with these, not with
+    # the node's claims), and a node claiming a label the pod does not have, or another
+    # value, is refused. False (static tokens): the node must claim at least these.
+    bind_labels: bool = False
+
+
+class Unauthenticated(ControlPlaneError):
+    """The stream's credentials prove no identity (missing, unknown, expired, wrong
+    audience): bad input, the stream ends with UNAUTHENTICATED."""
+
+
+class AuthUnavailable(ControlPlaneError):
+    """The credentials cannot be checked now (the TokenReview API is down): the stream
+    ends with UNAVAILABLE and the client retries."""
+
+
+Metadata = Sequence[tuple[str, Any]]
+
+
+class Authenticator(Protocol):
+    """Who a stream speaks for, from its gRPC metadata."""
+
+    async def identify(self, metadata: Metadata) -> Identity:
+        """The identity, or raise ``Unauthenticated`` / ``AuthUnavailable``."""
+        ...
+
+
+def bearer_token(metadata: Metadata) -> str:
+    """The token of ``authorization: Bearer <token>``, or ""."""
+    header = next((str(v) for k, v in metadata if k.lower() == "authorization"), "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+MISSING_TOKEN = "a valid 'authorization: Bearer <token>' is required"
+
+
+class FirstOf:
+    """Several authenticators: the first identity wins (static tokens first: cheap,
+    and a VM's secret is never sent to the API server). If none proves one, any
+    ``AuthUnavailable`` wins (the token may be valid), else the last refusal."""
+
+    def __init__(self, authenticators: Sequence[Authenticator]) -> None:
+        self.authenticators = list(authenticators)
+
+    async def identify(self, metadata: Metadata) -> Identity:
+        unavailable: AuthUnavailable | None = None
+        refused = Unauthenticated(MISSING_TOKEN)
+        for authenticator in self.authenticators:
+            try:
+                return await authenticator.identify(metadata)
+            except AuthUnavailable as exc:
+                unavailable = exc
+            except Unauthenticated as exc:
+                refused = exc
+        raise unavailable or refused
+
+
+@dataclass(frozen=True)
+class _Token:
+    digest: bytes
+    identity: Identity
+
+
+class TokenAuthenticator:
+    def __init__(self, tokens: Iterable[_Token]) -> None:
+        self._tokens = list(tokens)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TokenAuthenticator:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--auth-tokens {path}: {exc}") from exc
+        return cls.from_data(data, source=str(path))
+
+    @classmethod
+    def from_data(cls, data: Any, *, source: str = "tokens") -> TokenAuthenticator:
+        entries = data.get("tokens") if isinstance(data, Mapping) else None
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{source}: expected 'tokens:' with at least one entry")
+        tokens = []
+        for i, e in enumerate(entries):
+            if not isinstance(e, Mapping) or not isinstance(e.get("namespace"), str):
+                raise ConfigError(f"{source}: tokens[{i}] needs a namespace")
+            if isinstance(e.get("token"), str) and e["token"]:
+                digest = hashlib.sha256(e["token"].encode()).digest()
+            elif isinstance(e.get("sha256"), str):
+                try:
+                    digest = bytes.fromhex(e["sha256"])
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: tokens[{i}].sha256 is not hex") from exc
+            else:
+                raise ConfigError(f"{source}: tokens[{i}] needs token or sha256")
+            labels = e.get("labels") or {}
+            if not isinstance(labels, Mapping):
+                raise ConfigError(f"{source}: tokens[{i}].labels must be a mapping")
+            tokens.append(_Token(digest, Identity(
+                name=str(e.get("name") or f"tokens[{i}]"), namespace=e["namespace"],
+                labels=labels_of({str(k): str(v) for k, v in labels.items()}))))
+        return cls(tokens)
+
+    async def identify(self, metadata: Metadata) -> Identity:
+        identity = self.authenticate(metadata)
+        if identity is None:
+            raise Unauthenticated(MISSING_TOKEN)
+        return identity
+
+    def authenticate(self, metadata: Iterable[tuple[str, Any]]) -> Identity | None:
+        token = bearer_token(tuple(metadata))
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        match = None
+        for t in self._tokens:  # compare against all, in constant time each
+            if hmac.compare_digest(t.digest, digest):
+                match = t.identity
+        return match
+
+
+def authorize(identity: Identity, workload: Workload) -> str | None:
+    """Why ``identity`` may not speak for ``workload``, or None."""
+    if workload.namespace != identity.namespace:
+        return (f"token {identity.name!r} is for namespace {identity.namespace!r}, but node "
+                f"{workload.node_id!r} claims namespace {workload.namespace!r}")
+    claimed = dict(workload.labels)
+    if identity.bind_labels:  # a claim may leave labels out (they are bound), never lie
+        actual = dict(identity.labels)
+        for key in sorted(claimed):
+            if claimed[key] != actual.get(key):
+                return (f"{identity.name} has {_label(key, actual)}, but node "
+                        f"{workload.node_id!r} claims {_label(key, claimed)}")
+        return None
+    for key, value in identity.labels:
+        if claimed.get(key) != value:
+            return (f"token {identity.name!r} requires pod label {key}={value}, which node "
+                    f"{workload.node_id!r} does not claim")
+    return None
+
+
+def _label(key: str, labels: Mapping[str, str]) -> str:
+    return f"label {key}={labels[key]}" if key in labels else f"no label {key!r}"

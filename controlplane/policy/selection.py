@@ -1,0 +1,213 @@
+"""Which DnsPolicy applies to a workload, and what it says about a name.
+
+Pure functions over model objects: no I/O, no clock. The densest tests of the
+project live in ``tests/test_policy.py``.
+
+Selection: a policy applies to a workload when its ``namespaceSelector``
+matches the labels of the workload's namespace and, if it has a ``selector``,
+that selector matches the workload's pod labels. A policy with a ``selector``
+beats one without. Among equals the policy whose name sorts first wins and
+the others are reported as conflicts.
+
+Classification of one name: ``whitelist`` (allow) > ``blacklist`` (deny) >
+``defaultAction``. WARN answers like ALLOW (the query is only logged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controlplane.core.model import DefaultAction, DnsPolicy, Workload
+from controlplane.core.names import Pattern
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    WARN = "warn"
+
+    @property
+    def answers(self) -> bool:
+        return self is not Action.DENY
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    rule: str  # e.g. "whitelist *.acme.com", "blacklist x.com", "defaultAction DENY"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    policy: DnsPolicy | None
+    conflicts: tuple[str, ...] = ()  # names of other policies that also matched
+
+
+def select_policy(
+    workload: Workload,
+    namespace_labels: Mapping[str, str],
+    policies: Iterable[DnsPolicy],
+) -> Selection:
+    """The policy for ``workload`` (None when no policy selects it)."""
+    pod_labels = workload.label_map
+    best: list[tuple[int, str, DnsPolicy]] = []
+    for policy in policies:
+        if not workload.namespace or not policy.namespace_selector.matches(namespace_labels):
+            continue
+        if policy.selector is not None:
+            if not policy.selector.matches(pod_labels):
+                continue
+            rank = 0
+        else:
+            rank = 1
+        best.append((rank, policy.name, policy))
+    if not best:
+        return Selection(None)
+    best.sort(key=lambda t: (t[0], t[1]))
+    top_rank = best[0][0]
+    conflicts = tuple(name for rank, name, _ in best[1:] if rank == top_rank)
+    return Selection(best[0][2], conflicts)
+
+
+_ACTION_OF_DEFAULT = {
+    DefaultAction.ALLOW: Action.ALLOW,
+    DefaultAction.DENY: Action.DENY,
+    DefaultAction.WARN: Action.WARN,
+}
+
+
+class _Matcher:
+    """Exact names and ``*.suffix`` patterns, matched by walking a name's labels.
+
+    A name matches an exact entry, else the *longest* wildcard suffix it lies
+    under: O(labels) dictionary lookups instead of one test per pattern.
+    """
+
+    __slots__ = ("exact", "suffixes")
+
+    def __init__(self, patterns: tuple[Pattern, ...]) -> None:
+        self.exact = {p.text: p for p in patterns if not p.is_wildcard}
+        self.suffixes = {p.suffix: p for p in patterns if p.is_wildcard}
+
+    def match(self, name: str) -> Pattern | None:
+        hit = self.exact.get(name)
+        if hit is not None or not self.suffixes:
+            return hit
+        pos = name.find(".")
+        while pos != -1:
+            hit = self.suffixes.get(name[pos + 1:])
+            if hit is not None:
+                return hit
+            pos = name.find(".", pos + 1)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A policy with its patterns parsed, ready to classify many names."""
+
+    whitelist: tuple[Pattern, ...]
+    blacklist: tuple[Pattern, ...]
+    default: DefaultAction
+    _white: _Matcher = field(init=False, repr=False, compare=False)
+    _black: _Matcher = field(init=False, repr=False, compare=False)
+    _default: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_white", _Matcher(self.whitelist))
+        object.__setattr__(self, "_black", _Matcher(self.blacklist))
+        object.__setattr__(self, "_default", Decision(
+            _ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}"))
+
+    @classmethod
+    def of(cls, policy: DnsPolicy) -> CompiledPolicy:
+        return cls(
+            whitelist=tuple(Pattern(p) for p in policy.whitelist),
+            blacklist=tuple(Pattern(p) for p in policy.blacklist),
+            default=policy.default_action,
+        )
+
+    def _decide(self, hit: Callable[[Pattern], bool]) -> Decision:
+        for p in self.whitelist:
+            if hit(p):
+                return Decision(Action.ALLOW, f"whitelist {p}")
+        for p in self.blacklist:
+            if hit(p):
+                return Decision(Action.DENY, f"blacklist {p}")
+        return self._default
+
+    def classify(self, name: str) -> Decision:
+        """Decide for one concrete (lower-case) name: exact beats the longest wildcard."""
+        p = self._white.match(name)
+        if p is not None:
+            return Decision(Action.ALLOW, f"whitelist {p}")
+        p = self._black.match(name)
+        if p is not None:
+            return Decision(Action.DENY, f"blacklist {p}")
+        return self._default
+
+    def classify_below(self, suffix: str) -> Decision:
+        """Decide for a name strictly below ``suffix`` that no exact entry and no longer
+        wildcard names: only wildcards whose suffix is ``suffix`` or above it apply."""
+        return self.classify(f"*.{suffix}" if suffix else "*")
+
+    def resolver_triggers(self, *, skip: Callable[[str], bool] = lambda _: False
+                          ) -> tuple[tuple[str, Decision], ...]:
+        """The policy for names outside the table, as triggers for a resolver that picks the
+        most specific one (RPZ): an exact name beats ``*.suffix``, a longer suffix beats a
+        shorter one, and ``*`` alone covers every name no other trigger covers.
+
+        RPZ picks by specificity while a policy picks whitelist > blacklist > default,
+        so each trigger carries the policy's decision for the names it is the most
+        specific trigger of: for an exact name, its own decision; for ``*.s``, the
+        decision for a name below ``s`` that no exact entry names. An exact name ``e``
+        also gets ``*.e``: names below an exact trigger would otherwise fall in its zone
+        with no action (measured on unbound 1.17). ``skip`` leaves names out (the
+        cluster zone, which the resolver answers itself).
+        """
+        out: dict[str, Decision] = {}
+        if self.default is DefaultAction.DENY:
+            out["*"] = self._default
+        for p in self.whitelist + self.blacklist:
+            name = p.suffix if p.is_wildcard else p.text
+            if skip(name):
+                continue
+            # unbound matches the triggers as DNS wildcards (RFC 4592): ``*.s`` only
+            # applies where ``s`` is the closest existing ancestor, and every ancestor of
+            # a trigger exists in the zone. So every ancestor gets its own exact and
+            # wildcard trigger, each with the policy's decision (measured: with ``*`` and
+            # ``*.acme.com`` alone, ``www.example.com`` escaped ``*`` through ``com.``).
+            while name:
+                out.setdefault(f"*.{name}", self.classify_below(name))
+                out.setdefault(name, self.classify(name))
+                name = name.partition(".")[2]
+        return tuple(sorted(out.items()))
+
+    def classify_pattern(self, pattern: Pattern) -> Decision:
+        """Decide for a wildcard host (``*.x``): a rule decides only if it covers it whole.
+
+        A wildcard host that is only partly whitelisted is decided by the
+        blacklist and defaultAction: under DENY it is left out (fail closed).
+        """
+        if not pattern.is_wildcard:
+            return self.classify(pattern.text)
+        return self._decide(lambda p: p.covers(pattern))
+
+    def effective_blacklist(self) -> tuple[Pattern, ...]:
+        """Blacklist patterns that still deny something once the whitelist is applied."""
+        return tuple(b for b in self.blacklist if not any(w.covers(b) for w in self.whitelist))
+
+    def shadowed_whitelist(self) -> tuple[tuple[Pattern, Pattern], ...]:
+        """(whitelist, blacklist) pairs where the whitelisted names lie under a denied wildcard.
+
+        With forwarding on, Envoy can only deny a whole wildcard: an external
+        name there cannot be forwarded selectively, so it is denied (fail closed).
+        """
+        out = []
+        for w in self.whitelist:
+            for b in self.effective_blacklist():
+                if b.is_wildcard and b.covers(w) and not w.covers(b):
+                    out.append((w, b))
+        return tuple(out)

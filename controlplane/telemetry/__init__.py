@@ -1,0 +1,6 @@
+"""What the sidecars report and what we log: the stats sink (``stats_sink``) and the
+per-tenant traffic it feeds (``traffic``, pure), Envoy's metrics-service wire types
+(``metrics_protos``), the query log (``querylog``), structured logs (``logs``).
+
+May import: ``identity``, ``runtime``, ``policy``, ``core``.
+"""

@@ -1,0 +1,103 @@
+"""Per-query records from Envoy, classified with the tenant's policy.
+
+Envoy's DNS filter sends one OpenTelemetry log record per query (body
+``"<name> <type> <rcode>"``, attribute ``tenant``; the node id is the
+resource attribute ``node_name``) for views whose policy logs something.
+Each record is classified with the same code that built the view; the
+``warn`` and ``deny`` ones become a structured log line, a counter
+(``dnscp_policy_queries_total{tenant,action}``) and an entry in a bounded
+ring buffer that ``GET /api/v1/queries`` serves. Allowed queries are counted
+as ``allow`` and otherwise dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from controlplane.policy.selection import CompiledPolicy
+
+log = logging.getLogger("controlplane.dns")
+
+QTYPES = {1: "A", 28: "AAAA", 33: "SRV", 5: "CNAME", 16: "TXT", 12: "PTR", 15: "MX", 2: "NS",
+          6: "SOA", 255: "ANY", 65: "HTTPS"}
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    time: float
+    tenant: str
+    node: str
+    name: str
+    type: str
+    rcode: str
+    action: str  # warn, deny
+    rule: str
+
+
+def _text(value: str) -> str:
+    return QTYPES.get(int(value), value) if value.isdigit() else value
+
+
+class QueryLog:
+    """Thread-safe: gRPC handlers call ``ingest``; the admin API reads."""
+
+    def __init__(self, policies: Callable[[], dict[str, CompiledPolicy]], *,
+                 keep: int = 1000, clock: Callable[[], float] = time.time) -> None:
+        self._policies = policies
+        self._lock = threading.Lock()
+        self.records: collections.deque[QueryRecord] = collections.deque(maxlen=keep)
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.unparsed = 0
+        self._clock = clock
+
+    def ingest(self, *, tenant: str, node: str, body: str) -> QueryRecord | None:
+        parts = body.split()
+        if len(parts) != 3 or not tenant:
+            with self._lock:
+                self.unparsed += 1
+            return None
+        raw_name, raw_type, raw_rcode = parts
+        name = raw_name.rstrip(".")
+        qtype = _text(raw_type)
+        rcode = RCODES.get(int(raw_rcode), raw_rcode) if raw_rcode.isdigit() else raw_rcode
+        policy = self._policies().get(tenant)
+        if policy is None:
+            with self._lock:
+                self.counts[(tenant, "unknown")] += 1
+            return None
+        decision = policy.classify(name.lower())
+        action = decision.action.value
+        with self._lock:
+            self.counts[(tenant, action)] += 1
+        if action == "allow":
+            return None
+        record = QueryRecord(time=self._clock(), tenant=tenant, node=node, name=name,
+                             type=qtype, rcode=rcode, action=action, rule=decision.rule)
+        with self._lock:
+            self.records.append(record)
+        log.log(logging.WARNING if action == "warn" else logging.INFO,
+                "dns %s: %s %s %s (%s)", action, name, qtype, rcode, decision.rule,
+                extra={"tenant": tenant, "node": node, "query": asdict(record)})
+        return record
+
+    def reject(self, tenant: str, node: str) -> None:
+        """A record from a node that is not a connected sidecar of ``tenant``."""
+        with self._lock:
+            self.counts[(tenant or "unknown", "rejected")] += 1
+        log.debug("query record for tenant %r from node %r dropped: not its sidecar", tenant,
+                  node)
+
+    def recent(self, *, tenant: str | None = None, action: str | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            records = list(self.records)
+        out = [asdict(r) for r in reversed(records)
+               if (tenant is None or r.tenant == tenant) and (action is None or r.action == action)]
+        return out[:limit]

@@ -1,0 +1,246 @@
+"""The sidecars' DNS counters, streamed to the control plane (the boundary of dns_traffic.py).
+
+Each sidecar's bootstrap (``bootstrap.stats_sink_config``) adds Envoy's
+``envoy.stat_sinks.metrics_service``: at every stats flush Envoy sends its
+counters on one long-lived ``envoy.service.metrics.v3.MetricsService/
+StreamMetrics`` stream over ``xds_cluster``, the same gRPC port and
+credentials as ADS. The first message of a stream names the node; later ones
+carry only metrics.
+
+What is sent. Envoy 1.40's metrics service has no filter of its own
+(``MetricsServiceConfig``: grpc_service, transport_api_version,
+report_counters_as_deltas, emit_tags_as_labels, histogram_emit_mode,
+batch_size; a per-sink matcher is envoyproxy/envoy#26030, still open), so the
+bootstrap's ``stats_config.stats_matcher`` decides which stats exist at all:
+the DNS filter's, plus a handful of xDS and TLS health stats (see
+``bootstrap.SIDECAR_STATS``). Envoy sends only stats that were ever used, so a
+steady sidecar's message is about 2 KB, most of it the DNS filter's three
+histograms, which are ignored here.
+
+Who may report. A report counts only for a node with a connected ADS stream,
+under that stream's tenant, and only the counters of that tenant's listener
+(``dns_filter.tenant.<tenant>.*``); with authentication on, the metrics stream
+must carry credentials of the node's namespace (the same ``Authenticator``
+as ADS). Anything else is refused and counted by reason
+(``dnscp_stats_reports_total{outcome}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+
+from controlplane.core.model import Workload
+from controlplane.identity.auth import (
+    Authenticator,
+    AuthUnavailable,
+    Identity,
+    Unauthenticated,
+    authorize,
+)
+from controlplane.telemetry import metrics_protos
+from controlplane.telemetry.traffic import KINDS, DnsTraffic, Report
+
+log = logging.getLogger("controlplane.stats")
+
+METRICS_SERVICE = "envoy.service.metrics.v3.MetricsService"
+DNS_PREFIX = "dns_filter."
+# Envoy's DNS filter counter -> the field of Report it feeds.
+COUNTERS = {"downstream_rx_queries": "queries", "externally_resolved_queries": "forwarded",
+            "unanswered_queries": "nxdomain"}
+
+
+def parse(message: Any, *, node: str, tenant: str, namespace: str) -> tuple[Report, int]:
+    """A ``StreamMetricsMessage``'s DNS counters of ``tenant`` as a Report, and how many
+    DNS counters named another tenant (refused)."""
+    prefix = f"{DNS_PREFIX}tenant.{tenant}."
+    values = {"queries": 0.0, "forwarded": 0.0, "nxdomain": 0.0}
+    envoy_ms = 0
+    foreign = 0
+    for family in message.envoy_metrics:
+        name = family.name
+        if family.type != metrics_protos.COUNTER or not name.startswith(DNS_PREFIX):
+            continue
+        if not name.startswith(prefix):
+            foreign += 1
+            continue
+        field = COUNTERS.get(name[len(prefix):])
+        if field is None:
+            continue
+        for metric in family.metric:
+            values[field] += metric.counter.value
+            envoy_ms = max(envoy_ms, metric.timestamp_ms)
+    return Report(node=node, tenant=tenant, namespace=namespace, envoy_time=envoy_ms / 1000,
+                  **values), foreign
+
+
+class NodeDirectory:
+    """node id -> (tenant, workload) of the connected ADS streams, read from the hub's
+    ``connections`` and rebuilt at most every ``refresh`` seconds (or on a miss)."""
+
+    def __init__(self, connections: Callable[[], Iterable[Any]], *, refresh: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._connections = connections
+        self._refresh = refresh
+        self._clock = clock
+        self._built = -1e9
+        self._nodes: dict[str, tuple[str, Workload]] = {}
+
+    def _rebuild(self) -> None:
+        nodes: dict[str, tuple[str, Workload]] = {}
+        for conn in self._connections():
+            w, key = conn.workload, conn.view_key
+            if w is not None and key is not None and w.node_id:
+                nodes[w.node_id] = (key.tenant, w)
+        self._nodes = nodes
+        self._built = self._clock()
+
+    def lookup(self, node: str) -> tuple[str, Workload] | None:
+        now = self._clock()
+        if now - self._built > self._refresh:
+            self._rebuild()
+        found = self._nodes.get(node)
+        if found is None and now - self._built > self._refresh / 10:
+            self._rebuild()  # a sidecar that just connected
+            found = self._nodes.get(node)
+        return found
+
+
+class MetricsSink:
+    """The ``StreamMetrics`` handler: a thin loop around ``DnsTraffic.report``."""
+
+    def __init__(self, traffic: DnsTraffic, directory: NodeDirectory, *,
+                 authenticator: Authenticator | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.traffic = traffic
+        self.directory = directory
+        self.authenticator = authenticator
+        self.clock = clock
+        self.streams = 0  # open now
+
+    def ingest(self, message: Any, node: str, identity: Identity | None) -> str:
+        found = self.directory.lookup(node) if node else None
+        if found is None:
+            self.traffic.reject("unknown_node")
+            return "unknown_node"
+        tenant, workload = found
+        if identity is not None and authorize(identity, workload) is not None:
+            self.traffic.reject("wrong_identity")
+            return "wrong_identity"
+        report, foreign = parse(message, node=node, tenant=tenant,
+                                namespace=workload.namespace)
+        if foreign:
+            self.traffic.reject("other_tenant")
+        return self.traffic.report(report, now=self.clock())
+
+    async def stream_metrics(self, requests: AsyncIterator[Any],
+                             context: grpc.aio.ServicerContext) -> Any:
+        identity = None
+        if self.authenticator is not None:
+            try:
+                identity = await self.authenticator.identify(
+                    tuple(context.invocation_metadata() or ()))
+            except (Unauthenticated, AuthUnavailable) as exc:
+                code = (grpc.StatusCode.UNAVAILABLE if isinstance(exc, AuthUnavailable)
+                        else grpc.StatusCode.UNAUTHENTICATED)
+                self.traffic.reject("unauthenticated")
+                await context.abort(code, str(exc))
+        node = ""
+        self.streams += 1
+        try:
+            async for message in requests:
+                if message.HasField("identifier"):  # only on a stream's first message
+                    node = message.identifier.node.id
+                self.ingest(message, node, identity)
+        finally:
+            self.streams -= 1
+        return metrics_protos.StreamMetricsResponse()
+
+
+def add_metrics_service(server: grpc.aio.Server, sink: MetricsSink) -> None:
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(METRICS_SERVICE, {
+        "StreamMetrics": grpc.stream_unary_rpc_method_handler(
+            sink.stream_metrics,
+            request_deserializer=metrics_protos.StreamMetricsMessage.FromString,
+            response_serializer=metrics_protos.StreamMetricsResponse.SerializeToString,
+        )})])
+
+
+async def run_traffic(traffic: DnsTraffic, tenants: Callable[[], Iterable[str]],
+                      stop: asyncio.Event, *, clock: Callable[[], float] = time.time) -> None:
+    """Every ``traffic.tick`` seconds: age out silent sidecars, record a history point."""
+    while not stop.is_set():
+        now = clock()
+        gone = traffic.expire(now=now, tenants=tenants())
+        if gone:
+            log.info("%d sidecars stopped reporting DNS counters and aged out", gone)
+        traffic.sample(now=now)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), traffic.tick)
+
+
+HELP = {
+    "queries": "DNS queries the tenant's sidecars received",
+    "local": "DNS queries the tenant's sidecars answered themselves, from the table "
+             "(records or NXDOMAIN)",
+    "forwarded": "DNS queries the tenant's sidecars forwarded to the tenant resolver",
+    "nxdomain": "DNS queries answered without a record (NXDOMAIN; NOTIMP for unsupported "
+                "types), locally or by the tenant resolver",
+}
+
+
+class TrafficCollector:
+    """``/metrics``: per tenant totals and rates, per sidecar query rate, the sink's health."""
+
+    def __init__(self, traffic: DnsTraffic, *, clock: Callable[[], float] = time.time) -> None:
+        self.traffic = traffic
+        self.clock = clock
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        t = self.traffic
+        now = self.clock()
+        totals = t.tenant_totals()
+        for i, kind in enumerate(KINDS[:4]):
+            family = CounterMetricFamily(f"dnscp_dns_{kind}", HELP[kind] + " (from the "
+                                         "sidecars' counters, streamed)", labels=["tenant"])
+            for tenant, values in sorted(totals.items()):
+                family.add_metric([tenant], values[i])
+            yield family
+        rates = GaugeMetricFamily(
+            "dnscp_dns_rate", "Per-second rate per tenant over the sidecars' last two "
+            "reports, by kind (queries, local, forwarded, nxdomain, denied, warn)",
+            labels=["tenant", "kind"])
+        for tenant, values in sorted(t.tenant_rates(now=now).items()):
+            for kind, value in zip(KINDS, values, strict=True):
+                rates.add_metric([tenant, kind], value)
+        yield rates
+        per_sidecar = GaugeMetricFamily(
+            "dnscp_sidecar_dns_query_rate", "DNS queries per second of one sidecar (the "
+            "other kinds per sidecar: GET /api/v1/traffic/sidecars)", labels=["tenant", "node"])
+        for car in sorted(t.sidecars.values(), key=lambda c: c.node):
+            per_sidecar.add_metric([car.tenant, car.node], t.sidecar_rates(car, now)[0])
+        yield per_sidecar
+        reporting = GaugeMetricFamily("dnscp_stats_sidecars",
+                                      "Sidecars whose DNS counters arrive, by tenant",
+                                      labels=["tenant"])
+        for tenant, n in sorted(t.tenant_sidecars().items()):
+            reporting.add_metric([tenant], n)
+        yield reporting
+        outcomes = CounterMetricFamily(
+            "dnscp_stats_reports", "Counter reports from the sidecars by outcome (accepted, "
+            "unknown_node, wrong_identity, other_tenant, unauthenticated, overflow)",
+            labels=["outcome"])
+        for outcome, n in sorted(t.reports.items()):
+            outcomes.add_metric([outcome], n)
+        yield outcomes
+        yield CounterMetricFamily("dnscp_stats_sidecars_aged_out",
+                                  "Sidecars dropped after they stopped reporting",
+                                  value=t.aged_out)
