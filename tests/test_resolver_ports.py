@@ -7,6 +7,7 @@ chooser is its boundary); the resolvers are the real binaries.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from controlplane.dns.views import Forwarding, Transport, Upstream
 from controlplane.resolvers.pool import ResolverPool
-from controlplane.runtime.process import free_port, holds_port
+from controlplane.runtime.process import free_port, holds_port, port_holders
 from tests.tools import require_tool
 
 TENANT = "acme"
@@ -133,3 +134,14 @@ def test_retries_are_bounded(pool_with: Callable[[Neighbour], ResolverPool]) -> 
     assert "could not bind its port" in pool.errors[TENANT]
     assert f"{pool.port_attempts} attempts" in pool.errors[TENANT]
     assert TENANT not in pool.resolvers
+
+
+def test_port_holders_names_the_process() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        command = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+        assert port_holders(port, udp=True) == [f"pid {os.getpid()} ({command})"]
+        assert port_holders(port, udp=True, besides=os.getpid()) == []
+        assert port_holders(port, udp=False) == []
+        assert holds_port(os.getpid(), port, udp=True)
