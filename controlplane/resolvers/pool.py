@@ -203,13 +203,7 @@ class ResolverPool:
                         extra={"tenant": tenant, "log": res.unbound.log()[-500:]})
             res.stop()
             try:
-                try:
-                    fresh = self._launch(tenant, res.forward, res.paths)
-                except PortTaken as exc:
-                    log.warning("%s; restarting it on new ports",
-                                exc, extra={"tenant": tenant})
-                    fresh = self._start(tenant, res.forward)
-                    shutil.rmtree(res.paths.directory, ignore_errors=True)
+                fresh = self._restart(tenant, res)
             except (ResolverError, OSError, TimeoutError) as exc:
                 self.errors[tenant] = str(exc)
                 continue
@@ -217,6 +211,16 @@ class ResolverPool:
             self.resolvers[tenant] = fresh
             restarted.append(tenant)
         return restarted
+
+    def _restart(self, tenant: str, res: TenantResolver) -> TenantResolver:
+        """``res`` again on its own ports and files; on new ones when a port was taken."""
+        try:
+            return self._launch(tenant, res.forward, res.paths)
+        except PortTaken as exc:
+            log.warning("%s; restarting it on new ports", exc, extra={"tenant": tenant})
+        fresh = self._start(tenant, res.forward)
+        shutil.rmtree(res.paths.directory, ignore_errors=True)
+        return fresh
 
     def stats(self) -> dict[str, dict[str, float]]:
         """``unbound-control stats_noreset`` of every resolver, by tenant."""
@@ -268,8 +272,7 @@ class ResolverPool:
                 shutil.rmtree(directory, ignore_errors=True)
                 if attempt == self.port_attempts:
                     raise ResolverError(f"{exc} ({attempt} attempts on new ports)") from exc
-                log.warning("%s; trying new ports", exc,
-                            extra={"tenant": tenant})
+                log.warning("%s; trying new ports", exc, extra={"tenant": tenant})
         raise ResolverError("port_attempts must be at least 1")
 
     def _prepare(self, tenant: str, fwd: Forwarding) -> tuple[Path, ResolverPaths]:

@@ -82,16 +82,17 @@ def port_holders(port: int, *, udp: bool, besides: int | None = None) -> list[st
     if not inodes:
         return []
     out = []
+    seen: set[int] = set()
     for entry in sorted((e for e in os.listdir("/proc") if e.isdigit()), key=int):
         held = _fd_sockets(entry) & inodes
         if held:
-            inodes -= held
+            seen |= held
             try:
                 command = Path(f"/proc/{entry}/comm").read_text().strip()
             except OSError:
                 command = "?"
             out.append(f"pid {entry} ({command})")
-    return out + (["another process"] if inodes else [])
+    return out + (["another process"] if inodes - seen else [])
 
 
 def find_tool(name: str) -> str | None:
