@@ -18,7 +18,8 @@ import dns.rcode
 import pytest
 
 from controlplane.dns.views import Forwarding, Transport, Upstream
-from controlplane.resolvers.pool import ResolverPool
+from controlplane.identity.certs import ServerTls, server_tls
+from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime.process import free_port, holds_port, port_holders
 from tests.tools import require_tool
 
@@ -27,18 +28,20 @@ UNREACHABLE = Upstream("127.0.0.1", 9)  # nothing answers: only the resolver's o
 
 
 class Neighbour:
-    """Takes the ports the pool chooses, right after it chose them: the first ``count``
-    (every one when ``count`` is None), with a socket of ``kind``."""
+    """Takes ports the pool chooses, right after it chose them, with a socket of ``kind``:
+    the ``calls``-th ones (1: the first port chosen), every one when ``calls`` is None."""
 
-    def __init__(self, kind: str, count: int | None = 1) -> None:
+    def __init__(self, kind: str, calls: tuple[int, ...] | None = (1,)) -> None:
         self.kind = kind
-        self.count = count
+        self.calls = calls
+        self.chosen = 0
         self.taken: list[int] = []
         self.sockets: list[socket.socket] = []
 
     def choose(self) -> int:
         port = free_port()
-        if self.count is None or len(self.taken) < self.count:
+        self.chosen += 1
+        if self.calls is None or self.chosen in self.calls:
             self.take(port)
         return port
 
@@ -59,14 +62,15 @@ class Neighbour:
 
 
 @pytest.fixture
-def pool_with(tmp_path: Path) -> Iterator[Callable[[Neighbour], ResolverPool]]:
+def pool_with(tmp_path: Path) -> Iterator[Callable[..., ResolverPool]]:
     require_tool("unbound", "apt-get install unbound")
     pools: list[ResolverPool] = []
     neighbours: list[Neighbour] = []
 
-    def make(neighbour: Neighbour) -> ResolverPool:
+    def make(neighbour: Neighbour, *, hop_tls: ServerTls | None = None) -> ResolverPool:
         neighbours.append(neighbour)
-        pools.append(ResolverPool(tmp_path / f"pool{len(pools)}", choose_port=neighbour.choose))
+        pools.append(ResolverPool(tmp_path / f"pool{len(pools)}", choose_port=neighbour.choose,
+                                  hop_tls=hop_tls))
         return pools[-1]
 
     yield make
@@ -85,7 +89,7 @@ def answers_its_zone(address: Upstream) -> bool:
 
 @pytest.mark.parametrize("kind", ["udp", "tcp", "udp-reuseaddr"])
 def test_unbound_port_taken_between_choice_and_start(
-        kind: str, pool_with: Callable[[Neighbour], ResolverPool]) -> None:
+        kind: str, pool_with: Callable[..., ResolverPool]) -> None:
     neighbour = Neighbour(kind)
     pool = pool_with(neighbour)
     addresses = pool.apply({TENANT: Forwarding(UNREACHABLE)})
@@ -97,7 +101,7 @@ def test_unbound_port_taken_between_choice_and_start(
 
 @pytest.mark.parametrize("kind", ["udp", "tcp"])
 def test_dnsdist_port_taken_between_choice_and_start(
-        kind: str, pool_with: Callable[[Neighbour], ResolverPool]) -> None:
+        kind: str, pool_with: Callable[..., ResolverPool]) -> None:
     require_tool("dnsdist", "apt-get install dnsdist")
     neighbour = Neighbour(kind)  # the DoH proxy's port is the first one chosen
     pool = pool_with(neighbour)
@@ -110,9 +114,21 @@ def test_dnsdist_port_taken_between_choice_and_start(
     assert answers_its_zone(addresses[TENANT])
 
 
+def test_tls_port_taken_between_choice_and_start(
+        pool_with: Callable[..., ResolverPool], tmp_path: Path) -> None:
+    neighbour = Neighbour("tcp", calls=(2,))  # unbound's port, then its TLS port
+    pool = pool_with(neighbour, hop_tls=server_tls(tmp_path / "hop", RESOLVER_TLS_NAME))
+    addresses = pool.apply({TENANT: Forwarding(UNREACHABLE)})
+    assert pool.errors == {}
+    res = pool.resolvers[TENANT]
+    assert neighbour.taken and res.paths.tls_port not in neighbour.taken
+    assert addresses[TENANT].port == res.paths.tls_port  # sidecars use the TLS port
+    assert res.alive() and holds_port(res.unbound.pid, res.paths.tls_port, udp=False)
+
+
 def test_a_restart_whose_port_was_taken_moves_to_new_ports(
-        pool_with: Callable[[Neighbour], ResolverPool]) -> None:
-    neighbour = Neighbour("udp", count=0)
+        pool_with: Callable[..., ResolverPool]) -> None:
+    neighbour = Neighbour("udp", calls=())
     pool = pool_with(neighbour)
     before = pool.apply({TENANT: Forwarding(UNREACHABLE)})[TENANT]
     old = pool.resolvers[TENANT]
@@ -126,8 +142,8 @@ def test_a_restart_whose_port_was_taken_moves_to_new_ports(
     assert after == fresh.paths.listen and answers_its_zone(after)
 
 
-def test_retries_are_bounded(pool_with: Callable[[Neighbour], ResolverPool]) -> None:
-    neighbour = Neighbour("udp", count=None)  # every port it chooses is taken
+def test_retries_are_bounded(pool_with: Callable[..., ResolverPool]) -> None:
+    neighbour = Neighbour("udp", calls=None)  # every port it chooses is taken
     pool = pool_with(neighbour)
     assert pool.apply({TENANT: Forwarding(UNREACHABLE)}) == {}
     assert len(neighbour.taken) == pool.port_attempts
