@@ -4,7 +4,10 @@
 on the hub's worker thread; ``ViewSnapshots`` runs on the event loop and
 knows which view each installed snapshot was rendered from, so it can tell
 which keys need rendering (``stale``) and refuse a result that a newer view
-overtook while it was being rendered (``install``).
+overtook while it was being rendered (``install``). It also keeps the serialised
+table domains of the records rendered so far (``DomainCache``, shared by all
+tenants, as the records are) and hands the cache out with each job, so a view
+that changed re-serialises only the records that changed.
 """
 
 from __future__ import annotations
@@ -15,22 +18,24 @@ from typing import Any
 from controlplane.core.settings import Settings
 from controlplane.dns.views import TenantView
 from controlplane.hub.view_key import ViewKey
-from controlplane.translate import translate_view
+from controlplane.translate import DomainCache, translate_view
 from controlplane.translate.faults import poison
 from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot, build_snapshot
 
-# A view key, the view to render for it, and the view its installed snapshot came from.
-Job = tuple[ViewKey, TenantView, TenantView | None]
+# A view key, the view to render for it, the view its installed snapshot came from, and
+# the domain cache to render it with.
+Job = tuple[ViewKey, TenantView, TenantView | None, DomainCache]
 Rendered = tuple[ViewKey, TenantView, ViewSnapshot | None]  # None: equal to the installed one
 
 
-def render(key: ViewKey, view: TenantView, settings: Settings) -> ViewSnapshot:
-    """Translate and serialise ``view`` for the Envoys of ``key``."""
+def render(key: ViewKey, view: TenantView, settings: Settings,
+           domains: DomainCache | None = None) -> ViewSnapshot:
+    """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``)."""
     resources: Any = translate_view(
         view, host=key.host, port=key.port,
         resolver_timeout_ms=int(settings.resolver_timeout_seconds * 1000),
         stats=(key.stats_host, key.stats_port) if key.stats_port else None,
-        hop=(key.hop_host, key.hop_port))
+        hop=(key.hop_host, key.hop_port), domains=domains)
     if settings.fault_invalid_names:
         poison(resources, settings.fault_invalid_names)
     return build_snapshot(key, resources)
@@ -40,7 +45,8 @@ def render_all(jobs: Iterable[Job], settings: Settings) -> list[Rendered]:
     """Render each job whose view differs from the one its installed snapshot came from
     (comparing two large views costs time too: it happens here, off the event loop)."""
     return [(key, view, None if previous is not None and previous == view
-             else render(key, view, settings)) for key, view, previous in jobs]
+             else render(key, view, settings, domains))
+            for key, view, previous, domains in jobs]
 
 
 class ViewSnapshots:
@@ -49,6 +55,7 @@ class ViewSnapshots:
     def __init__(self, cache: SnapshotCache, *, changed_at: dict[ViewKey, float]) -> None:
         self.cache = cache
         self._built: dict[ViewKey, TenantView] = {}
+        self.domains = DomainCache()  # table domains of the records rendered so far
         self._changed_at = changed_at  # Streams.changed_at: when the input behind a view changed
 
     def stale(self, keys: Iterable[ViewKey], views: Mapping[str, TenantView]) -> list[Job]:
@@ -58,11 +65,9 @@ class ViewSnapshots:
             view = views.get(key.tenant)
             if view is None:
                 continue
-            built = self._built.get(key)
-            if self.cache.get(key) is None:
-                out.append((key, view, None))
-            elif built is not view:
-                out.append((key, view, built))
+            built = self._built.get(key) if self.cache.get(key) is not None else None
+            if built is not view:
+                out.append((key, view, built, self.domains))
         return out
 
     def install(self, results: Iterable[Rendered], *,

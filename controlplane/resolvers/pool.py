@@ -16,6 +16,13 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   10), and the old one stops after ``grace_seconds``; the old server's cache
   is not worth keeping;
 - a resolver that dies is restarted on the same port with the same files.
+
+Ports: a resolver's ports (unbound's, its TLS port, the dnsdist DoH proxy's) are
+chosen free, but another process may bind one before the child does. A child that
+exits with "address already in use", or comes up on a port some other process
+holds too, is stopped and the resolver starts again on new ports, up to
+``port_attempts`` times; a restart that finds its old port taken moves to new ports
+too (the hub then points Envoy there).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Protocol
 
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls
-from controlplane.runtime.process import Process, find_tool, free_port
+from controlplane.runtime.process import Process, find_tool, free_port, holds_port, port_holders
 from controlplane.translate.unbound import (
     RPZ_ZONE,
     ResolverPaths,
@@ -68,6 +75,10 @@ class ResolverDirectory(Protocol):
 
 class ResolverError(RuntimeError):
     """A tenant resolver could not be started or changed."""
+
+
+class PortTaken(ResolverError):
+    """A port chosen for a resolver was bound by another process first."""
 
 
 @dataclass
@@ -114,6 +125,8 @@ class ResolverPool:
     grace_seconds: float = 10.0
     start_timeout: float = 10.0
     clock: Callable[[], float] = time.monotonic
+    choose_port: Callable[[], int] = free_port  # a port free now; it may be taken by bind time
+    port_attempts: int = 5  # starts on new ports when a chosen one was taken
     resolvers: dict[str, TenantResolver] = field(default_factory=dict)
     retiring: list[tuple[float, TenantResolver]] = field(default_factory=list)
     reloads: int = 0  # live trigger reloads (auth_zone_reload)
@@ -190,7 +203,7 @@ class ResolverPool:
                         extra={"tenant": tenant, "log": res.unbound.log()[-500:]})
             res.stop()
             try:
-                fresh = self._launch(tenant, res.forward, res.paths)
+                fresh = self._restart(tenant, res)
             except (ResolverError, OSError, TimeoutError) as exc:
                 self.errors[tenant] = str(exc)
                 continue
@@ -198,6 +211,16 @@ class ResolverPool:
             self.resolvers[tenant] = fresh
             restarted.append(tenant)
         return restarted
+
+    def _restart(self, tenant: str, res: TenantResolver) -> TenantResolver:
+        """``res`` again on its own ports and files; on new ones when a port was taken."""
+        try:
+            return self._launch(tenant, res.forward, res.paths)
+        except PortTaken as exc:
+            log.warning("%s; restarting it on new ports", exc, extra={"tenant": tenant})
+        fresh = self._start(tenant, res.forward)
+        shutil.rmtree(res.paths.directory, ignore_errors=True)
+        return fresh
 
     def stats(self) -> dict[str, dict[str, float]]:
         """``unbound-control stats_noreset`` of every resolver, by tenant."""
@@ -240,6 +263,20 @@ class ResolverPool:
 
     # -- processes ------------------------------------------------------------
     def _start(self, tenant: str, fwd: Forwarding) -> TenantResolver:
+        """A new resolver on new ports; new ports again when another process took one."""
+        for attempt in range(1, self.port_attempts + 1):
+            directory, paths = self._prepare(tenant, fwd)
+            try:
+                return self._launch(tenant, fwd, paths)
+            except PortTaken as exc:
+                shutil.rmtree(directory, ignore_errors=True)
+                if attempt == self.port_attempts:
+                    raise ResolverError(f"{exc} ({attempt} attempts on new ports)") from exc
+                log.warning("%s; trying new ports", exc, extra={"tenant": tenant})
+        raise ResolverError("port_attempts must be at least 1")
+
+    def _prepare(self, tenant: str, fwd: Forwarding) -> tuple[Path, ResolverPaths]:
+        """A new directory and new ports for one start of ``tenant``'s resolver."""
         self._generation += 1
         slug = hashlib.sha256(tenant.encode()).hexdigest()[:8]
         directory = self.workdir / f"{tenant[:40]}-{slug}-{self._generation}"
@@ -256,18 +293,18 @@ class ResolverPool:
             if self.dnsdist_bin is None:
                 raise ResolverError("DNS over HTTPS needs dnsdist (Debian: apt-get install "
                                     "dnsdist); nothing is forwarded for this tenant")
-            doh_proxy = Upstream("127.0.0.1", free_port())
+            doh_proxy = Upstream("127.0.0.1", self.choose_port())
         paths = ResolverPaths(
-            directory=str(directory), listen=Upstream(self.listen_host, free_port()),
+            directory=str(directory), listen=Upstream(self.listen_host, self.choose_port()),
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
             access=self.access,
             gate_socket=self.gate_socket if fwd.gate else "",
             gate_script=str(directory / "gate.py") if fwd.gate else "",
-            tls_port=free_port() if self.hop_tls else 0,
+            tls_port=self.choose_port() if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "")
-        return self._launch(tenant, fwd, paths)
+        return directory, paths
 
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths) -> TenantResolver:
         directory = Path(paths.directory)
@@ -301,17 +338,47 @@ class ResolverPool:
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock())
 
         deadline = self.clock() + self.start_timeout
-        while self._control(res, "status", check=False) is None:
+        while not self._up(res):
             dead = next((p for p in (res.unbound, res.dnsdist) if p and not p.alive()), None)
             if dead is not None or self.clock() > deadline:
                 res.stop()
+                if dead is not None and "address already in use" in dead.run_log().lower():
+                    raise PortTaken(f"tenant resolver for {tenant}: {dead.name} could not "
+                                    f"bind its port: {_last_lines(dead.run_log())}")
                 why = (f"{dead.name} exited: {dead.log()[-600:]}" if dead is not None else
                        f"not up after {self.start_timeout:.0f} s: {res.unbound.log()[-600:]}")
                 raise ResolverError(f"tenant resolver for {tenant}: {why}")
             time.sleep(0.01)
+        shared = self._shared_port(res)
+        if shared:
+            res.stop()
+            raise PortTaken(f"tenant resolver for {tenant}: {shared}")
         log.info("tenant resolver for %s listening on %s (%s to %s)", tenant, paths.listen,
                  fwd.transport.value, fwd.server, extra={"tenant": tenant})
         return res
+
+    def _up(self, res: TenantResolver) -> bool:
+        """unbound answers unbound-control, and dnsdist (DoH) has bound its port."""
+        proxy = res.paths.doh_proxy
+        if (res.dnsdist is not None and proxy is not None
+                and not holds_port(res.dnsdist.pid, proxy.port, udp=True)):
+            return False
+        return self._control(res, "status", check=False) is not None
+
+    @staticmethod
+    def _shared_port(res: TenantResolver) -> str:
+        """Which of its ports another process holds too (a socket bound with SO_REUSEADDR
+        lets a second one bind); "" when each is the resolver's alone."""
+        own = [(res.unbound, res.paths.listen.port, udp) for udp in (True, False)]
+        if res.paths.tls_port:
+            own.append((res.unbound, res.paths.tls_port, False))
+        if res.dnsdist is not None and res.paths.doh_proxy is not None:
+            own += [(res.dnsdist, res.paths.doh_proxy.port, udp) for udp in (True, False)]
+        for proc, port, udp in own:
+            others = port_holders(port, udp=udp, besides=proc.pid)
+            if others:
+                return f"port {port}/{'udp' if udp else 'tcp'} is held by {', '.join(others)} too"
+        return ""
 
     def _reload_triggers(self, res: TenantResolver, fwd: Forwarding) -> None:
         tmp = Path(res.paths.rpz_file + ".new")
@@ -353,6 +420,10 @@ class ResolverPool:
             else:
                 keep.append((due, res))
         self.retiring = keep
+
+
+def _last_lines(text: str, count: int = 2) -> str:
+    return " / ".join(line.strip() for line in text.strip().splitlines()[-count:])
 
 
 def parse_stats(text: str) -> dict[str, float]:

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.clusters import dns_cluster, resolver_hop_cluster
+from controlplane.translate.dns_table import DomainCache
 from controlplane.translate.listeners import dns_listener, listener_name, resolver_hop_listener
 from controlplane.translate.stats import stats_listener
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
@@ -24,12 +25,15 @@ Resources = dict[str, dict[str, Message]]
 def translate_view(view: TenantView, *, host: str, port: int,
                    resolver_timeout_ms: int = 2000,
                    stats: tuple[str, int] | None = None,
-                   hop: tuple[str, int] = ("127.0.0.1", 15054)) -> Resources:
+                   hop: tuple[str, int] = ("127.0.0.1", 15054),
+                   domains: DomainCache | None = None) -> Resources:
     """All resources of one view, by type URL then resource name.
 
     ``stats`` adds the stats-only HTTP listener at that address. When the view reaches
     its tenant resolver over TLS (``view.hop``), Envoy's resolver asks the local TCP
     listener at ``hop``, whose cluster carries the queries to the resolver over TLS.
+    ``domains``: serialised table domains the caller keeps between calls, so that an
+    unchanged record is not serialised again (``dns_table.DomainCache``).
     """
     dns_servers = view.upstreams
     tcp = False
@@ -40,7 +44,8 @@ def translate_view(view: TenantView, *, host: str, port: int,
         clusters.append(resolver_hop_cluster(view.upstreams[0], view.hop))
         listeners.append(resolver_hop_listener(host=hop[0], port=hop[1]))
     listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,
-                                     resolver_timeout_ms=resolver_timeout_ms))
+                                     resolver_timeout_ms=resolver_timeout_ms,
+                                     domains=domains))
     if stats is not None:
         listeners.append(stats_listener(host=stats[0], port=stats[1]))
     clusters += [dns_cluster(e.record, dns_servers, tcp=tcp) for e in view.entries
@@ -52,4 +57,4 @@ def translate_view(view: TenantView, *, host: str, port: int,
     }
 
 
-__all__ = ["Resources", "translate_view", "listener_name"]
+__all__ = ["Resources", "DomainCache", "translate_view", "listener_name"]

@@ -4,11 +4,13 @@ Order matters to Envoy: SRV (``service_list``) domains are attached to the
 suffix node created by an address domain, so address domains come first
 (see Envoy's DnsFilterEnvoyConfig constructor).
 
-Each record's virtual domains are serialised once and kept (records are
-frozen values, and a view that changes keeps most of them): a table is the
-concatenation of its domains, the way protobuf writes a repeated field, so
-re-translating a view after one change costs a lookup per name, not a
-message built field by field.
+A table is the concatenation of its records' virtual domains, the way
+protobuf writes a repeated field. A caller that translates the same tenant
+again and again (the hub) keeps a ``DomainCache`` and passes it in: the
+domains of records that earlier tables had are reused (records are frozen
+values, and a view that changes keeps most of them), so re-translating a view
+after one change costs a lookup per name, not a message built field by field.
+Without one every domain is built afresh; the bytes are the same.
 """
 
 from __future__ import annotations
@@ -57,25 +59,53 @@ def _srv_domain(rec: NameRecord) -> bytes:
     return wire.length_delimited(VIRTUAL_DOMAINS, vd.SerializeToString(deterministic=True))
 
 
-# By record identity (hashing a record costs more than building nothing): a record is
-# kept alive by its entry here, so its id is not reused while the entry stands.
-_BY_ID: dict[int, tuple[NameRecord, bytes, bytes]] = {}
-_BY_ID_MAX = 1 << 18
+Domains = tuple[NameRecord, bytes, bytes]  # a record, its address and SRV domains
 
 
-def _domains(rec: NameRecord) -> tuple[NameRecord, bytes, bytes]:
-    hit = _BY_ID.get(id(rec))
-    if hit is None or hit[0] is not rec:
-        if len(_BY_ID) >= _BY_ID_MAX:
-            _BY_ID.clear()
-        hit = _BY_ID[id(rec)] = (rec, _address_domain(rec), _srv_domain(rec))
-    return hit
+def _domains(rec: NameRecord) -> Domains:
+    return rec, _address_domain(rec), _srv_domain(rec)
 
 
-def dns_table_bytes(view: TenantView) -> bytes:
-    """The serialised table: every address domain, then every SRV domain."""
-    domains = [_domains(e.record) for e in view.entries]
-    return b"".join([*(d[1] for d in domains), *(d[2] for d in domains)])
+class DomainCache:
+    """The serialised domains of the records tables had, by record name.
+
+    Held by the caller (the hub keeps one for all its tenants: they share record
+    objects). An entry is reused only for the very record object it was built from (the
+    entry holds that object, so no other record can take its identity); a name whose
+    record changed gets a new entry in place of the old. Bounded: when ``limit`` names
+    have been stored, they become the previous generation, which is looked up until the
+    next turn (an entry found there moves back), so the names of deleted Services go
+    with the next turn. Safe to share between threads: an entry is checked against the
+    record on every lookup, so an interleaving costs at worst a rebuild.
+    """
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self.limit = limit
+        self._current: dict[str, Domains] = {}
+        self._previous: dict[str, Domains] = {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def get(self, rec: NameRecord) -> Domains:
+        hit = self._current.get(rec.name)
+        if hit is not None and hit[0] is rec:
+            return hit
+        hit = self._previous.get(rec.name)
+        if hit is None or hit[0] is not rec:
+            hit = _domains(rec)
+        if len(self._current) >= self.limit:
+            self._previous, self._current = self._current, {}
+        self._current[rec.name] = hit
+        return hit
+
+
+def dns_table_bytes(view: TenantView, cache: DomainCache | None = None) -> bytes:
+    """The serialised table: every address domain, then every SRV domain (those of
+    unchanged records from ``cache``)."""
+    build = cache.get if cache is not None else _domains
+    parts = [build(e.record) for e in view.entries]
+    return b"".join([*(d[1] for d in parts), *(d[2] for d in parts)])
 
 
 def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:

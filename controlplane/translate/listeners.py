@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate import wire
-from controlplane.translate.dns_table import dns_table_bytes
+from controlplane.translate.dns_table import DomainCache, dns_table_bytes
 
 DNS_FILTER = "envoy.filters.udp.dns_filter"
 CARES = "envoy.network.dns_resolver.cares"
@@ -43,12 +43,12 @@ def cares_resolver(servers: tuple[Upstream, ...], *, tcp: bool = False
 
 
 def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None = None,
-                      tcp: bool = False, resolver_timeout_ms: int = 2000
-                      ) -> dns_filter_pb2.DnsFilterConfig:
+                      tcp: bool = False, resolver_timeout_ms: int = 2000,
+                      domains: DomainCache | None = None) -> dns_filter_pb2.DnsFilterConfig:
     """The DNS filter; names outside the table go to ``servers`` (default the view's
-    upstreams: its tenant resolver)."""
+    upstreams: its tenant resolver). ``domains``: a cache to reuse (dns_table.py)."""
     config = dns_filter_pb2.DnsFilterConfig(stat_prefix=stat_prefix(view.tenant))
-    config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view))
+    config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view, domains))
     servers = view.upstreams if servers is None else servers
     if servers:
         cares = cares_resolver(servers, tcp=tcp)
@@ -96,10 +96,11 @@ def query_access_log(tenant: str) -> accesslog_pb2.AccessLog:
 
 def dns_listener(view: TenantView, *, host: str, port: int,
                  servers: tuple[Upstream, ...] | None = None, tcp: bool = False,
-                 resolver_timeout_ms: int = 2000) -> listener_pb2.Listener:
+                 resolver_timeout_ms: int = 2000,
+                 domains: DomainCache | None = None) -> listener_pb2.Listener:
     filter_any = Any()
     filter_any.Pack(dns_filter_config(view, servers=servers, tcp=tcp,
-                                      resolver_timeout_ms=resolver_timeout_ms))
+                                      resolver_timeout_ms=resolver_timeout_ms, domains=domains))
     return listener_pb2.Listener(
         name=listener_name(host, port),
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
