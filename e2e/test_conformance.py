@@ -19,7 +19,8 @@ import dns.resolver
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, wait_for
-from e2e.conftest import EXAMPLES, query
+from e2e.harness.dnsquery import query
+from e2e.harness.paths import EXAMPLES
 from tests.tools import require_tool
 
 HERE = Path(__file__).parent / "conformance"

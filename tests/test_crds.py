@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from controlplane.core.manifests import parse_object
+from tests.factories import policy_manifest
 from tests.tools import seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,12 +114,10 @@ def test_unquoted_wildcard_seed_is_not_even_yaml() -> None:
         yaml.safe_load((SEEDS / "bad-unquoted-wildcard.yaml").read_text())
 
 
-BASE = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-        "metadata": {"name": "p"},
-        "spec": {"namespaceSelector": {"matchLabels": {"tenant": "a"}},
-                 "server": {"address": "tenant-1.dns.svc"},
-                 "policy": {"whitelist": ["*.a.svc.cluster.local", "api.example.com"],
-                            "blacklist": ["*.foo.com"], "defaultAction": "WARN"}}}
+BASE = policy_manifest("p", {"namespaceSelector": {"matchLabels": {"tenant": "a"}},
+                             "server": {"address": "tenant-1.dns.svc"},
+                             "policy": {"whitelist": ["*.a.svc.cluster.local", "api.example.com"],
+                                        "blacklist": ["*.foo.com"], "defaultAction": "WARN"}})
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from controlplane.kube.leadership import (
 )
 from controlplane.kube.runner import api_client
 from controlplane.kube.status_writer import StatusWriter
-from tests.fake_kube import FakeKube
+from tests.factories import policy_manifest
+from tests.fakes.kube import FakeKube
 
 NS, NAME = "dns-system", "dns-controlplane-status"
 FAST = LeaseTimings(duration=1, renew_deadline=0.6, renew=0.15, retry=0.1)
@@ -114,14 +115,7 @@ def test_micro_time_always_has_six_fractional_digits() -> None:
     assert MICRO_TIME.match(micro_time())
 
 
-# -- against the fake API server ------------------------------------------------------------
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube().start()
-    yield k
-    k.stop()
-
-
+# -- against the fake API server (the ``kube`` fixture of tests/conftest.py) ---------------
 @pytest.fixture
 def client_for(kube: FakeKube, tmp_path: Path) -> Callable[[str], k8s.ApiClient]:
     """A real client whose bearer token is ``who`` (how the fake tells replicas apart)."""
@@ -298,13 +292,6 @@ def _sample_leaders(electors: list[LeaderElector], seconds: float) -> set[str]:
 
 
 # -- the status writer follows the leadership ------------------------------------------------
-def policy(name: str) -> dict[str, Any]:
-    return {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-            "metadata": {"name": name},
-            "spec": {"namespaceSelector": {"matchLabels": {"tenant": name}},
-                     "policy": {"defaultAction": "DENY"}}}
-
-
 def status(ready: bool, proxies: int) -> dict[str, Any]:
     return {"observedGeneration": 1, "connectedProxies": proxies, "conditions": [
         {"type": "Ready", "status": "True" if ready else "False", "reason": "x",
@@ -315,7 +302,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
         kube: FakeKube, client_for: Callable[[str], k8s.ApiClient],
         electors: Callable[..., LeaderElector]) -> None:
     for name in ("acme", "foo"):
-        kube.apply(policy(name))
+        kube.apply(policy_manifest(name))
     stop = threading.Event()
     writers: dict[str, StatusWriter] = {}
     elected: dict[str, LeaderElector] = {}
@@ -356,7 +343,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
 
 def test_a_writer_that_may_not_write_stops_at_once(
         kube: FakeKube, client_for: Callable[[str], k8s.ApiClient]) -> None:
-    kube.apply(policy("acme"))
+    kube.apply(policy_manifest("acme"))
     leading = threading.Event()
     leading.set()
     stop = threading.Event()

@@ -14,7 +14,6 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
-    LabelSelector,
     Namespace,
     PolicyServer,
     Service,
@@ -23,6 +22,7 @@ from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.policy.decisions import Question
 from controlplane.policyserver.client import PolicyDecider
+from tests.factories import policy
 
 
 class Server(external_auth_pb2_grpc.AuthorizationServicer):
@@ -50,9 +50,8 @@ async def _serve(servicer: Server) -> tuple[grpc.aio.Server, int]:
 
 
 def _policy(port: int, **kw: object) -> DnsPolicy:
-    return DnsPolicy(name="t", namespace_selector=LabelSelector((("t", "shop"),)),
-                     default_action=DefaultAction.DENY,
-                     policy_server=PolicyServer(f"127.0.0.1:{port}", **kw))  # type: ignore[arg-type]
+    return policy("t", {"t": "shop"}, default_action=DefaultAction.DENY,
+                  policy_server=PolicyServer(f"127.0.0.1:{port}", **kw))  # type: ignore[arg-type]
 
 
 def _inventory(policy: DnsPolicy, n: int = 3) -> Inventory:

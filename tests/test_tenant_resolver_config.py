@@ -33,6 +33,7 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from tests.factories import policy_manifest
 from tests.golden_support import GOLDEN, load_inventory, tenant_views
 from tests.tools import require_file
 
@@ -173,9 +174,8 @@ def test_bad_protocol_settings_are_rejected_with_the_reason(protocol: dict[str, 
     from controlplane.core.errors import InputError
     from controlplane.core.manifests import parse_object
 
-    doc = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-           "metadata": {"name": "p"}, "spec": {"namespaceSelector": {}, "protocol": protocol,
-                                               "server": {"address": "dns.example:853"}}}
+    doc = policy_manifest("p", {"namespaceSelector": {}, "protocol": protocol,
+                                "server": {"address": "dns.example:853"}})
     got = parse_object(doc, origin="t.yaml:1")
     assert isinstance(got, InputError) and reason in got.reason, got
 

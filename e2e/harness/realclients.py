@@ -6,7 +6,7 @@ pair. musl (Alpine, busybox) and glibc differ exactly where Envoy's DNS filter
 is unusual (facts 6 and 20 in ``envoy-dns-filter-facts.md``), so the tests
 here resolve with both:
 
-- ``e2e/clients/getaddrinfo.c`` built with ``musl-gcc -static`` and with
+- ``e2e/harness/clients/getaddrinfo.c`` built with ``musl-gcc -static`` and with
   ``gcc`` (glibc, through ``/etc/nsswitch.conf`` ``hosts: files dns``);
 - ``getent ahosts`` as a second glibc path.
 
