@@ -17,7 +17,6 @@ SEEDS = seed_examples()
 VALID_SEEDS = sorted(p for p in SEEDS.glob("*.yaml") if not p.name.startswith("bad-"))
 
 
-
 @pytest.mark.parametrize("path", VALID_SEEDS, ids=[p.name for p in VALID_SEEDS])
 def test_every_valid_seed_parses_without_errors(path: Path) -> None:
     results, unreadable = parse_file(path, display=path.name)
