@@ -13,7 +13,7 @@ def query(port: int, name: str, rdtype: str = "A", timeout: float = 1.0
     """(rcode, sorted answer texts) from the DNS server on 127.0.0.1:port over UDP."""
     q = dns.message.make_query(name, rdtype)
     r = dns.query.udp(q, "127.0.0.1", port=port, timeout=timeout)
-    answers = []
+    answers: list[str] = []
     for rrset in r.answer:
         if rrset.rdtype == dns.rdatatype.from_text(rdtype):
             answers.extend(rd.to_text() for rd in rrset)
