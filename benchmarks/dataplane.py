@@ -29,7 +29,7 @@ from controlplane._kit.localrun import (  # noqa: E402
     rss_mb,
     wait_for,
 )
-from e2e.conftest import query  # noqa: E402
+from e2e.harness.dnsquery import query  # noqa: E402
 
 
 def dnsperf(port: int, queries: Path, seconds: float, clients: int) -> dict[str, float]:

@@ -5,7 +5,7 @@
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
-with ``--source kubernetes``, through ``tests/fake_kube.py`` and the real
+with ``--source kubernetes``, through ``tests/fakes/kube.py`` and the real
 client); one real Envoy of tenant acme asks it. Each edit gives Service
 ``prop.acme`` a new cluster IP and times, from the change to the first DNS
 answer from Envoy that carries the new IP (queried every millisecond):
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
 from controlplane._kit.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
-from e2e.conftest import query  # noqa: E402
+from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("watcher", "parse", "store", "to_loop", "debounce", "merge", "build", "adopt",
@@ -97,7 +97,7 @@ def main() -> int:
     kube: Any = None
     extra = ["--debounce", str(args.debounce), "--log-level", "warning"]
     if args.source == "kubernetes":
-        from tests.fake_kube import CORE, OURS, FakeKube
+        from tests.fakes.kube import CORE, OURS, FakeKube
 
         kube = FakeKube(resources=CORE + OURS, bookmark_interval=1.0).start()
         for f in sorted(manifests.glob("*.yaml")):

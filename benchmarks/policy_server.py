@@ -6,7 +6,7 @@ Three parts, each with real processes on loopback; prints figures only, not a te
 
 1. Decisions per second: ``PolicyDecider.decide`` on distinct names against (a) a
    trivial allow-all ext_authz server (a grpc.aio Authorization servicer, this script
-   with ``--role allow-server``, in its own process) and (b) ``e2e/policy_server.py``
+   with ``--role allow-server``, in its own process) and (b) ``e2e/harness/policy_server.py``
    with ``examples/policy-server/dns.rego`` (Rego evaluated per Check). Direct (N tasks
    calling ``decide`` in this process, the policy's 200 ms timeout) and through the unix
    socket ``serve_gate`` the tenant resolvers ask (N connections asking one question at a
@@ -90,7 +90,7 @@ from controlplane._kit.localrun import (  # noqa: E402
 from controlplane.core.model import FailureMode  # noqa: E402
 from controlplane.policy.decisions import Question  # noqa: E402
 from controlplane.policyserver.client import PolicyDecider, Target, serve_gate  # noqa: E402
-from e2e.conftest import query  # noqa: E402
+from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REGO = ROOT / "examples" / "policy-server" / "dns.rego"
@@ -247,13 +247,13 @@ class AllowServer:
 
 
 class RegoServer:
-    """e2e/policy_server.py with the example Rego; it logs one line per Check."""
+    """e2e/harness/policy_server.py with the example Rego; it logs one line per Check."""
 
     def __init__(self, work: Path) -> None:
         self.port = free_port()
         self.log = work / "rego-checks.log"
         self.process = Process("rego", [
-            sys.executable, "-m", "e2e.policy_server", "--port", str(self.port), "--policy",
+            sys.executable, "-m", "e2e.harness.policy_server", "--port", str(self.port), "--policy",
             str(REGO), "--log", str(self.log)], work / "rego.out")
 
     def start(self) -> RegoServer:

@@ -62,7 +62,7 @@ from controlplane.sources.files import FileSource  # noqa: E402
 from controlplane.store.store import Store
 from controlplane.translate import translate_view  # noqa: E402
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE  # noqa: E402
-from e2e.conftest import query  # noqa: E402
+from e2e.harness.dnsquery import query  # noqa: E402
 
 TENANT = "bench"
 ZONE = "bench.example"

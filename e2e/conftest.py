@@ -1,7 +1,9 @@
-"""Fixtures that start real processes: the control plane, Envoy sidecars, dnsmasq.
+"""Fixtures that start real processes: the control plane, Envoy sidecars, dnsmasq; and the
+``e2e`` marker on every test collected under e2e/ (``pytest -m "not e2e"`` is the fast suite).
 
 Every process gets free ports and is stopped by its process id at the end
-of the test; temporary files live under pytest's tmp_path.
+of the test; temporary files live under pytest's tmp_path. The fake API server's
+fixtures are the ones tests/ uses (tests/fixtures.py); the harness is e2e/harness/.
 """
 
 from __future__ import annotations
@@ -10,30 +12,23 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy
-from tests.tools import require_tool, seed_examples
+from e2e.harness.paths import EXAMPLES
+from tests.fixtures import admin_kube, kube, kube_objects, kube_resources
+from tests.tools import require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-SEEDS = seed_examples()
+__all__ = ["admin_kube", "kube", "kube_objects", "kube_resources"]
+
+HERE = Path(__file__).resolve().parent
 
 
-def query(port: int, name: str, rdtype: str = "A", timeout: float = 1.0
-          ) -> tuple[str, list[str]]:
-    """(rcode, sorted answer texts) from the DNS server on 127.0.0.1:port over UDP."""
-    q = dns.message.make_query(name, rdtype)
-    r = dns.query.udp(q, "127.0.0.1", port=port, timeout=timeout)
-    answers = []
-    for rrset in r.answer:
-        if rrset.rdtype == dns.rdatatype.from_text(rdtype):
-            answers.extend(rd.to_text() for rd in rrset)
-    return dns.rcode.to_text(r.rcode()), sorted(answers)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under e2e/ (this hook sees the whole session's items)."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

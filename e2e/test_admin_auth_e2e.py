@@ -1,7 +1,7 @@
 """The admin API behind TokenReview + SubjectAccessReview, as a process, scraped by Prometheus.
 
 ``controlplane serve --admin-auth kubernetes --admin-tls-dir ... --kubeconfig ...``
-against the fake API server (tests/fake_kube.py, real wire protocol, RBAC from
+against the fake API server (tests/fakes/kube.py, real wire protocol, RBAC from
 deploy/admin-access.yaml), as deploy/ runs it; a real Prometheus scrapes
 ``/metrics`` over HTTPS (CA and server name verified) with a ServiceAccount token
 from a file, as the ServiceMonitor's ``bearerTokenFile`` and ``tlsConfig`` make it do.
@@ -19,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from controlplane._kit.localrun import ControlPlane, Process, free_port, http_text, wait_for
 from controlplane.identity.tlsfiles import write_server_files
-from tests.fake_kube import CORE, OURS, FakeKube
-from tests.test_ads_tls import served_serial
+from tests.fakes.kube import FakeKube
+from tests.tlsprobe import served_serial
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,31 +53,14 @@ def https_getter(ca: Path, clients: list[httpx.Client]) -> Callable[..., tuple[i
     return get
 
 
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS).start()
-    k.add_service_account_token("tenant-token", "acme", "default")
-    k.add_service_account_token("prom-token", "monitoring", "prometheus-k8s")
-    k.add_token("op-token", username="alice")
-    k.apply_rbac(*[d for d in yaml.safe_load_all(
-        (ROOT / "deploy" / "admin-access.yaml").read_text()) if d], {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "alice-dns-admin"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "dns-controlplane-admin-reader"},
-        "subjects": [{"kind": "User", "name": "alice"}]})
-    yield k
-    k.stop()
-
-
 def test_served_admin_api_checks_every_caller(manifests: Path, tmp_path: Path,
-                                              kube: FakeKube, processes: list[object],
+                                              admin_kube: FakeKube, processes: list[object],
                                               clients: list[httpx.Client]) -> None:
     prometheus = require_tool("prometheus", "apt-get install prometheus")
     certs = tmp_path / "tls"
     write_server_files(certs, [NAME])
     cp = ControlPlane(manifests, tmp_path, extra_args=[
-        "--admin-auth", "kubernetes", "--kubeconfig", str(kube.kubeconfig(tmp_path)),
+        "--admin-auth", "kubernetes", "--kubeconfig", str(admin_kube.kubeconfig(tmp_path)),
         "--admin-tls-dir", str(certs)])
     processes.append(cp)
     cp.start(wait_ready=False)
@@ -130,7 +112,7 @@ def test_served_admin_api_checks_every_caller(manifests: Path, tmp_path: Path,
     assert query('dnscp_rebuilds_total{job="as-tenant"}') == []
 
     # The API server down: new callers get 503 with the reason; probes stay 200.
-    kube.down()
+    admin_kube.down()
     status, body = get(f"{base}/api/v1/nodes", "never-seen-token")
     assert status == 503, body
     assert "TokenReview failed: the API server answered 503" in body["detail"]
@@ -141,7 +123,7 @@ def test_served_admin_api_checks_every_caller(manifests: Path, tmp_path: Path,
 
     # The certificate rotates: new connections get the new leaf, without a restart, and
     # Prometheus's scrapes go on succeeding.
-    kube.up()
+    admin_kube.up()
     rotated = write_server_files(certs, [NAME])
     rotated_at = time.time()
     assert served_serial(cp.admin_port, (certs / "ca.crt").read_bytes(), NAME) == rotated.serial

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,31 +9,11 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane._kit.localrun import ControlPlane, http_text, wait_for
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
-
-
-class Client:
-    """A scripted ADS client on a real gRPC channel."""
-
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
-        self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.responses: Iterator[discovery_pb2.DiscoveryResponse] = (
-            stub.StreamAggregatedResources(iter(self.requests.get, None)))
-
-    def send(self, **kw: object) -> None:
-        self.requests.put(discovery_pb2.DiscoveryRequest(**kw))  # type: ignore[arg-type]
-
-    def recv(self) -> discovery_pb2.DiscoveryResponse:
-        return next(self.responses)
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.channel.close()
+from e2e.harness.ads_client import Client
 
 
 @pytest.fixture

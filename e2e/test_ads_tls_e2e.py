@@ -17,7 +17,7 @@ import pytest
 from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from controlplane.identity.certs import make_ca_and_server
 from controlplane.identity.tlsfiles import write_server_files
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 NAME = "dns-controlplane.dns-system.svc"
 NEXT = "xds-next.dns-system.svc"  # only in the rotated certificate

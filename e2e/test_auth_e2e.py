@@ -14,7 +14,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
 from controlplane.translate.types import LISTENER_TYPE
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 
 @pytest.fixture

@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, wait_for
-from e2e.conftest import EXAMPLES, query
-from e2e.test_stats_sink_e2e import FastFlushEnvoy, point_globex_at
+from e2e.harness.dnsquery import query
+from e2e.harness.examples import point_globex_at
+from e2e.harness.paths import EXAMPLES
+from e2e.harness.sidecars import FastFlushEnvoy
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]

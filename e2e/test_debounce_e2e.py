@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 
 def pushes(cp: ControlPlane, view: str) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 EXT = "dns.ext.acme.svc.cluster.local"  # the STRICT_DNS cluster of an ExternalName Service
 

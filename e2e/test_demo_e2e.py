@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
-from e2e.conftest import SEEDS, query
+from e2e.harness.dnsquery import query
+from e2e.harness.paths import SEEDS
 
 
 def lds_version(cp: ControlPlane, node_id: str) -> str | None:

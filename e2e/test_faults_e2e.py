@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 ACME = {"httpbin.acme.com": "100.66.185.144", "httpbin.acme.svc.cluster.local": "100.66.185.144"}
 

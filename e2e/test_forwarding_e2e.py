@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, free_port, wait_for
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 
 UPSTREAM = {
     "www.example.com": "203.0.113.10",

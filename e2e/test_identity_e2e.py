@@ -1,6 +1,6 @@
 """Sidecar identity with the real Envoy: the pod's projected token, TokenReview, rotation.
 
-The API server is tests/fake_kube.py (TokenReview from the table each test
+The API server is tests/fakes/kube.py (TokenReview from the table each test
 sets); the control plane runs as a process with ``--auth-tokenreview`` and ADS
 over TLS; each Envoy's bootstrap comes from ``bootstrap_config(token_path=...)``,
 so Envoy reads the token file itself (google_grpc with the file_based_metadata
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from controlplane.identity.tlsfiles import write_server_files
 from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.translate.types import LISTENER_TYPE
-from e2e.conftest import EXAMPLES, query
-from tests.fake_kube import CORE, OURS, FakeKube
-from tests.test_tokenreview import AUD, jwt, pod
+from e2e.harness.dnsquery import query
+from e2e.harness.examples import demo_objects
+from tests.factories import AUD, jwt, pod_manifest
+from tests.fakes.kube import FakeKube
 from tests.tools import require_tool
 
 NAME = "xds.test"  # the name in the control plane's certificate
@@ -73,16 +74,10 @@ def kubelet_writes(directory: Path, token: str) -> Path:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS, bookmark_interval=0.3).start()
-    for doc in yaml.safe_load_all((EXAMPLES / "demo-two-tenants.yaml").read_text()):
-        if doc["kind"] == "ServiceEntry":  # Istio is not installed here: use our own group
-            doc["apiVersion"] = "networking.example.com/v1alpha1"
-        k.apply(doc)
-    k.apply(pod("acme", "sleep-1", {"app": "sleep", "pod-template-hash": "7d9f"}))
-    k.apply(pod("foo", "sleep-2", {"app": "sleep"}))
-    yield k
-    k.stop()
+def kube_objects() -> list[dict[str, Any]]:
+    return [*demo_objects(),
+            pod_manifest("acme", "sleep-1", {"app": "sleep", "pod-template-hash": "7d9f"}),
+            pod_manifest("foo", "sleep-2", {"app": "sleep"})]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 would run it, with the real Envoy, the control plane, a tenant resolver, and musl and glibc
 clients.
 
-The pod runs in a fresh network namespace (``e2e/injected_pod.py``), so the injected
+The pod runs in a fresh network namespace (``e2e/harness/injected_pod.py``), so the injected
 addresses are used as written: the DNS listener on 127.0.0.1:53, bound by a non-root
 Envoy without capabilities because the pod's ``net.ipv4.ip_unprivileged_port_start``
 sysctl is applied to that namespace as the container runtime applies it; without it
@@ -33,10 +33,8 @@ from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_
 from controlplane.core.settings import InjectionConfig
 from controlplane.identity.certs import make_ca_and_server
 from controlplane.injection.admission import review
-from e2e.realclients import Clients, build_clients, require_real_client_tools
+from e2e.harness.realclients import Clients, build_clients, require_real_client_tools
 from tests.tools import require_tool
-
-pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWS = ROOT / "tests" / "admission"
@@ -64,8 +62,8 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Clients:
 
 
 def run_pod(clients: Clients, workdir: Path, *extra: str, timeout: float = 240) -> dict[str, Any]:
-    """e2e/injected_pod.py in a fresh network namespace; its JSON result."""
-    argv = ["unshare", "--net", "--", sys.executable, "-m", "e2e.injected_pod",
+    """e2e/harness/injected_pod.py in a fresh network namespace; its JSON result."""
+    argv = ["unshare", "--net", "--", sys.executable, "-m", "e2e.harness.injected_pod",
             "--workdir", str(workdir), "--envoy", envoy_binary(), "--musl", str(clients.musl),
             "--glibc", str(clients.glibc), *extra]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

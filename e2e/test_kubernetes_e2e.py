@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
-from e2e.conftest import EXAMPLES, query
-from tests.fake_kube import CORE, OURS, FakeKube
+from e2e.harness.dnsquery import query
+from e2e.harness.examples import demo_objects
+from tests.fakes.kube import FakeKube
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS, bookmark_interval=0.3).start()
-    for doc in yaml.safe_load_all((EXAMPLES / "demo-two-tenants.yaml").read_text()):
-        if doc["kind"] == "ServiceEntry":  # Istio is not installed here: use our own group
-            doc["apiVersion"] = "networking.example.com/v1alpha1"
-        k.apply(doc)
-    yield k
-    k.stop()
+def kube_objects() -> list[dict[str, Any]]:
+    return demo_objects()
 
 
 @pytest.fixture

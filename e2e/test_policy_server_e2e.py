@@ -16,11 +16,11 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Envoy, Process, free_port, wait_for
-from e2e.conftest import SEEDS, query
-from e2e.dnsservers import UnboundServer
+from e2e.harness.dnsquery import query
+from e2e.harness.dnsservers import UnboundServer
+from e2e.harness.paths import SEEDS
 from tests.tools import require_file, require_tool
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 REGO = ROOT / "examples" / "policy-server" / "dns.rego"
 
@@ -65,7 +65,7 @@ class PolicyServer:
 
     def start(self) -> PolicyServer:
         self.process = Process("policy-server", [
-            sys.executable, "-m", "e2e.policy_server", "--port", str(self.port), "--policy",
+            sys.executable, "-m", "e2e.harness.policy_server", "--port", str(self.port), "--policy",
             str(REGO), "--log", str(self.log), *self.extra],
             self.workdir / "policy-server.out").start()
         wait_for(lambda: "serving" in self.process.log() if self.process else False,
@@ -86,7 +86,7 @@ def setup(tmp_path: Path, processes: list[object],
     require_tool("unbound", "apt-get install unbound")
     require_file(Path("/usr/lib/python3/dist-packages/unboundmodule.py"),
                  "apt-get install python3-unbound")
-    import regopy  # noqa: F401 - the test extra installs it; e2e/policy_server.py needs it
+    import regopy  # noqa: F401 - the test extra installs it; e2e/harness/policy_server.py needs it
     upstream = UnboundServer(RECORDS, tmp_path).start()
     processes.append(upstream)
     ps = PolicyServer(tmp_path, free_port()).start()
@@ -217,7 +217,7 @@ def test_policy_server_over_mutual_tls(right_ca: bool, tmp_path: Path, processes
     """TLS to the policy server with the policy's CA bundle and server name, and a client
     certificate from the control plane's flags; with another CA nothing is decided by the
     server (closed: the table stays empty) and the reason is in /api/v1/errors."""
-    from e2e.dnsservers import make_ca
+    from e2e.harness.dnsservers import make_ca
 
     require_tool("unbound", "apt-get install unbound")
     server_ca = make_ca(tmp_path / "server-pki", "policy-server.acme.com")

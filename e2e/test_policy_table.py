@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 from tests.tools import require_tool
 
 HERE = Path(__file__).parent / "policy_table"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Envoy, Process, free_port, http_text, wait_for
-from e2e.conftest import query
+from e2e.harness.dnsquery import query
 from tests.tools import require_tool
 
 NAMES = {"acme": ["httpbin.acme.com", "httpbin.acme.svc.cluster.local", "httpbin.foo.com"],

@@ -2,7 +2,7 @@
 
 A pod-like resolv.conf (``nameserver 127.0.0.X``, the namespace search list,
 ``ndots:5``) points at Envoy's DNS listener on 127.0.0.X:53; the clients run
-in a private mount namespace (see ``e2e/realclients.py``). Tenant acme
+in a private mount namespace (see ``e2e/harness/realclients.py``). Tenant acme
 forwards what it does not know to a dnsmasq that answers ``www.example.com``
 with an A record only.
 
@@ -27,7 +27,7 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Envoy
-from e2e.realclients import (
+from e2e.harness.realclients import (
     AuthoritativeDnsmasq,
     Clients,
     LoopbackDnsAddress,
@@ -40,8 +40,6 @@ from e2e.realclients import (
     write_pod_resolv_conf,
 )
 from tests.tools import require_tool
-
-pytestmark = pytest.mark.e2e
 
 WEB_IP = "10.96.7.10"
 ENTRY_IPS = ("192.0.2.44",)

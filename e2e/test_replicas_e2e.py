@@ -16,21 +16,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from envoy.config.core.v3 import base_pb2
 
 from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, http_text, wait_for
 from controlplane.translate.types import LISTENER_TYPE
-from e2e.conftest import EXAMPLES
-from e2e.test_ads_grpc import Client
-from tests.fake_kube import CORE, OURS, FakeKube
+from e2e.harness.ads_client import Client
+from e2e.harness.examples import demo_objects
+from tests.fakes.kube import FakeKube
 
 ACME = {"httpbin.acme.com": "100.66.185.144"}
 FOO = {"httpbin.foo.com": "100.68.169.65"}
@@ -38,14 +37,8 @@ LEASE_DURATION, LEASE_RETRY = 15, 2.0  # the defaults of serve
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS, bookmark_interval=0.3).start()
-    for doc in yaml.safe_load_all((EXAMPLES / "demo-two-tenants.yaml").read_text()):
-        if doc["kind"] == "ServiceEntry":  # Istio is not installed here: use our own group
-            doc["apiVersion"] = "networking.example.com/v1alpha1"
-        k.apply(doc)
-    yield k
-    k.stop()
+def kube_objects() -> list[dict[str, Any]]:
+    return demo_objects()
 
 
 @dataclass

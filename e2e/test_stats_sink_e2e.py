@@ -7,35 +7,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, Envoy, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, http_text, wait_for
 from controlplane.injection.bootstrap import SIDECAR_STATS
-from e2e.conftest import query
-
-FLUSH = "1s"  # the tests' stats flush interval (Envoy's default, and the bootstrap's: 5 s)
-
-
-@dataclass
-class FastFlushEnvoy(Envoy):
-    """An Envoy of the project's bootstrap (stats sink on), flushing every second."""
-
-    def write_bootstrap(self) -> Path:
-        path = super().write_bootstrap()
-        config = yaml.safe_load(path.read_text())
-        assert config["stats_sinks"], "the bootstrap streams the DNS counters by default"
-        config["stats_flush_interval"] = FLUSH
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
-
-
-def point_globex_at(manifests: Path, upstream: Dnsmasq) -> None:
-    path = manifests / "globex.yaml"
-    path.write_text(path.read_text().replace("127.0.0.1:15353", f"127.0.0.1:{upstream.port}"))
+from e2e.harness.dnsquery import query
+from e2e.harness.examples import point_globex_at
+from e2e.harness.sidecars import FastFlushEnvoy
 
 
 def start_sidecars(cp: ControlPlane, tmp_path: Path, processes: list[Any],

@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, DnsLoad, Envoy, wait_for
-from e2e.conftest import query
-from e2e.dnsservers import PrivateCA, UnboundServer, make_ca
+from e2e.harness.dnsquery import query
+from e2e.harness.dnsservers import PrivateCA, UnboundServer, make_ca
 from tests.tools import require_tool
-
-pytestmark = pytest.mark.e2e
 
 RECORDS = [
     "www.example.com. A 203.0.113.10",  # IPv4 only: AAAA is NODATA at the server
@@ -299,7 +297,7 @@ def test_seed_policies_as_written(seed: str, tmp_path: Path, processes: list[obj
     """The users' seeds, unchanged but for the server's port (a Service named by the seed,
     whose cluster IP is this machine): the upgrade seed speaks DoH to
     tenant-1-encrypted.dns.svc and verifies that name with the control plane's CA bundle."""
-    from e2e.conftest import SEEDS
+    from e2e.harness.paths import SEEDS
 
     text = (SEEDS / seed).read_text()
     upgrade = "upgrade" in seed

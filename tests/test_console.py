@@ -1,7 +1,7 @@
 """The operator console through the admin app (httpx.ASGITransport): pages and assets,
 no CDN anywhere (the console and /docs), relative URLs that work under a path prefix,
 only GET routes, the admin API's authentication on every console route (the real
-kubernetes client against tests/fake_kube.py with deploy/admin-access.yaml), and the
+kubernetes client against tests/fakes/kube.py with deploy/admin-access.yaml), and the
 routes the console reads (/api/v1/tenants, /api/v1/traffic)."""
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from controlplane.identity.admin_auth import AdminAuthorizer
 from controlplane.kube.admin_review import KubeReviewer
 from controlplane.kube.runner import api_client
 from controlplane.telemetry.traffic import DnsTraffic, Report
-from tests.fake_kube import FakeKube
-from tests.test_admin_auth import bearer, kube  # noqa: F401 - the fixture
-from tests.test_hub_and_admin import connect, inventory, node
+from tests.factories import bearer, connect, inventory, node
+from tests.fakes.kube import FakeKube
 
 PAGES = ["/console/", "/console/tenant", "/console/explain", "/console/errors"]
 ASSETS = sorted(p.name for p in Path(str(STATIC)).iterdir())
@@ -152,10 +151,10 @@ async def _post(app: Any) -> int:
         return (await c.post("/api/v1/tenants", json={})).status_code
 
 
-def test_console_routes_need_the_admin_apis_authentication(kube: FakeKube,  # noqa: F811
+def test_console_routes_need_the_admin_apis_authentication(admin_kube: FakeKube,
                                                            tmp_path: Path) -> None:
     hub, traffic = hub_with_traffic()
-    auth = AdminAuthorizer(KubeReviewer(api_client(str(kube.kubeconfig(tmp_path)), None)))
+    auth = AdminAuthorizer(KubeReviewer(api_client(str(admin_kube.kubeconfig(tmp_path)), None)))
     app = create_app(hub, auth=auth, traffic=traffic)
     paths = [*PAGES, "/console/static/console.js", "/", "/console", "/docs",
              "/docs/static/swagger-ui.css", "/redoc", "/api/v1/tenants", "/api/v1/tenants/acme",

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from controlplane.core.manifests import parse_object
+from tests.factories import policy_manifest
 from tests.tools import seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,25 +87,28 @@ def validate(kind: str, doc: dict[str, Any]) -> None:
     jsonschema.validate(doc, schema_of(kind))
 
 
-def seed_documents() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    for path in sorted(SEEDS.glob("*.yaml")):
-        try:
-            loaded = list(yaml.safe_load_all(path.read_text()))
-        except yaml.YAMLError:
-            continue
-        docs += [(f"{path.name}#{i}", d) for i, d in enumerate(loaded)
-                 if d and d.get("kind") in ("DnsPolicy", "ServiceEntry")]
-    return docs
+# bad-* seeds are broken on purpose and must be rejected with a clear error (below, and
+# tests/test_manifests.py); every other seed must parse, or its test fails.
+VALID_SEEDS = sorted(p for p in SEEDS.glob("*.yaml") if not p.name.startswith("bad-"))
 
 
-@pytest.mark.parametrize(("name", "doc"), seed_documents(), ids=[n for n, _ in seed_documents()])
-def test_seed_documents_validate(name: str, doc: dict[str, Any]) -> None:
-    validate(doc["kind"], doc)
+def seed_documents(path: Path) -> list[dict[str, Any]]:
+    """The DnsPolicy and ServiceEntry documents of a seed that is meant to be valid."""
+    try:
+        loaded = list(yaml.safe_load_all(path.read_text()))
+    except yaml.YAMLError as exc:
+        pytest.fail(f"seed {path.name} does not parse (only bad-* seeds may): {exc}")
+    return [d for d in loaded if d and d.get("kind") in ("DnsPolicy", "ServiceEntry")]
+
+
+@pytest.mark.parametrize("path", VALID_SEEDS, ids=[p.name for p in VALID_SEEDS])
+def test_seed_documents_validate(path: Path) -> None:
+    for doc in seed_documents(path):
+        validate(doc["kind"], doc)
 
 
 def test_seeds_found() -> None:
-    kinds = [d["kind"] for _, d in seed_documents()]
+    kinds = [d["kind"] for path in VALID_SEEDS for d in seed_documents(path)]
     assert kinds.count("DnsPolicy") >= 6 and kinds.count("ServiceEntry") >= 3
 
 
@@ -113,12 +117,10 @@ def test_unquoted_wildcard_seed_is_not_even_yaml() -> None:
         yaml.safe_load((SEEDS / "bad-unquoted-wildcard.yaml").read_text())
 
 
-BASE = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-        "metadata": {"name": "p"},
-        "spec": {"namespaceSelector": {"matchLabels": {"tenant": "a"}},
-                 "server": {"address": "tenant-1.dns.svc"},
-                 "policy": {"whitelist": ["*.a.svc.cluster.local", "api.example.com"],
-                            "blacklist": ["*.foo.com"], "defaultAction": "WARN"}}}
+BASE = policy_manifest("p", {"namespaceSelector": {"matchLabels": {"tenant": "a"}},
+                             "server": {"address": "tenant-1.dns.svc"},
+                             "policy": {"whitelist": ["*.a.svc.cluster.local", "api.example.com"],
+                                        "blacklist": ["*.foo.com"], "defaultAction": "WARN"}})
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:

@@ -15,21 +15,11 @@ from controlplane.core.manifests import parse_object
 from controlplane.core.model import DnsPolicy
 from controlplane.injection.bootstrap import bootstrap_config
 from tests.golden_support import load_inventory
+from tests.kustomize import by_kind, rendered
 from tests.tools import require_tool, seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-
-
-def rendered() -> list[dict[str, Any]]:
-    kubectl = require_tool("kubectl", "apt-get install kubernetes-client")
-    out = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
 
 
 def test_kustomization_renders_everything() -> None:

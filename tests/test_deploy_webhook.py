@@ -16,7 +16,7 @@ from controlplane.injection.sidecar import (
     config_problem,
 )
 from controlplane.injection.webhook import first_nameserver, injection_config
-from tests.test_deploy import by_kind, rendered
+from tests.kustomize import by_kind, rendered
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

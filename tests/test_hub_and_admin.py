@@ -3,55 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import struct_pb2
 
 from controlplane.admin.api import create_app
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
-from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
+from controlplane.core.model import LabelSelector, Service
 from controlplane.core.settings import Settings
-from controlplane.hub.hub import Connection, Hub
+from controlplane.hub.hub import Hub
 from controlplane.translate.types import LISTENER_TYPE
-
-
-def policy(name: str, tenant_label: str, **kw: Any) -> DnsPolicy:
-    return DnsPolicy(name=name, namespace_selector=LabelSelector(
-        match_labels=(("tenant", tenant_label),)), **kw)
-
-
-def inventory(extra: tuple[Any, ...] = ()) -> Inventory:
-    return Inventory.of([
-        Namespace("acme", (("tenant", "acme"),)), Namespace("foo", (("tenant", "foo"),)),
-        Service("acme", "web", cluster_ips=("10.0.0.1",)),
-        Service("foo", "web", cluster_ips=("10.0.1.1",)),
-        policy("acme", "acme", whitelist=("*.acme.svc.cluster.local",),
-               default_action=DefaultAction.DENY),
-        policy("foo", "foo", whitelist=("*.foo.svc.cluster.local",),
-               default_action=DefaultAction.DENY),
-        *extra,
-    ])
-
-
-def node(node_id: str, namespace: str | None, **meta: Any) -> base_pb2.Node:
-    n = base_pb2.Node(id=node_id)
-    fields: dict[str, Any] = dict(meta)
-    if namespace is not None:
-        fields["NAMESPACE"] = namespace
-    n.metadata.CopyFrom(struct_pb2.Struct())
-    n.metadata.update(fields)
-    return n
-
-
-def connect(hub: Hub, n: base_pb2.Node) -> Connection:
-    conn = hub.open(peer="test")
-    conn.stream.receive(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=n))
-    hub.attach(conn)
-    return conn
+from tests.factories import connect, inventory, node, tenant_policy
 
 
 def test_serialised_once_per_view_not_per_connection() -> None:
@@ -96,7 +60,7 @@ def test_node_without_metadata_gets_default_view_and_warning() -> None:
 
 def test_dns_listen_address_and_labels_from_metadata() -> None:
     hub = Hub(Settings())
-    hub.set_inventory(inventory((policy("gw", "acme", selector=LabelSelector(
+    hub.set_inventory(inventory((tenant_policy("gw", "acme", selector=LabelSelector(
         match_labels=(("app", "gw"),))),)))
     conn = connect(hub, node("g", "acme", LABELS="app=gw,tier=1",
                              DNS_LISTEN_ADDRESS="127.0.0.2:5300"))

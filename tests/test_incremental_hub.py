@@ -20,10 +20,8 @@ from google.protobuf import struct_pb2
 from controlplane.admin.api import create_app
 from controlplane.core.model import (
     DefaultAction,
-    DnsPolicy,
     Endpoint,
     EndpointSlice,
-    LabelSelector,
     Namespace,
     Service,
     ServiceEntry,
@@ -40,13 +38,9 @@ from controlplane.hub.streams import Connection
 from controlplane.runtime.heap import HeapGuard
 from controlplane.store.store import Store
 from controlplane.translate.types import LISTENER_TYPE
+from tests.factories import tenant_policy
 
 NAMESPACES = ("a", "b", "c")
-
-
-def policy(name: str, tenant: str, **kw: Any) -> DnsPolicy:
-    return DnsPolicy(name=name, namespace_selector=LabelSelector(
-        match_labels=(("tenant", tenant),)), **kw)
 
 
 def random_object(rng: random.Random) -> Any:
@@ -65,12 +59,13 @@ def random_object(rng: random.Random) -> Any:
         return ServiceEntry(ns, n, hosts=(f"{n}.partner.example",),
                             addresses=(ip,) if rng.random() < 0.5 else ())
     if what == 4:
-        return policy(f"p{rng.randrange(3)}", rng.choice(NAMESPACES),
-                      whitelist=(f"*.{rng.choice(NAMESPACES)}.svc.cluster.local",
-                                 "*.partner.example"),
-                      default_action=rng.choice(list(DefaultAction)),
-                      # a server named by a Service: the view follows that Service too
-                      server_address=rng.choice(["", "x1.a", "x2.b.svc:5353", "10.9.9.8"]))
+        return tenant_policy(f"p{rng.randrange(3)}", rng.choice(NAMESPACES),
+                             whitelist=(f"*.{rng.choice(NAMESPACES)}.svc.cluster.local",
+                                        "*.partner.example"),
+                             default_action=rng.choice(list(DefaultAction)),
+                             # a server named by a Service: the view follows that Service too
+                             server_address=rng.choice(["", "x1.a", "x2.b.svc:5353",
+                                                        "10.9.9.8"]))
     return Service(ns, n, cluster_ips=(ip,), ports=(ServicePort("http", 80),))
 
 
@@ -176,8 +171,8 @@ def test_with_a_worker_views_are_built_off_the_loop_and_resolvers_applied_on_it(
             store.replace_origin("f", [
                 Namespace("acme", (("tenant", "acme"),)), Service("acme", "web",
                                                                   cluster_ips=("10.0.0.1",)),
-                policy("acme", "acme", whitelist=("*.acme.svc.cluster.local",),
-                       default_action=DefaultAction.ALLOW, server_address="10.9.9.9")])
+                tenant_policy("acme", whitelist=("*.acme.svc.cluster.local",),
+                              default_action=DefaultAction.ALLOW, server_address="10.9.9.9")])
             await hub.apply(store.take)
             conn = _connect(hub, "acme", "n1")  # a new view key: rendered on the worker
             assert hub.snapshot_for(conn) is None
@@ -207,7 +202,7 @@ def test_streams_of_a_changed_view_are_woken_a_batch_per_loop_iteration() -> Non
     hub = Hub(Settings())
     store = Store()
     store.replace_origin("f", [Namespace("acme", (("tenant", "acme"),)),
-                               policy("acme", "acme", whitelist=("*.acme.svc.cluster.local",))])
+                               tenant_policy("acme", whitelist=("*.acme.svc.cluster.local",))])
     batch = store.take()
     hub.set_inventory(batch.inventory, changed=batch.changed)
     conns = [_connect(hub, "acme", f"n{i}") for i in range(WAKE_BATCH * 3)]
@@ -253,7 +248,7 @@ def test_rebuild_traces_in_the_admin_api() -> None:
     hub = Hub(Settings())
     store = Store()
     store.replace_origin("f", [Namespace("acme", (("tenant", "acme"),)),
-                               policy("acme", "acme", whitelist=("*.acme.svc.cluster.local",))],
+                               tenant_policy("acme", whitelist=("*.acme.svc.cluster.local",))],
                          seen_at=100.0)
     conn = _connect(hub, "acme", "n1")
 
@@ -284,8 +279,8 @@ def test_a_view_follows_the_service_its_server_names_even_when_it_sees_none_of_i
     hub = Hub(Settings())
     store.replace_origin("f", [
         Namespace("acme", (("tenant", "acme"),)), Service("dns", "up", cluster_ips=("10.5.0.1",)),
-        policy("acme", "acme", whitelist=("*.partner.example",),
-               default_action=DefaultAction.DENY, server_address="up.dns")])
+        tenant_policy("acme", whitelist=("*.partner.example",),
+                      default_action=DefaultAction.DENY, server_address="up.dns")])
     batch = store.take()
     hub.set_inventory(batch.inventory, changed=batch.changed)
     forward = hub.tenant_views["acme"].forward

@@ -14,7 +14,8 @@ from controlplane._kit.localrun import wait_for
 from controlplane.core.inventory import Inventory, Key
 from controlplane.sources.kubernetes import KubernetesSource
 from controlplane.store.store import Store
-from tests.fake_kube import CORE, ISTIO, OURS, FakeKube
+from tests.factories import policy_manifest
+from tests.fakes.kube import CORE, ISTIO, OURS, FakeKube, Resource
 
 
 class RecordingStore(Store):
@@ -38,13 +39,6 @@ def ns(name: str, **labels: str) -> dict[str, Any]:
 def svc(name: str, namespace: str, ip: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": namespace}, "spec": {"clusterIP": ip}}
-
-
-def policy(name: str, tenant: str, action: str = "DENY") -> dict[str, Any]:
-    return {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-            "metadata": {"name": name},
-            "spec": {"namespaceSelector": {"matchLabels": {"tenant": tenant}},
-                     "policy": {"defaultAction": action}}}
 
 
 def slice_(name: str, namespace: str, service: str, ip: str) -> dict[str, Any]:
@@ -84,10 +78,8 @@ class Harness:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube(resources=CORE + OURS + ISTIO, bookmark_interval=0.2).start()
-    yield k
-    k.stop()
+def kube_resources() -> list[Resource]:
+    return CORE + OURS + ISTIO  # the source watches Istio's ServiceEntries when served
 
 
 @pytest.fixture
@@ -101,7 +93,7 @@ def test_initial_list_and_every_kind(kube: FakeKube, harness: Harness) -> None:
     kube.apply(ns("acme", tenant="acme"))
     kube.apply(svc("web", "acme", "10.0.0.1"))
     kube.apply(slice_("web-1", "acme", "web", "10.1.0.1"))
-    kube.apply(policy("acme", "acme"))
+    kube.apply(policy_manifest("acme"))
     kube.apply(entry("ext", "acme", "api.partner.com"))
     kube.apply(entry("own", "acme", "own.partner.com", "networking.example.com/v1alpha1"))
     harness.source.start()
@@ -124,7 +116,7 @@ def test_initial_list_and_every_kind(kube: FakeKube, harness: Harness) -> None:
      lambda inv: dict(inv.namespaces["acme"].labels)["rev"]),
     (lambda v: slice_("web-1", "acme", "web", f"10.1.0.{v}"), "EndpointSlice", ("acme", "web-1"),
      lambda inv: inv.endpoint_slices[("acme", "web-1")].endpoints[0].addresses[0]),
-    (lambda v: policy("acme", "acme", "DENY" if v == 1 else "ALLOW"), "DnsPolicy", "acme",
+    (lambda v: policy_manifest("acme", action="DENY" if v == 1 else "ALLOW"), "DnsPolicy", "acme",
      lambda inv: inv.policies["acme"].default_action.value),
     (lambda v: entry("ext", "acme", f"h{v}.partner.com"), "ServiceEntry@networking.istio.io/v1",
      ("acme", "ext"),
@@ -163,9 +155,9 @@ def _get(inv: Inventory, kind: str, key: Any) -> Any:
 
 def test_invalid_object_is_reported_and_last_valid_kept(kube: FakeKube, harness: Harness) -> None:
     harness.source.start()
-    kube.apply(policy("acme", "acme", "DENY"))
+    kube.apply(policy_manifest("acme", action="DENY"))
     harness.until(lambda inv: "acme" in inv.policies, "policy")
-    kube.apply(policy("acme", "acme", "BLOCK"))
+    kube.apply(policy_manifest("acme", action="BLOCK"))
     err = harness.until(lambda inv: [e for e in inv.errors if e.kind == "DnsPolicy"], "error")[0]
     assert err.name == "acme" and "BLOCK" in err.reason and err.generation == 2
     assert harness.inv().policies["acme"].default_action.value == "DENY"

@@ -29,7 +29,8 @@ from controlplane.kube.leadership import (
 )
 from controlplane.kube.runner import api_client
 from controlplane.kube.status_writer import StatusWriter
-from tests.fake_kube import FakeKube
+from tests.factories import policy_manifest
+from tests.fakes.kube import FakeKube
 
 NS, NAME = "dns-system", "dns-controlplane-status"
 FAST = LeaseTimings(duration=1, renew_deadline=0.6, renew=0.15, retry=0.1)
@@ -45,7 +46,7 @@ def rec(holder: str, duration: int = 15, rv: str = "1", transitions: int = 0) ->
 DECISIONS = [
     # (what, record, seen since, now, expected action for "me")
     ("no lease: create it", None, 0.0, 0.0, Action.CREATE),
-    ("mine: renew", rec("me"), 0.0, 100.0, Action.RENEW),
+    ("mine: renew", rec("me"), 0.0, 5.0, Action.RENEW),  # 5 s of its 15: unexpired
     ("mine even when expired (same pod name after a restart)", rec("me"), 0.0, 100.0,
      Action.RENEW),
     ("another's, seen 14.9s unchanged of 15", rec("other"), 10.0, 24.9, Action.FOLLOW),
@@ -114,14 +115,7 @@ def test_micro_time_always_has_six_fractional_digits() -> None:
     assert MICRO_TIME.match(micro_time())
 
 
-# -- against the fake API server ------------------------------------------------------------
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube().start()
-    yield k
-    k.stop()
-
-
+# -- against the fake API server (the ``kube`` fixture of tests/conftest.py) ---------------
 @pytest.fixture
 def client_for(kube: FakeKube, tmp_path: Path) -> Callable[[str], k8s.ApiClient]:
     """A real client whose bearer token is ``who`` (how the fake tells replicas apart)."""
@@ -194,7 +188,10 @@ def test_fake_rejects_a_time_that_is_not_a_micro_time(kube: FakeKube) -> None:
 
 def test_exactly_one_leader_and_a_released_lease_is_taken_at_once(
         kube: FakeKube, electors: Callable[..., LeaderElector]) -> None:
-    a, b = electors("a"), electors("b")
+    # A lease of 60 s: b taking over within the wait below (10 s) can only be the release
+    # seen at b's next look, never the expiry.
+    long_lease = LeaseTimings(duration=60, renew_deadline=0.6, renew=0.15, retry=0.1)
+    a, b = electors("a", long_lease), electors("b", long_lease)
     a.start()
     wait_for(a.is_leader, timeout=5, what="a to lead")
     b.start()
@@ -202,12 +199,12 @@ def test_exactly_one_leader_and_a_released_lease_is_taken_at_once(
     assert both == {"a"}, both
     assert (kube.lease(NAME, NS) or {})["spec"]["holderIdentity"] == "a"
     assert b.status()["holder"] == "a" and b.status()["leader"] is False
-    stopped = time.monotonic()
     a.stop(release=True)
     assert not a.is_leader()  # steps down before the release, at once
-    wait_for(b.is_leader, timeout=5, interval=0.005, what="b to take over")
-    takeover = time.monotonic() - stopped
-    assert takeover < FAST.retry * 1.2 + 0.5, takeover  # the next look, not the expiry
+    wait_for(b.is_leader, timeout=10, interval=0.005, what="b to take the released lease")
+    released = next(i for i, w in enumerate(kube.lease_writes) if w.client == "a" and not w.holder)
+    taken = next(i for i, w in enumerate(kube.lease_writes) if w.client == "b")
+    assert released < taken  # b wrote only after a had written the lease free
     spec = (kube.lease(NAME, NS) or {})["spec"]
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
 
@@ -218,13 +215,14 @@ def test_a_killed_leader_is_replaced_after_the_lease_expires(
     a.start()
     wait_for(a.is_leader, timeout=5, what="a to lead")
     b.start()
-    time.sleep(0.5)
+    wait_for(lambda: b.holder() == "a", timeout=5, what="b to follow a")
     last_renewal = max(w.at for w in kube.lease_writes if w.client == "a")
     a.stop(release=False)  # like SIGKILL: nobody frees the lease
     wait_for(b.is_leader, timeout=10, interval=0.005, what="b to take over")
     took = next(w.at for w in kube.lease_writes if w.client == "b")
-    # b waited for a full lease duration of silence, by its own clock, and not much more.
-    assert FAST.duration <= took - last_renewal < FAST.duration + 2 * FAST.retry * 1.2 + 0.3
+    # Never before a full lease duration of silence, by b's own clock (how much later is
+    # a matter of load: benchmarks measure it, a unit test does not).
+    assert took - last_renewal >= FAST.duration
 
 
 def test_two_candidates_racing_for_a_new_lease_make_one_leader(
@@ -247,7 +245,7 @@ def test_a_leader_cut_off_from_the_api_stops_before_another_starts(
     a.start()
     wait_for(a.is_leader, timeout=5, what="a to lead")
     b.start()
-    time.sleep(0.3)
+    wait_for(lambda: b.holder() == "a", timeout=5, what="b to follow a")
     kube.isolate("a")
     wait_for(b.is_leader, timeout=10, interval=0.005, what="b to take over")
     # is_leader() turns true just before b's on_change callback records it: wait for both
@@ -258,7 +256,8 @@ def test_a_leader_cut_off_from_the_api_stops_before_another_starts(
     assert a_down < b_up, events
     assert "503" in a.problem
     kube.rejoin("a")
-    time.sleep(0.5)
+    wait_for(lambda: a.holder() == "b" and not a.problem, timeout=5,
+             what="a to read the lease again after rejoining")
     assert _sample_leaders([a, b], seconds=0.5) == {"b"}  # a comes back as a follower
 
 
@@ -298,13 +297,6 @@ def _sample_leaders(electors: list[LeaderElector], seconds: float) -> set[str]:
 
 
 # -- the status writer follows the leadership ------------------------------------------------
-def policy(name: str) -> dict[str, Any]:
-    return {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-            "metadata": {"name": name},
-            "spec": {"namespaceSelector": {"matchLabels": {"tenant": name}},
-                     "policy": {"defaultAction": "DENY"}}}
-
-
 def status(ready: bool, proxies: int) -> dict[str, Any]:
     return {"observedGeneration": 1, "connectedProxies": proxies, "conditions": [
         {"type": "Ready", "status": "True" if ready else "False", "reason": "x",
@@ -315,7 +307,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
         kube: FakeKube, client_for: Callable[[str], k8s.ApiClient],
         electors: Callable[..., LeaderElector]) -> None:
     for name in ("acme", "foo"):
-        kube.apply(policy(name))
+        kube.apply(policy_manifest(name))
     stop = threading.Event()
     writers: dict[str, StatusWriter] = {}
     elected: dict[str, LeaderElector] = {}
@@ -333,7 +325,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
     a.start()
     wait_for(lambda: len(kube.status_writes_by("a")) == 2, timeout=5, what="a's writes")
     b.start()
-    time.sleep(0.5)
+    wait_for(lambda: b.holder() == "a", timeout=5, what="b to follow a")
     transition = (kube.get("DnsPolicy", "acme") or {})["status"]["conditions"][0][
         "lastTransitionTime"]
     for w in writers.values():  # a change every replica computes; only the leader writes it
@@ -356,7 +348,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
 
 def test_a_writer_that_may_not_write_stops_at_once(
         kube: FakeKube, client_for: Callable[[str], k8s.ApiClient]) -> None:
-    kube.apply(policy("acme"))
+    kube.apply(policy_manifest("acme"))
     leading = threading.Event()
     leading.set()
     stop = threading.Event()

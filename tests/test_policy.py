@@ -9,17 +9,7 @@ from hypothesis import strategies as st
 from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Requirement, Workload
 from controlplane.core.names import Pattern, parse_pattern
 from controlplane.policy.selection import Action, CompiledPolicy, select_policy
-
-
-def policy(name: str, ns_labels: dict[str, str] | None = None,
-           pod_labels: dict[str, str] | None = None, **kw: object) -> DnsPolicy:
-    return DnsPolicy(
-        name=name,
-        namespace_selector=LabelSelector(match_labels=tuple(sorted((ns_labels or {}).items()))),
-        selector=None if pod_labels is None else LabelSelector(
-            match_labels=tuple(sorted(pod_labels.items()))),
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.factories import policy
 
 
 def workload(namespace: str = "payments", **labels: str) -> Workload:
@@ -34,15 +24,17 @@ SELECTION_CASES = [
     ("namespace mismatch", {"tenant": "bar"}, {}, [policy("acme", {"tenant": "acme"})], None, ()),
     ("selector beats namespace-only", {"workload": "payments"}, {"app": "payment-gateway"},
      [policy("ns-wide", {"workload": "payments"}),
-      policy("gw", {"workload": "payments"}, {"app": "payment-gateway"})], "gw", ()),
+      policy("gw", {"workload": "payments"}, pod_labels={"app": "payment-gateway"})], "gw", ()),
     ("selector that does not match falls back", {"workload": "payments"}, {"app": "other"},
      [policy("ns-wide", {"workload": "payments"}),
-      policy("gw", {"workload": "payments"}, {"app": "payment-gateway"})], "ns-wide", ()),
+      policy("gw", {"workload": "payments"}, pod_labels={"app": "payment-gateway"})],
+     "ns-wide", ()),
     ("tie breaks by name and is a conflict", {"t": "x"}, {},
      [policy("zeta", {"t": "x"}), policy("alpha", {"t": "x"})], "alpha", ("zeta",)),
     ("empty namespaceSelector selects all", {"anything": "1"}, {}, [policy("all", {})], "all", ()),
     ("lower rank is not a conflict", {"t": "x"}, {"app": "a"},
-     [policy("b-ns", {"t": "x"}), policy("a-sel", {"t": "x"}, {"app": "a"})], "a-sel", ()),
+     [policy("b-ns", {"t": "x"}), policy("a-sel", {"t": "x"}, pod_labels={"app": "a"})],
+     "a-sel", ()),
 ]
 
 

@@ -14,7 +14,6 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
-    LabelSelector,
     Namespace,
     PolicyServer,
     Service,
@@ -22,16 +21,20 @@ from controlplane.core.model import (
 from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.policy.decisions import Question
-from controlplane.policyserver.client import PolicyDecider
+from controlplane.policyserver.client import REFRESH_AHEAD, PolicyDecider
+from tests.factories import policy
+from tests.waits import until
 
 
 class Server(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, delay: float = 0.0, ttl: float | None = None) -> None:
         self.delay, self.ttl, self.calls = delay, ttl, 0
+        self.asked: list[str] = []  # the names, in the order the Checks arrived
 
     async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802
                     context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
         self.calls += 1
+        self.asked.append(request.attributes.request.http.host)
         await asyncio.sleep(self.delay)
         resp = external_auth_pb2.CheckResponse()
         resp.status.code = 7 if request.attributes.request.http.host.startswith("no.") else 0
@@ -50,9 +53,8 @@ async def _serve(servicer: Server) -> tuple[grpc.aio.Server, int]:
 
 
 def _policy(port: int, **kw: object) -> DnsPolicy:
-    return DnsPolicy(name="t", namespace_selector=LabelSelector((("t", "shop"),)),
-                     default_action=DefaultAction.DENY,
-                     policy_server=PolicyServer(f"127.0.0.1:{port}", **kw))  # type: ignore[arg-type]
+    return policy("t", {"t": "shop"}, default_action=DefaultAction.DENY,
+                  policy_server=PolicyServer(f"127.0.0.1:{port}", **kw))  # type: ignore[arg-type]
 
 
 def _inventory(policy: DnsPolicy, n: int = 3) -> Inventory:
@@ -73,10 +75,8 @@ def test_tenant_without_forwarding_gets_its_table_from_the_decisions() -> None:
         decider.on_change = hub.recompute
         stop = asyncio.Event()
         task = asyncio.create_task(decider.run(stop, interval=0.05))
-        for _ in range(100):
-            if len(hub.tenant_views["t"].entries) == 3:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: len(hub.tenant_views["t"].entries) == 3,
+                    what="the table's 3 allowed names")
         names = sorted(e.record.name for e in hub.tenant_views["t"].entries)
         assert names == [f"s{i}.shop.svc.cluster.local" for i in range(3)]
         assert hub.tenant_views["t"].server_denied == ("no.shop.svc.cluster.local",)
@@ -86,22 +86,48 @@ def test_tenant_without_forwarding_gets_its_table_from_the_decisions() -> None:
     asyncio.run(run())
 
 
+class Clock:
+    """A clock the test moves; it counts its reads, and the prefetch loop reads it once a
+    round, so the reads say how many rounds have run."""
+
+    def __init__(self) -> None:
+        self.now, self.reads = 1000.0, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
 def test_refresh_ahead_asks_again_without_spinning() -> None:
     async def run() -> None:
-        servicer = Server(ttl=0.5)
+        servicer = Server(ttl=10.0)
         server, port = await _serve(servicer)
-        decider = PolicyDecider()
+        clock = Clock()
+        decider = PolicyDecider(clock=clock)
         hub = Hub(Settings(), decider=decider)
         hub.set_inventory(_inventory(_policy(port), n=1))
         stop = asyncio.Event()
         task = asyncio.create_task(decider.run(stop, interval=0.02))
-        await asyncio.sleep(2.0)
+        await until(lambda: servicer.calls == 2, what="the table's 2 names asked")
+        names = sorted(servicer.asked)
+        assert len(set(names)) == 2
+
+        async def rounds(n: int) -> None:  # n more rounds of the prefetch loop
+            start = clock.reads
+            await until(lambda: clock.reads >= start + n, what=f"{n} rounds of the loop")
+
+        clock.now += 10.0 * (1 - REFRESH_AHEAD * 1.5) - 0.01  # not yet in the refresh window
+        await rounds(20)
+        assert servicer.calls == 2  # fresh decisions are not asked again, however often it looks
+        clock.now += 10.0 * REFRESH_AHEAD * 1.5 - 0.02  # every name in its window, unexpired
+        await until(lambda: servicer.calls == 4, what="each name asked again")
+        assert sorted(servicer.asked[2:]) == names  # once each, before they expire
+        await rounds(20)
+        assert servicer.calls == 4  # the new answers are fresh: no spinning on them
+        assert decider.counts[("t", "cache")] == 0  # the loop does not answer itself
         stop.set()
         await task
         await server.stop(None)
-        # 2 names, a 0.5 s lifetime, re-asked before it ends: about 4 calls each in 2 s
-        assert 4 <= servicer.calls <= 24, servicer.calls
-        assert decider.counts[("t", "cache")] < 50  # the loop does not answer itself
     asyncio.run(run())
 
 
@@ -114,12 +140,15 @@ def test_a_wait_for_a_slot_is_not_an_outage_and_live_questions_get_their_own_slo
         hub.set_inventory(_inventory(_policy(port, timeout_ms=100), n=40))
         stop = asyncio.Event()
         task = asyncio.create_task(decider.run(stop, interval=0.02))
-        await asyncio.sleep(0.05)  # the prefetch has filled its slots
-        started = asyncio.get_running_loop().time()
+        await until(lambda: servicer.calls >= 2, what="the prefetch to fill its 2 slots")
         d = await decider.decide(Question(tenant="t", name="live.example.com", qtype="A"))
-        waited = asyncio.get_running_loop().time() - started
-        assert waited < 0.2 and d.source.startswith("failure mode closed")  # within timeout
-        await asyncio.sleep(0.5)  # the live call (0.3 s) lands in its own slot
+        # the query gets the failure mode at its own timeout (100 ms), the call goes on
+        assert d.source == "failure mode closed: no answer within 100 ms", d.source
+        await until(lambda: "live.example.com" in decider.table_decisions("t"),
+                    what="the live call (0.3 s) to land")
+        # it had a slot of its own: asked while the prefetch of 40 names was under way,
+        # not queued behind it (at most the 2 + 2 table names of the prefetch's first rounds)
+        assert servicer.asked.index("live.example.com") <= 4, servicer.asked[:8]
         later = await decider.decide(Question(tenant="t", name="live.example.com", qtype="A"))
         assert later.from_server and later.allow
         assert decider.reachable("t") == (True, "")  # slow is not unreachable

@@ -30,6 +30,7 @@ from controlplane.policy.decisions import (
     decision_from_response,
     failure_mode,
 )
+from tests.factories import policy_manifest
 
 
 def test_check_request_carries_the_question() -> None:
@@ -164,8 +165,6 @@ def test_policy_server_reachable_condition() -> None:
     ({"address": "ps", "unknown": 1}, "unknown fields"),
 ])
 def test_bad_policy_server_settings_are_rejected(server: dict[str, object], reason: str) -> None:
-    doc = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-           "metadata": {"name": "p"},
-           "spec": {"namespaceSelector": {}, "policy": {"server": server}}}
+    doc = policy_manifest("p", {"namespaceSelector": {}, "policy": {"server": server}})
     got = parse_object(doc, origin="p.yaml:1")
     assert isinstance(got, InputError) and reason in got.reason, got

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
-from controlplane.core.model import DnsPolicy, LabelSelector, Namespace, Pod, Workload
+from controlplane.core.model import Namespace, Pod, Workload
 from controlplane.dns.status import (
     ProxyState,
     conflicts_by_policy,
@@ -12,18 +12,13 @@ from controlplane.dns.status import (
     policy_status,
     without_times,
 )
-
-
-def pol(name: str, labels: dict[str, str], **kw: object) -> DnsPolicy:
-    return DnsPolicy(name=name, namespace_selector=LabelSelector(
-        match_labels=tuple(sorted(labels.items()))), generation=3, **kw)  # type: ignore[arg-type]
-
+from tests.factories import policy
 
 INV = Inventory.of([
     Namespace("a1", (("team", "a"),)), Namespace("a2", (("team", "a"),)),
     Namespace("b", (("team", "b"),)),
     Pod("a1", "p1", (("app", "web"),)), Pod("a2", "p2", (("app", "db"),)),
-    pol("alpha", {"team": "a"}), pol("beta", {"team": "a"}), pol("bravo", {"team": "b"}),
+    policy("alpha", {"team": "a"}, generation=3), policy("beta", {"team": "a"}, generation=3), policy("bravo", {"team": "b"}, generation=3),
 ])
 
 

@@ -10,7 +10,6 @@ decision ``CompiledPolicy.classify`` gives.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -33,8 +32,9 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from tests.factories import policy_manifest
 from tests.golden_support import GOLDEN, load_inventory, tenant_views
-from tests.tools import require_file
+from tests.tools import require_file, require_tool
 
 ZONE = "cluster.local"
 LABELS = st.sampled_from(["a", "b", "foo", "net", "com", "cluster", "local", "svc"])
@@ -84,14 +84,12 @@ def test_measured_rpz_cases(name: str, denied: bool) -> None:
                             name) is denied
 
 
+PACKAGE = {"unbound": "unbound", "unbound-checkconf": "unbound", "unbound-control": "unbound",
+           "dnsdist": "dnsdist", "dnsmasq": "dnsmasq"}
+
+
 def _tool(name: str) -> str:
-    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}")
-                                       if Path(p).exists()), None)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is missing: make test installs it")
-        pytest.skip(f"{name} is not installed")
-    return path
+    return require_tool(name, f"apt-get install {PACKAGE[name]}; make system-deps does")
 
 
 def _all_forwardings() -> list[tuple[str, Forwarding]]:
@@ -173,9 +171,8 @@ def test_bad_protocol_settings_are_rejected_with_the_reason(protocol: dict[str, 
     from controlplane.core.errors import InputError
     from controlplane.core.manifests import parse_object
 
-    doc = {"apiVersion": "networking.example.com/v1alpha1", "kind": "DnsPolicy",
-           "metadata": {"name": "p"}, "spec": {"namespaceSelector": {}, "protocol": protocol,
-                                               "server": {"address": "dns.example:853"}}}
+    doc = policy_manifest("p", {"namespaceSelector": {}, "protocol": protocol,
+                                "server": {"address": "dns.example:853"}})
     got = parse_object(doc, origin="t.yaml:1")
     assert isinstance(got, InputError) and reason in got.reason, got
 

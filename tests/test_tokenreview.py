@@ -1,6 +1,6 @@
 """Sidecar identity from pods' projected ServiceAccount tokens, checked with TokenReview.
 
-The API server is tests/fake_kube.py (the real wire protocol, spoken to by the
+The API server is tests/fakes/kube.py (the real wire protocol, spoken to by the
 real ``kubernetes`` client through controlplane/kube/identity.py); it
 decides tokens from the table each test sets (valid, expired, wrong audience,
 unknown) and checks the audiences of each review. The ADS checks run the real
@@ -10,13 +10,10 @@ grpcio server with the control plane's ADS service.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +50,9 @@ from controlplane.kube.identity import KubeIdentityApi
 from controlplane.kube.runner import api_client
 from controlplane.translate.types import LISTENER_TYPE
 from controlplane.xds.server import add_ads_service
-from tests.fake_kube import FakeKube
+from tests.factories import AUD, jwt, pod_manifest
+from tests.fakes.kube import FakeKube
 from tests.tools import require_tool
-
-AUD = "dns-controlplane"
-
-
-def jwt(namespace: str, pod: str, *, exp: float | None = None, salt: str = "") -> str:
-    """A token shaped like a projected ServiceAccount token (its signature is the fake's
-    business: TokenReview decides, the control plane never verifies it itself)."""
-    def part(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-    claims = {"aud": [AUD], "exp": int(exp if exp is not None else time.time() + 3600),
-              "sub": f"system:serviceaccount:{namespace}:default",
-              "kubernetes.io": {"namespace": namespace, "pod": {"name": pod}}, "jti": salt}
-    return f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(claims)}.c2lnbmF0dXJl{salt}"
-
-
-def pod(namespace: str, name: str, labels: dict[str, str], uid: str = "") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                         **({"uid": uid} if uid else {})},
-            "spec": {"containers": [{"name": "app", "image": "app"}]}}
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -82,12 +60,9 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube().start()
-    k.apply(pod("acme", "web-1", {"app": "web", "tier": "front"}))
-    k.apply(pod("foo", "api-1", {"app": "api"}))
-    yield k
-    k.stop()
+def kube_objects() -> list[dict[str, Any]]:
+    return [pod_manifest("acme", "web-1", {"app": "web", "tier": "front"}),
+            pod_manifest("foo", "api-1", {"app": "api"})]
 
 
 @pytest.fixture
@@ -175,7 +150,7 @@ def test_pod_labels_come_from_the_api_and_a_recreated_pod_is_refused(
     # The pod is deleted and a new one takes its name (a StatefulSet): the token, bound
     # to the old uid, is refused (the real API server would also stop accepting it).
     kube.delete("Pod", "web-1", "acme")
-    kube.apply(pod("acme", "web-1", {"app": "web"}, uid="uid-new"))
+    kube.apply(pod_manifest("acme", "web-1", {"app": "web"}, uid="uid-new"))
     fresh = TokenReviewAuthenticator(identity_api, audiences=(AUD,))
     with pytest.raises(Unauthenticated, match="was recreated: the token is for uid"):
         asyncio.run(fresh.identify(bearer(VALID)))
@@ -209,7 +184,7 @@ def test_a_reconnect_storm_costs_one_review_per_pod(kube: FakeKube,
                                                     identity_api: KubeIdentityApi) -> None:
     tokens = []
     for i in range(50):
-        kube.apply(pod("acme", f"p{i}", {"app": "web"}))
+        kube.apply(pod_manifest("acme", f"p{i}", {"app": "web"}))
         tokens.append(jwt("acme", f"p{i}", salt=str(i)))
         kube.add_pod_token(tokens[-1], "acme", f"p{i}", audiences=(AUD,))
     clock = Clock()

@@ -1,13 +1,12 @@
 """Translation golden files: manifests in, Envoy resources out as JSON.
 
 Regenerate after an intended change with ``UPDATE_GOLDEN=1 make test`` and
-review the diff.
+review the diff (refused when CI is set: see tests/golden_support.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.golden_support import (
     resolver_files,
     resources_json,
     tenant_views,
+    updating_goldens,
 )
 
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
@@ -32,7 +32,7 @@ def test_golden(case: str) -> None:
     views = tenant_views(inv, Settings())
     actual = {tenant: resources_json(view) for tenant, view in sorted(views.items())}
     expected_path = GOLDEN / case / "expected.json"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
+    if updating_goldens():
         expected_path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
     expected = json.loads(expected_path.read_text())
     assert actual == expected
@@ -45,7 +45,7 @@ def test_golden_resolver_config(case: str) -> None:
     for tenant, view in sorted(views.items()):
         for name, text in resolver_files(view).items():
             path = GOLDEN / case / "resolvers" / tenant / name
-            if os.environ.get("UPDATE_GOLDEN") == "1":
+            if updating_goldens():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
             assert text == path.read_text(), f"{case}/{tenant}/{name}"

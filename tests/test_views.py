@@ -7,10 +7,8 @@ import pytest
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import (
     DefaultAction,
-    DnsPolicy,
     Endpoint,
     EndpointSlice,
-    LabelSelector,
     Service,
     ServiceEntry,
     ServicePort,
@@ -25,6 +23,7 @@ from controlplane.dns.views import (
     resolve_upstream,
     with_resolver,
 )
+from tests.factories import policy
 
 INV = Inventory.of([
     Service("acme", "web", cluster_ips=("10.0.0.1",), ports=(ServicePort("http", 80),
@@ -37,10 +36,6 @@ INV = Inventory.of([
         Endpoint(("10.1.0.2",), ready=False, hostname="db-1"))),
     ServiceEntry("acme", "ext", hosts=("api.partner.com",), endpoints=(), addresses=("192.0.2.1",)),
 ])
-
-
-def pol(**kw: object) -> DnsPolicy:
-    return DnsPolicy(name="t", namespace_selector=LabelSelector(), **kw)  # type: ignore[arg-type]
 
 
 def test_cluster_records() -> None:
@@ -74,7 +69,7 @@ def test_resolve_upstream(address: str, expected: Upstream | str) -> None:
 
 
 def test_deny_policy_without_external_whitelist_never_forwards() -> None:
-    view, err = build_tenant_view(pol(server_address="10.0.0.53", whitelist=("*.acme.svc.cluster.local",),
+    view, err = build_tenant_view(policy(server_address="10.0.0.53", whitelist=("*.acme.svc.cluster.local",),
                                       default_action=DefaultAction.DENY),
                                   cluster_records(INV, zone="cluster.local"), INV, Settings())
     assert err is None
@@ -85,7 +80,7 @@ def test_deny_policy_without_external_whitelist_never_forwards() -> None:
 
 
 def test_deny_policy_with_external_whitelist_forwards_only_those() -> None:
-    view, err = build_tenant_view(pol(server_address="10.0.0.53",
+    view, err = build_tenant_view(policy(server_address="10.0.0.53",
                                       whitelist=("www.example.com", "*.acme.svc.cluster.local"),
                                       default_action=DefaultAction.DENY),
                                   cluster_records(INV, zone="cluster.local"), INV, Settings())
@@ -99,9 +94,9 @@ def test_deny_policy_with_external_whitelist_forwards_only_those() -> None:
 
 
 def test_forwarding_view_carries_policy_triggers() -> None:
-    policy = pol(server_address="tenant-1.dns.svc", whitelist=("*.ok.partner.com",),
-                 blacklist=("*.svc.cluster.local", "*.partner.com", "*.net"))
-    view, err = build_tenant_view(policy, cluster_records(INV, zone="cluster.local"), INV,
+    forwarding = policy(server_address="tenant-1.dns.svc", whitelist=("*.ok.partner.com",),
+                        blacklist=("*.svc.cluster.local", "*.partner.com", "*.net"))
+    view, err = build_tenant_view(forwarding, cluster_records(INV, zone="cluster.local"), INV,
                                   Settings())
     assert err is None and view.forward is not None
     assert view.forward.server == Upstream("10.0.9.53", 53)
@@ -126,11 +121,11 @@ def test_forwarding_view_carries_policy_triggers() -> None:
 
 def test_unresolvable_server_keeps_last_good_upstream() -> None:
     records = cluster_records(INV, zone="cluster.local")
-    policy = pol(server_address="gone.dns.svc")
-    view, err = build_tenant_view(policy, records, INV, Settings())
+    unresolvable = policy(server_address="gone.dns.svc")
+    view, err = build_tenant_view(unresolvable, records, INV, Settings())
     assert err and "does not exist" in err
     assert view.forward is None  # fail closed: nothing forwarded
-    view, err = build_tenant_view(policy, records, INV, Settings(),
+    view, err = build_tenant_view(unresolvable, records, INV, Settings(),
                                   last_good_upstream=Upstream("10.0.9.53", 53))
     assert err and view.forward is not None and view.forward.server == Upstream("10.0.9.53", 53)
     assert any("keeps serving" in n for n in view.notes)
@@ -150,7 +145,7 @@ def test_upgrade_forwards_encrypted_with_a_verified_name(kw: dict[str, object],
                                                           expected: Forwarding) -> None:
     inv = Inventory.of([*INV.services.values(),
                         Service("dns", "tenant-1-encrypted", cluster_ips=("10.0.9.99",))])
-    view, err = build_tenant_view(pol(**kw), cluster_records(inv, zone="cluster.local"), inv,
+    view, err = build_tenant_view(policy(**kw), cluster_records(inv, zone="cluster.local"), inv,
                                   Settings())
     assert err is None and view.forward is not None
     got = view.forward
@@ -159,7 +154,7 @@ def test_upgrade_forwards_encrypted_with_a_verified_name(kw: dict[str, object],
 
 
 def test_upgrade_to_an_ip_without_server_name_fails_closed() -> None:
-    view, err = build_tenant_view(pol(server_address="10.0.0.53", upgrade=True,
+    view, err = build_tenant_view(policy(server_address="10.0.0.53", upgrade=True,
                                       upgrade_type="dns-over-tls"),
                                   cluster_records(INV, zone="cluster.local"), INV, Settings())
     assert view.forward is None and view.upstreams == ()
@@ -177,7 +172,7 @@ def test_default_views() -> None:
 
 
 def test_default_action_missing_means_allow_with_default_upstream() -> None:
-    view, _ = build_tenant_view(pol(), cluster_records(INV, zone="cluster.local"), INV,
+    view, _ = build_tenant_view(policy(), cluster_records(INV, zone="cluster.local"), INV,
                                 Settings(default_upstream="10.0.0.10:5353"))
     assert view.forward is not None and view.forward.server == Upstream("10.0.0.10", 5353)
     assert len(view.entries) == len(cluster_records(INV, zone="cluster.local"))

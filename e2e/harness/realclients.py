@@ -6,7 +6,7 @@ pair. musl (Alpine, busybox) and glibc differ exactly where Envoy's DNS filter
 is unusual (facts 6 and 20 in ``envoy-dns-filter-facts.md``), so the tests
 here resolve with both:
 
-- ``e2e/clients/getaddrinfo.c`` built with ``musl-gcc -static`` and with
+- ``e2e/harness/clients/getaddrinfo.c`` built with ``musl-gcc -static`` and with
   ``gcc`` (glibc, through ``/etc/nsswitch.conf`` ``hosts: files dns``);
 - ``getent ahosts`` as a second glibc path.
 
@@ -28,9 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from controlplane._kit.localrun import Dnsmasq, Process, find_tool, wait_for
+from tests.tools import skip
 
 SOURCE = Path(__file__).resolve().parent / "clients" / "getaddrinfo.c"
 NSCD_SOCKET = "/var/run/nscd/socket"
@@ -72,17 +71,6 @@ class Clients:
         return [("musl", self.musl), ("glibc", self.glibc)]
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _missing(message: str) -> None:
-    """Fail under CI (install steps stay honest), skip elsewhere: as ``tests.tools``."""
-    if _in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def require_real_client_tools() -> None:
     """musl-gcc, gcc, unshare, mount, getent and root (for the mount namespace and port 53)."""
     hints = {"musl-gcc": "apt-get install musl-tools", "gcc": "apt-get install gcc",
@@ -90,16 +78,16 @@ def require_real_client_tools() -> None:
              "getent": "apt-get install libc-bin"}
     missing = [f"{tool} ({hint})" for tool, hint in hints.items() if shutil.which(tool) is None]
     if missing:
-        _missing("real resolver clients need " + ", ".join(missing))
+        skip("real resolver clients need " + ", ".join(missing))
     if os.geteuid() != 0:
-        _missing("real resolver clients need root: a private mount namespace for "
+        skip("real resolver clients need root: a private mount namespace for "
                  "/etc/resolv.conf and a DNS server on port 53")
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
                            capture_output=True, text=True, timeout=10, check=False)
     if probe.returncode != 0:
-        _missing(f"unshare --mount does not work here: {probe.stderr.strip()}")
+        skip(f"unshare --mount does not work here: {probe.stderr.strip()}")
     if not Path("/etc/resolv.conf").exists():
-        _missing("/etc/resolv.conf does not exist, so there is nothing to bind-mount over")
+        skip("/etc/resolv.conf does not exist, so there is nothing to bind-mount over")
 
 
 def _digest(source: Path) -> str:

@@ -2,7 +2,7 @@
 ``envoy.service.auth.v3.Authorization/Check`` over gRPC, deciding with a real Rego policy
 (the ``regopy`` engine), the way OPA's Envoy plugin does.
 
-    python -m e2e.policy_server --port P --policy examples/policy-server/dns.rego --log FILE
+    python -m e2e.harness.policy_server --port P --policy examples/policy-server/dns.rego --log FILE
 
 The input is the CheckRequest as JSON with the proto field names (``input.attributes...``).
 The query is ``data.envoy.authz.allow``: a boolean, or an object with ``allowed`` and

@@ -49,10 +49,10 @@ import jsonpatch
 
 from controlplane._kit.localrun import ControlPlane, Process, http_text, rss_mb, wait_for
 from controlplane.injection.sidecar import SIDECAR_NAME, resolv_conf
-from e2e.realclients import AuthoritativeDnsmasq, Clients, run_client, run_getent
-from tests.podsim import container_argv, container_env, parse_pod
+from e2e.harness.realclients import AuthoritativeDnsmasq, Clients, run_client, run_getent
+from tests.fakes.podsim import container_argv, container_env, parse_pod
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REVIEW = ROOT / "tests" / "admission" / "deployment-pod.json"
 XDS_NAME = "dns-controlplane.dns-system.svc.cluster.local"
 WEBHOOK_NAME = "dns-controlplane-webhook.dns-system.svc"

@@ -1,6 +1,6 @@
 """Synthetic sidecars for the stats sink: memory and CPU of the control plane at N sidecars.
 
-    .venv/bin/python -m e2e.stats_sink_load [--sidecars 1000] [--interval 5] [--rounds 12]
+    .venv/bin/python -m e2e.harness.stats_sink_load [--sidecars 1000] [--interval 5] [--rounds 12]
 
 Starts a real control plane on examples/ (file source), connects N simulated sidecars
 (each one ADS stream, like Envoy, so its reports are accepted, and one
@@ -31,7 +31,7 @@ from controlplane._kit.localrun import ControlPlane, http_json, rss_mb, wait_for
 from controlplane.telemetry import metrics_protos
 from controlplane.telemetry.stats_sink import METRICS_SERVICE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TENANTS = ("acme", "foo", "globex")
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"

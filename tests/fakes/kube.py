@@ -23,7 +23,7 @@ lease's namespace to exist.
 Reviews (always served, create only): ``tokenreviews`` answer for the tokens
 given to ``add_token``/``add_service_account_token`` (audiences checked as the
 API server does); ``subjectaccessreviews`` are decided by real RBAC objects
-given to ``apply_rbac`` (e.g. deploy/rbac.yaml; see tests/fake_rbac.py).
+given to ``apply_rbac`` (e.g. deploy/rbac.yaml; see tests/fakes/rbac.py).
 ``reviews`` records each (plural, spec); faults apply (``down``, ``isolate``,
 ``forbid``/``fail`` of ``tokenreviews`` or ``subjectaccessreviews``).
 """
@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from controlplane._kit.localrun import free_port
-from tests import fake_rbac
+from tests.fakes import rbac
 
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # the API server's own
 
@@ -505,7 +505,7 @@ class FakeKube:
                 status = {"authenticated": True, "user": entry["user"], "audiences": matched}
         else:
             with self._lock:
-                allowed, reason = fake_rbac.authorize(self._rbac, spec)
+                allowed, reason = rbac.authorize(self._rbac, spec)
             status = {"allowed": allowed, **({"reason": reason} if reason else {})}
         return JSONResponse({**body, "metadata": {"creationTimestamp": None}, "spec": spec,
                              "status": status}, 201)

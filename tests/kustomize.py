@@ -1,0 +1,24 @@
+"""deploy/ as kubectl renders it with kustomize, and a filter by kind."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.tools import require_tool
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def rendered() -> list[dict[str, Any]]:
+    kubectl = require_tool("kubectl", "apt-get install kubernetes-client")
+    out = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
