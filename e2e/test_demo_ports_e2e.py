@@ -13,10 +13,8 @@ import pytest
 from controlplane._kit.demo import DEMO_UPSTREAM_PORT
 from controlplane._kit.localrun import Process, wait_for
 from controlplane.runtime.process import port_holders
-from e2e.conftest import EXAMPLES, ROOT
+from e2e.harness.paths import EXAMPLES, ROOT
 from tests.tools import require_tool
-
-pytestmark = pytest.mark.e2e
 
 
 def hold(port: int, *, udp: bool) -> socket.socket | None:
