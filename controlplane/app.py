@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import uvicorn
@@ -50,6 +50,7 @@ from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
+from controlplane.telemetry.querylog_service import add_query_log_service
 from controlplane.telemetry.stats_sink import (
     MetricsSink,
     NodeDirectory,
@@ -58,7 +59,7 @@ from controlplane.telemetry.stats_sink import (
     run_traffic,
 )
 from controlplane.telemetry.traffic import DnsTraffic
-from controlplane.xds.server import AdsServicer, add_ads_service, add_query_log_service
+from controlplane.xds.server import AdsServicer, add_ads_service
 
 log = logging.getLogger("controlplane")
 
@@ -162,7 +163,7 @@ async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
 
-async def _stop_ads(server: grpc.aio.Server, ads: AdsServicer, drain_seconds: float) -> None:
+async def _stop_ads(server: grpc.aio.Server, ads: AdsServicer[Any], drain_seconds: float) -> None:
     """Move the sidecars to another replica without losing a query.
 
     First the server stops accepting (listener closed, HTTP/2 GOAWAY on every

@@ -13,7 +13,7 @@ from the loop's thread), the policy server's targets (asyncio), the policy
 each stream gets, and the new snapshots. With a ``worker`` (``serve``),
 ``apply`` runs the view builder and the renderer on that one thread, so a
 rebuild never holds the loop; without one (tests, benchmarks, tools), the
-same steps run inline through ``set_inventory``/``recompute``. (``serve`` also
+same path (``_rebuild``) runs inline through ``set_inventory``/``recompute``. (``serve`` also
 sets the interpreter up for it: ``runtime.py``.)
 """
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Batch, Inventory, Key
@@ -56,6 +56,13 @@ from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot
 log = logging.getLogger("controlplane.hub.hub")
 
 T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs one heavy step (build, render): on the worker thread, or inline."""
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
 
 __all__ = ["PUSH_LATENCY_BUCKETS", "Connection", "Histogram", "Hub", "ViewKey"]
 
@@ -144,15 +151,9 @@ class Hub:
         self._rebuild_inline(self.inventory, ())
 
     def _rebuild_inline(self, inventory: Inventory, changed: Collection[Key] | None) -> None:
-        trace = self._start_trace(None, None)
-        started = time.perf_counter()
-        build = self.builder.build(inventory, changed, self._externals(inventory))
-        trace.phases["build"] = time.perf_counter() - started
-        jobs = self._adopt(inventory, build, trace)
-        started = time.perf_counter()
-        rendered = render_all(jobs, self.settings)
-        trace.phases["render"] = time.perf_counter() - started
-        self._install(rendered, trace)
+        """``_rebuild`` here and now, its heavy steps called inline (no loop needed)."""
+        _run_inline(self._rebuild(inventory, changed, self._start_trace(None, None),
+                                  offload=_call))
 
     # -- input: on a worker thread ----------------------------------------------
     async def apply(self, batch: Batch | Callable[[], Batch] | None, *,
@@ -176,15 +177,23 @@ class Hub:
             if batch is not None:
                 trace.phases.update(batch.source_seconds)
                 trace.changed = len(batch.changed)
-            started = time.perf_counter()
-            build = await self._offload(self.builder.build, inventory, changed,
-                                        self._externals(inventory))
-            trace.phases["build"] = time.perf_counter() - started
-            jobs = self._adopt(inventory, build, trace)
-            started = time.perf_counter()
-            rendered = await self._offload(render_all, jobs, self.settings)
-            trace.phases["render"] = time.perf_counter() - started
-            self._install(rendered, trace)
+            await self._rebuild(inventory, changed, trace, offload=self._offload)
+
+    async def _rebuild(self, inventory: Inventory, changed: Collection[Key] | None,
+                       trace: ChangeTrace, *, offload: Offload) -> None:
+        """The one build path: build -> adopt -> render -> install.
+
+        Build and render go through ``offload`` (the worker thread, or inline);
+        adopting and installing happen here, on the caller's thread (the loop)."""
+        started = time.perf_counter()
+        build = await offload(self.builder.build, inventory, changed,
+                              self._externals(inventory))
+        trace.phases["build"] = time.perf_counter() - started
+        jobs = self._adopt(inventory, build, trace)
+        started = time.perf_counter()
+        rendered = await offload(render_all, jobs, self.settings)
+        trace.phases["render"] = time.perf_counter() - started
+        self._install(rendered, trace)
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         if self._worker is None:
@@ -280,8 +289,9 @@ class Hub:
             listener()
 
     # -- streams -------------------------------------------------------------------
-    def open(self, peer: str, *, delta: bool = False) -> Connection:
-        return self.streams.open(peer, delta=delta)
+    def open(self, peer: str, *, delta: bool = False,
+             notify: Callable[[], None] | None = None) -> Connection:
+        return self.streams.open(peer, delta=delta, notify=notify)
 
     def attach(self, conn: Connection) -> None:
         """Called once the first request (with the node) has arrived."""
@@ -453,6 +463,22 @@ def _quietly(fn: Callable[..., T], *args: Any) -> T:
     """``fn`` on the worker, without a full garbage collection midway (runtime.py)."""
     with runtime.quiet():
         return fn(*args)
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` inline: awaiting this never suspends."""
+    return fn(*args)
+
+
+def _run_inline(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end now, without a loop: every await in it must complete at
+    once (its steps go through ``_call``); one that would suspend is a bug."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("an inline rebuild tried to wait")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
