@@ -11,6 +11,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Namespace, Service
@@ -106,7 +107,7 @@ def test_dns_listen_address_and_labels_from_metadata() -> None:
 
 
 def _client(hub: Hub) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)),
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(AdminReads.of_hub(hub))),
                              base_url="http://admin")
 
 
@@ -143,12 +144,12 @@ def test_admin_api() -> None:
     errors = r["/api/v1/errors"].json()
     assert errors["count"] == 1 and errors["errors"][0]["origin"] == "examples/bad.yaml:13"
     assert "/api/v1/nodes" in r["/openapi.json"].json()["paths"]
-    hub.ready = True
+    hub.readiness.loaded()
     assert asyncio.run(_get(hub, "/readyz")).status_code == 200
 
 
 def test_admin_api_has_no_write_operations() -> None:
-    app = create_app(Hub(Settings()))
+    app = create_app(AdminReads.of_hub(Hub(Settings())))
     methods = {m for route in app.routes for m in getattr(route, "methods", set())}
     assert methods <= {"GET", "HEAD"}
 

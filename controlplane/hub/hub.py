@@ -48,6 +48,8 @@ from controlplane.policy.selection import CompiledPolicy, Selection, select_poli
 from controlplane.policyserver.client import PolicyDecider
 from controlplane.resolvers.pool import ResolverDirectory
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.readiness import Readiness
+from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.telemetry.querylog import QueryLog
 from controlplane.xds.delta import DeltaOutgoing
 from controlplane.xds.protocol import Ack, Event, Outgoing
@@ -71,7 +73,11 @@ class Hub:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
                  resolvers: ResolverDirectory | None = None,
                  decider: PolicyDecider | None = None,
-                 worker: Executor | None = None) -> None:
+                 worker: Executor | None = None,
+                 supervisor: Supervisor | None = None) -> None:
+        """``supervisor``: starts the rebuilds and renders the hub schedules on the loop
+        (a crash fails readiness, ``runtime/supervise.py``); its readiness is the
+        replica's (``readiness``)."""
         self.settings = settings
         self.metrics = HubMetrics()
         self.cache = SnapshotCache()
@@ -80,8 +86,6 @@ class Hub:
         self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
         self.builder = ViewBuilder(settings)
         self.inventory = Inventory()
-        self.ready = False
-        self.not_ready_reason = "the first full load of the source has not finished"
         self.tenant_views: dict[str, TenantView] = {}
         self.policy_errors: dict[str, InputError] = {}
         self.compiled: dict[str, CompiledPolicy] = {}
@@ -89,11 +93,10 @@ class Hub:
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.resolvers: ResolverDirectory | None = resolvers
         self.decider = decider  # external policy servers' decisions (policy_client.py)
-        self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
         self.query_log = QueryLog(lambda: self.compiled)
         self._clock = clock
         self._worker = worker
-        self._tasks: set[asyncio.Task[None]] = set()  # rebuilds and renders scheduled here
+        self._supervisor = supervisor if supervisor is not None else Supervisor()
         self._lock: asyncio.Lock | None = None  # one rebuild at a time (with a worker)
         self._rendering: set[ViewKey] = set()  # keys being rendered for a new stream
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
@@ -104,6 +107,12 @@ class Hub:
         self._rebuild_inline(self.inventory, None)
 
     # -- what other modules read ----------------------------------------------
+    @property
+    def readiness(self) -> Readiness:
+        """Whether this replica takes new streams: loaded once the first full load of the
+        source is applied (``app.py`` says when), failed by a crashed task."""
+        return self._supervisor.readiness
+
     @property
     def connections(self) -> dict[str, Connection]:
         return self.streams.connections
@@ -146,7 +155,7 @@ class Hub:
 
         With a worker and a running loop, the rebuild is scheduled there instead."""
         if self._worker is not None and _running_loop() is not None:
-            self._spawn(self.apply(None), "rebuild")
+            self._spawn(self.apply(None), "rebuild", {})
             return
         self._rebuild_inline(self.inventory, ())
 
@@ -360,7 +369,8 @@ class Hub:
         jobs = [j for j in jobs if j[0] not in self._rendering]
         if jobs:
             self._rendering.update(job[0] for job in jobs)
-            self._spawn(self._render_later(jobs), "render for new streams")
+            self._spawn(self._render_later(jobs), "render for new streams",
+                        {"view": ", ".join(str(job[0]) for job in jobs)})
 
     async def _render_later(self, jobs: list[Job]) -> None:
         try:
@@ -370,17 +380,10 @@ class Hub:
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
         self._refresh_snapshots()  # a view that changed while these were rendered
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        """Run ``coro`` on the loop; a failure is logged (it is a bug: nothing expects one)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str,
+               context: Mapping[str, str]) -> None:
+        """Run ``coro`` on the loop; a crash is a bug: logged, and readiness fails."""
+        self._supervisor.task(what, coro, crash=Crash.READINESS, context=context)
 
     def node_tenant(self, node_id: str) -> str | None:
         """The tenant of a connected node, or None."""
