@@ -234,7 +234,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
     add_metrics_service(grpc_server, MetricsSink(
-        traffic, NodeDirectory(lambda: list(hub.connections.values())),
+        traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
         authenticator=authenticator))
     tls_files = (CertificateFiles(Path(settings.xds_tls_dir)) if settings.xds_tls_dir
                  else None)

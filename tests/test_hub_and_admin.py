@@ -168,10 +168,10 @@ def test_nack_is_kept_for_the_admin_api() -> None:
     req.error_detail.message = "Invalid listener"
     for event in conn.stream.receive(req):
         hub.record(conn, event)
-    (n,) = hub.nodes()
+    (n,) = hub.streams.nodes()
     assert n["types"]["lds"]["last_nack_error"] == "Invalid listener"
     assert n["types"]["lds"]["nacked_version"] == out.version
-    assert hub.nacks_total == 1
+    assert hub.metrics.nacks_total == 1
 
 
 def test_metrics_push_latency_pushes_and_nacks() -> None:
@@ -185,9 +185,10 @@ def test_metrics_push_latency_pushes_and_nacks() -> None:
     for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
             type_url=LISTENER_TYPE, version_info=out.version, response_nonce=out.nonce)):
         hub.record(conn, event)
-    assert hub.push_latency.count == 1 and abs(hub.push_latency.sum - 1.5) < 1e-9
+    push_latency = hub.metrics.push_latency
+    assert push_latency.count == 1 and abs(push_latency.sum - 1.5) < 1e-9
     view = str(conn.view_key)
-    assert hub.pushes[(view, "lds")] == 1
+    assert hub.metrics.pushes[(view, "lds")] == 1
 
     async def scrape() -> str:
         async with _client(hub) as c:

@@ -5,7 +5,7 @@
 - ``view_snapshots.py`` translates and serialises the views that changed, once
   per view key, and installs them in the ``SnapshotCache``;
 - ``streams.py`` keeps every ADS stream, the view each one gets, and their
-  accounting; ``hub_metrics.py`` the counters, histograms and change traces.
+  accounting; ``metrics.py`` the counters, histograms and change traces.
 
 The hub holds a reference to each and applies, on the event loop, what must
 happen there: the tenant resolvers (``ResolverPool.apply`` starts processes
@@ -14,7 +14,17 @@ each stream gets, and the new snapshots. With a ``worker`` (``serve``),
 ``apply`` runs the view builder and the renderer on that one thread, so a
 rebuild never holds the loop; without one (tests, benchmarks, tools), the
 same path (``_rebuild``) runs inline through ``set_inventory``/``recompute``. (``serve`` also
-sets the interpreter up for it: ``runtime.py``.)
+sets the interpreter up for it: ``runtime/heap.py``.)
+
+Its surface, by who uses it:
+
+- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``;
+- ADS streams (xds/server.py, through ``xds/watcher.AdsBackend``): ``open``,
+  ``attach``, ``snapshot_for``, ``record``, ``record_sent``, ``close``;
+- read side (``admin/reads.ViewsRead``, the status writer): ``inventory``,
+  ``tenant_views``, ``vips``, ``input_errors``, ``policy_statuses``,
+  ``service_entry_statuses``, ``node_tenant``; and its parts, read as they are:
+  ``streams``, ``metrics``, ``cache``, ``query_log``, ``readiness``.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from controlplane.core.errors import InputError
 from controlplane.core.inventory import Batch, Inventory, Key
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
-from controlplane.dns.status import ProxyState, conflicts_by_policy, policy_status
+from controlplane.dns.status import conflicts_by_policy, policy_status
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
 from controlplane.dns.vips import Allocation
@@ -112,30 +122,6 @@ class Hub:
         """Whether this replica takes new streams: loaded once the first full load of the
         source is applied (``app.py`` says when), failed by a crashed task."""
         return self._supervisor.readiness
-
-    @property
-    def connections(self) -> dict[str, Connection]:
-        return self.streams.connections
-
-    @property
-    def rebuilds(self) -> int:
-        return self.metrics.rebuilds
-
-    @property
-    def nacks_total(self) -> int:
-        return self.metrics.nacks_total
-
-    @property
-    def push_latency(self) -> Histogram:
-        return self.metrics.push_latency
-
-    @property
-    def pushes(self) -> Mapping[tuple[str, str], int]:
-        return self.metrics.pushes
-
-    @property
-    def nacks(self) -> Mapping[tuple[str, str], int]:
-        return self.metrics.nacks
 
     def input_errors(self) -> list[InputError]:
         return list(self.inventory.errors) + [self.policy_errors[k]
@@ -426,13 +412,10 @@ class Hub:
                  extra={"node": trace.first_ack_node})
 
     # -- read side (admin API, status) ----------------------------------------
-    def proxy_states(self) -> list[ProxyState]:
-        return self.streams.proxy_states()
-
     def policy_statuses(self, *, pods_watched: bool) -> dict[str, dict[str, Any]]:
         """The desired status of every DnsPolicy known, valid or not."""
         inv = self.inventory
-        proxies = self.proxy_states()
+        proxies = self.streams.proxy_states()
         conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
         invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
         out = {}
@@ -457,9 +440,6 @@ class Hub:
                                          f"{a['host']}={a['value']}"
                                          for a in status["addresses"])}]
         return out
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.streams.nodes()
 
 
 def _quietly(fn: Callable[..., T], *args: Any) -> T:
