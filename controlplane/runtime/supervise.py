@@ -18,7 +18,9 @@ task or thread                         on crash   why
 =====================================  =========  ==========================================
 app tasks: source, rebuild, status,    EXIT       the process is no use without any of them
 ads, admin, resolvers, policy-server,
-traffic, loop-lag, webhook (app.py)
+traffic, loop-lag, webhook (app.py;
+the webhook's certificate reload
+loop crashes the webhook task)
 ``watch-<plural>`` threads             EXIT       that kind's objects would stay stale
 (sources/kubernetes.py)                           forever; a restart lists them again
 ``leader-election`` (kube/leader.py)   EXIT       a dead elector never leads again (or
@@ -30,8 +32,9 @@ streams`` (hub/hub.py)                            snapshots; new sidecars go els
                                                   ends the process through ``rebuild``)
 =====================================  =========  ==========================================
 
-A ``Supervisor`` made without a readiness of its own (tests, tools) still logs and
-records every failure (``failures``) and fails its own ``readiness``.
+A part started alone, without the app's ``Supervisor`` (tests, tools:
+``KubernetesSource.start()``), gets one of its own: a crash is still logged and
+recorded, and fails that supervisor's ``readiness`` only.
 """
 
 from __future__ import annotations
