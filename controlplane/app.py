@@ -1,7 +1,9 @@
 """Wiring: source -> store -> hub -> ADS server, plus the admin API, in one event loop.
 
-Every long-running task is supervised: if one fails, the failure is logged
-and the process exits non-zero instead of serving with a dead loop.
+Every long-running task and thread is supervised (``runtime/supervise.py``): a
+crash is logged with its context and fails readiness, and for the app's tasks
+(and the Kubernetes threads) the process exits non-zero instead of serving with
+a dead loop.
 
 Readiness: ``/readyz`` answers 503 until the source's first full load (every
 initial list, for Kubernetes) has been applied; nothing is pushed to Envoy
@@ -18,15 +20,16 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import uvicorn
 
 from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.core.model import Labels
 from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
@@ -48,8 +51,10 @@ from controlplane.injection.webhook import serve_webhook, webhook_log
 from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
+from controlplane.telemetry.querylog_service import add_query_log_service
 from controlplane.telemetry.stats_sink import (
     MetricsSink,
     NodeDirectory,
@@ -58,7 +63,7 @@ from controlplane.telemetry.stats_sink import (
     run_traffic,
 )
 from controlplane.telemetry.traffic import DnsTraffic
-from controlplane.xds.server import AdsServicer, add_ads_service, add_query_log_service
+from controlplane.xds.server import AdsServicer, add_ads_service
 
 log = logging.getLogger("controlplane")
 
@@ -106,7 +111,7 @@ class Debouncer:
 class SourceRunner(Protocol):
     """What the app needs from a source."""
 
-    def load(self) -> None: ...
+    def load(self, supervisor: Supervisor) -> None: ...  # its threads start under it
     def loaded(self) -> bool: ...
     def problem(self) -> str: ...
     def status(self) -> dict[str, object]: ...
@@ -119,7 +124,7 @@ class FileRunner:
         self.source = FileSource(root, store, poke)
         self._loaded = False
 
-    def load(self) -> None:
+    def load(self, supervisor: Supervisor) -> None:
         self.source.load_all()
         self._loaded = self.source.healthy
 
@@ -141,28 +146,11 @@ class FileRunner:
         return None
 
 
-async def _supervise(tasks: dict[str, asyncio.Task[None]], stop: asyncio.Event) -> int:
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({*tasks.values(), stopper},
-                                 return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    for name, task in tasks.items():
-        if task in done and not task.cancelled() and task.exception() is not None:
-            log.error("task %s crashed", name, exc_info=task.exception())
-            code = 1
-        elif task in done and not stop.is_set():
-            log.error("task %s ended unexpectedly", name)
-            code = 1
-    stop.set()
-    stopper.cancel()
-    return code
-
-
 async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
 
-async def _stop_ads(server: grpc.aio.Server, ads: AdsServicer, drain_seconds: float) -> None:
+async def _stop_ads(server: grpc.aio.Server, ads: AdsServicer[Any], drain_seconds: float) -> None:
     """Move the sidecars to another replica without losing a query.
 
     First the server stops accepting (listener closed, HTTP/2 GOAWAY on every
@@ -205,7 +193,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     # the GIL and full garbage collections set up so that it never stalls the loop either.
     views_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
     runtime.activate()
-    hub = Hub(settings, resolvers=pool, decider=decider, worker=views_worker)
+    supervisor = Supervisor()
+    hub = Hub(settings, resolvers=pool, decider=decider, worker=views_worker,
+              supervisor=supervisor)
     stop = asyncio.Event()
     runner: SourceRunner
 
@@ -213,11 +203,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         if not runner.loaded():
             return  # never push a half-loaded source
         await hub.apply(store.take, poked_at=debouncer.fired_poke)  # taken on the worker
-        if not hub.ready:
-            hub.ready = True
+        if not hub.readiness.is_loaded:
+            hub.readiness.loaded()
             log.info("first full load applied: ready")
-        problem = runner.problem()
-        hub.not_ready_reason = problem
         log.info("configuration rebuilt: %d tenants, %d input errors",
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
 
@@ -230,7 +218,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     runner = make_runner(store, poke_threadsafe)
     status_debouncer = Debouncer(0.2, lambda: runner.hub_changed(hub))
     hub.listeners.append(status_debouncer.poke)
-    runner.load()
+    runner.load(supervisor)
     await rebuild()
 
     def pod_labels(namespace: str, name: str) -> Labels | None:  # the Pod watch, if on
@@ -246,7 +234,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
     add_metrics_service(grpc_server, MetricsSink(
-        traffic, NodeDirectory(lambda: list(hub.connections.values())),
+        traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
         authenticator=authenticator))
     tls_files = (CertificateFiles(Path(settings.xds_tls_dir)) if settings.xds_tls_dir
                  else None)
@@ -269,9 +257,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     await grpc_server.start()
 
     def readiness() -> tuple[bool, str]:
-        if not hub.ready:
-            return False, runner.problem() or "the first full load of the source has not finished"
-        return True, runner.problem()
+        return hub.readiness.state(runner.problem())
 
     collectors: list[object] = []
     # The source's own metrics (Kubernetes: dnscp_leader, who writes status).
@@ -287,9 +273,11 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
-    admin_app = create_app(hub, source_status=runner.status, readiness=readiness,
-                           auth=admin_auth, collectors=collectors, injections=injections,
-                           traffic=traffic)
+    resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
+    admin_app = create_app(AdminReads.of_hub(
+        hub, readiness=readiness, source_status=runner.status, resolvers=pool,
+        resolver_stats=lambda: resolver_stats, decider=decider, traffic=traffic,
+        injections=injections), auth=admin_auth, collectors=collectors)
     config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
                             log_config=None, access_log=False, lifespan="off")
     if settings.admin_tls_dir:  # HTTPS, the certificate reloaded when its files change
@@ -304,24 +292,28 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         if not stop.is_set():
             raise RuntimeError("admin server stopped (is the port in use?)")
 
-    tasks = {
-        "resolvers": asyncio.create_task(_supervise_resolvers(pool, hub, stop)),
-        "policy-server": asyncio.create_task(decider.run(stop)),
-        "source": asyncio.create_task(runner.run(stop)),
-        "rebuild": asyncio.create_task(debouncer.run(stop)),
-        "status": asyncio.create_task(status_debouncer.run(stop)),
-        "admin": asyncio.create_task(run_admin()),
-        "ads": asyncio.create_task(_wait_grpc(grpc_server)),
-        "loop-lag": asyncio.create_task(watch_event_loop(hub.metrics, stop)),
-        "traffic": asyncio.create_task(run_traffic(traffic, lambda: hub.tenant_views, stop)),
+    work: dict[str, Coroutine[Any, Any, None]] = {
+        "resolvers": _supervise_resolvers(pool, hub, stop, stats=resolver_stats),
+        "policy-server": decider.run(stop),
+        "source": runner.run(stop),
+        "rebuild": debouncer.run(stop),
+        "status": status_debouncer.run(stop),
+        "admin": run_admin(),
+        "ads": _wait_grpc(grpc_server),
+        "loop-lag": watch_event_loop(hub.metrics, stop),
+        "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop),
     }
     if injections is not None:
-        tasks["webhook"] = asyncio.create_task(serve_webhook(settings, injections, stop))
+        work["webhook"] = serve_webhook(settings, injections, stop)
+    # Each runs until stop: a crash, or an end before stop, ends the process.
+    tasks = {name: supervisor.task(name, coro, crash=Crash.EXIT, until=stop)
+             for name, coro in work.items()}
     admin_url = (f"{'https' if settings.admin_tls_dir else 'http'}://{settings.admin_host}:"
                  f"{settings.admin_port}")
     log.info("control plane serving: xds=%s:%d admin=%s console=%s/console/", settings.xds_host,
              xds_port, admin_url, admin_url)
-    code = await _supervise(tasks, stop)
+    code = await supervisor.wait(stop)
+    stop.set()
     admin.should_exit = True
     await _stop_ads(grpc_server, ads, settings.drain_seconds)
     for task in tasks.values():
@@ -360,9 +352,11 @@ def make_resolver_pool(settings: Settings) -> ResolverPool | None:
                         access=settings.resolver_allow, owns_workdir=not settings.resolver_dir)
 
 
-async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event,
+async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,
+                               stats: dict[str, dict[str, float]],
                                interval: float = 1.0) -> None:
-    """Restart dead tenant resolvers and read their statistics, once a second."""
+    """Restart dead tenant resolvers and read their statistics into ``stats``, once a
+    second."""
     if pool is None:
         await stop.wait()
         return
@@ -370,7 +364,9 @@ async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asynci
         restarted = pool.supervise()  # on the loop's thread: see ResolverPool._prefix
         if restarted:
             hub.recompute()
-        hub.resolver_stats = await asyncio.to_thread(pool.stats)
+        latest = await asyncio.to_thread(pool.stats)
+        stats.clear()
+        stats.update(latest)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector, TokenResult, User
@@ -137,10 +138,10 @@ async def _with_client(kube: FakeKube, tmp_path: Path, **kw: Any) -> tuple[
         httpx.AsyncClient, AdminAuthorizer]:
     hub = Hub(Settings())
     hub.set_inventory(inventory())
-    hub.ready = True
+    hub.readiness.loaded()
     auth = AdminAuthorizer(KubeReviewer(api_client(str(kube.kubeconfig(tmp_path)), None),
                                         **kw))
-    app = create_app(hub, auth=auth, collectors=[AuthCollector(auth)])
+    app = create_app(AdminReads.of_hub(hub), auth=auth, collectors=[AuthCollector(auth)])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                              base_url="http://admin"), auth
 
@@ -233,7 +234,7 @@ def test_api_unreachable_is_503(tmp_path: Path) -> None:
         hub = Hub(Settings())
         auth = AdminAuthorizer(KubeReviewer(api_client(str(config), None), timeout=1.0))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(
-                hub, auth=auth)), base_url="http://admin") as c:
+                AdminReads.of_hub(hub), auth=auth)), base_url="http://admin") as c:
             r = await c.get("/metrics", headers=bearer("prom-token"))
             assert r.status_code == 503 and "unreachable" in r.json()["detail"], r.text
     asyncio.run(run())

@@ -236,7 +236,7 @@ async def _rotation(tmp_path: Path) -> None:
     ca = (certs / "ca.crt").read_bytes()
     hub = Hub(Settings())
     hub.set_inventory(inventory("web"))
-    hub.ready = True
+    hub.readiness.loaded()
     files = CertificateFiles(certs)
     server = grpc.aio.server()
     add_ads_service(server, hub)

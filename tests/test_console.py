@@ -21,6 +21,7 @@ from starlette.routing import Mount
 
 from controlplane.admin.api import create_app
 from controlplane.admin.console import STATIC
+from controlplane.admin.reads import AdminReads
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.settings import Settings
@@ -45,7 +46,7 @@ def hub_with_traffic() -> tuple[Hub, DnsTraffic]:
         [*inv.namespaces.values(), *inv.services.values(), *inv.policies.values()],
         [InputError("File", "", "examples/bad.yaml", "not valid YAML at line 13",
                     "examples/bad.yaml:13")]))
-    hub.ready = True
+    hub.readiness.loaded()
     conn = connect(hub, node("acme-1", "acme", LABELS={"app": "sleep"}))
     out = conn.stream.responses(hub.snapshot_for(conn))
     for o in out:  # ACK everything
@@ -77,7 +78,7 @@ def get_all(app: Any, paths: list[str], headers: dict[str, str] | None = None
 
 def test_pages_and_assets_are_served_with_a_strict_policy() -> None:
     hub, traffic = hub_with_traffic()
-    app = create_app(hub, traffic=traffic)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
     r = get_all(app, [*PAGES, *(f"/console/static/{a}" for a in ASSETS), "/console/nope",
                       "/console/static/..%2Fapi.py", "/console", "/"])
     for path in [*PAGES, *(f"/console/static/{a}" for a in ASSETS)]:
@@ -100,7 +101,7 @@ def test_no_cdn_and_only_relative_urls() -> None:
         for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
             assert not ref.startswith("/") and ":" not in ref.replace("data:,", ""), (name, ref)
     hub, traffic = hub_with_traffic()
-    app = create_app(hub, traffic=traffic)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
     r = get_all(app, ["/docs", "/redoc"])
     for page in ("/docs", "/redoc"):
         html = r[page].text
@@ -118,7 +119,7 @@ def test_everything_resolves_under_a_path_prefix() -> None:
     """Served by a proxy at /dns/ (here a Mount, which strips the prefix like one): each
     page's assets and API calls resolve under the prefix, without any setting."""
     hub, traffic = hub_with_traffic()
-    proxy = Starlette(routes=[Mount("/dns", app=create_app(hub, traffic=traffic))])
+    proxy = Starlette(routes=[Mount("/dns", app=create_app(AdminReads.of_hub(hub, traffic=traffic)))])
     pages = get_all(proxy, [f"/dns{p}" for p in PAGES] + ["/dns/docs"])
     wanted: set[str] = set()
     for path, response in pages.items():
@@ -139,7 +140,7 @@ def test_everything_resolves_under_a_path_prefix() -> None:
 
 def test_only_get_routes() -> None:
     hub, traffic = hub_with_traffic()
-    app = create_app(hub, traffic=traffic)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
     methods = {m for route in app.routes for m in getattr(route, "methods", None) or ()}
     assert methods <= {"GET", "HEAD"}, methods
     r = asyncio.run(_post(app))
@@ -155,7 +156,7 @@ def test_console_routes_need_the_admin_apis_authentication(admin_kube: FakeKube,
                                                            tmp_path: Path) -> None:
     hub, traffic = hub_with_traffic()
     auth = AdminAuthorizer(KubeReviewer(api_client(str(admin_kube.kubeconfig(tmp_path)), None)))
-    app = create_app(hub, auth=auth, traffic=traffic)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic), auth=auth)
     paths = [*PAGES, "/console/static/console.js", "/", "/console", "/docs",
              "/docs/static/swagger-ui.css", "/redoc", "/api/v1/tenants", "/api/v1/tenants/acme",
              "/api/v1/traffic", "/api/v1/traffic/sidecars"]
@@ -176,7 +177,7 @@ def test_console_routes_need_the_admin_apis_authentication(admin_kube: FakeKube,
 
 def test_tenants_api() -> None:
     hub, traffic = hub_with_traffic()
-    app = create_app(hub, traffic=traffic)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
     r = get_all(app, ["/api/v1/tenants", "/api/v1/tenants/acme", "/api/v1/tenants/nope",
                       "/api/v1/traffic?history=true", "/api/v1/traffic/sidecars?tenant=acme"])
     tenants = {t["tenant"]: t for t in r["/api/v1/tenants"].json()["tenants"]}

@@ -9,6 +9,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import LabelSelector, Service
@@ -70,7 +71,7 @@ def test_dns_listen_address_and_labels_from_metadata() -> None:
 
 
 def _client(hub: Hub) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)),
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(AdminReads.of_hub(hub))),
                              base_url="http://admin")
 
 
@@ -107,12 +108,12 @@ def test_admin_api() -> None:
     errors = r["/api/v1/errors"].json()
     assert errors["count"] == 1 and errors["errors"][0]["origin"] == "examples/bad.yaml:13"
     assert "/api/v1/nodes" in r["/openapi.json"].json()["paths"]
-    hub.ready = True
+    hub.readiness.loaded()
     assert asyncio.run(_get(hub, "/readyz")).status_code == 200
 
 
 def test_admin_api_has_no_write_operations() -> None:
-    app = create_app(Hub(Settings()))
+    app = create_app(AdminReads.of_hub(Hub(Settings())))
     methods = {m for route in app.routes for m in getattr(route, "methods", set())}
     assert methods <= {"GET", "HEAD"}
 
@@ -131,10 +132,10 @@ def test_nack_is_kept_for_the_admin_api() -> None:
     req.error_detail.message = "Invalid listener"
     for event in conn.stream.receive(req):
         hub.record(conn, event)
-    (n,) = hub.nodes()
+    (n,) = hub.streams.nodes()
     assert n["types"]["lds"]["last_nack_error"] == "Invalid listener"
     assert n["types"]["lds"]["nacked_version"] == out.version
-    assert hub.nacks_total == 1
+    assert hub.metrics.nacks_total == 1
 
 
 def test_metrics_push_latency_pushes_and_nacks() -> None:
@@ -148,9 +149,10 @@ def test_metrics_push_latency_pushes_and_nacks() -> None:
     for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
             type_url=LISTENER_TYPE, version_info=out.version, response_nonce=out.nonce)):
         hub.record(conn, event)
-    assert hub.push_latency.count == 1 and abs(hub.push_latency.sum - 1.5) < 1e-9
+    push_latency = hub.metrics.push_latency
+    assert push_latency.count == 1 and abs(push_latency.sum - 1.5) < 1e-9
     view = str(conn.view_key)
-    assert hub.pushes[(view, "lds")] == 1
+    assert hub.metrics.pushes[(view, "lds")] == 1
 
     async def scrape() -> str:
         async with _client(hub) as c:

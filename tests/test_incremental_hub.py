@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.core.model import (
     DefaultAction,
     Endpoint,
@@ -259,7 +260,7 @@ def test_rebuild_traces_in_the_admin_api() -> None:
         for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
                 type_url=LISTENER_TYPE, version_info=out.version, response_nonce=out.nonce)):
             hub.record(conn, event)
-        transport = httpx.ASGITransport(app=create_app(hub))
+        transport = httpx.ASGITransport(app=create_app(AdminReads.of_hub(hub)))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             rebuilds = (await c.get("/api/v1/rebuilds")).json()["rebuilds"]
             metrics = (await c.get("/metrics")).text

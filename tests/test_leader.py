@@ -316,7 +316,7 @@ def test_only_the_leader_writes_and_a_new_leader_writes_the_current_state_once(
         elector = electors(who, on_change=lambda up, w=writer: up and w.take_over())
         writer.may_write = elector.is_leader
         writers[who], elected[who] = writer, elector
-        writer.thread.start()
+        writer.start()
     a, b = elected["a"], elected["b"]
     desired = {("dnspolicies", "", "acme"): status(True, 1),
                ("dnspolicies", "", "foo"): status(True, 0)}
@@ -353,7 +353,7 @@ def test_a_writer_that_may_not_write_stops_at_once(
     leading.set()
     stop = threading.Event()
     writer = StatusWriter(client_for("a"), stop, min_interval=0.0, may_write=leading.is_set)
-    writer.thread.start()
+    writer.start()
     writer.update({("dnspolicies", "", "acme"): status(True, 1)})
     wait_for(lambda: len(kube.status_writes) == 1, timeout=5, what="the first write")
     leading.clear()  # leadership lost

@@ -432,7 +432,7 @@ def test_ads_codes_and_logs(kube: FakeKube, identity_api: KubeIdentityApi,
 
     async def run() -> list[grpc.StatusCode]:
         hub = Hub(Settings())
-        hub.ready = True
+        hub.readiness.loaded()
         server = grpc.aio.server()
         add_ads_service(server, hub, TokenReviewAuthenticator(identity_api, audiences=(AUD,)))
         port = server.add_insecure_port("127.0.0.1:0")

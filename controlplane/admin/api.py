@@ -1,8 +1,9 @@
-"""The read-only admin API (FastAPI). It reads the hub and never writes."""
+"""The read-only admin API (FastAPI). It reads what it is handed (``AdminReads``,
+``reads.py``) and never writes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -12,33 +13,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from controlplane import __version__
 from controlplane.admin.console import install_console
 from controlplane.admin.console.api import console_api
+from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import Workload
 from controlplane.core.workload import parse_labels
 from controlplane.dns.views import view_as_json
-from controlplane.hub.hub import Hub
 from controlplane.identity.admin_auth import AdminAuthMiddleware, AdminAuthorizer
-from controlplane.injection.webhook import InjectionLog
 from controlplane.policyserver.client import (
     LATENCY_BUCKETS,
     PolicyDecider,
     decision_json,
     policy_server_json,
 )
-from controlplane.telemetry.traffic import DnsTraffic
 from controlplane.translate.explain import explain
 
 
-def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | None = None,
-               readiness: Callable[[], tuple[bool, str]] | None = None,
-               auth: AdminAuthorizer | None = None,
-               collectors: Sequence[Any] = (),
-               injections: InjectionLog | None = None,
-               traffic: DnsTraffic | None = None) -> FastAPI:
-    """The admin app. ``auth``: every request but the probes needs a bearer token that
-    the Kubernetes API authenticates and authorises (admin_auth.py); None for local runs.
-    ``collectors``: more Prometheus collectors for ``/metrics``. ``traffic``: the
-    sidecars' streamed DNS counters (stats_sink.py). The console's pages and the local
-    ``/docs`` come from controlplane/console/ (no CDN)."""
+def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
+               collectors: Sequence[Any] = ()) -> FastAPI:
+    """The admin app over ``reads`` (what it shows, reads.py). ``auth``: every request
+    but the probes needs a bearer token that the Kubernetes API authenticates and
+    authorises (admin_auth.py); None for local runs. ``collectors``: more Prometheus
+    collectors for ``/metrics``. The console's pages and the local ``/docs`` come from
+    controlplane/admin/console/ (no CDN)."""
     app = FastAPI(
         title="DNS control plane admin API",
         version=__version__,
@@ -49,18 +44,16 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
     if auth is not None:
         app.add_middleware(AdminAuthMiddleware, authorizer=auth)
 
+    built, streams = reads.views, reads.streams  # the views as built, the ADS streams
+    decider, injections = reads.decider, reads.injections
+
     def _source() -> dict[str, object]:
-        return source_status() if source_status else {}
+        return reads.source_status() if reads.source_status else {}
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """The process is alive and serving."""
         return {"status": "ok"}
-
-    def _readiness() -> tuple[bool, str]:
-        if readiness is not None:
-            return readiness()
-        return hub.ready, "" if hub.ready else hub.not_ready_reason
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
@@ -69,7 +62,7 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         ``degraded`` names a current source problem (the last configuration
         keeps serving meanwhile).
         """
-        ready, reason = _readiness()
+        ready, reason = reads.readiness()
         body: dict[str, object] = {"ready": ready, "source": _source()}
         if not ready:
             body["reason"] = reason
@@ -80,7 +73,7 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
     @app.get("/api/v1/nodes", tags=["xds"])
     def nodes() -> list[dict[str, Any]]:
         """Every connected Envoy: node id, tenant, and per type the acked version and last NACK."""
-        return hub.nodes()
+        return streams.nodes()
 
     @app.get("/api/v1/views", tags=["views"])
     def views() -> list[dict[str, object]]:
@@ -90,24 +83,24 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
              "resolver_rules": len(v.forward.triggers) if v.forward else 0,
              "forwarding": [str(u) for u in v.upstreams],
              "notes": list(v.notes)}
-            for _, v in sorted(hub.tenant_views.items())
+            for _, v in sorted(built.tenant_views.items())
         ]
 
     @app.get("/api/v1/views/{tenant}/dns-table", tags=["views"])
     def dns_table(tenant: str) -> dict[str, object]:
         """The names a tenant sees and what Envoy answers for each."""
-        view = hub.tenant_views.get(tenant)
+        view = built.tenant_views.get(tenant)
         if view is None:
             raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
-                                f"{', '.join(sorted(hub.tenant_views))}")
+                                f"{', '.join(sorted(built.tenant_views))}")
         out = view_as_json(view)
-        if hub.decider is not None:
-            out["policy_server"] = policy_server_json(hub.decider,
-                                                      hub.inventory.policies.get(tenant), tenant)
+        if decider is not None:
+            out["policy_server"] = policy_server_json(decider,
+                                                      built.inventory.policies.get(tenant), tenant)
         return out
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub))
+    registry.register(HubCollector(reads))
     for collector in collectors:
         registry.register(collector)
 
@@ -129,10 +122,10 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
             raise HTTPException(status_code=422, detail="; ".join(problems))
         workload = Workload(node_id="explain", namespace=namespace,
                             labels=tuple(sorted(pod_labels.items())))
-        out = explain(hub.inventory, hub.tenant_views, workload, name, type)
-        policy = hub.inventory.policies.get(str(out.get("policy") or ""))
-        if hub.decider is not None and policy is not None and policy.policy_server is not None:
-            out["policy_server"] = decision_json(hub.decider, policy.tenant, name)
+        out = explain(built.inventory, built.tenant_views, workload, name, type)
+        policy = built.inventory.policies.get(str(out.get("policy") or ""))
+        if decider is not None and policy is not None and policy.policy_server is not None:
+            out["policy_server"] = decision_json(decider, policy.tenant, name)
         return out
 
     @app.get("/api/v1/queries", tags=["views"])
@@ -141,39 +134,39 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         """Recent WARN and denied queries reported by the sidecars, newest first."""
         if action not in (None, "warn", "deny"):
             raise HTTPException(status_code=422, detail="action is warn or deny")
-        return {"records": hub.query_log.recent(tenant=tenant, action=action,
+        return {"records": reads.query_log.recent(tenant=tenant, action=action,
                                                 limit=max(1, min(limit, 1000)))}
 
     @app.get("/api/v1/vips", tags=["views"])
     def vips() -> dict[str, Any]:
         """Auto-allocated ServiceEntry VIPs (empty unless --auto-allocate-vips)."""
         return {
-            "range": hub.settings.vip_range or None,
+            "range": reads.settings.vip_range or None,
             "allocations": [{"namespace": ns, "serviceentry": name, "host": host, "vip": ip}
-                            for (ns, name, host), ip in sorted(hub.vips.vips.items())],
-            "errors": list(hub.vips.errors),
+                            for (ns, name, host), ip in sorted(built.vips.vips.items())],
+            "errors": list(built.vips.errors),
         }
 
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:
         """Current input errors: broken files, invalid objects, unusable policies."""
-        errs = [e.as_dict() for e in hub.input_errors()]
+        errs = [e.as_dict() for e in built.input_errors()]
         return {"count": len(errs), "errors": errs}
 
     @app.get("/api/v1/rebuilds", tags=["xds"])
     def rebuilds() -> dict[str, object]:
         """The latest rebuilds, newest first: where each change's time went, from the
         source to the first Envoy's ACK (hub_metrics.ChangeTrace)."""
-        return {"rebuilds": [t.as_dict() for t in reversed(hub.metrics.traces)]}
+        return {"rebuilds": [t.as_dict() for t in reversed(reads.metrics.traces)]}
 
     @app.get("/api/v1/resolvers", tags=["views"])
     def resolvers() -> dict[str, object]:
         """The tenant resolvers: where each listens, its server and transport, its counters."""
-        describe = getattr(hub.resolvers, "describe", None)
-        items = describe() if callable(describe) else []
+        items = reads.resolvers.describe() if reads.resolvers is not None else []
+        stats = reads.resolver_stats()
         for item in items:
-            item["stats"] = hub.resolver_stats.get(str(item["tenant"]), {})
-        return {"mode": "local" if hub.resolvers is not None else "none", "resolvers": items}
+            item["stats"] = dict(stats.get(str(item["tenant"]), {}))
+        return {"mode": "local" if reads.resolvers is not None else "none", "resolvers": items}
 
     @app.get("/api/v1/injection", tags=["injection"])
     def injection(result: str | None = None, limit: int = 100) -> dict[str, Any]:
@@ -184,16 +177,16 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
         return {"enabled": True, **injections.summary(result=result,
                                                       limit=max(1, min(limit, 1000)))}
 
-    app.include_router(console_api(hub, traffic))  # /api/v1/tenants, /api/v1/traffic
+    app.include_router(console_api(reads))  # /api/v1/tenants, /api/v1/traffic
     install_console(app, title=app.title)  # /console/, /docs and /redoc, no CDN
     return app
 
 
 class HubCollector:
-    """Prometheus metrics read from the hub at scrape time (no global state)."""
+    """Prometheus metrics read from the hub's surfaces at scrape time (no global state)."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, reads: AdminReads) -> None:
+        self.reads = reads
 
     def collect(self):  # type: ignore[no-untyped-def]
         from prometheus_client.core import (
@@ -202,11 +195,12 @@ class HubCollector:
             HistogramMetricFamily,
         )
 
-        hub = self.hub
+        reads = self.reads
+        metrics = reads.metrics
         proxies = GaugeMetricFamily("dnscp_connected_proxies", "Connected Envoy streams by view",
                                     labels=["tenant", "view"])
         by_view: dict[tuple[str, str], int] = {}
-        for conn in hub.connections.values():
+        for conn in reads.streams.connections.values():
             if conn.view_key is not None:
                 k = (conn.view_key.tenant, str(conn.view_key))
                 by_view[k] = by_view.get(k, 0) + 1
@@ -215,20 +209,20 @@ class HubCollector:
         yield proxies
         yield CounterMetricFamily("dnscp_snapshot_serializations",
                                   "View snapshots serialised (once per view per change)",
-                                  value=hub.cache.serializations)
+                                  value=reads.cache.serializations)
         yield CounterMetricFamily("dnscp_rebuilds", "Recomputations of every tenant view",
-                                  value=hub.rebuilds)
+                                  value=metrics.rebuilds)
         nacks = CounterMetricFamily("dnscp_nacks", "Responses rejected by Envoy, by view and type",
                                     labels=["view", "type"])
-        for (view, type_), n in sorted(hub.nacks.items()):
+        for (view, type_), n in sorted(metrics.nacks.items()):
             nacks.add_metric([view, type_], n)
         yield nacks
         pushes = CounterMetricFamily("dnscp_pushes", "Responses sent to Envoy, by view and type",
                                      labels=["view", "type"])
-        for (view, type_), n in sorted(hub.pushes.items()):
+        for (view, type_), n in sorted(metrics.pushes.items()):
             pushes.add_metric([view, type_], n)
         yield pushes
-        h = hub.push_latency
+        h = metrics.push_latency
         latency = HistogramMetricFamily(
             "dnscp_push_latency_seconds",
             "From an input change to the ACK of the resulting version, per stream")
@@ -236,22 +230,22 @@ class HubCollector:
                            + [("+Inf", h.count)], sum_value=h.sum)
         yield latency
         yield GaugeMetricFamily("dnscp_input_errors", "Current input errors",
-                                value=len(hub.input_errors()))
+                                value=len(reads.views.input_errors()))
         queries = CounterMetricFamily(
             "dnscp_policy_queries", "Queries reported by the sidecars, by tenant and the "
             "action their policy takes (allow, warn, deny)", labels=["tenant", "action"])
-        for (tenant, action), n in sorted(hub.query_log.counts.items()):
+        for (tenant, action), n in sorted(reads.query_log.counts.items()):
             queries.add_metric([tenant, action], n)
         yield queries
-        yield from resolver_metrics(hub.resolver_stats)
-        if hub.decider is not None:
-            yield from policy_server_metrics(hub.decider)
+        yield from resolver_metrics(reads.resolver_stats())
+        if reads.decider is not None:
+            yield from policy_server_metrics(reads.decider)
         size = GaugeMetricFamily("dnscp_snapshot_bytes", "Serialised snapshot size by view",
                                  labels=["view"])
-        for snap in hub.cache.snapshots():
+        for snap in reads.cache.snapshots():
             size.add_metric([str(snap.key)], snap.size)
         yield size
-        yield from hub.metrics.families()  # rebuild phases, event-loop lag (hub_metrics.py)
+        yield from metrics.families()  # rebuild phases, event-loop lag (hub/metrics.py)
 
 
 # unbound's counters (``unbound-control stats_noreset``) exported per tenant.
@@ -268,7 +262,7 @@ RESOLVER_COUNTERS = (
 RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
 
 
-def resolver_metrics(stats: dict[str, dict[str, float]]) -> Iterator[Any]:
+def resolver_metrics(stats: ResolverStats) -> Iterator[Any]:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     for name, key, doc in RESOLVER_COUNTERS:

@@ -5,7 +5,7 @@
 - ``view_snapshots.py`` translates and serialises the views that changed, once
   per view key, and installs them in the ``SnapshotCache``;
 - ``streams.py`` keeps every ADS stream, the view each one gets, and their
-  accounting; ``hub_metrics.py`` the counters, histograms and change traces.
+  accounting; ``metrics.py`` the counters, histograms and change traces.
 
 The hub holds a reference to each and applies, on the event loop, what must
 happen there: the tenant resolvers (``ResolverPool.apply`` starts processes
@@ -13,8 +13,18 @@ from the loop's thread), the policy server's targets (asyncio), the policy
 each stream gets, and the new snapshots. With a ``worker`` (``serve``),
 ``apply`` runs the view builder and the renderer on that one thread, so a
 rebuild never holds the loop; without one (tests, benchmarks, tools), the
-same steps run inline through ``set_inventory``/``recompute``. (``serve`` also
-sets the interpreter up for it: ``runtime.py``.)
+same path (``_rebuild``) runs inline through ``set_inventory``/``recompute``. (``serve`` also
+sets the interpreter up for it: ``runtime/heap.py``.)
+
+Its surface, by who uses it:
+
+- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``;
+- ADS streams (xds/server.py, through ``xds/watcher.AdsBackend``): ``open``,
+  ``attach``, ``snapshot_for``, ``record``, ``record_sent``, ``close``;
+- read side (``admin/reads.ViewsRead``, the status writer): ``inventory``,
+  ``tenant_views``, ``vips``, ``input_errors``, ``policy_statuses``,
+  ``service_entry_statuses``, ``node_tenant``; and its parts, read as they are:
+  ``streams``, ``metrics``, ``cache``, ``query_log``, ``readiness``.
 """
 
 from __future__ import annotations
@@ -22,15 +32,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Batch, Inventory, Key
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
-from controlplane.dns.status import ProxyState, conflicts_by_policy, policy_status
+from controlplane.dns.status import conflicts_by_policy, policy_status
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
 from controlplane.dns.vips import Allocation
@@ -48,6 +58,8 @@ from controlplane.policy.selection import CompiledPolicy, Selection, select_poli
 from controlplane.policyserver.client import PolicyDecider
 from controlplane.resolvers.pool import ResolverDirectory
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.readiness import Readiness
+from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.telemetry.querylog import QueryLog
 from controlplane.xds.delta import DeltaOutgoing
 from controlplane.xds.protocol import Ack, Event, Outgoing
@@ -57,6 +69,13 @@ log = logging.getLogger("controlplane.hub.hub")
 
 T = TypeVar("T")
 
+
+class Offload(Protocol):
+    """Runs one heavy step (build, render): on the worker thread, or inline."""
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
+
 __all__ = ["PUSH_LATENCY_BUCKETS", "Connection", "Histogram", "Hub", "ViewKey"]
 
 
@@ -64,7 +83,11 @@ class Hub:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
                  resolvers: ResolverDirectory | None = None,
                  decider: PolicyDecider | None = None,
-                 worker: Executor | None = None) -> None:
+                 worker: Executor | None = None,
+                 supervisor: Supervisor | None = None) -> None:
+        """``supervisor``: starts the rebuilds and renders the hub schedules on the loop
+        (a crash fails readiness, ``runtime/supervise.py``); its readiness is the
+        replica's (``readiness``)."""
         self.settings = settings
         self.metrics = HubMetrics()
         self.cache = SnapshotCache()
@@ -73,8 +96,6 @@ class Hub:
         self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
         self.builder = ViewBuilder(settings)
         self.inventory = Inventory()
-        self.ready = False
-        self.not_ready_reason = "the first full load of the source has not finished"
         self.tenant_views: dict[str, TenantView] = {}
         self.policy_errors: dict[str, InputError] = {}
         self.compiled: dict[str, CompiledPolicy] = {}
@@ -82,11 +103,10 @@ class Hub:
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.resolvers: ResolverDirectory | None = resolvers
         self.decider = decider  # external policy servers' decisions (policy_client.py)
-        self.resolver_stats: dict[str, dict[str, float]] = {}  # unbound counters by tenant
         self.query_log = QueryLog(lambda: self.compiled)
         self._clock = clock
         self._worker = worker
-        self._tasks: set[asyncio.Task[None]] = set()  # rebuilds and renders scheduled here
+        self._supervisor = supervisor if supervisor is not None else Supervisor()
         self._lock: asyncio.Lock | None = None  # one rebuild at a time (with a worker)
         self._rendering: set[ViewKey] = set()  # keys being rendered for a new stream
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
@@ -98,28 +118,10 @@ class Hub:
 
     # -- what other modules read ----------------------------------------------
     @property
-    def connections(self) -> dict[str, Connection]:
-        return self.streams.connections
-
-    @property
-    def rebuilds(self) -> int:
-        return self.metrics.rebuilds
-
-    @property
-    def nacks_total(self) -> int:
-        return self.metrics.nacks_total
-
-    @property
-    def push_latency(self) -> Histogram:
-        return self.metrics.push_latency
-
-    @property
-    def pushes(self) -> Mapping[tuple[str, str], int]:
-        return self.metrics.pushes
-
-    @property
-    def nacks(self) -> Mapping[tuple[str, str], int]:
-        return self.metrics.nacks
+    def readiness(self) -> Readiness:
+        """Whether this replica takes new streams: loaded once the first full load of the
+        source is applied (``app.py`` says when), failed by a crashed task."""
+        return self._supervisor.readiness
 
     def input_errors(self) -> list[InputError]:
         return list(self.inventory.errors) + [self.policy_errors[k]
@@ -139,20 +141,14 @@ class Hub:
 
         With a worker and a running loop, the rebuild is scheduled there instead."""
         if self._worker is not None and _running_loop() is not None:
-            self._spawn(self.apply(None), "rebuild")
+            self._spawn(self.apply(None), "rebuild", {})
             return
         self._rebuild_inline(self.inventory, ())
 
     def _rebuild_inline(self, inventory: Inventory, changed: Collection[Key] | None) -> None:
-        trace = self._start_trace(None, None)
-        started = time.perf_counter()
-        build = self.builder.build(inventory, changed, self._externals(inventory))
-        trace.phases["build"] = time.perf_counter() - started
-        jobs = self._adopt(inventory, build, trace)
-        started = time.perf_counter()
-        rendered = render_all(jobs, self.settings)
-        trace.phases["render"] = time.perf_counter() - started
-        self._install(rendered, trace)
+        """``_rebuild`` here and now, its heavy steps called inline (no loop needed)."""
+        _run_inline(self._rebuild(inventory, changed, self._start_trace(None, None),
+                                  offload=_call))
 
     # -- input: on a worker thread ----------------------------------------------
     async def apply(self, batch: Batch | Callable[[], Batch] | None, *,
@@ -176,15 +172,23 @@ class Hub:
             if batch is not None:
                 trace.phases.update(batch.source_seconds)
                 trace.changed = len(batch.changed)
-            started = time.perf_counter()
-            build = await self._offload(self.builder.build, inventory, changed,
-                                        self._externals(inventory))
-            trace.phases["build"] = time.perf_counter() - started
-            jobs = self._adopt(inventory, build, trace)
-            started = time.perf_counter()
-            rendered = await self._offload(render_all, jobs, self.settings)
-            trace.phases["render"] = time.perf_counter() - started
-            self._install(rendered, trace)
+            await self._rebuild(inventory, changed, trace, offload=self._offload)
+
+    async def _rebuild(self, inventory: Inventory, changed: Collection[Key] | None,
+                       trace: ChangeTrace, *, offload: Offload) -> None:
+        """The one build path: build -> adopt -> render -> install.
+
+        Build and render go through ``offload`` (the worker thread, or inline);
+        adopting and installing happen here, on the caller's thread (the loop)."""
+        started = time.perf_counter()
+        build = await offload(self.builder.build, inventory, changed,
+                              self._externals(inventory))
+        trace.phases["build"] = time.perf_counter() - started
+        jobs = self._adopt(inventory, build, trace)
+        started = time.perf_counter()
+        rendered = await offload(render_all, jobs, self.settings)
+        trace.phases["render"] = time.perf_counter() - started
+        self._install(rendered, trace)
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         if self._worker is None:
@@ -280,8 +284,9 @@ class Hub:
             listener()
 
     # -- streams -------------------------------------------------------------------
-    def open(self, peer: str, *, delta: bool = False) -> Connection:
-        return self.streams.open(peer, delta=delta)
+    def open(self, peer: str, *, delta: bool = False,
+             notify: Callable[[], None] | None = None) -> Connection:
+        return self.streams.open(peer, delta=delta, notify=notify)
 
     def attach(self, conn: Connection) -> None:
         """Called once the first request (with the node) has arrived."""
@@ -350,7 +355,8 @@ class Hub:
         jobs = [j for j in jobs if j[0] not in self._rendering]
         if jobs:
             self._rendering.update(job[0] for job in jobs)
-            self._spawn(self._render_later(jobs), "render for new streams")
+            self._spawn(self._render_later(jobs), "render for new streams",
+                        {"view": ", ".join(str(job[0]) for job in jobs)})
 
     async def _render_later(self, jobs: list[Job]) -> None:
         try:
@@ -360,17 +366,10 @@ class Hub:
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
         self._refresh_snapshots()  # a view that changed while these were rendered
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        """Run ``coro`` on the loop; a failure is logged (it is a bug: nothing expects one)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str,
+               context: Mapping[str, str]) -> None:
+        """Run ``coro`` on the loop; a crash is a bug: logged, and readiness fails."""
+        self._supervisor.task(what, coro, crash=Crash.READINESS, context=context)
 
     def node_tenant(self, node_id: str) -> str | None:
         """The tenant of a connected node, or None."""
@@ -413,13 +412,10 @@ class Hub:
                  extra={"node": trace.first_ack_node})
 
     # -- read side (admin API, status) ----------------------------------------
-    def proxy_states(self) -> list[ProxyState]:
-        return self.streams.proxy_states()
-
     def policy_statuses(self, *, pods_watched: bool) -> dict[str, dict[str, Any]]:
         """The desired status of every DnsPolicy known, valid or not."""
         inv = self.inventory
-        proxies = self.proxy_states()
+        proxies = self.streams.proxy_states()
         conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
         invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
         out = {}
@@ -445,14 +441,27 @@ class Hub:
                                          for a in status["addresses"])}]
         return out
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.streams.nodes()
-
 
 def _quietly(fn: Callable[..., T], *args: Any) -> T:
     """``fn`` on the worker, without a full garbage collection midway (runtime.py)."""
     with runtime.quiet():
         return fn(*args)
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` inline: awaiting this never suspends."""
+    return fn(*args)
+
+
+def _run_inline(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end now, without a loop: every await in it must complete at
+    once (its steps go through ``_call``); one that would suspend is a bug."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("an inline rebuild tried to wait")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

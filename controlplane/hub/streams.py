@@ -65,10 +65,13 @@ class Streams:
         self.on_sent: Callable[[Connection, Outgoing | DeltaOutgoing], None] = lambda c, o: None
         self.on_acked: Callable[[Connection, Ack], None] = lambda c, e: None
 
-    def open(self, peer: str, *, delta: bool = False) -> Connection:
+    def open(self, peer: str, *, delta: bool = False,
+             notify: Callable[[], None] | None = None) -> Connection:
         conn_id = f"{'d' if delta else 's'}{next(self._ids)}"
         stream: SotwStream | DeltaStream = DeltaStream(conn_id) if delta else SotwStream(conn_id)
         conn = Connection(conn_id=conn_id, peer=peer, stream=stream, connected_at=self._clock())
+        if notify is not None:
+            conn.notify = notify
         self.connections[conn_id] = conn
         return conn
 

@@ -197,8 +197,16 @@ async def run_webhook(*, host: str, port: int, tls: WebhookTls, app: FastAPI,
     reloader = asyncio.create_task(reload_loop())
     watcher = asyncio.create_task(stopper())
     log.info("webhook: POST https://%s:%d/inject", host, port)
+    serving = asyncio.ensure_future(server.serve())
     try:
-        await server.serve()
+        await asyncio.wait({serving, reloader}, return_when=asyncio.FIRST_COMPLETED)
+        if reloader.done() and not reloader.cancelled() and reloader.exception() is not None:
+            # A crashed reload loop ends this task with its error (the app's supervisor
+            # reports it and ends the process) instead of serving an expiring certificate.
+            server.should_exit = True
+            await serving
+            reloader.result()
+        await serving
     finally:
         reloader.cancel()
         watcher.cancel()

@@ -41,6 +41,7 @@ from controlplane.kube.leadership import (
     parse_lease,
     released_spec,
 )
+from controlplane.runtime.supervise import Crash, Supervisor
 
 log = logging.getLogger("controlplane.leader")
 
@@ -91,7 +92,7 @@ class LeaderElector:
         self.problem = ""  # the last API error, cleared on success
         self.transitions_seen = 0  # times this replica became leader
         self.leader_since: float | None = None  # wall time
-        self.thread = threading.Thread(target=self.run, name="leader-election", daemon=True)
+        self.thread: threading.Thread | None = None
 
     @property
     def lease(self) -> str:
@@ -115,15 +116,21 @@ class LeaderElector:
                 "leaderSince": self.leader_since, "problem": self.problem or None}
 
     # -- the loop ----------------------------------------------------------
-    def start(self) -> None:
-        self.thread.start()
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """``run`` on the ``leader-election`` thread; a crash ends the process (a dead
+        elector never leads again: supervise.py). None: a supervisor of its own, which
+        logs a crash and fails only its own readiness."""
+        supervisor = supervisor if supervisor is not None else Supervisor()
+        self.thread = supervisor.thread("leader-election", self.run, crash=Crash.EXIT,
+                                        context={"lease": self.lease})
 
     def stop(self, *, release: bool = True, timeout: float = 5.0) -> None:
         """Stop electing; a leader steps down at once and, with ``release``, frees the lease."""
         self._stop.set()
         self._step_down("stopping")
-        if self.thread.is_alive() and threading.current_thread() is not self.thread:
-            self.thread.join(timeout)
+        thread = self.thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(timeout)
         if release:
             self._release()
 

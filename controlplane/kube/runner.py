@@ -12,6 +12,7 @@ from controlplane.core.errors import ConfigError
 from controlplane.hub.hub import Hub
 from controlplane.kube.leader import Election, LeaderCollector, LeaderElector
 from controlplane.kube.status_writer import StatusWriter
+from controlplane.runtime.supervise import Supervisor
 from controlplane.sources.kubernetes import CORE_KINDS, KubernetesSource
 from controlplane.store.store import Store
 
@@ -63,12 +64,14 @@ class KubeRunner:
         """Prometheus collectors for the admin API's /metrics."""
         return [LeaderCollector(self.elector)] if self.elector is not None else []
 
-    def load(self) -> None:
-        self.source.start()
+    def load(self, supervisor: Supervisor) -> None:
+        """Start the watch threads, the status writer and the election under ``supervisor``
+        (a crash of any ends the process: ``runtime/supervise.py``)."""
+        self.source.start(supervisor)
         if self.writer is not None:
-            self.writer.thread.start()
+            self.writer.start(supervisor)
         if self.elector is not None:
-            self.elector.start()
+            self.elector.start(supervisor)
 
     def loaded(self) -> bool:
         return self.source.ready
@@ -97,7 +100,7 @@ class KubeRunner:
             await asyncio.to_thread(self.elector.stop, release=True)
 
     def hub_changed(self, hub: Hub) -> None:
-        if self.writer is None or not hub.ready:
+        if self.writer is None or not hub.readiness.is_loaded:
             return
         desired: dict[tuple[str, str, str], dict[str, object]] = {
             ("dnspolicies", "", name): status

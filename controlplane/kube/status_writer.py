@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from controlplane.dns.status import merge_transition_times, without_times
+from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.kubernetes import POLICY_GROUP
 
 log = logging.getLogger("controlplane.dns.status")
@@ -55,7 +56,14 @@ class StatusWriter:
         self._last_write: dict[StatusKey, float] = {}
         self._full: dict[StatusKey, dict[str, Any]] = {}  # last written status, with times
         self.writes = 0
-        self.thread = threading.Thread(target=self.run, name="status-writer", daemon=True)
+        self.thread: threading.Thread | None = None
+
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """``run`` on the ``status-writer`` thread; a crash ends the process (status would
+        never be written again: supervise.py). None: a supervisor of its own, which logs
+        a crash and fails only its own readiness."""
+        supervisor = supervisor if supervisor is not None else Supervisor()
+        self.thread = supervisor.thread("status-writer", self.run, crash=Crash.EXIT)
 
     def update(self, desired: Mapping[StatusKey, dict[str, Any]]) -> None:
         """Record the desired status of every object (thread-safe, cheap)."""

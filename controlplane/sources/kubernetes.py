@@ -36,6 +36,7 @@ from controlplane.core.errors import InputError
 from controlplane.core.inventory import Key
 from controlplane.core.manifests import Ignored, parse_object
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.store.store import Store
 
 log = logging.getLogger("controlplane.sources.kubernetes")
@@ -126,7 +127,13 @@ class KindWatcher:
         self.stop = stop
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff()
-        self.thread = threading.Thread(target=self.run, name=f"watch-{kind.plural}", daemon=True)
+        self.thread: threading.Thread | None = None
+
+    def start(self, supervisor: Supervisor) -> None:
+        """``run`` on its own thread, ``watch-<plural>``; a crash ends the process (a dead
+        watch would leave this kind stale; a restart lists it again: supervise.py)."""
+        self.thread = supervisor.thread(f"watch-{self.kind.plural}", self.run, crash=Crash.EXIT,
+                                        context={"kind": self.kind.origin})
 
     # -- HTTP --------------------------------------------------------------
     def _list_function(self) -> Callable[..., Any]:
@@ -308,7 +315,10 @@ class KubernetesSource:
         self.watchers: list[KindWatcher] = []
         self.notes: list[str] = []
 
-    def start(self) -> None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Discover the kinds and start a watcher for each, under ``supervisor`` (None: one
+        of its own, which logs a crash and fails only its own readiness)."""
+        supervisor = supervisor if supervisor is not None else Supervisor()
         kinds, self.notes = discover_kinds(self.api, watch_pods=self.watch_pods)
         for note in self.notes:
             log.warning("%s", note)
@@ -317,7 +327,7 @@ class KubernetesSource:
                             watch_timeout=self.watch_timeout,
                             backoff=Backoff(base=self.backoff_base))
             self.watchers.append(w)
-            w.thread.start()
+            w.start(supervisor)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -1,6 +1,7 @@
 """What the sidecars report and what we log: the stats sink (``stats_sink``) and the
 per-tenant traffic it feeds (``traffic``, pure), Envoy's metrics-service wire types
-(``metrics_protos``), the query log (``querylog``), structured logs (``logs``).
+(``metrics_protos``), the query log (``querylog``) and the gRPC service that fills it
+(``querylog_service``), structured logs (``logs``).
 
 May import: ``identity``, ``runtime``, ``policy``, ``core``.
 """

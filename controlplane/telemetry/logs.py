@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-_EXTRA_KEYS = ("node", "view", "object", "tenant", "query")
+_EXTRA_KEYS = ("node", "view", "object", "tenant", "query", "task", "kind")
 
 
 class JsonFormatter(logging.Formatter):

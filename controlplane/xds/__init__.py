@@ -1,5 +1,6 @@
 """The ADS server: sans-IO protocol state machines (``protocol`` for state of the world,
-``delta``), the per-view snapshot (``snapshot``) and the grpcio driver (``server``).
+``delta``), the per-view snapshot (``snapshot``), what a stream needs from the
+configuration side (``watcher``: the hub implements it) and the grpcio driver (``server``).
 
 May import: ``identity``, ``runtime``, ``translate``, ``core``.
 """

@@ -1,5 +1,8 @@
 """The grpcio (asyncio) driver around ``SotwStream``: a thin loop, no protocol logic.
 
+It knows the configuration only through ``AdsBackend`` (``watcher.py``): open,
+attach, the snapshot for the next responses, ACK/NACK and sends, close.
+
 Responses leave as bytes (``response_serializer`` is the identity): the
 snapshot already holds the serialised body, and the stream only appends
 its nonce.
@@ -11,14 +14,12 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Generic
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from controlplane.core.workload import workload_from_node
-from controlplane.hub.hub import Hub
 from controlplane.identity.auth import (
     Authenticator,
     AuthUnavailable,
@@ -26,17 +27,18 @@ from controlplane.identity.auth import (
     Unauthenticated,
     authorize,
 )
-from controlplane.telemetry.querylog import QueryLog, QueryRecord
 from controlplane.xds.protocol import ProtocolError
+from controlplane.xds.watcher import AdsBackend, W
 
 log = logging.getLogger("controlplane.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
-class AdsServicer:
-    def __init__(self, hub: Hub, authenticator: Authenticator | None = None) -> None:
-        self.hub = hub
+class AdsServicer(Generic[W]):
+    def __init__(self, backend: AdsBackend[W], authenticator: Authenticator | None = None
+                 ) -> None:
+        self.backend = backend
         self.authenticator = authenticator
         self.draining = False
         self._enders: dict[str, Callable[[], None]] = {}  # open stream -> ends it (drain)
@@ -92,13 +94,13 @@ class AdsServicer:
     async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                      *, delta: bool) -> AsyncIterator[bytes]:
         """One ADS stream: the same loop for both variants; the stream object decides."""
-        hub = self.hub
+        backend = self.backend
         identity = None
         if self.authenticator is not None:
             identity = await self._identify(self.authenticator, requests, context)
-        conn = hub.open(peer=context.peer(), delta=delta)
         wake = asyncio.Event()
-        conn.notify = wake.set
+        conn = backend.open(context.peer(), delta=delta, notify=wake.set)
+        attached = False
         ending = asyncio.Event()  # set by drain(): this replica is shutting down
 
         def end() -> None:
@@ -110,12 +112,13 @@ class AdsServicer:
             end()
 
         async def read() -> ProtocolError | None:
+            nonlocal attached
             async for request in requests:
                 try:
                     events = conn.stream.receive(request)
                 except ProtocolError as exc:
                     return exc
-                if conn.workload is None:
+                if not attached:
                     if identity is not None:
                         assert conn.stream.node is not None
                         denied = authorize(identity, workload_from_node(conn.stream.node))
@@ -123,9 +126,10 @@ class AdsServicer:
                             return ProtocolError("PERMISSION_DENIED", denied)
                         if identity.bind_labels:  # the view is chosen with the pod's labels
                             conn.stream.node.metadata["LABELS"] = dict(identity.labels)
-                    hub.attach(conn)
+                    backend.attach(conn)
+                    attached = True
                 for event in events:
-                    hub.record(conn, event)
+                    backend.record(conn, event)
                 wake.set()
             return None
 
@@ -141,8 +145,8 @@ class AdsServicer:
                              conn.conn_id, conn.peer)
                     await context.abort(grpc.StatusCode.UNAVAILABLE,
                                         "control-plane replica shutting down: reconnect")
-                for out in conn.stream.responses(hub.snapshot_for(conn)):
-                    hub.record_sent(conn, out)
+                for out in conn.stream.responses(backend.snapshot_for(conn)):
+                    backend.record_sent(conn, out)
                     yield out.payload
                 if reader.done():
                     error = reader.result()
@@ -156,7 +160,7 @@ class AdsServicer:
         finally:
             reader.cancel()
             self._enders.pop(conn.conn_id, None)
-            hub.close(conn)
+            backend.close(conn)
 
 
 async def _first_node_id(requests: AsyncIterator[Any], timeout: float = 1.0) -> str:
@@ -170,59 +174,9 @@ async def _first_node_id(requests: AsyncIterator[Any], timeout: float = 1.0) -> 
     return str(node.id) if node is not None else ""
 
 
-LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
-# Generated (upb) classes without type stubs.
-ExportRequest: Any = logs_service_pb2.ExportLogsServiceRequest  # type: ignore[attr-defined]
-ExportResponse: Any = logs_service_pb2.ExportLogsServiceResponse  # type: ignore[attr-defined]
-
-
-def _field(message: Any, name: str, old_name: str) -> Any:
-    """OTLP renamed these fields (same numbers); the bundled classes may have either name."""
-    descriptor = message.DESCRIPTOR.fields_by_name
-    return getattr(message, name if name in descriptor else old_name)
-
-
-def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
-                          node_tenant: Callable[[str], str | None] | None = None,
-                          on_record: Callable[[QueryRecord], None] | None = None) -> None:
-    """OpenTelemetry logs from the sidecars' DNS filters (per-query records).
-
-    With ``node_tenant``, a record counts only when it comes from a connected
-    node (an authenticated ADS stream when tokens are on) of the tenant it
-    names, so a workload cannot fill another tenant's records. ``on_record`` is
-    told every WARN and deny record kept (per-sidecar counts, dns_traffic.py).
-    """
-
-    async def export(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        for resource_logs in request.resource_logs:
-            resource = {kv.key: kv.value.string_value
-                        for kv in resource_logs.resource.attributes}
-            node = resource.get("node_name", "")
-            owner = node_tenant(node) if node_tenant else None
-            for scope in _field(resource_logs, "scope_logs", "instrumentation_library_logs"):
-                for record in _field(scope, "log_records", "logs"):
-                    attrs = {kv.key: kv.value.string_value for kv in record.attributes}
-                    tenant = attrs.get("tenant", "")
-                    if node_tenant is not None and owner != tenant:
-                        query_log.reject(tenant, node)
-                        continue
-                    kept = query_log.ingest(tenant=tenant, node=node,
-                                            body=record.body.string_value)
-                    if kept is not None and on_record is not None:
-                        on_record(kept)
-        return ExportResponse()
-
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(LOGS_SERVICE, {
-        "Export": grpc.unary_unary_rpc_method_handler(
-            export,
-            request_deserializer=ExportRequest.FromString,
-            response_serializer=ExportResponse.SerializeToString,
-        )})])
-
-
-def add_ads_service(server: grpc.aio.Server, hub: Hub,
-                    authenticator: Authenticator | None = None) -> AdsServicer:
-    servicer = AdsServicer(hub, authenticator)
+def add_ads_service(server: grpc.aio.Server, backend: AdsBackend[W],
+                    authenticator: Authenticator | None = None) -> AdsServicer[W]:
+    servicer = AdsServicer(backend, authenticator)
     handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.stream_aggregated_resources,

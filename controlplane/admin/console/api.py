@@ -8,7 +8,8 @@
 - ``/api/v1/traffic`` and ``/api/v1/traffic/sidecars``: the sidecars' DNS counters
   (dns_traffic.py), per tenant and per sidecar.
 
-They read the hub's public state and the ``DnsTraffic`` store; nothing here writes.
+They read what ``AdminReads`` hands in (views, streams, query log, ``DnsTraffic``);
+nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
+from controlplane.admin.reads import AdminReads
 from controlplane.core.model import DnsPolicy
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Transport
-from controlplane.hub.hub import Hub
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Sidecar, as_dict
 
 TRANSPORT = {Transport.UDP: "plain", Transport.TLS: "DoT", Transport.HTTPS: "DoH"}
@@ -62,16 +63,16 @@ def sidecar_traffic(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, 
             "live": traffic.live(car, now)}
 
 
-def console_api(hub: Hub, traffic: DnsTraffic | None, *,
-                clock: Callable[[], float] = time.time) -> APIRouter:
+def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter()
-    store = traffic if traffic is not None else DnsTraffic()
+    store = reads.traffic if reads.traffic is not None else DnsTraffic()
+    views, streams, query_log = reads.views, reads.streams, reads.query_log
 
     def tenant_json(name: str, view: TenantView, *, statuses: dict[str, dict[str, Any]],
                     nodes: list[dict[str, Any]], current: dict[str, bool],
                     rates: dict[str, tuple[float, ...]], totals: dict[str, tuple[float, ...]],
                     now: float) -> dict[str, Any]:
-        inv = hub.inventory
+        inv = views.inventory
         policy = inv.policies.get(name)
         namespaces = sorted(ns for ns, obj in inv.namespaces.items()
                             if policy is not None and policy.namespace_selector.matches(
@@ -95,7 +96,7 @@ def console_api(hub: Hub, traffic: DnsTraffic | None, *,
         history = store.tenants.get(name)
         return {
             "tenant": name,
-            "policy": policy_json(policy, hub.settings.default_view.value),
+            "policy": policy_json(policy, reads.settings.default_view.value),
             "namespaces": namespaces,
             "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                            for c in status.get("conditions", [])],
@@ -109,26 +110,26 @@ def console_api(hub: Hub, traffic: DnsTraffic | None, *,
                 "history": [[round(t, 3), *(round(v, 3) for v in values)]
                             for t, values in (history.history if history else ())],
             },
-            "recent": hub.query_log.recent(tenant=name, limit=20),
+            "recent": query_log.recent(tenant=name, limit=20),
         }
 
     def all_tenants(only: str | None = None) -> list[dict[str, Any]]:
         now = clock()
-        views = hub.tenant_views
-        statuses = hub.policy_statuses(pods_watched=False)
-        nodes = hub.nodes()
-        current = {p.workload.node_id: p.current for p in hub.proxy_states()}
+        tenant_views = views.tenant_views
+        statuses = views.policy_statuses(pods_watched=False)
+        nodes = streams.nodes()
+        current = {p.workload.node_id: p.current for p in streams.proxy_states()}
         by_stream = {n["stream"]: current.get(n["node_id"] or "", False) for n in nodes}
         rates = store.tenant_rates(now=now)
-        totals = store.tenant_totals(hub.query_log.counts)
+        totals = store.tenant_totals(query_log.counts)
         out = []
-        for name in sorted(views):
+        for name in sorted(tenant_views):
             if only is not None and name != only:
                 continue
             if name == DEFAULT_TENANT and only is None and not any(
                     n["tenant"] == name for n in nodes):
                 continue  # the default view only when a sidecar uses it
-            out.append(tenant_json(name, views[name], statuses=statuses, nodes=nodes,
+            out.append(tenant_json(name, tenant_views[name], statuses=statuses, nodes=nodes,
                                    current=by_stream, rates=rates, totals=totals, now=now))
         return out
 
@@ -144,7 +145,7 @@ def console_api(hub: Hub, traffic: DnsTraffic | None, *,
         found = all_tenants(only=tenant)
         if not found:
             raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
-                                f"{', '.join(sorted(hub.tenant_views))}")
+                                f"{', '.join(sorted(views.tenant_views))}")
         return {"kinds": list(KINDS), "tick_seconds": store.tick, **found[0]}
 
     @router.get("/api/v1/traffic", tags=["traffic"])
@@ -153,9 +154,9 @@ def console_api(hub: Hub, traffic: DnsTraffic | None, *,
         totals, from the counters the sidecars stream (denied and WARN: the query log)."""
         now = clock()
         rates = store.tenant_rates(now=now)
-        totals = store.tenant_totals(hub.query_log.counts)
+        totals = store.tenant_totals(query_log.counts)
         reporting = store.tenant_sidecars()
-        names = sorted(set(rates) | set(totals) | (set(hub.tenant_views) - {DEFAULT_TENANT}))
+        names = sorted(set(rates) | set(totals) | (set(views.tenant_views) - {DEFAULT_TENANT}))
         out = []
         for name in names:
             if tenant is not None and name != tenant:
