@@ -148,7 +148,7 @@ def create_app(hub: Hub, *, source_status: Callable[[], dict[str, object]] | Non
     def vips() -> dict[str, Any]:
         """Auto-allocated ServiceEntry VIPs (empty unless --auto-allocate-vips)."""
         return {
-            "range": hub.settings.vip_range or None,
+            "range": hub.settings.dns.vip_range or None,
             "allocations": [{"namespace": ns, "serviceentry": name, "host": host, "vip": ip}
                             for (ns, name, host), ip in sorted(hub.vips.vips.items())],
             "errors": list(hub.vips.errors),

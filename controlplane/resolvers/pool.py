@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from controlplane.core.errors import ResolverError
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls
 from controlplane.runtime.process import Process, find_tool, free_port
@@ -64,10 +65,6 @@ class ResolverDirectory(Protocol):
         """How sidecars reach the resolvers over TLS; None: plain UDP."""
 
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]: ...
-
-
-class ResolverError(RuntimeError):
-    """A tenant resolver could not be started or changed."""
 
 
 @dataclass

@@ -17,17 +17,15 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
+from controlplane.core.errors import AuthUnavailable, ProtocolError, Unauthenticated
 from controlplane.core.workload import workload_from_node
 from controlplane.hub.hub import Hub
 from controlplane.identity.auth import (
     Authenticator,
-    AuthUnavailable,
     Identity,
-    Unauthenticated,
     authorize,
 )
 from controlplane.telemetry.querylog import QueryLog, QueryRecord
-from controlplane.xds.protocol import ProtocolError
 
 log = logging.getLogger("controlplane.xds")
 

@@ -95,7 +95,7 @@ def console_api(hub: Hub, traffic: DnsTraffic | None, *,
         history = store.tenants.get(name)
         return {
             "tenant": name,
-            "policy": policy_json(policy, hub.settings.default_view.value),
+            "policy": policy_json(policy, hub.settings.dns.default_view.value),
             "namespaces": namespaces,
             "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                            for c in status.get("conditions", [])],
