@@ -42,7 +42,8 @@ Conventions:
   the log, in ``GET /api/v1/errors`` and in DnsPolicy status. Rejected input is data,
   not control flow: the rest of the input keeps serving.
 - Validation predicates return ``str | None`` ("the problem, or None"):
-  ``core.names.name_problem``, ``injection.sidecar.config_problem``; and
+  ``core.names.name_problem``, ``injection.sidecar.config_problem``,
+  ``identity.auth.authorize`` (why an identity may not speak for a workload); and
   ``list[str]`` of problems: ``kube.leadership.LeaseTimings.problems``. Callers that
   cannot go on turn the problem into one of the exceptions above (``ConfigError`` at
   start, ``InputError`` for a manifest).

@@ -148,7 +148,7 @@ class XdsSettings:
 class AdminSettings:
     """The admin API (and the console on it)."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where the admin API (and the console) listens
     port: int = 18080  # 0: any free port
     # Who may use it: KUBERNETES checks bearer tokens with TokenReview and
     # SubjectAccessReview (identity/admin_auth.py); NONE is for local runs.
@@ -225,33 +225,35 @@ class InjectionConfig:
     webhook is refused at start when it does not)."""
 
     mode: SidecarMode = SidecarMode.NATIVE
-    image: str = "envoyproxy/envoy:v1.40.0"
+    image: str = "envoyproxy/envoy:v1.40.0"  # the sidecar's Envoy image
+    # The control plane as the sidecars reach it (HOST:PORT; a name is resolved with
+    # cluster_dns, since the pod's resolv.conf points at the sidecar itself).
     xds_address: str = "dns-controlplane.dns-system.svc.cluster.local:18000"
     xds_ca: str = ""  # PEM the sidecar verifies ADS with (inline); "" for plaintext ADS
     xds_server_name: str = ""  # the DNS SAN of the ADS certificate; "" for the xDS host
     cluster_dns: str = ""  # IP[:port] the sidecar resolves a named xds_address with
-    zone: str = "cluster.local"
+    zone: str = "cluster.local"  # the cluster DNS zone, for the pod's search domains
     own_namespace: str = "dns-system"  # the control plane's: never injected
-    excluded_namespaces: tuple[str, ...] = ("kube-system",)
+    excluded_namespaces: tuple[str, ...] = ("kube-system",)  # never injected either
     dns_address: str = "127.0.0.1:53"  # the pod's nameserver; must be port 53
-    admin_address: str = "127.0.0.1:15000"
-    stats_address: str = "0.0.0.0:15090"
-    hop_address: str = "127.0.0.1:15054"
+    admin_address: str = "127.0.0.1:15000"  # Envoy's full admin interface, on loopback
+    stats_address: str = "0.0.0.0:15090"  # the stats-only listener (/stats/prometheus)
+    hop_address: str = "127.0.0.1:15054"  # where the sidecar listens for its resolver hop
     run_as_user: int = 101  # the envoy user of the envoyproxy/envoy image
-    cpu_request: str = "10m"
+    cpu_request: str = "10m"  # the sidecar container's resources
     memory_request: str = "72Mi"  # measured: 66 MB RSS, 1 worker, a small view
-    memory_limit: str = "256Mi"
+    memory_limit: str = "256Mi"  # room for large views
     concurrency: int = 1  # Envoy worker threads: one answers ~45,000 queries/s
-    delta: bool = False
-    token_path: str = TOKEN_PATH
+    delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state of the world
+    token_path: str = TOKEN_PATH  # the projected token the sidecar proves its pod with
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """The sidecar-injection webhook (injection/webhook.py): off while ``port`` is 0."""
 
-    host: str = "0.0.0.0"
-    port: int = 0
+    host: str = "0.0.0.0"  # where POST /inject listens
+    port: int = 0  # 0: no webhook
     cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
     server_name: str = ""  # the name a made certificate is for (the Service's)
     injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
@@ -281,12 +283,13 @@ class StatsSettings:
 class Settings:
     """Everything ``controlplane serve`` runs with, by group."""
 
-    dns: DnsSettings = field(default_factory=DnsSettings)
-    xds: XdsSettings = field(default_factory=XdsSettings)
-    admin: AdminSettings = field(default_factory=AdminSettings)
-    resolvers: ResolverSettings = field(default_factory=ResolverSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)  # what the views answer
+    xds: XdsSettings = field(default_factory=XdsSettings)  # the ADS server
+    admin: AdminSettings = field(default_factory=AdminSettings)  # the admin API
+    resolvers: ResolverSettings = field(default_factory=ResolverSettings)  # tenant resolvers
+    # TLS to the external policy servers
     policy_server: PolicyServerSettings = field(default_factory=PolicyServerSettings)
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    webhook: WebhookSettings = field(default_factory=WebhookSettings)
-    stats: StatsSettings = field(default_factory=StatsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)  # who may stream ADS
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)  # sidecar injection
+    stats: StatsSettings = field(default_factory=StatsSettings)  # sidecars' DNS counters
     fault_invalid_names: frozenset[str] = frozenset()  # test-only: see translate/faults.py
