@@ -35,7 +35,7 @@ from benchmarks.procstat import load_average  # noqa: E402
 from benchmarks.synthetic import cluster  # noqa: E402
 from controlplane._kit.localrun import rss_mb  # noqa: E402
 from controlplane.core.model import Endpoint, Service, ServicePort, Workload, object_key  # noqa: E402
-from controlplane.core.settings import Settings  # noqa: E402
+from controlplane.core.settings import ResolverMode, ResolverSettings, Settings  # noqa: E402
 from controlplane.hub.hub import Hub  # noqa: E402
 from controlplane.store.store import Store
 
@@ -68,7 +68,7 @@ def one(n: int, tenants: int, repeat: int) -> dict[str, Any]:
     store = Store()
     store.replace_origin(ORIGIN, objects)
     del objects
-    hub = Hub(Settings(tenant_resolvers="none"))
+    hub = Hub(Settings(resolvers=ResolverSettings(mode=ResolverMode.NONE)))
 
     def full() -> None:
         batch = store.take()

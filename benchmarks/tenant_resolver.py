@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from envoy.config.bootstrap.v3 import bootstrap_pb2  # noqa: E402
 
 from controlplane._kit.localrun import Process, find_tool, free_port, rss_mb, wait_for  # noqa: E402
-from controlplane.core.settings import Settings  # noqa: E402
+from controlplane.core.settings import DnsSettings, ResolverSettings  # noqa: E402
 from controlplane.dns.views import (  # noqa: E402
     TenantView,
     Upstream,
@@ -153,7 +153,7 @@ def tenant_view(work: Path, server_port: int) -> TenantView:
     store = Store()
     FileSource(src, store, lambda: None).load_all()
     inv = store.inventory()
-    settings = Settings()
+    settings = DnsSettings()
     policy = next(iter(inv.policies.values()))
     view, error = build_tenant_view(policy, cluster_records(inv, zone=settings.zone), inv,
                                     settings)
@@ -173,7 +173,7 @@ def start_envoy(work: Path, listeners: dict[int, TenantView]) -> tuple[Process, 
     boot = bootstrap_pb2.Bootstrap()
     boot.admin.address.socket_address.address = "127.0.0.1"
     boot.admin.address.socket_address.port_value = admin
-    timeout_ms = int(Settings().resolver_timeout_seconds * 1000)
+    timeout_ms = int(ResolverSettings().timeout_seconds * 1000)
     for port, view in listeners.items():
         res = translate_view(view, host="127.0.0.1", port=port, resolver_timeout_ms=timeout_ms)
         boot.static_resources.clusters.extend(res[CLUSTER_TYPE].values())

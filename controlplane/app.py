@@ -31,7 +31,7 @@ import uvicorn
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
 from controlplane.core.model import Labels
-from controlplane.core.settings import Settings
+from controlplane.core.settings import ResolverHop, ResolverMode, ResolverSettings, Settings
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
@@ -174,17 +174,17 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     """Run the control plane with the source ``make_runner`` builds, until SIGINT/SIGTERM.
 
     ``identity_api``: the API server that sidecars' tokens are reviewed with
-    (``settings.auth_tokenreview``, tokenreview.py).
+    (``settings.auth.tokenreview``, tokenreview.py).
 
     ``admin_auth``: check every admin API request but the probes (admin_auth.py)."""
     loop = asyncio.get_running_loop()
     store = Store()
-    pool = make_resolver_pool(settings)
+    pool = make_resolver_pool(settings.resolvers)
     # external policy servers (policy.server), fed in the background
     decider = PolicyDecider(
-        default_ca=_read(settings.policy_server_ca),
-        client_cert=_read(settings.policy_server_client_cert),
-        client_key=_read(settings.policy_server_client_key))
+        default_ca=_read(settings.policy_server.ca),
+        client_cert=_read(settings.policy_server.client_cert),
+        client_key=_read(settings.policy_server.client_key))
     gate = None
     if pool is not None:  # the tenant resolvers ask it for forwarded names
         pool.gate_socket = str(pool.workdir / "policy-gate.sock")
@@ -209,7 +209,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         log.info("configuration rebuilt: %d tenants, %d input errors",
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
 
-    debouncer = Debouncer(settings.debounce_seconds, rebuild)
+    debouncer = Debouncer(settings.xds.debounce_seconds, rebuild)
     decider.on_change = debouncer.poke  # a table name's decision changed: rebuild
 
     def poke_threadsafe() -> None:
@@ -225,35 +225,36 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         pod = hub.inventory.pods.get((namespace, name))
         return pod.labels if pod is not None else None
 
-    authenticator = authenticator_from_settings(settings, identity_api, pod_labels=pod_labels)
+    authenticator = authenticator_from_settings(settings.auth, identity_api,
+                                                pod_labels=pod_labels)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     ads = add_ads_service(grpc_server, hub, authenticator)
     # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
-    traffic = DnsTraffic(max_age=settings.stats_max_age_seconds,
-                         stale_after=min(15.0, settings.stats_max_age_seconds))
+    traffic = DnsTraffic(max_age=settings.stats.max_age_seconds,
+                         stale_after=min(15.0, settings.stats.max_age_seconds))
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
     add_metrics_service(grpc_server, MetricsSink(
         traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
         authenticator=authenticator))
-    tls_files = (CertificateFiles(Path(settings.xds_tls_dir)) if settings.xds_tls_dir
+    tls_files = (CertificateFiles(Path(settings.xds.tls_dir)) if settings.xds.tls_dir
                  else None)
-    xds_bind = f"{settings.xds_host}:{settings.xds_port}"
+    xds_bind = f"{settings.xds.host}:{settings.xds.port}"
     if tls_files is not None:
         xds_port = grpc_server.add_secure_port(xds_bind, server_credentials(tls_files))
         log.info("ADS over TLS on %s:%d (certificate from %s, reloaded when it changes)",
-                 settings.xds_host, xds_port, settings.xds_tls_dir)
+                 settings.xds.host, xds_port, settings.xds.tls_dir)
     else:
         xds_port = grpc_server.add_insecure_port(xds_bind)
         log.warning("ADS in PLAINTEXT on %s:%d: tokens and views cross the network "
                     "unencrypted and sidecars cannot verify the server. Use --xds-tls-dir "
-                    "outside local runs.", settings.xds_host, xds_port)
+                    "outside local runs.", settings.xds.host, xds_port)
     if authenticator is None:
         log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
-                    "for any tenant's view. For local use only.", settings.xds_host, xds_port)
+                    "for any tenant's view. For local use only.", settings.xds.host, xds_port)
     else:
         log.info("ADS on %s:%d requires a bearer token bound to the node's namespace",
-                 settings.xds_host, xds_port)
+                 settings.xds.host, xds_port)
     await grpc_server.start()
 
     def readiness() -> tuple[bool, str]:
@@ -269,7 +270,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         collectors.append(AuthCollector(admin_auth))
         log.info("admin API: bearer token, TokenReview and SubjectAccessReview required "
                  "(except /healthz and /readyz)")
-    injections = webhook_log(settings)  # the sidecar-injection webhook's decisions, if on
+    injections = webhook_log(settings.webhook)  # the injection webhook's decisions, if on
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
@@ -278,11 +279,11 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         hub, readiness=readiness, source_status=runner.status, resolvers=pool,
         resolver_stats=lambda: resolver_stats, decider=decider, traffic=traffic,
         injections=injections), auth=admin_auth, collectors=collectors)
-    config = uvicorn.Config(admin_app, host=settings.admin_host, port=settings.admin_port,
+    config = uvicorn.Config(admin_app, host=settings.admin.host, port=settings.admin.port,
                             log_config=None, access_log=False, lifespan="off")
-    if settings.admin_tls_dir:  # HTTPS, the certificate reloaded when its files change
+    if settings.admin.tls_dir:  # HTTPS, the certificate reloaded when its files change
         config.load()
-        config.ssl = server_ssl_context(CertificateFiles(Path(settings.admin_tls_dir)))
+        config.ssl = server_ssl_context(CertificateFiles(Path(settings.admin.tls_dir)))
     admin = _AdminServer(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -304,18 +305,18 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop),
     }
     if injections is not None:
-        work["webhook"] = serve_webhook(settings, injections, stop)
+        work["webhook"] = serve_webhook(settings.webhook, injections, stop)
     # Each runs until stop: a crash, or an end before stop, ends the process.
     tasks = {name: supervisor.task(name, coro, crash=Crash.EXIT, until=stop)
              for name, coro in work.items()}
-    admin_url = (f"{'https' if settings.admin_tls_dir else 'http'}://{settings.admin_host}:"
-                 f"{settings.admin_port}")
-    log.info("control plane serving: xds=%s:%d admin=%s console=%s/console/", settings.xds_host,
+    admin_url = (f"{'https' if settings.admin.tls_dir else 'http'}://{settings.admin.host}:"
+                 f"{settings.admin.port}")
+    log.info("control plane serving: xds=%s:%d admin=%s console=%s/console/", settings.xds.host,
              xds_port, admin_url, admin_url)
     code = await supervisor.wait(stop)
     stop.set()
     admin.should_exit = True
-    await _stop_ads(grpc_server, ads, settings.drain_seconds)
+    await _stop_ads(grpc_server, ads, settings.xds.drain_seconds)
     for task in tasks.values():
         task.cancel()
     for task in tasks.values():
@@ -334,22 +335,22 @@ def _read(path: str) -> str:
     return Path(path).read_text() if path else ""
 
 
-def make_resolver_pool(settings: Settings) -> ResolverPool | None:
-    if settings.tenant_resolvers == "none":
+def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
+    if settings.mode is ResolverMode.NONE:
         log.warning("tenant resolvers are off (--tenant-resolvers none): forwarding views "
                     "forward nothing")
         return None
-    workdir = (Path(settings.resolver_dir) if settings.resolver_dir
+    workdir = (Path(settings.dir) if settings.dir
                else Path(tempfile.mkdtemp(prefix="dns-cp-resolvers-")))
     hop_tls = None
-    if settings.resolver_hop == "tls":
-        hop_tls = server_tls(Path(settings.resolver_tls_dir) if settings.resolver_tls_dir
+    if settings.hop is ResolverHop.TLS:
+        hop_tls = server_tls(Path(settings.tls_dir) if settings.tls_dir
                              else workdir / "hop-tls", RESOLVER_TLS_NAME)
     return ResolverPool(workdir, hop_tls=hop_tls,
                         default_ca_bundle=settings.upstream_ca_bundle,
-                        listen_host=settings.resolver_listen_host,
-                        advertise_host=settings.resolver_advertise_host,
-                        access=settings.resolver_allow, owns_workdir=not settings.resolver_dir)
+                        listen_host=settings.listen_host,
+                        advertise_host=settings.advertise_host,
+                        access=settings.allow, owns_workdir=not settings.dir)
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,

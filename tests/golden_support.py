@@ -57,10 +57,10 @@ def load_inventory(directory: Path) -> Inventory:
 
 
 def tenant_views(inv: Inventory, settings: Settings) -> dict[str, TenantView]:
-    records = cluster_records(inv, zone=settings.zone)
+    records = cluster_records(inv, zone=settings.dns.zone)
     views = {}
     for policy in [*inv.policies.values(), None]:
-        view, _ = build_tenant_view(policy, records, inv, settings)
+        view, _ = build_tenant_view(policy, records, inv, settings.dns)
         views[view.tenant] = with_resolver(view, RESOLVER)
     return views
 

@@ -17,10 +17,10 @@ import pytest
 
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
+from controlplane.core.errors import AuthUnavailable
 from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector, TokenResult, User
-from controlplane.identity.auth import AuthUnavailable
 from controlplane.kube.admin_review import KubeReviewer
 from controlplane.kube.runner import api_client
 from tests.factories import bearer, inventory

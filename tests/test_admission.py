@@ -18,9 +18,10 @@ import jsonpatch
 import pytest
 import yaml
 
+from controlplane.core.errors import BadReview
 from controlplane.core.settings import TOKEN_DIR, TOKEN_PATH, InjectionConfig
 from controlplane.identity.certs import make_ca_and_server
-from controlplane.injection.admission import BadReview, admit, review
+from controlplane.injection.admission import admit, review
 from controlplane.injection.sidecar import (
     INJECTED_ANNOTATION,
     PORT_SYSCTL,

@@ -29,7 +29,7 @@ from controlplane.core.model import (
     ServicePort,
     object_key,
 )
-from controlplane.core.settings import Settings
+from controlplane.core.settings import DnsSettings, Settings
 from controlplane.dns.incremental_records import IncrementalRecords
 from controlplane.dns.record_index import RecordIndex
 from controlplane.dns.records import RecordOptions, cluster_records
@@ -112,7 +112,7 @@ def _versions(hub: Hub) -> dict[str, dict[str, str]]:
 def test_views_from_changed_keys_match_views_rebuilt_every_time() -> None:
     rng = random.Random(9)
     store = Store()
-    hub = Hub(Settings(vip_range="240.1.0.0/24", default_upstream="10.9.9.9"))
+    hub = Hub(Settings(dns=DnsSettings(vip_range="240.1.0.0/24", default_upstream="10.9.9.9")))
     # The reference rebuilds every view at every step; it has the same history (a policy
     # keeps its last valid server when its Service goes: last-good state).
     reference = Hub(hub.settings)

@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from controlplane._kit.localrun import wait_for
+from controlplane.core.errors import ConfigError
 from controlplane.kube.leader import LeaderElector, micro_time
 from controlplane.kube.leadership import (
     Action,
@@ -417,11 +418,15 @@ def test_leader_election_arguments(args: list[str], expected: object) -> None:
 
     parsed = build_parser().parse_args(["serve", "--source", "kubernetes",
                                         "--leader-identity", "pod-0", *args])
-    got = _election(parsed)
-    if expected is None or isinstance(expected, str):
-        assert got is None if expected is None else expected in str(got)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            _election(parsed)
         return
-    assert not isinstance(got, str) and got is not None
+    got = _election(parsed)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None
     t = got.timings
     assert got.identity == "pod-0"
     assert (got.namespace, got.name, t.duration, t.renew_deadline, t.renew, t.retry) == expected

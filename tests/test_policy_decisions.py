@@ -7,7 +7,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.struct_pb2 import Struct
 
-from controlplane.core.errors import InputError
+from controlplane.core.errors import BadDecision, InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifests import parse_object
 from controlplane.core.model import (
@@ -19,7 +19,7 @@ from controlplane.core.model import (
     PolicyServer,
     Service,
 )
-from controlplane.core.settings import Settings
+from controlplane.core.settings import DnsSettings
 from controlplane.dns.status import policy_status
 from controlplane.dns.views import build_tenant_view, cluster_records
 from controlplane.policy.decisions import (
@@ -71,12 +71,12 @@ def _resp(code: int, meta: dict[str, object] | None = None) -> external_auth_pb2
 ])
 def test_decision_from_response(resp: external_auth_pb2.CheckResponse,
                                 expected: tuple[bool, float] | str) -> None:
-    got = decision_from_response(resp, now=100.0, default_ttl=60)
     if isinstance(expected, str):
-        assert isinstance(got, str) and expected in got
-    else:
-        assert isinstance(got, ExternalDecision)
-        assert (got.allow, got.expires_at) == expected and got.from_server
+        with pytest.raises(BadDecision, match=expected):
+            decision_from_response(resp, now=100.0, default_ttl=60)
+        return
+    got = decision_from_response(resp, now=100.0, default_ttl=60)
+    assert (got.allow, got.expires_at) == expected and got.from_server
 
 
 def test_cache_lifetimes_changes_and_bound() -> None:
@@ -122,7 +122,7 @@ def _view(mode: FailureMode | None, decided: dict[str, bool]):  # type: ignore[n
                        policy_server=PolicyServer("10.0.0.9", failure_mode=mode))
     external = {n: ExternalDecision(a, 1e12, 0, "server") for n, a in decided.items()}
     view, err = build_tenant_view(policy, cluster_records(INV, zone="cluster.local"), INV,
-                                  Settings(), external=external)
+                                  DnsSettings(), external=external)
     assert err is None
     return view
 

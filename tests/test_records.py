@@ -20,7 +20,7 @@ from controlplane.core.model import (
     ServiceEntryEndpoint,
     ServicePort,
 )
-from controlplane.core.settings import Settings
+from controlplane.core.settings import DnsSettings
 from controlplane.dns.records import ClusterTarget, NameRecord, RecordOptions, cluster_records
 from controlplane.dns.vips import allocate
 
@@ -256,8 +256,8 @@ def test_pod_manifest_errors_name_the_object(status: object, reason: str) -> Non
 
 def test_pod_ttl_kind_is_configurable() -> None:
     assert "pod" in KINDS
-    assert Settings(ttl_by_kind={"pod": 60}).ttls()["pod"] == 60
-    assert Settings(answer_ttl_seconds=40).ttls()["pod"] == 40
+    assert DnsSettings(ttl_by_kind={"pod": 60}).ttls()["pod"] == 60
+    assert DnsSettings(answer_ttl_seconds=40).ttls()["pod"] == 40
 
 
 def test_pod_records_only_in_views_of_tenants_selecting_the_namespace() -> None:
@@ -273,7 +273,7 @@ def test_pod_records_only_in_views_of_tenants_selecting_the_namespace() -> None:
     def names(**kw: object) -> set[str]:
         policy = DnsPolicy(name="acme", namespace_selector=LabelSelector(
             match_labels=(("tenant", "acme"),)), **kw)  # type: ignore[arg-type]
-        view, _ = build_tenant_view(policy, records, inv, Settings())
+        view, _ = build_tenant_view(policy, records, inv, DnsSettings())
         return {e.record.name for e in view.entries}
 
     assert names() == {"10-1-0-1.acme.pod.cluster.local", "web.globex.svc.cluster.local"}

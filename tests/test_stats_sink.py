@@ -13,8 +13,9 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from controlplane.core.errors import Unauthenticated
 from controlplane.core.model import Workload
-from controlplane.identity.auth import Identity, Unauthenticated
+from controlplane.identity.auth import Identity
 from controlplane.injection.bootstrap import (
     METRICS_SINK,
     SIDECAR_STATS,

@@ -24,16 +24,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.cli import main
-from controlplane.core.errors import ConfigError
+from controlplane.core.errors import AuthUnavailable, ConfigError, Unauthenticated
 from controlplane.core.model import Workload, labels_of
-from controlplane.core.settings import Settings
+from controlplane.core.settings import AuthSettings, Settings
 from controlplane.hub.hub import Hub
 from controlplane.identity.auth import (
-    AuthUnavailable,
     FirstOf,
     Identity,
     TokenAuthenticator,
-    Unauthenticated,
     authorize,
 )
 from controlplane.identity.certs import make_ca_and_server
@@ -315,15 +313,15 @@ def test_pod_claim_from_a_real_shaped_status() -> None:
 def test_authenticator_from_settings(tmp_path: Path, identity_api: KubeIdentityApi) -> None:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tokens": [{"token": "t", "namespace": "a"}]}))
-    assert authenticator_from_settings(Settings(insecure=True), None) is None
-    assert isinstance(authenticator_from_settings(Settings(auth_tokens=str(tokens)), None),
+    assert authenticator_from_settings(AuthSettings(insecure=True), None) is None
+    assert isinstance(authenticator_from_settings(AuthSettings(tokens_file=str(tokens)), None),
                       TokenAuthenticator)
-    assert isinstance(authenticator_from_settings(Settings(auth_tokenreview=True),
+    assert isinstance(authenticator_from_settings(AuthSettings(tokenreview=True),
                                                   identity_api), TokenReviewAuthenticator)
     assert isinstance(authenticator_from_settings(
-        Settings(auth_tokens=str(tokens), auth_tokenreview=True), identity_api), FirstOf)
+        AuthSettings(tokens_file=str(tokens), tokenreview=True), identity_api), FirstOf)
     with pytest.raises(ConfigError, match="needs the Kubernetes API"):
-        authenticator_from_settings(Settings(auth_tokenreview=True), None)
+        authenticator_from_settings(AuthSettings(tokenreview=True), None)
 
 
 def test_serve_flags(capsys: pytest.CaptureFixture[str]) -> None:

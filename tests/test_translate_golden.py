@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.core.settings import Settings
+from controlplane.core.settings import DefaultView, DnsSettings, Settings
 from controlplane.translate.types import LISTENER_TYPE
 from tests.golden_support import (
     GOLDEN,
@@ -98,7 +98,7 @@ def test_names_are_lower_case_and_unique_per_kind(tmp_path: Path) -> None:
         "metadata: {name: e, namespace: n}\n"
         "spec: {hosts: [Mixed.Case.Example], addresses: [192.0.2.1, 192.0.2.1, 2001:db8::1]}\n")
     inv = load_inventory(tmp_path)
-    views = tenant_views(inv, Settings(default_view=Settings().default_view.CLUSTER))
+    views = tenant_views(inv, Settings(dns=DnsSettings(default_view=DefaultView.CLUSTER)))
     table = resources_json(views["_default"])
     (listener,) = table[LISTENER_TYPE].values()
     vds = listener["listenerFilters"][0]["typedConfig"]["serverConfig"]["inlineDnsTable"][

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Service, ServiceEntry
-from controlplane.core.settings import Settings
+from controlplane.core.settings import DnsSettings
 from controlplane.dns.views import build_tenant_view, cluster_records
 from controlplane.policy.selection import CompiledPolicy
 from controlplane.translate.explain import TableModel
@@ -60,7 +60,7 @@ def policies(draw: st.DrawFn) -> DnsPolicy:
 @given(inv=clusters(), policy=policies())
 def test_no_denied_cluster_name_is_answered_or_forwarded(inv: Inventory, policy: DnsPolicy) -> None:
     records = cluster_records(inv, zone="cluster.local")
-    view, error = build_tenant_view(policy, records, inv, Settings())
+    view, error = build_tenant_view(policy, records, inv, DnsSettings())
     assert error is None
     table = TableModel(view)
     compiled = CompiledPolicy.of(policy)
@@ -94,7 +94,7 @@ def test_namespace_tenants_are_isolated(inv: Inventory, own: str, other: str,
                       blacklist=("*.svc.cluster.local",), default_action=DefaultAction.ALLOW,
                       server_address="10.99.0.53" if forward else "")
     for policy in (deny, allow):
-        view, _ = build_tenant_view(policy, records, inv, Settings())
+        view, _ = build_tenant_view(policy, records, inv, DnsSettings())
         table = TableModel(view)
         for rec in records:
             if rec.name.endswith(f".{other}.svc.cluster.local") and other != own:

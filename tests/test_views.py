@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from controlplane.core.errors import BadAddress, BadUpstream, InvalidValue, MissingService
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import (
     DefaultAction,
@@ -13,7 +14,7 @@ from controlplane.core.model import (
     ServiceEntry,
     ServicePort,
 )
-from controlplane.core.settings import DefaultView, Settings
+from controlplane.core.settings import DefaultView, DnsSettings
 from controlplane.dns.views import (
     Forwarding,
     Transport,
@@ -56,22 +57,25 @@ def test_cluster_records() -> None:
     ("tenant-1.dns.svc", Upstream("10.0.9.53", 53)),
     ("tenant-1.dns", Upstream("10.0.9.53", 53)),
     ("tenant-1.dns.svc.cluster.local:5300", Upstream("10.0.9.53", 5300)),
-    ("missing.dns.svc", "names Service dns/missing, which does not exist"),
-    ("a.b.c.example.com", "neither an IP address nor a Service name"),
-    ("10.0.0.1:99999", "invalid port"),
+    ("missing.dns.svc", (MissingService, "names Service dns/missing, which does not exist")),
+    ("a.b.c.example.com", (BadUpstream, "neither an IP address nor a Service name")),
+    ("10.0.0.1:99999", (BadAddress, "invalid port")),
 ])
-def test_resolve_upstream(address: str, expected: Upstream | str) -> None:
-    got = resolve_upstream(address, INV, zone="cluster.local")
-    if isinstance(expected, str):
-        assert isinstance(got, str) and expected in got
-    else:
-        assert got == expected
+def test_resolve_upstream(address: str,
+                          expected: Upstream | tuple[type[InvalidValue], str]) -> None:
+    if isinstance(expected, Upstream):
+        assert resolve_upstream(address, INV, zone="cluster.local") == expected
+        return
+    error, text = expected
+    with pytest.raises(error, match=text) as info:
+        resolve_upstream(address, INV, zone="cluster.local")
+    assert type(info.value) is error
 
 
 def test_deny_policy_without_external_whitelist_never_forwards() -> None:
     view, err = build_tenant_view(policy(server_address="10.0.0.53", whitelist=("*.acme.svc.cluster.local",),
                                       default_action=DefaultAction.DENY),
-                                  cluster_records(INV, zone="cluster.local"), INV, Settings())
+                                  cluster_records(INV, zone="cluster.local"), INV, DnsSettings())
     assert err is None
     assert view.forward is None and view.upstreams == ()
     assert {e.record.name for e in view.entries} == {
@@ -83,7 +87,7 @@ def test_deny_policy_with_external_whitelist_forwards_only_those() -> None:
     view, err = build_tenant_view(policy(server_address="10.0.0.53",
                                       whitelist=("www.example.com", "*.acme.svc.cluster.local"),
                                       default_action=DefaultAction.DENY),
-                                  cluster_records(INV, zone="cluster.local"), INV, Settings())
+                                  cluster_records(INV, zone="cluster.local"), INV, DnsSettings())
     assert err is None and view.forward is not None and view.unenforced == ()
     triggers = {t.name: t.deny for t in view.forward.triggers}
     # Cluster-zone patterns are left to the resolver's own zone (NXDOMAIN when unknown);
@@ -97,7 +101,7 @@ def test_forwarding_view_carries_policy_triggers() -> None:
     forwarding = policy(server_address="tenant-1.dns.svc", whitelist=("*.ok.partner.com",),
                         blacklist=("*.svc.cluster.local", "*.partner.com", "*.net"))
     view, err = build_tenant_view(forwarding, cluster_records(INV, zone="cluster.local"), INV,
-                                  Settings())
+                                  DnsSettings())
     assert err is None and view.forward is not None
     assert view.forward.server == Upstream("10.0.9.53", 53)
     assert view.forward.transport is Transport.UDP
@@ -122,10 +126,10 @@ def test_forwarding_view_carries_policy_triggers() -> None:
 def test_unresolvable_server_keeps_last_good_upstream() -> None:
     records = cluster_records(INV, zone="cluster.local")
     unresolvable = policy(server_address="gone.dns.svc")
-    view, err = build_tenant_view(unresolvable, records, INV, Settings())
+    view, err = build_tenant_view(unresolvable, records, INV, DnsSettings())
     assert err and "does not exist" in err
     assert view.forward is None  # fail closed: nothing forwarded
-    view, err = build_tenant_view(unresolvable, records, INV, Settings(),
+    view, err = build_tenant_view(unresolvable, records, INV, DnsSettings(),
                                   last_good_upstream=Upstream("10.0.9.53", 53))
     assert err and view.forward is not None and view.forward.server == Upstream("10.0.9.53", 53)
     assert any("keeps serving" in n for n in view.notes)
@@ -146,7 +150,7 @@ def test_upgrade_forwards_encrypted_with_a_verified_name(kw: dict[str, object],
     inv = Inventory.of([*INV.services.values(),
                         Service("dns", "tenant-1-encrypted", cluster_ips=("10.0.9.99",))])
     view, err = build_tenant_view(policy(**kw), cluster_records(inv, zone="cluster.local"), inv,
-                                  Settings())
+                                  DnsSettings())
     assert err is None and view.forward is not None
     got = view.forward
     assert (got.server, got.transport, got.tls_name, got.ca_bundle) == (
@@ -156,16 +160,16 @@ def test_upgrade_forwards_encrypted_with_a_verified_name(kw: dict[str, object],
 def test_upgrade_to_an_ip_without_server_name_fails_closed() -> None:
     view, err = build_tenant_view(policy(server_address="10.0.0.53", upgrade=True,
                                       upgrade_type="dns-over-tls"),
-                                  cluster_records(INV, zone="cluster.local"), INV, Settings())
+                                  cluster_records(INV, zone="cluster.local"), INV, DnsSettings())
     assert view.forward is None and view.upstreams == ()
     assert err and "serverName" in err
 
 
 def test_default_views() -> None:
     records = cluster_records(INV, zone="cluster.local")
-    deny, _ = build_tenant_view(None, records, INV, Settings())
+    deny, _ = build_tenant_view(None, records, INV, DnsSettings())
     assert deny.entries == () and deny.forward is None
-    cluster, _ = build_tenant_view(None, records, INV, Settings(
+    cluster, _ = build_tenant_view(None, records, INV, DnsSettings(
         default_view=DefaultView.CLUSTER, default_upstream="10.0.0.10"))
     assert len(cluster.entries) == len(records)
     assert cluster.forward is not None and cluster.forward.server == Upstream("10.0.0.10", 53)
@@ -173,6 +177,6 @@ def test_default_views() -> None:
 
 def test_default_action_missing_means_allow_with_default_upstream() -> None:
     view, _ = build_tenant_view(policy(), cluster_records(INV, zone="cluster.local"), INV,
-                                Settings(default_upstream="10.0.0.10:5353"))
+                                DnsSettings(default_upstream="10.0.0.10:5353"))
     assert view.forward is not None and view.forward.server == Upstream("10.0.0.10", 5353)
     assert len(view.entries) == len(cluster_records(INV, zone="cluster.local"))

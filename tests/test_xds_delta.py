@@ -9,9 +9,10 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from controlplane.core.errors import ProtocolError
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
 from controlplane.xds.delta import DeltaOutgoing, DeltaStream
-from controlplane.xds.protocol import Ack, Nack, ProtocolError
+from controlplane.xds.protocol import Ack, Nack
 from controlplane.xds.snapshot import ViewSnapshot, build_snapshot
 
 LDS, CDS = LISTENER_TYPE, CLUSTER_TYPE

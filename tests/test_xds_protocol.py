@@ -13,8 +13,9 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from controlplane.core.errors import ProtocolError
 from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
-from controlplane.xds.protocol import Ack, Nack, Outgoing, ProtocolError, SotwStream
+from controlplane.xds.protocol import Ack, Nack, Outgoing, SotwStream
 from controlplane.xds.snapshot import ViewSnapshot, build_snapshot
 
 LDS, CDS, EDS = LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE

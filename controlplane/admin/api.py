@@ -141,7 +141,7 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
     def vips() -> dict[str, Any]:
         """Auto-allocated ServiceEntry VIPs (empty unless --auto-allocate-vips)."""
         return {
-            "range": reads.settings.vip_range or None,
+            "range": reads.settings.dns.vip_range or None,
             "allocations": [{"namespace": ns, "serviceentry": name, "host": host, "vip": ip}
                             for (ns, name, host), ip in sorted(built.vips.vips.items())],
             "errors": list(built.vips.errors),

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.core.errors import InputError
+from controlplane.core.errors import BadAddress, BadPattern, InputError, InvalidField
 from controlplane.core.model import (
     DefaultAction,
     DnsPolicy,
@@ -61,15 +61,11 @@ class Ignored:
 ParseResult = ModelObject | InputError | Ignored
 
 
-class _Invalid(Exception):
-    """Internal: carries a validation reason up to ``parse_object``."""
-
-
 def _map(value: Any, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _Invalid(f"{what} must be a mapping, not {type(value).__name__}")
+        raise InvalidField(f"{what} must be a mapping, not {type(value).__name__}")
     return value
 
 
@@ -77,25 +73,25 @@ def _list(value: Any, what: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _Invalid(f"{what} must be a list, not {type(value).__name__}")
+        raise InvalidField(f"{what} must be a list, not {type(value).__name__}")
     return value
 
 
 def _str(value: Any, what: str, *, required: bool = False) -> str:
     if value is None or value == "":
         if required:
-            raise _Invalid(f"{what} is required")
+            raise InvalidField(f"{what} is required")
         return ""
     if not isinstance(value, str):
-        raise _Invalid(f"{what} must be a string, not {type(value).__name__}")
+        raise InvalidField(f"{what} must be a string, not {type(value).__name__}")
     return value
 
 
 def _int(value: Any, what: str, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{what} must be an integer, not {value!r}")
+        raise InvalidField(f"{what} must be an integer, not {value!r}")
     if not low <= value <= high:
-        raise _Invalid(f"{what} must be between {low} and {high}, not {value}")
+        raise InvalidField(f"{what} must be between {low} and {high}, not {value}")
     return value
 
 
@@ -103,7 +99,7 @@ def _labels(value: Any, what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in _map(value, what).items():
         if not isinstance(k, str) or isinstance(v, list | dict) or v is None:
-            raise _Invalid(f"{what} must map strings to strings; {k!r}: {v!r} is not")
+            raise InvalidField(f"{what} must map strings to strings; {k!r}: {v!r} is not")
         out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
     return out
 
@@ -112,7 +108,7 @@ def _ip(text: Any, what: str) -> str:
     s = _str(text, what, required=True)
     ip = parse_ip(s)
     if ip is None:
-        raise _Invalid(f"{what} {s!r} is not an IP address")
+        raise InvalidField(f"{what} {s!r} is not an IP address")
     return str(ip)
 
 
@@ -120,17 +116,17 @@ def _selector(value: Any, what: str) -> LabelSelector:
     m = _map(value, what)
     unknown = set(m) - {"matchLabels", "matchExpressions"}
     if unknown:
-        raise _Invalid(f"{what} has unknown fields {sorted(unknown)}")
+        raise InvalidField(f"{what} has unknown fields {sorted(unknown)}")
     reqs = []
     for i, raw in enumerate(_list(m.get("matchExpressions"), f"{what}.matchExpressions")):
         r = _map(raw, f"{what}.matchExpressions[{i}]")
         op = _str(r.get("operator"), f"{what}.matchExpressions[{i}].operator", required=True)
         if op not in SELECTOR_OPERATORS:
-            raise _Invalid(f"{what}.matchExpressions[{i}].operator {op!r} is not one of "
+            raise InvalidField(f"{what}.matchExpressions[{i}].operator {op!r} is not one of "
                            f"{', '.join(SELECTOR_OPERATORS)}")
         values = tuple(str(v) for v in _list(r.get("values"), f"{what}.matchExpressions[{i}]"))
         if op in ("In", "NotIn") and not values:
-            raise _Invalid(f"{what}.matchExpressions[{i}] with {op} needs values")
+            raise InvalidField(f"{what}.matchExpressions[{i}] with {op} needs values")
         key = _str(r.get("key"), f"{what}.matchExpressions[{i}].key", required=True)
         reqs.append(Requirement(key=key, operator=op, values=values))
     return LabelSelector(
@@ -159,7 +155,7 @@ def _service(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, ns: str
     spec = _map(doc.get("spec"), "spec")
     stype = _str(spec.get("type"), "spec.type") or "ClusterIP"
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        raise _Invalid(f"spec.type {stype!r} is not a Service type")
+        raise InvalidField(f"spec.type {stype!r} is not a Service type")
     raw_ips = _list(spec.get("clusterIPs"), "spec.clusterIPs") or (
         [spec["clusterIP"]] if spec.get("clusterIP") else []
     )
@@ -169,7 +165,7 @@ def _service(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, ns: str
     if stype == "ExternalName":
         external = normalise(_str(spec.get("externalName"), "spec.externalName", required=True))
         if problem := name_problem(external):
-            raise _Invalid(f"spec.externalName: {problem}")
+            raise InvalidField(f"spec.externalName: {problem}")
     return Service(
         namespace=ns,
         name=name,
@@ -188,7 +184,7 @@ def _endpoint_slice(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str,
     labels = _labels(meta.get("labels"), "metadata.labels")
     service = labels.get("kubernetes.io/service-name", "")
     if not service:
-        raise _Invalid("metadata.labels has no kubernetes.io/service-name")
+        raise InvalidField("metadata.labels has no kubernetes.io/service-name")
     endpoints = []
     for i, raw in enumerate(_list(doc.get("endpoints"), "endpoints")):
         e = _map(raw, f"endpoints[{i}]")
@@ -228,12 +224,12 @@ def _service_entry(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, n
     spec = _map(doc.get("spec"), "spec")
     hosts = []
     for i, raw in enumerate(_list(spec.get("hosts"), "spec.hosts")):
-        p = parse_pattern(raw)
-        if isinstance(p, str):
-            raise _Invalid(f"spec.hosts[{i}]: {p}")
-        hosts.append(p.text)
+        try:
+            hosts.append(parse_pattern(raw).text)
+        except BadPattern as exc:
+            raise InvalidField(f"spec.hosts[{i}]: {exc}") from exc
     if not hosts:
-        raise _Invalid("spec.hosts must name at least one host")
+        raise InvalidField("spec.hosts must name at least one host")
     addresses = []
     for i, raw in enumerate(_list(spec.get("addresses"), "spec.addresses")):
         text = _str(raw, f"spec.addresses[{i}]", required=True)
@@ -242,22 +238,22 @@ def _service_entry(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, n
             base, _, bits = text.partition("/")
             ip = parse_ip(base)
             if ip is None or bits != str(ip.max_prefixlen):
-                raise _Invalid(f"spec.addresses[{i}] {text!r}: only single addresses can be "
+                raise InvalidField(f"spec.addresses[{i}] {text!r}: only single addresses can be "
                                "answered in DNS")
             text = base
         addresses.append(_ip(text, f"spec.addresses[{i}]"))
     resolution = (_str(spec.get("resolution"), "spec.resolution") or "NONE").upper()
     if resolution not in RESOLUTIONS:
-        raise _Invalid(f"spec.resolution {resolution!r} is not one of {', '.join(RESOLUTIONS)}")
+        raise InvalidField(f"spec.resolution {resolution!r} is not one of {', '.join(RESOLUTIONS)}")
     location = (_str(spec.get("location"), "spec.location") or "MESH_EXTERNAL").upper()
     if location not in LOCATIONS:
-        raise _Invalid(f"spec.location {location!r} is not one of {', '.join(LOCATIONS)}")
+        raise InvalidField(f"spec.location {location!r} is not one of {', '.join(LOCATIONS)}")
     endpoints = []
     for i, raw in enumerate(_list(spec.get("endpoints"), "spec.endpoints")):
         e = _map(raw, f"spec.endpoints[{i}]")
         address = _str(e.get("address"), f"spec.endpoints[{i}].address")
         if resolution == "STATIC" and address and parse_ip(address) is None:
-            raise _Invalid(f"spec.endpoints[{i}].address {address!r} must be an IP address "
+            raise InvalidField(f"spec.endpoints[{i}].address {address!r} must be an IP address "
                            "with resolution STATIC")
         ports = tuple(sorted((str(k), int(v)) for k, v in
                              _map(e.get("ports"), f"spec.endpoints[{i}].ports").items()))
@@ -277,10 +273,10 @@ def _service_entry(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str, n
 def _patterns(value: Any, what: str) -> tuple[str, ...]:
     out = []
     for i, raw in enumerate(_list(value, what)):
-        p = parse_pattern(raw)
-        if isinstance(p, str):
-            raise _Invalid(f"{what}[{i}]: {p}")
-        out.append(p.text)
+        try:
+            out.append(parse_pattern(raw).text)
+        except BadPattern as exc:
+            raise InvalidField(f"{what}[{i}]: {exc}") from exc
     return tuple(dict.fromkeys(out))
 
 
@@ -292,20 +288,24 @@ def _policy_server(ps: Mapping[str, Any]) -> PolicyServer:
     unknown = set(ps) - {"address", "protocol", "failureMode", "timeoutMs",
                          "decisionTtlSeconds", "serverName", "caBundle"}
     if unknown:
-        raise _Invalid(f"{what} has unknown fields {sorted(unknown)}")
+        raise InvalidField(f"{what} has unknown fields {sorted(unknown)}")
     address = _str(ps.get("address"), f"{what}.address", required=True).strip()
-    if isinstance(split_host_port(address, 9191), str) or any(c.isspace() for c in address):
-        raise _Invalid(f"{what}.address {address!r} is not HOST[:PORT]")
+    try:
+        split_host_port(address, 9191)
+    except BadAddress:
+        raise InvalidField(f"{what}.address {address!r} is not HOST[:PORT]") from None
+    if any(c.isspace() for c in address):
+        raise InvalidField(f"{what}.address {address!r} is not HOST[:PORT]")
     protocol = _str(ps.get("protocol"), f"{what}.protocol") or "grpc"
     if protocol != "grpc":
-        raise _Invalid(f"{what}.protocol {protocol!r} is not supported: only grpc (Envoy's "
+        raise InvalidField(f"{what}.protocol {protocol!r} is not supported: only grpc (Envoy's "
                        "external authorization API, envoy.service.auth.v3.Authorization/Check)")
     mode = _str(ps.get("failureMode"), f"{what}.failureMode")
     if mode and mode not in ("closed", "open"):
-        raise _Invalid(f"{what}.failureMode {mode!r} is not one of closed, open")
+        raise InvalidField(f"{what}.failureMode {mode!r} is not one of closed, open")
     ca_bundle = _str(ps.get("caBundle"), f"{what}.caBundle").strip()
     if ca_bundle and "-----BEGIN CERTIFICATE-----" not in ca_bundle:
-        raise _Invalid(f"{what}.caBundle must hold PEM certificates")
+        raise InvalidField(f"{what}.caBundle must hold PEM certificates")
     return PolicyServer(
         address=address, protocol=protocol,
         failure_mode=FailureMode(mode) if mode else None,
@@ -321,9 +321,9 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
     spec = _map(doc.get("spec"), "spec")
     unknown = set(spec) - _POLICY_SPEC_FIELDS
     if unknown:
-        raise _Invalid(f"spec has unknown fields {sorted(unknown)}")
+        raise InvalidField(f"spec has unknown fields {sorted(unknown)}")
     if "namespaceSelector" not in spec:
-        raise _Invalid("spec.namespaceSelector is required (use {} to select every namespace)")
+        raise InvalidField("spec.namespaceSelector is required (use {} to select every namespace)")
     ns_sel = _selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
     selector = _selector(spec["selector"], "spec.selector") if spec.get("selector") is not None \
         else None
@@ -332,7 +332,7 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
     policy = _map(spec.get("policy"), "spec.policy")
     unknown = set(policy) - {"whitelist", "blacklist", "defaultAction", "server"}
     if unknown:
-        raise _Invalid(f"spec.policy has unknown fields {sorted(unknown)}")
+        raise InvalidField(f"spec.policy has unknown fields {sorted(unknown)}")
     raw_action = policy.get("defaultAction")
     if raw_action is None:
         action = DefaultAction.ALLOW
@@ -341,7 +341,7 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
         try:
             action = DefaultAction(text)
         except ValueError:
-            raise _Invalid(f"spec.policy.defaultAction {raw_action!r} is not one of "
+            raise InvalidField(f"spec.policy.defaultAction {raw_action!r} is not one of "
                            "ALLOW, DENY, WARN") from None
     policy_server = None
     if policy.get("server") is not None:
@@ -349,26 +349,26 @@ def _dns_policy(doc: Mapping[str, Any], meta: Mapping[str, Any], name: str) -> D
     protocol = _map(spec.get("protocol"), "spec.protocol")
     upgrade = protocol.get("upgrade", False)
     if not isinstance(upgrade, bool):
-        raise _Invalid(f"spec.protocol.upgrade must be true or false, not {upgrade!r}")
+        raise InvalidField(f"spec.protocol.upgrade must be true or false, not {upgrade!r}")
     unknown = set(protocol) - {"upgrade", "type", "serverName", "caBundle", "path"}
     if unknown:
-        raise _Invalid(f"spec.protocol has unknown fields {sorted(unknown)}")
+        raise InvalidField(f"spec.protocol has unknown fields {sorted(unknown)}")
     upgrade_type = _str(protocol.get("type"), "spec.protocol.type")
     if upgrade_type and upgrade_type not in ("dns-over-https", "dns-over-tls"):
-        raise _Invalid(f"spec.protocol.type {upgrade_type!r} is not one of "
+        raise InvalidField(f"spec.protocol.type {upgrade_type!r} is not one of "
                        "dns-over-https, dns-over-tls")
     if upgrade and not upgrade_type:
         upgrade_type = "dns-over-tls"
     tls_server_name = _str(protocol.get("serverName"), "spec.protocol.serverName").strip()
     ca_bundle = _str(protocol.get("caBundle"), "spec.protocol.caBundle").strip()
     if ca_bundle and "-----BEGIN CERTIFICATE-----" not in ca_bundle:
-        raise _Invalid("spec.protocol.caBundle must hold PEM certificates "
+        raise InvalidField("spec.protocol.caBundle must hold PEM certificates "
                        "(-----BEGIN CERTIFICATE-----)")
     doh_path = _str(protocol.get("path"), "spec.protocol.path").strip()
     if doh_path and not doh_path.startswith("/"):
-        raise _Invalid(f"spec.protocol.path {doh_path!r} must start with /")
+        raise InvalidField(f"spec.protocol.path {doh_path!r} must start with /")
     if (tls_server_name or ca_bundle or doh_path) and not upgrade:
-        raise _Invalid("spec.protocol.serverName, caBundle and path need upgrade: true")
+        raise InvalidField("spec.protocol.serverName, caBundle and path need upgrade: true")
     generation = meta.get("generation", 0)
     return DnsPolicy(
         name=name, namespace_selector=ns_sel, selector=selector, server_address=server_address,
@@ -424,6 +424,6 @@ def parse_object(doc: Any, *, origin: str = "") -> ParseResult:
             return _service_entry(doc, meta, name, ns, api_version)
         if api_version in POLICY_API_VERSIONS and kind == "DnsPolicy":
             return _dns_policy(doc, meta, name)
-    except _Invalid as exc:
+    except InvalidField as exc:
         return err(str(exc), "" if cluster_scoped else ns)
     return Ignored(api_version=api_version, kind=kind, name=name)

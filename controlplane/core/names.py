@@ -13,6 +13,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from controlplane.core.errors import BadAddress, BadPattern
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -63,22 +65,21 @@ class Pattern:
         return self.text
 
 
-def parse_pattern(raw: object) -> Pattern | str:
-    """A Pattern, or the reason ``raw`` is not one."""
+def parse_pattern(raw: object) -> Pattern:
+    """The Pattern ``raw`` spells; ``BadPattern`` says why it is not one."""
     if not isinstance(raw, str):
-        return f"pattern {raw!r} is not a string"
+        raise BadPattern(f"pattern {raw!r} is not a string")
     text = normalise(raw)
     if text == "*":
-        return "pattern '*' is not allowed: use defaultAction to decide for all names"
+        raise BadPattern("pattern '*' is not allowed: use defaultAction to decide for all "
+                         "names")
     body = text[2:] if text.startswith("*.") else text
     if "*" in body:
-        return (
-            f"pattern {raw!r} is invalid: '*' may only stand alone as the first label "
-            "('*.example.com')"
-        )
+        raise BadPattern(f"pattern {raw!r} is invalid: '*' may only stand alone as the first "
+                         "label ('*.example.com')")
     problem = name_problem(body)
     if problem:
-        return f"pattern {raw!r} is invalid: {problem}"
+        raise BadPattern(f"pattern {raw!r} is invalid: {problem}")
     return Pattern(text)
 
 
@@ -89,21 +90,19 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def split_host_port(text: str, default_port: int) -> tuple[str, int] | str:
-    """Split ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address.
-
-    Returns (host, port) or the reason the text cannot be split.
-    """
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """Split ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address into
+    (host, port); ``BadAddress`` says why the text cannot be split."""
     text = text.strip()
     if not text:
-        return "empty address"
+        raise BadAddress("empty address")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            return f"address {text!r} has an unclosed '['"
+            raise BadAddress(f"address {text!r} has an unclosed '['")
         host, rest = text[1:end], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            return f"address {text!r} is malformed"
+            raise BadAddress(f"address {text!r} is malformed")
         port_text = rest[1:] if rest else ""
     elif text.count(":") > 1:  # bare IPv6
         host, port_text = text, ""
@@ -114,5 +113,5 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int] | str:
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        return f"address {text!r} has an invalid port {port_text!r}"
+        raise BadAddress(f"address {text!r} has an invalid port {port_text!r}")
     return host, int(port_text)

@@ -1,41 +1,38 @@
-"""Settings, passed in as one frozen dataclass; nothing is read at import time."""
+"""Settings, passed in as one frozen ``Settings`` made of small groups; nothing is read at
+import time.
+
+Each group is a frozen dataclass whose fields are ``controlplane serve``'s flags (the CLI
+takes its defaults from here) and which checks its own values when it is made, raising
+``ConfigError`` with the flag and the reason. Rules about which flags go together (an
+explicit choice of ADS transport or client authentication, files that must exist) are
+the command line's, in ``cli/serve_settings.py``; a group only refuses values that
+cannot work.
+
+- ``DnsSettings``: the zone, TTLs, the default view and what the tables answer.
+- ``XdsSettings``: where ADS listens, its transport, the debounce and the drain.
+- ``AdminSettings``: where the admin API listens and who may use it.
+- ``ResolverSettings``: the tenant resolvers forwarding views forward to.
+- ``PolicyServerSettings``: TLS to the external policy servers.
+- ``AuthSettings``: how ADS clients (sidecars) prove their namespace.
+- ``WebhookSettings`` with ``InjectionConfig``: the sidecar-injection webhook.
+- ``StatsSettings``: the DNS counters the sidecars stream.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controlplane.core.errors import ConfigError
 from controlplane.core.model import KINDS
 
 TOKEN_DIR = "/var/run/secrets/dns-controlplane"  # the projected ServiceAccount token
 TOKEN_PATH = f"{TOKEN_DIR}/token"
-
-
-@dataclass(frozen=True, slots=True)
-class InjectionConfig:
-    """Everything the webhook needs to build a sidecar; ``controlplane serve`` fills it."""
-
-    mode: str = "native"  # "native" (Kubernetes >= 1.29) or "legacy"
-    image: str = "envoyproxy/envoy:v1.40.0"
-    xds_address: str = "dns-controlplane.dns-system.svc.cluster.local:18000"
-    xds_ca: str = ""  # PEM the sidecar verifies ADS with (inline); "" for plaintext ADS
-    xds_server_name: str = ""  # the DNS SAN of the ADS certificate; "" for the xDS host
-    cluster_dns: str = ""  # IP[:port] the sidecar resolves a named xds_address with
-    zone: str = "cluster.local"
-    own_namespace: str = "dns-system"  # the control plane's: never injected
-    excluded_namespaces: tuple[str, ...] = ("kube-system",)
-    dns_address: str = "127.0.0.1:53"  # the pod's nameserver; must be port 53
-    admin_address: str = "127.0.0.1:15000"
-    stats_address: str = "0.0.0.0:15090"
-    hop_address: str = "127.0.0.1:15054"
-    run_as_user: int = 101  # the envoy user of the envoyproxy/envoy image
-    cpu_request: str = "10m"
-    memory_request: str = "72Mi"  # measured: 66 MB RSS, 1 worker, a small view
-    memory_limit: str = "256Mi"
-    concurrency: int = 1  # Envoy worker threads: one answers ~45,000 queries/s
-    delta: bool = False
-    token_path: str = TOKEN_PATH
+MIN_TTL = 30  # Envoy's minimum TTL for its DNS table (facts #13)
+MAX_ANSWERS = 8  # Envoy answers at most 8 records, 512 bytes, and never sets TC
+VIP_RANGE = "240.240.0.0/16"  # what --auto-allocate-vips allocates from unless told
 
 
 class DefaultView(StrEnum):
@@ -45,69 +42,254 @@ class DefaultView(StrEnum):
     CLUSTER = "cluster"  # every cluster name, forwarding to the default upstream if set
 
 
+class ResolverMode(StrEnum):
+    """Who answers what forwarding views forward."""
+
+    LOCAL = "local"  # one unbound per forwarding tenant, started and supervised here
+    NONE = "none"  # no tenant resolvers: forwarding views forward nothing
+
+
+class ResolverHop(StrEnum):
+    """How a sidecar reaches its tenant resolver."""
+
+    UDP = "udp"  # plain DNS (loopback or a trusted network)
+    TLS = "tls"  # DNS over TLS, the resolver's certificate verified by Envoy
+
+
+class AdminAuthMode(StrEnum):
+    """Who may use the admin API."""
+
+    NONE = "none"  # anyone who reaches it (local runs)
+    KUBERNETES = "kubernetes"  # bearer tokens, TokenReview and SubjectAccessReview
+
+
+class SidecarMode(StrEnum):
+    """How the webhook adds the sidecar to a pod."""
+
+    NATIVE = "native"  # an init container with restartPolicy Always (Kubernetes >= 1.29)
+    LEGACY = "legacy"  # the first ordinary container
+
+
+def _port(flag: str, port: int, *, allow_zero: bool = True) -> None:
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ConfigError(flag=flag, reason=f"port {port} is not 1-65535")
+
+
+def check_cidr(flag: str, text: str) -> None:
+    """Raise ConfigError unless ``text`` is a CIDR (host bits allowed)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(flag=flag, reason=f"{text!r} is not a CIDR") from None
+
+
 @dataclass(frozen=True, slots=True)
-class Settings:
-    zone: str = "cluster.local"
-    answer_ttl_seconds: int = 30  # Envoy's minimum (facts #13)
-    default_upstream: str = ""  # "IP[:port]" used when a policy names no server
-    default_view: DefaultView = DefaultView.DENY
-    xds_host: str = "127.0.0.1"
-    xds_port: int = 18000
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 18080
-    debounce_seconds: float = 0.05
-    resolver_timeout_seconds: float = 2.0
-    # TTL of local answers per kind of name (service, headless, externalname, serviceentry).
+class DnsSettings:
+    """What the tables answer and what the views forward to."""
+
+    zone: str = "cluster.local"  # the cluster DNS zone, lower case, no trailing dot
+    answer_ttl_seconds: int = MIN_TTL  # TTL of local answers, Envoy's minimum at least
+    # TTL of local answers per kind of name (service, headless, externalname,
+    # serviceentry, pod); the kinds not named get answer_ttl_seconds.
     ttl_by_kind: Mapping[str, int] = field(default_factory=dict)
-    max_answers: int = 8  # Envoy answers at most 8 records, 512 bytes, and never sets TC
+    default_upstream: str = ""  # "IP[:port]" or a Service name, when a policy names none
+    default_view: DefaultView = DefaultView.DENY  # for Envoys no DnsPolicy selects
+    max_answers: int = MAX_ANSWERS  # addresses per family and name
     aaaa_mapped: bool = True  # answer AAAA of IPv4-only names with ::ffff:a.b.c.d
     vip_range: str = ""  # CIDR for ServiceEntry VIP auto-allocation; "" turns it off
-    fault_invalid_names: frozenset[str] = frozenset()  # test-only: see faults.py
-    # Tenant resolvers behind forwarding views: "local" (unbound processes the control
-    # plane starts and supervises) or "none" (forwarding views forward nothing).
-    tenant_resolvers: str = "local"
-    resolver_dir: str = ""  # where their files live; "" for a temporary directory
-    resolver_listen_host: str = "127.0.0.1"
-    resolver_advertise_host: str = ""  # how sidecars reach them; "" for the listen address
-    resolver_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
-    resolver_hop: str = "udp"  # "tls": the sidecars reach their resolver over DNS over TLS
-    resolver_tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the hop; made when absent
-    upstream_ca_bundle: str = ""
-    # TLS to policy servers: a default CA bundle and a client certificate (files, PEM).
-    policy_server_ca: str = ""
-    policy_server_client_cert: str = ""
-    policy_server_client_key: str = ""  # CA bundle for DoT/DoH when a policy gives none
-    auth_tokens: str = ""  # path of the token file; "" with insecure=True for local use
-    insecure: bool = False
-    # Sidecars in Kubernetes prove their pod with its projected ServiceAccount token,
-    # checked with TokenReview for these audiences (tokenreview.py); with auth_tokens too.
-    auth_tokenreview: bool = False
-    auth_audiences: tuple[str, ...] = ("dns-controlplane",)
-    auth_cache_ttl: float = 60.0  # seconds a successful review is reused
-    # On SIGTERM: stop accepting ADS streams, then end the open ones over this many
-    # seconds (random moments), so sidecars move to another replica without a storm.
-    drain_seconds: float = 2.0
-    # ADS transport: TLS with tls.crt/tls.key from this directory (reloaded when they
-    # change, see tlsfiles.py), or plaintext only when xds_plaintext says so.
-    xds_tls_dir: str = ""
-    xds_plaintext: bool = False
-    # Admin API in a cluster: "kubernetes" (TokenReview + SubjectAccessReview, see
-    # admin_auth.py) or "none" (local runs).
-    admin_auth: str = "none"
-    admin_auth_audiences: tuple[str, ...] = ()  # TokenReview audiences; () for the API's
-    admin_tls_dir: str = ""  # HTTPS for the admin API (tls.crt, tls.key, reloaded); "" HTTP
-    # The sidecar-injection webhook (webhook.py, admission.py): off while webhook_port is 0.
-    webhook_host: str = "0.0.0.0"
-    webhook_port: int = 0
-    webhook_cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
-    webhook_server_name: str = ""  # the name a made certificate is for (the Service's)
-    injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
-    # Sidecars that stream their DNS counters (stats_sink.py): one silent this long is
-    # dropped (its counts stay in its tenant's totals); its rates stop counting sooner.
-    stats_max_age_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.answer_ttl_seconds < MIN_TTL:
+            raise ConfigError(flag="--answer-ttl",
+                              reason=f"must be at least {MIN_TTL} (Envoy's minimum)")
+        for kind, ttl in self.ttl_by_kind.items():
+            if kind not in KINDS or ttl < MIN_TTL:
+                raise ConfigError(flag="--ttl", reason=f"{kind}={ttl}: the kind is one of "
+                                  f"{', '.join(KINDS)} and the TTL at least {MIN_TTL}")
+        if not 1 <= self.max_answers <= MAX_ANSWERS:
+            raise ConfigError(flag="--max-answers", reason=f"is between 1 and {MAX_ANSWERS}")
+        if self.vip_range:
+            check_cidr("--vip-range", self.vip_range)
 
     def ttl(self, kind: str) -> int:
         return self.ttl_by_kind.get(kind, self.answer_ttl_seconds)
 
     def ttls(self) -> dict[str, int]:
         return {k: self.ttl(k) for k in KINDS}
+
+
+@dataclass(frozen=True, slots=True)
+class XdsSettings:
+    """The ADS server."""
+
+    host: str = "127.0.0.1"  # where ADS listens
+    port: int = 18000  # 0: any free port
+    # TLS with tls.crt/tls.key from this directory (reloaded when they change, see
+    # identity/tlsfiles.py); "" serves plaintext, which the CLI wants asked for.
+    tls_dir: str = ""
+    plaintext: bool = False  # set by the CLI when ADS is served without TLS
+    debounce_seconds: float = 0.05  # coalesce input changes for this long
+    # On SIGTERM: stop accepting ADS streams, then end the open ones over this many
+    # seconds (random moments), so sidecars move to another replica without a storm.
+    drain_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        _port("--xds-address", self.port)
+        if self.tls_dir and self.plaintext:
+            raise ConfigError(flag="--xds-tls-dir",
+                              reason="--xds-tls-dir and --xds-plaintext exclude each other")
+        if self.debounce_seconds < 0:
+            raise ConfigError(flag="--debounce", reason="must not be negative")
+        if self.drain_seconds < 0:
+            raise ConfigError(flag="--drain-seconds", reason="must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin API (and the console on it)."""
+
+    host: str = "127.0.0.1"  # where the admin API (and the console) listens
+    port: int = 18080  # 0: any free port
+    # Who may use it: KUBERNETES checks bearer tokens with TokenReview and
+    # SubjectAccessReview (identity/admin_auth.py); NONE is for local runs.
+    auth: AdminAuthMode = AdminAuthMode.NONE
+    auth_audiences: tuple[str, ...] = ()  # TokenReview audiences; () for the API server's
+    tls_dir: str = ""  # HTTPS with tls.crt, tls.key from here (reloaded); "" for HTTP
+
+    def __post_init__(self) -> None:
+        _port("--admin-address", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverSettings:
+    """The tenant resolvers behind forwarding views."""
+
+    mode: ResolverMode = ResolverMode.LOCAL
+    dir: str = ""  # where their files live; "" for a temporary directory
+    listen_host: str = "127.0.0.1"  # the address they listen on
+    advertise_host: str = ""  # how sidecars reach them; "" for the listen address
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
+    hop: ResolverHop = ResolverHop.UDP  # how sidecars reach them
+    tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the TLS hop; made when absent
+    timeout_seconds: float = 2.0  # how long a sidecar waits for its resolver
+    upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
+
+    def __post_init__(self) -> None:
+        if self.listen_host in ("0.0.0.0", "::") and not self.advertise_host:
+            raise ConfigError(flag="--resolver-listen",
+                              reason=f"{self.listen_host} needs --resolver-advertise IP "
+                              "(the address sidecars forward to)")
+        if self.timeout_seconds <= 0:
+            raise ConfigError("the tenant resolvers' timeout must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyServerSettings:
+    """TLS to the external policy servers (files, PEM)."""
+
+    ca: str = ""  # CA bundle for servers whose policy gives no caBundle ("": the system's)
+    client_cert: str = ""  # client certificate chain presented to TLS policy servers
+    client_key: str = ""  # its key; given together with client_cert
+
+    def __post_init__(self) -> None:
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ConfigError(flag="--policy-server-client-cert",
+                              reason="goes with --policy-server-client-key: give both or "
+                              "neither")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How ADS clients prove the namespace they ask a view for."""
+
+    tokens_file: str = ""  # token file binding bearer tokens to namespaces (VMs)
+    insecure: bool = False  # accept any client (local use only)
+    # Sidecars in Kubernetes prove their pod with its projected ServiceAccount token,
+    # checked with TokenReview for these audiences (identity/tokenreview.py).
+    tokenreview: bool = False
+    audiences: tuple[str, ...] = ("dns-controlplane",)
+    cache_ttl: float = 60.0  # seconds a successful review is reused
+
+    def __post_init__(self) -> None:
+        if not self.audiences:
+            raise ConfigError(flag="--auth-audience", reason="needs at least one audience")
+        if self.cache_ttl < 0:
+            raise ConfigError(flag="--auth-cache-ttl", reason="must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionConfig:
+    """Everything the webhook needs to build a sidecar; ``controlplane serve`` fills it.
+
+    ``injection/sidecar.config_problem`` says whether it makes a working sidecar (the
+    webhook is refused at start when it does not)."""
+
+    mode: SidecarMode = SidecarMode.NATIVE
+    image: str = "envoyproxy/envoy:v1.40.0"  # the sidecar's Envoy image
+    # The control plane as the sidecars reach it (HOST:PORT; a name is resolved with
+    # cluster_dns, since the pod's resolv.conf points at the sidecar itself).
+    xds_address: str = "dns-controlplane.dns-system.svc.cluster.local:18000"
+    xds_ca: str = ""  # PEM the sidecar verifies ADS with (inline); "" for plaintext ADS
+    xds_server_name: str = ""  # the DNS SAN of the ADS certificate; "" for the xDS host
+    cluster_dns: str = ""  # IP[:port] the sidecar resolves a named xds_address with
+    zone: str = "cluster.local"  # the cluster DNS zone, for the pod's search domains
+    own_namespace: str = "dns-system"  # the control plane's: never injected
+    excluded_namespaces: tuple[str, ...] = ("kube-system",)  # never injected either
+    dns_address: str = "127.0.0.1:53"  # the pod's nameserver; must be port 53
+    admin_address: str = "127.0.0.1:15000"  # Envoy's full admin interface, on loopback
+    stats_address: str = "0.0.0.0:15090"  # the stats-only listener (/stats/prometheus)
+    hop_address: str = "127.0.0.1:15054"  # where the sidecar listens for its resolver hop
+    run_as_user: int = 101  # the envoy user of the envoyproxy/envoy image
+    cpu_request: str = "10m"  # the sidecar container's resources
+    memory_request: str = "72Mi"  # measured: 66 MB RSS, 1 worker, a small view
+    memory_limit: str = "256Mi"  # room for large views
+    concurrency: int = 1  # Envoy worker threads: one answers ~45,000 queries/s
+    delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state of the world
+    token_path: str = TOKEN_PATH  # the projected token the sidecar proves its pod with
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The sidecar-injection webhook (injection/webhook.py): off while ``port`` is 0."""
+
+    host: str = "0.0.0.0"  # where POST /inject listens
+    port: int = 0  # 0: no webhook
+    cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
+    server_name: str = ""  # the name a made certificate is for (the Service's)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
+
+    def __post_init__(self) -> None:
+        _port("--webhook-address", self.port)
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSettings:
+    """The DNS counters sidecars stream (telemetry/stats_sink.py)."""
+
+    # A sidecar silent this long is dropped (its counts stay in its tenant's totals);
+    # its rates stop counting sooner.
+    max_age_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_age_seconds <= 0:
+            raise ConfigError(flag="--sidecar-stats-max-age", reason="must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``controlplane serve`` runs with, by group."""
+
+    dns: DnsSettings = field(default_factory=DnsSettings)  # what the views answer
+    xds: XdsSettings = field(default_factory=XdsSettings)  # the ADS server
+    admin: AdminSettings = field(default_factory=AdminSettings)  # the admin API
+    resolvers: ResolverSettings = field(default_factory=ResolverSettings)  # tenant resolvers
+    # TLS to the external policy servers
+    policy_server: PolicyServerSettings = field(default_factory=PolicyServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)  # who may stream ADS
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)  # sidecar injection
+    stats: StatsSettings = field(default_factory=StatsSettings)  # sidecars' DNS counters
+    fault_invalid_names: frozenset[str] = frozenset()  # test-only: see translate/faults.py

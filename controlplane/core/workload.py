@@ -22,6 +22,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.json_format import MessageToDict
 
+from controlplane.core.errors import BadAddress
 from controlplane.core.model import Workload, labels_of
 from controlplane.core.names import parse_ip, split_host_port
 
@@ -82,8 +83,12 @@ def _address(meta: dict[str, Any], key: str, host: str, port: int,
     raw = meta.get(key)
     if raw is None:
         return host, port
-    split = split_host_port(str(raw), port)
-    if isinstance(split, str) or parse_ip(split[0]) is None:
+    try:
+        split_host, split_port = split_host_port(str(raw), port)
+    except BadAddress:
+        split_host, split_port = "", port
+    ip = parse_ip(split_host)
+    if ip is None:
         warnings.append(f"{key} {raw!r} is not IP:PORT; using {host}:{port}")
         return host, port
-    return str(parse_ip(split[0])), split[1]
+    return str(ip), split_port

@@ -27,7 +27,7 @@ from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory, Key
 from controlplane.core.model import DnsPolicy, Service
 from controlplane.core.names import Pattern
-from controlplane.core.settings import DefaultView, Settings
+from controlplane.core.settings import DefaultView, DnsSettings
 from controlplane.dns.incremental_records import IncrementalRecords
 from controlplane.dns.record_index import RecordIndex
 from controlplane.dns.records import RecordOptions
@@ -61,7 +61,7 @@ class ViewBuild:
 class ViewBuilder:
     """Every tenant's view, kept up to date by change. Not thread-safe: one caller at a time."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DnsSettings) -> None:
         self.settings = settings
         self._records = IncrementalRecords()
         # Per policy: (the policy, its compiled form, name -> decision); reset when it changes.

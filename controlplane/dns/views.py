@@ -24,10 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from controlplane.core.errors import (
+    BadAddress,
+    BadUpstream,
+    InvalidValue,
+    MissingService,
+    NoTlsName,
+)
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, DnsPolicy, FailureMode
 from controlplane.core.names import Pattern, normalise, parse_ip, split_host_port
-from controlplane.core.settings import DefaultView, Settings
+from controlplane.core.settings import DefaultView, DnsSettings
 from controlplane.dns.record_index import RecordIndex
 from controlplane.dns.records import NameRecord, SrvRecord, cluster_records
 from controlplane.policy.decisions import ExternalDecision, failure_mode, table_allows
@@ -148,12 +155,12 @@ def with_resolver(view: TenantView, address: Upstream | None,
 
 
 def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
-                     default_port: int = 53) -> Upstream | str:
-    """An upstream from ``IP[:port]`` or a Service name (``svc.ns[.svc[.zone]]``)."""
-    split = split_host_port(address, default_port)
-    if isinstance(split, str):
-        return split
-    host, port = split
+                     default_port: int = 53) -> Upstream:
+    """An upstream from ``IP[:port]`` or a Service name (``svc.ns[.svc[.zone]]``).
+
+    Raises ``BadAddress`` (not HOST[:PORT]), ``BadUpstream`` (neither an IP nor a
+    Service name) or ``MissingService`` (no such Service, or it has no cluster IP)."""
+    host, port = split_host_port(address, default_port)
     ip = parse_ip(host)
     if ip is not None:
         return Upstream(str(ip), port)
@@ -164,25 +171,28 @@ def resolve_upstream(address: str, inventory: Inventory, *, zone: str,
             break
     parts = name.split(".")
     if len(parts) != 2:
-        return (f"server.address {address!r} is neither an IP address nor a Service name "
-                "of the form <service>.<namespace>[.svc[.<zone>]]")
+        raise BadUpstream(f"server.address {address!r} is neither an IP address nor a Service "
+                          "name of the form <service>.<namespace>[.svc[.<zone>]]")
     svc = inventory.services.get((parts[1], parts[0]))
     if svc is None:
-        return (f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which does "
-                "not exist")
+        raise MissingService(f"server.address {address!r} names Service "
+                             f"{parts[1]}/{parts[0]}, which does not exist")
     if not svc.cluster_ips:
-        return (f"server.address {address!r} names Service {parts[1]}/{parts[0]}, which has no "
-                "cluster IP")
+        raise MissingService(f"server.address {address!r} names Service "
+                             f"{parts[1]}/{parts[0]}, which has no cluster IP")
     return Upstream(svc.cluster_ips[0], port)
 
 
 def upstream_service(address: str, *, zone: str) -> tuple[str, str] | None:
     """The Service (namespace, name) that ``address`` names, or None (an IP address, or
     not a Service name): what ``resolve_upstream`` reads from the inventory."""
-    split = split_host_port(address, 53)
-    if isinstance(split, str) or parse_ip(split[0]) is not None:
+    try:
+        host, _ = split_host_port(address, 53)
+    except BadAddress:
         return None
-    name = normalise(split[0])
+    if parse_ip(host) is not None:
+        return None
+    name = normalise(host)
     for suffix in (f".svc.{zone}", ".svc"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
@@ -221,17 +231,21 @@ def _gate(policy: DnsPolicy) -> PolicyGate | None:
 
 
 def _forwarding(policy: DnsPolicy, server: Upstream, triggers: tuple[Trigger, ...], *,
-                zone: str) -> Forwarding | str:
+                zone: str) -> Forwarding:
+    """How the view forwards to ``server``; ``NoTlsName`` when TLS has no name to verify."""
     if not policy.upgrade:
         return Forwarding(server=server, triggers=triggers, zone=zone, gate=_gate(policy))
     transport = Transport(policy.upgrade_type or Transport.TLS.value)
-    host = split_host_port(policy.server_address, 0)
-    written = host[0] if not isinstance(host, str) else ""
+    try:
+        written, _ = split_host_port(policy.server_address, 0)
+    except BadAddress:
+        written = ""
     tls_name = policy.tls_server_name or (written if parse_ip(written) is None else "")
     if not tls_name:
-        return (f"protocol.upgrade to {transport.value}: server.address "
-                f"{policy.server_address or '(none)'} is an IP address, so protocol.serverName "
-                "must name the certificate to verify; nothing is forwarded")
+        raise NoTlsName(f"protocol.upgrade to {transport.value}: server.address "
+                        f"{policy.server_address or '(none)'} is an IP address, so "
+                        "protocol.serverName must name the certificate to verify; nothing "
+                        "is forwarded")
     return Forwarding(server=server, transport=transport, tls_name=normalise(tls_name),
                       ca_bundle=policy.tls_ca_bundle, doh_path=policy.doh_path or DOH_PATH,
                       triggers=triggers, zone=zone, gate=_gate(policy))
@@ -241,7 +255,7 @@ def build_tenant_view(
     policy: DnsPolicy | None,
     records: list[NameRecord],
     inventory: Inventory,
-    settings: Settings,
+    settings: DnsSettings,
     *,
     last_good_upstream: Upstream | None = None,
     compiled: CompiledPolicy | None = None,
@@ -313,22 +327,21 @@ def build_tenant_view(
             policy.upgrade_type if policy.upgrade else "", 53)
         if policy.upgrade and not policy.upgrade_type:
             port = DOT_PORT
-        resolved = resolve_upstream(address, inventory, zone=settings.zone, default_port=port)
-        if isinstance(resolved, str):
-            error = resolved
-            if last_good_upstream is not None:
-                resolved = last_good_upstream
-                notes.append(f"{error}; the last valid server {last_good_upstream} "
-                             "keeps serving")
-            else:
-                notes.append(f"{error}; nothing is forwarded")
-        if not isinstance(resolved, str):
-            fwd = _forwarding(policy, resolved, triggers, zone=settings.zone)
-            if isinstance(fwd, str):
-                error = fwd
-                notes.append(fwd)
-            else:
-                forward = fwd
+        resolved: Upstream | None
+        try:
+            resolved = resolve_upstream(address, inventory, zone=settings.zone,
+                                        default_port=port)
+        except InvalidValue as exc:
+            error = str(exc)
+            resolved = last_good_upstream
+            notes.append(f"{error}; the last valid server {last_good_upstream} keeps serving"
+                         if resolved is not None else f"{error}; nothing is forwarded")
+        if resolved is not None:
+            try:
+                forward = _forwarding(policy, resolved, triggers, zone=settings.zone)
+            except NoTlsName as exc:
+                error = str(exc)
+                notes.append(error)
     elif needed and policy.default_action is DefaultAction.DENY:
         notes.append("external whitelist entries need a server (spec.server.address or "
                      "--default-upstream); without one only cluster names resolve")
@@ -343,7 +356,7 @@ def build_tenant_view(
 
 
 def _default_view(records: list[NameRecord], inventory: Inventory,
-                  settings: Settings) -> tuple[TenantView, str | None]:
+                  settings: DnsSettings) -> tuple[TenantView, str | None]:
     if settings.default_view is DefaultView.DENY:
         return TenantView(tenant=DEFAULT_TENANT, policy="", entries=(), upstreams=(),
                           ttl_seconds=settings.answer_ttl_seconds,
@@ -352,11 +365,12 @@ def _default_view(records: list[NameRecord], inventory: Inventory,
     forward: Forwarding | None = None
     error = None
     if settings.default_upstream:
-        resolved = resolve_upstream(settings.default_upstream, inventory, zone=settings.zone)
-        if isinstance(resolved, str):
-            error = resolved
-        else:
-            forward = Forwarding(server=resolved, zone=settings.zone)
+        try:
+            forward = Forwarding(server=resolve_upstream(settings.default_upstream, inventory,
+                                                         zone=settings.zone),
+                                 zone=settings.zone)
+        except InvalidValue as exc:
+            error = str(exc)
     entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records
                     if r.export_to is None and r.namespace_scope is None)
     return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, forward=forward,

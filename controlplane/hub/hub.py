@@ -94,7 +94,7 @@ class Hub:
         self.streams = Streams(self.metrics, self.cache, clock=clock)
         self.cache.add_listener(self.streams.wake)
         self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
-        self.builder = ViewBuilder(settings)
+        self.builder = ViewBuilder(settings.dns)
         self.inventory = Inventory()
         self.tenant_views: dict[str, TenantView] = {}
         self.policy_errors: dict[str, InputError] = {}
@@ -216,7 +216,7 @@ class Hub:
         errors = dict(build.errors)
         views = self._with_resolvers(build.views, errors)
         if self.decider is not None:
-            self.decider.sync(views, inventory.policies, inventory, zone=self.settings.zone)
+            self.decider.sync(views, inventory.policies, inventory, zone=self.settings.dns.zone)
             problems = {**{t: o.error for t, o in self.decider.outages.items()},
                         **self.decider.target_errors}
             for tenant, reason in problems.items():

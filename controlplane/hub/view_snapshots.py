@@ -33,7 +33,7 @@ def render(key: ViewKey, view: TenantView, settings: Settings,
     """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``)."""
     resources: Any = translate_view(
         view, host=key.host, port=key.port,
-        resolver_timeout_ms=int(settings.resolver_timeout_seconds * 1000),
+        resolver_timeout_ms=int(settings.resolvers.timeout_seconds * 1000),
         stats=(key.stats_host, key.stats_port) if key.stats_port else None,
         hop=(key.hop_host, key.hop_port), domains=domains)
     if settings.fault_invalid_names:

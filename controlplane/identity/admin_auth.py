@@ -63,8 +63,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from controlplane.core.errors import AuthUnavailable
 from controlplane.core.ttlcache import TtlCache
-from controlplane.identity.auth import AuthUnavailable
 
 log = logging.getLogger("controlplane.identity.admin_auth")
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from controlplane.core.errors import ConfigError, ControlPlaneError
+from controlplane.core.errors import AuthUnavailable, ConfigError, Unauthenticated
 from controlplane.core.model import Labels, Workload, labels_of
 
 
@@ -48,16 +48,6 @@ class Identity:
     # the node's claims), and a node claiming a label the pod does not have, or another
     # value, is refused. False (static tokens): the node must claim at least these.
     bind_labels: bool = False
-
-
-class Unauthenticated(ControlPlaneError):
-    """The stream's credentials prove no identity (missing, unknown, expired, wrong
-    audience): bad input, the stream ends with UNAUTHENTICATED."""
-
-
-class AuthUnavailable(ControlPlaneError):
-    """The credentials cannot be checked now (the TokenReview API is down): the stream
-    ends with UNAVAILABLE and the client retries."""
 
 
 Metadata = Sequence[tuple[str, Any]]
@@ -117,7 +107,7 @@ class TokenAuthenticator:
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--auth-tokens {path}: {exc}") from exc
+            raise ConfigError(flag="--auth-tokens", reason=f"{path}: {exc}") from exc
         return cls.from_data(data, source=str(path))
 
     @classmethod

@@ -44,19 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from controlplane.core.errors import ConfigError
+from controlplane.core.errors import AuthUnavailable, ConfigError, Unauthenticated
 from controlplane.core.model import Labels, labels_of
-from controlplane.core.settings import Settings
+from controlplane.core.settings import AuthSettings
 from controlplane.core.ttlcache import TtlCache
 from controlplane.identity.auth import (
     MISSING_TOKEN,
     Authenticator,
-    AuthUnavailable,
     FirstOf,
     Identity,
     Metadata,
     TokenAuthenticator,
-    Unauthenticated,
     bearer_token,
 )
 
@@ -292,21 +290,21 @@ def identity_collectors(authenticator: Authenticator | None) -> list[object]:
     return [TokenReviewCollector(a) for a in chain if isinstance(a, TokenReviewAuthenticator)]
 
 
-def authenticator_from_settings(settings: Settings, identity_api: IdentityApi | None, *,
+def authenticator_from_settings(settings: AuthSettings, identity_api: IdentityApi | None, *,
                                 pod_labels: Callable[[str, str], Labels | None] | None = None
                                 ) -> Authenticator | None:
     """The ADS authenticator the settings ask for: the static token file (VMs), TokenReview
     (pods), both (static tokens tried first), or None (``--insecure``)."""
     chain: list[Authenticator] = []
-    if settings.auth_tokens:
-        chain.append(TokenAuthenticator.from_file(Path(settings.auth_tokens)))
-    if settings.auth_tokenreview:
+    if settings.tokens_file:
+        chain.append(TokenAuthenticator.from_file(Path(settings.tokens_file)))
+    if settings.tokenreview:
         if identity_api is None:
-            raise ConfigError("--auth-tokenreview needs the Kubernetes API "
+            raise ConfigError(flag="--auth-tokenreview", reason="needs the Kubernetes API "
                               "(--kubeconfig, or in-cluster)")
-        chain.append(TokenReviewAuthenticator(identity_api, audiences=settings.auth_audiences,
+        chain.append(TokenReviewAuthenticator(identity_api, audiences=settings.audiences,
                                               pod_labels=pod_labels,
-                                              ttl=settings.auth_cache_ttl))
+                                              ttl=settings.cache_ttl))
     if not chain:
         return None
     return chain[0] if len(chain) == 1 else FirstOf(chain)

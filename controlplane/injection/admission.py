@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from controlplane.core.errors import BadReview
 from controlplane.core.names import split_host_port
-from controlplane.core.settings import InjectionConfig
+from controlplane.core.settings import InjectionConfig, SidecarMode
 from controlplane.injection.sidecar import (
     INJECTED_ANNOTATION,
     OPT_OUT_ANNOTATION,
@@ -46,10 +47,6 @@ from controlplane.injection.sidecar import (
 
 API_VERSION = "admission.k8s.io/v1"
 OPT_OUT_HINT = f"annotate the pod {OPT_OUT_ANNOTATION}=disabled to run it without the sidecar"
-
-
-class BadReview(ValueError):
-    """The request body is not an AdmissionReview this webhook can answer (HTTP 400)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +169,7 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
     if TOKEN_VOLUME in volumes:
         problems.append(f"a volume is already named {TOKEN_VOLUME!r}")
     problems.extend(_port_conflicts(spec, config))
-    dns = split_host_port(config.dns_address, 53)
-    assert not isinstance(dns, str)
+    dns = split_host_port(config.dns_address, 53)  # config_problem checked it at start
     own_dns = spec.get("dnsConfig") if isinstance(spec.get("dnsConfig"), Mapping) else None
     dns_config, dns_problems = pod_dns_config(namespace=namespace, zone=config.zone,
                                               nameserver=dns[0], own=own_dns)
@@ -192,7 +188,7 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
     if own_dns and own_dns.get("nameservers"):
         warnings.append(f"{SIDECAR_NAME}: dnsConfig.nameservers {list(own_dns['nameservers'])} "
                         "kept after the sidecar; names may bypass its policy")
-    if config.mode == "legacy":
+    if config.mode == SidecarMode.LEGACY:
         inits = [str(c.get("name")) for c in spec.get("initContainers") or []
                  if isinstance(c, Mapping)]
         if inits:
@@ -211,7 +207,7 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
     else:
         ops.append({"op": "add", "path": "/metadata/annotations",
                     "value": {INJECTED_ANNOTATION: config.mode}})
-    if config.mode == "native":  # first, so later init containers resolve names too
+    if config.mode == SidecarMode.NATIVE:  # first, so later init containers resolve names too
         ops.append(_list_add(spec, "initContainers", container, first=True))
     else:  # first: the kubelet starts containers in order and waits for its postStart
         ops.append(_list_add(spec, "containers", container, first=True))

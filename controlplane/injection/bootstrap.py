@@ -39,13 +39,6 @@ SIDECAR_STATS: tuple[dict[str, str], ...] = (
 METRICS_SINK = "envoy.stat_sinks.metrics_service"
 
 
-def _socket(address: str, default_port: int) -> tuple[str, int]:
-    split = split_host_port(address, default_port)
-    if isinstance(split, str):
-        raise ValueError(split)
-    return split
-
-
 def bootstrap_config(
     *,
     node_id: str,
@@ -96,10 +89,11 @@ def bootstrap_config(
     metrics service sink, over ``xds_cluster`` with the ADS credentials, and keep only
     ``SIDECAR_STATS`` (see there).
     """
-    xds_host, xds_port = _socket(xds_address, 18000)
-    xds_sockets = [(xds_host, xds_port), *(_socket(a, 18000) for a in more_xds_addresses)]
-    admin_host, admin_port = _socket(admin_address, 15000)
-    dns_host, dns_port = _socket(dns_address, 15053)
+    xds_host, xds_port = split_host_port(xds_address, 18000)
+    xds_sockets = [(xds_host, xds_port),
+                   *(split_host_port(a, 18000) for a in more_xds_addresses)]
+    admin_host, admin_port = split_host_port(admin_address, 15000)
+    dns_host, dns_port = split_host_port(dns_address, 15053)
     xds_type = ("STATIC" if all(parse_ip(h) is not None for h, _ in xds_sockets)
                 else "STRICT_DNS")
     metadata: dict[str, Any] = {
@@ -107,13 +101,13 @@ def bootstrap_config(
         "LABELS": dict(labels),
         "DNS_LISTEN_ADDRESS": f"{dns_host}:{dns_port}",
     }
-    hop_host, hop_port = _socket(resolver_hop_address, 15054)
+    hop_host, hop_port = split_host_port(resolver_hop_address, 15054)
     if (hop_host, hop_port) != ("127.0.0.1", 15054):  # the default needs no metadata
         metadata["RESOLVER_HOP_ADDRESS"] = f"{hop_host}:{hop_port}"
     if stats_address.lower() == "off":
         metadata["STATS_LISTEN_ADDRESS"] = "off"
     else:
-        stats_host, stats_port = _socket(stats_address, 15090)
+        stats_host, stats_port = split_host_port(stats_address, 15090)
         metadata["STATS_LISTEN_ADDRESS"] = f"{stats_host}:{stats_port}"
     admin_target = "127.0.0.1" if admin_host in ("0.0.0.0", "::") else admin_host
     grpc_service: dict[str, Any] = {"envoy_grpc": {

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controlplane.core.names import parse_ip, split_host_port
-from controlplane.core.settings import TOKEN_DIR, InjectionConfig
+from controlplane.core.settings import TOKEN_DIR, InjectionConfig, SidecarMode
 from controlplane.injection.bootstrap import XDS_CLUSTER, bootstrap_config
 
 SIDECAR_NAME = "dns-sidecar"
@@ -45,7 +45,7 @@ TOKEN_AUDIENCE = "dns-controlplane"
 TOKEN_EXPIRATION_SECONDS = 3600
 PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 PROBE_NAME = "ready.dns-sidecar.invalid"  # RFC 6761: never a real name, never forwarded
-MODES = ("native", "legacy")
+MODES = tuple(SidecarMode)
 # The kubelet's and the API server's limits (pkg/apis/core/validation, since 1.28's
 # ExpandedDNSConfig): 3 nameservers, 32 search domains, 2048 characters in the search
 # line counting the spaces.
@@ -55,26 +55,19 @@ MAX_SEARCH_CHARS = 2048
 POD_NAME_PLACEHOLDER = "@@POD_NAME@@"  # cannot occur in a namespace or a label
 
 
-def _split(address: str, default: int) -> tuple[str, int]:
-    split = split_host_port(address, default)
-    if isinstance(split, str):
-        raise ValueError(split)
-    return split
-
-
 def config_problem(config: InjectionConfig) -> str | None:
     """Why ``config`` cannot produce a working sidecar, or None."""
     if config.mode not in MODES:
         return f"sidecar mode {config.mode!r} is not one of {', '.join(MODES)}"
     try:
-        dns_host, dns_port = _split(config.dns_address, 53)
-        xds_host, _ = _split(config.xds_address, 18000)
+        dns_host, dns_port = split_host_port(config.dns_address, 53)
+        xds_host, _ = split_host_port(config.xds_address, 18000)
         for address in (config.admin_address, config.hop_address):
-            _split(address, 1)
+            split_host_port(address, 1)
         if config.stats_address.lower() != "off":
-            _split(config.stats_address, 15090)
+            split_host_port(config.stats_address, 15090)
         if config.cluster_dns:
-            dns_ip, _ = _split(config.cluster_dns, 53)
+            dns_ip, _ = split_host_port(config.cluster_dns, 53)
             if parse_ip(dns_ip) is None:
                 return f"cluster DNS {config.cluster_dns!r} is not an IP address"
     except ValueError as exc:
@@ -98,12 +91,12 @@ def config_problem(config: InjectionConfig) -> str | None:
 def sidecar_ports(config: InjectionConfig) -> dict[int, str]:
     """The ports the sidecar binds in the pod's network namespace, with their use."""
     ports = {
-        _split(config.dns_address, 53)[1]: "DNS listener",
-        _split(config.admin_address, 15000)[1]: "Envoy admin",
-        _split(config.hop_address, 15054)[1]: "resolver hop",
+        split_host_port(config.dns_address, 53)[1]: "DNS listener",
+        split_host_port(config.admin_address, 15000)[1]: "Envoy admin",
+        split_host_port(config.hop_address, 15054)[1]: "resolver hop",
     }
     if config.stats_address.lower() != "off":
-        ports[_split(config.stats_address, 15090)[1]] = "stats listener"
+        ports[split_host_port(config.stats_address, 15090)[1]] = "stats listener"
     return ports
 
 
@@ -120,9 +113,9 @@ def sidecar_bootstrap(config: InjectionConfig, *, node_id: str, namespace: str,
         # it only over TLS, so plaintext ADS (local runs) goes without.
         token_path=config.token_path if config.xds_ca else "")
     static = boot["static_resources"]
-    xds_host, xds_port = _split(config.xds_address, 18000)
+    xds_host, xds_port = split_host_port(config.xds_address, 18000)
     if parse_ip(xds_host) is None and config.cluster_dns:
-        dns_ip, dns_port = _split(config.cluster_dns, 53)
+        dns_ip, dns_port = split_host_port(config.cluster_dns, 53)
         # With a token file ADS goes through Envoy's Google gRPC client, which resolves
         # its target itself: name the DNS server in the target (gRPC's dns:// authority).
         for service in boot["dynamic_resources"]["ads_config"]["grpc_services"]:
@@ -169,7 +162,7 @@ def _query_bytes(name: str) -> str:
 def dns_check_script(config: InjectionConfig) -> str:
     """bash that exits 0 when the sidecar's DNS listener answers one query (any rcode),
     non-zero otherwise (nothing bound: the kernel refuses at once; no answer in 0.9 s)."""
-    host, port = _split(config.dns_address, 53)
+    host, port = split_host_port(config.dns_address, 53)
     return (f"exec 3<>/dev/udp/{host}/{port} && printf '{_query_bytes(PROBE_NAME)}' >&3 "
             "&& read -r -t 0.9 -N 1 reply <&3")
 
@@ -218,9 +211,9 @@ def sidecar_container(config: InjectionConfig, *, namespace: str,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if config.stats_address.lower() != "off":
-        _, stats_port = _split(config.stats_address, 15090)
+        _, stats_port = split_host_port(config.stats_address, 15090)
         container["ports"] = [{"containerPort": stats_port, "protocol": "TCP"}]
-    if config.mode == "native":
+    if config.mode == SidecarMode.NATIVE:
         container["restartPolicy"] = "Always"
     else:
         container["lifecycle"] = {

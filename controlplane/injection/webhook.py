@@ -33,10 +33,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from controlplane.core.errors import ConfigError
-from controlplane.core.settings import InjectionConfig, Settings
+from controlplane.core.errors import BadReview, ConfigError
+from controlplane.core.settings import InjectionConfig, SidecarMode, WebhookSettings
 from controlplane.identity.certs import CA_FILE, CERT_FILE, KEY_FILE, make_ca_and_server
-from controlplane.injection.admission import BadReview, Decision, review
+from controlplane.injection.admission import Decision, review
 from controlplane.injection.sidecar import config_problem
 
 log = logging.getLogger("controlplane.injection.webhook")
@@ -244,43 +244,43 @@ def injection_config(args: argparse.Namespace, *, zone: str,
         try:
             xds_ca = Path(args.webhook_xds_ca).read_text()
         except OSError as exc:
-            raise ConfigError(f"--webhook-xds-ca: {exc}") from exc
+            raise ConfigError(flag="--webhook-xds-ca", reason=str(exc)) from exc
     elif args.xds_tls_dir:
         xds_ca = ca_bundle(Path(args.xds_tls_dir))
     else:
         xds_ca = ""
     if args.webhook_address and args.xds_tls_dir and not xds_ca:
-        raise ConfigError("--webhook-address: ADS is served over TLS but there is no CA for "
-                          f"the sidecars to verify it with (no ca.crt in {args.xds_tls_dir}): "
-                          "give --webhook-xds-ca FILE")
+        raise ConfigError(flag="--webhook-address", reason="ADS is served over TLS but there "
+                          "is no CA for the sidecars to verify it with (no ca.crt in "
+                          f"{args.xds_tls_dir}): give --webhook-xds-ca FILE")
     cluster_dns = args.webhook_cluster_dns
     if not cluster_dns and resolv_conf.is_file():
         cluster_dns = first_nameserver(resolv_conf.read_text())
     config = InjectionConfig(
-        mode=args.webhook_sidecar_mode, image=args.webhook_sidecar_image, xds_address=xds,
-        xds_ca=xds_ca, xds_server_name=args.webhook_xds_server_name, cluster_dns=cluster_dns,
-        zone=zone, own_namespace=namespace)
+        mode=SidecarMode(args.webhook_sidecar_mode), image=args.webhook_sidecar_image,
+        xds_address=xds, xds_ca=xds_ca, xds_server_name=args.webhook_xds_server_name,
+        cluster_dns=cluster_dns, zone=zone, own_namespace=namespace)
     problem = config_problem(config)
     if problem and args.webhook_address:
-        raise ConfigError(f"--webhook-*: {problem}")
+        raise ConfigError(flag="--webhook-*", reason=problem)
     return config
 
 
-def webhook_log(settings: Settings) -> InjectionLog | None:
+def webhook_log(settings: WebhookSettings) -> InjectionLog | None:
     """The decisions' log when the webhook is on (``--webhook-address``), else None."""
-    return InjectionLog(settings.injection) if settings.webhook_port else None
+    return InjectionLog(settings.injection) if settings.enabled else None
 
 
-async def serve_webhook(settings: Settings, injections: InjectionLog,
+async def serve_webhook(settings: WebhookSettings, injections: InjectionLog,
                         stop: asyncio.Event) -> None:
     """The webhook of ``controlplane serve``: a supervised task of app.serve."""
     import tempfile
 
-    directory = (Path(settings.webhook_cert_dir) if settings.webhook_cert_dir
+    directory = (Path(settings.cert_dir) if settings.cert_dir
                  else Path(tempfile.mkdtemp(prefix="dns-cp-webhook-")))
-    tls = webhook_tls(directory, settings.webhook_server_name)
+    tls = webhook_tls(directory, settings.server_name)
     app = create_webhook_app(settings.injection, injections)
     log.info("webhook: %s sidecars (%s), xDS %s", settings.injection.mode,
              settings.injection.image, settings.injection.xds_address)
-    await run_webhook(host=settings.webhook_host, port=settings.webhook_port, tls=tls,
+    await run_webhook(host=settings.host, port=settings.port, tls=tls,
                       app=app, stop=stop)

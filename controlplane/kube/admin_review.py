@@ -17,8 +17,8 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from controlplane.core.errors import AuthUnavailable
 from controlplane.identity.admin_auth import TokenResult, User
-from controlplane.identity.auth import AuthUnavailable
 from controlplane.kube.identity import KubeIdentityApi
 
 

@@ -21,7 +21,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controlplane.identity.auth import AuthUnavailable
+from controlplane.core.errors import AuthUnavailable
 
 
 class KubeIdentityApi:

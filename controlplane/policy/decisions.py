@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from envoy.service.auth.v3 import external_auth_pb2
 
+from controlplane.core.errors import BadDecision
 from controlplane.core.model import DefaultAction, DnsPolicy, FailureMode
 
 OK, PERMISSION_DENIED, UNAUTHENTICATED = 0, 7, 16
@@ -104,22 +105,24 @@ def check_request(q: Question) -> external_auth_pb2.CheckRequest:
 
 
 def decision_from_response(resp: external_auth_pb2.CheckResponse, *, now: float,
-                           default_ttl: float) -> ExternalDecision | str:
-    """The decision, or why the answer cannot be used."""
+                           default_ttl: float) -> ExternalDecision:
+    """The decision the answer carries; ``BadDecision`` says why it cannot be used."""
     code = resp.status.code
     if code == OK:
         allow = True
     elif code in (PERMISSION_DENIED, UNAUTHENTICATED):
         allow = False
     else:
-        return f"the policy server answered status {code}, which is neither OK nor a denial"
+        raise BadDecision(f"the policy server answered status {code}, which is neither OK "
+                          "nor a denial")
     ttl = default_ttl
     meta = resp.dynamic_metadata.fields
     for key in ("dns.ttl_seconds", "ttl_seconds"):
         if key in meta:
             value = meta[key]
             if value.WhichOneof("kind") != "number_value" or not 0 <= value.number_value <= 86400:
-                return f"dynamic_metadata {key} must be a number of seconds (0-86400)"
+                raise BadDecision(f"dynamic_metadata {key} must be a number of seconds "
+                                  "(0-86400)")
             ttl = value.number_value
             break
     return ExternalDecision(allow=allow, expires_at=now + ttl, decided_at=now, source="server")

@@ -33,6 +33,14 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from controlplane.core.errors import (
+    BadAddress,
+    BadDecision,
+    BadUpstream,
+    InvalidValue,
+    MissingService,
+    NoTlsName,
+)
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import DnsPolicy, FailureMode
 from controlplane.core.names import normalise, parse_ip, split_host_port
@@ -70,32 +78,33 @@ class Target:
 
 def target_for(policy: DnsPolicy, inventory: Inventory, *, zone: str,
                default_ca: str = "", client_cert: str = "", client_key: str = ""
-               ) -> Target | str:
-    """The gRPC target of a policy's server, or why there is none.
+               ) -> Target:
+    """The gRPC target of a policy's server.
 
     The address is an IP, a Service name (resolved to its cluster IP, like
     ``server.address``), a ServiceEntry host with an address, or a DNS name that gRPC
-    resolves itself.
+    resolves itself. Raises ``BadAddress``, ``MissingService`` (a Service name whose
+    Service does not exist yet) or ``NoTlsName`` when there is none.
     """
     ps = policy.policy_server
     assert ps is not None
-    split = split_host_port(ps.address, DEFAULT_PORT)
-    if isinstance(split, str):
-        return f"policy.server.address {ps.address!r}: {split}"
-    host, port = split
-    resolved = resolve_upstream(ps.address, inventory, zone=zone, default_port=DEFAULT_PORT)
-    if not isinstance(resolved, str):
+    try:
+        host, port = split_host_port(ps.address, DEFAULT_PORT)
+    except BadAddress as exc:
+        raise BadAddress(f"policy.server.address {ps.address!r}: {exc}") from exc
+    try:
+        resolved = resolve_upstream(ps.address, inventory, zone=zone, default_port=DEFAULT_PORT)
         address = f"[{resolved.host}]:{resolved.port}" if ":" in resolved.host else \
             f"{resolved.host}:{resolved.port}"
-    elif "names Service" in resolved:
-        return resolved  # a Service name that does not exist (yet)
-    else:
+    except MissingService:
+        raise  # a Service name whose Service does not exist (yet)
+    except BadUpstream:  # not a Service name: a ServiceEntry host, or a name gRPC resolves
         entry_ip = _service_entry_address(inventory, normalise(host))
         address = f"{entry_ip}:{port}" if entry_ip else f"dns:///{host}:{port}"
     tls_name = ps.server_name or (host if ps.tls and parse_ip(host) is None else "")
     if ps.tls and not tls_name:
-        return (f"policy.server.address {ps.address!r} is an IP address: serverName must name "
-                "the certificate to verify")
+        raise NoTlsName(f"policy.server.address {ps.address!r} is an IP address: serverName "
+                        "must name the certificate to verify")
     return Target(address=address, tls_name=tls_name, ca_bundle=ps.ca_bundle or default_ca,
                   timeout=ps.timeout_ms / 1000, default_ttl=float(ps.decision_ttl_seconds),
                   mode=failure_mode(policy), client_cert=client_cert if ps.tls else "",
@@ -161,15 +170,16 @@ class PolicyDecider:
         for tenant, policy in policies.items():
             if policy.policy_server is None:
                 continue
-            target = target_for(policy, inventory, zone=zone, default_ca=self.default_ca,
-                                client_cert=self.client_cert, client_key=self.client_key)
-            if isinstance(target, str):
-                self.target_errors[tenant] = target
+            try:
+                target = target_for(policy, inventory, zone=zone, default_ca=self.default_ca,
+                                    client_cert=self.client_cert, client_key=self.client_key)
+            except InvalidValue as exc:
+                self.target_errors[tenant] = str(exc)
                 self.targets.pop(tenant, None)
-            else:
-                if self.targets.get(tenant) != target:
-                    self.cache.drop_tenant(tenant)  # a new server or new settings: ask again
-                self.targets[tenant] = target
+                continue
+            if self.targets.get(tenant) != target:
+                self.cache.drop_tenant(tenant)  # a new server or new settings: ask again
+            self.targets[tenant] = target
         self._wanted = {t: frozenset(views[t].asked) for t in self.targets if t in views}
         if self._wake is not None:
             self._wake.set()
@@ -242,9 +252,10 @@ class PolicyDecider:
                 self.checks += 1
                 self._observe(self.clock() - started)
         now = self.clock()
-        got = decision_from_response(resp, now=now, default_ttl=target.default_ttl)
-        if isinstance(got, str):
-            return self._failure(q.tenant, target.mode, got, now)
+        try:
+            got = decision_from_response(resp, now=now, default_ttl=target.default_ttl)
+        except BadDecision as exc:
+            return self._failure(q.tenant, target.mode, str(exc), now)
         self._recovered(q.tenant)
         self.counts[(q.tenant, "allow" if got.allow else "deny")] += 1
         changed = self.cache.put(q.tenant, q.name, got)

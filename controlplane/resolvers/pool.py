@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from controlplane.core.errors import PortTaken, ResolverError
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls
 from controlplane.runtime.process import Process, find_tool, free_port, holds_port, port_holders
@@ -71,14 +72,6 @@ class ResolverDirectory(Protocol):
         """How sidecars reach the resolvers over TLS; None: plain UDP."""
 
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]: ...
-
-
-class ResolverError(RuntimeError):
-    """A tenant resolver could not be started or changed."""
-
-
-class PortTaken(ResolverError):
-    """A port chosen for a resolver was bound by another process first."""
 
 
 @dataclass

@@ -32,7 +32,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from controlplane.core.errors import InputError
+from controlplane.core.errors import InputError, WatchExpired
 from controlplane.core.inventory import Key
 from controlplane.core.manifests import Ignored, parse_object
 from controlplane.runtime import heap as runtime
@@ -90,10 +90,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): relist."""
 
 
 @dataclass
@@ -208,7 +204,7 @@ class KindWatcher:
         log.info("%s: listed %d objects at resourceVersion %s", self.kind.plural, len(items), rv)
 
     def watch_once(self) -> None:
-        """One watch request, until the server ends it. Raises Gone on 410."""
+        """One watch request, until the server ends it. Raises WatchExpired on 410."""
         kwargs: dict[str, Any] = {"watch": True, "allow_watch_bookmarks": True,
                                   "timeout_seconds": self.watch_timeout,
                                   "_preload_content": False,
@@ -225,7 +221,7 @@ class KindWatcher:
                 etype, obj = event.get("type"), event.get("object") or {}
                 if etype == "ERROR":
                     if obj.get("code") == 410:
-                        raise Gone(obj.get("message", "resourceVersion expired"))
+                        raise WatchExpired(obj.get("message", "resourceVersion expired"))
                     raise ApiException(status=obj.get("code", 500), reason=obj.get("message"))
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
                 if etype == "BOOKMARK":
@@ -251,7 +247,7 @@ class KindWatcher:
                     self.backoff.reset()
                     self.state.problem = ""
                 self.watch_once()
-            except Gone as exc:
+            except WatchExpired as exc:
                 log.info("%s: %s; relisting", self.kind.plural, exc)
                 self._relist_keeping_ready()
             except ApiException as exc:

@@ -36,12 +36,11 @@ from typing import Any
 
 import grpc
 
+from controlplane.core.errors import AuthUnavailable, Unauthenticated
 from controlplane.core.model import Workload
 from controlplane.identity.auth import (
     Authenticator,
-    AuthUnavailable,
     Identity,
-    Unauthenticated,
     authorize,
 )
 from controlplane.telemetry import metrics_protos

@@ -35,6 +35,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from controlplane.core.errors import ProtocolError
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
 from controlplane.xds.snapshot import TypeSnapshot, ViewSnapshot, build_snapshot
 
@@ -45,14 +46,6 @@ DiscoveryResponse = discovery_pb2.DiscoveryResponse
 # The generated (upb) classes come without type stubs: to mypy they are Any.
 Request = Any
 Response = Any
-
-
-class ProtocolError(Exception):
-    """The client broke the protocol; the stream ends with ``code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # a grpc.StatusCode name, e.g. "INVALID_ARGUMENT"
 
 
 @dataclass

@@ -19,15 +19,13 @@ from typing import Any, Generic
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from controlplane.core.errors import AuthUnavailable, ProtocolError, Unauthenticated
 from controlplane.core.workload import workload_from_node
 from controlplane.identity.auth import (
     Authenticator,
-    AuthUnavailable,
     Identity,
-    Unauthenticated,
     authorize,
 )
-from controlplane.xds.protocol import ProtocolError
 from controlplane.xds.watcher import AdsBackend, W
 
 log = logging.getLogger("controlplane.xds")

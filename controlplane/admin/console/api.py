@@ -96,7 +96,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         history = store.tenants.get(name)
         return {
             "tenant": name,
-            "policy": policy_json(policy, reads.settings.default_view.value),
+            "policy": policy_json(policy, reads.settings.dns.default_view.value),
             "namespaces": namespaces,
             "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                            for c in status.get("conditions", [])],

@@ -1,0 +1,322 @@
+"""The command line's parser, one small function per group of flags.
+
+Every default comes from the settings dataclasses (``core/settings.py``), the lease
+timings and the sidecar bootstrap, so a default lives in one place. Parsing only
+converts text; whether the values work together is checked by ``cli/serve_settings.py``
+and the settings groups, which raise ``ConfigError`` with the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+from controlplane.core.errors import BadAddress
+from controlplane.core.names import split_host_port
+from controlplane.core.settings import (
+    VIP_RANGE,
+    AdminAuthMode,
+    AdminSettings,
+    AuthSettings,
+    DefaultView,
+    DnsSettings,
+    InjectionConfig,
+    PolicyServerSettings,
+    ResolverHop,
+    ResolverMode,
+    ResolverSettings,
+    SidecarMode,
+    StatsSettings,
+    WebhookSettings,
+    XdsSettings,
+)
+from controlplane.injection.bootstrap import bootstrap_config
+from controlplane.kube.leadership import LeaseTimings
+
+DEFAULT_LEASE = "dns-system/dns-controlplane-status"
+WATCH_TIMEOUT = 60  # seconds before a Kubernetes watch is renewed
+STATUS_INTERVAL = 1.0  # minimum seconds between status writes of one policy
+CERT_DAYS = 90
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        host, port = split_host_port(text, 0)
+    except BadAddress:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT") from None
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, port
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def _choices(enum: type[ResolverMode | ResolverHop | AdminAuthMode | SidecarMode | DefaultView]
+             ) -> list[str]:
+    return [member.value for member in enum]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="controlplane",
+                                     description="Command line: ``controlplane serve`` and "
+                                     "``controlplane bootstrap``.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the control plane")
+    serve.add_argument("--source", required=True,
+                       help="a directory of manifests (watched), or 'kubernetes'")
+    _dns_flags(serve)
+    _xds_flags(serve)
+    _resolver_flags(serve.add_argument_group(
+        "tenant resolvers (what forwarding views forward to)"))
+    _auth_flags(serve)
+    _transport_flags(serve.add_argument_group("ADS transport (one of them is required)"))
+    _admin_flags(serve.add_argument_group("admin API access"))
+    _webhook_flags(serve.add_argument_group("sidecar injection webhook (docs/injection.md)"))
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--fault-invalid-name", action="append", default=[],
+                       help=argparse.SUPPRESS)  # test-only, see controlplane/translate/faults.py
+    _kube_flags(serve.add_argument_group("Kubernetes source (--source kubernetes)"))
+    _leader_flags(serve.add_argument_group(
+        "replicas (--source kubernetes): every replica serves ADS; the holder of a "
+        "coordination.k8s.io Lease writes status"))
+    _bootstrap_parser(sub)
+    _certs_parser(sub)
+    return parser
+
+
+def _dns_flags(serve: argparse.ArgumentParser) -> None:
+    d = DnsSettings()
+    serve.add_argument("--zone", default=d.zone, help="cluster DNS zone")
+    serve.add_argument("--answer-ttl", type=int, default=d.answer_ttl_seconds,
+                       help="TTL of local answers in seconds (Envoy's minimum is 30)")
+    serve.add_argument("--ttl", type=_label, action="append", default=[], metavar="KIND=SECONDS",
+                       help="TTL for one kind of name: service, headless, externalname, "
+                       "serviceentry, pod (repeatable; at least 30)")
+    serve.add_argument("--max-answers", type=int, default=d.max_answers,
+                       help="addresses per family and name (Envoy answers at most 8)")
+    serve.add_argument("--no-aaaa-mapped", action="store_true",
+                       help="answer AAAA of IPv4-only names with NXDOMAIN (Envoy's default) "
+                       "instead of IPv4-mapped addresses")
+    serve.add_argument("--auto-allocate-vips", action="store_true",
+                       help="give ServiceEntries without addresses a VIP from --vip-range")
+    serve.add_argument("--vip-range", default=VIP_RANGE,
+                       help="CIDR for --auto-allocate-vips (default %(default)s)")
+    serve.add_argument("--default-upstream", default=d.default_upstream,
+                       help="IP[:port] (or a Service name) for policies that name no server")
+    serve.add_argument("--default-view", choices=_choices(DefaultView),
+                       default=d.default_view.value,
+                       help="what Envoys that no DnsPolicy selects get (default: %(default)s)")
+
+
+def _xds_flags(serve: argparse.ArgumentParser) -> None:
+    x, a, s = XdsSettings(), AdminSettings(), StatsSettings()
+    serve.add_argument("--xds-address", type=_address, default=(x.host, x.port),
+                       help=f"where ADS listens (default {x.host}:{x.port})")
+    serve.add_argument("--admin-address", type=_address, default=(a.host, a.port),
+                       help=f"where the admin API listens (default {a.host}:{a.port})")
+    serve.add_argument("--debounce", type=float, default=x.debounce_seconds,
+                       help="seconds to coalesce input changes (default %(default)s)")
+    serve.add_argument("--drain-seconds", type=float, default=x.drain_seconds,
+                       help="on SIGTERM, end the open ADS streams over this many seconds so "
+                            "the sidecars reconnect to another replica (default %(default)s)")
+    serve.add_argument("--sidecar-stats-max-age", type=float, default=s.max_age_seconds,
+                       metavar="SECONDS",
+                       help="drop a sidecar whose DNS counters stopped arriving for this long "
+                            "(its counts stay in its tenant's totals; default %(default)s)")
+
+
+def _resolver_flags(res: argparse._ArgumentGroup) -> None:
+    r, p = ResolverSettings(), PolicyServerSettings()
+    res.add_argument("--tenant-resolvers", choices=_choices(ResolverMode), default=r.mode.value,
+                     help="local: one unbound per forwarding tenant, started and supervised "
+                          "by the control plane; none: forwarding views forward nothing")
+    res.add_argument("--resolver-dir", default=r.dir,
+                     help="directory for the resolvers' files (default: a temporary one)")
+    res.add_argument("--resolver-listen", default=r.listen_host,
+                     help="address the tenant resolvers listen on")
+    res.add_argument("--resolver-advertise", default=r.advertise_host,
+                     help="address the sidecars use to reach the resolvers (default: "
+                          "--resolver-listen; needed when that is 0.0.0.0)")
+    res.add_argument("--resolver-allow", action="append", default=[], metavar="CIDR",
+                     help="clients allowed to query the resolvers (default loopback)")
+    res.add_argument("--resolver-hop", choices=_choices(ResolverHop), default=r.hop.value,
+                     help="how sidecars reach their tenant resolver: plain UDP (on loopback "
+                          "or a trusted network) or DNS over TLS, verified by Envoy")
+    res.add_argument("--resolver-tls-dir", default=r.tls_dir,
+                     help="ca.crt, tls.crt and tls.key for --resolver-hop tls (a Secret); "
+                          "made there when absent (default: under --resolver-dir)")
+    res.add_argument("--policy-server-ca", default=p.ca,
+                     help="CA bundle (PEM) for policy servers whose policy gives no caBundle")
+    res.add_argument("--policy-server-client-cert", default=p.client_cert,
+                     help="client certificate chain (PEM) presented to TLS policy servers")
+    res.add_argument("--policy-server-client-key", default=p.client_key,
+                     help="the key of --policy-server-client-cert")
+    res.add_argument("--upstream-ca-bundle", default=r.upstream_ca_bundle,
+                     help="CA bundle (PEM) for DNS over TLS/HTTPS to tenant servers when a "
+                          "policy has no protocol.caBundle (default: the system bundle)")
+
+
+def _auth_flags(serve: argparse.ArgumentParser) -> None:
+    a = AuthSettings()
+    serve.add_argument("--auth-tokens", default=a.tokens_file,
+                       help="token file binding bearer tokens to namespaces (see auth.py)")
+    serve.add_argument("--auth-tokenreview", action="store_true",
+                       help="accept pods' projected ServiceAccount tokens, checked with the "
+                            "TokenReview API (--kubeconfig or in-cluster); the token's pod "
+                            "gives the namespace and labels (see tokenreview.py); combinable "
+                            "with --auth-tokens (VMs)")
+    serve.add_argument("--auth-audience", action="append", default=[], metavar="AUD",
+                       help="audience the sidecars' tokens must have (repeatable; default "
+                            f"{', '.join(a.audiences)})")
+    serve.add_argument("--auth-cache-ttl", type=float, default=a.cache_ttl, metavar="SECONDS",
+                       help="reuse a successful TokenReview for this long, never past the "
+                            "token's expiry (default %(default)s)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="accept ADS clients without a token (local use only); implies "
+                            "--xds-plaintext unless --xds-tls-dir is given")
+
+
+def _transport_flags(tls: argparse._ArgumentGroup) -> None:
+    tls.add_argument("--xds-tls-dir", default=XdsSettings().tls_dir,
+                     help="serve ADS over TLS with tls.crt and tls.key from this directory "
+                          "(a mounted Secret); reloaded when they change, no restart")
+    tls.add_argument("--xds-plaintext", action="store_true",
+                     help="serve ADS without TLS (local runs, or a trusted network)")
+
+
+def _admin_flags(adm: argparse._ArgumentGroup) -> None:
+    a = AdminSettings()
+    adm.add_argument("--admin-auth", choices=_choices(AdminAuthMode), default=a.auth.value,
+                     help="kubernetes: every request but /healthz and /readyz needs a bearer "
+                          "token, checked with TokenReview and SubjectAccessReview "
+                          "(nonResourceURLs, see deploy/rbac.yaml); none: open (local runs)")
+    adm.add_argument("--admin-auth-audience", action="append", default=[], metavar="AUD",
+                     help="audiences the admin API's tokens must have (repeatable; default "
+                          "the API server's)")
+    adm.add_argument("--admin-tls-dir", default=a.tls_dir,
+                     help="serve the admin API over HTTPS with tls.crt and tls.key from this "
+                          "directory (reloaded when they change), so bearer tokens never "
+                          "cross the network in clear; default plain HTTP")
+
+
+def _webhook_flags(hook: argparse._ArgumentGroup) -> None:
+    w, i = WebhookSettings(), InjectionConfig()
+    hook.add_argument("--webhook-address", type=_address, default=None, metavar="HOST:PORT",
+                      help="serve POST https://HOST:PORT/inject (AdmissionReview v1); off "
+                           "by default")
+    hook.add_argument("--webhook-cert-dir", default=w.cert_dir,
+                      help="tls.crt and tls.key of the webhook (a mounted Secret, reloaded "
+                           "when it changes); a CA and a certificate are made there when "
+                           "absent (default: a temporary directory)")
+    hook.add_argument("--webhook-sidecar-mode", choices=_choices(SidecarMode),
+                      default=i.mode.value,
+                      help="native: an init container with restartPolicy Always (Kubernetes "
+                           ">= 1.29); legacy: the first ordinary container")
+    hook.add_argument("--webhook-sidecar-image", default=i.image)
+    hook.add_argument("--webhook-xds-address", default="",
+                      help="the control plane as the sidecars reach it (default "
+                           "dns-controlplane.<namespace>.svc.<zone>:18000)")
+    hook.add_argument("--webhook-xds-ca", default="", metavar="FILE",
+                      help="CA bundle the sidecars verify ADS with (default: ca.crt of "
+                           "--xds-tls-dir; none with --xds-plaintext)")
+    hook.add_argument("--webhook-xds-server-name", default=i.xds_server_name,
+                      help="the DNS name in the ADS certificate (default: the xDS host)")
+    hook.add_argument("--webhook-cluster-dns", default=i.cluster_dns, metavar="IP[:PORT]",
+                      help="the cluster DNS the sidecars resolve a named xDS address with "
+                           "(default: the first nameserver of this process's resolv.conf)")
+    hook.add_argument("--webhook-namespace", default="",
+                      help="the control plane's namespace, never injected (default: this "
+                           f"pod's, else {i.own_namespace})")
+
+
+def _kube_flags(kube: argparse._ArgumentGroup) -> None:
+    kube.add_argument("--kubeconfig", default=None,
+                      help="kubeconfig file (default: in-cluster config)")
+    kube.add_argument("--context", default=None, help="kubeconfig context")
+    kube.add_argument("--watch-pods", action="store_true",
+                      help="also watch Pods, to count selected workloads in status")
+    kube.add_argument("--no-status", action="store_true",
+                      help="do not write DnsPolicy status")
+    kube.add_argument("--watch-timeout", type=int, default=WATCH_TIMEOUT,
+                      help="seconds before a watch is renewed (default %(default)s)")
+    kube.add_argument("--status-interval", type=float, default=STATUS_INTERVAL,
+                      help="minimum seconds between status writes of one policy "
+                           "(default %(default)s)")
+
+
+def _leader_flags(lead: argparse._ArgumentGroup) -> None:
+    t = LeaseTimings()
+    lead.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                      help="write status only while holding the lease (default on; "
+                           "--no-leader-election: this process always writes, one replica)")
+    lead.add_argument("--leader-identity", default="",
+                      help="this replica's holderIdentity (default: the host name; "
+                           "the Deployment passes the pod name)")
+    lead.add_argument("--lease", default=DEFAULT_LEASE,
+                      metavar="NAMESPACE/NAME", help="the Lease (default %(default)s)")
+    lead.add_argument("--lease-duration", type=int, default=t.duration,
+                      help="seconds without renewal before another replica takes over "
+                           "(default %(default)s)")
+    lead.add_argument("--lease-renew", type=float, default=t.renew,
+                      help="seconds between the leader's renewals (default %(default)s); it "
+                           "stops writing when it could not renew for 2/3 of the duration")
+    lead.add_argument("--lease-retry", type=float, default=t.retry,
+                      help="seconds between a follower's looks at the lease, with jitter "
+                           "(default %(default)s)")
+
+
+def _bootstrap_default(name: str) -> str:
+    default = inspect.signature(bootstrap_config).parameters[name].default
+    assert isinstance(default, str)
+    return default
+
+
+def _bootstrap_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a sidecar")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--namespace", required=True)
+    boot.add_argument("--label", type=_label, action="append", default=[],
+                      help="a pod label key=value (repeatable)")
+    boot.add_argument("--xds-address", default=_bootstrap_default("xds_address"))
+    boot.add_argument("--dns-address", default=_bootstrap_default("dns_address"))
+    boot.add_argument("--admin-address", default=_bootstrap_default("admin_address"),
+                      help="Envoy's full admin interface (keep it on loopback)")
+    boot.add_argument("--stats-address", default=_bootstrap_default("stats_address"),
+                      help="the stats-only listener serving /stats/prometheus, or 'off'")
+    boot.add_argument("--token", default="",
+                      help="bearer token for ADS (see serve --auth-tokens)")
+    boot.add_argument("--token-path", default="", metavar="FILE",
+                      help="a token file Envoy re-reads for every new ADS stream, e.g. the "
+                           "pod's projected ServiceAccount token (serve --auth-tokenreview); "
+                           "needs --xds-ca")
+    boot.add_argument("--delta", action="store_true",
+                      help="incremental xDS (DELTA_GRPC) instead of state of the world")
+    boot.add_argument("--xds-ca", default="", metavar="FILE",
+                      help="CA bundle (PEM) that verifies the control plane's certificate: "
+                           "ADS over TLS (serve --xds-tls-dir); Envoy reads FILE at start")
+    boot.add_argument("--xds-server-name", default="",
+                      help="the DNS name the control plane's certificate must carry, sent as "
+                           "SNI (default: the host of --xds-address)")
+    boot.add_argument("--no-stats-sink", action="store_true",
+                      help="do not stream the DNS counters to the control plane (and keep all "
+                           "of Envoy's stats; see bootstrap.SIDECAR_STATS)")
+    boot.add_argument("--stats-flush-interval", default="", metavar="DURATION",
+                      help="how often Envoy sends its counters, e.g. 5s (default: Envoy's 5 s)")
+
+
+def _certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    certs = sub.add_parser("xds-certs", help="write a CA and an ADS serving certificate "
+                           "(tls.crt, tls.key) for serve --xds-tls-dir")
+    certs.add_argument("--dir", required=True, type=Path,
+                       help="where to write ca.crt, ca.key (kept when present: the new leaf "
+                            "is signed by the same CA), tls.crt and tls.key")
+    certs.add_argument("--name", action="append", required=True,
+                       help="a DNS name (or IP) of the control plane (repeatable)")
+    certs.add_argument("--days", type=int, default=CERT_DAYS,
+                       help="validity of the leaf (default %(default)s)")
