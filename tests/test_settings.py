@@ -89,6 +89,11 @@ def keep_logging() -> Iterator[None]:
      "--resolver-listen: 0.0.0.0 needs --resolver-advertise"),
     (["--insecure", "--policy-server-client-cert", "pyproject.toml"],
      "--policy-server-client-cert: goes with --policy-server-client-key"),
+    # What argparse itself rejects reads the same way (no usage block, one line).
+    (["--insecure", "--xds-address", "1.2.3.4:0"], "--xds-address: '1.2.3.4:0' is not HOST:PORT"),
+    (["--insecure", "--default-view", "nope"], "--default-view: invalid choice: 'nope'"),
+    (["--insecure", "--answer-ttl", "x"], "--answer-ttl: invalid int value: 'x'"),
+    (["--insecure", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_serve_reports_one_line_and_exits_2(args: list[str], line: str,
                                             capsys: pytest.CaptureFixture[str],
@@ -126,3 +131,15 @@ def test_one_exception_tree() -> None:
     for _, name in found:
         assert name in _TREE, name
         assert f"── {name}" in doc, f"{name} is not drawn in core/errors.py's docstring"
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["serve"], "the following arguments are required: --source"),
+    (["bootstrap"], "the following arguments are required: --node-id, --namespace"),
+    (["nope"], "command: invalid choice: 'nope'"),
+])
+def test_parse_errors_are_one_config_error_line(argv: list[str], line: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"controlplane: error: {line}"), err

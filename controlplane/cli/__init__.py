@@ -40,10 +40,10 @@ __all__ = ["build_parser", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command: Callable[[argparse.Namespace], int] = {
-        "bootstrap": _bootstrap, "xds-certs": _xds_certs, "serve": _serve}[args.command]
     try:
+        args = build_parser().parse_args(argv)
+        command: Callable[[argparse.Namespace], int] = {
+            "bootstrap": _bootstrap, "xds-certs": _xds_certs, "serve": _serve}[args.command]
         return command(args)
     except ConfigError as exc:
         print(f"controlplane: error: {exc}", file=sys.stderr)

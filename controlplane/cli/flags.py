@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from pathlib import Path
+from typing import NoReturn
 
-from controlplane.core.errors import BadAddress
+from controlplane.core.errors import BadAddress, ConfigError
 from controlplane.core.names import split_host_port
 from controlplane.core.settings import (
     VIP_RANGE,
@@ -62,8 +64,24 @@ def _choices(enum: type[ResolverMode | ResolverHop | AdminAuthMode | SidecarMode
     return [member.value for member in enum]
 
 
+_ARGUMENT = re.compile(r"^argument (?P<flags>[^:]+): (?P<reason>.*)$", re.S)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``ConfigError`` instead of printing usage and exiting, so a
+    malformed value, an unknown flag or a missing one reads like every other error:
+    ``controlplane: error: --flag: reason`` (``main`` prints it; ``--help`` still works)."""
+
+    def error(self, message: str) -> NoReturn:
+        found = _ARGUMENT.match(message)
+        if found is None:  # "unrecognized arguments: ...", "the following ... required"
+            raise ConfigError(f"{message} (see {self.prog} --help)")
+        flag = found["flags"].split("/")[0]
+        raise ConfigError(f"{found['reason']} (see {self.prog} --help)", flag=flag)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="controlplane",
+    parser = _Parser(prog="controlplane",
                                      description="Command line: ``controlplane serve`` and "
                                      "``controlplane bootstrap``.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,7 +295,7 @@ def _bootstrap_default(name: str) -> str:
     return default
 
 
-def _bootstrap_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _bootstrap_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a sidecar")
     boot.add_argument("--node-id", required=True)
     boot.add_argument("--namespace", required=True)
@@ -310,7 +328,7 @@ def _bootstrap_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                       help="how often Envoy sends its counters, e.g. 5s (default: Envoy's 5 s)")
 
 
-def _certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _certs_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     certs = sub.add_parser("xds-certs", help="write a CA and an ADS serving certificate "
                            "(tls.crt, tls.key) for serve --xds-tls-dir")
     certs.add_argument("--dir", required=True, type=Path,
