@@ -193,7 +193,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     # the GIL and full garbage collections set up so that it never stalls the loop either.
     views_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
     runtime.activate()
-    supervisor = Supervisor()
+    supervisor = Supervisor(crash_faults=settings.fault_crash_tasks)
     hub = Hub(settings, resolvers=pool, decider=decider, worker=views_worker,
               supervisor=supervisor)
     stop = asyncio.Event()

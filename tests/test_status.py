@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import Namespace, Pod, Workload
@@ -79,3 +83,16 @@ def test_transition_times_change_only_with_status() -> None:
     times = {c["type"]: c["lastTransitionTime"] for c in merged["conditions"]}
     assert times == {"Accepted": "T3", "Ready": "T1", "Conflicted": "T1", "Enforced": "T1"}
     assert without_times(merged) == without_times(broken)
+
+
+@pytest.mark.parametrize("stored", [
+    {"conditions": ["not an object"]}, {"conditions": "Ready"}, {"conditions": None},
+    {"conditions": [{"type": "Ready"}, 7]}, {},
+])
+def test_a_malformed_stored_status_is_replaced_not_a_crash(stored: dict[str, Any]) -> None:
+    """Whatever a client wrote into status, the writer replaces it (it used to raise in
+    merge_transition_times and, since threads are supervised, end the process)."""
+    new = {"conditions": [{"type": "Ready", "status": "True"}]}
+    merged = merge_transition_times(new, stored, "2026-01-01T00:00:00Z")
+    assert merged["conditions"] == [{"type": "Ready", "status": "True",
+                                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]

@@ -85,6 +85,10 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("controlplane").warning(
             "TEST FAULT INJECTION ON: Envoy will reject views containing %s",
             ", ".join(args.fault_invalid_name))
+    if args.fault_crash_task:
+        logging.getLogger("controlplane").warning(
+            "TEST FAULT INJECTION ON: these supervised tasks crash as they start: %s",
+            ", ".join(args.fault_crash_task))
     settings = serve_settings(args)
     admin_auth = _admin_authorizer(args, settings.admin)
     identity_api = _identity_api(args, settings.auth)

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--fault-invalid-name", action="append", default=[],
                        help=argparse.SUPPRESS)  # test-only, see controlplane/translate/faults.py
+    serve.add_argument("--fault-crash-task", action="append", default=[],
+                       help=argparse.SUPPRESS)  # test-only, see controlplane/runtime/supervise.py
     _kube_flags(serve.add_argument_group("Kubernetes source (--source kubernetes)"))
     _leader_flags(serve.add_argument_group(
         "replicas (--source kubernetes): every replica serves ADS; the holder of a "

@@ -30,8 +30,10 @@
           │    │                   started or changed (resolvers.pool)
           │    └── PortTaken       a port chosen for a resolver was bound by another
           │                        process first: the pool retries on new ports
-          └── WatchExpired         a Kubernetes watch's resourceVersion is gone (HTTP 410):
-                                   relist (sources.kubernetes)
+          ├── WatchExpired         a Kubernetes watch's resourceVersion is gone (HTTP 410):
+          │                        relist (sources.kubernetes)
+          └── FaultInjected        test-only: ``serve --fault-crash-task NAME`` crashes that
+                                   supervised thread or task (runtime.supervise)
 
 Conventions:
 
@@ -173,3 +175,7 @@ class PortTaken(ResolverError):
 
 class WatchExpired(ControlPlaneError):
     """A Kubernetes watch's resourceVersion is too old (HTTP 410): relist."""
+
+
+class FaultInjected(ControlPlaneError):
+    """Test-only: raised in the supervised thread or task ``--fault-crash-task`` names."""

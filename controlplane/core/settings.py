@@ -293,3 +293,4 @@ class Settings:
     webhook: WebhookSettings = field(default_factory=WebhookSettings)  # sidecar injection
     stats: StatsSettings = field(default_factory=StatsSettings)  # sidecars' DNS counters
     fault_invalid_names: frozenset[str] = frozenset()  # test-only: see translate/faults.py
+    fault_crash_tasks: frozenset[str] = frozenset()  # test-only: see runtime/supervise.py

@@ -138,7 +138,10 @@ def policy_status(
 def merge_transition_times(new: Mapping[str, Any], old: Mapping[str, Any] | None,
                            now: str) -> dict[str, Any]:
     """Keep each condition's lastTransitionTime unless its status changed."""
-    previous = {c.get("type"): c for c in (old or {}).get("conditions", [])}
+    old_conditions = (old or {}).get("conditions")
+    # What is stored may be anything a client wrote: keep only well-formed conditions.
+    previous = {c.get("type"): c for c in (old_conditions if isinstance(old_conditions, list)
+                                           else []) if isinstance(c, Mapping)}
     out = dict(new)
     conds = []
     for c in new.get("conditions", []):

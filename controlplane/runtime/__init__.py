@@ -3,5 +3,5 @@
 processes it runs (``process``), long-lived threads and tasks started under supervision
 (``supervise``) and the readiness their crashes fail (``readiness``).
 
-May import: nothing of the package.
+May import: ``core`` (its exception tree).
 """

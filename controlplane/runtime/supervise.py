@@ -32,6 +32,10 @@ streams`` (hub/hub.py)                            snapshots; new sidecars go els
                                                   ends the process through ``rebuild``)
 =====================================  =========  ==========================================
 
+Test-only: ``serve --fault-crash-task NAME`` (hidden from --help) makes the thread or task
+called NAME raise ``FaultInjected`` as it starts, so a test can prove on a real process
+that the crash of that very thread ends it non-zero, without a bug to trigger.
+
 A part started alone, without the app's ``Supervisor`` (tests, tools:
 ``KubernetesSource.start()``), gets one of its own: a crash is still logged and
 recorded, and fails that supervisor's ``readiness`` only.
@@ -47,6 +51,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.core.errors import FaultInjected
 from controlplane.runtime.readiness import Readiness
 
 log = logging.getLogger("controlplane.runtime.supervise")
@@ -72,8 +77,10 @@ class Failure:
 
 
 class Supervisor:
-    def __init__(self, readiness: Readiness | None = None) -> None:
+    def __init__(self, readiness: Readiness | None = None, *,
+                 crash_faults: frozenset[str] = frozenset()) -> None:
         self.readiness = readiness if readiness is not None else Readiness()
+        self._crash_faults = crash_faults  # test-only: names that crash as they start
         self._lock = threading.Lock()
         self._failures: list[Failure] = []
         self._fatal: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -93,6 +100,8 @@ class Supervisor:
 
         def run() -> None:
             try:
+                if name in self._crash_faults:
+                    raise FaultInjected(f"--fault-crash-task {name}")
                 target()
             except Exception as exc:  # noqa: BLE001 - reported, then readiness/exit
                 self._crashed(name, exc, crash, ctx)
@@ -108,6 +117,9 @@ class Supervisor:
         it is a crash, and so, with ``until``, is returning before ``until`` is set.
         Cancelling it is not."""
         ctx = tuple((context or {}).items())
+        if name in self._crash_faults:
+            coro.close()
+            coro = _raise(FaultInjected(f"--fault-crash-task {name}"))
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
 
@@ -156,3 +168,7 @@ class Supervisor:
             stopper.cancel()
             fatal.cancel()
         return 1 if event.is_set() else 0
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
