@@ -19,10 +19,13 @@ install: $(STAMP)
 # DoH client of a tenant resolver), dig and dnsmasq
 # (e2e upstream DNS servers), musl-gcc (a static musl client, as in Alpine pods), openssl (test
 # CAs), dnsperf (benchmarks), docker-compose (checks docker-compose.yml), kubectl (renders
-# deploy/ with kustomize), prometheus (scrapes real Envoys in e2e).
+# deploy/ with kustomize), prometheus (scrapes real Envoys in e2e); the application resolvers
+# of e2e/harness/appclients.py: go (Go's pure resolver), busybox (nslookup), node (c-ares and
+# getaddrinfo), javac (InetAddress and JNDI), kdig (a second wire-level client beside dig).
 SYSTEM_TOOLS := unbound:unbound dnsdist:dnsdist dig:dnsutils dnsmasq:dnsmasq musl-gcc:musl-tools \
                 openssl:openssl dnsperf:dnsperf docker-compose:docker-compose \
-                kubectl:kubernetes-client prometheus:prometheus chromium:chromium chromedriver:chromium-driver
+                kubectl:kubernetes-client prometheus:prometheus chromium:chromium chromedriver:chromium-driver \
+                go:golang-go busybox:busybox kdig:knot-dnsutils node:nodejs javac:openjdk-17-jdk-headless
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \

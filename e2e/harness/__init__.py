@@ -6,6 +6,9 @@
 - ``sidecars``: an Envoy of the project's bootstrap that flushes its stats every second.
 - ``dnsservers``: unbound as a tenant's own DoT/DoH server, and a private CA for it.
 - ``realclients``: glibc and musl resolvers in a private mount namespace.
+- ``appclients``: application resolvers (glibc, getent, musl, Go, busybox, Node, Java, dig)
+  with a pod's resolv.conf, over UDP or TCP, one typed answer per lookup.
+- ``refserver``: a reference unbound on a pod's nameserver address (UDP and TCP).
 - ``injected_pod``: an injected pod in a fresh network namespace (run with ``-m``).
 - ``policy_server``: a real external authorization server on Rego (run with ``-m``).
 - ``stats_sink_load``: synthetic sidecars against the stats sink (run with ``-m``).
