@@ -172,7 +172,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceDns
     require_app_client_tools()
     require_tool("unbound", "apt-get install unbound")
     workdir = tmp_path_factory.mktemp("app-clients-reference")
-    server = ReferenceDns(RECORDS, ZONES, reserve_loopback_dns_address(), workdir)
+    server = ReferenceDns(records=RECORDS, local_zones=ZONES,
+                          address=reserve_loopback_dns_address(), workdir=workdir)
     try:
         yield server.start()
     finally:
@@ -187,13 +188,14 @@ def batches(reference: ReferenceDns, tmp_path_factory: pytest.TempPathFactory,
     """Every client's answers to every case, per transport: one run each."""
     workdir = tmp_path_factory.mktemp("app-clients")
     cache = Path(pytestconfig.cache.mkdir("app-clients")) if pytestconfig.cache else workdir
-    clients = AppClients(reference.address.host, NS, cache, workdir)
+    clients = AppClients(nameserver=reference.address.host, namespace=NS, cache_dir=cache,
+                         workdir=workdir)
     print(f"\npod resolv.conf:\n{clients.resolv_conf(UDP).read_text()}")
     out = {}
     for transport in Transport:
         for client in CLIENTS:
             before = reference.transport_counts()
-            got = clients.lookup(client, [case.lookup for case in CASES], transport)
+            got = clients.lookup(client, [case.lookup for case in CASES], transport=transport)
             counts = reference.transport_counts() - before
             out[(client, transport)] = Batch({c.id: a for c, a in zip(CASES, got, strict=True)},
                                              counts)

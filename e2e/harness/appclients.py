@@ -1,6 +1,6 @@
 """Ask the resolvers applications use what they make of a name, one uniform way.
 
-``AppClients.lookup(client, lookups, transport)`` runs one client process (or one per
+``AppClients.lookup(client, lookups, transport=...)`` runs one client process (or one per
 name where the client has no batch mode) in a private mount namespace whose
 /etc/resolv.conf is a pod's (``realclients.pod_argv``: nameserver ``127.0.0.X``, the
 namespace search list, ``ndots:5``; for TCP also ``use-vc``), and returns one
@@ -248,7 +248,7 @@ _NSLOOKUP_STATUS = {"NXDOMAIN": ErrorKind.NXDOMAIN, "SERVFAIL": ErrorKind.SERVFA
                     "REFUSED": ErrorKind.REFUSED, "NOTIMP": ErrorKind.NOTIMP}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AppClients:
     """The built clients and a pod's two resolv.conf files (UDP, and TCP via ``use-vc``)."""
 
@@ -275,7 +275,7 @@ class AppClients:
     def resolv_conf(self, transport: Transport) -> Path:
         return self._resolv[transport]
 
-    def lookup(self, client: str, lookups: Sequence[Lookup],
+    def lookup(self, client: str, lookups: Sequence[Lookup], *,
                transport: Transport = Transport.UDP) -> list[AppAnswer]:
         """One answer per lookup, in order; unsupported ones answered without running."""
         spec = CLIENTS[client]
@@ -293,17 +293,17 @@ class AppClients:
             else:
                 runnable.append((i, item))
         if runnable:
-            got = self._run(client, [item for _, item in runnable], transport)
+            got = self._run(client, [item for _, item in runnable], transport=transport)
             out.update({i: answer for (i, _), answer in zip(runnable, got, strict=True)})
         return [out[i] for i in range(len(lookups))]
 
     # -- per client -------------------------------------------------------------------
 
-    def _run(self, client: str, lookups: list[Lookup], transport: Transport
+    def _run(self, client: str, lookups: list[Lookup], *, transport: Transport
              ) -> list[AppAnswer]:
         resolv = self._resolv[transport]
         if client in ("glibc", "musl"):
-            return self._run_gai(client, lookups, transport)
+            return self._run_gai(client, lookups, transport=transport)
         if client == "getent":
             return self._run_getent(lookups, transport)
         if client == "busybox":
@@ -328,7 +328,7 @@ class AppClients:
         if [(d["type"], d["name"]) for d in lines] != [(i.rdtype, i.name) for i in lookups]:
             raise RuntimeError(f"{client}: expected {lookups}, got:\n{result.stdout}"
                                f"\n{result.stderr}")
-        return [self._from_json(client, transport, d, codes) for d in lines]
+        return [self._from_json(client, transport, d, codes=codes) for d in lines]
 
     def _in_pod(self, resolv: Path, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(pod_argv(resolv, argv), capture_output=True, text=True,
@@ -338,7 +338,7 @@ class AppClients:
         return result
 
     @staticmethod
-    def _from_json(client: str, transport: Transport, d: dict[str, object],
+    def _from_json(client: str, transport: Transport, d: dict[str, object], *,
                    codes: dict[str, ErrorKind]) -> AppAnswer:
         rdtype, name = str(d["type"]), str(d["name"])
         if d["ok"]:
@@ -354,7 +354,7 @@ class AppClients:
         return AppAnswer(client, name, rdtype, transport, False,
                          codes.get(code, ErrorKind.OTHER), detail=f"{code}: {d.get('detail')}")
 
-    def _run_gai(self, client: str, lookups: list[Lookup], transport: Transport
+    def _run_gai(self, client: str, lookups: list[Lookup], *, transport: Transport
                  ) -> list[AppAnswer]:
         out = []
         for rdtype in ADDRESS_TYPES:  # one process per family

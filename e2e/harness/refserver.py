@@ -33,7 +33,7 @@ class TransportCounts:
         return TransportCounts(self.udp - other.udp, self.tcp - other.tcp)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReferenceDns:
     """unbound with ``local_zones`` (static, each with an SOA) and ``records`` (local-data)."""
 
