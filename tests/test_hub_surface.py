@@ -36,6 +36,7 @@ from controlplane.xds.delta import DeltaOutgoing, DeltaStream
 from controlplane.xds.protocol import Event, Outgoing, SotwStream
 from controlplane.xds.server import add_ads_service
 from controlplane.xds.snapshot import ViewSnapshot, build_snapshot
+from tests.factories import inventory, node
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,3 +193,21 @@ def test_inline_and_worker_rebuilds_take_the_same_steps_to_the_same_views() -> N
     assert inline.tenant_views.keys() == offloaded.tenant_views.keys() == {DEFAULT_TENANT, "acme"}
     assert inline.tenant_views["acme"] == offloaded.tenant_views["acme"]
     assert [str(e) for e in inline.input_errors()] == [str(e) for e in offloaded.input_errors()]
+
+
+def test_a_stream_gets_nothing_until_the_first_full_build() -> None:
+    """A restarted control plane serves ADS before its first load; a sidecar that connects
+    then must keep what it has, not get the ``_default`` view of an empty inventory
+    (every name NXDOMAIN), and must get its own view as soon as the build is done."""
+    woken: list[str] = []
+    hub = Hub(Settings())
+    conn = hub.open(peer="test", notify=lambda: woken.append("acme-1"))
+    conn.stream.receive(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE,
+                                                       node=node("acme-1", "acme")))
+    hub.attach(conn)
+    assert hub.snapshot_for(conn) is None  # nothing to send yet, whatever the view
+    hub.set_inventory(inventory())
+    snapshot = hub.snapshot_for(conn)
+    assert snapshot is not None and conn.view_key is not None
+    assert conn.view_key.tenant == "acme"
+    assert woken, "the waiting stream was not woken after the first build"

@@ -109,12 +109,14 @@ class Hub:
         self._supervisor = supervisor if supervisor is not None else Supervisor()
         self._lock: asyncio.Lock | None = None  # one rebuild at a time (with a worker)
         self._rendering: set[ViewKey] = set()  # keys being rendered for a new stream
+        self._built = False  # the first full build is done: streams may be answered
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
         self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
         self._changed_at = clock()
         self.streams.on_sent = self._sent
         self.streams.on_acked = self._acked
         self._rebuild_inline(self.inventory, None)
+        self._built = False  # that was the empty start, not a load: streams wait for one
 
     # -- what other modules read ----------------------------------------------
     @property
@@ -189,6 +191,14 @@ class Hub:
         rendered = await offload(render_all, jobs, self.settings)
         trace.phases["render"] = time.perf_counter() - started
         self._install(rendered, trace)
+        if not self._built:
+            # Streams that connected before the first full build got nothing (see
+            # ``snapshot_for``): give them their views now, built from the whole inventory.
+            self._built = True
+            self._assign_all()
+            self._refresh_snapshots()
+            for key in self.streams.active_views():
+                self.streams.wake(key)
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         if self._worker is None:
@@ -376,7 +386,14 @@ class Hub:
         return self.streams.node_tenant(node_id)
 
     def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
-        return self.cache.get(conn.view_key) if conn.view_key else None
+        """Nothing before the first full build: a stream that connects while a restarted
+        control plane is still loading waits (its Envoy keeps serving what it has) rather
+        than getting a view of a partial inventory (the ``_default`` view, NXDOMAIN for
+        every name). "Built": a build since construction (``apply``, ``set_inventory``),
+        or readiness said loaded (an empty source is a full one)."""
+        if conn.view_key is None or not (self._built or self.readiness.is_loaded):
+            return None
+        return self.cache.get(conn.view_key)
 
     def record(self, conn: Connection, event: Event) -> None:
         self._changed()
