@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -60,15 +61,16 @@ def upstreams(tmp_path: Path) -> Iterator[Callable[[str], Upstream]]:
 
 
 @pytest.fixture
-def pools(tmp_path: Path) -> Iterator[Callable[[], ResolverPool]]:
+def pools(tmp_path: Path) -> Iterator[Callable[..., ResolverPool]]:
     """Pools on one persistent directory; at the end every resolver any state file names
     is stopped by its pid (the dropped pools never stop theirs)."""
     require_tool("unbound", "apt-get install unbound")
     workdir = tmp_path / "resolvers"
     made: list[ResolverPool] = []
 
-    def make() -> ResolverPool:
-        made.append(ResolverPool(workdir, persistent=True, grace_seconds=0.0))
+    def make(**settings: Any) -> ResolverPool:
+        made.append(ResolverPool(workdir, persistent=True, **{
+            "grace_seconds": 0.0, "adoption_seconds": 0.0, **settings}))
         return made[-1]
 
     yield make
@@ -84,7 +86,7 @@ def pools(tmp_path: Path) -> Iterator[Callable[[], ResolverPool]]:
 
 
 def test_a_new_pool_adopts_what_a_crashed_one_left(
-        pools: Callable[[], ResolverPool], upstreams: Callable[[str], Upstream],
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream],
         tmp_path: Path) -> None:
     fwd = Forwarding(upstreams("203.0.113.10"))
     first = pools()
@@ -109,7 +111,7 @@ def test_a_new_pool_adopts_what_a_crashed_one_left(
 
 
 def test_changed_triggers_reload_the_adopted_resolver_live(
-        pools: Callable[[], ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
     fwd = Forwarding(upstreams("203.0.113.10"))
     first = pools()
     address = first.apply({TENANT: fwd})[TENANT]
@@ -129,7 +131,7 @@ def test_changed_triggers_reload_the_adopted_resolver_live(
 
 
 def test_another_server_replaces_the_adopted_resolver_after_the_grace_period(
-        pools: Callable[[], ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
     first = pools()
     old = first.apply({TENANT: Forwarding(upstreams("203.0.113.10"))})[TENANT]
     old_res = first.resolvers[TENANT]
@@ -146,7 +148,7 @@ def test_another_server_replaces_the_adopted_resolver_after_the_grace_period(
 
 
 def test_a_dead_resolver_comes_back_on_its_own_port(
-        pools: Callable[[], ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
     fwd = Forwarding(upstreams("203.0.113.10"))
     first = pools()
     address = first.apply({TENANT: fwd})[TENANT]
@@ -173,7 +175,7 @@ def test_a_dead_resolver_comes_back_on_its_own_port(
     assert ask(address) == (dns.rcode.NOERROR, ["203.0.113.10"])
 
 
-def test_orphans_are_removed(pools: Callable[[], ResolverPool],
+def test_orphans_are_removed(pools: Callable[..., ResolverPool],
                              upstreams: Callable[[str], Upstream], tmp_path: Path) -> None:
     server = upstreams("203.0.113.10")
     first = pools()
@@ -193,6 +195,31 @@ def test_orphans_are_removed(pools: Callable[[], ResolverPool],
     assert not running(gone.unbound.pid)
     assert not Path(gone.paths.directory).exists()
     assert [s["tenant"] for s in states(tmp_path / "resolvers")] == [TENANT]
+
+
+def test_an_adopted_resolver_waits_for_a_late_first_load(
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
+    """A restarted control plane applies before its first full load: the adopted resolver
+    of a tenant that partial load lacks is kept for ``adoption_seconds``, and taken back
+    (same process, same port) when the full load names it."""
+    fwd = Forwarding(upstreams("203.0.113.10"))
+    first = pools()
+    address = first.apply({TENANT: fwd})[TENANT]
+    pid = first.resolvers[TENANT].unbound.pid
+    del first
+
+    now = [0.0]
+    second = pools(adoption_seconds=60.0, grace_seconds=10.0, clock=lambda: now[0])
+    assert second.apply({}) == {}  # the partial load
+    now[0] = 59.0
+    assert second.supervise() == [] and running(pid)
+    assert second.apply({TENANT: fwd}) == {TENANT: address}
+    assert second.resolvers[TENANT].unbound.pid == pid and not second.retiring
+
+    assert second.apply({}) == {}  # named once: it is the tenant's, the grace period holds
+    now[0] = 70.0
+    second.supervise()
+    assert not running(pid)
 
 
 def test_a_resolver_of_a_process_lifetime_pool_dies_with_stop_all(

@@ -161,6 +161,9 @@ class ResolverPool:
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     persistent: bool = False  # outlive the control plane; adopted by the next (module doc)
     grace_seconds: float = 10.0
+    # An adopted resolver no apply has named yet waits this long for its tenant before it
+    # retires: a restarted control plane applies before its first full load.
+    adoption_seconds: float = 120.0
     start_timeout: float = 10.0
     clock: Callable[[], float] = time.monotonic
     choose_port: Callable[[], int] = free_port  # a port free now; it may be taken by bind time
@@ -210,13 +213,14 @@ class ResolverPool:
         self._retire_due()
         for tenant in sorted(set(self.resolvers) - set(forwards)):
             gone = self.resolvers.pop(tenant)
-            self._retire(gone, now=not gone.alive())
+            self._retire(gone, now=not gone.alive(),
+                         after=self.adoption_seconds if gone.forward is None else None)
             log.info("tenant resolver for %s retired: the tenant no longer forwards", tenant,
                      extra={"tenant": tenant})
         out: dict[str, Upstream] = {}
         for tenant, fwd in sorted(forwards.items()):
             try:
-                current = self.resolvers.get(tenant)
+                current = self.resolvers.get(tenant) or self._reclaim(tenant, fwd)
                 if current is None:
                     current = self._start(tenant, fwd)
                 elif current.server_key != self._server_key(fwd):
@@ -545,12 +549,29 @@ class ResolverPool:
         log.warning("removing resolver directory %s: %s", directory, why)
         shutil.rmtree(directory, ignore_errors=True)
 
-    def _retire(self, res: TenantResolver, *, now: bool = False) -> None:
+    def _retire(self, res: TenantResolver, *, now: bool = False,
+                after: float | None = None) -> None:
+        """Stop ``res`` now, or after ``after`` seconds (None: the grace period)."""
         if now:
             res.stop()
             shutil.rmtree(res.paths.directory, ignore_errors=True)
         else:
-            self.retiring.append((self.clock() + self.grace_seconds, res))
+            wait = self.grace_seconds if after is None else after
+            self.retiring.append((self.clock() + wait, res))
+
+    def _reclaim(self, tenant: str, fwd: Forwarding) -> TenantResolver | None:
+        """A retiring resolver of ``tenant`` that still fits ``fwd``, taken back (its
+        tenant came back, or an adopted one was named at last): no new port."""
+        key = self._server_key(fwd)
+        fits = [(due, res) for due, res in self.retiring
+                if res.tenant == tenant and res.server_key == key and res.alive()]
+        if not fits:
+            return None
+        entry = max(fits, key=lambda item: item[1].generation)
+        self.retiring.remove(entry)
+        log.info("tenant resolver for %s taken back from retirement (pid %d on %s)", tenant,
+                 entry[1].unbound.pid, entry[1].paths.listen, extra={"tenant": tenant})
+        return entry[1]
 
     def _retire_due(self) -> None:
         now = self.clock()
