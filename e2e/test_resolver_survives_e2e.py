@@ -26,7 +26,7 @@ import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, http_json, wait_for
 from controlplane.resolvers.state import STATE_FILE
-from controlplane.runtime.process import Process
+from controlplane.runtime.process import Process, running
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
 
@@ -126,6 +126,7 @@ def test_forwarded_names_survive_a_killed_control_plane(
     assert query(envoy.dns_port, *FORWARDED[:1]) == FORWARDED[1]
     [before] = resolver_states(resolver_dir)
     listener_before = listener(envoy)
+    updates_before = envoy.stats()["listener_manager.lds.update_success"]
 
     with Load(envoy.dns_port) as load:
         wait_for(lambda: load.tallies[("before", "forwarded")].sent >= 100, timeout=10,
@@ -144,6 +145,8 @@ def test_forwarded_names_survive_a_killed_control_plane(
         second.start()
         wait_for(lambda: envoy.stats().get("control_plane.connected_state") == 1, timeout=60,
                  what="the sidecar back on the new control plane")
+        wait_for(lambda: envoy.stats()["listener_manager.lds.update_success"] > updates_before,
+                 timeout=30, what="the new control plane's listener at the sidecar")
         wait_for(lambda: load.tallies[("after", "forwarded")].sent >= 5 * RATE / 2,
                  timeout=30, what="5 s of load after the restart")
     print("\n" + load.report())
@@ -158,3 +161,7 @@ def test_forwarded_names_survive_a_killed_control_plane(
     for (phase, kind), tally in load.tallies.items():
         assert tally.sent > 0, (phase, kind)
         assert (tally.lost, tally.wrong) == (0, 0), (phase, kind, tally.samples[:5])
+
+    assert second.stop() == 0  # a graceful exit (SIGTERM) leaves the resolver serving too
+    assert running(before["unbound_pid"])
+    assert query(envoy.dns_port, FORWARDED[0]) == FORWARDED[1]

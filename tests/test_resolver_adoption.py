@@ -23,6 +23,8 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import Dnsmasq, wait_for
+from controlplane.core.errors import ConfigError, ResolverError
+from controlplane.core.settings import ResolverLifetime, ResolverSettings
 from controlplane.dns.views import Forwarding, Trigger, Upstream
 from controlplane.resolvers.pool import ResolverPool
 from controlplane.resolvers.state import STATE_FILE
@@ -220,6 +222,15 @@ def test_an_adopted_resolver_waits_for_a_late_first_load(
     now[0] = 70.0
     second.supervise()
     assert not running(pid)
+
+
+def test_persistent_resolvers_need_a_directory_of_their_own(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--resolver-dir"):
+        ResolverSettings(lifetime=ResolverLifetime.PERSISTENT)
+    assert ResolverSettings(dir=str(tmp_path), lifetime=ResolverLifetime.PERSISTENT).dir
+    require_tool("unbound", "apt-get install unbound")
+    with pytest.raises(ResolverError, match="temporary"):
+        ResolverPool(tmp_path, persistent=True, owns_workdir=True)
 
 
 def test_a_resolver_of_a_process_lifetime_pool_dies_with_stop_all(
