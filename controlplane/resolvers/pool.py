@@ -192,6 +192,8 @@ class ResolverPool:
             raise ResolverError("unbound is not installed (Debian: apt-get install unbound); "
                                 "tenant resolvers need it, or run with --tenant-resolvers none")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Absolute: unbound's -c path, and what a later control plane finds (adoption).
+        self.workdir = self.workdir.resolve()
 
     @property
     def hop(self) -> ResolverHop | None:
