@@ -57,7 +57,7 @@ SERVE_STALE = (
 # silence. By default unbound backs off up to 120 s per try and discard-timeout (1900 ms,
 # backported to Debian's 1.17.1) drops the late SERVFAIL: the client saw no reply at all.
 SERVFAIL_PROMPTLY = (
-    # Caps each retransmit timeout to the server: SERVFAIL after 0.75-1.3 s (5 tries,
+    # Caps each retransmit timeout to the server: SERVFAIL after 0.65-1.3 s (5 tries,
     # outbound-msg-retry's default), then at once while it is known down (measured).
     "  infra-cache-max-rtt: 500",
     # Above the longest wait for that SERVFAIL (5 x 500 ms) so it is sent, not discarded;
