@@ -16,6 +16,10 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   AAAA of an IPv4-only name gets the IPv4-mapped address instead of NODATA,
   which Envoy would turn into NXDOMAIN and musl would take as a failed lookup.
   ``cache-min-ttl`` >= ``cache-max-negative-ttl`` keeps that true on repeats.
+- RFC 8767 serve-stale: while the tenant's server is down, cached names are answered
+  from the expired cache (TTL 30, up to a day past their TTL) and names that are not
+  cached get SERVFAIL within about a second, never NXDOMAIN and never silence. RPZ
+  applies before the cache, so a name denied while the server is down is NXDOMAIN.
 - ``rpz:`` with a zone of triggers: ``name CNAME .`` answers NXDOMAIN,
   ``name CNAME rpz-passthru.`` forwards; the most specific trigger wins and
   matching ignores case. Triggers are reloaded live (``auth_zone_reload``).
@@ -32,6 +36,34 @@ from controlplane.dns.views import Forwarding, Transport, Upstream
 
 RPZ_ZONE = "policy.rpz."
 DNS64_PREFIX = "::ffff:0:0/96"  # IPv4-mapped: reaches the IPv4 address over a dual-stack socket
+
+
+# RFC 8767 serve-stale while the tenant's server is down (docs/tenant-resolver.md,
+# "When the tenant's server is down"; measured on unbound 1.17.1).
+SERVE_STALE = (
+    "  serve-expired: yes",
+    # How long past its TTL an answer may still be served: RFC 8767 suggests 1 to 3 days.
+    "  serve-expired-ttl: 86400",
+    # The TTL a stale answer carries: 30 s, RFC 8767's value, so clients come back soon.
+    "  serve-expired-reply-ttl: 30",
+    # Ask the server first, answer stale only when it has not answered in 300 ms: with 0
+    # an expired name was answered stale (TTL 30 for a TTL-5 record, the old address)
+    # even while the server was up; with RFC 8767's 1800 every stale answer took 1.83 s,
+    # close to the sidecar's 2 s resolver timeout. While the server is known down, stale
+    # answers come at once (measured 0.3-1 ms).
+    "  serve-expired-client-timeout: 300",
+)
+# A name that is not cached, with the server down: SERVFAIL within about a second, never
+# silence. By default unbound backs off up to 120 s per try and discard-timeout (1900 ms,
+# backported to Debian's 1.17.1) drops the late SERVFAIL: the client saw no reply at all.
+SERVFAIL_PROMPTLY = (
+    # Caps each retransmit timeout to the server: SERVFAIL after 0.65-1.3 s (5 tries,
+    # outbound-msg-retry's default), then at once while it is known down (measured).
+    "  infra-cache-max-rtt: 500",
+    # Above the longest wait for that SERVFAIL (5 x 500 ms) so it is sent, not discarded;
+    # still bounds how long replies can pile up (the reason for discard-timeout).
+    "  discard-timeout: 3000",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +139,11 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         # After an outage of the tenant's server, try it again within seconds, not the
         # default 15 minutes' backoff (measured: 16.8 s to recover; 6.6 s with 10).
         "  infra-host-ttl: 10",
+        # ... and keep probing it while it is down, one query at a time, so fresh answers
+        # return within infra-host-ttl of its return (measured 3.5-10 s), stale until then.
+        "  infra-keep-probing: yes",
+        *SERVE_STALE,
+        *SERVFAIL_PROMPTLY,
         '  module-config: "respip python dns64 iterator"' if fwd.gate else
         '  module-config: "respip dns64 iterator"',
         f"  dns64-prefix: {DNS64_PREFIX}",
