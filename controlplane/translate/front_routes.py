@@ -14,7 +14,7 @@ and leaves the set before the table).
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -47,8 +47,8 @@ def set_url(host: str, port: int) -> str:
     return f"http://{host}:{port}{SET_PATH}"
 
 
-def _etag_header(etag: str) -> list[route_components_pb2.HeaderValueOption]:
-    option = route_components_pb2.HeaderValueOption()
+def _etag_header(etag: str) -> list[base_pb2.HeaderValueOption]:
+    option = base_pb2.HeaderValueOption()
     option.header.key = "etag"
     option.header.value = etag
     return [option]
