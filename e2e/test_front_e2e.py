@@ -133,11 +133,12 @@ def ttl(r: dns.message.Message) -> int:
     return min(rrset.ttl for rrset in r.answer)
 
 
-def private_mib(pid: int) -> float:
+def private_mib(pid: int) -> str:
+    """Private memory: clean (file pages: binary and libraries) + dirty (heap, Lua)."""
     fields = dict(line.split(":", 1) for line in
                   Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
-    kb = sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty"))
-    return kb / 1024
+    clean, dirty = (int(fields[k].split()[0]) / 1024 for k in ("Private_Clean", "Private_Dirty"))
+    return f"{clean + dirty:.1f} MiB (clean {clean:.1f} + dirty {dirty:.1f})"
 
 
 @pytest.fixture
@@ -201,6 +202,7 @@ def test_front_routes_table_pairs_to_envoy_and_the_rest_to_the_resolver(
                     tmp_path / "kresd.log").start()
     procs.append(front)
     wait_for(lambda: "[dns-front] set" in front.log(), timeout=10, what="the front's first set")
+    idle = private_mib(front.pid)
 
     # a table A name: answered by Envoy (TTL 30, its counter rises), over UDP and TCP
     before = envoy_queries()
@@ -225,19 +227,23 @@ def test_front_routes_table_pairs_to_envoy_and_the_rest_to_the_resolver(
     assert answers(r) == ['"hello-from-upstream"'] and 25 <= ttl(r) <= 30
     assert answers(ask(front_port, "1.0.0.10.in-addr.arpa", "PTR")) == [f"{ONE}."]
     assert answers(ask(front_port, "www.example.com", tcp=True)) == ["203.0.113.10"]
-    print(f"\nkresd private memory with the generated config: {private_mib(front.pid):.1f} MiB;"
+    print(f"\nkresd private memory with the generated config: {idle} after the first"
+          f" set, {private_mib(front.pid)} after the queries;"
           f" set {len(pairs)} pairs, {len(v1)} bytes")
 
     # the set changes (RDS): routing follows
     def who_answers_two() -> str:
         return "envoy" if ttl(ask(front_port, TWO)) == 30 else "resolver"
 
-    def follow(body: str, version: int, expect: str) -> float:
+    def follow(body: str, version: int, expect: str) -> tuple[float, float]:
+        """(Envoy serves the new set, the front routes by it), seconds after the update."""
         start = time.monotonic()
         rds_file(rds_dir, body, version)
+        wait_for(lambda: http_text(url) == body, timeout=10, interval=0.005, what="new set")
+        served = time.monotonic() - start
         wait_for(lambda: who_answers_two() == expect, timeout=10, interval=0.01,
                  what=f"two answered by {expect}")
-        return time.monotonic() - start
+        return served, time.monotonic() - start
 
     v2 = set_body(tuple(p for p in pairs if p.name != TWO))
     took_out = follow(v2, 2, "resolver")
@@ -247,5 +253,7 @@ def test_front_routes_table_pairs_to_envoy_and_the_rest_to_the_resolver(
     assert envoy_queries() == counted
     took_in = follow(v1, 3, "envoy")
     assert envoy_queries() > counted
-    print(f"routing followed the set: out {took_out:.2f} s, back in {took_in:.2f} s")
+    print("set update -> Envoy serves it / the front routes by it: "
+          f"out {took_out[0]:.3f} / {took_out[1]:.3f} s, back in {took_in[0]:.3f} / "
+          f"{took_in[1]:.3f} s")
     assert front.alive() and envoy.alive()
