@@ -24,8 +24,8 @@ The set travels to the pod as the body of an HTTP response with an ETag
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from string import Template
+from typing import NamedTuple
 
 from controlplane.core.names import parse_ip
 from controlplane.dns.records import NameRecord
@@ -36,9 +36,9 @@ ENVOY_MAX_ANSWERS = 8  # Envoy's DNS filter answers at most 8 records and never 
 QTYPES = ("A", "AAAA", "SRV")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Pair:
-    """A query Envoy answers right: its type and lower-case name (no trailing dot)."""
+class Pair(NamedTuple):
+    """A query Envoy answers right: its type and lower-case name (no trailing dot). A
+    tuple, so that sorting 100k of them compares in C."""
 
     qtype: str
     name: str
@@ -90,7 +90,7 @@ def envoy_pairs(view: TenantView, *, max_answers: int = ENVOY_MAX_ANSWERS) -> tu
 
 def set_body(pairs: tuple[Pair, ...]) -> str:
     """``"<TYPE> <name>.\\n"`` per pair, sorted: the same pairs give the same bytes."""
-    return "".join(p.line() for p in sorted(pairs))
+    return "".join(f"{qtype} {name}.\n" for qtype, name in sorted(pairs))
 
 
 def set_etag(body: str) -> str:
