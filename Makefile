@@ -21,17 +21,19 @@ install: $(STAMP)
 # CAs), dnsperf (benchmarks), docker-compose (checks docker-compose.yml), kubectl (renders
 # deploy/ with kustomize), prometheus (scrapes real Envoys in e2e); the application resolvers
 # of e2e/harness/appclients.py: go (Go's pure resolver), busybox (nslookup), node (c-ares and
-# getaddrinfo), javac (InetAddress and JNDI), kdig (a second wire-level client beside dig).
+# getaddrinfo), javac (InetAddress and JNDI), kdig (a second wire-level client beside dig);
+# kresd (knot-resolver: the pod's DNS front, docs/dns-front.md) with lua-http (its set fetch).
 SYSTEM_TOOLS := unbound:unbound dnsdist:dnsdist dig:dnsutils dnsmasq:dnsmasq musl-gcc:musl-tools \
                 openssl:openssl dnsperf:dnsperf docker-compose:docker-compose \
                 kubectl:kubernetes-client prometheus:prometheus chromium:chromium chromedriver:chromium-driver \
-                go:golang-go busybox:busybox kdig:knot-dnsutils node:nodejs javac:openjdk-17-jdk-headless
+                go:golang-go busybox:busybox kdig:knot-dnsutils node:nodejs javac:openjdk-17-jdk-headless kresd:knot-resolver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
 	done; \
 	[ -f /usr/lib/python3/dist-packages/unboundmodule.py ] || missing="$$missing python3-unbound"; \
+	[ -f /usr/share/lua/5.1/http/request.lua ] || missing="$$missing lua-http"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
