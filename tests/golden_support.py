@@ -34,6 +34,7 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from controlplane.translate.unbound_table import table_file, table_zones
 from tests.tools import in_ci
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -82,6 +83,8 @@ def resolver_files(view: TenantView) -> dict[str, str]:
     doh = fwd.transport is Transport.HTTPS
     paths = golden_paths(view.tenant, doh=doh)
     files = {"unbound.conf": unbound_conf(view.tenant, fwd, paths), "policy.rpz": rpz_zone(fwd)}
+    for zone, text in table_zones(fwd).items():
+        files[Path(table_file(paths.directory, zone)).name] = text
     if fwd.gate is not None:
         files["gate.py"] = gate_script(view.tenant, fwd, paths, GATE_TEMPLATE.read_text())
     if doh and paths.doh_proxy is not None:

@@ -32,6 +32,7 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from controlplane.translate.unbound_table import table_file, table_zones
 from tests.factories import policy_manifest
 from tests.golden_support import GOLDEN, load_inventory, tenant_views
 from tests.tools import require_file, require_tool
@@ -112,6 +113,8 @@ def test_unbound_accepts_every_generated_config(label: str, fwd: Forwarding,
                           doh_proxy=Upstream("127.0.0.1", 5301))
     (tmp_path / "ca.pem").write_text("")
     (tmp_path / "policy.rpz").write_text(rpz_zone(fwd))
+    for zone, text in table_zones(fwd).items():  # unbound-checkconf loads the zone files
+        Path(table_file(str(tmp_path), zone)).write_text(text)
     conf = tmp_path / "unbound.conf"
     if fwd.gate is not None:
         # unbound-checkconf refuses "respip python dns64 iterator" as not known to work;
@@ -227,6 +230,8 @@ def test_real_unbound_decides_every_name_as_the_policy_does(tmp_path: Path) -> N
             paths = ResolverPaths(directory=str(d), listen=Upstream("127.0.0.1", free_port()),
                                   control_socket=str(d / "c.sock"), rpz_file=str(d / "p.rpz"))
             (d / "p.rpz").write_text(rpz_zone(fwd))
+            for zone, text in table_zones(fwd).items():
+                Path(table_file(str(d), zone)).write_text(text)
             (d / "u.conf").write_text(unbound_conf("t", fwd, paths))
             proc = Process("unbound", [unbound, "-d", "-c", str(d / "u.conf")],
                            d / "u.log").start()
@@ -241,6 +246,9 @@ def test_real_unbound_decides_every_name_as_the_policy_does(tmp_path: Path) -> N
                 for p in white + black:  # and the patterns' own names and neighbours
                     base = p[2:] if p.startswith("*.") else p
                     names |= {base, "q." + base, "q.r." + base}
+                # The cluster zone's ancestor and its other children keep the policy's
+                # decision (the zone itself passes the RPZ: table_triggers).
+                names |= {"local", "q.local", "q.r.local"}
                 for name in sorted(names):
                     expected = 3 if not compiled.classify(name).action.answers else 0
                     got = ask(paths.listen.port, name)

@@ -73,6 +73,8 @@ class NameRecord:
     ttl: int = 30
     cluster: tuple[ClusterTarget, ...] = ()  # answered from a STRICT_DNS cluster over these
     truncated: int = 0  # addresses left out by the answer cap
+    # Those addresses (both families): the tenant resolver's table holds every address.
+    dropped: tuple[str, ...] = ()
     mapped: bool = False  # ipv6 holds IPv4-mapped addresses
     export_to: frozenset[str] | None = None  # namespaces that may see it; None: all
     # A namespace: only tenants that select it see the name (pod records); None: no limit.
@@ -146,6 +148,7 @@ class _Builder:
         for name in sorted(self.sources):
             v4, v6 = _sorted_ips(self.addresses[name])
             truncated = max(0, len(v4) - cap) + max(0, len(v6) - cap)
+            dropped = v4[cap:] + v6[cap:]
             v4, v6 = v4[:cap], v6[:cap]
             mapped = False
             if v4 and not v6 and self.options.aaaa_mapped:
@@ -159,8 +162,8 @@ class _Builder:
             out.append(NameRecord(
                 name=name, ipv4=v4, ipv6=v6, srv=srv, sources=tuple(sorted(self.sources[name])),
                 kind=kind, ttl=self.options.ttl.get(kind, 30), cluster=() if (v4 or v6) else
-                cluster, truncated=truncated, mapped=mapped, export_to=self.export_to[name],
-                namespace_scope=self.scope[name]))
+                cluster, truncated=truncated, dropped=dropped, mapped=mapped,
+                export_to=self.export_to[name], namespace_scope=self.scope[name]))
         return out
 
 

@@ -101,6 +101,10 @@ class Forwarding:
     triggers: tuple[Trigger, ...] = ()
     zone: str = "cluster.local"  # answered by the resolver itself: NXDOMAIN when unknown
     gate: PolicyGate | None = None  # an external policy server decides per name
+    # The tenant's table, which the resolver answers too (translate/unbound_table.py):
+    # the view's entries and its answer TTL. Left out of equality: the view holds them.
+    table: tuple[TableEntry, ...] = field(default=(), compare=False, repr=False)
+    table_ttl: int = 30
 
     @property
     def encrypted(self) -> bool:
@@ -345,6 +349,9 @@ def build_tenant_view(
     elif needed and policy.default_action is DefaultAction.DENY:
         notes.append("external whitelist entries need a server (spec.server.address or "
                      "--default-upstream); without one only cluster names resolve")
+    if forward is not None:
+        forward = replace(forward, table=tuple(entries),
+                          table_ttl=settings.answer_ttl_seconds)
     view = TenantView(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), upstreams=(),
         ttl_seconds=settings.answer_ttl_seconds, forward=forward,
@@ -373,6 +380,8 @@ def _default_view(records: list[NameRecord], inventory: Inventory,
             error = str(exc)
     entries = tuple(TableEntry(r, Action.ALLOW, "default view 'cluster'") for r in records
                     if r.export_to is None and r.namespace_scope is None)
+    if forward is not None:
+        forward = replace(forward, table=entries, table_ttl=settings.answer_ttl_seconds)
     return TenantView(tenant=DEFAULT_TENANT, policy="", entries=entries, forward=forward,
                       upstreams=(), ttl_seconds=settings.answer_ttl_seconds,
                       notes=("no DnsPolicy selects this workload: default view 'cluster'",)), error

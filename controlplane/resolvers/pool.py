@@ -90,6 +90,7 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
+from controlplane.translate.unbound_table import table_file, table_zone_names, table_zones
 
 log = logging.getLogger("controlplane.resolvers.pool")
 
@@ -125,6 +126,8 @@ class TenantResolver:
     server_key: str = ""  # the pool's _server_key of what it was started for
     triggers_key: str = ""  # _triggers_key of the triggers its RPZ file holds
     adopted: bool = False  # started by an earlier control plane
+    table_texts: dict[str, str] = field(default_factory=dict)  # its zone files, by zone
+    table_of: tuple[object, ...] | None = None  # the Forwarding.table they were built from
 
     @property
     def generation(self) -> int:
@@ -171,6 +174,7 @@ class ResolverPool:
     resolvers: dict[str, TenantResolver] = field(default_factory=dict)
     retiring: list[tuple[float, TenantResolver]] = field(default_factory=list)
     reloads: int = 0  # live trigger reloads (auth_zone_reload)
+    table_reloads: int = 0  # live reloads of a table zone (auth_zone_reload)
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
     _generation: int = 0
     _adoption_done: bool = False
@@ -233,8 +237,10 @@ class ResolverPool:
                     current.stop()
                     current.forward = fwd
                     current = self._restart(tenant, current)
-                elif current.triggers_key != _triggers_key(fwd):
-                    self._reload_triggers(current, fwd)
+                else:
+                    if current.triggers_key != _triggers_key(fwd):
+                        self._reload_triggers(current, fwd)
+                    self._reload_table(current, fwd)
                 current.forward = fwd
                 self.resolvers[tenant] = current
                 self.errors.pop(tenant, None)
@@ -381,6 +387,9 @@ class ResolverPool:
                 restarts: int = 0) -> TenantResolver:
         directory = Path(paths.directory)
         Path(paths.rpz_file).write_text(rpz_zone(fwd))
+        texts = table_zones(fwd)
+        for zone, text in texts.items():
+            Path(table_file(paths.directory, zone)).write_text(text)
         env = None
         if fwd.gate is not None:
             if not paths.gate_socket:
@@ -410,7 +419,8 @@ class ResolverPool:
                           new_session=self.persistent).start()
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
                              restarts=restarts, server_key=self._server_key(fwd),
-                             triggers_key=_triggers_key(fwd))
+                             triggers_key=_triggers_key(fwd), table_texts=texts,
+                             table_of=fwd.table)
 
         deadline = self.clock() + self.start_timeout
         while not self._up(res):
@@ -466,6 +476,25 @@ class ResolverPool:
         self._save(res)
         self.reloads += 1
 
+    def _reload_table(self, res: TenantResolver, fwd: Forwarding) -> None:
+        """Rewrite the zone files whose text changed and reload each live (same process,
+        cache kept); nothing when the table is the very tuple last written."""
+        if res.table_of is fwd.table:
+            return
+        texts = table_zones(fwd)
+        for zone, text in texts.items():
+            if res.table_texts.get(zone) == text:
+                continue
+            path = table_file(res.paths.directory, zone)
+            tmp = Path(path + ".new")
+            tmp.write_text(text)
+            tmp.replace(path)
+            self._control(res, f"auth_zone_reload {zone}")
+            self.table_reloads += 1
+        res.table_texts, res.table_of = texts, fwd.table
+        if res.forward is not None:
+            res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
+
     def _control(self, res: TenantResolver, command: str, *, check: bool = True) -> str | None:
         assert self.control_bin is not None
         try:
@@ -488,7 +517,8 @@ class ResolverPool:
         hop = (str(self.hop_tls.cert_file), str(self.hop_tls.key_file)) if self.hop_tls else ()
         default_ca = self.default_ca_bundle if fwd.encrypted and not fwd.ca_bundle else ""
         return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
-                      fwd.zone, fwd.gate, self.gate_socket if fwd.gate else "",
+                      fwd.zone, table_zone_names(fwd), fwd.gate,
+                      self.gate_socket if fwd.gate else "",
                       self.listen_host, self.access, hop, default_ca)
 
     def _save(self, res: TenantResolver) -> None:

@@ -8,10 +8,11 @@ starts the processes and applies changes.
 What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
 (docs/tenant-resolver.md has the figures):
 
-- ``local-zone: "<zone>." static``: unknown names under the cluster zone get
-  NXDOMAIN from the resolver itself. Envoy answers the names the tenant may see;
-  every other cluster name, and every search-list expansion of an external
-  name, stops here.
+- ``auth-zone:`` for the cluster zone and the table's reverse zones
+  (``unbound_table.py``): the resolver answers the tenant's table itself (every
+  address, SRV, PTR, dns-version, NODATA and NXDOMAIN with the SOA); every other
+  cluster name, and every search-list expansion of an external name, stops there.
+  RPZ applies first, so ``rpz_zone`` lets the zones pass (``table_triggers``).
 - ``module-config: "respip dns64 iterator"`` with ``dns64-prefix: ::ffff:0:0/96``:
   AAAA of an IPv4-only name gets the IPv4-mapped address instead of NODATA,
   which Envoy would turn into NXDOMAIN and musl would take as a failed lookup.
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.dns.views import Forwarding, Transport, Upstream
+from controlplane.dns.views import Forwarding, Transport, Trigger, Upstream
+from controlplane.translate.unbound_table import table_file, table_zone_names
 
 RPZ_ZONE = "policy.rpz."
 DNS64_PREFIX = "::ffff:0:0/96"  # IPv4-mapped: reaches the IPv4 address over a dual-stack socket
@@ -147,7 +149,9 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         '  module-config: "respip python dns64 iterator"' if fwd.gate else
         '  module-config: "respip dns64 iterator"',
         f"  dns64-prefix: {DNS64_PREFIX}",
-        f"  local-zone: {_quote(fwd.zone.rstrip('.') + '.')} static",
+        # The table's reverse zones, inside or at unbound's default empty zones (10.in-addr.arpa,
+        # d.f.ip6.arpa): a transparent local zone there lets the auth-zone answer.
+        *(f"  local-zone: {_quote(z)} transparent" for z in table_zone_names(fwd)[1:]),
         *(f"  access-control: {net} allow" for net in paths.access),
     ]
     if tls:
@@ -167,6 +171,7 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "  control-enable: yes",
         f"  control-interface: {_quote(paths.control_socket)}",
         "  control-use-cert: no",
+        *_auth_zones(fwd, paths),
         "rpz:",
         f"  name: {RPZ_ZONE}",
         f"  zonefile: {_quote(paths.rpz_file)}",
@@ -180,6 +185,53 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
     return "\n".join(lines)
 
 
+def _auth_zones(fwd: Forwarding, paths: ResolverPaths) -> list[str]:
+    """The table's zones (``unbound_table.py``): unknown names in them get NXDOMAIN with
+    the zone's SOA from the resolver itself (search-list expansions never leave)."""
+    lines = []
+    for zone in table_zone_names(fwd):
+        lines += ["auth-zone:", f"  name: {_quote(zone)}",
+                  f"  zonefile: {_quote(table_file(paths.directory, zone))}",
+                  "  for-downstream: yes", "  for-upstream: yes", "  fallback-enabled: no"]
+    return lines
+
+
+def _covering(name: str, triggers: dict[str, bool]) -> bool | None:
+    """The decision (deny?) of the most specific trigger that matches ``name``."""
+    labels = name.split(".")
+    for candidate in [name, *("*." + ".".join(labels[i:]) for i in range(1, len(labels))),
+                      "*"]:
+        if candidate in triggers:
+            return triggers[candidate]
+    return None
+
+
+def table_triggers(fwd: Forwarding) -> tuple[Trigger, ...]:
+    """Passthru for the table's zones (RPZ applies before the zones: a ``*`` deny would
+    hide them; what the tenant sees there is decided by the table), and for each of their
+    ancestors without a trigger, an exact and a wildcard trigger carrying the decision
+    that already covered it (unbound matches triggers as DNS wildcards: an ancestor that
+    is an empty non-terminal would otherwise let its other children escape ``*``)."""
+    if not fwd.triggers:
+        return ()
+    have = {t.name: t.deny for t in fwd.triggers}
+    out: dict[str, Trigger] = {}
+    for zone in table_zone_names(fwd):
+        bare = zone.rstrip(".")
+        for name in (bare, "*." + bare):
+            out[name] = Trigger(name, False, "the tenant's table")
+        labels = bare.split(".")
+        for i in range(1, len(labels)):
+            ancestor = ".".join(labels[i:])
+            for name in (ancestor, "*." + ancestor):
+                if name in have or name in out:
+                    continue
+                deny = _covering(name, have)
+                if deny is not None:
+                    out[name] = Trigger(name, deny, "covers the table's zones")
+    return tuple(sorted((t for n, t in out.items() if n not in have), key=lambda t: t.name))
+
+
 def rpz_zone(fwd: Forwarding) -> str:
     """The policy as RPZ triggers: NXDOMAIN (``CNAME .``) or forward (``rpz-passthru``)."""
     lines = [
@@ -187,7 +239,7 @@ def rpz_zone(fwd: Forwarding) -> str:
         "@ SOA localhost. nobody.invalid. 1 3600 600 86400 30",
         "@ NS localhost.",
     ]
-    for t in fwd.triggers:
+    for t in (*fwd.triggers, *table_triggers(fwd)):
         action = "." if t.deny else "rpz-passthru."
         lines.append(f"{t.name} CNAME {action} ; {t.rule}")
     lines.append("")
