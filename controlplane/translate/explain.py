@@ -132,7 +132,7 @@ class TableModel:
                                  "rather than an empty answer, and does not forward")
             return Simulated("NOERROR", records, configured, f"answered from {configured}")
         if forwarding and self.view.forward is not None:
-            return resolver_answer(self.view.forward, name, upstream)
+            return resolver_answer(self.view.forward, name, upstream, qtype)
         return Simulated("NXDOMAIN", (), None, "not in the table and this view forwards nothing")
 
 
@@ -147,9 +147,20 @@ def resolver_trigger(fwd: Forwarding, name: str) -> Trigger | None:
     return hit or by_name.get("*")
 
 
-def resolver_answer(fwd: Forwarding, name: str, resolver: str) -> Simulated:
-    """What the tenant resolver does with a name Envoy forwards to it (case-insensitive)."""
+def resolver_answer(fwd: Forwarding, name: str, resolver: str,
+                    qtype: str = "A") -> Simulated:
+    """What the tenant resolver does with a name Envoy forwards to it (case-insensitive):
+    it holds the tenant's table too (``unbound_table.py``)."""
     lowered = name.lower()
+    entry = next((e for e in fwd.table if e.record.name == lowered
+                  and not e.record.cluster), None)
+    if entry is not None and in_zone(lowered, fwd.zone):
+        rec = entry.record
+        family = 4 if qtype.upper() == "A" else 6
+        addresses = (*rec.ipv4, *(() if rec.mapped else rec.ipv6), *rec.dropped)
+        records = tuple(a for a in addresses if ipaddress.ip_address(a).version == family)
+        return Simulated("NOERROR", records, rec.name, f"forwarded to the tenant resolver "
+                         f"{resolver}, which answers the tenant's table itself (in any case)")
     if in_zone(lowered, fwd.zone):
         return Simulated("NXDOMAIN", (), None, f"not in the table: forwarded to the tenant "
                          f"resolver {resolver}, which answers NXDOMAIN for unknown names under "
