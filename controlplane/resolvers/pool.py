@@ -178,6 +178,10 @@ class ResolverPool:
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
     _generation: int = 0
     _adoption_done: bool = False
+    # table_zone_names by (id of Forwarding.table, zone), holding the table: every apply
+    # asks for every tenant's server key, and a 100k-name table takes a while to scan.
+    _zone_names: dict[tuple[int, str], tuple[object, tuple[str, ...]]] = field(
+        default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
@@ -517,9 +521,20 @@ class ResolverPool:
         hop = (str(self.hop_tls.cert_file), str(self.hop_tls.key_file)) if self.hop_tls else ()
         default_ca = self.default_ca_bundle if fwd.encrypted and not fwd.ca_bundle else ""
         return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
-                      fwd.zone, table_zone_names(fwd), fwd.gate,
+                      fwd.zone, self._table_zone_names(fwd), fwd.gate,
                       self.gate_socket if fwd.gate else "",
                       self.listen_host, self.access, hop, default_ca)
+
+    def _table_zone_names(self, fwd: Forwarding) -> tuple[str, ...]:
+        key = (id(fwd.table), fwd.zone)
+        hit = self._zone_names.get(key)
+        if hit is not None and hit[0] is fwd.table:
+            return hit[1]
+        names = table_zone_names(fwd)
+        if len(self._zone_names) > 4 * len(self.resolvers) + 16:
+            self._zone_names.clear()
+        self._zone_names[key] = (fwd.table, names)
+        return names
 
     def _save(self, res: TenantResolver) -> None:
         """The resolver's state file (``state.py``), for a later control plane."""
