@@ -25,6 +25,7 @@ from controlplane.core.model import (
     Namespace,
     Pod,
     Service,
+    ServiceEntry,
     ServicePort,
 )
 from controlplane.core.settings import DnsSettings
@@ -38,7 +39,11 @@ UNREACHABLE = "127.0.0.1:9"  # the tenant's server: nothing answers there
 ZONE = "cluster.local"
 
 
-def inventory(*extra: object) -> Inventory:
+PARTNER = ServiceEntry("a", "partner", hosts=("api.partner.example",),
+                       addresses=("192.0.2.10",))
+
+
+def inventory(*extra: object, partner: ServiceEntry = PARTNER) -> Inventory:
     db = Service("a", "db", headless=True, ports=(ServicePort("pg", 5432),))
     eps = EndpointSlice("a", "db", "db", ports=(ServicePort("pg", 5432),), endpoints=tuple(
         Endpoint((f"10.1.0.{i}",), ready=True) for i in range(1, 31)))
@@ -48,11 +53,11 @@ def inventory(*extra: object) -> Inventory:
         Service("a", "dual", cluster_ips=("10.96.0.11", "fd00:10:96::11")),
         Service("b", "secret", cluster_ips=("10.96.0.20",)),
         Pod("a", "p1", ips=("10.2.0.5",)),
-        db, eps,
+        db, eps, partner,
         # DENY: the RPZ holds a "*" deny trigger; the table's zones must pass it.
         policy("a", {"tenant": "a"}, server_address=UNREACHABLE,
                default_action=DefaultAction.DENY,
-               whitelist=(f"*.a.svc.{ZONE}", f"*.a.pod.{ZONE}", "ok.example")),
+               whitelist=(f"*.a.svc.{ZONE}", f"*.a.pod.{ZONE}", "*.partner.example")),
         policy("b", {"tenant": "b"}, server_address=UNREACHABLE),
         *extra,  # type: ignore[list-item]
     ])
@@ -119,6 +124,10 @@ def test_the_resolver_answers_the_table_as_coredns_would(pool: ResolverPool) -> 
     assert answers(dual, "AAAA") == ["fd00:10:96::11"]
     ptr6 = ask(port, dns.reversename.from_address("fd00:10:96::11").to_text(), "PTR")
     assert answers(ptr6, "PTR") == [f"dual.a.svc.{ZONE}."]
+    # A ServiceEntry host outside the zone: its address; NODATA for AAAA.
+    assert answers(ask(port, "api.partner.example", "A"), "A") == ["192.0.2.10"]
+    partner6 = ask(port, "API.partner.example", "AAAA", tcp=True)
+    assert partner6.rcode() == dns.rcode.NOERROR and not partner6.answer
     txt = ask(port, f"dns-version.{ZONE}", "TXT")
     assert answers(txt, "TXT") == ['"1.1.0"']
     srv = ask(port, f"_http._tcp.web.a.svc.{ZONE}", "SRV")
@@ -148,11 +157,21 @@ def test_a_new_service_is_answered_after_a_live_reload(pool: ResolverPool) -> No
     assert answers(ask(port, f"_dns._udp.{name}", "SRV"), "SRV") == [f"0 100 53 {name}."]
     ptr = ask(port, dns.reversename.from_address("10.96.0.30").to_text(), "PTR")
     assert answers(ptr, "PTR") == [f"{name}."]
+    # A ServiceEntry outside the zone: a new host, and new addresses for the old one.
+    moved = ServiceEntry("a", "partner", hosts=("api.partner.example",),
+                         addresses=("192.0.2.11", "192.0.2.12"))
+    other = ServiceEntry("a", "other", hosts=("db.partner.example",), addresses=("192.0.2.20",))
+    pool.apply(forwards(inventory(new, other, partner=moved)))
+    assert answers(ask(port, "api.partner.example", "A"), "A") == ["192.0.2.11", "192.0.2.12"]
+    assert answers(ask(port, "db.partner.example", "A"), "A") == ["192.0.2.20"]
+    pool.apply(forwards(inventory(new, partner=moved)))  # "other" deleted
+    gone = ask(port, "db.partner.example", "A")
+    assert gone.rcode() != dns.rcode.NOERROR or not gone.answer, gone
     assert pool.resolvers["a"].unbound.pid == pid  # reloaded, not restarted
     assert pool.table_reloads >= 2  # the cluster zone and the 10/8 reverse zone
     # The same table again: nothing rewritten.
     before = pool.table_reloads
-    pool.apply(forwards(inventory(new)))
+    pool.apply(forwards(inventory(new, partner=moved)))
     assert pool.table_reloads == before
 
 

@@ -90,7 +90,12 @@ from controlplane.translate.unbound import (
     rpz_zone,
     unbound_conf,
 )
-from controlplane.translate.unbound_table import table_file, table_zone_names, table_zones
+from controlplane.translate.unbound_table import (
+    outside_data,
+    table_file,
+    table_zone_names,
+    table_zones,
+)
 
 log = logging.getLogger("controlplane.resolvers.pool")
 
@@ -128,6 +133,7 @@ class TenantResolver:
     adopted: bool = False  # started by an earlier control plane
     table_texts: dict[str, str] = field(default_factory=dict)  # its zone files, by zone
     table_of: tuple[object, ...] | None = None  # the Forwarding.table they were built from
+    local_data: tuple[str, ...] | None = None  # outside_data it holds; None: not known
 
     @property
     def generation(self) -> int:
@@ -424,7 +430,7 @@ class ResolverPool:
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
                              restarts=restarts, server_key=self._server_key(fwd),
                              triggers_key=_triggers_key(fwd), table_texts=texts,
-                             table_of=fwd.table)
+                             table_of=fwd.table, local_data=outside_data(fwd))
 
         deadline = self.clock() + self.start_timeout
         while not self._up(res):
@@ -495,15 +501,40 @@ class ResolverPool:
             tmp.replace(path)
             self._control(res, f"auth_zone_reload {zone}")
             self.table_reloads += 1
+        self._reload_local_data(res, outside_data(fwd))
         res.table_texts, res.table_of = texts, fwd.table
         if res.forward is not None:
             res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
 
-    def _control(self, res: TenantResolver, command: str, *, check: bool = True) -> str | None:
+    def _reload_local_data(self, res: TenantResolver, data: tuple[str, ...]) -> None:
+        """The names outside the zone, changed live: the names whose records changed are
+        removed, then their new records added (``local_datas_remove``, ``local_datas``).
+        An adopted resolver's records are not known: every name is written again."""
+        if res.local_data == data:
+            return
+        def by_name(lines: tuple[str, ...]) -> dict[str, set[str]]:
+            out: dict[str, set[str]] = {}
+            for line in lines:
+                out.setdefault(line.split(" ", 1)[0], set()).add(line)
+            return out
+        old, new = by_name(res.local_data or ()), by_name(data)
+        changed = sorted(n for n in set(old) | set(new)
+                         if res.local_data is None or old.get(n) != new.get(n))
+        if changed:
+            self._control(res, "local_datas_remove", stdin="".join(f"{n}\n" for n in changed))
+        lines = [line for n in changed for line in sorted(new.get(n, ()))]
+        if lines:
+            self._control(res, "local_datas", stdin="".join(f"{line}\n" for line in lines))
+        res.local_data = data
+        self.table_reloads += 1
+
+    def _control(self, res: TenantResolver, command: str, *, check: bool = True,
+                 stdin: str | None = None) -> str | None:
         assert self.control_bin is not None
         try:
             done = subprocess.run([self.control_bin, "-c", res.conf_path, *command.split()],
-                                  capture_output=True, text=True, timeout=5, check=False)
+                                  capture_output=True, text=True, timeout=5, check=False,
+                                  input=stdin)
         except subprocess.TimeoutExpired as exc:
             if check:
                 raise ResolverError(f"unbound-control {command} timed out") from exc

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.dns.views import Forwarding, Transport, Trigger, Upstream
-from controlplane.translate.unbound_table import table_file, table_zone_names
+from controlplane.translate.unbound_table import outside_data, table_file, table_zone_names
 
 RPZ_ZONE = "policy.rpz."
 DNS64_PREFIX = "::ffff:0:0/96"  # IPv4-mapped: reaches the IPv4 address over a dual-stack socket
@@ -152,6 +152,8 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         # The table's reverse zones, inside or at unbound's default empty zones (10.in-addr.arpa,
         # d.f.ip6.arpa): a transparent local zone there lets the auth-zone answer.
         *(f"  local-zone: {_quote(z)} transparent" for z in table_zone_names(fwd)[1:]),
+        # The table's names outside the zone (ServiceEntry hosts); changed live (pool).
+        *(f"  local-data: {_quote(rr)}" for rr in outside_data(fwd)),
         *(f"  access-control: {net} allow" for net in paths.access),
     ]
     if tls:

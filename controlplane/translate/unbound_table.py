@@ -12,9 +12,14 @@ DNS front (docs/dns-front.md) can send it every query Envoy cannot answer right:
 
 The files are reloaded live with ``unbound-control auth_zone_reload <zone>``
 (``resolvers/pool.py``); which zones exist is in ``unbound.conf``, so a new reverse
-zone starts a new resolver. Not yet in the zones: names outside the cluster zone
-(ServiceEntry hosts), wildcards and names answered from a cluster (ExternalName, DNS
-ServiceEntries): the resolver forwards those as before.
+zone starts a new resolver.
+
+Names outside the cluster zone (ServiceEntry hosts with addresses) are ``local-data``
+(``outside_data``): unbound puts each in a transparent local zone of its own, so the name
+answers its addresses (NODATA for a family it lacks, without an SOA) and names below it
+are still forwarded; the pool changes them live with ``local_datas``. Not in the table
+yet: wildcards and names answered from a cluster (ExternalName, DNS ServiceEntries
+without addresses): the resolver forwards those as before.
 """
 
 from __future__ import annotations
@@ -97,6 +102,22 @@ def table_zones(fwd: Forwarding) -> dict[str, str]:
     for rzone, records in sorted(reverse.items()):
         out[rzone] = "\n".join(_head(rzone, zone, ttl) + sorted(set(records))) + "\n"
     return out
+
+
+def outside_data(fwd: Forwarding) -> tuple[str, ...]:
+    """``local-data`` records for the table's names outside the cluster zone, sorted."""
+    bare = fwd.zone.rstrip(".").lower()
+    out = []
+    for e in fwd.table:
+        rec = e.record
+        if rec.is_wildcard or rec.cluster or _in_zone(rec.name, bare):
+            continue
+        name = _fqdn(rec.name)
+        v4 = [*rec.ipv4, *(a for a in rec.dropped if ":" not in a)]
+        v6 = [] if rec.mapped else [*rec.ipv6, *(a for a in rec.dropped if ":" in a)]
+        out += [f"{name} {rec.ttl} IN A {a}" for a in v4]
+        out += [f"{name} {rec.ttl} IN AAAA {a}" for a in v6]
+    return tuple(sorted(out))
 
 
 def table_file(directory: str, zone: str) -> str:
