@@ -154,7 +154,7 @@ def resolver_answer(fwd: Forwarding, name: str, resolver: str,
     lowered = name.lower()
     entry = next((e for e in fwd.table if e.record.name == lowered
                   and not e.record.cluster), None)
-    if entry is not None and in_zone(lowered, fwd.zone):
+    if entry is not None:  # the cluster zone's auth-zone, or local-data outside it
         rec = entry.record
         family = 4 if qtype.upper() == "A" else 6
         addresses = (*rec.ipv4, *(() if rec.mapped else rec.ipv6), *rec.dropped)
