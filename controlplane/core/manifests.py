@@ -394,9 +394,10 @@ def parse_object(doc: Any, *, origin: str = "") -> ParseResult:
     name = raw_name if isinstance(raw_name, str) else ""
     raw_ns = meta.get("namespace")
     ns = raw_ns if isinstance(raw_ns, str) and raw_ns else "default"
-    if not isinstance(kind, str) or not isinstance(api_version, str):
+    if not isinstance(kind, str) or not kind or not isinstance(api_version, str) \
+            or not api_version:  # "" too: an error must name a kind (found by the fuzz test)
         return InputError(kind=str(kind or "Document"), namespace="", name=name, origin=origin,
-                          reason="apiVersion and kind are required strings")
+                          reason="apiVersion and kind are required, non-empty strings")
 
     raw_generation = meta.get("generation")
     generation = raw_generation if isinstance(raw_generation, int) else 0
