@@ -143,10 +143,14 @@ class ThreadRecordingResolvers:
 
     def __init__(self) -> None:
         self.threads: set[int] = set()
+        self.prepare_threads: set[int] = set()
 
     @property
     def hop(self) -> ResolverHop | None:
         return None
+
+    def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
+        self.prepare_threads.add(threading.get_ident())
 
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
         self.threads.add(threading.get_ident())
@@ -162,6 +166,7 @@ def test_with_a_worker_views_are_built_off_the_loop_and_resolvers_applied_on_it(
         loop_thread = threading.get_ident()
         with ThreadPoolExecutor(max_workers=1) as worker:
             hub = Hub(Settings(), resolvers=resolvers, worker=worker)
+            resolvers.prepare_threads.clear()  # the constructor's empty build is inline
             built = hub.builder.build
 
             def spy(*args: Any) -> Any:
@@ -190,6 +195,8 @@ def test_with_a_worker_views_are_built_off_the_loop_and_resolvers_applied_on_it(
     loop_thread, hub = asyncio.run(scenario())
     assert resolvers.threads == {loop_thread}
     assert build_threads and loop_thread not in build_threads
+    # The tables' zone texts (1 s at 100,000 names) are made with the views, off the loop.
+    assert resolvers.prepare_threads and loop_thread not in resolvers.prepare_threads
     assert [e.record.name for e in hub.tenant_views["acme"].entries] == [
         "api.acme.svc.cluster.local", "web.acme.svc.cluster.local"]
     trace = hub.metrics.traces[-1]

@@ -186,6 +186,9 @@ class Hub:
         build = await offload(self.builder.build, inventory, changed,
                               self._externals(inventory))
         trace.phases["build"] = time.perf_counter() - started
+        if self.resolvers is not None:  # the resolvers' table texts, off the loop too
+            await offload(self.resolvers.prepare,
+                          {t: v.forward for t, v in build.views.items() if v.forward})
         jobs = self._adopt(inventory, build, trace)
         started = time.perf_counter()
         rendered = await offload(render_all, jobs, self.settings)

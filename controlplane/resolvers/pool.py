@@ -116,6 +116,10 @@ class ResolverDirectory(Protocol):
     def hop(self) -> ResolverHop | None:
         """How sidecars reach the resolvers over TLS; None: plain UDP."""
 
+    def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
+        """The heavy, pure part of ``apply`` (the tables' zone texts), called off the event
+        loop first so that ``apply``, on the loop, finds them ready."""
+
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]: ...
 
 
@@ -188,6 +192,9 @@ class ResolverPool:
     # asks for every tenant's server key, and a 100k-name table takes a while to scan.
     _zone_names: dict[tuple[int, str], tuple[object, tuple[str, ...]]] = field(
         default_factory=dict, repr=False)
+    # The last zone texts per tenant, with the table they were made from (``prepare``).
+    _zone_texts: dict[str, tuple[object, dict[str, str]]] = field(default_factory=dict,
+                                                                  repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
@@ -397,7 +404,7 @@ class ResolverPool:
                 restarts: int = 0) -> TenantResolver:
         directory = Path(paths.directory)
         Path(paths.rpz_file).write_text(rpz_zone(fwd))
-        texts = table_zones(fwd)
+        texts = self._texts(tenant, fwd)
         for zone, text in texts.items():
             Path(table_file(paths.directory, zone)).write_text(text)
         env = None
@@ -491,7 +498,7 @@ class ResolverPool:
         cache kept); nothing when the table is the very tuple last written."""
         if res.table_of is fwd.table:
             return
-        texts = table_zones(fwd)
+        texts = self._texts(res.tenant, fwd)
         for zone, text in texts.items():
             if res.table_texts.get(zone) == text:
                 continue
@@ -555,6 +562,28 @@ class ResolverPool:
                       fwd.zone, self._table_zone_names(fwd), fwd.gate,
                       self.gate_socket if fwd.gate else "",
                       self.listen_host, self.access, hop, default_ca)
+
+    def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
+        """Make the zone texts (and zone names) of every table that changed: 0.11 s at
+        10,000 names, 1 s at 100,000, so the hub calls this on its worker thread."""
+        for tenant, fwd in forwards.items():
+            with self._lock:
+                hit = self._zone_texts.get(tenant)
+            if hit is not None and hit[0] is fwd.table:
+                continue
+            texts = table_zones(fwd)
+            with self._lock:
+                self._table_zone_names(fwd)
+                self._zone_texts[tenant] = (fwd.table, texts)
+
+    def _texts(self, tenant: str, fwd: Forwarding) -> dict[str, str]:
+        """``table_zones(fwd)``, made by ``prepare`` when it ran for this very table."""
+        hit = self._zone_texts.get(tenant)
+        if hit is not None and hit[0] is fwd.table:
+            return hit[1]
+        texts = table_zones(fwd)
+        self._zone_texts[tenant] = (fwd.table, texts)
+        return texts
 
     def _table_zone_names(self, fwd: Forwarding) -> tuple[str, ...]:
         key = (id(fwd.table), fwd.zone)
