@@ -93,7 +93,6 @@ from controlplane.translate.unbound import (
 from controlplane.translate.unbound_table import (
     outside_data,
     table_file,
-    table_zone_names,
     table_zones,
 )
 
@@ -188,10 +187,7 @@ class ResolverPool:
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
     _generation: int = 0
     _adoption_done: bool = False
-    # table_zone_names by (id of Forwarding.table, zone), holding the table: every apply
     # asks for every tenant's server key, and a 100k-name table takes a while to scan.
-    _zone_names: dict[tuple[int, str], tuple[object, tuple[str, ...]]] = field(
-        default_factory=dict, repr=False)
     # The last zone texts per tenant, with the table they were made from (``prepare``).
     _zone_texts: dict[str, tuple[object, dict[str, str]]] = field(default_factory=dict,
                                                                   repr=False)
@@ -236,6 +232,7 @@ class ResolverPool:
         self._retire_due()
         for tenant in sorted(set(self.resolvers) - set(forwards)):
             gone = self.resolvers.pop(tenant)
+            self._zone_texts.pop(tenant, None)
             self._retire(gone, now=not gone.alive(),
                          after=self.adoption_seconds if gone.forward is None else None)
             log.info("tenant resolver for %s retired: the tenant no longer forwards", tenant,
@@ -246,7 +243,7 @@ class ResolverPool:
                 current = self.resolvers.get(tenant) or self._reclaim(tenant, fwd)
                 if current is None:
                     current = self._start(tenant, fwd)
-                elif current.server_key != self._server_key(fwd):
+                elif current.server_key != self._server_key(tenant, fwd):
                     old = current
                     current = self._start(tenant, fwd)
                     self._retire(old, now=not old.alive())
@@ -435,7 +432,7 @@ class ResolverPool:
                           directory / "unbound.log", env=env,
                           new_session=self.persistent).start()
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
-                             restarts=restarts, server_key=self._server_key(fwd),
+                             restarts=restarts, server_key=self._server_key(tenant, fwd),
                              triggers_key=_triggers_key(fwd), table_texts=texts,
                              table_of=fwd.table, local_data=outside_data(fwd))
 
@@ -553,18 +550,18 @@ class ResolverPool:
             return None
         return done.stdout
 
-    def _server_key(self, fwd: Forwarding) -> str:
+    def _server_key(self, tenant: str, fwd: Forwarding) -> str:
         """What needs a new process when it changes: everything but the triggers, and the
         pool's own settings the config files hold (a new control plane may differ)."""
         hop = (str(self.hop_tls.cert_file), str(self.hop_tls.key_file)) if self.hop_tls else ()
         default_ca = self.default_ca_bundle if fwd.encrypted and not fwd.ca_bundle else ""
         return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
-                      fwd.zone, self._table_zone_names(fwd), fwd.gate,
+                      fwd.zone, tuple(self._texts(tenant, fwd)), fwd.gate,
                       self.gate_socket if fwd.gate else "",
                       self.listen_host, self.access, hop, default_ca)
 
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
-        """Make the zone texts (and zone names) of every table that changed: 0.11 s at
+        """Make the zone texts of every table that changed: 0.11 s at
         10,000 names, 1 s at 100,000, so the hub calls this on its worker thread."""
         for tenant, fwd in forwards.items():
             with self._lock:
@@ -573,28 +570,17 @@ class ResolverPool:
                 continue
             texts = table_zones(fwd)
             with self._lock:
-                self._table_zone_names(fwd)
                 self._zone_texts[tenant] = (fwd.table, texts)
 
     def _texts(self, tenant: str, fwd: Forwarding) -> dict[str, str]:
-        """``table_zones(fwd)``, made by ``prepare`` when it ran for this very table."""
+        """``table_zones(fwd)`` (its keys are the zones the resolver's config names), made
+        by ``prepare`` when it ran for this very table."""
         hit = self._zone_texts.get(tenant)
         if hit is not None and hit[0] is fwd.table:
             return hit[1]
         texts = table_zones(fwd)
         self._zone_texts[tenant] = (fwd.table, texts)
         return texts
-
-    def _table_zone_names(self, fwd: Forwarding) -> tuple[str, ...]:
-        key = (id(fwd.table), fwd.zone)
-        hit = self._zone_names.get(key)
-        if hit is not None and hit[0] is fwd.table:
-            return hit[1]
-        names = table_zone_names(fwd)
-        if len(self._zone_names) > 4 * len(self.resolvers) + 16:
-            self._zone_names.clear()
-        self._zone_names[key] = (fwd.table, names)
-        return names
 
     def _save(self, res: TenantResolver) -> None:
         """The resolver's state file (``state.py``), for a later control plane."""
@@ -669,7 +655,7 @@ class ResolverPool:
     def _reclaim(self, tenant: str, fwd: Forwarding) -> TenantResolver | None:
         """A retiring resolver of ``tenant`` that still fits ``fwd``, taken back (its
         tenant came back, or an adopted one was named at last): no new port."""
-        key = self._server_key(fwd)
+        key = self._server_key(tenant, fwd)
         fits = [(due, res) for due, res in self.retiring
                 if res.tenant == tenant and res.server_key == key and res.alive()]
         if not fits:
