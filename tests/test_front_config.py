@@ -186,7 +186,8 @@ def test_front_resources_send_the_route_by_rds_over_ads() -> None:
 def front_config_text() -> str:
     return kresd_front_config(
         tenant="acme", listen=(Upstream("127.0.0.1", 53),), envoy=Upstream("127.0.0.1", 15053),
-        set_url=set_url("127.0.0.1", 15081), resolvers=(Upstream("10.96.0.53", 53),))
+        set_url=set_url("127.0.0.1", 15081), resolvers=(Upstream("127.0.0.1", 15054),),
+        resolver_tcp=True)
 
 
 def check_golden(path: Path, text: str) -> None:

@@ -33,6 +33,7 @@ from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.front_lua import KRESD_FRONT_TEMPLATE
 
 ENVOY_MAX_ANSWERS = 8  # Envoy's DNS filter answers at most 8 records and never sets TC
+ALL_TO_ENVOY = "* .\n"  # a set line: send every query to Envoy (a view with no resolver)
 QTYPES = ("A", "AAAA", "SRV")
 
 
@@ -114,15 +115,19 @@ def _server(address: Upstream) -> str:
     return f"{address.host}@{address.port}"
 
 
-def kresd_front_config(*, tenant: str, listen: tuple[Upstream, ...], envoy: Upstream,
-                       set_url: str, resolvers: tuple[Upstream, ...], cache_mb: int = 8,
+def kresd_front_config(*, listen: tuple[Upstream, ...], envoy: Upstream, set_url: str,
+                       resolvers: tuple[Upstream, ...], tenant: str = "",
+                       resolver_tcp: bool = False, cache_mb: int = 8,
                        cache_dir: str = "/var/cache/dns-front", poll_seconds: int = 1,
                        fetch_timeout_seconds: int = 2) -> str:
     """The front's kresd configuration (Lua) for one pod.
 
     ``listen``: where applications ask (UDP and TCP on each; ``127.0.0.1:53`` in a pod).
     ``envoy``: Envoy's DNS listener. ``set_url``: Envoy's loopback set listener
-    (``front_routes.set_url``). ``resolvers``: the tenant resolver(s), plain DNS.
+    (``front_routes.set_url``). ``resolvers``: the tenant resolver(s), plain DNS; with
+    ``resolver_tcp`` every query to them goes over TCP (a pod's front reaches its tenant's
+    resolver through Envoy's hop listener, which is TCP only). ``tenant``: for the header
+    comment only (a pod's tenant is the control plane's decision, not the front's).
     ``cache_mb``: kresd's answer cache (LMDB in ``cache_dir``), served stale (RFC 8767)
     when the resolver does not answer.
     """
@@ -137,7 +142,8 @@ def kresd_front_config(*, tenant: str, listen: tuple[Upstream, ...], envoy: Upst
     listen_lines = "\n".join(
         f"net.listen({_lua_string(a.host)}, {a.port}, {{ kind = 'dns' }})" for a in listen)
     return Template(KRESD_FRONT_TEMPLATE).substitute(
-        tenant=tenant.replace("\n", " "),
+        tenant=tenant.replace("\n", " ") or "(chosen by the control plane)",
+        resolver_flags="'TCP'" if resolver_tcp else "",
         listen=listen_lines,
         ipv6="true" if any(":" in a.host for a in addresses) else "false",
         cache_mb=cache_mb,

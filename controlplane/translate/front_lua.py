@@ -32,8 +32,11 @@ local set_lines = {}    -- ['TYPE name'] = true: finds the pairs that leave the 
 local set_etag, set_size = nil, 0
 local busy, last_error = false, nil
 
+local all_to_envoy = false  -- the set's '* .' line: this pod's view has no resolver
+
 local function parse(body)
   local by_type, lines, n = {}, {}, 0
+  local all = body:find('^%* %.\\n') ~= nil or body:find('\\n%* %.\\n') ~= nil
   for ty, name in body:gmatch('(%w+) (%S+)\\n') do
     local qtype = kres.type[ty]
     if qtype then
@@ -44,7 +47,7 @@ local function parse(body)
       n = n + 1
     end
   end
-  return by_type, lines, n
+  return by_type, lines, n, all
 end
 
 -- The body and its ETag; nil when unchanged (304). Yields to the event loop while
@@ -69,9 +72,9 @@ local function refresh()
   local ok, err = pcall(function()
     local body, etag = fetch()
     if not body then return end
-    local by_type, lines, n = parse(body)
+    local by_type, lines, n, all = parse(body)
     local old = set_lines
-    envoy_set, set_lines, set_etag, set_size = by_type, lines, etag, n   -- one swap
+    envoy_set, set_lines, set_etag, set_size, all_to_envoy = by_type, lines, etag, n, all
     -- NO_CACHE only skips the lookup: Envoy's answers are still stored. A pair that
     -- leaves the set must not be answered from them.
     local gone = 0
@@ -96,6 +99,7 @@ event.after(0, function() worker.coroutine(refresh) end)
 event.recurrent($poll_seconds * sec, function() worker.coroutine(refresh) end)
 
 local function to_envoy(qry)
+  if all_to_envoy then return true end
   local names = envoy_set[qry.stype]
   return names ~= nil and names[qry:name()] == true
 end
@@ -103,5 +107,7 @@ local ENVOY_FLAGS = policy.FLAGS({ 'NO_CACHE', 'NO_0X20' })  -- every query reac
 local ENVOY_STUB = policy.STUB(ENVOY)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_FLAGS end end)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_STUB end end)
+local RESOLVER_FLAGS = { $resolver_flags }
+if #RESOLVER_FLAGS > 0 then policy.add(policy.all(policy.FLAGS(RESOLVER_FLAGS))) end
 policy.add(policy.all(policy.STUB(RESOLVERS)))
 """

@@ -14,7 +14,7 @@ modules.unload('ta_sentinel')
 trust_anchors.remove('.')             -- internal names: no DNSSEC validation
 
 local ENVOY = '127.0.0.1@15053'
-local RESOLVERS = { '10.96.0.53@53' }
+local RESOLVERS = { '127.0.0.1@15054' }
 local SET_URL = 'http://127.0.0.1:15081/envoy-set'
 local FETCH_TIMEOUT = 2
 local http_request = require('http.request')
@@ -24,8 +24,11 @@ local set_lines = {}    -- ['TYPE name'] = true: finds the pairs that leave the 
 local set_etag, set_size = nil, 0
 local busy, last_error = false, nil
 
+local all_to_envoy = false  -- the set's '* .' line: this pod's view has no resolver
+
 local function parse(body)
   local by_type, lines, n = {}, {}, 0
+  local all = body:find('^%* %.\n') ~= nil or body:find('\n%* %.\n') ~= nil
   for ty, name in body:gmatch('(%w+) (%S+)\n') do
     local qtype = kres.type[ty]
     if qtype then
@@ -36,7 +39,7 @@ local function parse(body)
       n = n + 1
     end
   end
-  return by_type, lines, n
+  return by_type, lines, n, all
 end
 
 -- The body and its ETag; nil when unchanged (304). Yields to the event loop while
@@ -61,9 +64,9 @@ local function refresh()
   local ok, err = pcall(function()
     local body, etag = fetch()
     if not body then return end
-    local by_type, lines, n = parse(body)
+    local by_type, lines, n, all = parse(body)
     local old = set_lines
-    envoy_set, set_lines, set_etag, set_size = by_type, lines, etag, n   -- one swap
+    envoy_set, set_lines, set_etag, set_size, all_to_envoy = by_type, lines, etag, n, all
     -- NO_CACHE only skips the lookup: Envoy's answers are still stored. A pair that
     -- leaves the set must not be answered from them.
     local gone = 0
@@ -88,6 +91,7 @@ event.after(0, function() worker.coroutine(refresh) end)
 event.recurrent(1 * sec, function() worker.coroutine(refresh) end)
 
 local function to_envoy(qry)
+  if all_to_envoy then return true end
   local names = envoy_set[qry.stype]
   return names ~= nil and names[qry:name()] == true
 end
@@ -95,4 +99,6 @@ local ENVOY_FLAGS = policy.FLAGS({ 'NO_CACHE', 'NO_0X20' })  -- every query reac
 local ENVOY_STUB = policy.STUB(ENVOY)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_FLAGS end end)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_STUB end end)
+local RESOLVER_FLAGS = { 'TCP' }
+if #RESOLVER_FLAGS > 0 then policy.add(policy.all(policy.FLAGS(RESOLVER_FLAGS))) end
 policy.add(policy.all(policy.STUB(RESOLVERS)))
