@@ -42,6 +42,7 @@ class ReferenceDns:
     address: LoopbackDnsAddress
     workdir: Path
     max_udp_size: int = 512
+    log_queries: bool = False  # log every query, for ``queried_names``
     process: Process | None = field(default=None, repr=False)
 
     @property
@@ -58,6 +59,7 @@ class ReferenceDns:
             f"  interface: {host}@{port}", f"  port: {port}",
             f"  max-udp-size: {self.max_udp_size}",
             "  minimal-responses: yes",  # no additional section: sizes are the answers'
+            f"  log-queries: {'yes' if self.log_queries else 'no'}",
             '  local-zone: "." static',
         ]
         for zone in self.local_zones:
@@ -101,6 +103,16 @@ class ReferenceDns:
         total = int(stats.get("total.num.queries", 0))
         tcp = int(stats.get("num.query.tcp", 0))
         return TransportCounts(udp=total - tcp, tcp=tcp)
+
+    def queried_names(self) -> list[str]:
+        """The names asked so far, lower case, without the final dot (``log_queries``)."""
+        assert self.process is not None and self.log_queries
+        out = []
+        for line in self.process.log().splitlines():
+            parts = line.split(" info: ", 1)[-1].split()
+            if len(parts) >= 4 and parts[-1] == "IN" and parts[1].endswith("."):
+                out.append(parts[1].rstrip(".").lower())
+        return out
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None

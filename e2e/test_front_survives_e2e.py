@@ -1,0 +1,236 @@
+"""The data plane stands alone (issue 18, item 4), measured through a sidecar's DNS front.
+
+Real processes: ``controlplane serve --resolver-lifetime persistent`` on the examples,
+globex's own DNS server (dnsmasq: every ``*.example.com`` is 203.0.113.10, TTL 0, so
+nothing is cached on the way), one sidecar started apart from the control plane with
+``controlplane sidecar`` (kresd front + Envoy), the tenant resolver (unbound). Load at
+~60 queries/s through the front, in turn: a table name (Envoy answers it), a fresh
+external name every time (front -> Envoy's hop -> the tenant resolver -> dnsmasq), and
+the AAAA of a fresh external name (NODATA: a type Envoy never answered right).
+
+1. Every control-plane process is SIGKILLed for 60 s, then a new one starts: sent, lost
+   and wrong per phase and kind; a policy edit made while it was down applies when it
+   returns; the resolver is adopted (same pid).
+2. The tenant resolver is SIGKILLed: lost and wrong, and the time until forwarded names
+   answer again (the control plane restarts it on its own port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, wait_for
+from controlplane.resolvers.state import STATE_FILE
+from controlplane.runtime.process import Process
+from e2e.harness.examples import point_globex_at
+from e2e.harness.front_sidecar import FrontSidecar
+from e2e.harness.realclients import reserve_loopback_dns_address
+from tests.tools import require_file, require_tool
+
+TABLE = ("api.globex.svc.cluster.local", "A", ("NOERROR", ("10.96.40.10",)))
+RATE = 60.0
+DOWN_SECONDS = 60.0
+KINDS = ("table", "forwarded", "forwarded-AAAA")
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    lost: int = 0
+    wrong: int = 0
+    samples: list[str] = field(default_factory=list)
+    last_bad: float = 0.0  # monotonic time of the last lost or wrong answer
+
+
+class Load:
+    """Queries the front in a thread, counting by phase and kind."""
+
+    def __init__(self, host: str, phases: tuple[str, ...]) -> None:
+        self.host = host
+        self.phase = phases[0]
+        self.tallies = {(p, k): Tally() for p in phases for k in KINDS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._serial = 0
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _next(self, kind: str) -> tuple[str, str, tuple[str, tuple[str, ...]]]:
+        if kind == "table":
+            return TABLE
+        self._serial += 1
+        name = f"q{self._serial}-{os.getpid()}.example.com"
+        if kind == "forwarded":
+            return name, "A", ("NOERROR", ("203.0.113.10",))
+        return name, "AAAA", ("NOERROR", ())
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        turn = 0
+        while not self._stop.is_set():
+            kind = KINDS[turn % len(KINDS)]
+            turn += 1
+            name, rdtype, expected = self._next(kind)
+            tally = self.tallies[(self.phase, kind)]
+            tally.sent += 1
+            try:
+                response = dns.query.udp(dns.message.make_query(name, rdtype), self.host,
+                                         port=53, timeout=1.0)
+            except (dns.exception.Timeout, OSError) as exc:
+                tally.lost += 1
+                tally.last_bad = time.monotonic()
+                tally.samples.append(f"{name} {rdtype}: {exc!r}")
+            else:
+                got = (dns.rcode.to_text(response.rcode()),
+                       tuple(sorted(rd.to_text() for rrset in response.answer for rd in rrset)))
+                if got != expected:
+                    tally.wrong += 1
+                    tally.last_bad = time.monotonic()
+                    tally.samples.append(f"{name} {rdtype}: {got}")
+            due += 1 / RATE
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def sent(self, phase: str) -> int:
+        return sum(self.tallies[(phase, k)].sent for k in KINDS)
+
+    def report(self) -> str:
+        return "\n".join(f"{phase:>8} {kind:>14}: sent {t.sent} lost {t.lost} wrong {t.wrong}"
+                         for (phase, kind), t in self.tallies.items())
+
+
+def resolver_states(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob(f"*/{STATE_FILE}"))]
+
+
+@pytest.fixture
+def resolver_dir(tmp_path: Path) -> Iterator[Path]:
+    """Persistent resolvers outlive the control planes by design: stop them by pid."""
+    directory = tmp_path / "resolvers"
+    yield directory
+    for state in resolver_states(directory):
+        for key in ("unbound", "dnsdist"):
+            if state.get(f"{key}_pid"):
+                Process.adopt(key, list(state[f"{key}_argv"]), directory / "x.log",
+                              pid=int(state[f"{key}_pid"])).stop(timeout=5)
+
+
+@pytest.fixture
+def sidecar_env(manifests: Path, tmp_path: Path, resolver_dir: Path,
+                processes: list[object], start_dnsmasq: Callable[..., Dnsmasq]
+                ) -> Iterator[tuple[list[str], ControlPlane, FrontSidecar]]:
+    require_tool("kresd", "apt-get install knot-resolver")
+    require_file(Path("/usr/share/lua/5.1/http/request.lua"), "apt-get install lua-http")
+    point_globex_at(manifests, start_dnsmasq({"example.com": "203.0.113.10"}))
+    args = ["--debounce", "0.02", "--resolver-dir", str(resolver_dir),
+            "--resolver-lifetime", "persistent"]
+    cp = ControlPlane(manifests, tmp_path / "cp1", extra_args=args)
+    (tmp_path / "cp1").mkdir()
+    processes.append(cp)
+    cp.start()
+    sidecar = FrontSidecar(xds_address=cp.xds_address, node_id="sleep.globex",
+                           namespace="globex", labels={"app": "sleep"},
+                           address=reserve_loopback_dns_address(), workdir=tmp_path / "sidecar")
+    processes.append(sidecar)
+    sidecar.start(expect_pair=f"A {TABLE[0]}.\n")
+    yield args, cp, sidecar
+
+
+def answer(host: str, name: str, rdtype: str = "A") -> tuple[str, tuple[str, ...]]:
+    response = dns.query.udp(dns.message.make_query(name, rdtype), host, port=53, timeout=2.0)
+    return (dns.rcode.to_text(response.rcode()),
+            tuple(sorted(rd.to_text() for rrset in response.answer for rd in rrset)))
+
+
+def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
+        manifests: Path, tmp_path: Path, resolver_dir: Path, processes: list[object],
+        sidecar_env: tuple[list[str], ControlPlane, FrontSidecar]) -> None:
+    args, first, sidecar = sidecar_env
+    host = sidecar.host
+    assert answer(host, "later.example.com") == ("NOERROR", ("203.0.113.10",))
+    [before] = resolver_states(resolver_dir)
+    connected = "control_plane.connected_state"
+
+    with Load(host, ("before", "down", "after")) as load:
+        wait_for(lambda: load.sent("before") >= 5 * RATE, timeout=20, what="5 s of load")
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.stop()
+        load.phase = "down"
+        killed = time.monotonic()
+        wait_for(lambda: sidecar.envoy_stats().get(connected) == 0, timeout=10,
+                 what="Envoy notices the control plane is gone")
+        # A policy edit made while no control plane runs.
+        globex = manifests / "globex.yaml"
+        globex.write_text(globex.read_text().replace(
+            '"*.tracker.example"]', '"*.tracker.example", "later.example.com"]'))
+        wait_for(lambda: time.monotonic() - killed >= DOWN_SECONDS, timeout=DOWN_SECONDS + 5,
+                 interval=0.5, what=f"{DOWN_SECONDS:.0f} s with no control plane")
+        second = ControlPlane(manifests, tmp_path / "cp2", extra_args=args,
+                              xds_port=first.xds_port, admin_port=first.admin_port)
+        (tmp_path / "cp2").mkdir()
+        processes.append(second)
+        load.phase = "after"
+        second.start()
+        wait_for(lambda: sidecar.envoy_stats().get(connected) == 1, timeout=60,
+                 what="the sidecar back on the new control plane")
+        after_start = load.sent("after")
+        wait_for(lambda: load.sent("after") >= after_start + 5 * RATE, timeout=30,
+                 what="5 s of load after the restart")
+        wait_for(lambda: answer(host, "later.example.com")[0] == "NXDOMAIN", timeout=30,
+                 what="the edit made while down applies")
+    print("\n" + load.report())
+
+    [after] = resolver_states(resolver_dir)
+    assert after["unbound_pid"] == before["unbound_pid"]  # adopted, not replaced
+    for (phase, kind), tally in load.tallies.items():
+        assert tally.sent > 0, (phase, kind)
+        assert (tally.lost, tally.wrong) == (0, 0), (phase, kind, tally.samples[:5])
+    assert load.sent("down") >= DOWN_SECONDS * RATE * 0.9
+
+
+def test_a_killed_tenant_resolver_comes_back(
+        resolver_dir: Path, sidecar_env: tuple[list[str], ControlPlane, FrontSidecar]) -> None:
+    _, cp, sidecar = sidecar_env
+    [before] = resolver_states(resolver_dir)
+    with Load(sidecar.host, ("before", "killed")) as load:
+        wait_for(lambda: load.sent("before") >= 3 * RATE, timeout=20, what="3 s of load")
+        load.phase = "killed"
+        killed = time.monotonic()
+        os.kill(int(before["unbound_pid"]), signal.SIGKILL)
+        wait_for(lambda: (s := resolver_states(resolver_dir)) and
+                 s[0]["unbound_pid"] != before["unbound_pid"], timeout=30,
+                 what="the control plane restarts the resolver")
+        restarted = time.monotonic() - killed
+        wait_for(lambda: load.sent("killed") >= 5 * RATE, timeout=30, what="5 s of load")
+    print("\n" + load.report())
+    forwarded = [load.tallies[("killed", k)] for k in ("forwarded", "forwarded-AAAA")]
+    bad = [t.last_bad - killed for t in forwarded if t.last_bad]
+    print(f"resolver restarted after {restarted:.2f} s; forwarded lost "
+          f"{sum(t.lost for t in forwarded)}, wrong {sum(t.wrong for t in forwarded)}; "
+          f"last failure {max(bad, default=0.0):.2f} s after the kill")
+    table = load.tallies[("killed", "table")]
+    assert (table.lost, table.wrong) == (0, 0), table.samples[:5]  # Envoy, unaffected
+    for t in forwarded:  # a failure is SERVFAIL or silence, never NXDOMAIN
+        assert not any("NXDOMAIN" in s for s in t.samples), t.samples[:5]
+    assert answer(sidecar.host, "again.example.com") == ("NOERROR", ("203.0.113.10",))
+    assert cp.process is not None and cp.process.alive()
