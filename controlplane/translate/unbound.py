@@ -39,6 +39,7 @@ from controlplane.translate.unbound_table import (
     RpzRecord,
     alias_zone_names,
     outside_data,
+    reverse_zone_names,
     table_file,
     table_rpz,
     table_zone_names,
@@ -161,7 +162,7 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         f"  dns64-prefix: {DNS64_PREFIX}",
         # The table's reverse zones, inside or at unbound's default empty zones (10.in-addr.arpa,
         # d.f.ip6.arpa): a transparent local zone there lets the auth-zone answer.
-        *(f"  local-zone: {_quote(z)} transparent" for z in _reverse_zones(fwd)),
+        *(f"  local-zone: {_quote(z)} transparent" for z in reverse_zone_names(fwd)),
         # The table's names outside the zone (ServiceEntry hosts); changed live (pool).
         *(f"  local-data: {_quote(rr)}" for rr in outside_data(fwd)),
         *(f"  access-control: {net} allow" for net in paths.access),
@@ -195,12 +196,6 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _reverse_zones(fwd: Forwarding) -> list[str]:
-    """The table's reverse zones: ``table_zone_names`` but the cluster and alias zones."""
-    aliases = set(alias_zone_names(fwd))
-    return [z for z in table_zone_names(fwd)[1:] if z not in aliases]
 
 
 def _auth_zones(fwd: Forwarding, paths: ResolverPaths) -> list[str]:
@@ -240,7 +235,7 @@ def table_triggers(fwd: Forwarding) -> tuple[Trigger, ...]:
         return ()
     have = {t.name: t.deny for t in fwd.triggers}
     out: dict[str, Trigger] = {}
-    for zone in (_fqdn_zone(fwd), *_reverse_zones(fwd)):
+    for zone in (_fqdn_zone(fwd), *reverse_zone_names(fwd)):
         bare = zone.rstrip(".")
         for name in (bare, "*." + bare):
             out[name] = Trigger(name, False, "the tenant's table")

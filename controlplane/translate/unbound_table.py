@@ -63,10 +63,9 @@ def _bare(name: str) -> str:
 
 
 def _reverse_zone(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        return f"{ip.split('.')[0]}.in-addr.arpa."
-    nibbles = addr.reverse_pointer.split(".")  # 32 nibbles, then "ip6.arpa"
+    if ":" not in ip:  # the table's addresses are valid: IPv4 without parsing it again
+        return f"{ip.partition('.')[0]}.in-addr.arpa."
+    nibbles = ipaddress.ip_address(ip).reverse_pointer.split(".")  # 32 nibbles, "ip6.arpa"
     return ".".join(nibbles[28:]) + "."
 
 
@@ -212,18 +211,18 @@ def _ptr_sources(fwd: Forwarding) -> list[tuple[str, str, int]]:
     best: dict[str, tuple[int, list[tuple[str, int]]]] = {}
     for e in fwd.table:
         rec = e.record
-        if not _in_zone(rec.name, zone):
-            continue
-        if rec.kind == "service":
+        kind = rec.kind
+        if kind == "service":
             rank = 0
-        elif rec.kind == "headless" and _endpoint_name(rec.name, zone):
-            rank = 1
-        elif rec.kind == "pod":
+        elif kind == "pod":
             rank = 2
+        elif kind == "headless" and _endpoint_name(rec.name, zone):
+            rank = 1
         else:
             continue
-        v4, v6 = _addresses(rec)
-        for ip in (*v4, *v6):
+        if not _in_zone(rec.name, zone):
+            continue
+        for ip in rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped:
             have = best.get(ip)
             if have is None or rank < have[0]:
                 best[ip] = (rank, [(rec.name, rec.ttl)])
@@ -232,11 +231,15 @@ def _ptr_sources(fwd: Forwarding) -> list[tuple[str, str, int]]:
     return [(ip, name, ttl) for ip, (_, names) in best.items() for name, ttl in names]
 
 
+def reverse_zone_names(fwd: Forwarding) -> tuple[str, ...]:
+    """The reverse zones of the table's PTR records, sorted."""
+    return tuple(sorted({_reverse_zone(ip) for ip in {ip for ip, _, _ in _ptr_sources(fwd)}}))
+
+
 def table_zone_names(fwd: Forwarding) -> tuple[str, ...]:
     """Every zone the resolver holds for this table: the cluster zone first, then the
     reverse zones, sorted, then the alias zones (``alias_zone_names``)."""
-    reverse = {_reverse_zone(ip) for ip, _, _ in _ptr_sources(fwd)}
-    return (_fqdn(fwd.zone), *sorted(reverse), *alias_zone_names(fwd))
+    return (_fqdn(fwd.zone), *reverse_zone_names(fwd), *alias_zone_names(fwd))
 
 
 def _head(zone: str, cluster_zone: str, ttl: int) -> list[str]:
