@@ -12,7 +12,10 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   (``unbound_table.py``): the resolver answers the tenant's table itself (every
   address, SRV, PTR, dns-version, NODATA and NXDOMAIN with the SOA); every other
   cluster name, and every search-list expansion of an external name, stops there.
-  RPZ applies first, so ``rpz_zone`` lets the zones pass (``table_triggers``).
+  unbound answers local-data first, then the RPZ, then auth-zones, so ``rpz_zone`` lets
+  the zones pass (``table_triggers``) and holds the table's wildcards outside the zone
+  and its CNAMEs to external names (``rpz_rules``); an alias in the zone has an
+  auth-zone of its own that answers nothing downstream (``alias_zone_names``).
 - ``module-config: "respip dns64 iterator"`` with ``dns64-prefix: ::ffff:0:0/96``:
   AAAA of an IPv4-only name gets the IPv4-mapped address instead of NODATA,
   which Envoy would turn into NXDOMAIN and musl would take as a failed lookup.
@@ -23,7 +26,8 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   applies before the cache, so a name denied while the server is down is NXDOMAIN.
 - ``rpz:`` with a zone of triggers: ``name CNAME .`` answers NXDOMAIN,
   ``name CNAME rpz-passthru.`` forwards; the most specific trigger wins and
-  matching ignores case. Triggers are reloaded live (``auth_zone_reload``).
+  matching ignores case, once every owner is closed (``_close``). Triggers are reloaded
+  live (``auth_zone_reload``).
 - ``forward-zone: "."`` to the tenant's server, with ``forward-tls-upstream``
   and a CA bundle for DNS over TLS, or to a local dnsdist that speaks DNS over
   HTTPS (unbound has no DoH client). ``forward-first: no``: never recursion.
