@@ -113,6 +113,7 @@ def inventory(server: str, *extra: object) -> Inventory:
         ext("a", "ext", "ext.example.net"), ext("a", "bad", "evil.example.org"),
         ext("a", "bad2", "x.evilzone.org"), ext("a", "chain", "tobad.example.net"),
         ext("a", "inz", "web.a.svc.cluster.local"), ext("b", "bext", "secret-ext.example.net"),
+        ext("a", "inwild", "x.apps.a.svc.cluster.local"),  # under the zone's wildcard
         Service("a", "db", headless=True, ports=(ServicePort("pg", 5432),)),
         EndpointSlice("a", "db", "db", ports=(ServicePort("pg", 5432),), endpoints=(
             Endpoint(("10.1.0.1",), hostname="db-0"), Endpoint(("10.1.0.2",)))),
@@ -203,6 +204,9 @@ def test_aliases_are_cnames_followed_like_coredns(pool: ResolverPool, upstream: 
     # ExternalName to a cluster name: CNAME and its address, from the zone.
     got = ask(a, f"inz.a.svc.{ZONE}", "A", tcp=tcp)
     assert records(got) == [f"CNAME web.a.svc.{ZONE}.", "A 10.96.0.10"]
+    # ... to a cluster name only a wildcard of the zone answers: its address (unbound
+    # follows a CNAME inside a zone to exact names only).
+    assert records(ask(a, f"inwild.a.svc.{ZONE}", "A", tcp=tcp)) == ["A 10.96.5.5"]
     # DNS ServiceEntry whose endpoint is an external name: CNAME to it.
     got = ask(a, "api.partner.example", "A", tcp=tcp)
     assert records(got) == ["CNAME db.backend.example.", "A 203.0.113.8"]

@@ -151,10 +151,11 @@ class _Table:
                     return AliasPlan(name, rec.ttl, target=target)
                 target = nxt
                 continue
-            both_in_zone = _in_zone(name, self.zone) and _in_zone(target, self.zone)
-            if both_in_zone:
-                return AliasPlan(name, rec.ttl, target=target)
             resolved = found or self.wildcard_for(target)
+            both_in_zone = _in_zone(name, self.zone) and _in_zone(target, self.zone)
+            if both_in_zone and (found is not None or resolved is None):
+                # unbound follows a CNAME inside the zone to an exact name only
+                return AliasPlan(name, rec.ttl, target=target)
             if resolved is not None:
                 v4, v6 = _addresses(resolved)
                 return AliasPlan(name, rec.ttl, ipv4=tuple(v4), ipv6=tuple(v6))
