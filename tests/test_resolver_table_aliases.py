@@ -256,7 +256,7 @@ def test_a_blacklisted_target_is_nxdomain_for_every_type(pool: ResolverPool, ups
 
 @pytest.mark.xfail(strict=True, reason="unbound 1.17.1 applies the RPZ to a CNAME target "
                    "only on the first, uncached resolution (NLnetLabs/unbound#954, fixed "
-                   "later) and not to DNS64's AAAA (#1344): docs/tenant-resolver.md")
+                   "in 1.19.0) and not to DNS64's AAAA (#1344, 1.25.0): docs/tenant-resolver.md")
 def test_a_blacklisted_name_further_down_a_chain_stays_nxdomain(pool: ResolverPool,
                                                                 upstream: int) -> None:
     c = pool.apply(forwards(inventory(f"127.0.0.1:{upstream}")))["c"].port
