@@ -214,13 +214,17 @@ def _triggers(compiled: CompiledPolicy, zone: str,
     out = [Trigger(name, not d.action.answers, d.rule)
            for name, d in compiled.resolver_triggers(skip=lambda n: in_zone(n, zone))]
     # Names the table answers from a cluster (ExternalName, DNS ServiceEntries) are
-    # resolved through the tenant resolver too: their targets must pass.
+    # resolved through the tenant resolver too: their targets must pass, unless the
+    # blacklist names them (exactly or by a wildcard): a blacklisted name stays denied,
+    # asked directly or as a CNAME target.
     known = {t.name for t in out}
     for e in entries:
         for target in e.record.cluster:
             host = target.host.lower()
             if host not in known and not in_zone(host, zone) and parse_ip(host) is None:
                 known.add(host)
+                if compiled.classify(host).rule.startswith("blacklist"):
+                    continue
                 out.append(Trigger(host, False, f"target of {', '.join(e.record.sources)}"))
     return tuple(sorted(out, key=lambda t: t.name))
 

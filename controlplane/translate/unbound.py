@@ -12,7 +12,10 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   (``unbound_table.py``): the resolver answers the tenant's table itself (every
   address, SRV, PTR, dns-version, NODATA and NXDOMAIN with the SOA); every other
   cluster name, and every search-list expansion of an external name, stops there.
-  RPZ applies first, so ``rpz_zone`` lets the zones pass (``table_triggers``).
+  unbound answers local-data first, then the RPZ, then auth-zones, so ``rpz_zone`` lets
+  the zones pass (``table_triggers``) and holds the table's wildcards outside the zone
+  and its CNAMEs to external names (``rpz_rules``); an alias in the zone has an
+  auth-zone of its own that answers nothing downstream (``alias_zone_names``).
 - ``module-config: "respip dns64 iterator"`` with ``dns64-prefix: ::ffff:0:0/96``:
   AAAA of an IPv4-only name gets the IPv4-mapped address instead of NODATA,
   which Envoy would turn into NXDOMAIN and musl would take as a failed lookup.
@@ -23,7 +26,8 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   applies before the cache, so a name denied while the server is down is NXDOMAIN.
 - ``rpz:`` with a zone of triggers: ``name CNAME .`` answers NXDOMAIN,
   ``name CNAME rpz-passthru.`` forwards; the most specific trigger wins and
-  matching ignores case. Triggers are reloaded live (``auth_zone_reload``).
+  matching ignores case, once every owner is closed (``_close``). Triggers are reloaded
+  live (``auth_zone_reload``).
 - ``forward-zone: "."`` to the tenant's server, with ``forward-tls-upstream``
   and a CA bundle for DNS over TLS, or to a local dnsdist that speaks DNS over
   HTTPS (unbound has no DoH client). ``forward-first: no``: never recursion.
@@ -32,9 +36,20 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from controlplane.dns.views import Forwarding, Transport, Trigger, Upstream
-from controlplane.translate.unbound_table import outside_data, table_file, table_zone_names
+from controlplane.translate.unbound_table import (
+    RpzRecord,
+    alias_zone_names,
+    outside_data,
+    reverse_zone_names,
+    table_file,
+    table_rpz,
+    table_zone_names,
+)
+
+_T = TypeVar("_T")
 
 RPZ_ZONE = "policy.rpz."
 DNS64_PREFIX = "::ffff:0:0/96"  # IPv4-mapped: reaches the IPv4 address over a dual-stack socket
@@ -151,7 +166,7 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         f"  dns64-prefix: {DNS64_PREFIX}",
         # The table's reverse zones, inside or at unbound's default empty zones (10.in-addr.arpa,
         # d.f.ip6.arpa): a transparent local zone there lets the auth-zone answer.
-        *(f"  local-zone: {_quote(z)} transparent" for z in table_zone_names(fwd)[1:]),
+        *(f"  local-zone: {_quote(z)} transparent" for z in reverse_zone_names(fwd)),
         # The table's names outside the zone (ServiceEntry hosts); changed live (pool).
         *(f"  local-data: {_quote(rr)}" for rr in outside_data(fwd)),
         *(f"  access-control: {net} allow" for net in paths.access),
@@ -189,17 +204,23 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
 
 def _auth_zones(fwd: Forwarding, paths: ResolverPaths) -> list[str]:
     """The table's zones (``unbound_table.py``): unknown names in them get NXDOMAIN with
-    the zone's SOA from the resolver itself (search-list expansions never leave)."""
+    the zone's SOA from the resolver itself (search-list expansions never leave). An
+    alias zone answers nothing itself: it only keeps the cluster zone from answering the
+    alias before the RPZ's CNAME is followed."""
     lines = []
+    aliases = set(alias_zone_names(fwd))
     for zone in table_zone_names(fwd):
+        serve = "no" if zone in aliases else "yes"
         lines += ["auth-zone:", f"  name: {_quote(zone)}",
                   f"  zonefile: {_quote(table_file(paths.directory, zone))}",
-                  "  for-downstream: yes", "  for-upstream: yes", "  fallback-enabled: no"]
+                  f"  for-downstream: {serve}", f"  for-upstream: {serve}",
+                  "  fallback-enabled: no"]
     return lines
 
 
-def _covering(name: str, triggers: dict[str, bool]) -> bool | None:
-    """The decision (deny?) of the most specific trigger that matches ``name``."""
+def _covering(name: str, triggers: dict[str, _T]) -> _T | None:
+    """What the most specific trigger that matches ``name`` says (exact, then the longest
+    ``*.suffix``, then ``*``)."""
     labels = name.split(".")
     for candidate in [name, *("*." + ".".join(labels[i:]) for i in range(1, len(labels))),
                       "*"]:
@@ -218,7 +239,7 @@ def table_triggers(fwd: Forwarding) -> tuple[Trigger, ...]:
         return ()
     have = {t.name: t.deny for t in fwd.triggers}
     out: dict[str, Trigger] = {}
-    for zone in table_zone_names(fwd):
+    for zone in (_fqdn_zone(fwd), *reverse_zone_names(fwd)):
         bare = zone.rstrip(".")
         for name in (bare, "*." + bare):
             out[name] = Trigger(name, False, "the tenant's table")
@@ -234,16 +255,117 @@ def table_triggers(fwd: Forwarding) -> tuple[Trigger, ...]:
     return tuple(sorted((t for n, t in out.items() if n not in have), key=lambda t: t.name))
 
 
-def rpz_zone(fwd: Forwarding) -> str:
-    """The policy as RPZ triggers: NXDOMAIN (``CNAME .``) or forward (``rpz-passthru``)."""
+def _fqdn_zone(fwd: Forwarding) -> str:
+    return fwd.zone.rstrip(".").lower() + "."
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One RPZ owner: deny (NXDOMAIN), pass (forward), or answer with ``rdata``."""
+
+    deny: bool
+    note: str
+    rdata: tuple[str, ...] = ()
+    ttl: int = 0
+
+
+def _wildcard_above(name: str, bases: dict[str, _Rule]) -> _Rule | None:
+    """The table wildcard whose base is the longest proper suffix of ``name``'s owner
+    (``*.s`` counts as below ``s``'s parent, not below ``s``)."""
+    owner = name[2:] if name.startswith("*.") else name
+    pos = owner.find(".")
+    while pos != -1:
+        hit = bases.get(owner[pos + 1:])
+        if hit is not None:
+            return hit
+        pos = owner.find(".", pos + 1)
+    return None
+
+
+def _close(rules: dict[str, _Rule]) -> None:
+    """Give every ancestor ``m`` of an owner, and every exact owner ``n``, the owners
+    ``m``, ``*.m`` and ``*.n`` with what already covers them. unbound matches owners as
+    DNS wildcards (RFC 4592: ``*.s`` applies only where ``s`` is the closest existing
+    name, and every ancestor of an owner exists), while the policy and Envoy's table pick
+    the longest suffix: closed this way, both pick the same owner."""
+    needed: set[str] = set()
+    for name in rules:
+        if name == "*":
+            continue
+        owner = name[2:] if name.startswith("*.") else name
+        if not name.startswith("*."):
+            needed.add(f"*.{owner}")
+        labels = owner.split(".")
+        for i in range(1, len(labels)):
+            ancestor = ".".join(labels[i:])
+            needed.update((ancestor, f"*.{ancestor}"))
+    added = {}
+    for n in sorted(needed - set(rules)):
+        cover = _covering(n, rules)
+        if cover is not None:
+            added[n] = cover
+    rules.update(added)
+
+
+def rpz_rules(fwd: Forwarding, table: tuple[RpzRecord, ...] | None = None
+              ) -> dict[str, _Rule]:
+    """The resolver's RPZ by owner, in writing order: the policy's triggers, the table's
+    zones' passthru (``table_triggers``), then what the table adds (``table_rpz``):
+
+    - a wildcard outside the zone answers its addresses at ``*.x``, and every name the
+      policy lets pass below ``x`` answers them too (Envoy answers those from the table);
+      a name the policy denies below it stays denied (the policy is enforced inside a
+      wildcard, which Envoy cannot do);
+    - an alias answers ``CNAME target``, which unbound follows through its forwarding
+      without applying the RPZ to that first target: an alias whose target the policy
+      denies answers NXDOMAIN (what unbound answers when an upstream's CNAME points at a
+      denied name); later hops of the chain are checked by unbound itself;
+    - then every owner is closed (``_close``)."""
+    table = table_rpz(fwd) if table is None else table
+    rules = {t.name: _Rule(t.deny, t.rule) for t in fwd.triggers}
+    for t in table_triggers(fwd):
+        rules.setdefault(t.name, _Rule(t.deny, t.rule))
+    if not table and not rules:
+        return rules
+    bases = {r.owner[2:]: _Rule(False, r.source, r.rdata, r.ttl)
+             for r in table if r.owner.startswith("*.") and r.rdata}
+    for base, rule in bases.items():
+        rules[f"*.{base}"] = rule
+    for name, rule in list(rules.items()):
+        if not rule.deny and not rule.rdata:
+            above = _wildcard_above(name, bases)
+            if above is not None:
+                rules[name] = above
+    for r in table:
+        if r.owner.startswith("*.") and r.rdata:
+            continue
+        if not r.rdata:
+            rules[r.owner] = _Rule(True, r.source)
+            continue
+        target = r.rdata[0].split()[1].rstrip(".")
+        decision = _covering(target, rules)
+        denied = decision is not None and decision.deny
+        rules[r.owner] = (_Rule(True, f"{r.source}, denied by the policy") if denied
+                          else _Rule(False, r.source, r.rdata, r.ttl))
+    _close(rules)
+    return rules
+
+
+def rpz_zone(fwd: Forwarding, table: tuple[RpzRecord, ...] | None = None) -> str:
+    """The policy as RPZ triggers: NXDOMAIN (``CNAME .``) or forward (``rpz-passthru``),
+    with the table's wildcards and aliases (``rpz_rules``); ``table``: ``table_rpz(fwd)``
+    when the caller has it."""
     lines = [
         "$TTL 30",
         "@ SOA localhost. nobody.invalid. 1 3600 600 86400 30",
         "@ NS localhost.",
     ]
-    for t in (*fwd.triggers, *table_triggers(fwd)):
-        action = "." if t.deny else "rpz-passthru."
-        lines.append(f"{t.name} CNAME {action} ; {t.rule}")
+    for name, rule in rpz_rules(fwd, table).items():
+        if rule.rdata:
+            lines += [f"{name} {rule.ttl} {rdata} ; {rule.note}" for rdata in rule.rdata]
+        else:
+            action = "." if rule.deny else "rpz-passthru."
+            lines.append(f"{name} CNAME {action} ; {rule.note}")
     lines.append("")
     return "\n".join(lines)
 
