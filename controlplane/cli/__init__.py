@@ -60,7 +60,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
             token_path=str(Path(args.token_path).absolute()) if args.token_path else "",
             xds_ca=str(Path(args.xds_ca).absolute()) if args.xds_ca else "",
             xds_server_name=args.xds_server_name, stats_sink=not args.no_stats_sink,
-            stats_flush_interval=args.stats_flush_interval)
+            stats_flush_interval=args.stats_flush_interval,
+            front_set_address=args.front_set_address)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sys.stdout.write(yaml.safe_dump(config, sort_keys=False))

@@ -334,6 +334,10 @@ def _bootstrap_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                            "of Envoy's stats; see bootstrap.SIDECAR_STATS)")
     boot.add_argument("--stats-flush-interval", default="", metavar="DURATION",
                       help="how often Envoy sends its counters, e.g. 5s (default: Envoy's 5 s)")
+    boot.add_argument("--front-set-address", default="", metavar="HOST:PORT",
+                      help="the sidecar has a DNS front polling its (name, type) set here "
+                           "(docs/dns-front.md; `controlplane sidecar` runs both); default "
+                           "none: not fronted")
 
 
 def _certs_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
