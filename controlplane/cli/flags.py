@@ -247,6 +247,15 @@ def _webhook_flags(hook: argparse._ArgumentGroup) -> None:
                       help="native: an init container with restartPolicy Always (Kubernetes "
                            ">= 1.29); legacy: the first ordinary container")
     hook.add_argument("--webhook-sidecar-image", default=i.image)
+    hook.add_argument("--webhook-sidecar-front", "--sidecar-front", choices=["on", "off"],
+                      default="on" if i.front else "off",
+                      help="on: a DNS front (kresd, --webhook-front-image) answers the pod's "
+                           "queries over UDP and TCP in front of Envoy's DNS listener "
+                           "(docs/dns-front.md); off: Envoy alone on the pod's DNS address "
+                           "(default %(default)s)")
+    hook.add_argument("--webhook-front-image", default=i.front_image,
+                      help="the DNS front's image (deploy/images/dns-front/Dockerfile; "
+                           "default %(default)s)")
     hook.add_argument("--webhook-xds-address", default="",
                       help="the control plane as the sidecars reach it (default "
                            "dns-controlplane.<namespace>.svc.<zone>:18000)")
