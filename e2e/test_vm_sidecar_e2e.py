@@ -22,7 +22,14 @@ import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Sidecar, wait_for
 from controlplane.runtime.process import running
-from e2e.harness.injected_pod import BLOCKED, EXTERNAL, EXTERNAL_IP, WEB_IP, manifests
+from e2e.harness.injected_pod import (
+    BLOCKED,
+    EXTERNAL,
+    EXTERNAL_IP,
+    WEB_IP,
+    front_has_pairs,
+    manifests,
+)
 from tests.tools import require_file, require_tool
 
 LUA_HTTP = Path("/usr/share/lua/5.1/http/request.lua")
@@ -93,8 +100,8 @@ def test_a_vm_resolves_through_its_front(vm: tuple[ControlPlane, Sidecar, Dnsmas
     listener (so other names reach the tenant resolver over TCP)."""
     _, sidecar, upstream = vm
     log = sidecar.directory / "front.log"
-    wait_for(lambda: "[dns-front] set" in log.read_text(), timeout=10,
-             what="the front's first set from Envoy's set listener")
+    wait_for(lambda: front_has_pairs(log.read_text()), timeout=10,
+             what="a set with pairs from Envoy's set listener in the front")
     before = envoy_queries(sidecar, "acme")
     for tcp in (False, True):
         assert ask(sidecar.dns_port, WEB, tcp=tcp) == ("NOERROR", [WEB_IP]), tcp

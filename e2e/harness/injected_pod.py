@@ -37,6 +37,7 @@ import copy
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -246,6 +247,15 @@ def dns_tcp_answer(name: str, rdtype: str = "A", timeout: float = 3.0
                                                   for rd in rrset)
 
 
+FRONT_SET_WITH_PAIRS = re.compile(r'\[dns-front\] set "[^"]*": [1-9][0-9]* pairs')
+
+
+def front_has_pairs(log: str) -> bool:
+    """Whether the front's log shows a set with pairs (the first may be empty: a pair
+    enters the set only after the control plane's settle time, table first)."""
+    return FRONT_SET_WITH_PAIRS.search(log) is not None
+
+
 def envoy_table_queries(tenant: str) -> int:
     """Envoy's per-tenant count of queries its DNS filter received (admin on 15000)."""
     stats = http_text("http://127.0.0.1:15000/stats?filter=dns_filter")
@@ -435,6 +445,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # Over TCP (the front; Envoy has no TCP): a table name, and an external name,
         # which the front sends to the tenant resolver through Envoy's TCP hop.
+        if front is not None:
+            try:
+                wait_for(lambda: front_has_pairs(front.log()), timeout=10,
+                         what="a set with pairs in the front")
+            except TimeoutError:
+                pass  # the test says so: front_log_tail
         table_before = envoy_table_queries("acme")
         out["tcp"] = {"web": dns_tcp_answer("web.acme.svc.cluster.local"),
                       "external": dns_tcp_answer(EXTERNAL)}
