@@ -19,7 +19,6 @@ import errno
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,10 +174,10 @@ class Sidecar:
         boot, lua = self.write_files()
         s, prefix = self.settings, _pdeathsig()
         if lua is not None:
-            self.front = Process("the DNS front (kresd)", [
+            self.front = Process("kresd (the DNS front)", [
                 *prefix, kresd, "-n", "-c", str(lua), str(s.workdir / "front")],
                 s.workdir / "front.log", new_session=True).start()
-        self.envoy = Process("Envoy", [
+        self.envoy = Process("envoy (the sidecar)", [
             *prefix, envoy, "-c", str(boot), "--disable-hot-restart", "--concurrency",
             str(s.concurrency), "--log-level", "warn", "--drain-time-s", "1"],
             s.workdir / "envoy.log", new_session=True).start()
@@ -190,12 +189,6 @@ class Sidecar:
     def dead(self) -> Process | None:
         """The first child that is no longer running, or None."""
         return next((p for p in self.processes() if not p.alive()), None)
-
-    def listening(self) -> bool:
-        """Whether the front (or Envoy without it) holds the DNS port over UDP."""
-        port = split_host_port(self.settings.addresses.dns, 0)[1]
-        first = self.front or self.envoy
-        return first is not None and holds_port(first.pid, port, udp=True)
 
     def envoy_dns_up(self) -> bool:
         """Whether Envoy's DNS listener is bound: it came with the control plane's LDS."""
@@ -210,8 +203,10 @@ class Sidecar:
 
     def death_report(self, process: Process) -> str:
         code = process.proc.returncode if process.proc is not None else None
+        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exited with code {code}")
         tail = process.run_log()[-LOG_TAIL:].rstrip()
-        return (f"{process.name} (pid {process.pid}) exited with code {code}; the end of "
+        return (f"{process.name}, pid {process.pid}, {how}; the end of "
                 f"{process.log_path}:\n{tail or '(empty)'}")
 
 
@@ -259,16 +254,4 @@ def _announce(sidecar: Sidecar, say: Callable[[str], None]) -> None:
         f"logs in {s.workdir}")
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.05
-               ) -> bool:
-    """Poll ``condition`` until true or ``timeout`` seconds: for callers that wait for the
-    sidecar to listen (``Sidecar.listening``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-__all__ = ["Sidecar", "SidecarSettings", "run", "wait_until"]
+__all__ = ["Sidecar", "SidecarSettings", "run"]
