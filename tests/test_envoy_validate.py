@@ -101,6 +101,16 @@ def test_bootstrap_cli_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert config["dynamic_resources"]["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
 
 
+def test_bootstrap_cli_marks_a_fronted_node(capsys: pytest.CaptureFixture[str]) -> None:
+    from controlplane.cli import main
+
+    assert main(["bootstrap", "--node-id", "n", "--namespace", "foo", "--dns-address",
+                 "127.0.0.1:15053", "--front-set-address", "127.0.0.1:15055"]) == 0
+    meta = yaml.safe_load(capsys.readouterr().out)["node"]["metadata"]
+    assert meta["DNS_FRONT_SET_ADDRESS"] == "127.0.0.1:15055"
+    assert meta["DNS_LISTEN_ADDRESS"] == "127.0.0.1:15053"
+
+
 def test_envoy_configs_example_is_current() -> None:
     """envoy-configs/sidecar-acme.yaml is what `controlplane bootstrap` prints."""
     path = Path(__file__).resolve().parents[1] / "envoy-configs" / "sidecar-acme.yaml"
