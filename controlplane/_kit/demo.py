@@ -157,13 +157,15 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
         for example in [e["name"] for e in table["names"]][:3]:
             print(f"    dig @127.0.0.1 -p {sidecar.dns_port} {example}")
         if table["names"] and front:
-            print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} {table['names'][0]['name']} "
-                  "TXT   # any type, over TCP too")
+            print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} {table['names'][0]['name']}"
+                  "   # over TCP too")
         resolver = table.get("resolver")
         if resolver and table["forwarding"]:
             print(f"    other names go to its tenant resolver {table['forwarding'][0]} "
                   f"(unbound), then {resolver['server']} ({resolver['transport']}):")
             print(f"    dig @127.0.0.1 -p {sidecar.dns_port} www.example.com AAAA")
+            if front:  # the resolver answers every type; Envoy alone answers A/AAAA/SRV
+                print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} www.example.com TXT")
             denied = next((r["names"] for r in resolver["rules"]
                            if r["action"] == "deny" and r["names"] != "*"), None)
             if denied:
