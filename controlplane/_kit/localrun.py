@@ -1,4 +1,5 @@
-"""Start and stop real processes on this machine: the control plane, Envoy, dnsmasq.
+"""Start and stop real processes on this machine: the control plane, Envoy, a whole
+sidecar (``controlplane sidecar``: Envoy and its DNS front), dnsmasq.
 
 Used by ``make run`` (``controlplane._kit.demo``) and by the end-to-end tests, so
 both start things the same way: free ports, stop by process id, temporary
@@ -23,6 +24,7 @@ from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.runtime.process import Process as Process
 from controlplane.runtime.process import find_tool as find_tool
 from controlplane.runtime.process import free_port as free_port
+from controlplane.runtime.process import holds_port
 
 T = TypeVar("T")
 
@@ -194,6 +196,91 @@ class Envoy:
     @property
     def stats_url(self) -> str:
         return f"http://127.0.0.1:{self.stats_port}/stats/prometheus"
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``, oldest first (Linux /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return sorted(int(child) for child in text.split())
+
+
+@dataclass
+class Sidecar:
+    """A sidecar as ``controlplane sidecar`` runs it (the command a VM runs): the DNS front
+    (kresd) on ``dns_port``, UDP and TCP, in front of Envoy's DNS listener; every port
+    free when chosen. ``front=False``: Envoy alone on ``dns_port``."""
+
+    node_id: str
+    namespace: str
+    labels: dict[str, str]
+    xds_address: str
+    workdir: Path
+    front: bool = True
+    dns_port: int = field(default_factory=free_port)
+    envoy_dns_port: int = field(default_factory=free_port)
+    set_port: int = field(default_factory=free_port)
+    hop_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    stats_port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def directory(self) -> Path:
+        return self.workdir / f"sidecar-{self.node_id}"
+
+    def argv(self) -> list[str]:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return [sys.executable, "-m", "controlplane", "sidecar", "--node-id", self.node_id,
+                "--namespace", self.namespace, *(["--labels", labels] if labels else []),
+                "--xds", self.xds_address, "--dns", f"127.0.0.1:{self.dns_port}",
+                "--envoy-dns-address", f"127.0.0.1:{self.envoy_dns_port}",
+                "--set-address", f"127.0.0.1:{self.set_port}",
+                "--hop-address", f"127.0.0.1:{self.hop_port}",
+                "--admin-address", f"127.0.0.1:{self.admin_port}",
+                "--stats-address", f"127.0.0.1:{self.stats_port}",
+                "--front", "on" if self.front else "off", "--workdir", str(self.directory)]
+
+    def start(self, *, wait_listener: bool = True, timeout: float = 30.0) -> Sidecar:
+        self.process = Process(f"sidecar-{self.node_id}", self.argv(),
+                               self.workdir / f"sidecar-{self.node_id}.log").start()
+        wait_for(self.front_listening, timeout=timeout, what=f"{self.node_id} front")
+        if wait_listener:
+            wait_for(self.envoy_listening, timeout=timeout,
+                     what=f"{self.node_id} Envoy DNS listener")
+        return self
+
+    def pids(self) -> list[int]:
+        """(front, Envoy), or (Envoy,) without the front: the launcher's children."""
+        assert self.process is not None
+        if not self.process.alive():
+            log = self.process.log()
+            error = next((line for line in log.splitlines()
+                          if line.startswith("controlplane: error: ")), "")
+            raise RuntimeError(f"sidecar {self.node_id} exited: {error}\n{log[-3000:]}")
+        return children(self.process.pid)
+
+    def front_listening(self) -> bool:
+        """The first child (the front, or Envoy alone) holds the DNS port, UDP and TCP."""
+        pids = self.pids()
+        expected = 2 if self.front else 1
+        return len(pids) == expected and holds_port(pids[0], self.dns_port, udp=True) and (
+            not self.front or holds_port(pids[0], self.dns_port, udp=False))
+
+    def envoy_listening(self) -> bool:
+        """Envoy's DNS listener is bound: the control plane sent it."""
+        pids = self.pids()
+        port = self.envoy_dns_port if self.front else self.dns_port
+        return bool(pids) and holds_port(pids[-1], port, udp=True)
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None

@@ -1,4 +1,4 @@
-"""Command line: ``controlplane serve``, ``controlplane bootstrap`` and ``xds-certs``.
+"""Command line: ``controlplane serve``, ``bootstrap``, ``sidecar`` and ``xds-certs``.
 
 ``main`` parses (``flags.py``), turns the flags into ``Settings`` (``serve_settings.py``)
 and hands over to ``app.serve``. Anything that cannot be used is one ``ConfigError``
@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         command: Callable[[argparse.Namespace], int] = {
-            "bootstrap": _bootstrap, "xds-certs": _xds_certs, "serve": _serve}[args.command]
+            "bootstrap": _bootstrap, "sidecar": _sidecar, "xds-certs": _xds_certs,
+            "serve": _serve}[args.command]
         return command(args)
     except ConfigError as exc:
         print(f"controlplane: error: {exc}", file=sys.stderr)
@@ -60,11 +62,25 @@ def _bootstrap(args: argparse.Namespace) -> int:
             token_path=str(Path(args.token_path).absolute()) if args.token_path else "",
             xds_ca=str(Path(args.xds_ca).absolute()) if args.xds_ca else "",
             xds_server_name=args.xds_server_name, stats_sink=not args.no_stats_sink,
-            stats_flush_interval=args.stats_flush_interval)
+            stats_flush_interval=args.stats_flush_interval,
+            front_set_address=args.front_set_address)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
     return 0
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    from controlplane.cli.sidecar_settings import sidecar_settings
+    from controlplane.injection.node import run
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.workdir is not None:
+        return run(sidecar_settings(args, args.workdir.absolute()), say=say)
+    with tempfile.TemporaryDirectory(prefix="dns-sidecar-") as workdir:
+        return run(sidecar_settings(args, Path(workdir)), say=say)
 
 
 def _xds_certs(args: argparse.Namespace) -> int:

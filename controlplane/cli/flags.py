@@ -35,6 +35,7 @@ from controlplane.core.settings import (
     XdsSettings,
 )
 from controlplane.injection.bootstrap import bootstrap_config
+from controlplane.injection.front import FrontAddresses
 from controlplane.kube.leadership import LeaseTimings
 
 DEFAULT_LEASE = "dns-system/dns-controlplane-status"
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replicas (--source kubernetes): every replica serves ADS; the holder of a "
         "coordination.k8s.io Lease writes status"))
     _bootstrap_parser(sub)
+    _sidecar_parser(sub)
     _certs_parser(sub)
     return parser
 
@@ -245,6 +247,15 @@ def _webhook_flags(hook: argparse._ArgumentGroup) -> None:
                       help="native: an init container with restartPolicy Always (Kubernetes "
                            ">= 1.29); legacy: the first ordinary container")
     hook.add_argument("--webhook-sidecar-image", default=i.image)
+    hook.add_argument("--webhook-sidecar-front", "--sidecar-front", choices=["on", "off"],
+                      default="on" if i.front else "off",
+                      help="on: a DNS front (kresd, --webhook-front-image) answers the pod's "
+                           "queries over UDP and TCP in front of Envoy's DNS listener "
+                           "(docs/dns-front.md); off: Envoy alone on the pod's DNS address "
+                           "(default %(default)s)")
+    hook.add_argument("--webhook-front-image", default=i.front_image,
+                      help="the DNS front's image (deploy/images/dns-front/Dockerfile; "
+                           "default %(default)s)")
     hook.add_argument("--webhook-xds-address", default="",
                       help="the control plane as the sidecars reach it (default "
                            "dns-controlplane.<namespace>.svc.<zone>:18000)")
@@ -334,6 +345,69 @@ def _bootstrap_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                            "of Envoy's stats; see bootstrap.SIDECAR_STATS)")
     boot.add_argument("--stats-flush-interval", default="", metavar="DURATION",
                       help="how often Envoy sends its counters, e.g. 5s (default: Envoy's 5 s)")
+    boot.add_argument("--front-set-address", default="", metavar="HOST:PORT",
+                      help="the sidecar has a DNS front polling its (name, type) set here "
+                           "(docs/dns-front.md; `controlplane sidecar` runs both); default "
+                           "none: not fronted")
+
+
+def _labels(text: str) -> list[tuple[str, str]]:
+    return [_label(part) for part in text.split(",") if part.strip()]
+
+
+def _sidecar_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    f = FrontAddresses()
+    car = sub.add_parser("sidecar", help="run one sidecar outside Kubernetes (a VM): Envoy "
+                         "and its DNS front (kresd), until SIGTERM/SIGINT (docs/vm.md)")
+    car.add_argument("--node-id", required=True, help="this sidecar's node id (unique)")
+    car.add_argument("--namespace", required=True,
+                     help="the namespace the VM joins (its tenant's policy selects it)")
+    car.add_argument("--label", type=_label, action="append", default=[],
+                     help="a workload label key=value (repeatable)")
+    car.add_argument("--labels", type=_labels, action="append", default=[],
+                     metavar="K=V,...", help="several labels at once")
+    car.add_argument("--xds-address", "--xds", default=_bootstrap_default("xds_address"),
+                     metavar="HOST:PORT", help="the control plane's ADS address")
+    car.add_argument("--dns-address", "--dns", default=f.dns, metavar="HOST:PORT",
+                     help="where applications ask, UDP and TCP (default %(default)s: "
+                          "resolv.conf's nameserver 127.0.0.1)")
+    car.add_argument("--front", choices=["on", "off"], default="on",
+                     help="off: no DNS front, Envoy's DNS listener on --dns-address (UDP, "
+                          "A/AAAA/SRV only, as before the front)")
+    car.add_argument("--envoy-dns-address", default=f.envoy_dns, metavar="HOST:PORT",
+                     help="Envoy's DNS listener behind the front (default %(default)s)")
+    car.add_argument("--set-address", default=f.set, metavar="HOST:PORT",
+                     help="Envoy's loopback listener the front polls for its (name, type) "
+                          "set (default %(default)s)")
+    car.add_argument("--hop-address", default=f.hop, metavar="HOST:PORT",
+                     help="Envoy's TCP listener towards the tenant resolver "
+                          "(default %(default)s)")
+    car.add_argument("--admin-address", default=_bootstrap_default("admin_address"),
+                     help="Envoy's full admin interface (keep it on loopback)")
+    car.add_argument("--stats-address", default=_bootstrap_default("stats_address"),
+                     help="the stats-only listener serving /stats/prometheus, or 'off'")
+    car.add_argument("--token", default="", help="bearer token for ADS (serve --auth-tokens)")
+    car.add_argument("--token-path", "--token-file", default="", metavar="FILE",
+                     help="a token file Envoy re-reads for every new ADS stream; needs "
+                          "--xds-ca")
+    car.add_argument("--xds-ca", default="", metavar="FILE",
+                     help="CA bundle (PEM) that verifies the control plane: ADS over TLS")
+    car.add_argument("--xds-server-name", default="",
+                     help="the DNS name the control plane's certificate must carry "
+                          "(default: the host of --xds-address)")
+    car.add_argument("--delta", action="store_true",
+                     help="incremental xDS (DELTA_GRPC) instead of state of the world")
+    car.add_argument("--no-stats-sink", action="store_true",
+                     help="do not stream the DNS counters to the control plane")
+    car.add_argument("--concurrency", type=int, default=1,
+                     help="Envoy worker threads (default %(default)s)")
+    car.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                     help="where the bootstrap, the front's config, its cache and the logs "
+                          "go (kept; default: a temporary directory, removed at exit)")
+    car.add_argument("--envoy", default="", metavar="PATH",
+                     help="the Envoy binary (default: beside this Python, then PATH)")
+    car.add_argument("--kresd", default="", metavar="PATH",
+                     help="the kresd binary (default: PATH, /usr/sbin)")
 
 
 def _certs_parser(sub: argparse._SubParsersAction[_Parser]) -> None:

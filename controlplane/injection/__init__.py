@@ -1,6 +1,9 @@
 """Sidecar injection: what a pod gets (``sidecar``, pure), the AdmissionReview as a pure
-function (``admission``), the HTTPS webhook around it (``webhook``), and the Envoy
-bootstrap a sidecar starts with (``bootstrap``, pure).
+function (``admission``), the HTTPS webhook around it (``webhook``), the Envoy bootstrap
+a sidecar starts with (``bootstrap``, pure), its DNS front's addresses and kresd
+configuration (``front``, pure), and one sidecar run as processes outside Kubernetes
+(``node``: ``controlplane sidecar``).
 
-May import: ``identity``, ``runtime``, ``core``.
+May import: ``identity``, ``runtime``, ``translate`` (the front's configuration), ``dns``
+(its address type), ``core``.
 """

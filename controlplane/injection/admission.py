@@ -7,7 +7,8 @@ around it is ``controlplane/injection/webhook.py``.
 
 A decision is one of:
 
-- ``injected``: allowed, with a JSON patch that adds the sidecar, its token volume,
+- ``injected``: allowed, with a JSON patch that adds the sidecar (Envoy, and its DNS
+  front with its ``emptyDir`` unless ``InjectionConfig.front`` is off), its token volume,
   the port sysctl, ``dnsPolicy: None`` and the ``dnsConfig``, and marks the pod
   (``dns.example.com/injected``);
 - ``already-injected``: allowed, no patch (the pod carries the mark and the sidecar);
@@ -32,13 +33,17 @@ from typing import Any
 from controlplane.core.errors import BadReview
 from controlplane.core.names import split_host_port
 from controlplane.core.settings import InjectionConfig, SidecarMode
+from controlplane.injection.front import FRONT_NAME
 from controlplane.injection.sidecar import (
+    FRONT_VOLUME,
     INJECTED_ANNOTATION,
     OPT_OUT_ANNOTATION,
     OPT_OUT_VALUES,
     PORT_SYSCTL,
     SIDECAR_NAME,
     TOKEN_VOLUME,
+    front_container,
+    front_volume,
     pod_dns_config,
     sidecar_container,
     sidecar_ports,
@@ -162,12 +167,13 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
         return Decision("skipped", "dns-policy", f"dnsPolicy {policy}: the pod chose its "
                         "own resolvers, so it keeps them")
 
-    problems = []
-    if SIDECAR_NAME in names:
-        problems.append(f"a container is already named {SIDECAR_NAME!r}")
+    problems: list[str] = []
+    ours = (SIDECAR_NAME, FRONT_NAME) if config.front else (SIDECAR_NAME,)
+    problems.extend(f"a container is already named {name!r}" for name in ours if name in names)
     volumes = [v.get("name") for v in spec.get("volumes") or [] if isinstance(v, Mapping)]
-    if TOKEN_VOLUME in volumes:
-        problems.append(f"a volume is already named {TOKEN_VOLUME!r}")
+    our_volumes = (TOKEN_VOLUME, FRONT_VOLUME) if config.front else (TOKEN_VOLUME,)
+    problems.extend(f"a volume is already named {name!r}" for name in our_volumes
+                    if name in volumes)
     problems.extend(_port_conflicts(spec, config))
     dns = split_host_port(config.dns_address, 53)  # config_problem checked it at start
     own_dns = spec.get("dnsConfig") if isinstance(spec.get("dnsConfig"), Mapping) else None
@@ -207,11 +213,16 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
     else:
         ops.append({"op": "add", "path": "/metadata/annotations",
                     "value": {INJECTED_ANNOTATION: config.mode}})
-    if config.mode == SidecarMode.NATIVE:  # first, so later init containers resolve names too
-        ops.append(_list_add(spec, "initContainers", container, first=True))
-    else:  # first: the kubelet starts containers in order and waits for its postStart
-        ops.append(_list_add(spec, "containers", container, first=True))
+    # First (then the front second), so later init containers resolve names too (native),
+    # or the kubelet, which starts containers in order and waits for each postStart,
+    # starts the application only once both answer (legacy).
+    kind = "initContainers" if config.mode == SidecarMode.NATIVE else "containers"
+    ops.append(_list_add(spec, kind, container, first=True))
+    if config.front:
+        ops.append({"op": "add", "path": f"/spec/{kind}/1", "value": front_container(config)})
     ops.append(_list_add(spec, "volumes", token_volume(), first=False))
+    if config.front:
+        ops.append({"op": "add", "path": "/spec/volumes/-", "value": front_volume()})
     ops.extend(sysctl_ops)
     ops.append({"op": "add", "path": "/spec/dnsPolicy", "value": "None"})
     ops.append({"op": "add", "path": "/spec/dnsConfig", "value": dns_config})

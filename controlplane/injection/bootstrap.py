@@ -60,6 +60,7 @@ def bootstrap_config(
     token_path: str = "",
     stats_sink: bool = True,
     stats_flush_interval: str = "",
+    front_set_address: str = "",
 ) -> dict[str, Any]:
     """A complete Envoy bootstrap as a dict (dump it as YAML or JSON).
 
@@ -88,6 +89,12 @@ def bootstrap_config(
     flush (``stats_flush_interval``, a proto JSON duration; "" for Envoy's 5 s) with the
     metrics service sink, over ``xds_cluster`` with the ADS credentials, and keep only
     ``SIDECAR_STATS`` (see there).
+
+    ``front_set_address`` (HOST:PORT; "" for none): this sidecar has a DNS front (kresd,
+    ``docs/dns-front.md``) in front of its DNS listener, polling the (name, type) set at
+    that loopback address. It goes into the node metadata as ``DNS_FRONT_SET_ADDRESS``,
+    which asks the control plane for the set listener and the resolver hop. Without it
+    the node is not fronted and the bootstrap is what it always was.
     """
     xds_host, xds_port = split_host_port(xds_address, 18000)
     xds_sockets = [(xds_host, xds_port),
@@ -104,6 +111,9 @@ def bootstrap_config(
     hop_host, hop_port = split_host_port(resolver_hop_address, 15054)
     if (hop_host, hop_port) != ("127.0.0.1", 15054):  # the default needs no metadata
         metadata["RESOLVER_HOP_ADDRESS"] = f"{hop_host}:{hop_port}"
+    if front_set_address:
+        set_host, set_port = split_host_port(front_set_address, 15055)
+        metadata["DNS_FRONT_SET_ADDRESS"] = f"{set_host}:{set_port}"
     if stats_address.lower() == "off":
         metadata["STATS_LISTEN_ADDRESS"] = "off"
     else:

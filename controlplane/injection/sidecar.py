@@ -9,9 +9,21 @@
   only cluster nameserver and the pod's own ``dnsConfig`` merged as the kubelet
   merges it.
 - ``token_volume``: the pod's projected ServiceAccount token for the control plane.
+- ``front_container`` (unless ``InjectionConfig.front`` is off): the DNS front, kresd
+  from the ``dns-front`` image, on the pod's DNS address over UDP and TCP, in front of
+  Envoy's DNS listener (moved to ``envoy_dns_address``, 127.0.0.1:15053). Its
+  configuration (``front.front_config``, the same for every pod) travels in the
+  container's environment (``DNS_FRONT_CONFIG``) and is written at start into an
+  ``emptyDir`` that also holds kresd's run directory and answer cache: no ConfigMap, so
+  the webhook creates no object in the pod's namespace (it may not, and a ConfigMap
+  would outlive the pod or need an owner), the root filesystem stays read-only, and a
+  change of the text reaches new pods with the next admission. It starts after Envoy
+  (native: the next init container; legacy: the next container), so its first queries
+  find Envoy's listeners.
 
 Readiness: the startup probe (native mode) and the postStart hold (legacy mode) send
-one real DNS query to the sidecar's DNS listener with bash (``/dev/udp``; the Envoy
+one real DNS query to the container's DNS listener (Envoy's; the front's on the pod's
+DNS address) with bash (``/dev/udp``; the Envoy
 image has bash but no curl or dig) and succeed on any answer. Envoy's admin
 ``/ready`` is not enough: it reports LIVE once the first LDS response is applied even
 when the DNS listener in it failed to bind (measured on Envoy 1.40: "cannot bind
@@ -32,6 +44,7 @@ from typing import Any
 from controlplane.core.names import parse_ip, split_host_port
 from controlplane.core.settings import TOKEN_DIR, InjectionConfig, SidecarMode
 from controlplane.injection.bootstrap import XDS_CLUSTER, bootstrap_config
+from controlplane.injection.front import FRONT_NAME, FrontAddresses, front_config
 
 SIDECAR_NAME = "dns-sidecar"
 INJECT_NAMESPACE_LABEL = "dns.example.com/inject"  # on a namespace: "enabled"
@@ -53,6 +66,20 @@ MAX_NAMESERVERS = 3
 MAX_SEARCHES = 32
 MAX_SEARCH_CHARS = 2048
 POD_NAME_PLACEHOLDER = "@@POD_NAME@@"  # cannot occur in a namespace or a label
+FRONT_VOLUME = "dns-front"  # emptyDir: the front's config, run directory and cache
+FRONT_DIR = "/var/lib/dns-front"
+FRONT_CONFIG_ENV = "DNS_FRONT_CONFIG"
+FRONT_CACHE_LIMIT = "64Mi"  # the emptyDir's sizeLimit: the 8 MiB LMDB cache and the config
+
+
+def envoy_dns_address(config: InjectionConfig) -> str:
+    """Where Envoy's DNS listener is: behind the front, or on the pod's DNS address."""
+    return config.envoy_dns_address if config.front else config.dns_address
+
+
+def front_addresses(config: InjectionConfig) -> FrontAddresses:
+    return FrontAddresses(dns=config.dns_address, envoy_dns=config.envoy_dns_address,
+                          set=config.set_address, hop=config.hop_address)
 
 
 def config_problem(config: InjectionConfig) -> str | None:
@@ -81,8 +108,14 @@ def config_problem(config: InjectionConfig) -> str | None:
                 "itself, which has no configuration before it reaches the control plane)")
     if config.concurrency < 1:
         return "the sidecar's concurrency is at least 1"
+    if config.front:
+        problem = front_addresses(config).problem()
+        if problem:
+            return problem
     try:
         sidecar_bootstrap(config, node_id="check", namespace="check", labels={})
+        if config.front:
+            front_config(front_addresses(config), cache_dir=f"{FRONT_DIR}/cache")
     except ValueError as exc:
         return str(exc)
     return None
@@ -91,10 +124,13 @@ def config_problem(config: InjectionConfig) -> str | None:
 def sidecar_ports(config: InjectionConfig) -> dict[int, str]:
     """The ports the sidecar binds in the pod's network namespace, with their use."""
     ports = {
-        split_host_port(config.dns_address, 53)[1]: "DNS listener",
+        split_host_port(envoy_dns_address(config), 53)[1]: "DNS listener",
         split_host_port(config.admin_address, 15000)[1]: "Envoy admin",
         split_host_port(config.hop_address, 15054)[1]: "resolver hop",
     }
+    if config.front:
+        ports[split_host_port(config.dns_address, 53)[1]] = "DNS front"
+        ports[split_host_port(config.set_address, 15055)[1]] = "set listener"
     if config.stats_address.lower() != "off":
         ports[split_host_port(config.stats_address, 15090)[1]] = "stats listener"
     return ports
@@ -105,9 +141,10 @@ def sidecar_bootstrap(config: InjectionConfig, *, node_id: str, namespace: str,
     """``bootstrap_config`` for an injected sidecar (and the xDS resolver of the module doc)."""
     boot = bootstrap_config(
         node_id=node_id, namespace=namespace, labels=dict(labels),
-        xds_address=config.xds_address, dns_address=config.dns_address,
+        xds_address=config.xds_address, dns_address=envoy_dns_address(config),
         admin_address=config.admin_address, stats_address=config.stats_address,
         resolver_hop_address=config.hop_address, delta=config.delta,
+        front_set_address=config.set_address if config.front else "",
         xds_ca=config.xds_ca, xds_server_name=config.xds_server_name,
         # The projected token, re-read for every new ADS stream (it rotates); gRPC sends
         # it only over TLS, so plaintext ADS (local runs) goes without.
@@ -159,19 +196,21 @@ def _query_bytes(name: str) -> str:
             + labels + "\\x00\\x00\\x01\\x00\\x01")
 
 
-def dns_check_script(config: InjectionConfig) -> str:
-    """bash that exits 0 when the sidecar's DNS listener answers one query (any rcode),
-    non-zero otherwise (nothing bound: the kernel refuses at once; no answer in 0.9 s)."""
-    host, port = split_host_port(config.dns_address, 53)
+def dns_check_script(address: str) -> str:
+    """bash that exits 0 when the DNS listener at ``address`` answers one query (any
+    rcode), non-zero otherwise (nothing bound: the kernel refuses at once; no answer in
+    0.9 s)."""
+    host, port = split_host_port(address, 53)
     return (f"exec 3<>/dev/udp/{host}/{port} && printf '{_query_bytes(PROBE_NAME)}' >&3 "
             "&& read -r -t 0.9 -N 1 reply <&3")
 
 
-def ready_hold_script(config: InjectionConfig, *, attempts: int = 1200) -> str:
-    """bash that returns once the DNS listener answers (``dns_check_script`` every 0.1 s,
-    at most ``attempts`` times): the legacy mode's postStart hook, which the kubelet
-    runs to completion before it starts the next container."""
-    return (f"i=0; while [ $i -lt {attempts} ]; do ( {dns_check_script(config)} ) "
+def ready_hold_script(address: str, *, attempts: int = 1200) -> str:
+    """bash that returns once the DNS listener at ``address`` answers
+    (``dns_check_script`` every 0.1 s, at most ``attempts`` times): the legacy mode's
+    postStart hook, which the kubelet runs to completion before it starts the next
+    container."""
+    return (f"i=0; while [ $i -lt {attempts} ]; do ( {dns_check_script(address)} ) "
             "2>/dev/null && exit 0; sleep 0.1; i=$((i+1)); done; "
             "echo 'the DNS sidecar did not answer' >&2; exit 1")
 
@@ -190,39 +229,85 @@ def sidecar_container(config: InjectionConfig, *, namespace: str,
             {"name": "POD_NAMESPACE",
              "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
-        "startupProbe": {
-            "exec": {"command": ["bash", "-c", dns_check_script(config)]},
-            "periodSeconds": 1, "timeoutSeconds": 2, "failureThreshold": 120,
-        },
+        "startupProbe": _startup_probe(envoy_dns_address(config)),
         "resources": {
             "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
             "limits": {"memory": config.memory_limit},
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": config.run_as_user,
-            "runAsGroup": config.run_as_user,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(config.run_as_user),
         "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if config.stats_address.lower() != "off":
         _, stats_port = split_host_port(config.stats_address, 15090)
         container["ports"] = [{"containerPort": stats_port, "protocol": "TCP"}]
+    _start_order(container, config, envoy_dns_address(config))
+    return container
+
+
+def _startup_probe(address: str) -> dict[str, Any]:
+    return {"exec": {"command": ["bash", "-c", dns_check_script(address)]},
+            "periodSeconds": 1, "timeoutSeconds": 2, "failureThreshold": 120}
+
+
+def _security_context(user: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _start_order(container: dict[str, Any], config: InjectionConfig, address: str) -> None:
+    """Native: a sidecar init container. Legacy: hold the next container until ``address``
+    answers, and keep answering while the application stops."""
     if config.mode == SidecarMode.NATIVE:
         container["restartPolicy"] = "Always"
     else:
         container["lifecycle"] = {
             # The kubelet starts the next container only when postStart returns.
-            "postStart": {"exec": {"command": ["bash", "-c", ready_hold_script(config)]}},
+            "postStart": {"exec": {"command": ["bash", "-c", ready_hold_script(address)]}},
             # Every container gets SIGTERM at once: keep answering while the app stops.
             "preStop": {"exec": {"command": ["sleep", "5"]}},
         }
+
+
+def front_start_script() -> str:
+    """sh that writes the configuration from the environment into the emptyDir and runs
+    kresd on it (kresd's run directory and cache are there too)."""
+    return (f'printf "%s" "${FRONT_CONFIG_ENV}" > {FRONT_DIR}/front.lua && '
+            f"exec kresd -n -c {FRONT_DIR}/front.lua {FRONT_DIR}")
+
+
+def front_container(config: InjectionConfig) -> dict[str, Any]:
+    """The DNS front container (kresd), in the API's JSON shape; see the module doc."""
+    lua = front_config(front_addresses(config), cache_dir=f"{FRONT_DIR}/cache")
+    container: dict[str, Any] = {
+        "name": FRONT_NAME,
+        "image": config.front_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", kubelet_escape(front_start_script())],
+        "env": [{"name": FRONT_CONFIG_ENV, "value": kubelet_escape(lua)}],
+        "startupProbe": _startup_probe(config.dns_address),
+        "resources": {
+            "requests": {"cpu": config.front_cpu_request,
+                         "memory": config.front_memory_request},
+            "limits": {"memory": config.front_memory_limit},
+        },
+        "securityContext": _security_context(config.front_run_as_user),
+        "volumeMounts": [{"name": FRONT_VOLUME, "mountPath": FRONT_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    _start_order(container, config, config.dns_address)
     return container
+
+
+def front_volume() -> dict[str, Any]:
+    return {"name": FRONT_VOLUME, "emptyDir": {"sizeLimit": FRONT_CACHE_LIMIT}}
 
 
 def token_volume() -> dict[str, Any]:

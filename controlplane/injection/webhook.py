@@ -259,7 +259,8 @@ def injection_config(args: argparse.Namespace, *, zone: str,
     config = InjectionConfig(
         mode=SidecarMode(args.webhook_sidecar_mode), image=args.webhook_sidecar_image,
         xds_address=xds, xds_ca=xds_ca, xds_server_name=args.webhook_xds_server_name,
-        cluster_dns=cluster_dns, zone=zone, own_namespace=namespace)
+        cluster_dns=cluster_dns, zone=zone, own_namespace=namespace,
+        front=args.webhook_sidecar_front == "on", front_image=args.webhook_front_image)
     problem = config_problem(config)
     if problem and args.webhook_address:
         raise ConfigError(flag="--webhook-*", reason=problem)

@@ -14,13 +14,16 @@ plane at ``dns-controlplane.dns-system.svc.cluster.local:18000``). In it:
    applied with ``jsonpatch`` and the pod parsed with the ``kubernetes`` models;
 3. the kubelet's part (the pod's eth0 with its IP, a veth here): the API server's name for the pod, the pod's sysctls written to
    /proc/sys, its resolv.conf rendered from the injected ``dnsConfig``;
-4. the injected container started from its own command, args (``$(POD_NAME)``
-   expanded) and env (downward API values), as its ``securityContext`` says (uid and
+4. the injected containers started from their own command, args (``$(POD_NAME)``
+   expanded) and env (downward API values), as their ``securityContext`` says (uid and
    gid, no capabilities, no_new_privs, read-only root filesystem) with the pod's
-   resolv.conf as /etc/resolv.conf; the Envoy binary stands for the image's;
-5. its startup probe (native) or postStart hook (legacy) run as the kubelet runs them;
-   then the application: a static musl client, a glibc client and getent resolve
-   through it with the pod's resolv.conf.
+   resolv.conf as /etc/resolv.conf: Envoy (the local binary stands for the image's),
+   then its DNS front (``dns-front``: the local kresd stands for the image's; its
+   ``emptyDir`` a fresh directory, writable, at the container's mount path);
+5. each one's startup probe (native) or postStart hook (legacy) run as the kubelet runs
+   them, the front started once Envoy's passed; then the application: a static musl
+   client, a glibc client and getent resolve through it with the pod's resolv.conf, and
+   a table name and an external name are asked over UDP and TCP.
 
 Prints one JSON object with what happened on the last line of stdout.
 ``--no-sysctl`` skips step 3's sysctl (the negative control).
@@ -30,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -42,13 +47,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
 import jsonpatch
 
 from controlplane._kit.localrun import ControlPlane, Process, http_text, rss_mb, wait_for
+from controlplane.injection.front import FRONT_NAME
 from controlplane.injection.sidecar import SIDECAR_NAME, resolv_conf
+from controlplane.runtime.process import holds_port
 from e2e.harness.realclients import AuthoritativeDnsmasq, Clients, run_client, run_getent
 from tests.fakes.podsim import container_argv, container_env, parse_pod
 
@@ -147,6 +155,22 @@ def as_user(security: dict[str, Any]) -> list[str]:
             "--no-new-privs", "--"]
 
 
+def empty_dirs(pod: dict[str, Any], container: dict[str, Any], workdir: Path
+               ) -> dict[str, Path]:
+    """The container's emptyDir volumes, made as the kubelet makes them (an empty
+    directory anyone may write, mode 0777): mountPath -> dir."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        if "emptyDir" not in volumes[mount["name"]]:
+            continue
+        directory = workdir / "volumes" / mount["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)
+        out[mount["mountPath"]] = directory
+    return out
+
+
 def projected_tokens(pod: dict[str, Any], container: dict[str, Any], workdir: Path
                      ) -> dict[str, Path]:
     """The container's projected ServiceAccount token volumes, made as the kubelet makes
@@ -169,13 +193,17 @@ def projected_tokens(pod: dict[str, Any], container: dict[str, Any], workdir: Pa
 
 
 def container_command(argv: list[str], security: dict[str, Any], resolv: Path,
-                      mounts: dict[str, Path]) -> list[str]:
+                      mounts: dict[str, Path], writable: dict[str, Path] | None = None
+                      ) -> list[str]:
     """``argv`` in a mount namespace: the pod's resolv.conf, the volume ``mounts``
-    (read-only, on a private /run), and a read-only root when the container asks."""
+    (read-only, on a private /run), the ``writable`` ones (emptyDirs), and a read-only
+    root when the container asks."""
     binds = "".join(f'mkdir -p "{target}" && mount --bind -o ro "{source}" "{target}" || '
                     "exit 94; " for target, source in mounts.items())
     if mounts:
         binds = "mount -t tmpfs tmpfs /run || exit 93; " + binds
+    binds += "".join(f'mkdir -p "{target}" && mount --bind "{source}" "{target}" || '
+                     "exit 92; " for target, source in (writable or {}).items())
     readonly = "mount -o remount,bind,ro / || exit 96; " if security.get(
         "readOnlyRootFilesystem") else ""
     script = ('mount --rbind / / || exit 95; ' + binds + readonly
@@ -192,10 +220,79 @@ def in_container(pid: int, security: dict[str, Any], command: list[str],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def dns_answer_type(name: str, rdtype: str, timeout: float = 3.0) -> tuple[str, list[str]]:
+    try:
+        r = dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=53,
+                          timeout=timeout)
+    except (OSError, dns.exception.DNSException) as exc:
+        return f"error: {type(exc).__name__}", []
+    return dns.rcode.to_text(r.rcode()), sorted(rd.to_text() for rrset in r.answer
+                                                  for rd in rrset)
+
+
 def dns_answer(name: str, timeout: float = 0.5) -> tuple[str, list[str]]:
     r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=53, timeout=timeout)
     return dns.rcode.to_text(r.rcode()), sorted(rd.to_text() for rrset in r.answer
                                                   for rd in rrset)
+
+
+def dns_tcp_answer(name: str, rdtype: str = "A", timeout: float = 3.0
+                   ) -> tuple[str, list[str]]:
+    """One query over TCP to the pod's DNS address; ("error: ...", []) when it fails."""
+    try:
+        r = dns.query.tcp(dns.message.make_query(name, rdtype), "127.0.0.1", port=53,
+                          timeout=timeout)
+    except (OSError, dns.exception.DNSException) as exc:
+        return f"error: {type(exc).__name__}", []
+    return dns.rcode.to_text(r.rcode()), sorted(rd.to_text() for rrset in r.answer
+                                                  for rd in rrset)
+
+
+FRONT_SET_WITH_PAIRS = re.compile(r'\[dns-front\] set "[^"]*": [1-9][0-9]* pairs')
+
+
+def front_has_pairs(log: str) -> bool:
+    """Whether the front's log shows a set with pairs (the first may be empty: a pair
+    enters the set only after the control plane's settle time, table first)."""
+    return FRONT_SET_WITH_PAIRS.search(log) is not None
+
+
+def envoy_table_queries(tenant: str) -> int:
+    """Envoy's per-tenant count of queries its DNS filter received (admin on 15000)."""
+    stats = http_text("http://127.0.0.1:15000/stats?filter=dns_filter")
+    for line in stats.splitlines():
+        key, _, value = line.partition(": ")
+        if key == f"dns_filter.tenant.{tenant}.downstream_rx_queries":
+            return int(value)
+    return 0
+
+
+def gate(process: Process, container: dict[str, Any], mode: str,
+         seconds: float) -> tuple[bool, dict[str, Any]]:
+    """The kubelet's gate on a started container: its startup probe until it passes
+    (native), or its postStart hook to completion (legacy). (passed, what was seen)."""
+    security = container["securityContext"]
+    if mode == "native":
+        probe = container["startupProbe"]["exec"]["command"]
+        failures = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not process.alive():
+                return False, {"probe_failures_before_success": failures, "exited": True}
+            if in_container(process.pid, security, probe, timeout=5).returncode == 0:
+                return True, {"probe_failures_before_success": failures}
+            failures += 1
+            time.sleep(0.02)
+        return False, {"probe_failures_before_success": failures}
+    hook = container["lifecycle"]["postStart"]["exec"]["command"]
+    result = in_container(process.pid, security, hook, timeout=seconds + 5)
+    return result.returncode == 0, {"hook": {"exit": result.returncode,
+                                             "stderr": result.stderr[-500:]}}
+
+
+def user_of(pid: int) -> list[list[str]]:
+    return [line.split()[1:3] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith(("Uid:", "CapEff:", "CapBnd:", "NoNewPrivs:"))]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,15 +354,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         resolv.write_text(resolv_conf(pod["spec"]["dnsConfig"]))
         out["resolv_conf"] = resolv.read_text()
 
-        # 4. The injected container, as written.
+        # 4. The injected containers, as written.
         kind = "initContainers" if args.mode == "native" else "containers"
         sidecar = pod["spec"][kind][0]
         assert sidecar["name"] == SIDECAR_NAME
+        front_spec = pod["spec"][kind][1] if pod["spec"][kind][1]["name"] == FRONT_NAME else None
+        out["fronted"] = front_spec is not None
         argv = container_argv(sidecar, pod)
         env = container_env(sidecar, pod)
         out["env"] = env
         bootstrap = json.loads(argv[2])
         out["node_id_in_args"] = bootstrap["node"]["id"]
+        out["node_metadata"] = bootstrap["node"]["metadata"]
         (ads,) = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
         out["ads"] = {"target": ads["google_grpc"]["target_uri"],
                       "token_file": ads["google_grpc"]["call_credentials"][0]["from_plugin"][
@@ -282,26 +382,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         envoy.start()
 
-        # 5. Start order: the probe (native) or the hook (legacy) gates the application.
-        if args.mode == "native":
-            probe = sidecar["startupProbe"]["exec"]["command"]
-            failures = 0
-            deadline = time.monotonic() + args.probe_seconds
-            ready = False
-            while time.monotonic() < deadline:
-                if not envoy.alive():
-                    raise RuntimeError(f"the sidecar exited:\n{envoy.log()[-3000:]}")
-                if in_container(envoy.pid, security, probe, timeout=5).returncode == 0:
-                    ready = True
-                    break
-                failures += 1
-                time.sleep(0.02)
-            out["probe_failures_before_success"] = failures
-        else:
-            hook = sidecar["lifecycle"]["postStart"]["exec"]["command"]
-            result = in_container(envoy.pid, security, hook, timeout=args.probe_seconds + 5)
-            ready = result.returncode == 0
-            out["hook"] = {"exit": result.returncode, "stderr": result.stderr[-500:]}
+        # 5. Start order: the probe (native) or the hook (legacy) gates the next container.
+        ready, seen = gate(envoy, sidecar, args.mode, args.probe_seconds)
+        out.update(seen)
+        if not ready and seen.get("exited"):
+            raise RuntimeError(f"the sidecar exited:\n{envoy.log()[-3000:]}")
+        front: Process | None = None
+        if ready and front_spec is not None:
+            out["envoy_dns_listener_15053"] = holds_port(envoy.pid, 15053, udp=True)
+            front_env = container_env(front_spec, pod)
+            front_argv = container_argv(front_spec, pod)
+            front_dirs = empty_dirs(pod, front_spec, workdir)
+            out["front_volume_mounts"] = sorted(front_dirs)
+            front = Process(FRONT_NAME, container_command(
+                front_argv, front_spec["securityContext"], resolv, {}, front_dirs),
+                workdir / "front.log",
+                env={**front_env, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin"})
+            started.append(front)
+            front.start()
+            ready, seen = gate(front, front_spec, args.mode, args.probe_seconds)
+            out["front_gate"] = seen
+            out["front_listening"] = {proto: holds_port(front.pid, 53, udp=proto == "udp")
+                                      for proto in ("udp", "tcp")}
+            (config_dir,) = front_dirs.values()
+            written = config_dir / "front.lua"
+            out["front_config_loaded"] = (written.exists() and written.read_text()
+                                          == front_env["DNS_FRONT_CONFIG"])
+            out["front_log_tail"] = front.log()[-2000:]
+            if front.alive():
+                out["front_user"] = user_of(front.pid)
         t_ready = time.monotonic()
         out["ready"] = ready
         out["sidecar_start_to_ready_ms"] = round((t_ready - t0) * 1000, 1)
@@ -314,7 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["nodes"] = cp.get("/api/v1/nodes")
             return out
         # The application starts now: its very first query must be answered.
-        out["first_answer"] = dns_answer("web.acme.svc.cluster.local")
+        out["first_answer"] = dns_answer_type("web.acme.svc.cluster.local", "A", timeout=2)
         out["sidecar_start_to_first_answer_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
         # The application's resolvers, with the pod's resolv.conf.
@@ -322,21 +431,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         names = ["web", "web.acme", "web.acme.svc.cluster.local", EXTERNAL, BLOCKED,
                  "billing.foo"]
         resolved: dict[str, dict[str, Any]] = {}
-        for label, binary in clients.items():
-            resolved[label] = {r.name: r.line() for r in run_client(binary, resolv, names,
-                                                                    family=4)}
-        resolved["getent"] = {r.name: r.line() for r in run_getent(resolv, names, family=4)}
+        # Only when the sidecar answers at all: on SERVFAIL musl retries until its timeout,
+        # every client and name (the front without a set listener and hop from the
+        # control plane answers SERVFAIL to everything).
+        if out["first_answer"][0] == "NOERROR":
+            for label, binary in clients.items():
+                resolved[label] = {r.name: r.line() for r in run_client(binary, resolv, names,
+                                                                        family=4)}
+            resolved["getent"] = {r.name: r.line() for r in run_getent(resolv, names,
+                                                                        family=4)}
         out["resolved"] = resolved
         out["tenant_server_asked"] = tenant_server.queries()
         out["cluster_dns_asked"] = cluster_dns.queries()
+
+        # Over TCP (the front; Envoy has no TCP): a table name, and an external name,
+        # which the front sends to the tenant resolver through Envoy's TCP hop.
+        if front is not None:
+            with contextlib.suppress(TimeoutError):  # the test says so: front_log_tail
+                wait_for(lambda: front_has_pairs(front.log()), timeout=10,
+                         what="a set with pairs in the front")
+        table_before = envoy_table_queries("acme")
+        out["tcp"] = {"web": dns_tcp_answer("web.acme.svc.cluster.local"),
+                      "external": dns_tcp_answer(EXTERNAL)}
+        out["udp_txt_external"] = dns_answer_type(EXTERNAL, "TXT")
+        # Table names reach Envoy's table (its per-tenant counter: what the console reads).
+        out["envoy_table_queries_for_tcp_web"] = envoy_table_queries("acme") - table_before
 
         def resolver_counted() -> dict[str, Any] | None:  # read by the control plane each second
             (res,) = cp.get("/api/v1/resolvers")["resolvers"]
             return dict(res) if res["stats"].get("total.num.queries", 0) > 0 else None
 
-        resolver = wait_for(resolver_counted, timeout=10, what="tenant resolver statistics")
-        out["tenant_resolver"] = {"tenant": resolver["tenant"],
-                                  "queries": resolver["stats"]["total.num.queries"]}
+        try:
+            resolver = wait_for(resolver_counted, timeout=10, what="tenant resolver statistics")
+            out["tenant_resolver"] = {"tenant": resolver["tenant"],
+                                      "queries": resolver["stats"]["total.num.queries"]}
+        except TimeoutError:
+            out["tenant_resolver"] = None
         out["nodes"] = [{"node_id": n.get("node_id"), "namespace": n.get("namespace"),
                          "labels": n.get("labels"), "tenant": n.get("tenant")}
                         for n in cp.get("/api/v1/nodes")]
@@ -350,9 +480,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         private_kb = sum(int(line.split()[1]) for line in rollup
                          if line.startswith(("Private_Clean:", "Private_Dirty:")))
         out["envoy_private_mb"] = round(private_kb / 1024, 1)
-        out["envoy_user"] = [line.split()[1:3] for line in
-                             Path(f"/proc/{envoy.pid}/status").read_text().splitlines()
-                             if line.startswith(("Uid:", "CapEff:", "CapBnd:", "NoNewPrivs:"))]
+        out["envoy_user"] = user_of(envoy.pid)
+        if front is not None:
+            out["front_rss_mb"] = round(rss_mb(front.pid), 1)
+            rollup = Path(f"/proc/{front.pid}/smaps_rollup").read_text().splitlines()
+            out["front_private_mb"] = round(sum(
+                int(line.split()[1]) for line in rollup
+                if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1024, 1)
+            out["front_log_tail"] = front.log()[-2000:]
         return out
     finally:
         for proc in reversed(started):
