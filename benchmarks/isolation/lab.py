@@ -25,6 +25,7 @@ watched directory), as the resolver pool would write them; ``add-tenants`` rewri
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -51,7 +52,8 @@ RES_IP = PODS["iso-res"]
 TERMINATOR_PORT = 853
 TODAY_PLAIN, TODAY_TLS = 5353, 8853
 HOP_MTLS, HOP_TODAY_TLS, HOP_TODAY_PLAIN = 15054, 15154, 15254
-SAN_FORMAT = ("[%START_TIME%] %DOWNSTREAM_PEER_URI_SAN% from %DOWNSTREAM_REMOTE_ADDRESS% "
+SAN_FORMAT = ("[%START_TIME%] %DOWNSTREAM_PEER_URI_SAN% serial=%DOWNSTREAM_PEER_SERIAL% "
+              "cert_end=%DOWNSTREAM_PEER_CERT_V_END% from %DOWNSTREAM_REMOTE_ADDRESS% "
               "sni=%REQUESTED_SERVER_NAME% up=%BYTES_RECEIVED% down=%BYTES_SENT% "
               "ms=%DURATION%\n")
 
@@ -141,6 +143,15 @@ def terminator_chain(tenant: str, sds_dir: Path, log: Path) -> dict[str, Any]:
                             "matcher": {"prefix": pki.tenant_prefix(tenant)}}]},
                        "validation_context_sds_secret_config": {
                            "name": "hop-ca", "sds_config": path_source(sds_dir / "ca.json")}}})
+    # ISO_SESSION_TIMEOUT=S: TLS sessions (tickets) live S seconds; ISO_NO_RESUME=1: none.
+    if os.environ.get("ISO_SESSION_TIMEOUT"):
+        tls["session_timeout"] = f"{os.environ['ISO_SESSION_TIMEOUT']}s"
+    if os.environ.get("ISO_TICKET_KEYS"):  # keys by SDS, rotated by rotate_ticket_keys
+        tls["session_ticket_keys_sds_secret_config"] = {
+            "name": f"tickets:{tenant}", "sds_config": path_source(sds_dir / f"tickets-{tenant}.json")}
+    if os.environ.get("ISO_NO_RESUME"):
+        tls["disable_stateless_session_resumption"] = True
+        tls["disable_stateful_session_resumption"] = True
     proxy = _any(TCP_PROXY, stat_prefix=f"tenant_{tenant}", cluster=f"resolver:{tenant}",
                  access_log=[{"name": "envoy.access_loggers.file", "typed_config": _any(
                      "envoy.extensions.access_loggers.file.v3.FileAccessLog", path=str(log),
@@ -167,6 +178,10 @@ def write_atomic(path: Path, body: dict[str, Any]) -> None:
 
 def write_terminator_resources(tenants: list[str], version: str) -> None:
     d = WORK / "terminator"
+    if os.environ.get("ISO_TICKET_KEYS"):
+        missing = [t for t in tenants if not (d / "sds" / f"tickets-{t}.json").exists()]
+        if missing:
+            rotate_ticket_keys(missing)
     chains = [terminator_chain(t, d / "sds", d / "access.log") for t in tenants]
     listener = _any("envoy.config.listener.v3.Listener", name="tenant-hop",
                     address={"socket_address": {"address": RES_IP,
@@ -181,6 +196,21 @@ def write_terminator_resources(tenants: list[str], version: str) -> None:
                 for i, t in enumerate(tenants)]
     write_atomic(d / "cds" / "cds.json", {"version_info": version, "resources": clusters})
     write_atomic(d / "lds" / "lds.json", {"version_info": version, "resources": [listener]})
+
+
+def rotate_ticket_keys(tenants: list[str]) -> None:
+    """A new ticket key first (encrypts), the previous one kept second (still decrypts): a
+    session outlives at most two rotations."""
+    d = WORK / "terminator" / "sds"
+    for t in tenants:
+        path = d / f"tickets-{t}.json"
+        keys = [{"inline_bytes": base64.b64encode(os.urandom(80)).decode()}]
+        if path.exists():
+            old = json.loads(path.read_text())["resources"][0]["session_ticket_keys"]["keys"]
+            keys.append(old[0])
+        write_atomic(path, {"resources": [_any(
+            "envoy.extensions.transport_sockets.tls.v3.Secret", name=f"tickets:{t}",
+            session_ticket_keys={"keys": keys})]})
 
 
 def secret_file(path: Path, name: str, *, cert: Path | None = None, key: Path | None = None,
@@ -349,11 +379,13 @@ def down() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("action", choices=["up", "down", "add-tenants"])
+    parser.add_argument("action", choices=["up", "down", "add-tenants", "rotate-tickets"])
     parser.add_argument("--tenants", type=int, default=2)
     args = parser.parse_args()
     if args.action == "up":
         up(args.tenants)
+    elif args.action == "rotate-tickets":
+        rotate_ticket_keys(tenant_names(args.tenants))
     elif args.action == "add-tenants":
         write_terminator_resources(tenant_names(args.tenants), str(time.time()))
     else:
