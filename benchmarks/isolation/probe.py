@@ -45,21 +45,21 @@ def ask_tls(name: str, *, port: int, cert: str | None, sni_name: str | None) -> 
         ctx.load_cert_chain(str(WORK / "pki" / f"{cert}.crt"), str(WORK / "pki" / f"{cert}.key"))
     query = dns.message.make_query(name, "TXT")
     try:
-        with socket.create_connection((RES_IP, port), timeout=TIMEOUT) as raw:
-            with ctx.wrap_socket(raw, server_hostname=sni_name) as tls:
-                wire = query.to_wire()
-                tls.sendall(len(wire).to_bytes(2, "big") + wire)
-                head = tls.recv(2)
-                if len(head) < 2:
-                    return "NOTHING: closed by the server without an answer"
-                size = int.from_bytes(head, "big")
-                body = b""
-                while len(body) < size:
-                    chunk = tls.recv(size - len(body))
-                    if not chunk:
-                        return "NOTHING: closed mid-answer"
-                    body += chunk
-                return _describe(dns.message.from_wire(body))
+        with socket.create_connection((RES_IP, port), timeout=TIMEOUT) as raw, \
+                ctx.wrap_socket(raw, server_hostname=sni_name) as tls:
+            wire = query.to_wire()
+            tls.sendall(len(wire).to_bytes(2, "big") + wire)
+            head = tls.recv(2)
+            if len(head) < 2:
+                return "NOTHING: closed by the server without an answer"
+            size = int.from_bytes(head, "big")
+            body = b""
+            while len(body) < size:
+                chunk = tls.recv(size - len(body))
+                if not chunk:
+                    return "NOTHING: closed mid-answer"
+                body += chunk
+            return _describe(dns.message.from_wire(body))
     except ssl.SSLError as exc:
         return f"NOTHING: TLS {exc.reason or exc}"
     except (ConnectionError, TimeoutError, OSError) as exc:
