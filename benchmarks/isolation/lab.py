@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -374,6 +375,10 @@ def down() -> None:
                 continue
             print("stopped", name, pid)
         pids_file.unlink()
+    for extra in WORK.glob("iso-a/kresd-*/pid"):  # front_latency.sh's kresds
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(extra.read_text()), signal.SIGTERM)
+        extra.unlink()
     netns_down()
 
 
