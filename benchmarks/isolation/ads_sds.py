@@ -1,15 +1,15 @@
 """The hop client certificate over ADS (SDS Secret), and a 70 s control-plane outage.
 
-    ISO_TICKET_KEYS=1 ip netns exec iso-a python benchmarks/isolation/ads_sds.py
-    (after ``ISO_TICKET_KEYS=1 lab.py up``)
+    ip netns exec iso-a python benchmarks/isolation/ads_sds.py      (after ``lab.py up``)
 
 A minimal SotW ADS server (grpc.aio, the envoy protos of the venv) stands in for the
 control plane: it sends one sidecar Envoy the hop Cluster (client certificate by SDS over
 ADS), the hop Listener on 127.0.0.1:16054, and the Secret, issued at start from the lab's
 CA with a 6 h lifetime. Then:
 1. the hop answers (a new connection per query, once a second);
-2. the ADS server is stopped for 70 s; the terminator's ticket keys are rotated twice during
-   the outage, so the queries after that need a full handshake with the held certificate;
+2. the ADS server is stopped for 70 s; every query's connection is a full handshake with
+   the certificate Envoy holds (the terminator resumes no session; with ISO_TICKET_KEYS=1
+   the ticket keys are rotated twice 20 s in, to the same effect);
 3. the server comes back with a freshly issued certificate (a restarted control plane knows
    nothing of the old one): how long until the sidecar uses it, and queries meanwhile.
 """

@@ -144,16 +144,21 @@ def terminator_chain(tenant: str, sds_dir: Path, log: Path) -> dict[str, Any]:
                             "matcher": {"prefix": pki.tenant_prefix(tenant)}}]},
                        "validation_context_sds_secret_config": {
                            "name": "hop-ca", "sds_config": path_source(sds_dir / "ca.json")}}})
-    # ISO_SESSION_TIMEOUT=S: TLS sessions (tickets) live S seconds; ISO_NO_RESUME=1: none.
+    # The design: no TLS session resumption (a resumed session outlives its certificate).
+    # ISO_RESUME=1: Envoy's default (resumption on); ISO_SESSION_TIMEOUT=S: sessions live S s;
+    # ISO_TICKET_KEYS=1: ticket keys by SDS (rotate-tickets); ISO_MAX_CONN_S=S: the
+    # terminator closes every connection after S seconds (max_downstream_connection_duration).
     if os.environ.get("ISO_SESSION_TIMEOUT"):
         tls["session_timeout"] = f"{os.environ['ISO_SESSION_TIMEOUT']}s"
     if os.environ.get("ISO_TICKET_KEYS"):  # keys by SDS, rotated by rotate_ticket_keys
         tls["session_ticket_keys_sds_secret_config"] = {
             "name": f"tickets:{tenant}", "sds_config": path_source(sds_dir / f"tickets-{tenant}.json")}
-    if os.environ.get("ISO_NO_RESUME"):
+    if not os.environ.get("ISO_RESUME") and not os.environ.get("ISO_TICKET_KEYS"):
         tls["disable_stateless_session_resumption"] = True
         tls["disable_stateful_session_resumption"] = True
-    proxy = _any(TCP_PROXY, stat_prefix=f"tenant_{tenant}", cluster=f"resolver:{tenant}",
+    limit = ({"max_downstream_connection_duration": f"{os.environ['ISO_MAX_CONN_S']}s"}
+             if os.environ.get("ISO_MAX_CONN_S") else {})
+    proxy = _any(TCP_PROXY, stat_prefix=f"tenant_{tenant}", cluster=f"resolver:{tenant}", **limit,
                  access_log=[{"name": "envoy.access_loggers.file", "typed_config": _any(
                      "envoy.extensions.access_loggers.file.v3.FileAccessLog", path=str(log),
                      log_format={"text_format_source": {"inline_string": SAN_FORMAT}})}])
