@@ -102,20 +102,38 @@ def install(name: str) -> float:
     return time.monotonic() - t0
 
 
-def logged_lines() -> int:
-    return len(ACCESS.read_text().splitlines()) if ACCESS.exists() else 0
-
-
-def serial_logged_after(count: int) -> str:
-    """The serial of the first connection logged after line ``count`` (Envoy flushes its
-    file access log every 10 s by default: wait for it)."""
+def serial_logged_for(port: int) -> str:
+    """The serial the terminator logged for the sidecar's upstream connection from local
+    ``port`` (Envoy flushes its file access log every 10 s by default: wait for it)."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        lines = ACCESS.read_text().splitlines()
-        if len(lines) > count:
-            return lines[count].split("serial=")[1].split()[0]
+        for line in ACCESS.read_text().splitlines():
+            if f":{port} " in line:
+                return line.split("serial=")[1].split()[0]
         time.sleep(0.1)
     return ""
+
+
+def sidecar_upstream_ports() -> set[int]:
+    """Local ports of the sidecar's connections to the terminator (from /proc/net/tcp)."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if remote.endswith(f":{lab.TERMINATOR_PORT:04X}"):
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+def once_logged() -> tuple[str, str]:
+    """A query on a new connection; its answer and the serial the terminator logged."""
+    before = sidecar_upstream_ports()
+    c = Conn()
+    try:
+        answer = c.ask()
+        new = sidecar_upstream_ports() - before
+    finally:
+        c.close()
+    return answer, serial_logged_for(new.pop()) if len(new) == 1 else "?"
 
 
 def serial_of(name: str) -> str:
@@ -124,18 +142,18 @@ def serial_of(name: str) -> str:
 
 
 def main() -> None:
-    n = logged_lines()
-    print("1. baseline: new connection:", once(), "| logged serial is a.crt:",
-          serial_logged_after(n).lower().lstrip("0") == serial_of("a").lstrip("0"))
+    answer, serial = once_logged()
+    print("1. baseline: new connection:", answer, "| logged serial is a.crt:",
+          serial.lower().lstrip("0") == serial_of("a").lstrip("0"))
     held = Conn()
     print("   a held connection answers:", held.ask())
     print(f"2. swap to a-next.crt: the sidecar loaded it in {install('a-next') * 1000:.0f} ms")
     print("   the held connection (opened with a.crt) still answers:", held.ask())
     held.close()
-    serial_logged_after(logged_lines())  # the held connection's line
-    n = logged_lines()
-    print("   new connection:", once(), "| logged serial is a-next.crt:",
-          serial_logged_after(n).lower().lstrip("0") == serial_of("a-next").lstrip("0"))
+    answer, serial = once_logged()
+    named = {serial_of(n).lstrip("0"): n for n in ("a", "a-next")}
+    print("   new connection:", answer, "| the terminator logged the serial of",
+          named.get(serial.lower().lstrip("0"), serial))
     # 4. expiry
     ca, ca_key = pki.load_ca(lab.WORK / "pki")
     lifetime = 15
