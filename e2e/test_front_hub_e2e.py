@@ -4,8 +4,8 @@ A sidecar whose node metadata carries ``DNS_FRONT_SET_ADDRESS`` gets over ADS th
 listener, its RouteConfiguration (RDS) and the hop listener to its tenant resolver; the
 set is its tenant's (name, type) pairs with an ETag (304 on a match); the hop carries
 DNS-over-TCP to the tenant resolver, which forwards to the tenant's server; a new Service
-reaches Envoy's table before the set lists it; a sidecar beside it without the key gets
-none of it. Then the real kresd with the pod's front config (``kresd_front_config``,
+reaches Envoy's table before the set lists it, and a deleted one leaves the set before
+the table; a sidecar beside it without the key gets none of it. Then the real kresd with the pod's front config (``kresd_front_config``,
 resolvers over TCP through the hop) in front of that Envoy: a table name reaches Envoy
 (its ``dns_filter`` counter rises), an external TXT reaches the resolver over TCP
 (the hop's TCP proxy counts the connection).
@@ -189,6 +189,31 @@ def test_a_fronted_sidecar_gets_its_set_and_hop_over_ads(
     assert order == ["table", "set"]
     assert seen["set"] - seen["table"] >= 1.0  # at least one poll of the front between
 
+    # -- the Service deleted: the set drops it first, Envoy's table after ---------------
+    (manifests / "fresh.yaml").unlink()
+    start = time.monotonic()
+    gone: dict[str, float] = {}
+    order = []
+
+    def both_gone() -> bool:
+        if "set" not in gone and f"A {NEW}.\n" not in get_set(fronted.set_url)[1]:
+            gone["set"] = time.monotonic() - start
+            order.append("set")
+        if "table" not in gone and query(fronted.dns_port, NEW, timeout=0.5)[1] == []:
+            gone["table"] = time.monotonic() - start
+            order.append("table")
+        if "plain" not in gone and query(plain.dns_port, NEW, timeout=0.5)[1] == []:
+            gone["plain"] = time.monotonic() - start
+        return len(gone) == 3
+
+    wait_for(both_gone, timeout=20, interval=0.01, what="the name out of the set and table")
+    print(f"Service deleted: the set drops it at {gone['set']:.3f} s, Envoy's table at "
+          f"{gone['table']:.3f} s (order {order}); the plain sidecar's table at "
+          f"{gone['plain']:.3f} s")
+    assert order == ["set", "table"]
+    assert gone["table"] - gone["set"] >= 1.0
+    assert gone["plain"] < gone["table"]  # a sidecar without a front is not held back
+
     for e in (fronted, plain):
         stats = e.stats()
         assert stats["listener_manager.lds.update_rejected"] == 0
@@ -224,8 +249,8 @@ def test_a_fronted_sidecar_gets_its_set_and_hop_over_ads(
     before, hops = table_queries(), hop_connections()
     r = ask(front_port, API)
     assert (dns.rcode.to_text(r.rcode()), answers(r)) == ("NOERROR", ["10.96.40.10"])
-    r = ask(front_port, NEW, tcp=True)  # the client's TCP: still Envoy's table
-    assert answers(r) == ["10.96.40.99"]
+    r = ask(front_port, "db.globex.svc.cluster.local", tcp=True)  # the client's TCP: Envoy's
+    assert answers(r) == ["10.96.40.20"]
     wait_for(lambda: table_queries() >= before + 2, timeout=5, what="Envoy's dns_filter counter")
     assert hop_connections() == hops  # table names never went to the resolver
     r = ask(front_port, "txt.example.com", "TXT")

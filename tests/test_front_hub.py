@@ -22,9 +22,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from controlplane.core.inventory import Inventory
-from controlplane.core.model import DefaultAction, Namespace, Service
+from controlplane.core.model import DefaultAction, Namespace, Service, ServicePort
 from controlplane.core.settings import Settings, XdsSettings
 from controlplane.core.workload import workload_from_node
+from controlplane.dns.records import NameRecord
 from controlplane.dns.views import (
     Forwarding,
     ResolverHop,
@@ -264,41 +265,104 @@ def a(name: str) -> Pair:
     return Pair("A", f"{name}.acme.svc.cluster.local")
 
 
+def pairs(sets: FrontSets, view: TenantView, now: float, *, initial: bool = False
+          ) -> tuple[Pair, ...]:
+    return sets.publish(view, now, initial=initial)[1]
+
+
+def table_of(sets: FrontSets, view: TenantView, now: float) -> dict[str, NameRecord]:
+    table = sets.publish(view, now)[0]
+    return {e.record.name: e.record for e in table.entries}
+
+
 def test_a_new_pair_is_published_after_the_settle_time() -> None:
     sets = FrontSets(settle=2.5)
     v1 = view_with("web")
-    assert sets.publish(v1, 100.0, initial=True) == (a("web"),)  # loading: all at once
+    assert pairs(sets, v1, 100.0, initial=True) == (a("web"),)  # loading: all at once
     assert sets.next_due() is None
     v2 = view_with("web", "api")
-    assert sets.publish(v2, 101.0) == (a("web"),)
+    table, listed = sets.publish(v2, 101.0)
+    assert table is v2 and listed == (a("web"),)  # the table at once, the set not yet
     assert sets.held("acme") == {a("api")}
     assert sets.next_due() == (103.5, frozenset({"acme"}))
     assert sets.due(103.4) == frozenset()
     assert sets.due(103.5) == {"acme"}
-    assert sets.publish(v2, 103.4) == (a("web"),)  # still held just before
-    assert set(sets.publish(v2, 103.5)) == {a("web"), a("api")}
+    assert pairs(sets, v2, 103.4) == (a("web"),)  # still waiting just before
+    assert set(pairs(sets, v2, 103.5)) == {a("web"), a("api")}
     assert sets.held("acme") == frozenset() and sets.next_due() is None
 
 
-def test_each_pair_keeps_its_own_time_and_a_removal_is_at_once() -> None:
+def test_each_pair_waits_from_its_own_time() -> None:
     sets = FrontSets(settle=2.5)
-    sets.publish(view_with("web"), 0.0, initial=True)
-    sets.publish(view_with("web", "api"), 1.0)
-    assert sets.publish(view_with("web", "api", "db"), 2.0) == (a("web"),)
-    assert set(sets.publish(view_with("web", "api", "db"), 3.5)) == {a("web"), a("api")}
+    pairs(sets, view_with("web"), 0.0, initial=True)
+    pairs(sets, view_with("web", "api"), 1.0)
+    assert pairs(sets, view_with("web", "api", "db"), 2.0) == (a("web"),)
+    assert set(pairs(sets, view_with("web", "api", "db"), 3.5)) == {a("web"), a("api")}
     assert sets.next_due() == (4.5, frozenset({"acme"}))
-    # web leaves the view: it leaves the set in the same push as the table
-    assert sets.publish(view_with("api", "db"), 3.6) == (a("api"),)
     # db leaves before it was published, then comes back: its clock starts again
-    sets.publish(view_with("api"), 3.7)
-    assert sets.publish(view_with("api", "db"), 4.0) == (a("api"),)
+    pairs(sets, view_with("web", "api"), 3.7)
+    assert sets.held_records("acme") == frozenset()  # never published: nothing to hold
+    assert pairs(sets, view_with("web", "api", "db"), 4.0) == (a("api"), a("web"))
     assert sets.next_due() == (6.5, frozenset({"acme"}))
+
+
+def test_a_removed_pair_leaves_the_set_at_once_and_the_table_after_the_settle_time() -> None:
+    sets = FrontSets(settle=2.5)
+    both = view_with("web", "api")
+    pairs(sets, both, 0.0, initial=True)
+    web_only = view_with("web")
+    table, listed = sets.publish(web_only, 10.0)
+    assert listed == (a("web"),)  # out of the set at once
+    held = {e.record.name for e in table.entries}
+    assert held == {"web.acme.svc.cluster.local", "api.acme.svc.cluster.local"}  # kept
+    assert table.upstreams == web_only.upstreams and table.tenant == "acme"
+    assert sets.held_records("acme") == {"api.acme.svc.cluster.local"}
+    assert sets.next_due() == (12.5, frozenset({"acme"}))
+    assert set(table_of(sets, web_only, 12.4)) == held  # still held just before
+    table, listed = sets.publish(web_only, 12.5)
+    assert table is web_only and listed == (a("web"),)  # then the view as it is
+    assert sets.next_due() is None
+
+
+def test_a_record_that_changes_shape_is_held_as_it_was() -> None:
+    """AAAA leaves (the name lost its IPv6) while A stays: the set drops the AAAA at once,
+    the table answers from the old record for the settle time, the A stays listed; the
+    SRV the new record brings waits for the new record in the table, then settles."""
+    sets = FrontSets(settle=2.5)
+    old = forwarding_view(Service("acme", "db", cluster_ips=("10.0.0.5", "fd00::5")))
+    name = "db.acme.svc.cluster.local"
+    srv = Pair("SRV", f"_pg._tcp.{name}")
+    assert set(pairs(sets, old, 0.0, initial=True)) == {Pair("A", name), Pair("AAAA", name)}
+    new = forwarding_view(Service("acme", "db", cluster_ips=("10.0.0.5",),
+                                  ports=(ServicePort("pg", 5432),)))
+    assert srv in envoy_pairs(new)
+    table, listed = sets.publish(new, 1.0)
+    assert listed == (Pair("A", name),)
+    assert {e.record for e in table.entries} == {e.record for e in old.entries}
+    assert srv not in pairs(sets, new, 3.4)  # the table holds the old record: no SRV there
+    table, listed = sets.publish(new, 3.5)  # the hold ends: the new record, SRV waits
+    assert table is new and listed == (Pair("A", name),)
+    assert sets.next_due() == (6.0, frozenset({"acme"}))
+    assert pairs(sets, new, 6.0) == (Pair("A", name), srv)
+
+
+def test_a_record_back_as_it_was_ends_its_hold() -> None:
+    sets = FrontSets(settle=2.5)
+    both = view_with("web", "api")
+    pairs(sets, both, 0.0, initial=True)
+    pairs(sets, view_with("web"), 1.0)
+    assert sets.held_records("acme") == {"api.acme.svc.cluster.local"}
+    again = view_with("web", "api")
+    table, listed = sets.publish(again, 1.5)
+    assert table is again and sets.held_records("acme") == frozenset()
+    assert listed == (a("web"),)  # api waits again: it left the set, the front may not
+    assert pairs(sets, again, 4.0) == (a("api"), a("web"))  # have polled since
 
 
 def test_a_tenant_first_seen_after_loading_waits() -> None:
     sets = FrontSets(settle=2.5)
-    assert sets.publish(view_with("web"), 10.0) == ()
-    assert sets.publish(view_with("web"), 12.5) == (a("web"),)
+    assert pairs(sets, view_with("web"), 10.0) == ()
+    assert pairs(sets, view_with("web"), 12.5) == (a("web"),)
     sets.forget(["acme"])
     assert sets.tenants() == frozenset() and sets.next_due() is None
 
@@ -397,11 +461,23 @@ def test_the_hub_sends_the_table_first_and_the_set_after_the_settle_time() -> No
     assert snap is not None
     assert set_of(snap) == ("A api.acme.svc.cluster.local.\n"
                             "A web.acme.svc.cluster.local.\n")
-    # a removal: out of the set and the table in the same push
+    # a removal: out of the set at once, out of the fronted table after the settle time
+    # (the plain sidecar's table drops it at once, as it always did)
     hub.set_inventory(acme("api"))
     snap = hub.cache.get(conn.view_key)
     assert snap is not None and set_of(snap) == "A api.acme.svc.cluster.local.\n"
+    assert "web.acme.svc.cluster.local" in table_names(snap)
+    plain_snap = hub.cache.get(plain.view_key)
+    assert plain_snap is not None
+    assert "web.acme.svc.cluster.local" not in table_names(plain_snap)
+    clock.now += 2.4
+    assert hub.render_due_sets() == set()
+    clock.now += 0.2
+    assert hub.render_due_sets() == {conn.view_key}
+    snap = hub.cache.get(conn.view_key)
+    assert snap is not None and set_of(snap) == "A api.acme.svc.cluster.local.\n"
     assert "web.acme.svc.cluster.local" not in table_names(snap)
+    assert hub.front_sets.next_due() is None
 
 
 def test_the_first_full_build_publishes_whole_sets() -> None:

@@ -1,51 +1,86 @@
-"""Which (name, type) pairs each tenant's DNS front may route to Envoy now.
+"""Which (name, type) pairs each tenant's DNS front may route to Envoy now, and which
+table the fronted Envoys get meanwhile.
 
 The front (``docs/dns-front.md``) polls the set every second and routes a listed pair to
-Envoy's DNS table. A pair must reach the table before the set: else the front asks an
-Envoy that does not know the name yet, which answers NXDOMAIN. The table is sent at
-once; the set lags it: a pair new to a tenant's view is published ``settle`` seconds
-after it was first seen (it is answered by the tenant resolver meanwhile, which holds the
-whole table). ``FrontSets.publish`` says which pairs to publish at ``now`` and when the
-next held pair matures; the hub renders the tenant's fronted keys again at that moment.
+Envoy's DNS table. The set and the table must change in order:
 
-A pair that leaves the view leaves the set at once, in the same push as the table
-(what the front can see meanwhile: "Order the updates" in ``docs/dns-front.md``).
+- **a pair reaches the table before the set.** The table is sent at once; a pair enters
+  the set ``settle`` seconds after the table that answers it was sent (until then the
+  front sends it to the tenant resolver, which holds the whole table). Else the front
+  would ask an Envoy that does not know the name yet: NXDOMAIN.
+- **a pair leaves the set before the table.** A pair that leaves the view leaves the
+  set at once, and the fronted Envoys' table keeps the record it came from, as it was,
+  for ``settle`` seconds (a *hold*): a front that has not polled yet still gets the
+  answer it got before, not NXDOMAIN (a deleted name) or a wrong-shaped one (a name that
+  grew past 8 addresses, lost its IPv6, became an ExternalName). While a record is held,
+  the pairs its new version gives are not published; they start waiting when the hold
+  ends and the table gets the new version.
+
+``FrontSets.publish`` gives, for a view at ``now``, the view the fronted keys' table is
+rendered from (the view itself when nothing is held) and the pairs their set lists;
+``next_due`` when a waiting pair or a hold is due, so the hub renders the tenant's
+fronted keys again then. Only fronted keys call it: the others get the view as it is.
 
 The first view of each tenant seen while the hub is still loading (``initial``: the
-first full build, and the streams that connected before it) is published whole: sidecars
-reconnecting to a restarted control plane already have the table, and a new sidecar
-receives its listeners (the table) before it asks for the set's route (RDS follows LDS).
-A tenant first seen later (a new DnsPolicy, the first fronted sidecar of a tenant, a view
-that gained a resolver) waits like any other addition: its front sends those pairs to
-the tenant resolver meanwhile, which answers them from its copy of the table.
+first full build, and the streams that connected before it) is published whole:
+sidecars reconnecting to a restarted control plane already have the table, and a new
+sidecar receives its listeners (the table) before it asks for the set's route (RDS
+follows LDS). A tenant first seen later (a new DnsPolicy, the first fronted sidecar of a
+tenant, a view that gained a resolver) waits like any other addition.
 
 Thread-safe (a lock): renders run on the hub's worker (``view_snapshots.render`` calls
-``publish`` through its ``SetPublisher`` protocol), the timer on the event loop. The clock is
-the caller's (``now``), so the timing is tested without sleeping.
+``publish`` through its ``SetPublisher`` protocol), the timer on the event loop. The
+clock is the caller's (``now``), so the timing is tested without sleeping.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from controlplane.dns.views import TenantView
-from controlplane.translate.front import Pair, envoy_pairs
+from controlplane.dns.views import TableEntry, TenantView
+from controlplane.translate.front import Pair, pair_record_name, record_pairs
 
 DEFAULT_SETTLE_SECONDS = 2.5  # > the front's 1 s poll plus Envoy's table update (0.1-0.15 s)
+
+Entries = tuple[TableEntry, ...]
+
+
+@dataclass(frozen=True)
+class _Hold:
+    entries: Entries  # the record(s) of one name as the served table had them
+    pairs: frozenset[Pair]  # the pairs they give
+    until: float
 
 
 @dataclass
 class _Tenant:
-    view: TenantView | None = None  # the view ``pairs`` were computed from
-    pairs: frozenset[Pair] = frozenset()
-    ordered: tuple[Pair, ...] = ()
-    seen: dict[Pair, float] = field(default_factory=dict)  # held pair -> first seen
+    view: TenantView | None = None  # the view the indexes below come from
+    by_name: dict[str, Entries] = field(default_factory=dict)
+    pairs_of: dict[str, frozenset[Pair]] = field(default_factory=dict)
+    current: frozenset[Pair] = frozenset()  # every pair of ``view``
+    ordered: tuple[Pair, ...] = ()  # the same, sorted
+    held: dict[str, _Hold] = field(default_factory=dict)  # record name -> its hold
+    candidates: frozenset[Pair] = frozenset()  # pairs of the view the served table answers
+    seen: dict[Pair, float] = field(default_factory=dict)  # waiting pair -> its table sent
+    published: frozenset[Pair] = frozenset()
+    table: tuple[int, tuple[tuple[str, float], ...], TenantView] | None = None  # memo
+
+
+def _index(view: TenantView) -> tuple[dict[str, Entries], dict[str, frozenset[Pair]]]:
+    by_name: dict[str, list[TableEntry]] = {}
+    pairs: dict[str, set[Pair]] = {}
+    for entry in view.entries:
+        name = entry.record.name
+        by_name.setdefault(name, []).append(entry)
+        pairs.setdefault(name, set()).update(record_pairs(entry.record))
+    return ({n: tuple(e) for n, e in by_name.items()},
+            {n: frozenset(p) for n, p in pairs.items() if p})
 
 
 class FrontSets:
-    """Per tenant: the pairs of its latest view, and since when each new one is held."""
+    """Per tenant: the pairs of its latest view, the pairs waiting, the records held."""
 
     def __init__(self, settle: float = DEFAULT_SETTLE_SECONDS) -> None:
         self.settle = settle
@@ -53,57 +88,114 @@ class FrontSets:
         self._lock = threading.Lock()
 
     def publish(self, view: TenantView, now: float, *, initial: bool = False
-                ) -> tuple[Pair, ...]:
-        """The pairs of ``view`` the set lists at ``now``: those seen ``settle`` seconds
-        ago or more (all of them for a tenant's ``initial`` view). Computes the view's
-        pairs once per view object."""
+                ) -> tuple[TenantView, tuple[Pair, ...]]:
+        """(the view to render the fronted keys' table from, the pairs their set lists)
+        at ``now``; idempotent for the same view and time (one call per fronted key)."""
         with self._lock:
-            tenant = self._tenants.get(view.tenant)
-            if tenant is not None and tenant.view is view:
-                ordered = tenant.ordered
+            t = self._tenants.get(view.tenant)
+            fresh = t is None
+            if t is None:
+                t = self._tenants[view.tenant] = _Tenant()
+            prev_by_name, prev_pairs_of = t.by_name, t.pairs_of
+            if t.view is not view:
+                t.by_name, t.pairs_of = _index(view)
+                t.current = frozenset().union(*t.pairs_of.values())
+                t.ordered = tuple(sorted(t.current))
+                t.view = view
+            self._hold_removed(t, prev_by_name, prev_pairs_of, now)
+            candidates = self._candidates(t)
+            if fresh:
+                t.seen = {} if initial else dict.fromkeys(candidates, now)
             else:
-                ordered = envoy_pairs(view)
-            pairs = frozenset(ordered)
-            if tenant is None:
-                tenant = self._tenants[view.tenant] = _Tenant()
-                start = now - self.settle if initial else now
-                tenant.seen = {p: start for p in pairs}
-            else:
-                for pair in pairs - tenant.pairs:
-                    tenant.seen.setdefault(pair, now)
-            tenant.view, tenant.pairs, tenant.ordered = view, pairs, ordered
-            for pair in [p for p, t in tenant.seen.items()
-                         if p not in pairs or t + self.settle <= now]:
-                del tenant.seen[pair]  # matured, or gone from the view
-            if not tenant.seen:
-                return ordered
-            return tuple(p for p in ordered if p not in tenant.seen)
+                for pair in candidates - t.candidates:
+                    t.seen.setdefault(pair, now)
+            t.seen = {p: s for p, s in t.seen.items()
+                      if p in candidates and s + self.settle > now}
+            t.candidates = candidates
+            t.published = candidates - t.seen.keys() if t.seen else candidates
+            return self._table(t, view), tuple(p for p in t.ordered if p in t.published)
+
+    def _hold_removed(self, t: _Tenant, prev_by_name: dict[str, Entries],
+                      prev_pairs_of: dict[str, frozenset[Pair]], now: float) -> None:
+        """Hold the served record of every published pair that left the view; end the
+        holds that are due."""
+        until = now + self.settle
+        for pair in t.published - t.current:
+            name = pair_record_name(pair)
+            hold = t.held.get(name)
+            if hold is not None:
+                t.held[name] = replace(hold, until=max(hold.until, until))
+            elif name in prev_by_name:
+                t.held[name] = _Hold(prev_by_name[name],
+                                     prev_pairs_of.get(name, frozenset()), until)
+        for name in [n for n, h in t.held.items()
+                     if h.until <= now or t.by_name.get(n) == h.entries]:
+            del t.held[name]  # due, or the record is back as it was
+
+    def _candidates(self, t: _Tenant) -> frozenset[Pair]:
+        """The view's pairs that the served table (held records included) answers right."""
+        if not t.held:
+            return t.current
+        out = set(t.current)
+        for name, hold in t.held.items():
+            out -= t.pairs_of.get(name, frozenset()) - hold.pairs
+        return frozenset(out)
+
+    def _table(self, t: _Tenant, view: TenantView) -> TenantView:
+        if not t.held:
+            return view
+        key = tuple(sorted((n, h.until) for n, h in t.held.items()))
+        if t.table is not None and t.table[0] == id(view) and t.table[1] == key:
+            return t.table[2]
+        entries: list[TableEntry] = []
+        for entry in view.entries:
+            name = entry.record.name
+            if name not in t.held:
+                entries.append(entry)
+            elif entry is t.by_name[name][0]:  # a held name: its old record(s), once
+                entries.extend(t.held[name].entries)
+        for name in sorted(set(t.held) - t.by_name.keys()):
+            entries.extend(t.held[name].entries)  # gone from the view: kept for now
+        table = replace(view, entries=tuple(entries))
+        t.table = (id(view), key, table)
+        return table
 
     def next_due(self) -> tuple[float, frozenset[str]] | None:
-        """When the next held pair matures, and the tenants with a pair due then; None
-        when nothing is held."""
+        """When the next waiting pair or hold is due, and the tenants due then; None when
+        nothing waits."""
         with self._lock:
-            due = {name: min(t.seen.values()) + self.settle
-                   for name, t in self._tenants.items() if t.seen}
+            due = {name: d for name, t in self._tenants.items()
+                   if (d := self._due_at(t)) is not None}
         if not due:
             return None
         first = min(due.values())
         return first, frozenset(n for n, d in due.items() if d <= first)
 
+    def _due_at(self, t: _Tenant) -> float | None:
+        times = [s + self.settle for s in t.seen.values()] + [h.until for h in t.held.values()]
+        return min(times) if times else None
+
     def due(self, now: float) -> frozenset[str]:
-        """The tenants holding a pair that has matured by ``now`` (to render again)."""
+        """The tenants with a waiting pair or a hold due by ``now`` (to render again)."""
         with self._lock:
             return frozenset(name for name, t in self._tenants.items()
-                             if any(s + self.settle <= now for s in t.seen.values()))
+                             if (d := self._due_at(t)) is not None and d <= now)
 
     def held(self, tenant: str) -> frozenset[Pair]:
-        """The pairs of ``tenant`` not published yet (for tests and the admin side)."""
+        """The pairs of ``tenant``'s view not published yet."""
         with self._lock:
             t = self._tenants.get(tenant)
-            return frozenset(t.seen) if t is not None else frozenset()
+            return t.current - t.published if t is not None else frozenset()
+
+    def held_records(self, tenant: str) -> frozenset[str]:
+        """The names whose old record the fronted Envoys' table still serves."""
+        with self._lock:
+            t = self._tenants.get(tenant)
+            return frozenset(t.held) if t is not None else frozenset()
 
     def forget(self, tenants: Iterable[str]) -> None:
-        """Tenants no fronted stream has any more, or that are gone."""
+        """Tenants no fronted stream has any more, that are gone, or that lost their
+        resolver (their set is then ``* .``)."""
         with self._lock:
             for name in tenants:
                 self._tenants.pop(name, None)

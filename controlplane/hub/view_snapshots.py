@@ -28,7 +28,7 @@ class SetPublisher(Protocol):
     """Which pairs a tenant's DNS front may route to Envoy now (``front_sets.FrontSets``)."""
 
     def publish(self, view: TenantView, now: float, *, initial: bool = False
-                ) -> tuple[Pair, ...]: ...
+                ) -> tuple[TenantView, tuple[Pair, ...]]: ...
 
     def forget(self, tenants: Iterable[str]) -> None: ...
 
@@ -53,16 +53,18 @@ def render(key: ViewKey, view: TenantView, settings: Settings,
            ) -> ViewSnapshot:
     """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``).
 
-    A fronted key's set lists the pairs ``front`` publishes now (new pairs lag the
-    table, ``front_sets.py``); without ``front``, every pair of the view."""
+    A fronted key's set lists the pairs ``front`` publishes now, and its table may still
+    hold records that left the view (new pairs lag the table, gone ones leave the set
+    first: ``front_sets.py``); without ``front``, every pair of the view."""
     pairs = None
+    table = view
     if key.front is not None and front is not None:
         if view.upstreams:
-            pairs = front.sets.publish(view, front.now, initial=front.initial)
+            table, pairs = front.sets.publish(view, front.now, initial=front.initial)
         else:
             front.sets.forget([view.tenant])  # '* .': no pairs; a resolver later starts over
     resources: Any = translate_view(
-        view, host=key.host, port=key.port,
+        table, host=key.host, port=key.port,
         resolver_timeout_ms=int(settings.resolvers.timeout_seconds * 1000),
         stats=(key.stats_host, key.stats_port) if key.stats_port else None,
         hop=(key.hop_host, key.hop_port), domains=domains, front=key.front,
