@@ -359,6 +359,20 @@ def test_a_record_back_as_it_was_ends_its_hold() -> None:
     assert pairs(sets, again, 4.0) == (a("api"), a("web"))  # have polled since
 
 
+def test_a_render_overtaken_by_a_newer_view_changes_nothing() -> None:
+    """Jobs are made on the loop and rendered on the worker: a job made before another
+    view was published may run after it; its result is not installed, and it must not
+    turn the state back to its older view."""
+    sets = FrontSets(settle=2.5)
+    old, new = view_with("web", "api"), view_with("web")
+    pairs(sets, old, 0.0, initial=True)
+    pairs(sets, new, 2.0)  # api leaves: out of the set, its record held
+    assert sets.publish(old, 1.0) == (old, ())  # the overtaken job
+    assert sets.held_records("acme") == {"api.acme.svc.cluster.local"}
+    assert set(table_of(sets, new, 2.1)) == {"web.acme.svc.cluster.local",
+                                             "api.acme.svc.cluster.local"}
+
+
 def test_a_tenant_first_seen_after_loading_waits() -> None:
     sets = FrontSets(settle=2.5)
     assert pairs(sets, view_with("web"), 10.0) == ()
@@ -425,7 +439,7 @@ def set_of(snap: ViewSnapshot) -> str:
 
 def test_the_hub_sends_the_table_first_and_the_set_after_the_settle_time() -> None:
     clock = Clock()
-    hub = Hub(Settings(), clock=clock, resolvers=Resolvers())
+    hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
     hub.set_inventory(acme("web"))  # the first full build: loading
     conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055",
                    RESOLVER_HOP_ADDRESS="127.0.0.1:15154")
@@ -484,7 +498,7 @@ def test_the_first_full_build_publishes_whole_sets() -> None:
     """Sidecars that reconnect to a restarted control plane before its first load keep
     their set: the views of that load are published at once."""
     clock = Clock()
-    hub = Hub(Settings(), clock=clock, resolvers=Resolvers())
+    hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
     conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
     assert conn.view_key is not None and hub.snapshot_for(conn) is None  # still loading
     hub.set_inventory(acme("web"))
@@ -512,7 +526,7 @@ def test_the_default_view_sends_everything_to_envoy() -> None:
 
 def test_a_due_tenant_without_fronted_streams_is_forgotten() -> None:
     clock = Clock()
-    hub = Hub(Settings(), clock=clock, resolvers=Resolvers())
+    hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
     hub.set_inventory(acme("web"))
     conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
     assert hub.front_sets.held("acme") == {a("web")}

@@ -30,7 +30,8 @@ tenant, a view that gained a resolver) waits like any other addition.
 
 Thread-safe (a lock): renders run on the hub's worker (``view_snapshots.render`` calls
 ``publish`` through its ``SetPublisher`` protocol), the timer on the event loop. The
-clock is the caller's (``now``), so the timing is tested without sleeping.
+clock is the caller's (``now``, monotonic: a render made before another view was
+published is not let back), so the timing is tested without sleeping.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class _Tenant:
     seen: dict[Pair, float] = field(default_factory=dict)  # waiting pair -> its table sent
     published: frozenset[Pair] = frozenset()
     table: tuple[int, tuple[tuple[str, float], ...], TenantView] | None = None  # memo
+    last_now: float = float("-inf")  # the latest ``now`` a view was published at
 
 
 def _index(view: TenantView) -> tuple[dict[str, Entries], dict[str, frozenset[Pair]]]:
@@ -94,8 +96,14 @@ class FrontSets:
         with self._lock:
             t = self._tenants.get(view.tenant)
             fresh = t is None
+            if t is not None and now < t.last_now and view is not t.view:
+                # A render that a newer view overtook (jobs are made on the loop, rendered
+                # on the worker): the hub will not install it; it must not turn the state
+                # back to an older view either.
+                return view, ()
             if t is None:
                 t = self._tenants[view.tenant] = _Tenant()
+            t.last_now = max(t.last_now, now)
             prev_by_name, prev_pairs_of = t.by_name, t.pairs_of
             if t.view is not view:
                 t.by_name, t.pairs_of = _index(view)

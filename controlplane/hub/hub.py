@@ -91,10 +91,12 @@ class Hub:
                  resolvers: ResolverDirectory | None = None,
                  decider: PolicyDecider | None = None,
                  worker: Executor | None = None,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None,
+                 front_clock: Callable[[], float] = time.monotonic) -> None:
         """``supervisor``: starts the rebuilds and renders the hub schedules on the loop
         (a crash fails readiness, ``runtime/supervise.py``); its readiness is the
-        replica's (``readiness``)."""
+        replica's (``readiness``). ``front_clock``: when the DNS fronts' waiting pairs and
+        held records are due (monotonic, like the loop's timers)."""
         self.settings = settings
         self.metrics = HubMetrics()
         self.cache = SnapshotCache()
@@ -123,6 +125,7 @@ class Hub:
         # The DNS fronts' sets: new pairs lag the table (front_sets.py); the timer renders
         # the fronted keys of a tenant again when its held pairs are due.
         self.front_sets = FrontSets(settings.xds.front_settle_seconds)
+        self._front_clock = front_clock
         self._front_initial = True  # until the first full build's views are dispatched
         self._front_timer: asyncio.TimerHandle | None = None
         self._front_timer_at = 0.0
@@ -402,7 +405,7 @@ class Hub:
 
     # -- the DNS fronts' sets ----------------------------------------------------------
     def _front_turn(self) -> FrontTurn:
-        return FrontTurn(self.front_sets, self._clock(), self._front_initial)
+        return FrontTurn(self.front_sets, self._front_clock(), self._front_initial)
 
     def render_due_sets(self) -> set[ViewKey]:
         """Render again the fronted keys of every tenant whose held pairs are due (the
@@ -444,7 +447,8 @@ class Hub:
                 return  # an earlier (or the same) moment is already armed
             self._front_timer.cancel()
         self._front_timer_at = at
-        self._front_timer = loop.call_later(max(0.0, at - self._clock()), self._front_due)
+        self._front_timer = loop.call_later(max(0.0, at - self._front_clock()),
+                                            self._front_due)
 
     def _front_due(self) -> None:
         self._front_timer = None
