@@ -8,9 +8,12 @@ set ``settle`` seconds after the table that answers it (an injected clock, no sl
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -36,6 +39,7 @@ from controlplane.dns.views import (
 from controlplane.hub.front_sets import FrontSets
 from controlplane.hub.hub import Connection, Hub, ViewKey
 from controlplane.injection.bootstrap import bootstrap_config
+from controlplane.store.store import Store
 from controlplane.translate import translate_view
 from controlplane.translate.front import ALL_TO_ENVOY, Pair, envoy_pairs, set_body
 from controlplane.translate.front_routes import set_listener_name, set_route_name
@@ -410,12 +414,16 @@ class Clock:
         return self.now
 
 
+def acme_objects(*names: str) -> list[Any]:
+    return [Namespace("acme", (("tenant", "acme"),)),
+            tenant_policy("acme", default_action=DefaultAction.ALLOW,
+                          server_address="10.9.9.9"),
+            *(Service("acme", n, cluster_ips=(f"10.0.0.{i + 1}",))
+              for i, n in enumerate(names))]
+
+
 def acme(*names: str) -> Inventory:
-    return Inventory.of([Namespace("acme", (("tenant", "acme"),)),
-                         tenant_policy("acme", default_action=DefaultAction.ALLOW,
-                                      server_address="10.9.9.9"),
-                         *(Service("acme", n, cluster_ips=(f"10.0.0.{i + 1}",))
-                           for i, n in enumerate(names))])
+    return Inventory.of(acme_objects(*names))
 
 
 def fronted(hub: Hub, node_id: str, **meta: str) -> Connection:
@@ -534,3 +542,27 @@ def test_a_due_tenant_without_fronted_streams_is_forgotten() -> None:
     clock.now += 3
     assert hub.render_due_sets() == set()
     assert hub.front_sets.next_due() is None
+
+
+def test_with_a_worker_the_hubs_timer_publishes_the_due_set() -> None:
+    """``serve``'s shape: views rendered on the worker, the timer on the loop. The settle
+    time is short here; the test waits for the condition, it asserts no duration."""
+    async def scenario() -> str:
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            settings = Settings(xds=XdsSettings(front_settle_seconds=0.05))
+            hub = Hub(settings, resolvers=Resolvers(), worker=worker)
+            store = Store()
+            store.replace_origin("f", acme_objects("web"))
+            await hub.apply(store.take)
+            conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
+            store.replace_origin("f", acme_objects("web", "api"))
+            await hub.apply(store.take)
+            for _ in range(500):
+                snap = hub.snapshot_for(conn)
+                if snap is not None and "api" in set_of(snap):
+                    return set_of(snap)
+                await asyncio.sleep(0.01)
+            raise AssertionError("the due set was never published")
+
+    assert asyncio.run(scenario()) == ("A api.acme.svc.cluster.local.\n"
+                                       "A web.acme.svc.cluster.local.\n")

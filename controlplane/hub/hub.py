@@ -18,7 +18,8 @@ sets the interpreter up for it: ``runtime/heap.py``.)
 
 Its surface, by who uses it:
 
-- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``;
+- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``; and
+  ``render_due_sets`` (the DNS fronts' sets that are due: its own timer calls it);
 - ADS streams (xds/server.py, through ``xds/watcher.AdsBackend``): ``open``,
   ``attach``, ``snapshot_for``, ``record``, ``record_sent``, ``close``;
 - read side (``admin/reads.ViewsRead``, the status writer): ``inventory``,
@@ -129,6 +130,7 @@ class Hub:
         self._front_initial = True  # until the first full build's views are dispatched
         self._front_timer: asyncio.TimerHandle | None = None
         self._front_timer_at = 0.0
+        self._front_rendering = False  # a due render is on the worker
         self.streams.on_sent = self._sent
         self.streams.on_acked = self._acked
         self._rebuild_inline(self.inventory, None)
@@ -411,6 +413,8 @@ class Hub:
         """Render again the fronted keys of every tenant whose held pairs are due (the
         timer calls it; without a loop, tests call it after moving their clock). Returns
         the keys rendered (inline) or scheduled (on the worker)."""
+        if self._front_rendering:
+            return set()  # its end arms the timer again if anything is still due
         turn = self._front_turn()
         due = self.front_sets.due(turn.now)
         jobs: list[Job] = [(key, self.tenant_views[key.tenant], None, self.snapshots.domains)
@@ -424,6 +428,7 @@ class Hub:
                                    current=self._current, changed_at=self._changed_at)
             self._schedule_front()
         elif jobs:
+            self._front_rendering = True
             self._spawn(self._render_due(jobs, turn), "render due DNS front sets",
                         {"view": ", ".join(str(job[0]) for job in jobs)})
         else:
@@ -431,7 +436,10 @@ class Hub:
         return {job[0] for job in jobs}
 
     async def _render_due(self, jobs: list[Job], turn: FrontTurn) -> None:
-        rendered = await self._offload(render_all, jobs, self.settings, turn)
+        try:
+            rendered = await self._offload(render_all, jobs, self.settings, turn)
+        finally:
+            self._front_rendering = False
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
         self._schedule_front()
 
