@@ -566,3 +566,33 @@ def test_with_a_worker_the_hubs_timer_publishes_the_due_set() -> None:
 
     assert asyncio.run(scenario()) == ("A api.acme.svc.cluster.local.\n"
                                        "A web.acme.svc.cluster.local.\n")
+
+
+def test_a_fronted_sidecar_is_current_once_it_acked_its_set_too() -> None:
+    clock = Clock()
+    hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
+    hub.set_inventory(acme("web"))
+    conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
+
+    def ack_all() -> None:
+        for out in conn.stream.responses(hub.snapshot_for(conn)):
+            hub.record(conn, conn.stream.receive(discovery_pb2.DiscoveryRequest(
+                type_url=out.type_url, version_info=out.version, response_nonce=out.nonce,
+                resource_names=sorted(out.names) if out.type_url == ROUTE_TYPE else ()))[0])
+
+    def current() -> bool:
+        (state,) = hub.streams.proxy_states()
+        return state.current
+
+    ack_all()  # LDS acked; RDS not asked for yet
+    assert current()
+    conn.stream.receive(discovery_pb2.DiscoveryRequest(
+        type_url=ROUTE_TYPE, resource_names=[set_route_name("acme")]))
+    assert not current()  # the set's route is asked for, not acked yet
+    ack_all()
+    assert current()
+    clock.now += 2.5
+    hub.render_due_sets()  # a new set: its route is not acked yet
+    assert not current()
+    ack_all()
+    assert current()
