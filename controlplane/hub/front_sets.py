@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from controlplane.dns.views import TableEntry, TenantView
-from controlplane.translate.front import Pair, pair_record_name, record_pairs
+from controlplane.translate.front import Pair, envoy_pairs, pair_record_name, record_pairs
 
 DEFAULT_SETTLE_SECONDS = 2.5  # > the front's 1 s poll plus Envoy's table update (0.1-0.15 s)
 
@@ -57,28 +57,31 @@ class _Hold:
 
 @dataclass
 class _Tenant:
-    view: TenantView | None = None  # the view the indexes below come from
-    by_name: dict[str, Entries] = field(default_factory=dict)
-    pairs_of: dict[str, frozenset[Pair]] = field(default_factory=dict)
+    view: TenantView | None = None  # the latest view published
     current: frozenset[Pair] = frozenset()  # every pair of ``view``
     ordered: tuple[Pair, ...] = ()  # the same, sorted
     held: dict[str, _Hold] = field(default_factory=dict)  # record name -> its hold
     candidates: frozenset[Pair] = frozenset()  # pairs of the view the served table answers
     seen: dict[Pair, float] = field(default_factory=dict)  # waiting pair -> its table sent
     published: frozenset[Pair] = frozenset()
-    table: tuple[int, tuple[tuple[str, float], ...], TenantView] | None = None  # memo
+    # memo: (the view, the holds, the table rendered from them)
+    table: tuple[TenantView, tuple[tuple[str, float], ...], TenantView] | None = None
     last_now: float = float("-inf")  # the latest ``now`` a view was published at
 
 
-def _index(view: TenantView) -> tuple[dict[str, Entries], dict[str, frozenset[Pair]]]:
-    by_name: dict[str, list[TableEntry]] = {}
-    pairs: dict[str, set[Pair]] = {}
-    for entry in view.entries:
-        name = entry.record.name
-        by_name.setdefault(name, []).append(entry)
-        pairs.setdefault(name, set()).update(record_pairs(entry.record))
-    return ({n: tuple(e) for n, e in by_name.items()},
-            {n: frozenset(p) for n, p in pairs.items() if p})
+def _entries_of(view: TenantView | None, names: Iterable[str]) -> dict[str, Entries]:
+    """The entries of ``names`` in ``view`` (one pass; only when something is held)."""
+    wanted = set(names)
+    out: dict[str, list[TableEntry]] = {}
+    if view is not None and wanted:
+        for entry in view.entries:
+            if entry.record.name in wanted:
+                out.setdefault(entry.record.name, []).append(entry)
+    return {n: tuple(e) for n, e in out.items()}
+
+
+def _pairs_of(entries: Entries) -> frozenset[Pair]:
+    return frozenset(p for e in entries for p in record_pairs(e.record))
 
 
 class FrontSets:
@@ -104,68 +107,75 @@ class FrontSets:
             if t is None:
                 t = self._tenants[view.tenant] = _Tenant()
             t.last_now = max(t.last_now, now)
-            prev_by_name, prev_pairs_of = t.by_name, t.pairs_of
-            if t.view is not view:
-                t.by_name, t.pairs_of = _index(view)
-                t.current = frozenset().union(*t.pairs_of.values())
-                t.ordered = tuple(sorted(t.current))
+            previous = t.view
+            if previous is not view:
+                t.ordered = envoy_pairs(view)
+                t.current = frozenset(t.ordered)
                 t.view = view
-            self._hold_removed(t, prev_by_name, prev_pairs_of, now)
-            candidates = self._candidates(t)
+            current_entries = self._hold_removed(t, previous, now)
+            candidates = self._candidates(t, current_entries)
             if fresh:
                 t.seen = {} if initial else dict.fromkeys(candidates, now)
             else:
                 for pair in candidates - t.candidates:
                     t.seen.setdefault(pair, now)
-            t.seen = {p: s for p, s in t.seen.items()
-                      if p in candidates and s + self.settle > now}
+            if t.seen:
+                t.seen = {p: s for p, s in t.seen.items()
+                          if p in candidates and s + self.settle > now}
             t.candidates = candidates
             t.published = candidates - t.seen.keys() if t.seen else candidates
-            return self._table(t, view), tuple(p for p in t.ordered if p in t.published)
+            listed = (t.ordered if len(t.published) == len(t.current)
+                      else tuple(p for p in t.ordered if p in t.published))
+            return self._table(t, view, current_entries), listed
 
-    def _hold_removed(self, t: _Tenant, prev_by_name: dict[str, Entries],
-                      prev_pairs_of: dict[str, frozenset[Pair]], now: float) -> None:
+    def _hold_removed(self, t: _Tenant, previous: TenantView | None, now: float
+                      ) -> dict[str, Entries]:
         """Hold the served record of every published pair that left the view; end the
-        holds that are due."""
+        holds that are due or whose record is back as it was. Returns the view's entries
+        of the names still held."""
         until = now + self.settle
-        for pair in t.published - t.current:
-            name = pair_record_name(pair)
-            hold = t.held.get(name)
-            if hold is not None:
-                t.held[name] = replace(hold, until=max(hold.until, until))
-            elif name in prev_by_name:
-                t.held[name] = _Hold(prev_by_name[name],
-                                     prev_pairs_of.get(name, frozenset()), until)
+        gone = {pair_record_name(p) for p in t.published - t.current}
+        fresh = gone - t.held.keys()
+        for name in gone & t.held.keys():
+            t.held[name] = replace(t.held[name], until=max(t.held[name].until, until))
+        if fresh:  # the served table had the previous view's record for these
+            for name, entries in _entries_of(previous, fresh).items():
+                t.held[name] = _Hold(entries, _pairs_of(entries), until)
+        current = _entries_of(t.view, t.held)
         for name in [n for n, h in t.held.items()
-                     if h.until <= now or t.by_name.get(n) == h.entries]:
-            del t.held[name]  # due, or the record is back as it was
+                     if h.until <= now or current.get(n) == h.entries]:
+            del t.held[name]
+            current.pop(name, None)
+        return current
 
-    def _candidates(self, t: _Tenant) -> frozenset[Pair]:
+    def _candidates(self, t: _Tenant, current: dict[str, Entries]) -> frozenset[Pair]:
         """The view's pairs that the served table (held records included) answers right."""
         if not t.held:
             return t.current
         out = set(t.current)
         for name, hold in t.held.items():
-            out -= t.pairs_of.get(name, frozenset()) - hold.pairs
+            out -= _pairs_of(current.get(name, ())) - hold.pairs
         return frozenset(out)
 
-    def _table(self, t: _Tenant, view: TenantView) -> TenantView:
+    def _table(self, t: _Tenant, view: TenantView, current: dict[str, Entries]
+               ) -> TenantView:
         if not t.held:
+            t.table = None
             return view
         key = tuple(sorted((n, h.until) for n, h in t.held.items()))
-        if t.table is not None and t.table[0] == id(view) and t.table[1] == key:
+        if t.table is not None and t.table[0] is view and t.table[1] == key:
             return t.table[2]
         entries: list[TableEntry] = []
         for entry in view.entries:
             name = entry.record.name
             if name not in t.held:
                 entries.append(entry)
-            elif entry is t.by_name[name][0]:  # a held name: its old record(s), once
+            elif entry is current[name][0]:  # a held name: its old record(s), once
                 entries.extend(t.held[name].entries)
-        for name in sorted(set(t.held) - t.by_name.keys()):
+        for name in sorted(t.held.keys() - current.keys()):
             entries.extend(t.held[name].entries)  # gone from the view: kept for now
         table = replace(view, entries=tuple(entries))
-        t.table = (id(view), key, table)
+        t.table = (view, key, table)
         return table
 
     def next_due(self) -> tuple[float, frozenset[str]] | None:
