@@ -287,13 +287,13 @@ def test_a_new_pair_is_published_after_the_settle_time() -> None:
     v2 = view_with("web", "api")
     table, listed = sets.publish(v2, 101.0)
     assert table is v2 and listed == (a("web"),)  # the table at once, the set not yet
-    assert sets.held("acme") == {a("api")}
+    assert sets.waiting("acme") == {a("api")}
     assert sets.next_due() == (103.5, frozenset({"acme"}))
     assert sets.due(103.4) == frozenset()
     assert sets.due(103.5) == {"acme"}
     assert pairs(sets, v2, 103.4) == (a("web"),)  # still waiting just before
     assert set(pairs(sets, v2, 103.5)) == {a("web"), a("api")}
-    assert sets.held("acme") == frozenset() and sets.next_due() is None
+    assert sets.waiting("acme") == frozenset() and sets.next_due() is None
 
 
 def test_each_pair_waits_from_its_own_time() -> None:
@@ -537,7 +537,7 @@ def test_a_due_tenant_without_fronted_streams_is_forgotten() -> None:
     hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
     hub.set_inventory(acme("web"))
     conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
-    assert hub.front_sets.held("acme") == {a("web")}
+    assert hub.front_sets.waiting("acme") == {a("web")}
     hub.close(conn)
     clock.now += 3
     assert hub.render_due_sets() == set()

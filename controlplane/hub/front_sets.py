@@ -199,7 +199,7 @@ class FrontSets:
             return frozenset(name for name, t in self._tenants.items()
                              if (d := self._due_at(t)) is not None and d <= now)
 
-    def held(self, tenant: str) -> frozenset[Pair]:
+    def waiting(self, tenant: str) -> frozenset[Pair]:
         """The pairs of ``tenant``'s view not published yet."""
         with self._lock:
             t = self._tenants.get(tenant)
