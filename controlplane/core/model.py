@@ -200,6 +200,9 @@ class Workload:
     stats_listen_port: int = 15090  # 0: no stats listener
     hop_listen_host: str = "127.0.0.1"  # the local TCP listener to the tenant resolver (TLS hop)
     hop_listen_port: int = 15054
+    # The DNS front's set listener (DNS_FRONT_SET_ADDRESS); port 0: the node is not fronted.
+    front_set_host: str = ""
+    front_set_port: int = 0
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

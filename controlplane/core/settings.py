@@ -139,9 +139,14 @@ class XdsSettings:
     # On SIGTERM: stop accepting ADS streams, then end the open ones over this many
     # seconds (random moments), so sidecars move to another replica without a storm.
     drain_seconds: float = 2.0
+    # A pair new to a tenant's view enters its DNS front's set this long after the table
+    # that answers it is sent (> the front's 1 s poll; docs/dns-front.md, hub/front_sets.py).
+    front_settle_seconds: float = 2.5
 
     def __post_init__(self) -> None:
         _port("--xds-address", self.port)
+        if self.front_settle_seconds < 0:
+            raise ConfigError("the DNS front's settle time must not be negative")
         if self.tls_dir and self.plaintext:
             raise ConfigError(flag="--xds-tls-dir",
                               reason="--xds-tls-dir and --xds-plaintext exclude each other")

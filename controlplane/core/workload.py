@@ -12,7 +12,14 @@ Metadata keys (all optional, each missing one gives a warning, never an error):
   bootstrap) and nothing else, so the admin itself stays on loopback.
 - ``RESOLVER_HOP_ADDRESS``: where the local TCP listener that carries DNS to the
   tenant resolver over TLS binds (default ``127.0.0.1:15054``; used only when the
-  control plane runs with ``--resolver-hop tls``).
+  control plane runs with ``--resolver-hop tls``, or when the node is fronted).
+- ``DNS_FRONT_SET_ADDRESS``: marks a node whose pod runs the DNS front (kresd,
+  ``docs/dns-front.md``): ``HOST:PORT`` of the loopback HTTP listener where the front
+  fetches the (name, type) set (``http://HOST:PORT/envoy-set``; 15055 in a pod). Absent:
+  not fronted, no warning (no set listener; the hop listener only with a TLS hop). A
+  fronted node also gets the hop listener at ``RESOLVER_HOP_ADDRESS`` whenever its view
+  has a tenant resolver. A value that is not ``IP:PORT`` with a port gives a warning
+  and the node is not fronted.
 """
 
 from __future__ import annotations
@@ -72,10 +79,28 @@ def workload_from_node(node: base_pb2.Node) -> Workload:
                                           DEFAULT_STATS_PORT, warnings)
     hop_host, hop_port = _address(meta, "RESOLVER_HOP_ADDRESS", DEFAULT_HOP_HOST,
                                   DEFAULT_HOP_PORT, warnings)
+    front_host, front_port = _front_address(meta.get("DNS_FRONT_SET_ADDRESS"), warnings)
     return Workload(node_id=node.id, namespace=namespace, labels=labels_of(labels),
                     dns_listen_host=host, dns_listen_port=port, stats_listen_host=stats_host,
                     stats_listen_port=stats_port, hop_listen_host=hop_host,
-                    hop_listen_port=hop_port, warnings=tuple(warnings))
+                    hop_listen_port=hop_port, front_set_host=front_host,
+                    front_set_port=front_port, warnings=tuple(warnings))
+
+
+def _front_address(raw: Any, warnings: list[str]) -> tuple[str, int]:
+    """``DNS_FRONT_SET_ADDRESS``: ("", 0) when absent or unusable (not fronted)."""
+    if raw is None:
+        return "", 0
+    try:
+        host, port = split_host_port(str(raw), 0)
+    except BadAddress:
+        host, port = "", 0
+    ip = parse_ip(host)
+    if ip is None or not port:
+        warnings.append(f"DNS_FRONT_SET_ADDRESS {raw!r} is not IP:PORT; the node is not "
+                        "fronted (no set listener)")
+        return "", 0
+    return str(ip), port
 
 
 def _address(meta: dict[str, Any], key: str, host: str, port: int,

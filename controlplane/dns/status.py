@@ -33,7 +33,7 @@ class ProxyState:
 
     workload: Workload
     tenant: str
-    current: bool  # acked the current listener version of its view
+    current: bool  # acked the current listener version of its view (and route, if fronted)
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str, generation: int

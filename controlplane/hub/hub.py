@@ -18,7 +18,8 @@ sets the interpreter up for it: ``runtime/heap.py``.)
 
 Its surface, by who uses it:
 
-- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``;
+- input (app.py, tests, tools): ``apply``, ``set_inventory``, ``recompute``; and
+  ``render_due_sets`` (the DNS fronts' sets that are due: its own timer calls it);
 - ADS streams (xds/server.py, through ``xds/watcher.AdsBackend``): ``open``,
   ``attach``, ``snapshot_for``, ``record``, ``record_sent``, ``close``;
 - read side (``admin/reads.ViewsRead``, the status writer): ``inventory``,
@@ -44,6 +45,7 @@ from controlplane.dns.status import conflicts_by_policy, policy_status
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
 from controlplane.dns.vips import Allocation
+from controlplane.hub.front_sets import FrontSets
 from controlplane.hub.metrics import (
     PUSH_LATENCY_BUCKETS,
     ChangeTrace,
@@ -52,7 +54,13 @@ from controlplane.hub.metrics import (
 )
 from controlplane.hub.streams import Connection, Streams
 from controlplane.hub.view_key import ViewKey
-from controlplane.hub.view_snapshots import Job, Rendered, ViewSnapshots, render_all
+from controlplane.hub.view_snapshots import (
+    FrontTurn,
+    Job,
+    Rendered,
+    ViewSnapshots,
+    render_all,
+)
 from controlplane.policy.decisions import ExternalDecision
 from controlplane.policy.selection import CompiledPolicy, Selection, select_policy
 from controlplane.policyserver.client import PolicyDecider
@@ -84,10 +92,12 @@ class Hub:
                  resolvers: ResolverDirectory | None = None,
                  decider: PolicyDecider | None = None,
                  worker: Executor | None = None,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None,
+                 front_clock: Callable[[], float] = time.monotonic) -> None:
         """``supervisor``: starts the rebuilds and renders the hub schedules on the loop
         (a crash fails readiness, ``runtime/supervise.py``); its readiness is the
-        replica's (``readiness``)."""
+        replica's (``readiness``). ``front_clock``: when the DNS fronts' waiting pairs and
+        held records are due (monotonic, like the loop's timers)."""
         self.settings = settings
         self.metrics = HubMetrics()
         self.cache = SnapshotCache()
@@ -113,10 +123,19 @@ class Hub:
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
         self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
         self._changed_at = clock()
+        # The DNS fronts' sets: new pairs lag the table (front_sets.py); the timer renders
+        # the fronted keys of a tenant again when its held pairs are due.
+        self.front_sets = FrontSets(settings.xds.front_settle_seconds)
+        self._front_clock = front_clock
+        self._front_initial = True  # until the first full build's views are dispatched
+        self._front_timer: asyncio.TimerHandle | None = None
+        self._front_timer_at = 0.0
+        self._front_rendering = False  # a due render is on the worker
         self.streams.on_sent = self._sent
         self.streams.on_acked = self._acked
         self._rebuild_inline(self.inventory, None)
         self._built = False  # that was the empty start, not a load: streams wait for one
+        self._front_initial = True
 
     # -- what other modules read ----------------------------------------------
     @property
@@ -191,7 +210,7 @@ class Hub:
                           {t: v.forward for t, v in build.views.items() if v.forward})
         jobs = self._adopt(inventory, build, trace)
         started = time.perf_counter()
-        rendered = await offload(render_all, jobs, self.settings)
+        rendered = await offload(render_all, jobs, self.settings, self._front_turn())
         trace.phases["render"] = time.perf_counter() - started
         self._install(rendered, trace)
         if not self._built:
@@ -200,8 +219,10 @@ class Hub:
             self._built = True
             self._assign_all()
             self._refresh_snapshots()
+            self._front_initial = False
             for key in self.streams.active_views():
                 self.streams.wake(key)
+        self._schedule_front()
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         if self._worker is None:
@@ -253,6 +274,7 @@ class Hub:
         started = time.perf_counter()
         trace.views = self.snapshots.install(rendered, current=self._current,
                                              changed_at=self._changed_at)
+        self.front_sets.forget(self.front_sets.tenants() - set(self.tenant_views))
         trace.phases["install"] = time.perf_counter() - started
         trace.installed_at = time.time()
         self.metrics.observe_phases(trace)
@@ -320,10 +342,11 @@ class Hub:
         w = conn.workload
         if w is None:
             return
-        # The hop listener exists only with a TLS hop; otherwise its address must not split
-        # views that are byte-identical.
+        # The hop listener exists only with a TLS hop or a DNS front; otherwise its address
+        # must not split views that are byte-identical.
+        fronted = bool(w.front_set_port)
         hop = ((w.hop_listen_host, w.hop_listen_port)
-               if self.resolvers is not None and self.resolvers.hop is not None
+               if fronted or (self.resolvers is not None and self.resolvers.hop is not None)
                else (DEFAULT_HOP_HOST, DEFAULT_HOP_PORT))
         memo = (w.namespace, w.labels)
         selection = selections.get(memo) if selections is not None else None
@@ -338,7 +361,8 @@ class Hub:
                         tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})
         conn.conflicts = selection.conflicts
         key = ViewKey(tenant, w.dns_listen_host, w.dns_listen_port, w.stats_listen_host,
-                      w.stats_listen_port, *hop)
+                      w.stats_listen_port, *hop, w.front_set_host if fronted else "",
+                      w.front_set_port)
         self._set_view(conn, key)
 
     def _assign_all(self) -> None:
@@ -362,22 +386,81 @@ class Hub:
         if not jobs:
             return
         if self._worker is None or _running_loop() is None:
-            self.snapshots.install(render_all(jobs, self.settings), current=self._current,
-                                   changed_at=self._changed_at)
+            self.snapshots.install(render_all(jobs, self.settings, self._front_turn()),
+                                   current=self._current, changed_at=self._changed_at)
+            self._schedule_front()
             return
         jobs = [j for j in jobs if j[0] not in self._rendering]
         if jobs:
             self._rendering.update(job[0] for job in jobs)
-            self._spawn(self._render_later(jobs), "render for new streams",
+            self._spawn(self._render_later(jobs, self._front_turn()), "render for new streams",
                         {"view": ", ".join(str(job[0]) for job in jobs)})
 
-    async def _render_later(self, jobs: list[Job]) -> None:
+    async def _render_later(self, jobs: list[Job], front: FrontTurn) -> None:
         try:
-            rendered = await self._offload(render_all, jobs, self.settings)
+            rendered = await self._offload(render_all, jobs, self.settings, front)
         finally:
             self._rendering.difference_update(job[0] for job in jobs)
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._schedule_front()
         self._refresh_snapshots()  # a view that changed while these were rendered
+
+    # -- the DNS fronts' sets ----------------------------------------------------------
+    def _front_turn(self) -> FrontTurn:
+        return FrontTurn(self.front_sets, self._front_clock(), self._front_initial)
+
+    def render_due_sets(self) -> set[ViewKey]:
+        """Render again the fronted keys of every tenant whose held pairs are due (the
+        timer calls it; without a loop, tests call it after moving their clock). Returns
+        the keys rendered (inline) or scheduled (on the worker)."""
+        if self._front_rendering:
+            return set()  # its end arms the timer again if anything is still due
+        turn = self._front_turn()
+        due = self.front_sets.due(turn.now)
+        jobs: list[Job] = [(key, self.tenant_views[key.tenant], None, self.snapshots.domains)
+                           for key in sorted(self.streams.active_views())
+                           if key.front is not None and key.tenant in due
+                           and key.tenant in self.tenant_views]
+        # A tenant no fronted stream shows any more: nothing to publish to, so nothing due.
+        self.front_sets.forget(due - {job[0].tenant for job in jobs})
+        if jobs and (self._worker is None or _running_loop() is None):
+            self.snapshots.install(render_all(jobs, self.settings, turn),
+                                   current=self._current, changed_at=self._changed_at)
+            self._schedule_front()
+        elif jobs:
+            self._front_rendering = True
+            self._spawn(self._render_due(jobs, turn), "render due DNS front sets",
+                        {"view": ", ".join(str(job[0]) for job in jobs)})
+        else:
+            self._schedule_front()
+        return {job[0] for job in jobs}
+
+    async def _render_due(self, jobs: list[Job], turn: FrontTurn) -> None:
+        try:
+            rendered = await self._offload(render_all, jobs, self.settings, turn)
+        finally:
+            self._front_rendering = False
+        self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._schedule_front()
+
+    def _schedule_front(self) -> None:
+        """Arm the timer for the next held pair (on the loop; none without one)."""
+        nxt = self.front_sets.next_due()
+        loop = _running_loop()
+        if nxt is None or loop is None:
+            return
+        at = nxt[0]
+        if self._front_timer is not None:
+            if self._front_timer_at <= at:
+                return  # an earlier (or the same) moment is already armed
+            self._front_timer.cancel()
+        self._front_timer_at = at
+        self._front_timer = loop.call_later(max(0.0, at - self._front_clock()),
+                                            self._front_due)
+
+    def _front_due(self) -> None:
+        self._front_timer = None
+        self.render_due_sets()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str,
                context: Mapping[str, str]) -> None:

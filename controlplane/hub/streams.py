@@ -23,7 +23,7 @@ from controlplane.core.model import Workload
 from controlplane.dns.status import ProxyState
 from controlplane.hub.metrics import HubMetrics
 from controlplane.hub.view_key import ViewKey
-from controlplane.translate.types import LISTENER_TYPE, SHORT_NAMES
+from controlplane.translate.types import LISTENER_TYPE, ROUTE_TYPE, SHORT_NAMES
 from controlplane.xds.delta import DeltaOutgoing, DeltaStream
 from controlplane.xds.protocol import Ack, Event, Nack, Outgoing, SotwStream
 from controlplane.xds.snapshot import SnapshotCache
@@ -186,6 +186,9 @@ class Streams:
             lds = conn.stream.types.get(LISTENER_TYPE)
             current = bool(snap and lds and lds.acked_version
                            and lds.acked_version == snap.types[LISTENER_TYPE].version)
+            rds = conn.stream.types.get(ROUTE_TYPE)  # a DNS front's set, when asked for
+            if current and snap and rds is not None and ROUTE_TYPE in snap.types:
+                current = rds.acked_version == snap.types[ROUTE_TYPE].version
             out.append(ProxyState(conn.workload, conn.view_key.tenant, current))
         return out
 

@@ -13,14 +13,34 @@ that changed re-serialises only the records that changed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from controlplane.core.settings import Settings
 from controlplane.dns.views import TenantView
 from controlplane.hub.view_key import ViewKey
 from controlplane.translate import DomainCache, translate_view
 from controlplane.translate.faults import poison
+from controlplane.translate.front import Pair
 from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot, build_snapshot
+
+
+class SetPublisher(Protocol):
+    """Which pairs a tenant's DNS front may route to Envoy now (``front_sets.FrontSets``)."""
+
+    def publish(self, view: TenantView, now: float, *, initial: bool = False
+                ) -> tuple[TenantView, tuple[Pair, ...]]: ...
+
+    def forget(self, tenants: Iterable[str]) -> None: ...
+
+
+class FrontTurn(NamedTuple):
+    """What a render needs to publish sets: the tenants' state, the time, and whether the
+    hub is still loading (``FrontSets.publish``'s ``initial``)."""
+
+    sets: SetPublisher
+    now: float
+    initial: bool = False
+
 
 # A view key, the view to render for it, the view its installed snapshot came from, and
 # the domain cache to render it with.
@@ -29,23 +49,38 @@ Rendered = tuple[ViewKey, TenantView, ViewSnapshot | None]  # None: equal to the
 
 
 def render(key: ViewKey, view: TenantView, settings: Settings,
-           domains: DomainCache | None = None) -> ViewSnapshot:
-    """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``)."""
+           domains: DomainCache | None = None, front: FrontTurn | None = None
+           ) -> ViewSnapshot:
+    """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``).
+
+    A fronted key's set lists the pairs ``front`` publishes now, and its table may still
+    hold records that left the view (new pairs lag the table, gone ones leave the set
+    first: ``front_sets.py``); without ``front``, every pair of the view."""
+    pairs = None
+    table = view
+    if key.front is not None and front is not None:
+        if view.upstreams:
+            table, pairs = front.sets.publish(view, front.now, initial=front.initial)
+        else:
+            front.sets.forget([view.tenant])  # '* .': no pairs; a resolver later starts over
     resources: Any = translate_view(
-        view, host=key.host, port=key.port,
+        table, host=key.host, port=key.port,
         resolver_timeout_ms=int(settings.resolvers.timeout_seconds * 1000),
         stats=(key.stats_host, key.stats_port) if key.stats_port else None,
-        hop=(key.hop_host, key.hop_port), domains=domains)
+        hop=(key.hop_host, key.hop_port), domains=domains, front=key.front,
+        front_pairs=pairs)
     if settings.fault_invalid_names:
         poison(resources, settings.fault_invalid_names)
     return build_snapshot(key, resources)
 
 
-def render_all(jobs: Iterable[Job], settings: Settings) -> list[Rendered]:
+def render_all(jobs: Iterable[Job], settings: Settings, front: FrontTurn | None = None
+               ) -> list[Rendered]:
     """Render each job whose view differs from the one its installed snapshot came from
-    (comparing two large views costs time too: it happens here, off the event loop)."""
+    (comparing two large views costs time too: it happens here, off the event loop); a
+    job without a previous view is always rendered (a fronted key whose set is due)."""
     return [(key, view, None if previous is not None and previous == view
-             else render(key, view, settings, domains))
+             else render(key, view, settings, domains, front))
             for key, view, previous, domains in jobs]
 
 

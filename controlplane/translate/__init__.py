@@ -15,9 +15,11 @@ from google.protobuf.message import Message
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.clusters import dns_cluster, resolver_hop_cluster
 from controlplane.translate.dns_table import DomainCache
+from controlplane.translate.front import ALL_TO_ENVOY, Pair, envoy_pairs, set_body
+from controlplane.translate.front_routes import front_resources
 from controlplane.translate.listeners import dns_listener, listener_name, resolver_hop_listener
 from controlplane.translate.stats import stats_listener
-from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 
 Resources = dict[str, dict[str, Message]]
 
@@ -26,7 +28,9 @@ def translate_view(view: TenantView, *, host: str, port: int,
                    resolver_timeout_ms: int = 2000,
                    stats: tuple[str, int] | None = None,
                    hop: tuple[str, int] = ("127.0.0.1", 15054),
-                   domains: DomainCache | None = None) -> Resources:
+                   domains: DomainCache | None = None,
+                   front: tuple[str, int] | None = None,
+                   front_pairs: tuple[Pair, ...] | None = None) -> Resources:
     """All resources of one view, by type URL then resource name.
 
     ``stats`` adds the stats-only HTTP listener at that address. When the view reaches
@@ -34,15 +38,23 @@ def translate_view(view: TenantView, *, host: str, port: int,
     listener at ``hop``, whose cluster carries the queries to the resolver over TLS.
     ``domains``: serialised table domains the caller keeps between calls, so that an
     unchanged record is not serialised again (``dns_table.DomainCache``).
+
+    ``front``: the node runs the DNS front (``docs/dns-front.md``): the set listener at
+    that address and its RouteConfiguration (RDS), whose body lists ``front_pairs``
+    (default: every pair of ``envoy_pairs``; the hub passes the pairs it publishes, which
+    lag the table) or, for a view with no resolver, ``* .`` (everything to Envoy); and
+    the hop listener at ``hop`` whenever the view has a resolver, a plain TCP proxy to it
+    when there is no TLS hop. Without ``front`` the output is what it always was.
     """
     dns_servers = view.upstreams
     tcp = False
     listeners = []
     clusters = []
-    if view.hop is not None and view.upstreams:
-        dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
+    if view.upstreams and (view.hop is not None or front is not None):
         clusters.append(resolver_hop_cluster(view.upstreams[0], view.hop))
         listeners.append(resolver_hop_listener(host=hop[0], port=hop[1]))
+    if view.hop is not None and view.upstreams:
+        dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
     listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,
                                      resolver_timeout_ms=resolver_timeout_ms,
                                      domains=domains))
@@ -50,11 +62,18 @@ def translate_view(view: TenantView, *, host: str, port: int,
         listeners.append(stats_listener(host=stats[0], port=stats[1]))
     clusters += [dns_cluster(e.record, dns_servers, tcp=tcp) for e in view.entries
                  if e.record.cluster and not (e.record.ipv4 or e.record.ipv6)]
-    return {
+    out: Resources = {
         CLUSTER_TYPE: {c.name: c for c in clusters},
         ENDPOINT_TYPE: {},
         LISTENER_TYPE: {listener.name: listener for listener in listeners},
     }
+    if front is not None:
+        body = (ALL_TO_ENVOY if not view.upstreams else
+                set_body(front_pairs if front_pairs is not None else envoy_pairs(view)))
+        extra = front_resources(view, host=front[0], port=front[1], body=body)
+        out[LISTENER_TYPE].update(extra[LISTENER_TYPE])
+        out[ROUTE_TYPE] = extra[ROUTE_TYPE]
+    return out
 
 
 __all__ = ["Resources", "DomainCache", "translate_view", "listener_name"]

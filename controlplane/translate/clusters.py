@@ -43,8 +43,10 @@ def dns_cluster(record: NameRecord, upstreams: tuple[Upstream, ...], *, tcp: boo
     return cluster
 
 
-def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop) -> cluster_pb2.Cluster:
-    """The tenant resolver's DNS-over-TLS port, its certificate verified (CA and name)."""
+def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop | None) -> cluster_pb2.Cluster:
+    """The tenant resolver's DNS-over-TLS port, its certificate verified (CA and name);
+    with ``hop`` None, plain DNS over TCP to ``resolver`` (a fronted pod without the TLS
+    hop: unbound answers TCP on its DNS port)."""
     cluster = cluster_pb2.Cluster(
         name=RESOLVER_HOP_CLUSTER, type=cluster_pb2.Cluster.STATIC,
         connect_timeout=Duration(seconds=1))
@@ -54,6 +56,8 @@ def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop) -> cluster_pb2.Cl
         endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(address=resolver.host,
                                                       port_value=resolver.port)))))
+    if hop is None:
+        return cluster
     tls = tls_pb2.UpstreamTlsContext(sni=hop.server_name)
     common = tls.common_tls_context
     common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_3

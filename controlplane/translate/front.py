@@ -78,6 +78,17 @@ def _record_pairs(rec: NameRecord, max_answers: int) -> list[Pair]:
     return out
 
 
+def record_pairs(rec: NameRecord, *, max_answers: int = ENVOY_MAX_ANSWERS) -> list[Pair]:
+    """The pairs one table record gives (``envoy_pairs`` is their union over a view)."""
+    return _record_pairs(rec, max_answers)
+
+
+def pair_record_name(pair: Pair) -> str:
+    """The name of the record a pair comes from (an SRV pair's name is
+    ``_service._protocol.<record>``)."""
+    return pair.name.split(".", 2)[2] if pair.qtype == "SRV" else pair.name
+
+
 def envoy_pairs(view: TenantView, *, max_answers: int = ENVOY_MAX_ANSWERS) -> tuple[Pair, ...]:
     """The (type, name) pairs Envoy's table for ``view`` answers right, sorted."""
     if not 1 <= max_answers <= ENVOY_MAX_ANSWERS:
@@ -156,5 +167,5 @@ def kresd_front_config(*, listen: tuple[Upstream, ...], envoy: Upstream, set_url
     )
 
 
-__all__ = ["ENVOY_MAX_ANSWERS", "Pair", "envoy_pairs", "kresd_front_config", "set_body",
-           "set_etag"]
+__all__ = ["ENVOY_MAX_ANSWERS", "Pair", "envoy_pairs", "kresd_front_config", "pair_record_name",
+           "record_pairs", "set_body", "set_etag"]

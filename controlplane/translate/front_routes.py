@@ -7,9 +7,9 @@ client's ``If-None-Match`` is the current ETag, else 200 with the body and the E
 listener (``set_listener``) names the route and finds it over ADS; with ``inline`` it
 carries the route itself (a static bootstrap, ``envoy --mode validate``).
 
-Not part of ``translate_view``'s output yet: ``front_resources`` is what the hub will
-send once it orders the set against the table (a pair reaches the table before the set,
-and leaves the set before the table).
+``front_resources`` is what ``translate_view`` adds for a fronted node; the hub decides
+which pairs the body lists, so that a pair reaches the table before the set
+(``hub/front_sets.py``).
 """
 
 from __future__ import annotations
@@ -107,9 +107,12 @@ def set_listener(*, host: str, port: int, route_name: str,
 
 
 def front_resources(view: TenantView, *, host: str, port: int,
-                    max_answers: int = ENVOY_MAX_ANSWERS) -> dict[str, dict[str, Message]]:
-    """The set listener (LDS) and its route (RDS) for ``view``, by type URL then name."""
-    route = set_route(view, max_answers=max_answers)
+                    max_answers: int = ENVOY_MAX_ANSWERS, body: str | None = None
+                    ) -> dict[str, dict[str, Message]]:
+    """The set listener (LDS) and its route (RDS) for ``view``, by type URL then name;
+    ``body``: the set to serve (default: every pair of ``view``, ``set_route``)."""
+    route = (set_route(view, max_answers=max_answers) if body is None
+             else route_for_body(set_route_name(view.tenant), body))
     listener = set_listener(host=host, port=port, route_name=route.name)
     return {LISTENER_TYPE: {listener.name: listener}, ROUTE_TYPE: {route.name: route}}
 

@@ -115,8 +115,9 @@ TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
 def resolver_hop_listener(*, host: str, port: int) -> listener_pb2.Listener:
-    """A loopback TCP listener that hands each DNS-over-TCP connection of Envoy's resolver
-    to the ``tenant_resolver`` cluster, which speaks TLS to the tenant resolver."""
+    """A loopback TCP listener that hands each DNS-over-TCP connection (of Envoy's
+    resolver, or of the pod's DNS front) to the ``tenant_resolver`` cluster, which speaks
+    TLS (or plain TCP) to the tenant resolver."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="tenant_resolver", cluster=RESOLVER_HOP_CLUSTER)
     proxy_any = Any()
     proxy_any.Pack(proxy)

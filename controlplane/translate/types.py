@@ -5,7 +5,13 @@ ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
-ORDERED_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE)
-# SotW: a missing Listener or Cluster in a response means "delete it" (checklist #11).
+# RDS after LDS: a listener that names a route waits (warms) for it, so the route of a new
+# listener is asked for once the listener arrives (the DNS front's set, front_routes.py).
+ORDERED_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+# SotW: a missing Listener or Cluster in a response means "delete it" (checklist #11); a
+# RouteConfiguration (like a ClusterLoadAssignment) absent from a response is not deleted.
 FULL_STATE_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+# Types a client subscribes to by name only: an empty list of names means none, never
+# "all" (Envoy names every route its listeners use; checklist #9 is for the others).
+NAMED_ONLY_TYPES = frozenset({ROUTE_TYPE})
 SHORT_NAMES = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}

@@ -23,7 +23,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE
+from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, NAMED_ONLY_TYPES
 from controlplane.xds.protocol import (
     Ack,
     Event,
@@ -90,7 +90,9 @@ class DeltaStream:
         unsubscribe = set(request.resource_names_unsubscribe)
         if not state.subscribed:
             state.subscribed = True
-            state.wildcard = not subscribe or "*" in subscribe
+            # RDS is subscribed by name only: no names is none, never "all" (#9).
+            state.wildcard = ((not subscribe and request.type_url not in NAMED_ONLY_TYPES)
+                              or "*" in subscribe)
         elif "*" in subscribe:
             state.wildcard = True
         if "*" in unsubscribe:

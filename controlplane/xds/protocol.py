@@ -16,9 +16,11 @@ else decides protocol questions. Rules from the checklist
 7. responses are computed from state, so only the latest request is answered.
 8. a stale nonce is ignored for ACK/NACK, but its ``resource_names`` count.
 9. wildcard: first request without names means all; later empty means none;
-   ``*`` may be combined with names.
+   ``*`` may be combined with names. RDS (``NAMED_ONLY_TYPES``) is subscribed by
+   name only: an empty list means none, also on the first request.
 10. a changed subscription is answered even when the version is unchanged.
-11. LDS/CDS responses carry the full set; EDS only the requested names.
+11. LDS/CDS responses carry the full set; EDS and RDS only the requested names (a
+    name missing from a response deletes nothing).
 12. a name appears once per response (resources are keyed by name).
 13. requested names that do not exist yet are sent once they appear.
 20. every subscribed type is answered on a new stream, also when it has no
@@ -36,7 +38,12 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.core.errors import ProtocolError
-from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, ORDERED_TYPES
+from controlplane.translate.types import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    NAMED_ONLY_TYPES,
+    ORDERED_TYPES,
+)
 from controlplane.xds.snapshot import TypeSnapshot, ViewSnapshot, build_snapshot
 
 KEEP = "+keep"  # version suffix of a CDS response that still carries clusters in use
@@ -119,7 +126,7 @@ def type_snapshot(snapshot: ViewSnapshot, type_url: str) -> TypeSnapshot:
 
 
 def type_order(types: Any) -> list[str]:
-    """Make-before-break (#15): CDS, EDS, LDS, then anything else by name."""
+    """Make-before-break (#15): CDS, EDS, LDS, RDS, then anything else by name."""
     return [t for t in ORDERED_TYPES if t in types] + sorted(
         t for t in types if t not in ORDERED_TYPES)
 
@@ -135,7 +142,8 @@ class SotwStream:
         """Digest one request; raise ProtocolError if the stream must end."""
         check_request(self, request, "DiscoveryRequest")
         state = self.types.setdefault(request.type_url, TypeState())
-        self._update_subscription(state, list(request.resource_names))
+        self._update_subscription(state, list(request.resource_names),
+                                  named_only=request.type_url in NAMED_ONLY_TYPES)
         nonce = request.response_nonce
         if not nonce:
             return []  # an initial request (or a re-request after reconnect)
@@ -150,11 +158,12 @@ class SotwStream:
         state.acks += 1
         return [Ack(request.type_url, request.version_info)]
 
-    def _update_subscription(self, state: TypeState, names: list[str]) -> None:
+    def _update_subscription(self, state: TypeState, names: list[str], *,
+                             named_only: bool = False) -> None:
         if not names:
             # An empty first list means "all", and stays so while nothing was named;
-            # once names were given, an empty list means "none" (#9).
-            wildcard = not state.subscribed or state.legacy_wildcard
+            # once names were given, an empty list means "none" (#9). RDS: always none.
+            wildcard = not named_only and (not state.subscribed or state.legacy_wildcard)
             state.legacy_wildcard = wildcard
         else:
             wildcard = "*" in names
@@ -166,7 +175,7 @@ class SotwStream:
             state.wildcard, state.names = wildcard, explicit
 
     def responses(self, snapshot: ViewSnapshot | None) -> list[Outgoing]:
-        """What to send now, in make-before-break order (CDS, EDS, LDS)."""
+        """What to send now, in make-before-break order (CDS, EDS, LDS, RDS)."""
         if snapshot is None:
             return []
         out = []
