@@ -116,8 +116,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _fields(data: bytes) -> dict[int, int | bytes]:
-    """The last value of each field of one protobuf message (varints and byte strings;
-    fixed-width fields are skipped)."""
+    """The last value of each field of one protobuf message (varints, byte strings and
+    32-bit fixed fields; 64-bit ones are skipped)."""
     out: dict[int, int | bytes] = {}
     pos = 0
     while pos < len(data):
@@ -134,6 +134,9 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
         elif wire == 1:
             pos += 8
         elif wire == 5:
+            if pos + 4 > len(data):
+                raise ValueError("truncated fixed32")
+            out[number] = struct.unpack_from("<I", data, pos)[0]
             pos += 4
         else:
             raise ValueError(f"wire type {wire}")
@@ -189,10 +192,13 @@ def decode(payload: bytes) -> ResolverReply | None:
         address = msg.get(4)
         source = (str(ipaddress.ip_address(address))
                   if isinstance(address, bytes) and len(address) in (4, 16) else "")
-        seconds = msg.get(12)
+        seconds, nanos = msg.get(12), msg.get(13)  # response_time_sec, response_time_nsec
+        sent = float(seconds) if isinstance(seconds, int) else 0.0
+        if sent and isinstance(nanos, int) and nanos < 1_000_000_000:
+            sent += nanos / 1e9
         protocol = msg.get(3)
         return ResolverReply(
-            time=float(seconds) if isinstance(seconds, int) else 0.0, source=source,
+            time=sent, source=source,
             tcp=protocol in TCP_PROTOCOLS, name=name or ".",
             type=QTYPES.get(qtype, f"TYPE{qtype}"), rcode=RCODES.get(rcode, f"RCODE{rcode}"))
     except (ValueError, IndexError, struct.error):

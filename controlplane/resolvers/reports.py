@@ -123,7 +123,7 @@ class ReportReader:
         if reply is None:
             self.malformed += 1
             return
-        if reply.time and reply.time < int(self.since):
+        if reply.time and reply.time < self.since:
             self.skipped += 1
             return
         self.replies += 1
