@@ -418,7 +418,7 @@ class ResolverPool:
             tls_port=self.choose_port() if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
-            dnstap_socket=_socket_path(directory / "dnstap.sock"))
+            dnstap_socket=_socket_path(directory / "tap.sock"))
         return directory, paths
 
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
@@ -722,9 +722,10 @@ class ResolverPool:
 
 
 def _socket_path(path: Path) -> str:
-    """``path`` when a unix socket may live there (108 bytes on Linux); "" otherwise (the
-    resolver then reports nothing, and says so)."""
-    if len(str(path).encode()) < 100:
+    """``path`` when a unix socket may live there (107 bytes on Linux; shorter than the
+    control socket's name beside it); "" otherwise (the resolver reports nothing, and the
+    log says so)."""
+    if len(str(path).encode()) <= 107:
         return str(path)
     log.warning("query reports off for %s: its path is too long for a unix socket", path)
     return ""

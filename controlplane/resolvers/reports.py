@@ -1,6 +1,6 @@
 """The reader of one tenant resolver's query reports (dnstap, ``dnstap.py``).
 
-Each resolver's config names a unix socket in its directory (``dnstap.sock``);
+Each resolver's config names a unix socket in its directory (``tap.sock``);
 unbound connects to it, and reconnects when it goes away. ``ReportReader``
 listens there on a thread of its own while the tenant's view logs queries
 (``Forwarding.log_queries``): it answers the Frame Streams handshake, cuts the
