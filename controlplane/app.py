@@ -63,10 +63,9 @@ from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
 from controlplane.telemetry.querylog_service import add_query_log_service
 from controlplane.telemetry.resolver_reports import (
-    RESOLVER_NODE,
     ReportsCollector,
     ResolverReports,
-    Source,
+    SourceIndex,
     peer_address,
 )
 from controlplane.telemetry.stats_sink import (
@@ -250,7 +249,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
     # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
     resolver_reports = ResolverReports(
-        hub.query_log, sources=lambda tenant, address: _source(hub, tenant, address),
+        hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),
         on_record=lambda r: _call_soon(loop, traffic.query_record, node=r.node,
                                        action=r.action))
     traffic.resolver_counts = resolver_reports.tenant_counts
@@ -370,26 +369,22 @@ def _fronted(workload: Workload) -> bool:
     return False
 
 
-def _source(hub: Hub, tenant: str, address: str) -> Source:
-    """Which connected sidecar of ``tenant`` a resolver's client address is: its ADS
-    stream's peer address (the same pod), when exactly one node has it."""
-    for _ in range(5):  # the event loop may change the dict meanwhile: take a copy
+def _sidecars(hub: Hub) -> Iterator[tuple[str, str, str, bool]]:
+    """(tenant, address, node id, whether its Envoy forwards A/AAAA itself) of every
+    connected sidecar, the address its ADS stream comes from (the same pod). Called from
+    the report readers' threads: the event loop may change the dict meanwhile."""
+    for _ in range(5):
         try:
             connections = list(hub.streams.connections.values())
             break
         except RuntimeError:
             continue
     else:
-        return Source(RESOLVER_NODE)
-    nodes = {c.workload.node_id: c.workload for c in connections
-             if c.workload is not None and c.view_key is not None
-             and c.view_key.tenant == tenant and peer_address(c.peer) == address}
-    if not nodes:
-        return Source(RESOLVER_NODE)
-    envoy_logs = any(not _fronted(w) for w in nodes.values())
-    if len(nodes) > 1:
-        return Source(RESOLVER_NODE, envoy_logs=envoy_logs)
-    return Source(next(iter(nodes)), envoy_logs=envoy_logs)
+        return
+    for c in connections:
+        if c.workload is not None and c.view_key is not None:
+            yield (c.view_key.tenant, peer_address(c.peer), c.workload.node_id,
+                   not _fronted(c.workload))
 
 
 def _read(path: str) -> str:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane._kit.localrun import wait_for
 from controlplane.policy.selection import CompiledPolicy
 from controlplane.resolvers.dnstap import (
     ACCEPT,
@@ -37,11 +38,11 @@ from controlplane.telemetry.resolver_reports import (
     ReportsCollector,
     ResolverReports,
     Source,
+    SourceIndex,
     peer_address,
 )
 from controlplane.telemetry.traffic import KINDS, DnsTraffic
 from tests.factories import policy
-from controlplane._kit.localrun import wait_for
 
 # -- a dnstap writer, as unbound's (the protobuf by hand, like the decoder) ---------------
 
@@ -62,17 +63,20 @@ def _field(number: int, value: int | bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
-def response(name: str, rdtype: str, rcode: int = 0) -> bytes:
-    msg = dns.message.make_response(dns.message.make_query(name, rdtype))
+def response(name: str, rdtype: str, rcode: int = 0, *, id_: int | None = None) -> bytes:
+    query = dns.message.make_query(name, rdtype)
+    if id_ is not None:
+        query.id = id_
+    msg = dns.message.make_response(query)
     msg.set_rcode(rcode)
     return msg.to_wire()
 
 
 def dnstap(wire: bytes, *, address: str = "127.0.0.1", kind: int = 6, protocol: int = 1,
-           sent: int = 1_800_000_000) -> bytes:
+           sent: int = 1_800_000_000, port: int = 53000) -> bytes:
     ip = ipaddress.ip_address(address)
     message = (_field(1, kind) + _field(2, 1 if ip.version == 4 else 2) + _field(3, protocol)
-               + _field(4, ip.packed) + _field(6, 53000)
+               + _field(4, ip.packed) + _field(6, port)
                + _varint(13 << 3 | 5) + struct.pack("<I", 7)  # a fixed32 field, skipped
                + _field(12, sent) + _field(14, wire))
     return _field(14, message) + _field(15, 1)
@@ -93,8 +97,10 @@ def control(kind: int) -> bytes:
 def test_a_client_response_is_decoded() -> None:
     reply = decode(dnstap(response("X.Bad.Example.", "MX", dns.rcode.NXDOMAIN),
                           address="10.1.2.3", protocol=2))
+    assert reply is not None
     assert reply == ResolverReply(time=1_800_000_000.0, source="10.1.2.3", tcp=True,
-                                  name="X.Bad.Example", type="MX", rcode="NXDOMAIN")
+                                  name="X.Bad.Example", type="MX", rcode="NXDOMAIN",
+                                  port=53000, id=reply.id)
     v6 = decode(dnstap(response("www.example.com.", "TYPE65534"), address="fd00::5"))
     assert v6 is not None and (v6.source, v6.tcp, v6.type, v6.rcode) == (
         "fd00::5", False, "TYPE65534", "NOERROR")
@@ -209,16 +215,20 @@ def test_the_reader_speaks_frame_streams_and_hands_over_replies(
     s = _connect(r.path)
     s.sendall(control(READY))
     assert _frames_of(s) == [(ACCEPT, b"")]
-    wire = response("api.foo.com.", "TXT", dns.rcode.NXDOMAIN)
+    wire = response("api.foo.com.", "TXT", dns.rcode.NXDOMAIN, id_=7)
     stream = (control(START) + data_frame(dnstap(wire)) + data_frame(b"\x01garbage")
               + data_frame(dnstap(wire, sent=1_600_000_000))  # before the reader started
+              + data_frame(dnstap(wire, sent=1_800_000_001))  # the same answer again
+              + data_frame(dnstap(wire, port=53001))  # another client's query
               + data_frame(dnstap(response("www.example.com.", "A"))))
     for i in range(0, len(stream), 7):  # in pieces: frames are put back together
         s.sendall(stream[i:i + 7])
-    wait_for(lambda: len(sink.got) == 2 and r.skipped == 1, timeout=10, what="two replies")
-    assert [(t, x.name, x.type, x.rcode) for t, x in sink.got] == [
-        ("t1", "api.foo.com", "TXT", "NXDOMAIN"), ("t1", "www.example.com", "A", "NOERROR")]
-    assert r.malformed == 1
+    wait_for(lambda: len(sink.got) == 3 and r.skipped == 1, timeout=10, what="three replies")
+    assert [(t, x.name, x.type, x.rcode, x.port) for t, x in sink.got] == [
+        ("t1", "api.foo.com", "TXT", "NXDOMAIN", 53000),
+        ("t1", "api.foo.com", "TXT", "NXDOMAIN", 53001),
+        ("t1", "www.example.com", "A", "NOERROR", 53000)]
+    assert (r.malformed, r.duplicates) == (1, 1)
     s.sendall(control(STOP))
     assert _frames_of(s) == [(FINISH, b"")]
     s.close()
@@ -231,7 +241,7 @@ def test_the_reader_speaks_frame_streams_and_hands_over_replies(
     third.sendall(control(READY))
     assert _frames_of(third) == [(ACCEPT, b"")]
     third.sendall(control(START) + data_frame(dnstap(response("b.foo.com.", "AAAA"))))
-    wait_for(lambda: len(sink.got) == 3, timeout=10, what="a reply on the third connection")
+    wait_for(lambda: len(sink.got) == 4, timeout=10, what="a reply on the third connection")
     assert r.connections == 3
     third.close()
 
@@ -329,3 +339,35 @@ def test_peer_addresses() -> None:
     assert peer_address("ipv6:[fd00::1]:5000") == "fd00::1"
     assert peer_address("ipv6:[::ffff:127.0.0.1]:5000") == "127.0.0.1"
     assert peer_address("unix:/tmp/x") == ""
+
+
+def test_sources_are_looked_up_in_an_index_rebuilt_on_a_miss() -> None:
+    now = [0.0]
+    sidecars = [("t1", "10.0.0.7", "sleep.a", False), ("t1", "10.0.0.8", "old.a", True),
+                ("t1", "10.0.0.9", "one.a", False), ("t1", "10.0.0.9", "two.a", True),
+                ("t2", "10.0.0.7", "other", True), ("t1", "", "unix.a", True)]
+    walks = [0]
+
+    def listing() -> list[tuple[str, str, str, bool]]:
+        walks[0] += 1
+        return list(sidecars)
+
+    index = SourceIndex(listing, max_age=5.0, miss_interval=0.1, clock=lambda: now[0])
+    assert index("t1", "10.0.0.7") == Source("sleep.a", envoy_logs=False)
+    assert index("t1", "10.0.0.8") == Source("old.a", envoy_logs=True)
+    # Two sidecars on one address (a shared host): no node, and A/AAAA skipped if either's
+    # Envoy logs them.
+    assert index("t1", "10.0.0.9") == Source(RESOLVER_NODE, envoy_logs=True)
+    assert index("t2", "10.0.0.7") == Source("other", envoy_logs=True)
+    assert walks[0] == 1
+    assert index("t1", "10.9.9.9") == Source(RESOLVER_NODE)  # a miss, too soon to look again
+    assert walks[0] == 1
+    sidecars.append(("t1", "10.9.9.9", "new.a", False))  # a sidecar connects
+    now[0] = 0.2
+    assert index("t1", "10.9.9.9") == Source("new.a")
+    assert walks[0] == 2
+    sidecars.pop(0)  # ... and one leaves: forgotten once the index is old
+    now[0] = 1.0
+    assert index("t1", "10.0.0.7") == Source("sleep.a")
+    now[0] = 6.0
+    assert index("t1", "10.0.0.7") == Source(RESOLVER_NODE)

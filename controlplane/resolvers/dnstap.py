@@ -48,6 +48,8 @@ class ResolverReply:
     name: str  # the question's name, no trailing dot, as the client spelled it
     type: str  # "A", "TXT", ..., "TYPE1234"
     rcode: str  # "NOERROR", "NXDOMAIN", ..., "RCODE11"
+    port: int = 0  # the client's port
+    id: int = 0  # the DNS message id: with the address and port, which query it answers
 
 
 def control_frame(kind: int, *, content_type: bool = True) -> bytes:
@@ -146,7 +148,7 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
 
 
 def _question(message: bytes) -> tuple[str, int, int]:
-    """(name, qtype, rcode) of a DNS message with one question."""
+    """(name, qtype, rcode) of a DNS message with at least one question (the first)."""
     if len(message) < 12:
         raise ValueError("short DNS message")
     rcode = message[3] & 0x0F
@@ -196,10 +198,12 @@ def decode(payload: bytes) -> ResolverReply | None:
         sent = float(seconds) if isinstance(seconds, int) else 0.0
         if sent and isinstance(nanos, int) and nanos < 1_000_000_000:
             sent += nanos / 1e9
-        protocol = msg.get(3)
+        protocol, port = msg.get(3), msg.get(6)
         return ResolverReply(
             time=sent, source=source,
             tcp=protocol in TCP_PROTOCOLS, name=name or ".",
-            type=QTYPES.get(qtype, f"TYPE{qtype}"), rcode=RCODES.get(rcode, f"RCODE{rcode}"))
+            type=QTYPES.get(qtype, f"TYPE{qtype}"), rcode=RCODES.get(rcode, f"RCODE{rcode}"),
+            port=port if isinstance(port, int) else 0,
+            id=struct.unpack_from(">H", response, 0)[0])
     except (ValueError, IndexError, struct.error):
         return None

@@ -13,10 +13,17 @@ While nobody listens (the tenant logs nothing, the control plane is gone) unboun
 keeps a bounded backlog and sends it on the next connection; replies sent before
 ``since`` (when this reader started) are skipped, so a tenant that starts logging
 is not told of queries from before.
+
+unbound 1.17 sometimes sends two ``CLIENT_RESPONSE`` messages for one query (measured:
+after its cache entries expired under load, about one per cached name, microseconds
+apart, while ``total.num.queries`` counts one): a reply with the same client address,
+port, message id, name and type as one of the last ``RECENT`` is dropped as a duplicate
+(a client's retransmission of the same query is one query too).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -39,6 +46,7 @@ from controlplane.resolvers.dnstap import (
 log = logging.getLogger("controlplane.resolvers.reports")
 
 Sink = Callable[[str, ResolverReply], None]  # (tenant, reply)
+RECENT = 4096  # replies remembered to drop duplicates
 
 
 class ReportReader:
@@ -55,8 +63,12 @@ class ReportReader:
         self.skipped = 0  # sent before ``since``
         self.malformed = 0  # frames that are not a readable CLIENT_RESPONSE
         self.connections = 0
+        self.duplicates = 0  # the same answer reported twice (see the module's doc)
+        self._recent: collections.deque[tuple[object, ...]] = collections.deque()
+        self._recent_keys: set[tuple[object, ...]] = set()
         self._stop = threading.Event()
         self._server: socket.socket | None = None
+        self._conn: socket.socket | None = None  # the resolver's connection, while open
         self._thread: threading.Thread | None = None
 
     def start(self) -> ReportReader:
@@ -73,7 +85,13 @@ class ReportReader:
         return self
 
     def stop(self) -> None:
+        """Ends the thread at once (the pool calls this on the event loop): shutting the
+        sockets down wakes a blocked accept or recv."""
         self._stop.set()
+        for sock in (self._server, self._conn):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._server is not None:
@@ -92,12 +110,17 @@ class ReportReader:
             except OSError:
                 return
             self.connections += 1
+            self._conn = conn
             with conn:
                 try:
                     self._read(conn)
                 except (OSError, ValueError) as exc:
+                    if self._stop.is_set():
+                        return
                     log.warning("query reports of %s's resolver: %s; waiting for it to "
                                 "reconnect", self.tenant, exc, extra={"tenant": self.tenant})
+                finally:
+                    self._conn = None
 
     def _read(self, conn: socket.socket) -> None:
         conn.settimeout(self.poll)
@@ -126,6 +149,14 @@ class ReportReader:
         if reply.time and reply.time < self.since:
             self.skipped += 1
             return
+        key = (reply.source, reply.port, reply.id, reply.name, reply.type, reply.tcp)
+        if key in self._recent_keys:
+            self.duplicates += 1
+            return
+        self._recent.append(key)
+        self._recent_keys.add(key)
+        if len(self._recent) > RECENT:
+            self._recent_keys.discard(self._recent.popleft())
         self.replies += 1
         try:
             self.sink(self.tenant, reply)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,47 @@ class ReportsCollector:
         for tenant, n in sorted(skipped.items()):
             left.add_metric([tenant], n)
         yield left
+
+
+Sidecar = tuple[str, str, str, bool]  # (tenant, address, node, its Envoy forwards A/AAAA)
+
+
+class SourceIndex:
+    """``Sources`` from the connected sidecars, indexed by (tenant, address): rebuilt at
+    most every ``max_age`` seconds, or sooner (at most every ``miss_interval``) when an
+    address is not found (a sidecar that just connected), so a report costs a lookup,
+    not a walk over every stream."""
+
+    def __init__(self, sidecars: Callable[[], Iterable[Sidecar]], *, max_age: float = 5.0,
+                 miss_interval: float = 0.1, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.sidecars = sidecars
+        self.max_age = max_age
+        self.miss_interval = miss_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._index: dict[tuple[str, str], Source] = {}
+        self._built = float("-inf")
+
+    def _rebuild(self, now: float) -> None:
+        nodes: dict[tuple[str, str], dict[str, bool]] = {}
+        for tenant, address, node, envoy_logs in self.sidecars():
+            if address:
+                nodes.setdefault((tenant, address), {})[node] = envoy_logs
+        self._index = {key: Source(next(iter(found)) if len(found) == 1 else RESOLVER_NODE,
+                                   envoy_logs=any(found.values()))
+                       for key, found in nodes.items()}
+        self._built = now
+
+    def __call__(self, tenant: str, address: str) -> Source:
+        now = self.clock()
+        with self._lock:
+            found = self._index.get((tenant, address))
+            age = now - self._built
+            if age > self.max_age or (found is None and age > self.miss_interval):
+                self._rebuild(now)
+                found = self._index.get((tenant, address))
+        return found if found is not None else Source(RESOLVER_NODE)
 
 
 def peer_address(peer: str) -> str:
