@@ -452,10 +452,17 @@ class ResolverPool:
                               directory / "dnsdist.log", new_session=self.persistent).start()
         reports = self._reader(tenant, fwd, paths)  # listening before unbound connects
         assert self.unbound_bin is not None
-        unbound = Process(f"unbound-{tenant}",
-                          [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
-                          directory / "unbound.log", env=env,
-                          new_session=self.persistent).start()
+        try:
+            unbound = Process(f"unbound-{tenant}",
+                              [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
+                              directory / "unbound.log", env=env,
+                              new_session=self.persistent).start()
+        except OSError:
+            if reports is not None:
+                reports.stop()
+            if dnsdist is not None:
+                dnsdist.stop(timeout=5)
+            raise
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
                              restarts=restarts, server_key=self._server_key(tenant, fwd),
                              triggers_key=_triggers_key(fwd), table_texts=texts,
@@ -511,8 +518,13 @@ class ResolverPool:
         """A started reader of the resolver's query reports when its tenant logs queries."""
         if not (fwd.log_queries and paths.dnstap_socket and self.on_reply is not None):
             return None
-        return ReportReader(tenant, paths.dnstap_socket, self.on_reply,
-                            since=time.time()).start()
+        try:
+            return ReportReader(tenant, paths.dnstap_socket, self.on_reply,
+                                since=time.time()).start()
+        except OSError as exc:  # reports are lost, answers are not: the resolver still runs
+            log.error("query reports of %s's resolver: cannot listen on %s: %s", tenant,
+                      paths.dnstap_socket, exc, extra={"tenant": tenant})
+            return None
 
     def _sync_reports(self, res: TenantResolver) -> None:
         """Start or stop ``res``'s reader as its tenant starts or stops logging queries."""

@@ -75,8 +75,12 @@ class ReportReader:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a socket left by an earlier control plane
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(self.path)
-        server.listen(2)
+        try:
+            server.bind(self.path)
+            server.listen(2)
+        except OSError:
+            server.close()
+            raise
         server.settimeout(self.poll)
         self._server = server
         self._thread = threading.Thread(target=self._serve, name=f"reports-{self.tenant}",
