@@ -30,7 +30,7 @@ import uvicorn
 
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
-from controlplane.core.model import Labels
+from controlplane.core.model import Labels, Workload
 from controlplane.core.settings import (
     ResolverHop,
     ResolverLifetime,
@@ -55,12 +55,19 @@ from controlplane.identity.tokenreview import (
 )
 from controlplane.injection.webhook import serve_webhook, webhook_log
 from controlplane.policyserver.client import PolicyDecider, serve_gate
+from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
 from controlplane.telemetry.querylog_service import add_query_log_service
+from controlplane.telemetry.resolver_reports import (
+    ReportsCollector,
+    ResolverReports,
+    SourceIndex,
+    peer_address,
+)
 from controlplane.telemetry.stats_sink import (
     MetricsSink,
     NodeDirectory,
@@ -240,6 +247,17 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
                          stale_after=min(15.0, settings.stats.max_age_seconds))
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
+    # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
+    resolver_reports = ResolverReports(
+        hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),
+        on_record=lambda r: _call_soon(loop, traffic.query_record, node=r.node,
+                                       action=r.action))
+    traffic.resolver_counts = resolver_reports.tenant_counts
+    if pool is not None:
+        def report(tenant: str, reply: ResolverReply) -> None:
+            resolver_reports.answer(tenant=tenant, source=reply.source, name=reply.name,
+                                    qtype=reply.type, rcode=reply.rcode)
+        pool.report_to(report)
     add_metrics_service(grpc_server, MetricsSink(
         traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
         authenticator=authenticator))
@@ -280,6 +298,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
+    collectors.append(ReportsCollector(resolver_reports))
     resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
     admin_app = create_app(AdminReads.of_hub(
         hub, readiness=readiness, source_status=runner.status, resolvers=pool,
@@ -335,6 +354,37 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     views_worker.shutdown(wait=False, cancel_futures=True)
     log.info("control plane stopped")
     return code
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object],
+               **kwargs: object) -> None:
+    """``fn(**kwargs)`` on the event loop, from another thread."""
+    loop.call_soon_threadsafe(lambda: fn(**kwargs))
+
+
+def _fronted(workload: Workload) -> bool:
+    """Whether the sidecar's DNS front sends its queries to the resolver (then Envoy's DNS
+    filter forwards nothing itself). The front's node metadata (DNS_FRONT_SET_ADDRESS,
+    docs/dns-front.md) is not on ``Workload`` yet: until it is, no sidecar is fronted."""
+    return False
+
+
+def _sidecars(hub: Hub) -> Iterator[tuple[str, str, str, bool]]:
+    """(tenant, address, node id, whether its Envoy forwards A/AAAA itself) of every
+    connected sidecar, the address its ADS stream comes from (the same pod). Called from
+    the report readers' threads: the event loop may change the dict meanwhile."""
+    for _ in range(5):
+        try:
+            connections = list(hub.streams.connections.values())
+            break
+        except RuntimeError:
+            continue
+    else:
+        return
+    for c in connections:
+        if c.workload is not None and c.view_key is not None:
+            yield (c.view_key.tenant, peer_address(c.peer), c.workload.node_id,
+                   not _fronted(c.workload))
 
 
 def _read(path: str) -> str:

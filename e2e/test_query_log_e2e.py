@@ -85,6 +85,18 @@ def test_seed_filtering_policy_logs_warn_and_deny(
         'dnscp_policy_queries_total{action="deny",tenant="dns-policy"}': 2.0,
         'dnscp_policy_queries_total{action="warn",tenant="dns-policy"}': 4.0,
     }
+    # The tenant resolver reported the queries Envoy forwarded to it (www.example.com A,
+    # X.Foo.COM AAAA; dnstap), but this sidecar's Envoy logged them already: skipped, so
+    # nothing above is counted twice.
+    def reported(prefix: str) -> dict[str, float]:
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in http_text(f"{cp.admin_url}/metrics").splitlines()
+                if line.startswith(prefix)}
+
+    skipped = 'dnscp_resolver_reports_skipped_total{tenant="dns-policy"}'
+    wait_for(lambda: reported(skipped).get(skipped, 0) >= 4, timeout=20,
+             what="the resolver's reports of Envoy's forwards, skipped")
+    assert reported("dnscp_resolver_reports_total") == {}
     log = cp.process.log()  # type: ignore[union-attr]
     assert '"msg": "dns warn: www.example.com A NOERROR (defaultAction WARN)"' in log
     assert '"tenant": "dns-policy"' in log

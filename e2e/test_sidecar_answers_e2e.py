@@ -120,6 +120,7 @@ kind: DnsPolicy
 metadata: {{name: beta}}
 spec:
   namespaceSelector: {{matchLabels: {{tenant: beta}}}}
+  server: {{address: "{world}"}}
   policy:
     whitelist: ["*.beta.svc.cluster.local"]
     defaultAction: DENY

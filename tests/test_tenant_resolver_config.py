@@ -110,7 +110,8 @@ def test_unbound_accepts_every_generated_config(label: str, fwd: Forwarding,
     paths = ResolverPaths(directory=str(tmp_path), listen=Upstream("127.0.0.1", 5300),
                           control_socket=str(tmp_path / "control.sock"),
                           rpz_file=str(tmp_path / "policy.rpz"), ca_file=str(tmp_path / "ca.pem"),
-                          doh_proxy=Upstream("127.0.0.1", 5301))
+                          doh_proxy=Upstream("127.0.0.1", 5301),
+                          dnstap_socket=str(tmp_path / "tap.sock"))  # as the pool writes it
     (tmp_path / "ca.pem").write_text("")
     (tmp_path / "policy.rpz").write_text(rpz_zone(fwd))
     for zone, text in table_zones(fwd).items():  # unbound-checkconf loads the zone files

@@ -105,6 +105,9 @@ class Forwarding:
     # the view's entries and its answer TTL. Left out of equality: the view holds them.
     table: tuple[TableEntry, ...] = field(default=(), compare=False, repr=False)
     table_ttl: int = 30
+    # The policy logs WARN or denied queries: the resolver reports its answers (dnstap,
+    # resolvers/reports.py), as Envoy does through TenantView.log_queries.
+    log_queries: bool = False
 
     @property
     def encrypted(self) -> bool:
@@ -353,14 +356,15 @@ def build_tenant_view(
     elif needed and policy.default_action is DefaultAction.DENY:
         notes.append("external whitelist entries need a server (spec.server.address or "
                      "--default-upstream); without one only cluster names resolve")
+    log_queries = bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW
     if forward is not None:
         forward = replace(forward, table=tuple(entries),
-                          table_ttl=settings.answer_ttl_seconds)
+                          table_ttl=settings.answer_ttl_seconds, log_queries=log_queries)
     view = TenantView(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), upstreams=(),
         ttl_seconds=settings.answer_ttl_seconds, forward=forward,
         notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
-        log_queries=bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW,
+        log_queries=log_queries,
         asked=tuple(asked), server_denied=tuple(server_denied),
     )
     return view, error

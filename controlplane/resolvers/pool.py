@@ -67,6 +67,7 @@ from typing import Protocol
 from controlplane.core.errors import PortTaken, ResolverError
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls
+from controlplane.resolvers.reports import ReportReader, Sink
 from controlplane.resolvers.state import (
     STATE_FILE,
     ResolverState,
@@ -140,6 +141,7 @@ class TenantResolver:
     table_texts: dict[str, str] = field(default_factory=dict)  # its zone files, by zone
     table_of: tuple[object, ...] | None = None  # the Forwarding.table they were built from
     local_data: tuple[str, ...] | None = None  # outside_data it holds; None: not known
+    reports: ReportReader | None = None  # its dnstap reader, while the tenant logs queries
 
     @property
     def generation(self) -> int:
@@ -153,9 +155,15 @@ class TenantResolver:
         return self.unbound.alive() and (self.dnsdist is None or self.dnsdist.alive())
 
     def stop(self) -> None:
+        self.stop_reports()
         for proc in (self.unbound, self.dnsdist):
             if proc is not None:
                 proc.stop(timeout=5)
+
+    def stop_reports(self) -> None:
+        if self.reports is not None:
+            self.reports.stop()
+            self.reports = None
 
 
 @dataclass
@@ -184,6 +192,9 @@ class ResolverPool:
     reloads: int = 0  # live trigger reloads (auth_zone_reload)
     table_reloads: int = 0  # live reloads of a table zone (auth_zone_reload)
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
+    # Told of every answer of a resolver whose tenant logs queries (reports.py, dnstap);
+    # None: nobody listens, and unbound keeps a bounded backlog.
+    on_reply: Sink | None = None
     _generation: int = 0
     _adoption_done: bool = False
     # asks for every tenant's server key, and a 100k-name table takes a while to scan.
@@ -256,6 +267,7 @@ class ResolverPool:
                         self._reload_triggers(current, fwd)
                     self._reload_table(current, fwd)
                 current.forward = fwd
+                self._sync_reports(current)
                 self.resolvers[tenant] = current
                 self.errors.pop(tenant, None)
                 out[tenant] = Upstream(self.advertise_host or current.paths.listen.host,
@@ -264,6 +276,15 @@ class ResolverPool:
                 self.errors[tenant] = str(exc)
                 log.error("tenant resolver for %s: %s", tenant, exc, extra={"tenant": tenant})
         return out
+
+    def report_to(self, sink: Sink) -> None:
+        """Tell ``sink`` of every answer of the resolvers whose tenant logs queries, from
+        now on (the running ones included)."""
+        with self._lock:
+            self.on_reply = sink
+            for res in self.resolvers.values():
+                if res.forward is not None:
+                    self._sync_reports(res)
 
     def supervise(self) -> list[str]:
         """Restart dead resolvers on their own port; the tenants that were restarted."""
@@ -335,6 +356,8 @@ class ResolverPool:
         (the default when ``persistent``) leave them serving for the next one to adopt."""
         with self._lock:
             if self.persistent if detach is None else detach:
+                for res in [*self.resolvers.values(), *(r for _, r in self.retiring)]:
+                    res.stop_reports()  # unbound keeps a backlog for the next reader
                 log.info("tenant resolvers left running for the next control plane: %s",
                          ", ".join(sorted(self.resolvers)) or "none")
                 self.resolvers.clear()
@@ -394,7 +417,8 @@ class ResolverPool:
             gate_script=str(directory / "gate.py") if fwd.gate else "",
             tls_port=self.choose_port() if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
-            tls_key=str(self.hop_tls.key_file) if self.hop_tls else "")
+            tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
+            dnstap_socket=_socket_path(directory / "tap.sock"))
         return directory, paths
 
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
@@ -426,15 +450,24 @@ class ResolverPool:
                               [*self._prefix, self.dnsdist_bin, "--supervised",
                                "--disable-syslog", "-C", str(dd_conf)],
                               directory / "dnsdist.log", new_session=self.persistent).start()
+        reports = self._reader(tenant, fwd, paths)  # listening before unbound connects
         assert self.unbound_bin is not None
-        unbound = Process(f"unbound-{tenant}",
-                          [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
-                          directory / "unbound.log", env=env,
-                          new_session=self.persistent).start()
+        try:
+            unbound = Process(f"unbound-{tenant}",
+                              [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
+                              directory / "unbound.log", env=env,
+                              new_session=self.persistent).start()
+        except OSError:
+            if reports is not None:
+                reports.stop()
+            if dnsdist is not None:
+                dnsdist.stop(timeout=5)
+            raise
         res = TenantResolver(tenant, fwd, paths, unbound, dnsdist, started_at=self.clock(),
                              restarts=restarts, server_key=self._server_key(tenant, fwd),
                              triggers_key=self._rpz_key(tenant, fwd), table_texts=texts,
-                             table_of=fwd.table, local_data=outside_data(fwd))
+                             table_of=fwd.table, local_data=outside_data(fwd),
+                             reports=reports)
 
         deadline = self.clock() + self.start_timeout
         while not self._up(res):
@@ -479,6 +512,28 @@ class ResolverPool:
             if others:
                 return f"port {port}/{'udp' if udp else 'tcp'} is held by {', '.join(others)} too"
         return ""
+
+    def _reader(self, tenant: str, fwd: Forwarding, paths: ResolverPaths
+                ) -> ReportReader | None:
+        """A started reader of the resolver's query reports when its tenant logs queries."""
+        if not (fwd.log_queries and paths.dnstap_socket and self.on_reply is not None):
+            return None
+        try:
+            return ReportReader(tenant, paths.dnstap_socket, self.on_reply,
+                                since=time.time()).start()
+        except OSError as exc:  # reports are lost, answers are not: the resolver still runs
+            log.error("query reports of %s's resolver: cannot listen on %s: %s", tenant,
+                      paths.dnstap_socket, exc, extra={"tenant": tenant})
+            return None
+
+    def _sync_reports(self, res: TenantResolver) -> None:
+        """Start or stop ``res``'s reader as its tenant starts or stops logging queries."""
+        assert res.forward is not None
+        want = res.forward.log_queries and self.on_reply is not None
+        if want and res.reports is None:
+            res.reports = self._reader(res.tenant, res.forward, res.paths)
+        elif not want and res.reports is not None:
+            res.stop_reports()
 
     def _reload_triggers(self, res: TenantResolver, fwd: Forwarding) -> None:
         tmp = Path(res.paths.rpz_file + ".new")
@@ -688,6 +743,16 @@ class ResolverPool:
             else:
                 keep.append((due, res))
         self.retiring = keep
+
+
+def _socket_path(path: Path) -> str:
+    """``path`` when a unix socket may live there (107 bytes on Linux; shorter than the
+    control socket's name beside it); "" otherwise (the resolver reports nothing, and the
+    log says so)."""
+    if len(str(path).encode()) <= 107:
+        return str(path)
+    log.warning("query reports off for %s: its path is too long for a unix socket", path)
+    return ""
 
 
 def _last_lines(text: str, count: int = 2) -> str:

@@ -58,15 +58,21 @@ class QueryLog:
         self._clock = clock
 
     def ingest(self, *, tenant: str, node: str, body: str) -> QueryRecord | None:
+        """One record of Envoy's DNS filter (body ``"<name> <type> <rcode>"``)."""
         parts = body.split()
         if len(parts) != 3 or not tenant:
             with self._lock:
                 self.unparsed += 1
             return None
         raw_name, raw_type, raw_rcode = parts
-        name = raw_name.rstrip(".")
-        qtype = _text(raw_type)
         rcode = RCODES.get(int(raw_rcode), raw_rcode) if raw_rcode.isdigit() else raw_rcode
+        return self.classify(tenant=tenant, node=node, name=raw_name.rstrip("."),
+                             qtype=_text(raw_type), rcode=rcode)
+
+    def classify(self, *, tenant: str, node: str, name: str, qtype: str,
+                 rcode: str) -> QueryRecord | None:
+        """One answered query, by Envoy or by the tenant resolver (``resolver_reports.py``):
+        counted by the action the tenant's policy takes on ``name``, kept when WARN or deny."""
         policy = self._policies().get(tenant)
         if policy is None:
             with self._lock:

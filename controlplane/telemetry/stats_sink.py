@@ -209,7 +209,8 @@ class TrafficCollector:
         totals = t.tenant_totals()
         for i, kind in enumerate(KINDS[:4]):
             family = CounterMetricFamily(f"dnscp_dns_{kind}", HELP[kind] + " (from the "
-                                         "sidecars' counters, streamed)", labels=["tenant"])
+                                         "sidecars' counters, streamed, and the tenant "
+                                         "resolvers' reports)", labels=["tenant"])
             for tenant, values in sorted(totals.items()):
                 family.add_metric([tenant], values[i])
             yield family

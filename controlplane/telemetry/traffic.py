@@ -27,6 +27,12 @@ denied      query-log records the policy denies (``querylog.py``)
 warn        query-log records answered under WARN
 ==========  =============================================================
 
+Queries that never reach Envoy's DNS filter (through the DNS front, every pair
+outside the tenant's table goes to the tenant resolver) come from the resolver's
+own reports (``resolver_reports.py``, which counts them under its own lock):
+``resolver_counts`` gives (queries, NXDOMAIN) per tenant; each counts as a query,
+forwarded, and NXDOMAIN when it was one; their rates are taken at each ``sample``.
+
 ``queries = local + forwarded``; ``nxdomain``, ``denied`` and ``warn`` cut
 across both. The first report of a sidecar counts in full (its Envoy's
 counters since it started); its rates start with its second report, so a
@@ -43,7 +49,7 @@ No clock is read here: every call passes ``now``.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 KINDS = ("queries", "local", "forwarded", "nxdomain", "denied", "warn")
@@ -105,6 +111,10 @@ class DnsTraffic:
         self._policy: dict[str, list[float]] = {}  # node -> [denied, warn] (query log)
         self.reports: collections.Counter[str] = collections.Counter()  # outcome -> count
         self.aged_out = 0
+        # tenant -> (queries, nxdomain) the tenant resolvers reported (resolver_reports.py)
+        self.resolver_counts: Callable[[], Mapping[str, tuple[float, float]]] = dict
+        self._resolver_last: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._resolver_rates: dict[str, tuple[float, float]] = {}
 
     # -- input -------------------------------------------------------------
     def report(self, r: Report, *, now: float) -> str:
@@ -159,6 +169,9 @@ class DnsTraffic:
             counts = self._policy[node] = [0.0, 0.0]
         counts[0 if action == "deny" else 1] += 1
 
+    def _resolver_values(self) -> dict[str, Values]:
+        return {t: (q, 0.0, q, n, 0.0, 0.0) for t, (q, n) in self.resolver_counts().items()}
+
     def _tenant(self, name: str) -> TenantTraffic:
         t = self.tenants.get(name)
         if t is None:
@@ -191,6 +204,16 @@ class DnsTraffic:
 
     def sample(self, *, now: float) -> None:
         """Append the current tenant rates to each tenant's history (one tick)."""
+        current = dict(self.resolver_counts())
+        if self._resolver_last is not None and now > self._resolver_last[0]:
+            then, before = self._resolver_last
+            self._resolver_rates = {
+                t: ((q - before.get(t, (0.0, 0.0))[0]) / (now - then),
+                    (n - before.get(t, (0.0, 0.0))[1]) / (now - then))
+                for t, (q, n) in current.items()}
+        self._resolver_last = (now, current)
+        for name in current:
+            self._tenant(name)
         rates = self.tenant_rates(now=now)
         for name, t in self.tenants.items():
             t.history.append((now, rates.get(name, ZERO)))
@@ -206,6 +229,8 @@ class DnsTraffic:
         out: dict[str, Values] = {name: ZERO for name in self.tenants}
         for car in self.sidecars.values():
             out[car.tenant] = _add(out.get(car.tenant, ZERO), self.sidecar_rates(car, now))
+        for name, (q, n) in self._resolver_rates.items():
+            out[name] = _add(out.get(name, ZERO), (q, 0.0, q, n, 0.0, 0.0))
         return out
 
     def tenant_totals(self, policy_counts: Mapping[tuple[str, str], int] | None = None
@@ -215,6 +240,8 @@ class DnsTraffic:
         out = {name: t.retired for name, t in self.tenants.items()}
         for car in self.sidecars.values():
             out[car.tenant] = _add(out.get(car.tenant, ZERO), car.values[:4] + (0.0, 0.0))
+        for name, values in self._resolver_values().items():
+            out[name] = _add(out.get(name, ZERO), values)
         if policy_counts is not None:
             named = {t for t, action in policy_counts if action in ("deny", "warn")}
             for name in set(out) | named:

@@ -100,6 +100,9 @@ class ResolverPaths:
     tls_port: int = 0  # DNS over TLS for the sidecars (the hop); 0: plain UDP only
     tls_cert: str = ""
     tls_key: str = ""
+    # Where unbound sends a dnstap CLIENT_RESPONSE per answer (the pool's report reader,
+    # resolvers/reports.py); "": no dnstap section.
+    dnstap_socket: str = ""
 
 
 def _quote(text: str) -> str:
@@ -183,6 +186,8 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         ]
     if fwd.gate:
         lines += ["python:", f"  python-script: {_quote(paths.gate_script)}"]
+    if paths.dnstap_socket:
+        lines += _dnstap(paths.dnstap_socket)
     lines += [
         "remote-control:",
         "  control-enable: yes",
@@ -200,6 +205,21 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _dnstap(socket_path: str) -> list[str]:
+    """One dnstap CLIENT_RESPONSE per answer to the pool's reader. unbound's writer thread
+    queues them (bounded, dropped when nobody reads) and never holds up an answer; the
+    reader listens only while the tenant's view logs queries (docs/tenant-resolver.md)."""
+    return [
+        "dnstap:",
+        "  dnstap-enable: yes",
+        "  dnstap-bidirectional: yes",
+        f"  dnstap-socket-path: {_quote(socket_path)}",
+        "  dnstap-send-identity: no",
+        "  dnstap-send-version: no",
+        "  dnstap-log-client-response-messages: yes",
+    ]
 
 
 def _auth_zones(fwd: Forwarding, paths: ResolverPaths) -> list[str]:
