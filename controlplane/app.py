@@ -32,6 +32,7 @@ from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
 from controlplane.core.model import Labels, Workload
 from controlplane.core.settings import (
+    ResolverAaaa,
     ResolverHop,
     ResolverLifetime,
     ResolverMode,
@@ -364,9 +365,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object],
 
 def _fronted(workload: Workload) -> bool:
     """Whether the sidecar's DNS front sends its queries to the resolver (then Envoy's DNS
-    filter forwards nothing itself). The front's node metadata (DNS_FRONT_SET_ADDRESS,
-    docs/dns-front.md) is not on ``Workload`` yet: until it is, no sidecar is fronted."""
-    return False
+    filter forwards nothing itself): its node metadata names the set listener
+    (DNS_FRONT_SET_ADDRESS, docs/dns-front.md)."""
+    return workload.front_set_port != 0
 
 
 def _sidecars(hub: Hub) -> Iterator[tuple[str, str, str, bool]]:
@@ -407,7 +408,8 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         listen_host=settings.listen_host,
                         advertise_host=settings.advertise_host,
                         access=settings.allow, owns_workdir=not settings.dir,
-                        persistent=settings.lifetime is ResolverLifetime.PERSISTENT)
+                        persistent=settings.lifetime is ResolverLifetime.PERSISTENT,
+                        map_aaaa=settings.aaaa is ResolverAaaa.MAPPED)
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,

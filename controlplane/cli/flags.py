@@ -25,6 +25,7 @@ from controlplane.core.settings import (
     DnsSettings,
     InjectionConfig,
     PolicyServerSettings,
+    ResolverAaaa,
     ResolverHop,
     ResolverLifetime,
     ResolverMode,
@@ -61,7 +62,7 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _choices(enum: type[ResolverMode | ResolverHop | ResolverLifetime | AdminAuthMode
+def _choices(enum: type[ResolverMode | ResolverHop | ResolverAaaa | ResolverLifetime | AdminAuthMode
                         | SidecarMode | DefaultView]) -> list[str]:
     return [member.value for member in enum]
 
@@ -176,6 +177,10 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
     res.add_argument("--resolver-hop", choices=_choices(ResolverHop), default=r.hop.value,
                      help="how sidecars reach their tenant resolver: plain UDP (on loopback "
                           "or a trusted network) or DNS over TLS, verified by Envoy")
+    res.add_argument("--resolver-aaaa", choices=_choices(ResolverAaaa), default=r.aaaa.value,
+                     help="AAAA of an IPv4-only name: nodata (NOERROR, no records: what DNS "
+                          "says; sidecars with a DNS front) or mapped (::ffff:a.b.c.d, for "
+                          "sidecars without a front, whose Envoy turns NODATA into NXDOMAIN)")
     res.add_argument("--resolver-tls-dir", default=r.tls_dir,
                      help="ca.crt, tls.crt and tls.key for --resolver-hop tls (a Secret); "
                           "made there when absent (default: under --resolver-dir)")

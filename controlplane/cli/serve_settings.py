@@ -20,6 +20,7 @@ from controlplane.core.settings import (
     DefaultView,
     DnsSettings,
     PolicyServerSettings,
+    ResolverAaaa,
     ResolverHop,
     ResolverLifetime,
     ResolverMode,
@@ -128,6 +129,7 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
         listen_host=args.resolver_listen, advertise_host=args.resolver_advertise,
         allow=tuple(args.resolver_allow) or ResolverSettings().allow,
         hop=ResolverHop(args.resolver_hop), tls_dir=args.resolver_tls_dir,
+        aaaa=ResolverAaaa(args.resolver_aaaa),
         upstream_ca_bundle=args.upstream_ca_bundle)
 
 

@@ -63,6 +63,15 @@ class ResolverHop(StrEnum):
     TLS = "tls"  # DNS over TLS, the resolver's certificate verified by Envoy
 
 
+class ResolverAaaa(StrEnum):
+    """What the tenant resolver answers to AAAA of an IPv4-only name."""
+
+    NODATA = "nodata"  # NOERROR with no records, as DNS says (sidecars with a DNS front)
+    # An IPv4-mapped ::ffff:a.b.c.d (DNS64): for sidecars whose Envoy forwards itself,
+    # which turns NODATA into NXDOMAIN (fact 18) and musl into a failed lookup.
+    MAPPED = "mapped"
+
+
 class AdminAuthMode(StrEnum):
     """Who may use the admin API."""
 
@@ -183,6 +192,7 @@ class ResolverSettings:
     advertise_host: str = ""  # how sidecars reach them; "" for the listen address
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
     hop: ResolverHop = ResolverHop.UDP  # how sidecars reach them
+    aaaa: ResolverAaaa = ResolverAaaa.NODATA  # AAAA of IPv4-only names (docs/dns-front.md)
     tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the TLS hop; made when absent
     timeout_seconds: float = 2.0  # how long a sidecar waits for its resolver
     upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none

@@ -179,6 +179,7 @@ class ResolverPool:
     gate_socket: str = ""  # the control plane's policy gate (policy_client.serve_gate)
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     persistent: bool = False  # outlive the control plane; adopted by the next (module doc)
+    map_aaaa: bool = False  # DNS64 stand-ins for AAAA of IPv4-only names (ResolverAaaa)
     grace_seconds: float = 10.0
     # An adopted resolver no apply has named yet waits this long for its tenant before it
     # retires: a restarted control plane applies before its first full load.
@@ -418,7 +419,7 @@ class ResolverPool:
             tls_port=self.choose_port() if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
-            dnstap_socket=_socket_path(directory / "tap.sock"))
+            dnstap_socket=_socket_path(directory / "tap.sock"), map_aaaa=self.map_aaaa)
         return directory, paths
 
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,

@@ -16,10 +16,12 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
   the zones pass (``table_triggers``) and holds the table's wildcards outside the zone
   and its CNAMEs to external names (``rpz_rules``); an alias in the zone has an
   auth-zone of its own that answers nothing downstream (``alias_zone_names``).
-- ``module-config: "respip dns64 iterator"`` with ``dns64-prefix: ::ffff:0:0/96``:
-  AAAA of an IPv4-only name gets the IPv4-mapped address instead of NODATA,
-  which Envoy would turn into NXDOMAIN and musl would take as a failed lookup.
-  ``cache-min-ttl`` >= ``cache-max-negative-ttl`` keeps that true on repeats.
+- ``module-config: "respip iterator"``: AAAA of an IPv4-only name is NODATA, as DNS says
+  (what a sidecar's DNS front passes on). With ``ResolverPaths.map_aaaa`` (``serve
+  --resolver-aaaa mapped``, for sidecars without a front) ``dns64`` with ``dns64-prefix:
+  ::ffff:0:0/96`` answers the IPv4-mapped address instead, which Envoy's DNS filter does
+  not turn into NXDOMAIN (musl would take that as a failed lookup); ``cache-min-ttl`` >=
+  ``cache-max-negative-ttl`` keeps that true on repeats.
 - RFC 8767 serve-stale: while the tenant's server is down, cached names are answered
   from the expired cache (TTL 30, up to a day past their TTL) and names that are not
   cached get SERVFAIL within about a second, never NXDOMAIN and never silence. RPZ
@@ -103,6 +105,15 @@ class ResolverPaths:
     # Where unbound sends a dnstap CLIENT_RESPONSE per answer (the pool's report reader,
     # resolvers/reports.py); "": no dnstap section.
     dnstap_socket: str = ""
+    # AAAA of an IPv4-only name: an IPv4-mapped stand-in (DNS64) for sidecars whose Envoy
+    # forwards itself; False: NODATA, as DNS says (sidecars with a DNS front).
+    map_aaaa: bool = True
+
+
+def _module_config(fwd: Forwarding, paths: ResolverPaths) -> str:
+    modules = ["respip", *(["python"] if fwd.gate else []), *(["dns64"] if paths.map_aaaa else []),
+               "iterator"]
+    return f'  module-config: "{" ".join(modules)}"'
 
 
 def _quote(text: str) -> str:
@@ -154,7 +165,8 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         # DNS64 needs the A record cached at least as long as the AAAA's NODATA: with a
         # TTL-0 upstream (dnsmasq's default) a cached NODATA would otherwise be served
         # without synthesis, and Envoy turns it into NXDOMAIN (measured on unbound 1.17).
-        "  cache-min-ttl: 5",
+        # Without DNS64 nothing needs it: upstream TTLs pass unchanged (never inflated).
+        f"  cache-min-ttl: {5 if paths.map_aaaa else 0}",
         "  cache-max-negative-ttl: 5",
         # After an outage of the tenant's server, try it again within seconds, not the
         # default 15 minutes' backoff (measured: 16.8 s to recover; 6.6 s with 10).
@@ -164,9 +176,8 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "  infra-keep-probing: yes",
         *SERVE_STALE,
         *SERVFAIL_PROMPTLY,
-        '  module-config: "respip python dns64 iterator"' if fwd.gate else
-        '  module-config: "respip dns64 iterator"',
-        f"  dns64-prefix: {DNS64_PREFIX}",
+        _module_config(fwd, paths),
+        *([f"  dns64-prefix: {DNS64_PREFIX}"] if paths.map_aaaa else []),
         # The table's reverse zones, inside or at unbound's default empty zones (10.in-addr.arpa,
         # d.f.ip6.arpa): a transparent local zone there lets the auth-zone answer.
         *(f"  local-zone: {_quote(z)} transparent" for z in reverse_zone_names(fwd)),
