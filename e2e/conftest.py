@@ -52,7 +52,10 @@ def processes() -> Iterator[list[ControlPlane | Envoy | Dnsmasq]]:
 def start_control_plane(tmp_path: Path, processes: list[object]
                         ) -> Callable[..., ControlPlane]:
     def start(source: Path, *extra: str) -> ControlPlane:
-        cp = ControlPlane(source, tmp_path, extra_args=["--debounce", "0.02", *extra])
+        # The harness's Envoys have no DNS front: their Envoy forwards AAAA itself and turns
+        # NODATA into NXDOMAIN, so the resolvers answer IPv4-mapped stand-ins for them.
+        aaaa = [] if "--resolver-aaaa" in extra else ["--resolver-aaaa", "mapped"]
+        cp = ControlPlane(source, tmp_path, extra_args=["--debounce", "0.02", *aaaa, *extra])
         processes.append(cp)
         return cp.start()
     return start

@@ -124,7 +124,7 @@ def start(work: Path, *extra: str, records: dict[str, str] | None = None) -> tup
     (manifests / "cluster.yaml").write_text((HERE / "manifests.yaml").read_text().replace(
         "UPSTREAM", f"127.0.0.1:{upstream.port}"))
     shutil.copy(EXAMPLES / "fruits.yaml", manifests / "fruits.yaml")
-    cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02", *extra]).start()
+    cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02", "--resolver-aaaa", "mapped", *extra]).start()  # Envoy, no front
     started.append(cp)
     envoy = Envoy(node_id="conformance.default", namespace="default", labels={"app": "e2e"},
                   xds_address=cp.xds_address, workdir=work).start()

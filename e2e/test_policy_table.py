@@ -133,7 +133,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         manifests.mkdir()
         (manifests / "cluster.yaml").write_text((HERE / "manifests.yaml").read_text().replace(
             "UPSTREAM", f"127.0.0.1:{upstream.port}"))
-        cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02"]).start()
+        cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02", "--resolver-aaaa", "mapped"]).start()  # Envoy, no front
         started.append(cp)
         envoys = {}
         for tenant, namespace in TENANT_NAMESPACE.items():

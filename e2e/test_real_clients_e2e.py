@@ -140,7 +140,7 @@ def _running_pod(clients: Clients, workdir: Path, upstream_ttl: int) -> Iterator
         source = workdir / "manifests"
         source.mkdir()
         (source / "tenants.yaml").write_text(_manifests(upstream.port))
-        cp = ControlPlane(source, workdir, extra_args=["--debounce", "0.02"])
+        cp = ControlPlane(source, workdir, extra_args=["--debounce", "0.02", "--resolver-aaaa", "mapped"])  # Envoy, no front
         started.append(cp)
         cp.start()
         envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
