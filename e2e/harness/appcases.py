@@ -135,5 +135,5 @@ def expected(client: str, case: Case, transport: Transport) -> Expect:
     return ref
 
 
-__all__ = ["CASES", "Case", "TCP", "UDP", "Expect", "RECORDS", "ZONES", "expected", "NS", "SVC",
+__all__ = ["CASES", "Case", "HEADLESS_IPS", "TCP", "UDP", "Expect", "RECORDS", "ZONES", "expected", "NS", "SVC",
            "CANNOT_FORCE_TCP", "RETRY_TC_OVER_TCP"]
