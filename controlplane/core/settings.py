@@ -265,7 +265,9 @@ class InjectionConfig:
     dns_address: str = "127.0.0.1:53"  # the pod's nameserver; must be port 53
     admin_address: str = "127.0.0.1:15000"  # Envoy's full admin interface, on loopback
     stats_address: str = "0.0.0.0:15090"  # the stats-only listener (/stats/prometheus)
-    hop_address: str = "127.0.0.1:15054"  # where the sidecar listens for its resolver hop
+    # where the sidecar listens for its resolver hop: not Envoy's DNS listener's address,
+    # see injection/front.py HOP_ADDRESS
+    hop_address: str = "127.0.0.2:15054"
     run_as_user: int = 101  # the envoy user of the envoyproxy/envoy image
     cpu_request: str = "10m"  # the sidecar container's resources
     memory_request: str = "72Mi"  # measured: 66 MB RSS, 1 worker, a small view

@@ -20,7 +20,11 @@ from controlplane.translate.front_routes import set_url
 
 ENVOY_DNS_ADDRESS = "127.0.0.1:15053"  # Envoy's DNS listener behind the front
 SET_ADDRESS = "127.0.0.1:15055"  # Envoy's loopback set listener (DNS_FRONT_SET_ADDRESS)
-HOP_ADDRESS = "127.0.0.1:15054"  # Envoy's resolver hop listener (RESOLVER_HOP_ADDRESS)
+# Envoy's resolver hop listener (RESOLVER_HOP_ADDRESS), on another loopback address than
+# Envoy's DNS listener: kresd keeps one health state per upstream IP address, ports aside,
+# so a dead tenant resolver behind the hop would mark Envoy's DNS listener down too
+# (measured: table names SERVFAIL for the second the resolver took to come back).
+HOP_ADDRESS = "127.0.0.2:15054"
 FRONT_NAME = "dns-front"
 
 
@@ -44,6 +48,11 @@ class FrontAddresses:
             if port in seen:
                 return f"the {what} and the {seen[port]} share port {port}"
             seen[port] = what
+        envoy, hop = _upstream(self.envoy_dns, "").host, _upstream(self.hop, "").host
+        if envoy == hop:
+            return (f"the resolver hop must not share Envoy DNS listener's IP address {hop} "
+                    "(the front keeps one health state per upstream address: a dead "
+                    "resolver would take table names down with it); e.g. 127.0.0.2")
         return None
 
     def named(self) -> tuple[tuple[str, str], ...]:

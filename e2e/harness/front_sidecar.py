@@ -59,7 +59,7 @@ class FrontSidecar:
                 "--dns-address", f"{self.host}:{self.address.port}",
                 "--envoy-dns-address", f"127.0.0.1:{self.envoy_dns_port}",
                 "--set-address", f"127.0.0.1:{self.set_port}",
-                "--hop-address", f"127.0.0.1:{self.hop_port}",
+                "--hop-address", f"127.0.0.2:{self.hop_port}",
                 "--admin-address", f"127.0.0.1:{self.admin_port}",
                 "--stats-address", "off", "--workdir", str(self.workdir / "sidecar"),
                 *self.extra_args]
