@@ -28,6 +28,8 @@ def test_kustomization_renders_everything() -> None:
     assert kinds == sorted(["CustomResourceDefinition", "CustomResourceDefinition", "Namespace",
                             "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
                             "Service", "ServiceMonitor", "ServiceMonitor",
+                            # service.yaml: the resolver hop's headless Service
+                            "Service",
                             # admin-access.yaml: the readers' roles, Prometheus's binding
                             "ClusterRole", "ClusterRole", "ClusterRoleBinding",
                             "NetworkPolicy",
@@ -296,3 +298,34 @@ def test_networkpolicy_opens_each_port_to_its_clients_only() -> None:
     # the tenant resolvers' ports: the ephemeral range, which no fixed port falls in
     assert set(ranges) == {(32768, 60999)}
     assert all(not 32768 <= port <= 60999 for port in ports.values()), ports
+
+
+def test_resolver_hop_is_one_ca_for_every_replica_and_a_headless_service() -> None:
+    """docs/resolver-isolation.md, plan step 9: the Secret dns-controlplane-hop-ca at
+    --resolver-tls-dir, the fixed port dns-hop (TCP 10853, any namespace), and the
+    headless Service dns-controlplane-resolvers listing every ready replica on it."""
+    docs = rendered()
+    c = controlplane_container(docs)
+    args = build_parser().parse_args(c["args"])
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == args.resolver_tls_dir]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    (dep,) = by_kind(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "dns-controlplane-hop-ca"}  # required: one CA
+    assert args.resolver_lifetime == "persistent" and args.resolver_dir
+    (hop,) = [p for p in c["ports"] if p["name"] == "dns-hop"]
+    assert hop == {"name": "dns-hop", "containerPort": 10853, "protocol": "TCP"}
+    svc = named(docs, "Service", "dns-controlplane-resolvers")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"] == [{"name": "dns-hop", "port": 10853, "targetPort": "dns-hop",
+                                     "protocol": "TCP"}]
+    assert not svc["spec"].get("publishNotReadyAddresses")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    (rule,) = [r for r in policy["spec"]["ingress"]
+               if {"protocol": "TCP", "port": "dns-hop"} in r["ports"]]
+    assert rule["from"] == [{"namespaceSelector": {}}]
+    # A stopped replica stays in service past the sidecars' DNS refresh (5 s) of that name.
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    assert 10 + args.drain_seconds < pod["terminationGracePeriodSeconds"]

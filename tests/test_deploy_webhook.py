@@ -143,3 +143,15 @@ def test_injection_config_refuses_what_cannot_work(tmp_path: Path) -> None:
     config = injection_config(args, zone="cluster.local", resolv_conf=no_resolv,
                               sa_namespace=no_resolv)
     assert config.own_namespace == "dns-system" and config.xds_ca == ""
+
+
+def test_the_webhook_injects_the_dns_front_and_its_image_is_built_here() -> None:
+    """Front on, with the image deploy/images/dns-front/Dockerfile builds (its tag there)."""
+    docs = rendered()
+    _, container = controlplane_container(docs)
+    args = build_parser().parse_args(container["args"])
+    assert args.webhook_sidecar_front == "on"
+    assert "--webhook-sidecar-front=on" in container["args"]  # written out, not a default
+    dockerfile = (Path(__file__).resolve().parents[1] / "deploy" / "images" / "dns-front"
+                  / "Dockerfile").read_text()
+    assert f"docker build -t {args.webhook_front_image} deploy/images/dns-front" in dockerfile
