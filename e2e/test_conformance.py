@@ -14,12 +14,16 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import dns.rcode
+import dns.rdatatype
 import dns.resolver
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, wait_for
 from e2e.harness.dnsquery import query
+from e2e.harness.front_sidecar import FrontSidecar
 from e2e.harness.paths import EXAMPLES
+from e2e.harness.realclients import reserve_loopback_dns_address
 from tests.tools import require_tool
 
 HERE = Path(__file__).parent / "conformance"
@@ -233,3 +237,60 @@ def test_aaaa_without_mapping_and_vips(tmp_path: Path) -> None:
     finally:
         for p in reversed(started):
             p.stop()  # type: ignore[attr-defined]
+
+
+# -- the same rows through a sidecar's DNS front (issue 18) -------------------------------
+
+# What a fronted sidecar answers where Envoy alone could only substitute or not answer:
+# what CoreDNS answers. Every other row is the same as through Envoy alone.
+FRONT = {
+    "ExternalName CNAME": ("NOERROR", ("api.external.example.",)),
+    "reverse PTR of a service IP": ("NOERROR", (f"web.default.svc.{Z}.",)),
+    "existing name, other type (TXT)": ("NOERROR", ()),
+    "existing v4-only name, AAAA (mapped, default)": ("NOERROR", ()),
+    "dns-version TXT": ("NOERROR", ('"1.1.0"',)),
+    "pod v4-only name, AAAA (mapped, default)": ("NOERROR", ()),
+    "answer cap: 8 of 12 addresses": ("NOERROR", tuple(sorted(
+        f"192.0.2.{i}" for i in range(101, 113)))),
+}
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontSidecar]:
+    """A control plane with its default AAAA answers (NODATA) and one fronted sidecar."""
+    require_tool("kresd", "apt-get install knot-resolver")
+    work = tmp_path_factory.mktemp("conformance-front")
+    started: list[object] = []
+    try:
+        upstream = Dnsmasq({**UPSTREAM, "#": ""}, work).start()
+        started.append(upstream)
+        manifests = work / "manifests"
+        manifests.mkdir()
+        (manifests / "cluster.yaml").write_text((HERE / "manifests.yaml").read_text().replace(
+            "UPSTREAM", f"127.0.0.1:{upstream.port}"))
+        shutil.copy(EXAMPLES / "fruits.yaml", manifests / "fruits.yaml")
+        cp = ControlPlane(manifests, work, extra_args=["--debounce", "0.02"]).start()
+        started.append(cp)
+        sidecar = FrontSidecar(xds_address=cp.xds_address, node_id="conformance.default",
+                               namespace="default", labels={"app": "e2e"},
+                               address=reserve_loopback_dns_address(), workdir=work / "sc")
+        started.append(sidecar)
+        yield sidecar.start(expect_pair=f"A web.default.svc.{Z}.\n")
+    finally:
+        for p in reversed(started):
+            p.stop()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("row", ROWS, ids=[r.row for r in ROWS])
+def test_row_through_the_front(front: FrontSidecar, row: Row, transport: str) -> None:
+    q = dns.message.make_query(row.name, row.qtype)
+    send = dns.query.tcp if transport == "tcp" else dns.query.udp
+    r = send(q, front.host, port=53, timeout=5.0)
+    want = dns.rdatatype.from_text(row.qtype)
+    records = tuple(sorted(rd.to_text() for rrset in r.answer if rrset.rdtype == want
+                           for rd in rrset))
+    rcode = dns.rcode.to_text(r.rcode())
+    print(f"\nfront {transport} | {row.row:48} | {row.qtype:5} {row.name} -> {rcode} "
+          f"{' '.join(records)}")
+    assert (rcode, records) == FRONT.get(row.row, (row.rcode, tuple(sorted(row.records))))
