@@ -245,7 +245,7 @@ class Sidecar:
                 "--xds", self.xds_address, "--dns", f"127.0.0.1:{self.dns_port}",
                 "--envoy-dns-address", f"127.0.0.1:{self.envoy_dns_port}",
                 "--set-address", f"127.0.0.1:{self.set_port}",
-                "--hop-address", f"127.0.0.1:{self.hop_port}",
+                "--hop-address", f"127.0.0.2:{self.hop_port}",  # not Envoy DNS IP
                 "--admin-address", f"127.0.0.1:{self.admin_port}",
                 "--stats-address", f"127.0.0.1:{self.stats_port}",
                 "--front", "on" if self.front else "off", "--workdir", str(self.directory)]
