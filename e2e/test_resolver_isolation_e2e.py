@@ -5,8 +5,9 @@ forwarding tenants (globex and initech, each with its own unbound on loopback be
 hop terminator Envoy), a real Envoy sidecar of globex started apart from the control
 plane, and the tenants' server (dnsmasq).
 
-- globex's sidecar resolves an external name through the mutual hop (its Envoy got the
-  tenant's client certificate as an SDS Secret over ADS);
+- globex's sidecar (Envoy alone) and initech's fronted sidecar (``controlplane sidecar``:
+  kresd -> Envoy's hop over TCP) resolve an external name through the mutual hop (each
+  Envoy got its tenant's client certificate as an SDS Secret over ADS);
 - from this test process, which is nobody's sidecar, every other way in gets nothing: no
   certificate, another tenant's certificate, an expired one, one from a rogue CA with the
   same name, the tenant prefix ``globexab``, no SNI or an unknown one, plain TCP/UDP to
@@ -37,13 +38,14 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, http_json, wait_for
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, Sidecar, http_json, wait_for
 from controlplane.identity.certs import hop_client_uri, issue_client_cert, make_ca
 from controlplane.resolvers.state import STATE_FILE
 from controlplane.resolvers.terminator import DIRECTORY, STATE
 from controlplane.runtime.process import Process, free_port
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
+from tests.tools import require_tool
 
 FORWARDED = ("www.example.com", ("NOERROR", ["203.0.113.10"]))
 SERVER_NAME = "tenant-resolver.dns-controlplane"
@@ -170,7 +172,7 @@ spec:
 def test_only_a_tenants_own_sidecars_use_its_resolver(
         manifests: Path, tmp_path: Path, resolver_dir: Path, processes: list[object],
         start_envoy: Callable[..., Envoy], start_dnsmasq: Callable[..., Dnsmasq]) -> None:
-    upstream = start_dnsmasq(dict([(FORWARDED[0], "203.0.113.10")]))
+    upstream = start_dnsmasq({FORWARDED[0]: "203.0.113.10", "example.net": "203.0.113.20"})
     point_globex_at(manifests, upstream)
     add_initech(manifests, upstream)
     hop_port = free_port()
@@ -182,11 +184,19 @@ def test_only_a_tenants_own_sidecars_use_its_resolver(
     processes.append(cp)
     cp.start()
     envoy = start_envoy(cp, "sleep.globex", "globex")
+    require_tool("kresd", "apt-get install knot-resolver")
+    fronted = Sidecar("web.initech", "initech", {"app": "web"}, cp.xds_address, tmp_path)
+    processes.append(fronted)
+    fronted.start()
 
     # globex's own sidecar: through the mutual hop (Envoy's DNS filter -> hop listener ->
     # TLS with the tenant's certificate -> terminator -> globex's unbound).
     wait_for(lambda: query(envoy.dns_port, FORWARDED[0]) == FORWARDED[1], timeout=20,
              what="an external name through globex's sidecar")
+    for tcp in (False, True):  # the fronted pod: its front, then the hop over TCP
+        wait_for(lambda tcp=tcp: ask_plain("127.0.0.1", fronted.dns_port, tcp=tcp)
+                 == "ANSWER NOERROR 203.0.113.10", timeout=20,
+                 what=f"an external name through initech's front (tcp={tcp})")
     secrets = http_json(f"{envoy.admin_url}/config_dump?resource=dynamic_active_secrets")
     [secret] = [c for c in secrets["configs"] if c["name"] == "resolver-hop-client"]
     assert "[redacted]" in json.dumps(secret)  # Envoy redacts the key in its own dump
@@ -248,10 +258,14 @@ def test_only_a_tenants_own_sidecars_use_its_resolver(
     while time.monotonic() < end:
         sent += 1
         try:
-            if query(envoy.dns_port, FORWARDED[0], timeout=1.0) != FORWARDED[1]:
-                lost += 1
+            if sent % 2:  # a name nobody cached, through initech's front and hop
+                ok = query(fronted.dns_port, f"n{sent}.example.net", timeout=1.0) == (
+                    "NOERROR", ["203.0.113.20"])
+            else:
+                ok = query(envoy.dns_port, FORWARDED[0], timeout=1.0) == FORWARDED[1]
         except (dns.exception.Timeout, OSError):
-            lost += 1
+            ok = False
+        lost += not ok
         time.sleep(0.05)
     print(f"control plane dead for 10 s: sent {sent}, lost or wrong {lost}")
     assert sent > 50 and lost == 0
