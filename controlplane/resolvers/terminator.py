@@ -70,15 +70,19 @@ class Terminator:
         when it does not run, and wait until it listens (when it has a tenant)."""
         self._tenants = dict(tenants)
         texts = terminator_files(tenants, self.files)
+        changed = False
         for relative in (BOOTSTRAP, "sds/server.json", "sds/ca.json", CDS, LDS):
             if self._texts.get(relative) != texts[relative]:
                 _write(self.directory / relative, texts[relative])
+                changed = True
         self._texts = texts
         if self.process is None:
             self._adopt()
+            changed = True
         if not self.alive():
             self._start()
-        if tenants:
+            changed = True
+        if tenants and changed:  # scanning /proc costs ~10 ms: only after a change
             self._wait_listening()
 
     def supervise(self) -> bool:
@@ -94,9 +98,10 @@ class Terminator:
         return True
 
     def stop(self, *, detach: bool = False) -> None:
+        """Stop it, or with ``detach`` leave it serving for the next control plane."""
         if self.process is not None and not detach:
             self.process.stop(timeout=5)
-        self.process = None
+            self.process = None
 
     def describe(self) -> dict[str, object]:
         return {"listen": f"{self.files.listen_host}:{self.files.port}",
