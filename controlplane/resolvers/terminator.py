@@ -68,6 +68,8 @@ class Terminator:
     def sync(self, tenants: Mapping[str, TerminatorTenant]) -> None:
         """Write the files for ``tenants`` (those whose text changed), start the terminator
         when it does not run, and wait until it listens (when it has a tenant)."""
+        if self._texts and dict(tenants) == self._tenants and self.alive():
+            return  # the common case: nothing changed, nothing to render
         self._tenants = dict(tenants)
         texts = terminator_files(tenants, self.files)
         changed = False
