@@ -5,7 +5,7 @@ forwarding tenants (globex and initech, each with its own unbound on loopback be
 hop terminator Envoy), a real Envoy sidecar of globex started apart from the control
 plane, and the tenants' server (dnsmasq).
 
-- globex's sidecar (Envoy alone) and initech's fronted sidecar (``controlplane sidecar``:
+- globex's sidecars (Envoy alone, SotW and delta ADS) and initech's fronted sidecar (``controlplane sidecar``:
   kresd -> Envoy's hop over TCP) resolve an external name through the mutual hop (each
   Envoy got its tenant's client certificate as an SDS Secret over ADS);
 - from this test process, which is nobody's sidecar, every other way in gets nothing: no
@@ -193,6 +193,12 @@ def test_only_a_tenants_own_sidecars_use_its_resolver(
     # TLS with the tenant's certificate -> terminator -> globex's unbound).
     wait_for(lambda: query(envoy.dns_port, FORWARDED[0]) == FORWARDED[1], timeout=20,
              what="an external name through globex's sidecar")
+    delta = Envoy(node_id="delta.globex", namespace="globex", labels={"app": "sleep"},
+                  xds_address=cp.xds_address, workdir=tmp_path, delta=True)
+    processes.append(delta)
+    delta.start()  # the Secret over delta ADS too
+    wait_for(lambda: query(delta.dns_port, FORWARDED[0]) == FORWARDED[1], timeout=20,
+             what="an external name through a delta-ADS sidecar")
     for tcp in (False, True):  # the fronted pod: its front, then the hop over TCP
         wait_for(lambda tcp=tcp: ask_plain("127.0.0.1", fronted.dns_port, tcp=tcp)
                  == "ANSWER NOERROR 203.0.113.10", timeout=20,
