@@ -5,6 +5,7 @@ hop cluster presents it by SDS over ADS with the tenant's SNI; fronted or not.""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
@@ -14,6 +15,7 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, Namespace
 from controlplane.core.settings import Settings
 from controlplane.dns.views import Forwarding, ResolverHop, TenantView, Upstream, with_resolver
+from controlplane.hub.hub import Hub
 from controlplane.identity.certs import hop_sni, make_ca
 from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.translate import translate_view
@@ -29,7 +31,7 @@ from controlplane.translate.types import (
 from controlplane.xds.delta import DeltaStream
 from controlplane.xds.protocol import SotwStream
 from controlplane.xds.snapshot import build_snapshot
-from tests.factories import tenant_policy
+from tests.factories import node, tenant_policy
 from tests.golden_support import tenant_views
 
 SERVER = "tenant-resolver.dns-controlplane"
@@ -102,3 +104,74 @@ def test_the_secret_is_served_by_name_in_sotw_and_delta() -> None:
     delta.receive(dreq)
     (got,) = delta.responses(snap)
     assert got.names == {HOP_CLIENT_SECRET}
+
+
+# -- the hub: a renewed certificate re-renders its tenant's views only --------------------
+
+class MutualResolvers:
+    """A resolver directory with the mutual hop: one certificate per tenant, renewable."""
+
+    errors: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        ca, ca_key = make_ca(common_name="test hop CA")
+        self.now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        self.certs = TenantCerts(ca, ca_key, lifetime=datetime.timedelta(hours=1),
+                                 clock=lambda: self.now)
+        self.ca = ca.decode()
+
+    @property
+    def hop(self) -> ResolverHop:
+        return ResolverHop(SERVER, self.ca)
+
+    def hop_for(self, tenant: str) -> ResolverHop:
+        cert = self.certs.get(tenant)
+        return ResolverHop(SERVER, self.ca, sni=hop_sni(tenant, SERVER),
+                           client_cert_pem=cert.cert_pem, client_key_pem=cert.key_pem)
+
+    def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
+        pass
+
+    def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
+        return {t: TERMINATOR for t in forwards}
+
+
+def test_a_renewed_certificate_reaches_its_tenants_views_only() -> None:
+    resolvers = MutualResolvers()
+    hub = Hub(Settings(), resolvers=resolvers)
+    hub.set_inventory(Inventory.of([
+        *(Namespace(t, (("tenant", t),)) for t in ("acme", "globex")),
+        *(tenant_policy(t, default_action=DefaultAction.ALLOW, server_address="10.9.9.9")
+          for t in ("acme", "globex"))]))
+    conns = {}
+    for tenant in ("acme", "globex"):
+        conn = hub.open(peer=tenant)
+        conn.stream.receive(discovery_pb2.DiscoveryRequest(
+            type_url=LISTENER_TYPE, node=node(f"{tenant}-1", tenant, LABELS={})))
+        hub.attach(conn)
+        conns[tenant] = conn
+
+    def secret(tenant: str) -> tuple[str, str]:
+        key = conns[tenant].view_key
+        assert key is not None
+        snap = hub.cache.get(key)
+        assert snap is not None
+        typed = snap.types[SECRET_TYPE]
+        any_ = typed.anys[HOP_CLIENT_SECRET]
+        return typed.version, secret_pb2.Secret.FromString(
+            any_.value).tls_certificate.certificate_chain.inline_string
+
+    before = {t: secret(t) for t in conns}
+    assert before["acme"][1] != before["globex"][1]  # one certificate per tenant
+    hub.recompute()
+    assert {t: secret(t) for t in conns} == before  # nothing due: nothing changes
+    resolvers.now += datetime.timedelta(minutes=20)
+    resolvers.certs.keep(["acme"])  # globex's forgotten: made again (now) when asked
+    hub.recompute()
+    middle = {t: secret(t) for t in conns}
+    assert middle["acme"] == before["acme"] and middle["globex"] != before["globex"]
+    resolvers.now += datetime.timedelta(minutes=10)  # acme's half-life, not globex's
+    hub.recompute()
+    after = {t: secret(t) for t in conns}
+    assert after["acme"][0] != before["acme"][0] and after["acme"][1] != before["acme"][1]
+    assert after["globex"] == middle["globex"]  # its views are not rendered again
