@@ -40,7 +40,7 @@ system-deps:
 	fi
 
 run: $(STAMP) system-deps
-	$(BIN)/python -m controlplane._kit.demo --manifests examples
+	$(BIN)/python -m controlplane._kit.demo --manifests examples $(RUN_ARGS)
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import signal
 import tempfile
@@ -30,6 +31,7 @@ import uvicorn
 
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
+from controlplane.core.errors import ConfigError
 from controlplane.core.model import Labels, Workload
 from controlplane.core.settings import (
     ResolverAaaa,
@@ -43,6 +45,7 @@ from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
 from controlplane.identity.certs import server_tls
+from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.identity.tlsfiles import (
     CertificateFiles,
     TlsCollector,
@@ -399,11 +402,22 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
         return None
     workdir = (Path(settings.dir) if settings.dir
                else Path(tempfile.mkdtemp(prefix="dns-cp-resolvers-")))
-    hop_tls = None
+    hop_tls = hop_mtls = None
+    hop_certs = None
+    tls_dir = Path(settings.tls_dir) if settings.tls_dir else workdir / "hop-tls"
     if settings.hop is ResolverHop.TLS:
-        hop_tls = server_tls(Path(settings.tls_dir) if settings.tls_dir
-                             else workdir / "hop-tls", RESOLVER_TLS_NAME)
-    return ResolverPool(workdir, hop_tls=hop_tls,
+        hop_tls = server_tls(tls_dir, RESOLVER_TLS_NAME)
+    elif settings.hop is ResolverHop.MTLS:
+        try:
+            hop_mtls = server_tls(tls_dir, RESOLVER_TLS_NAME, signing=True)
+        except ValueError as exc:
+            raise ConfigError(flag="--resolver-tls-dir", reason=str(exc)) from exc
+        assert hop_mtls.ca_key_file is not None
+        hop_certs = TenantCerts(
+            hop_mtls.ca_pem.encode(), hop_mtls.ca_key_file.read_bytes(),
+            lifetime=datetime.timedelta(seconds=settings.hop_cert_lifetime_seconds))
+    return ResolverPool(workdir, hop_tls=hop_tls, hop_mtls=hop_mtls, hop_certs=hop_certs,
+                        hop_port=settings.hop_port,
                         default_ca_bundle=settings.upstream_ca_bundle,
                         listen_host=settings.listen_host,
                         advertise_host=settings.advertise_host,
@@ -422,7 +436,8 @@ async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asynci
         return
     while not stop.is_set():
         restarted = pool.supervise()  # on the loop's thread: see ResolverPool._prefix
-        if restarted:
+        renewed = pool.renew_due()  # tenants' hop certificates at half-life: new views
+        if restarted or renewed:
             hub.recompute()
         latest = await asyncio.to_thread(pool.stats)
         stats.clear()

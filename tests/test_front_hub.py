@@ -399,6 +399,9 @@ class Resolvers:
     errors: dict[str, str] = {}
     hop = None
 
+    def hop_for(self, tenant: str) -> None:
+        return None
+
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
         pass
 

@@ -149,6 +149,9 @@ class ThreadRecordingResolvers:
     def hop(self) -> ResolverHop | None:
         return None
 
+    def hop_for(self, tenant: str) -> ResolverHop | None:
+        return None
+
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
         self.prepare_threads.add(threading.get_ident())
 

@@ -87,6 +87,12 @@ def keep_logging() -> Iterator[None]:
      "--upstream-ca-bundle: /nonexistent: no such file"),
     (["--insecure", "--resolver-listen", "0.0.0.0"],
      "--resolver-listen: 0.0.0.0 needs --resolver-advertise"),
+    (["--insecure", "--hop-cert-lifetime", "12"],
+     "--hop-cert-lifetime: '12' is not a duration like 12h"),
+    (["--insecure", "--hop-cert-lifetime", "5m"], "--hop-cert-lifetime: must be at least 10m"),
+    (["--insecure", "--resolver-hop-port", "70000"],
+     "--resolver-hop-port: port 70000 is not 1-65535"),
+    (["--insecure", "--resolver-hop", "nope"], "--resolver-hop: invalid choice: 'nope'"),
     (["--insecure", "--policy-server-client-cert", "pyproject.toml"],
      "--policy-server-client-cert: goes with --policy-server-client-key"),
     # What argparse itself rejects reads the same way (no usage block, one line).

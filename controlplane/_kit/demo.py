@@ -28,7 +28,7 @@ from pathlib import Path
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Sidecar, find_tool
 from controlplane.core.inventory import Inventory
-from controlplane.runtime.process import port_holders
+from controlplane.runtime.process import free_port, port_holders
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
 
@@ -69,6 +69,9 @@ def _first_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="controlplane._kit.demo", description=__doc__)
     parser.add_argument("--manifests", default="examples", type=Path)
+    parser.add_argument("--resolver-hop", choices=("udp", "tls", "mtls"), default="udp",
+                        help="how the sidecars reach their tenant resolver (mtls: only a "
+                             "tenant's own sidecars can, docs/resolver-isolation.md)")
     args = parser.parse_args(argv)
     manifests: Path = args.manifests.resolve()
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         code = _run(manifests, inv, workdir, started, stop, forwarders=forwarders,
-                    upstream=upstream)
+                    upstream=upstream, hop=args.resolver_hop)
     except StartError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(manifests: Path, inv: Inventory, workdir: Path,
          started: list[ControlPlane | Sidecar | Dnsmasq], stop: threading.Event, *,
-         forwarders: list[str], upstream: str) -> int:
+         forwarders: list[str], upstream: str, hop: str = "udp") -> int:
     """Start everything, print how to use it, and wait for Ctrl-C or a process's death.
     ``upstream``: what the dnsmasq on the fixed port is for; "" when none is started."""
     if forwarders:
@@ -131,7 +134,10 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
     if not front:
         print("kresd is not installed: the sidecars run without their DNS front (Envoy alone, "
               "UDP, A/AAAA/SRV); apt-get install knot-resolver lua-http")
-    cp = ControlPlane(manifests, workdir)
+    hop_args = [] if hop == "udp" else ["--resolver-hop", hop]
+    if hop == "mtls":  # the terminator's port, free now like every other port here
+        hop_args += ["--resolver-hop-port", str(free_port())]
+    cp = ControlPlane(manifests, workdir, extra_args=hop_args)
     started.append(cp.start())
     print(f"control plane: xds 127.0.0.1:{cp.xds_port}, console {cp.admin_url}/console/, "
           f"API {cp.admin_url}/docs, "

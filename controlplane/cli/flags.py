@@ -176,13 +176,22 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                      help="clients allowed to query the resolvers (default loopback)")
     res.add_argument("--resolver-hop", choices=_choices(ResolverHop), default=r.hop.value,
                      help="how sidecars reach their tenant resolver: plain UDP (on loopback "
-                          "or a trusted network) or DNS over TLS, verified by Envoy")
+                          "or a trusted network), DNS over TLS verified by Envoy, or mtls: "
+                          "the sidecar also presents its tenant's client certificate to a "
+                          "terminator in front of the resolvers, which listen on loopback "
+                          "only (docs/resolver-isolation.md)")
+    res.add_argument("--resolver-hop-port", type=int, default=r.hop_port,
+                     help="the mutual hop's port (the terminator's, one for every tenant)")
+    res.add_argument("--hop-cert-lifetime", default=f"{r.hop_cert_lifetime_seconds // 3600}h",
+                     help="lifetime of a tenant's hop client certificate (e.g. 12h, 90m; at "
+                          "least 10m); it is re-issued at half its life")
     res.add_argument("--resolver-aaaa", choices=_choices(ResolverAaaa), default=r.aaaa.value,
                      help="AAAA of an IPv4-only name: nodata (NOERROR, no records: what DNS "
                           "says; sidecars with a DNS front) or mapped (::ffff:a.b.c.d, for "
                           "sidecars without a front, whose Envoy turns NODATA into NXDOMAIN)")
     res.add_argument("--resolver-tls-dir", default=r.tls_dir,
-                     help="ca.crt, tls.crt and tls.key for --resolver-hop tls (a Secret); "
+                     help="ca.crt, tls.crt and tls.key for --resolver-hop tls, and ca.key "
+                          "too for mtls (a Secret); "
                           "made there when absent (default: under --resolver-dir)")
     res.add_argument("--policy-server-ca", default=p.ca,
                      help="CA bundle (PEM) for policy servers whose policy gives no caBundle")

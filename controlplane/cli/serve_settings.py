@@ -8,6 +8,7 @@ one ``ConfigError`` naming the flag; ``cli.main`` prints it and exits with code 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from controlplane.core.errors import ConfigError
@@ -130,7 +131,17 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
         allow=tuple(args.resolver_allow) or ResolverSettings().allow,
         hop=ResolverHop(args.resolver_hop), tls_dir=args.resolver_tls_dir,
         aaaa=ResolverAaaa(args.resolver_aaaa),
+        hop_port=args.resolver_hop_port,
+        hop_cert_lifetime_seconds=parse_duration("--hop-cert-lifetime", args.hop_cert_lifetime),
         upstream_ca_bundle=args.upstream_ca_bundle)
+
+
+def parse_duration(flag: str, text: str) -> int:
+    """Seconds from ``90s``, ``30m``, ``12h`` or ``2d``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match is None:
+        raise ConfigError(flag=flag, reason=f"{text!r} is not a duration like 12h, 30m or 90s")
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def policy_server_settings(args: argparse.Namespace) -> PolicyServerSettings:

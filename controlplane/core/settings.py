@@ -61,6 +61,9 @@ class ResolverHop(StrEnum):
 
     UDP = "udp"  # plain DNS (loopback or a trusted network)
     TLS = "tls"  # DNS over TLS, the resolver's certificate verified by Envoy
+    # DNS over mutual TLS to a terminator in front of the resolvers: the sidecar presents
+    # its tenant's client certificate; the resolvers listen on loopback only.
+    MTLS = "mtls"
 
 
 class ResolverAaaa(StrEnum):
@@ -193,7 +196,9 @@ class ResolverSettings:
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
     hop: ResolverHop = ResolverHop.UDP  # how sidecars reach them
     aaaa: ResolverAaaa = ResolverAaaa.NODATA  # AAAA of IPv4-only names (docs/dns-front.md)
-    tls_dir: str = ""  # ca.crt, tls.crt, tls.key for the TLS hop; made when absent
+    tls_dir: str = ""  # ca.crt, tls.crt, tls.key (+ ca.key for mtls); made when absent
+    hop_port: int = 10853  # the mutual hop's terminator port (one for every tenant)
+    hop_cert_lifetime_seconds: int = 12 * 3600  # a tenant's client certificate; renewed at half
     timeout_seconds: float = 2.0  # how long a sidecar waits for its resolver
     upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
 
@@ -204,6 +209,9 @@ class ResolverSettings:
                               "(the address sidecars forward to)")
         if self.timeout_seconds <= 0:
             raise ConfigError("the tenant resolvers' timeout must be positive")
+        _port("--resolver-hop-port", self.hop_port, allow_zero=False)
+        if self.hop_cert_lifetime_seconds < 600:
+            raise ConfigError(flag="--hop-cert-lifetime", reason="must be at least 10m")
         if self.lifetime is ResolverLifetime.PERSISTENT and not self.dir:
             raise ConfigError(flag="--resolver-lifetime",
                               reason="persistent needs --resolver-dir (a temporary directory "

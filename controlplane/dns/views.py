@@ -121,6 +121,15 @@ class ResolverHop:
 
     server_name: str
     ca_pem: str
+    # Mutual (--resolver-hop mtls): the sidecar presents the tenant's client certificate,
+    # sent as an SDS Secret with the view, and names its tenant by SNI to the terminator.
+    sni: str = ""  # "": server_name
+    client_cert_pem: str = ""
+    client_key_pem: str = field(default="", repr=False)
+
+    @property
+    def mutual(self) -> bool:
+        return bool(self.client_cert_pem)
 
 
 @dataclass(frozen=True)

@@ -299,10 +299,11 @@ class Hub:
                     errors[f"resolver:{tenant}"] = InputError(
                         kind="DnsPolicy", namespace="", name=tenant, origin="tenant resolver",
                         reason=f"{reason}; nothing is forwarded for this tenant")
-        hop = self.resolvers.hop if self.resolvers is not None else None
         out = {}
         for tenant, view in views.items():
             address = addresses.get(tenant)
+            hop = (self.resolvers.hop_for(tenant) if self.resolvers is not None
+                   and address is not None else None)
             last = self._resolved.get(tenant)
             if (last is not None and last[0] is view and last[1] == address
                     and last[2] == hop):

@@ -66,7 +66,8 @@ from typing import Protocol
 
 from controlplane.core.errors import PortTaken, ResolverError
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
-from controlplane.identity.certs import ServerTls
+from controlplane.identity.certs import ServerTls, hop_sni, hop_tenant_prefix
+from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.resolvers.reports import ReportReader, Sink
 from controlplane.resolvers.state import (
     STATE_FILE,
@@ -76,6 +77,8 @@ from controlplane.resolvers.state import (
     read_state,
     write_state,
 )
+from controlplane.resolvers.terminator import DIRECTORY as TERMINATOR_DIR
+from controlplane.resolvers.terminator import Terminator
 from controlplane.runtime.process import (
     Process,
     find_tool,
@@ -84,6 +87,7 @@ from controlplane.runtime.process import (
     pids_naming,
     port_holders,
 )
+from controlplane.translate.terminator import TerminatorFiles, TerminatorTenant
 from controlplane.translate.unbound import (
     RPZ_ZONE,
     ResolverPaths,
@@ -118,6 +122,10 @@ class ResolverDirectory(Protocol):
     @property
     def hop(self) -> ResolverHop | None:
         """How sidecars reach the resolvers over TLS; None: plain UDP."""
+
+    def hop_for(self, tenant: str) -> ResolverHop | None:
+        """``hop`` for one tenant's views (the mutual hop carries the tenant's SNI and
+        client certificate)."""
 
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
         """The heavy, pure part of ``apply`` (the tables' zone texts), called off the event
@@ -176,6 +184,11 @@ class ResolverPool:
     advertise_host: str = ""  # the address sidecars use to reach them; "" for listen_host
     access: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     hop_tls: ServerTls | None = None  # the resolvers serve DoT to the sidecars with it
+    # --resolver-hop mtls: the terminator serves the hop with this (its CA signs the
+    # tenants' client certificates); the resolvers listen on loopback only.
+    hop_mtls: ServerTls | None = None
+    hop_port: int = 10853  # the terminator's one port, for every tenant
+    hop_certs: TenantCerts | None = None  # made from hop_mtls when not given
     gate_socket: str = ""  # the control plane's policy gate (policy_client.serve_gate)
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     persistent: bool = False  # outlive the control plane; adopted by the next (module doc)
@@ -204,6 +217,7 @@ class ResolverPool:
     _zone_texts: dict[str, tuple[object, dict[str, str], tuple[RpzRecord, ...]]] = field(
         default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    terminator: Terminator | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.unbound_bin = find_tool("unbound")
@@ -223,12 +237,70 @@ class ResolverPool:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Absolute: unbound's -c path, and what a later control plane finds (adoption).
         self.workdir = self.workdir.resolve()
+        if self.hop_mtls is not None:
+            self._mutual_setup(self.hop_mtls)
 
     @property
     def hop(self) -> ResolverHop | None:
-        if self.hop_tls is None:
+        tls = self.hop_tls or self.hop_mtls
+        if tls is None:
             return None
-        return ResolverHop(server_name=self.hop_tls.server_name, ca_pem=self.hop_tls.ca_pem)
+        return ResolverHop(server_name=tls.server_name, ca_pem=tls.ca_pem)
+
+    def hop_for(self, tenant: str) -> ResolverHop | None:
+        if self.hop_mtls is None or self.hop_certs is None:
+            return self.hop
+        with self._lock:
+            cert = self.hop_certs.get(tenant)
+        return ResolverHop(server_name=self.hop_mtls.server_name, ca_pem=self.hop_mtls.ca_pem,
+                           sni=hop_sni(tenant, self.hop_mtls.server_name),
+                           client_cert_pem=cert.cert_pem, client_key_pem=cert.key_pem)
+
+    # -- the mutual hop (--resolver-hop mtls; resolvers/terminator.py) ----------
+    def _mutual_setup(self, tls: ServerTls) -> None:
+        if tls.ca_key_file is None:
+            raise ResolverError("the mutual resolver hop needs the hop CA's key (ca.key) to "
+                                "sign client certificates")
+        if self.hop_certs is None:
+            self.hop_certs = TenantCerts(tls.ca_pem.encode(), tls.ca_key_file.read_bytes())
+        directory = self.workdir / TERMINATOR_DIR
+        files = TerminatorFiles(
+            directory=str(directory), listen_host=self.advertise_host or self.listen_host,
+            port=self.hop_port, ca_file=str((tls.ca_key_file.parent / "ca.crt").resolve()),
+            cert_file=str(Path(tls.cert_file).resolve()),
+            key_file=str(Path(tls.key_file).resolve()))
+        self.terminator = Terminator(files, prefix=tuple(self._prefix),
+                                     persistent=self.persistent)
+
+    @property
+    def _resolver_host(self) -> str:
+        """Where unbound listens: loopback only behind the terminator."""
+        return "127.0.0.1" if self.hop_mtls is not None else self.listen_host
+
+    @property
+    def _resolver_access(self) -> tuple[str, ...]:
+        return ("127.0.0.0/8", "::1/128") if self.hop_mtls is not None else self.access
+
+    def _sync_terminator(self, ports: Mapping[str, int]) -> None:
+        """Each running resolver's chain in the terminator (new resolvers started first,
+        a retired tenant's chain gone before its resolver stops)."""
+        if self.terminator is None or self.hop_mtls is None:
+            return
+        name = self.hop_mtls.server_name
+        self.terminator.sync({t: TerminatorTenant(sni=hop_sni(t, name),
+                                                  uri_prefix=hop_tenant_prefix(t),
+                                                  resolver_port=port)
+                              for t, port in ports.items()})
+        if self.hop_certs is not None:
+            self.hop_certs.keep(ports)
+
+    def renew_due(self) -> list[str]:
+        """Tenants whose hop client certificate was re-issued now (half its life passed):
+        their views need rendering again."""
+        if self.hop_certs is None:
+            return []
+        with self._lock:
+            return self.hop_certs.due()
 
     # -- what the hub calls ---------------------------------------------------
     def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
@@ -250,6 +322,7 @@ class ResolverPool:
             log.info("tenant resolver for %s retired: the tenant no longer forwards", tenant,
                      extra={"tenant": tenant})
         out: dict[str, Upstream] = {}
+        ports: dict[str, int] = {}
         for tenant, fwd in sorted(forwards.items()):
             try:
                 current = self.resolvers.get(tenant) or self._reclaim(tenant, fwd)
@@ -273,9 +346,20 @@ class ResolverPool:
                 self.errors.pop(tenant, None)
                 out[tenant] = Upstream(self.advertise_host or current.paths.listen.host,
                                        current.paths.tls_port or current.paths.listen.port)
+                ports[tenant] = current.paths.listen.port
             except (ResolverError, OSError, TimeoutError, ValueError) as exc:
                 self.errors[tenant] = str(exc)
                 log.error("tenant resolver for %s: %s", tenant, exc, extra={"tenant": tenant})
+        if self.terminator is not None:
+            try:
+                self._sync_terminator(ports)
+            except (ResolverError, OSError) as exc:
+                for tenant in ports:
+                    self.errors[tenant] = f"hop terminator: {exc}"
+                log.error("hop terminator: %s", exc)
+                return {}
+            entry = Upstream(self.terminator.files.listen_host, self.hop_port)
+            out = {tenant: entry for tenant in out}
         return out
 
     def report_to(self, sink: Sink) -> None:
@@ -295,6 +379,11 @@ class ResolverPool:
     def _supervise(self) -> list[str]:
         restarted = []
         self._retire_due()
+        if self.terminator is not None:
+            try:
+                self.terminator.supervise()
+            except (ResolverError, OSError) as exc:
+                log.error("hop terminator: %s", exc)
         for tenant, res in sorted(self.resolvers.items()):
             if res.alive() or res.forward is None:  # None: apply has not named it yet
                 continue
@@ -363,7 +452,11 @@ class ResolverPool:
                          ", ".join(sorted(self.resolvers)) or "none")
                 self.resolvers.clear()
                 self.retiring.clear()
+                if self.terminator is not None:
+                    self.terminator.stop(detach=True)
                 return
+            if self.terminator is not None:  # before the resolvers it fronts
+                self.terminator.stop()
             self._stop_all()
 
     def _stop_all(self) -> None:
@@ -410,10 +503,11 @@ class ResolverPool:
                                     "dnsdist); nothing is forwarded for this tenant")
             doh_proxy = Upstream("127.0.0.1", self.choose_port())
         paths = ResolverPaths(
-            directory=str(directory), listen=Upstream(self.listen_host, self.choose_port()),
+            directory=str(directory),
+            listen=Upstream(self._resolver_host, self.choose_port()),
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
-            access=self.access,
+            access=self._resolver_access,
             gate_socket=self.gate_socket if fwd.gate else "",
             gate_script=str(directory / "gate.py") if fwd.gate else "",
             tls_port=self.choose_port() if self.hop_tls else 0,
@@ -614,7 +708,7 @@ class ResolverPool:
         return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
                       fwd.zone, tuple(self._texts(tenant, fwd)), fwd.gate,
                       self.gate_socket if fwd.gate else "",
-                      self.listen_host, self.access, hop, default_ca)
+                      self._resolver_host, self._resolver_access, hop, default_ca)
 
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
         """Make the zone texts and table RPZ records of every table that changed: 0.11 s at
@@ -667,6 +761,8 @@ class ResolverPool:
         """Take over the resolvers an earlier control plane left in ``workdir``."""
         found: dict[str, list[TenantResolver]] = {}
         for directory in sorted(p for p in self.workdir.iterdir() if p.is_dir()):
+            if directory.name == TERMINATOR_DIR:  # the terminator adopts itself (sync)
+                continue
             state = read_state(directory)
             if state is None:
                 if any((directory / name).exists()

@@ -13,13 +13,19 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.dns.views import TenantView, Upstream
-from controlplane.translate.clusters import dns_cluster, resolver_hop_cluster
+from controlplane.translate.clusters import dns_cluster, hop_client_secret, resolver_hop_cluster
 from controlplane.translate.dns_table import DomainCache
 from controlplane.translate.front import ALL_TO_ENVOY, Pair, envoy_pairs, set_body
 from controlplane.translate.front_routes import front_resources
 from controlplane.translate.listeners import dns_listener, listener_name, resolver_hop_listener
 from controlplane.translate.stats import stats_listener
-from controlplane.translate.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from controlplane.translate.types import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
 
 Resources = dict[str, dict[str, Message]]
 
@@ -45,6 +51,9 @@ def translate_view(view: TenantView, *, host: str, port: int,
     lag the table) or, for a view with no resolver, ``* .`` (everything to Envoy); and
     the hop listener at ``hop`` whenever the view has a resolver, a plain TCP proxy to it
     when there is no TLS hop. Without ``front`` the output is what it always was.
+
+    A mutual hop (``view.hop.mutual``) adds the tenant's client certificate as an SDS
+    Secret (``SECRET_TYPE``), which the hop cluster asks for by name over ADS.
     """
     dns_servers = view.upstreams
     tcp = False
@@ -67,6 +76,9 @@ def translate_view(view: TenantView, *, host: str, port: int,
         ENDPOINT_TYPE: {},
         LISTENER_TYPE: {listener.name: listener for listener in listeners},
     }
+    if view.hop is not None and view.hop.mutual and view.upstreams:
+        secret = hop_client_secret(view.hop)
+        out[SECRET_TYPE] = {secret.name: secret}
     if front is not None:
         body = (ALL_TO_ENVOY if not view.upstreams else
                 set_body(front_pairs if front_pairs is not None else envoy_pairs(view)))
