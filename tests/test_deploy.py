@@ -295,8 +295,15 @@ def test_networkpolicy_opens_each_port_to_its_clients_only() -> None:
     assert opened["http-admin"] == [{
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
-    # the tenant resolvers' ports: the ephemeral range, which no fixed port falls in
-    assert set(ranges) == {(32768, 60999)}
+    # --resolver-hop mtls: the resolvers listen on loopback only, behind the terminator on
+    # dns-hop (any namespace: the terminator checks the tenant's certificate); no port
+    # range is open, and every fixed port stays below the ephemeral range.
+    assert opened["dns-hop"] == [{"namespaceSelector": {}}]
+    assert ranges == []
+    args = build_parser().parse_args(controlplane_container(docs)["args"])
+    assert (args.resolver_hop, args.resolver_listen, args.resolver_allow) == (
+        "mtls", "127.0.0.1", [])
+    assert args.resolver_hop_port == ports["dns-hop"]
     assert all(not 32768 <= port <= 60999 for port in ports.values()), ports
 
 

@@ -36,7 +36,7 @@ from packaging.version import Version
 
 from controlplane.core.settings import InjectionConfig
 from controlplane.injection.admission import review
-from tests.kustomize import HOP_MTLS, rendered, rendered_with
+from tests.kustomize import rendered
 from tests.tools import seed_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_every_plain_deploy_file_is_checked() -> None:
                       if p not in deploy_files())
     assert all(d.get("apiVersion") in NOT_OBJECTS or "kind" not in d
                for name in left_out for d in yaml_documents(DEPLOY / name)), left_out
-    assert "kustomization.yaml" in left_out and "hop-mtls/kustomization.yaml" in left_out
+    assert "kustomization.yaml" in left_out
 
 
 def test_rendered_kustomization_validates() -> None:
@@ -127,12 +127,6 @@ def test_rendered_kustomization_validates() -> None:
     assert "api/ CRD" not in used and used["kubernetes 1.37"] >= 15
     # ServiceMonitor x2, cert-manager Issuer/Certificate x2 each for xds-tls and webhook
     assert used["no offline schema"] == 10
-
-
-def test_rendered_with_the_mtls_hop_validates() -> None:
-    """deploy/ with the Component deploy/hop-mtls (to be folded in)."""
-    for doc in rendered_with(HOP_MTLS):
-        check(doc)
 
 
 @pytest.mark.parametrize("path", sorted(API.glob("*-crd.yaml")), ids=lambda p: p.name)
