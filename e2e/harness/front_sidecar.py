@@ -73,7 +73,16 @@ class FrontSidecar:
         if expect_pair:
             wait_for(lambda: expect_pair in self.set_body(), timeout=timeout,
                      what=f"{expect_pair.strip()!r} in the set of {self.node_id}")
+            wait_for(self.front_has_set, timeout=timeout,
+                     what=f"the front of {self.node_id} routing by that set")
         return self
+
+    def front_has_set(self) -> bool:
+        """The front logged taking a set with as many pairs as Envoy serves now (it polls
+        every second: until then it sends table names to the resolver)."""
+        pairs = len(self.set_body().splitlines())
+        log = self.workdir / "sidecar" / "front.log"
+        return log.exists() and f": {pairs} pairs," in log.read_text(errors="replace")
 
     def answers(self) -> bool:
         """The front answers over TCP (any rcode: it is up and has its config)."""
