@@ -16,6 +16,7 @@ import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy
 from e2e.harness.paths import EXAMPLES
+from e2e.harness.persistent import stop_persistent
 from tests.fixtures import admin_kube, kube, kube_objects, kube_resources
 from tests.tools import require_tool
 
@@ -84,3 +85,13 @@ def start_dnsmasq(tmp_path: Path, processes: list[object]) -> Callable[..., Dnsm
         processes.append(d)
         return d.start()
     return start
+
+
+@pytest.fixture
+def resolver_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for persistent resolvers (``--resolver-dir``); at the end every resolver
+    and terminator its state files name is stopped by pid (they outlive the control plane
+    by design)."""
+    directory = tmp_path / "resolvers"
+    yield directory
+    stop_persistent(directory)

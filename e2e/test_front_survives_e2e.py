@@ -17,7 +17,6 @@ the AAAA of a fresh external name (NODATA: a type Envoy never answered right).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -25,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dns.exception
 import dns.message
@@ -34,10 +32,9 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, wait_for
-from controlplane.resolvers.state import STATE_FILE
-from controlplane.runtime.process import Process
 from e2e.harness.examples import point_globex_at
 from e2e.harness.front_sidecar import FrontSidecar
+from e2e.harness.persistent import resolver_states
 from e2e.harness.realclients import reserve_loopback_dns_address
 from tests.tools import require_file, require_tool
 
@@ -116,22 +113,6 @@ class Load:
     def report(self) -> str:
         return "\n".join(f"{phase:>8} {kind:>14}: sent {t.sent} lost {t.lost} wrong {t.wrong}"
                          for (phase, kind), t in self.tallies.items())
-
-
-def resolver_states(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(directory.glob(f"*/{STATE_FILE}"))]
-
-
-@pytest.fixture
-def resolver_dir(tmp_path: Path) -> Iterator[Path]:
-    """Persistent resolvers outlive the control planes by design: stop them by pid."""
-    directory = tmp_path / "resolvers"
-    yield directory
-    for state in resolver_states(directory):
-        for key in ("unbound", "dnsdist"):
-            if state.get(f"{key}_pid"):
-                Process.adopt(key, list(state[f"{key}_argv"]), directory / "x.log",
-                              pid=int(state[f"{key}_pid"])).stop(timeout=5)
 
 
 @pytest.fixture

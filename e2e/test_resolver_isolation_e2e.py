@@ -29,20 +29,18 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
-import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, Sidecar, http_json, wait_for
 from controlplane.identity.certs import hop_client_uri, issue_client_cert, make_ca
 from controlplane.resolvers.state import STATE_FILE
-from controlplane.resolvers.terminator import DIRECTORY, STATE
-from controlplane.runtime.process import Process, free_port
+from controlplane.runtime.process import free_port
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
 from tests.tools import require_tool
@@ -131,24 +129,6 @@ class Pki:
         (self.out / f"{name}.crt").write_bytes(cert)
         (self.out / f"{name}.key").write_bytes(key)
         return self.out / f"{name}.crt", self.out / f"{name}.key"
-
-
-@pytest.fixture
-def resolver_dir(tmp_path: Path) -> Iterator[Path]:
-    """The persistent resolver directory; at the end every resolver and the terminator its
-    state files name are stopped by pid (they outlive the control plane by design)."""
-    directory = tmp_path / "resolvers"
-    yield directory
-    for path in sorted(directory.glob(f"*/{STATE_FILE}")):
-        state = json.loads(path.read_text())
-        if state.get("unbound_pid"):
-            Process.adopt("unbound", list(state["unbound_argv"]), directory / "x.log",
-                          pid=int(state["unbound_pid"])).stop(timeout=5)
-    terminator = directory / DIRECTORY / STATE
-    if terminator.exists():
-        body = json.loads(terminator.read_text())
-        Process.adopt("envoy", list(body["argv"]), directory / "x.log",
-                      pid=int(body["pid"])).stop(timeout=5)
 
 
 def add_initech(manifests: Path, upstream: Dnsmasq) -> None:

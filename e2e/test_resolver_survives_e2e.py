@@ -11,24 +11,22 @@ kill, while no control plane runs (~10 s), and after a new one started (~5 s).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dns.exception
-import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, http_json, wait_for
-from controlplane.resolvers.state import STATE_FILE
-from controlplane.runtime.process import Process, running
+from controlplane.runtime.process import running
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
+from e2e.harness.persistent import resolver_states
 
 FORWARDED = ("www.example.com", ("NOERROR", ["203.0.113.10"]))
 TABLE = ("api.globex.svc.cluster.local", ("NOERROR", ["10.96.40.10"]))
@@ -86,23 +84,6 @@ class Load:
     def report(self) -> str:
         return "\n".join(f"{phase:>6} {kind:>9}: sent {t.sent} lost {t.lost} wrong {t.wrong}"
                          for (phase, kind), t in self.tallies.items())
-
-
-def resolver_states(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(directory.glob(f"*/{STATE_FILE}"))]
-
-
-@pytest.fixture
-def resolver_dir(tmp_path: Path) -> Iterator[Path]:
-    """The persistent resolver directory; at the end, every resolver its state files name
-    is stopped by pid (they outlive the control planes by design)."""
-    directory = tmp_path / "resolvers"
-    yield directory
-    for state in resolver_states(directory):
-        for key in ("unbound", "dnsdist"):
-            if state.get(f"{key}_pid"):
-                Process.adopt(key, list(state[f"{key}_argv"]), directory / "x.log",
-                              pid=int(state[f"{key}_pid"])).stop(timeout=5)
 
 
 def listener(envoy: Envoy) -> Any:
