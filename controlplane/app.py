@@ -62,6 +62,7 @@ from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
@@ -423,6 +424,8 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         advertise_host=settings.advertise_host,
                         access=settings.allow, owns_workdir=not settings.dir,
                         persistent=settings.lifetime is ResolverLifetime.PERSISTENT,
+                        spawner=(SpoolSpawner(Path(settings.host_spool))
+                                 if settings.host_spool else None),
                         map_aaaa=settings.aaaa is ResolverAaaa.MAPPED)
 
 

@@ -21,8 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import dns.exception
+import pytest
 
-from controlplane._kit.localrun import ControlPlane, Dnsmasq, Envoy, http_json, wait_for
+from controlplane._kit.localrun import (
+    ControlPlane,
+    Dnsmasq,
+    Envoy,
+    ResolverHost,
+    children,
+    http_json,
+    wait_for,
+)
 from controlplane.runtime.process import running
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
@@ -93,12 +102,21 @@ def listener(envoy: Envoy) -> Any:
     return active
 
 
+@pytest.mark.parametrize("hosted", [False, True], ids=["own-session", "resolver-host"])
 def test_forwarded_names_survive_a_killed_control_plane(
-        manifests: Path, tmp_path: Path, resolver_dir: Path, processes: list[object],
-        start_envoy: Callable[..., Envoy], start_dnsmasq: Callable[..., Dnsmasq]) -> None:
+        hosted: bool, manifests: Path, tmp_path: Path, resolver_dir: Path,
+        processes: list[object], start_envoy: Callable[..., Envoy],
+        start_dnsmasq: Callable[..., Dnsmasq]) -> None:
+    """``hosted``: the resolvers are started by ``controlplane resolver-host`` (as the
+    resolvers container of deploy/ does), not by the control plane itself."""
     point_globex_at(manifests, start_dnsmasq(dict([(FORWARDED[0], "203.0.113.10")])))
     args = ["--debounce", "0.02", "--resolver-dir", str(resolver_dir),
             "--resolver-lifetime", "persistent"]
+    host = None
+    if hosted:
+        host = ResolverHost(tmp_path / "spool", tmp_path / "host.log").start()
+        processes.append(host)
+        args += ["--resolver-host-spool", str(host.spool)]
     first = ControlPlane(manifests, tmp_path / "cp1", extra_args=args)
     (tmp_path / "cp1").mkdir()
     processes.append(first)
@@ -106,6 +124,8 @@ def test_forwarded_names_survive_a_killed_control_plane(
     envoy = start_envoy(first, "sleep.globex", "globex")
     assert query(envoy.dns_port, *FORWARDED[:1]) == FORWARDED[1]
     [before] = resolver_states(resolver_dir)
+    if host is not None:  # the host's child, not the control plane's
+        assert before["unbound_pid"] in children(host.pid)
     listener_before = listener(envoy)
     updates_before = envoy.stats()["listener_manager.lds.update_success"]
 

@@ -74,10 +74,12 @@ def test_deployment_is_hardened_and_probed() -> None:
     docs = rendered()
     (dep,) = by_kind(docs, "Deployment")
     pod = dep["spec"]["template"]["spec"]
-    (c,) = pod["containers"]
+    c, host = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    for each in (c, host):
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True
+        assert each["securityContext"]["allowPrivilegeEscalation"] is False
+        assert each["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
@@ -88,6 +90,31 @@ def test_deployment_is_hardened_and_probed() -> None:
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     (svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "dns-controlplane"]
     assert {p["port"] for p in svc["spec"]["ports"]} == {18000, 18080}
+
+
+def test_the_resolvers_are_started_by_the_other_container() -> None:
+    """The resolvers container runs the resolver host on the spool the control plane
+    names, sees the same files at the same paths, and outlives its preStop and drain."""
+    docs = rendered()
+    (dep,) = by_kind(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True  # the control plane adopts the host's children
+    c, host = pod["containers"]
+    assert (c["name"], host["name"]) == ("controlplane", "resolvers")
+    serve = build_parser().parse_args(c["args"])
+    hosted = build_parser().parse_args(host["args"])
+    assert hosted.command == "resolver-host" and host["image"] == c["image"]
+    assert str(hosted.spool) == serve.resolver_host_spool
+    assert serve.resolver_lifetime == "persistent"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    for mount in host["volumeMounts"]:
+        assert mounts[mount["name"]] == mount["mountPath"], mount
+    assert serve.resolver_dir.startswith(mounts["resolvers"] + "/")
+    assert serve.resolver_host_spool.startswith(mounts["resolvers"] + "/")
+    assert serve.resolver_tls_dir == mounts["hop-ca"]  # the terminator reads its files
+    wait = {each["name"]: int(each["lifecycle"]["preStop"]["exec"]["command"][1])
+            for each in (c, host)}
+    assert wait["resolvers"] > wait["controlplane"] + serve.drain_seconds
 
 
 def test_two_replicas_spread_and_protected_by_a_budget() -> None:
@@ -128,7 +155,7 @@ def test_leases_rbac_is_one_role_on_one_lease() -> None:
                                     "namespace": "dns-system"}]
     # The Deployment elects on that very lease, as its pod (downward API).
     (dep,) = by_kind(docs, "Deployment")
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    c = controlplane_container(docs)
     args = build_parser().parse_args(c["args"])
     assert args.leader_election is True
     assert args.lease == "$(POD_NAMESPACE)/dns-controlplane-status"

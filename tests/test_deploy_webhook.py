@@ -27,7 +27,7 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def controlplane_container(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     dep = one(docs, "Deployment", "dns-controlplane")
     pod = dep["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = next(c for c in pod["containers"] if c["name"] == "controlplane")
     return pod, container
 
 

@@ -121,6 +121,40 @@ class ControlPlane:
 
 
 @dataclass
+class ResolverHost:
+    """``controlplane resolver-host`` on ``spool`` (serve --resolver-host-spool): starts
+    the tenant resolvers for a control plane; stopping it stops them."""
+
+    spool: Path
+    log_path: Path
+    process: Process | None = None
+
+    def start(self, *, timeout: float = 20.0) -> ResolverHost:
+        from controlplane.runtime.spawner import SpoolSpawner
+
+        self.process = Process("resolver-host", [
+            sys.executable, "-m", "controlplane", "resolver-host", "--spool", str(self.spool)],
+            self.log_path).start()
+        wait_for(lambda: self._serving(SpoolSpawner(self.spool)), timeout=timeout,
+                 what="the resolver host")
+        return self
+
+    def _serving(self, spawner: Any) -> bool:
+        assert self.process is not None
+        if not self.process.alive():
+            raise RuntimeError(f"resolver host exited:\n{self.process.log()[-2000:]}")
+        return bool(spawner.host_running())
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@dataclass
 class Envoy:
     """A real Envoy sidecar bootstrapped against a control plane."""
 

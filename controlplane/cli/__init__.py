@@ -1,4 +1,5 @@
-"""Command line: ``controlplane serve``, ``bootstrap``, ``sidecar`` and ``xds-certs``.
+"""Command line: ``controlplane serve``, ``bootstrap``, ``sidecar``, ``xds-certs`` and
+``resolver-host``.
 
 ``main`` parses (``flags.py``), turns the flags into ``Settings`` (``serve_settings.py``)
 and hands over to ``app.serve``. Anything that cannot be used is one ``ConfigError``
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command: Callable[[argparse.Namespace], int] = {
             "bootstrap": _bootstrap, "sidecar": _sidecar, "xds-certs": _xds_certs,
-            "serve": _serve}[args.command]
+            "resolver-host": _resolver_host, "serve": _serve}[args.command]
         return command(args)
     except ConfigError as exc:
         print(f"controlplane: error: {exc}", file=sys.stderr)
@@ -81,6 +82,29 @@ def _sidecar(args: argparse.Namespace) -> int:
         return run(sidecar_settings(args, args.workdir.absolute()), say=say)
     with tempfile.TemporaryDirectory(prefix="dns-sidecar-") as workdir:
         return run(sidecar_settings(args, Path(workdir)), say=say)
+
+
+def _resolver_host(args: argparse.Namespace) -> int:
+    """Start what ``serve --resolver-host-spool`` asks for until SIGTERM or SIGINT, then
+    stop it (runtime/spawner.py)."""
+    import signal
+    import threading
+
+    from controlplane.runtime.spawner import ResolverHost
+
+    setup_logging("info")
+    try:
+        host = ResolverHost(args.spool)
+    except OSError as exc:
+        raise ConfigError(flag="--spool", reason=str(exc)) from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        host.run(stop)
+    finally:
+        host.stop_children()
+    return 0
 
 
 def _xds_certs(args: argparse.Namespace) -> int:

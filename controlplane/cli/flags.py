@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap_parser(sub)
     _sidecar_parser(sub)
     _certs_parser(sub)
+    host = sub.add_parser("resolver-host", help="start tenant resolvers for a control plane "
+                          "(serve --resolver-host-spool) and keep them running when it dies")
+    host.add_argument("--spool", required=True, type=Path, metavar="DIR",
+                      help="the spool directory both mount (serve --resolver-host-spool)")
     return parser
 
 
@@ -167,6 +171,11 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                      help="process: the resolvers die with the control plane; persistent: "
                           "they keep answering while it is down, and the next control plane "
                           "on the same --resolver-dir adopts them (needs --resolver-dir)")
+    res.add_argument("--resolver-host-spool", default=r.host_spool, metavar="DIR",
+                     help="start the resolvers and the hop terminator through "
+                          "`controlplane resolver-host --spool DIR` (another container of the "
+                          "pod: they then outlive this one's container; needs --resolver-"
+                          "lifetime persistent and a process namespace shared with it)")
     res.add_argument("--resolver-listen", default=r.listen_host,
                      help="address the tenant resolvers listen on")
     res.add_argument("--resolver-advertise", default=r.advertise_host,

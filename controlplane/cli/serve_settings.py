@@ -128,6 +128,7 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
         mode=ResolverMode(args.tenant_resolvers), dir=args.resolver_dir,
         lifetime=ResolverLifetime(args.resolver_lifetime),
         listen_host=args.resolver_listen, advertise_host=args.resolver_advertise,
+        host_spool=args.resolver_host_spool,
         allow=tuple(args.resolver_allow) or ResolverSettings().allow,
         hop=ResolverHop(args.resolver_hop), tls_dir=args.resolver_tls_dir,
         aaaa=ResolverAaaa(args.resolver_aaaa),

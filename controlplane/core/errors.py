@@ -28,8 +28,10 @@
           │                        is down): UNAVAILABLE, the client retries
           ├── ResolverError        (also a RuntimeError) a tenant resolver could not be
           │    │                   started or changed (resolvers.pool)
-          │    └── PortTaken       a port chosen for a resolver was bound by another
-          │                        process first: the pool retries on new ports
+          │    ├── PortTaken       a port chosen for a resolver was bound by another
+          │    │                   process first: the pool retries on new ports
+          │    └── SpawnError      the resolver host (``controlplane resolver-host``) did
+          │                        not start a process: not running, or the start failed
           ├── WatchExpired         a Kubernetes watch's resourceVersion is gone (HTTP 410):
           │                        relist (sources.kubernetes)
           └── FaultInjected        test-only: ``serve --fault-crash-task NAME`` crashes that
@@ -171,6 +173,10 @@ class ResolverError(ControlPlaneError, RuntimeError):
 
 class PortTaken(ResolverError):
     """A port chosen for a resolver was bound by another process first."""
+
+
+class SpawnError(ResolverError):
+    """The resolver host did not start a process (not running, or the start failed)."""
 
 
 class WatchExpired(ControlPlaneError):

@@ -193,6 +193,7 @@ class ResolverSettings:
     lifetime: ResolverLifetime = ResolverLifetime.PROCESS  # persistent needs dir
     listen_host: str = "127.0.0.1"  # the address they listen on
     advertise_host: str = ""  # how sidecars reach them; "" for the listen address
+    host_spool: str = ""  # started by `controlplane resolver-host` on this spool directory
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may query them
     hop: ResolverHop = ResolverHop.UDP  # how sidecars reach them
     aaaa: ResolverAaaa = ResolverAaaa.NODATA  # AAAA of IPv4-only names (docs/dns-front.md)
@@ -212,6 +213,10 @@ class ResolverSettings:
         _port("--resolver-hop-port", self.hop_port, allow_zero=False)
         if self.hop_cert_lifetime_seconds < 600:
             raise ConfigError(flag="--hop-cert-lifetime", reason="must be at least 10m")
+        if self.host_spool and self.lifetime is not ResolverLifetime.PERSISTENT:
+            raise ConfigError(flag="--resolver-host-spool",
+                              reason="needs --resolver-lifetime persistent (the resolver "
+                              "host's processes are not the control plane's children)")
         if self.lifetime is ResolverLifetime.PERSISTENT and not self.dir:
             raise ConfigError(flag="--resolver-lifetime",
                               reason="persistent needs --resolver-dir (a temporary directory "

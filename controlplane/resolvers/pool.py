@@ -87,6 +87,7 @@ from controlplane.runtime.process import (
     pids_naming,
     port_holders,
 )
+from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.translate.terminator import TerminatorFiles, TerminatorTenant
 from controlplane.translate.unbound import (
     RPZ_ZONE,
@@ -192,6 +193,9 @@ class ResolverPool:
     gate_socket: str = ""  # the control plane's policy gate (policy_client.serve_gate)
     owns_workdir: bool = False  # remove it on stop_all (a temporary directory)
     persistent: bool = False  # outlive the control plane; adopted by the next (module doc)
+    # Start the processes through the resolver host (runtime/spawner.py: another container
+    # of the pod, so they outlive the control plane's container); persistent only.
+    spawner: SpoolSpawner | None = None
     map_aaaa: bool = False  # DNS64 stand-ins for AAAA of IPv4-only names (ResolverAaaa)
     grace_seconds: float = 10.0
     # An adopted resolver no apply has named yet waits this long for its tenant before it
@@ -228,6 +232,10 @@ class ResolverPool:
         # Persistent resolvers run in their own session with no death signal instead.
         setpriv = find_tool("setpriv")
         self._prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv and not self.persistent else []
+        if self.spawner is not None and not self.persistent:
+            raise ResolverError("a resolver host (--resolver-host-spool) needs "
+                                "--resolver-lifetime persistent: its processes are not the "
+                                "control plane's children")
         if self.persistent and self.owns_workdir:
             raise ResolverError("persistent tenant resolvers need a directory of their own "
                                 "(--resolver-dir), not a temporary one")
@@ -270,7 +278,7 @@ class ResolverPool:
             cert_file=str(Path(tls.cert_file).resolve()),
             key_file=str(Path(tls.key_file).resolve()))
         self.terminator = Terminator(files, prefix=tuple(self._prefix),
-                                     persistent=self.persistent)
+                                     persistent=self.persistent, spawner=self.spawner)
 
     @property
     def _resolver_host(self) -> str:
@@ -544,14 +552,15 @@ class ResolverPool:
             dnsdist = Process(f"dnsdist-{tenant}",
                               [*self._prefix, self.dnsdist_bin, "--supervised",
                                "--disable-syslog", "-C", str(dd_conf)],
-                              directory / "dnsdist.log", new_session=self.persistent).start()
+                              directory / "dnsdist.log", new_session=self.persistent,
+                              spawner=self.spawner).start()
         reports = self._reader(tenant, fwd, paths)  # listening before unbound connects
         assert self.unbound_bin is not None
         try:
             unbound = Process(f"unbound-{tenant}",
                               [*self._prefix, self.unbound_bin, "-d", "-c", str(conf)],
                               directory / "unbound.log", env=env,
-                              new_session=self.persistent).start()
+                              new_session=self.persistent, spawner=self.spawner).start()
         except OSError:
             if reports is not None:
                 reports.stop()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from controlplane.core.errors import ResolverError
 from controlplane.runtime.process import Process, command_line, find_tool, holds_port, running
+from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.translate.terminator import (
     BOOTSTRAP,
     CDS,
@@ -45,6 +46,7 @@ class Terminator:
     files: TerminatorFiles
     prefix: tuple[str, ...] = ()  # setpriv --pdeathsig KILL, unless persistent
     persistent: bool = False
+    spawner: SpoolSpawner | None = None  # started by the resolver host (runtime/spawner.py)
     start_timeout: float = 10.0
     clock: Callable[[], float] = time.monotonic
     process: Process | None = None
@@ -119,7 +121,7 @@ class Terminator:
     def _start(self) -> None:
         self.process = Process("envoy (hop terminator)", self._argv(),
                                self.directory / "envoy.log",
-                               new_session=self.persistent).start()
+                               new_session=self.persistent, spawner=self.spawner).start()
         body = {"pid": self.process.pid, "argv": self.process.argv}
         _write(self.directory / STATE, json.dumps(body, indent=1) + "\n")
         log.info("hop terminator started: pid %d on %s:%d", self.process.pid,

@@ -23,6 +23,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controlplane.runtime.spawner import SpoolSpawner
 
 
 def free_port() -> int:
@@ -154,9 +158,16 @@ class Process:
     log_offset: int = 0  # where this run's output starts in the log file (it is appended to)
     new_session: bool = False  # its own session: no terminal's or process group's signals
     adopted_pid: int = 0  # a process started by someone else: polled by pid, not waited for
+    spawner: SpoolSpawner | None = None  # start it through the resolver host (spawner.py)
 
     def start(self) -> Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.spawner is not None:  # not our child: polled by pid, as if adopted
+            with contextlib.suppress(OSError):
+                self.log_offset = self.log_path.stat().st_size
+            self.proc = None
+            self.adopted_pid = self.spawner.spawn(self.argv, self.log_path, self.env)
+            return self
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed below; the child keeps it
         self.log_offset = log.seek(0, os.SEEK_END)
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
