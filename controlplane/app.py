@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -429,6 +430,31 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         map_aaaa=settings.aaaa is ResolverAaaa.MAPPED)
 
 
+@dataclass
+class RetryClock:
+    """When to try failed tenant resolvers again: ``first`` seconds after a failure is
+    seen, then doubling up to ``most``; back to the start once nothing fails."""
+
+    first: float = 5.0
+    most: float = 60.0
+    _next: float | None = None
+    _delay: float = 0.0
+
+    def due(self, failing: bool, *, now: float) -> bool:
+        if not failing:
+            self._next, self._delay = None, 0.0
+            return False
+        if self._next is None:
+            self._delay = self.first
+            self._next = now + self._delay
+            return False
+        if now < self._next:
+            return False
+        self._delay = min(self.most, self._delay * 2)
+        self._next = now + self._delay
+        return True
+
+
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,
                                stats: dict[str, dict[str, float]],
                                interval: float = 1.0) -> None:
@@ -437,10 +463,14 @@ async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asynci
     if pool is None:
         await stop.wait()
         return
+    retry = RetryClock()
     while not stop.is_set():
         restarted = pool.supervise()  # on the loop's thread: see ResolverPool._prefix
         renewed = pool.renew_due()  # tenants' hop certificates at half-life: new views
-        if restarted or renewed:
+        # Tenants whose resolver could not start (e.g. the resolver host was not up yet)
+        # are tried again with the next rebuild: 5 s after, then doubling up to 60 s.
+        failed = retry.due(bool(pool.errors), now=time.monotonic())
+        if restarted or renewed or failed:
             hub.recompute()
         latest = await asyncio.to_thread(pool.stats)
         stats.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import Dnsmasq, ResolverHost, children, wait_for
+from controlplane.app import RetryClock
 from controlplane.core.errors import ConfigError, ResolverError
 from controlplane.core.settings import ResolverLifetime, ResolverSettings
 from controlplane.dns.views import Forwarding, Transport, Upstream
@@ -130,6 +132,36 @@ def test_without_a_host_the_tenant_gets_an_error_naming_the_spool(
     assert str(spool) in pool.errors[TENANT]
     assert "controlplane resolver-host" in pool.errors[TENANT]
     assert not list((spool / "requests").glob("*.json"))  # the request was taken back
+
+
+def test_a_host_that_comes_up_after_the_first_start_is_waited_for(tmp_path: Path) -> None:
+    """The pod's containers start together: the control plane's first start may come
+    before the host has written its pid. After a host answered once, none is waited for."""
+    require_tool("sleep", "coreutils")
+    spawner = SpoolSpawner(tmp_path / "spool", timeout=20)
+    got: list[int] = []
+    early = threading.Thread(target=lambda: got.append(
+        spawner.spawn(["sleep", "30"], tmp_path / "x.log", None)))
+    early.start()
+    host = ResolverHost(tmp_path / "spool", tmp_path / "host.log")
+    try:
+        host.start()
+        early.join(timeout=20)
+        assert got and got[0] in children(host.pid)
+    finally:
+        host.stop()
+    with pytest.raises(SpawnError, match="no resolver host runs"):  # at once, no 20 s
+        spawner.spawn(["sleep", "30"], tmp_path / "x.log", None)
+
+
+def test_failed_resolvers_are_retried_with_a_growing_delay() -> None:
+    clock = RetryClock(first=5, most=20)
+    assert not clock.due(True, now=0)  # a failure seen: the first retry in 5 s
+    assert not clock.due(True, now=4.9)
+    assert clock.due(True, now=5)
+    assert [t for t in (10, 14.9, 15, 34.9, 35, 55) if clock.due(True, now=t)] == [15, 35, 55]
+    assert not clock.due(False, now=56)  # all well: back to the start
+    assert not clock.due(True, now=57) and clock.due(True, now=62)
 
 
 def test_a_host_that_does_not_answer_is_an_error_after_the_timeout(

@@ -61,6 +61,7 @@ class SpoolSpawner:
 
     directory: Path
     timeout: float = 10.0
+    _met: bool = False  # a host answered once: from then on, no host fails a start at once
 
     def host_running(self) -> bool:
         """Whether the host that last wrote its pid here still runs (the pod shares one
@@ -71,10 +72,22 @@ class SpoolSpawner:
             return False
         return running(pid) and any("resolver-host" in part for part in command_line(pid))
 
+    def _wait_for_host(self) -> bool:
+        """Whether a host runs. Until one has answered (the pod's containers start
+        together, and the host may write its pid a second after the control plane's first
+        start), wait for one up to ``timeout``; after that, answer at once: the pool's lock
+        is held meanwhile, and a host that went away is not waited for per resolver."""
+        deadline = time.monotonic() + (0.0 if self._met else self.timeout)
+        while not self.host_running():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+        return True
+
     def spawn(self, argv: list[str], log_path: Path, env: dict[str, str] | None) -> int:
         """Start ``argv`` through the host; its pid. ``SpawnError`` with the reason when the
         host says no or does not answer within ``timeout``."""
-        if not self.host_running():  # fail at once: the pool's lock is held meanwhile
+        if not self._wait_for_host():
             raise SpawnError(f"no resolver host runs on {self.directory}: start "
                              "`controlplane resolver-host --spool` on that directory (in "
                              "deploy/, the resolvers container)")
@@ -95,6 +108,7 @@ class SpoolSpawner:
             time.sleep(POLL_SECONDS / 2)
         body = json.loads(reply.read_text())
         reply.unlink()
+        self._met = True
         if "error" in body:
             raise SpawnError(f"the resolver host could not start {Path(argv[0]).name}: "
                              f"{body['error']}")
