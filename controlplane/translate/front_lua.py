@@ -191,6 +191,7 @@ package.preload['kres_modules.front_input'] = function()
       local qname = answer:qname()
       clear_selected(req)
       answer:clear_payload()
+      req:ensure_edns()  -- clear_payload dropped the OPT record
       answer:begin(kres.section.ANSWER)
       answer:put(qname, RFC8482_TTL, kres.class.IN, T.HINFO, RFC8482_HINFO)
       return state
