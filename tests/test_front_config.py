@@ -53,6 +53,7 @@ from controlplane.translate.front_routes import (
     set_url,
 )
 from controlplane.translate.types import LISTENER_TYPE, ROUTE_TYPE
+from tests import rawdns
 from tests.golden_support import GOLDEN, load_inventory, tenant_views, updating_goldens
 from tests.tools import require_file, require_tool
 
@@ -325,15 +326,17 @@ class SetServer:
         self.thread.join(timeout=5)
 
 
-def dnsmasq(workdir: Path, label: str, records: dict[str, str]) -> tuple[Process, int]:
-    """dnsmasq answering ``records`` with TTL 30 (NODATA for other types of those names)."""
+def dnsmasq(workdir: Path, label: str, records: dict[str, str],
+            local: tuple[str, ...] = ()) -> tuple[Process, int]:
+    """dnsmasq answering ``records`` with TTL 30 (NODATA for other types of those names);
+    names under ``local`` and not in ``records`` are NXDOMAIN."""
     tool = require_tool("dnsmasq", "apt-get install dnsmasq")
     port = free_port()
     argv = [tool, "--no-daemon", f"--port={port}", "--listen-address=127.0.0.1",
             "--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=", "--user=root",
             "--local-ttl=30", "--log-queries", f"--log-facility={workdir / label}.queries"]
     argv += [f"--address=/{n}/{ip}" for n, ip in records.items()]
-    argv += [f"--local=/{n}/" for n in records]
+    argv += [f"--local=/{n}/" for n in (*records, *local)]
     proc = Process(f"dnsmasq-{label}", argv, workdir / f"{label}.log").start()
     wait_for(lambda: (workdir / f"{label}.queries").exists(), timeout=10, what=label)
     return proc, port
@@ -405,3 +408,94 @@ def test_kresd_runs_the_generated_config(tmp_path: Path, processes: list[Process
         assert ask(port, two) == ("NOERROR", ["10.0.0.2"])
         assert ask(port, one) == ("NOERROR", ["10.9.9.1"])
         assert front.alive()
+
+
+# -- bad input: the generated Lua layer, run by the real kresd ---------------------------
+
+# What unbound 1.17 answers each of these (measured on this machine, as a plain server and
+# as a forwarder: docs/dns-front.md, "Bad input at the front"); kresd alone answers every
+# one of them SERVFAIL, or as if it were a normal query (the opcodes).
+BAD_INPUT_CODES = [
+    ("class-CH", rawdns.query("version.bind", 16, 3), "REFUSED"),
+    ("class-HS", rawdns.query(f"one.{NS}", 1, 4), "REFUSED"),
+    ("class-NONE", rawdns.query(f"one.{NS}", 1, 254), "REFUSED"),
+    ("class-ANY", rawdns.query(f"one.{NS}", 1, 255), "REFUSED"),
+    ("class-42", rawdns.query(f"one.{NS}", 1, 42), "REFUSED"),
+    ("AXFR", rawdns.query(NS, 252), "REFUSED"),
+    ("IXFR", rawdns.query(NS, 251), "REFUSED"),
+    ("OPT", rawdns.query(NS, 41), "FORMERR"),
+    ("TSIG", rawdns.query(NS, 250), "FORMERR"),
+    ("MAILA", rawdns.query(NS, 254), "FORMERR"),
+    ("type-200", rawdns.query(NS, 200), "FORMERR"),
+    ("SIG", rawdns.query(NS, 24), "NOTIMP"),  # unbound forwards it; kresd cannot (a meta type)
+    ("opcode-IQUERY", rawdns.query(f"one.{NS}", flags=rawdns.opcode_flags(1)), "NOTIMP"),
+    ("opcode-STATUS", rawdns.query(f"one.{NS}", flags=rawdns.opcode_flags(2)), "NOTIMP"),
+    ("opcode-NOTIFY", rawdns.query(f"one.{NS}", flags=rawdns.opcode_flags(4)), "REFUSED"),
+    ("opcode-UPDATE", rawdns.query(NS, 6, flags=rawdns.opcode_flags(5)), "NOTIMP"),
+    ("no-question", rawdns.header(qdcount=0), "FORMERR"),
+    ("no-question-edns", rawdns.header(qdcount=0, arcount=1) + rawdns.opt(), "FORMERR"),
+    ("tc-in-query", rawdns.query(f"one.{NS}", flags=0x0300), "FORMERR"),
+    ("edns-version-1", rawdns.query(f"one.{NS}", edns=True, version=1), "BADVERS"),
+    ("two-questions", rawdns.header(qdcount=2) + rawdns.question(f"one.{NS}")
+     + rawdns.question(f"two.{NS}"), None),  # dropped by kresd before any module (a limit)
+]
+
+
+def test_kresd_answers_bad_input_and_any(tmp_path: Path, processes: list[Process]) -> None:
+    """The bad-input layer of the generated config: unbound's codes over UDP and TCP,
+    ANY as RFC 8482 through the resolver (never Envoy), the front unharmed."""
+    kresd = require_tool("kresd", "apt-get install knot-resolver")
+    require_file(LUA_HTTP, "apt-get install lua-http")
+    one = f"one.{NS}"
+    envoy, envoy_port = dnsmasq(tmp_path, "envoy", {one: "10.0.0.1"})
+    processes.append(envoy)
+    resolver, resolver_port = dnsmasq(tmp_path, "resolver", {one: "10.9.9.1"},
+                                       local=("example.com",))
+    processes.append(resolver)
+    with SetServer(f"A {one}.\n") as sets:
+        port = free_port()
+        config = tmp_path / "front.lua"
+        config.write_text(kresd_front_config(
+            tenant="t", listen=(Upstream("127.0.0.1", port),),
+            envoy=Upstream("127.0.0.1", envoy_port), set_url=sets.url,
+            resolvers=(Upstream("127.0.0.1", resolver_port),), cache_dir=str(tmp_path / "cache")))
+        (tmp_path / "run").mkdir()
+        front = Process("kresd-front", [kresd, "-n", "-c", str(config), str(tmp_path / "run")],
+                        tmp_path / "kresd.log").start()
+        processes.append(front)
+        wait_for(lambda: "[dns-front] set" in front.log(), timeout=10, what="first set")
+
+        for case, packet, want in BAD_INPUT_CODES:
+            for tcp in (False, True):
+                got = rawdns.rcode_of(rawdns.send("127.0.0.1", port, packet, tcp=tcp))
+                assert got == want, (case, "tcp" if tcp else "udp", got)
+
+        # ANY: the resolver is asked HINFO (it holds the policy), the answer is RFC 8482's
+        for tcp in (False, True):
+            reply = rawdns.send("127.0.0.1", port, rawdns.query(one, 255, edns=True), tcp=tcp)
+            assert reply is not None and reply.message is not None
+            assert reply.rcode == "NOERROR"
+            assert [rrset.to_text() for rrset in reply.message.answer] == [
+                f'{one}. 300 IN HINFO "RFC8482" ""']
+            assert reply.message.edns == 0  # the OPT record is kept
+            missing = rawdns.send("127.0.0.1", port, rawdns.query("nope.example.com", 255),
+                                  tcp=tcp)
+            assert rawdns.rcode_of(missing) == "NXDOMAIN"
+        assert f"query[hinfo] {one}" in (tmp_path / "resolver.queries").read_text().lower()
+        assert "query[ANY]" not in (tmp_path / "envoy.queries").read_text()
+        assert ask(port, one) == ("NOERROR", ["10.0.0.1"])
+
+        # A view without a resolver ('* .'): ANY asks Envoy for A, whose records answer it
+        sets.body = "* .\n"
+        wait_for(lambda: "query[A] www" in ask_and_log(port, "www.example.com", tmp_path),
+                 timeout=10, what="everything routed to Envoy")
+        reply = rawdns.send("127.0.0.1", port, rawdns.query(one, 255), tcp=False)
+        assert reply is not None and reply.message is not None
+        assert [rrset.to_text() for rrset in reply.message.answer] == [f"{one}. 30 IN A 10.0.0.1"]
+        assert front.alive()
+
+
+def ask_and_log(port: int, name: str, workdir: Path) -> str:
+    """Ask ``name`` and return what Envoy's dnsmasq has seen so far."""
+    ask(port, name)
+    return (workdir / "envoy.queries").read_text()

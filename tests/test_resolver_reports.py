@@ -105,6 +105,9 @@ def test_a_client_response_is_decoded() -> None:
     assert v6 is not None and (v6.source, v6.tcp, v6.type, v6.rcode) == (
         "fd00::5", False, "TYPE65534", "NOERROR")
     assert decode(dnstap(response(".", "NS")))  is not None
+    # the DNS front asks HINFO for a client's ANY (RFC 8482): named, not TYPE13
+    hinfo = decode(dnstap(response("blocked.example.", "HINFO", dns.rcode.NXDOMAIN)))
+    assert hinfo is not None and (hinfo.type, hinfo.rcode) == ("HINFO", "NXDOMAIN")
 
 
 def test_other_messages_and_broken_ones_are_none() -> None:

@@ -32,9 +32,9 @@ MAX_FRAME = 65_536 + 1024  # a DNS message is at most 64 KiB; dnstap adds little
 CLIENT_RESPONSE = 6  # dnstap Message.Type
 TCP_PROTOCOLS = {2, 3, 4, 5}  # dnstap SocketProtocol: TCP, DOT, DOH, DNSCryptTCP
 
-QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
-          33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS",
-          99: "SPF", 252: "AXFR", 255: "ANY", 257: "CAA"}
+QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
+          28: "AAAA", 33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS",
+          99: "SPF", 252: "AXFR", 255: "ANY", 257: "CAA"}  # HINFO: the front's ANY (RFC 8482)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 

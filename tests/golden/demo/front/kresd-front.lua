@@ -102,3 +102,100 @@ policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_STUB end end)
 local RESOLVER_FLAGS = { 'TCP' }
 if #RESOLVER_FLAGS > 0 then policy.add(policy.all(policy.FLAGS(RESOLVER_FLAGS))) end
 policy.add(policy.all(policy.STUB(RESOLVERS)))
+
+-- Bad input (docs/dns-front.md, "Bad input at the front"): codes as unbound 1.17 gives
+-- them, decided before kresd's iterator (which answers other classes and meta types
+-- SERVFAIL) and before the policy rules above. Packets kresd cannot parse never get here:
+-- it drops them before any module runs.
+local RC, T = kres.rcode, kres.type
+local RFC8482_TTL = 300          -- short: a later policy change reaches clients soon
+local RFC8482_HINFO = '\7RFC8482\0'   -- HINFO "RFC8482" "" (RFC 8482, section 4.2)
+
+local function clear_selected(req)
+  req.answ_selected.len = 0; req.auth_selected.len = 0; req.add_selected.len = 0
+end
+
+local function answer_with(req, rcode)  -- an empty answer with this code (and OPT if asked)
+  local answer = req:ensure_answer()
+  if answer == nil then return kres.FAIL end
+  clear_selected(req)
+  answer:clear_payload()
+  req:ensure_edns()
+  answer:rcode(rcode)
+  return kres.DONE
+end
+
+local function qtype_rcode(qtype)  -- types a resolver does not look up, as unbound answers them
+  if qtype == T.AXFR or qtype == T.IXFR then return RC.REFUSED end
+  if qtype == T.OPT or (qtype >= 128 and qtype <= 254 and qtype ~= T.ANY) then
+    return RC.FORMERR  -- OPT, TKEY, TSIG, MAILA, MAILB and the rest of the meta range
+  end
+  if qtype == T.SIG then return RC.NOTIMPL end  -- kresd cannot forward it (a meta type)
+  return nil
+end
+
+local function edns_version(pkt)
+  local opt = pkt.opt_rr
+  if opt == nil then return 0 end
+  return bit.band(bit.rshift(opt._ttl, 16), 0xff)
+end
+
+package.preload['kres_modules.front_input'] = function()
+  return { layer = {
+    begin = function(state, req)
+      if bit.band(state, bit.bor(kres.FAIL, kres.DONE)) ~= 0 then return state end
+      if req.qsource.addr == nil then return state end  -- kresd's own requests
+      local pkt = req.qsource.packet
+      local opcode = pkt:opcode()
+      if opcode ~= kres.opcode.QUERY then
+        return answer_with(req, opcode == kres.opcode.NOTIFY and RC.REFUSED or RC.NOTIMPL)
+      end
+      if pkt:tc() then return answer_with(req, RC.FORMERR) end
+      if edns_version(pkt) ~= 0 then  -- RFC 6891 6.1.3: BADVERS (16), our version 0
+        local state_after = answer_with(req, RC.NOERROR)
+        local opt = req:ensure_edns()
+        if opt == nil then return kres.FAIL end
+        opt._ttl = bit.bor(bit.lshift(1, 24), bit.band(opt._ttl, 0xffff))
+        return state_after
+      end
+      local qry = req:current()
+      if qry.sclass ~= kres.class.IN then return answer_with(req, RC.REFUSED) end
+      local rcode = qtype_rcode(qry.stype)
+      if rcode then return answer_with(req, rcode) end
+      if qry.stype == T.ANY then
+        -- kresd never sends ANY upstream: ask a type the tenant resolver looks up and
+        -- applies the tenant's policy to (a denied name is NXDOMAIN, WARN is logged);
+        -- answer_finalize below turns an empty NOERROR into RFC 8482's HINFO. A view
+        -- without a resolver asks Envoy, which answers A, AAAA and SRV only.
+        qry.stype = all_to_envoy and T.A or T.HINFO
+      end
+      return state
+    end,
+    answer_finalize = function(state, req)
+      if state ~= kres.DONE or req.qsource.addr == nil then return state end
+      local answer = req.answer
+      if answer == nil or answer:qtype() ~= T.ANY or answer:rcode() ~= RC.NOERROR then
+        return state
+      end
+      for i = 0, tonumber(req.answ_selected.len) - 1 do  -- records of the name: kept
+        if req.answ_selected.at[i].to_wire then return state end
+      end
+      local qname = answer:qname()
+      clear_selected(req)
+      answer:clear_payload()
+      req:ensure_edns()  -- clear_payload dropped the OPT record
+      answer:begin(kres.section.ANSWER)
+      answer:put(qname, RFC8482_TTL, kres.class.IN, T.HINFO, RFC8482_HINFO)
+      return state
+    end,
+    finish = function(state, req)
+      -- No question: kresd fails it (SERVFAIL); unbound answers FORMERR (RFC 1035 4.1.2).
+      local answer = req.answer
+      if answer ~= nil and req.qsource.addr ~= nil and req.qsource.packet:qdcount() == 0 then
+        answer:rcode(RC.FORMERR)
+      end
+      return state
+    end,
+  } }
+end
+modules.load('front_input < iterate')
