@@ -154,7 +154,9 @@ def kresd_front_config(*, listen: tuple[Upstream, ...], envoy: Upstream, set_url
         f"net.listen({_lua_string(a.host)}, {a.port}, {{ kind = 'dns' }})" for a in listen)
     return Template(KRESD_FRONT_TEMPLATE).substitute(
         tenant=tenant.replace("\n", " ") or "(chosen by the control plane)",
-        resolver_flags="'TCP'" if resolver_tcp else "",
+        # No 0x20 to the resolver either: the hop is loopback or TCP (nothing to spoof), and
+        # the resolver's query records then show names as the policy sees them.
+        resolver_flags="'NO_0X20', 'TCP'" if resolver_tcp else "'NO_0X20'",
         listen=listen_lines,
         ipv6="true" if any(":" in a.host for a in addresses) else "false",
         cache_mb=cache_mb,

@@ -99,7 +99,7 @@ local ENVOY_FLAGS = policy.FLAGS({ 'NO_CACHE', 'NO_0X20' })  -- every query reac
 local ENVOY_STUB = policy.STUB(ENVOY)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_FLAGS end end)
 policy.add(function(_, qry) if to_envoy(qry) then return ENVOY_STUB end end)
-local RESOLVER_FLAGS = { 'TCP' }
+local RESOLVER_FLAGS = { 'NO_0X20', 'TCP' }
 if #RESOLVER_FLAGS > 0 then policy.add(policy.all(policy.FLAGS(RESOLVER_FLAGS))) end
 policy.add(policy.all(policy.STUB(RESOLVERS)))
 
