@@ -120,7 +120,10 @@ def _name_value(item: Mapping[str, Any], path: str) -> None:
 
 
 def check_pod(pod: Mapping[str, Any], path: str = "request.object") -> None:
-    """The fields of a Pod that the decision reads."""
+    """The fields of a Pod that the decision reads. Its metadata must be there (every
+    object the API server sends has it): the patch adds to it."""
+    if not isinstance(pod.get("metadata"), Mapping):
+        raise _fail(f"{path}.metadata", "an object", pod.get("metadata"))
     meta = _object(pod.get("metadata"), f"{path}.metadata")
     for key in ("name", "generateName", "namespace"):
         _string(meta.get(key), f"{path}.metadata.{key}")
