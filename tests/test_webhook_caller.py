@@ -43,6 +43,7 @@ CONFIG = InjectionConfig(cluster_dns="10.96.0.10")
 SERVER = "dns-controlplane-webhook.dns-system.svc"
 APISERVER = "kube-apiserver"  # the user name the API server's credentials carry
 APISERVER_TOKEN = "apiserver-webhook-token"  # what its kubeconfig would hold
+POD_TOKEN = jwt("acme", "web-1")  # a pod's own, valid token (made once: it holds a time)
 
 
 def seed() -> dict[str, Any]:
@@ -52,7 +53,7 @@ def seed() -> dict[str, Any]:
 @pytest.fixture
 def identity_api(kube: FakeKube, tmp_path: Path) -> KubeIdentityApi:
     kube.add_token(APISERVER_TOKEN, username=APISERVER)
-    kube.add_pod_token(jwt("acme", "web-1"), "acme", "web-1")  # a pod's own, valid token
+    kube.add_pod_token(POD_TOKEN, "acme", "web-1")
     return KubeIdentityApi(api_client(str(kube.kubeconfig(tmp_path)), None), timeout=2.0)
 
 
@@ -81,7 +82,7 @@ def test_client_certificate_of_the_api_server_user() -> None:
 
 @pytest.mark.parametrize(("token", "verified", "why"), [
     (APISERVER_TOKEN, True, ""),
-    (jwt("acme", "web-1"), False, "token-user"),  # valid, but any pod has one
+    (POD_TOKEN, False, "token-user"),  # valid, but any pod has one
     ("invented", False, "token-refused"),
     ("", False, "no-credentials"),
 ])
