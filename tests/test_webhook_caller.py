@@ -257,10 +257,13 @@ def test_over_tls_only_the_api_servers_certificate_is_verified(tmp_path: Path) -
         # A certificate the client CA did not sign: the handshake fails, nothing is logged.
         with pytest.raises((ssl.SSLError, ConnectionError)):
             post(port, ca, body, cert=creds["forged"])
+        # Recorded once each answer is sent (the answer never waits for a review).
+        recent = wait_for(lambda: len(injections.summary()["recent"]) == 3 and
+                          injections.summary()["recent"], timeout=10, what="three entries")
         callers = [(e["caller"]["verified"], e["caller"]["why"], e["caller"]["user"])
-                   for e in injections.summary()["recent"]]
-    assert callers == [(False, "certificate-user", "system:node:w1"),
-                       (False, "no-credentials", ""), (True, "", APISERVER)]
+                   for e in recent]
+    assert sorted(callers) == [(False, "certificate-user", "system:node:w1"),
+                               (False, "no-credentials", ""), (True, "", APISERVER)]
 
 
 # -- flags ---------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from controlplane.core.errors import BadReview, ConfigError
@@ -173,12 +174,18 @@ def create_webhook_app(config: InjectionConfig, injections: InjectionLog,
             answer, decision = review(decode_review(raw), config)
         except BadReview as exc:
             return refuse(400, str(exc))
-        caller = await callers.identify(
-            peer_cert=(request.scope.get("state") or {}).get(PEER_CERT),
-            authorization=request.headers.get("authorization", ""))
-        injections.record(decision, time.time(), caller)
-        _log_decision(decision, caller, quiet=callers.configured and not caller.verified)
-        return JSONResponse(answer)
+        at = time.time()
+        peer_cert = (request.scope.get("state") or {}).get(PEER_CERT)
+        authorization = request.headers.get("authorization", "")
+
+        async def record() -> None:
+            caller = await callers.identify(peer_cert=peer_cert, authorization=authorization)
+            injections.record(decision, at, caller)
+            _log_decision(decision, caller, quiet=callers.configured and not caller.verified)
+
+        # The answer does not wait for the caller's TokenReview (the API server that
+        # waits for this answer is the one that reviews the token): recorded once sent.
+        return JSONResponse(answer, background=BackgroundTask(record))
 
     return app
 
