@@ -336,7 +336,8 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop),
     }
     if injections is not None:
-        work["webhook"] = serve_webhook(settings.webhook, injections, stop)
+        work["webhook"] = serve_webhook(settings.webhook, injections, stop,
+                                        identity_api=identity_api)
     # Each runs until stop: a crash, or an end before stop, ends the process.
     tasks = {name: supervisor.task(name, coro, crash=Crash.EXIT, until=stop)
              for name, coro in work.items()}

@@ -32,10 +32,12 @@ import yaml
 
 from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_for
 from controlplane.core.settings import InjectionConfig
-from controlplane.identity.certs import make_ca_and_server
+from controlplane.identity.certs import make_ca, make_ca_and_server
 from controlplane.injection.admission import review
 from e2e.harness.injected_pod import front_has_pairs
 from e2e.harness.realclients import Clients, build_clients, require_real_client_tools
+from tests.factories import client_certificate, jwt
+from tests.fakes.kube import FakeKube
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +162,8 @@ def test_injected_pod_starts_envoy_then_its_dns_front(pod_run: dict[str, Any]) -
     (recent,) = got["injection_api"]["recent"]
     assert recent["result"] == "injected" and recent["reason"] == mode
     assert recent["namespace"] == "acme" and recent["pod"] == "web-7d9f8b6c5d-*"
-    assert got["metrics"] == [f'dnscp_injection_total{{reason="{mode}",result="injected"}} 1.0']
+    assert got["metrics"] == [
+        f'dnscp_injection_total{{caller="unverified",reason="{mode}",result="injected"}} 1.0']
 
 
 def test_injected_pod_resolves_through_its_front(pod_run: dict[str, Any]) -> None:
@@ -214,21 +217,33 @@ def test_without_the_sysctl_the_front_cannot_bind_53_and_the_probe_says_so(
 
 # --- the webhook's HTTPS server, on this machine's loopback ----------------------------
 
-def _post(port: int, body: bytes, *, ca: Path | None, server_name: str = WEBHOOK_NAME
+def _post(port: int, body: bytes, *, ca: Path | None, server_name: str = WEBHOOK_NAME,
+          cert: tuple[Path, Path] | None = None, token: str = ""
           ) -> tuple[int, bytes, bytes]:
-    """(status, body, the server certificate in DER) of POST /inject over TLS."""
+    """(status, body, the server certificate in DER) of POST /inject over TLS, with a
+    client certificate (``cert``: certificate and key files) or a bearer token if given."""
     context = ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+    if cert is not None:
+        context.load_cert_chain(*cert)
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock = context.wrap_socket(raw, server_hostname=server_name)
     conn = http.client.HTTPSConnection(server_name, port, timeout=5)
     conn.sock = sock
     try:
-        conn.request("POST", "/inject", body=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json",
+                   **({"Authorization": f"Bearer {token}"} if token else {})}
+        conn.request("POST", "/inject", body=body, headers=headers)
         resp = conn.getresponse()
         cert = sock.getpeercert(binary_form=True) or b""
         return resp.status, resp.read(), cert
     finally:
         conn.close()
+
+
+def _entries(cp: ControlPlane, n: int) -> dict[str, Any] | None:
+    """/api/v1/injection once it counts ``n`` decisions (all callers), else None."""
+    summary = dict(cp.get("/api/v1/injection?limit=1000"))
+    return summary if sum(c["count"] for c in summary["counts"]) >= n else None
 
 
 def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
@@ -284,7 +299,8 @@ def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
         rejected = json.loads(_post(port, json.dumps(bad).encode(),
                                     ca=cert_dir / "ca.crt")[1])["response"]
         assert rejected["allowed"] is False and "port 53/UDP" in rejected["status"]["message"]
-        summary = cp.get("/api/v1/injection")
+        # Each decision is recorded once its answer is sent.
+        summary = wait_for(lambda: _entries(cp, 3), timeout=10, what="three decisions")
         print("\n/api/v1/injection:\n" + json.dumps(summary, indent=1)[:1500])
         assert summary["enabled"] is True and summary["bad_requests"] == 2
         assert [(r["result"], r["reason"]) for r in summary["recent"]] == [
@@ -292,10 +308,15 @@ def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
         assert cp.get("/api/v1/injection?result=skipped")["recent"][0]["pod"] == "node-agent-*"
         metrics = [line for line in http_text(f"{cp.admin_url}/metrics").splitlines()
                    if line.startswith("dnscp_injection_total")]
+        # No caller verification asked for (today's deploy): every entry is listed and
+        # counted as from an unverified caller.
         assert sorted(metrics) == sorted([
-            'dnscp_injection_total{reason="native",result="injected"} 1.0',
-            'dnscp_injection_total{reason="host-network",result="skipped"} 1.0',
-            'dnscp_injection_total{reason="port-conflict",result="rejected"} 1.0'])
+            'dnscp_injection_total{caller="unverified",reason="native",result="injected"} 1.0',
+            'dnscp_injection_total{caller="unverified",reason="host-network",result="skipped"} '
+            '1.0',
+            'dnscp_injection_total{caller="unverified",reason="port-conflict",'
+            'result="rejected"} 1.0'])
+        assert {e["caller"]["why"] for e in summary["recent"]} == {"not-configured"}
         # A renewed certificate (cert-manager writes the Secret, the kubelet swaps the
         # files) is served to new connections without a restart.
         ca, cert, key = make_ca_and_server(WEBHOOK_NAME)
@@ -315,5 +336,111 @@ def test_webhook_serves_admission_reviews_over_tls(tmp_path: Path) -> None:
         print(f"renewed certificate served after {time.monotonic() - started:.1f} s")
         assert cp.process is not None and cp.process.alive()
         assert "certificate reloaded" in cp.process.log()
+    finally:
+        cp.stop()
+
+
+def test_webhook_log_trusts_only_the_api_server(tmp_path: Path, kube: FakeKube) -> None:
+    """Issue 19, finding 5, against ``controlplane serve`` over HTTPS: malformed reviews
+    are 400 naming the field (a deeply nested body and a non-list
+    ``dnsConfig.nameservers`` were 500s), and the injection log lists as verified only
+    reviews from the API server's client certificate (``--webhook-client-ca``) or its
+    TokenReview'd token (``--webhook-caller-tokenreview``, the fake API server), both
+    of user ``kube-apiserver``. Everyone else gets the same answer and is listed apart,
+    with why, and cannot push the verified entries out."""
+    port = free_port()
+    cert_dir = tmp_path / "webhook-tls"
+    source = tmp_path / "manifests"
+    source.mkdir()
+    (source / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n")
+    client_ca, client_ca_key = make_ca(common_name="apiserver client CA")
+    (tmp_path / "client-ca.crt").write_bytes(client_ca)
+    creds = {}
+    for who, cn in (("apiserver", "kube-apiserver"), ("node", "system:node:worker-1")):
+        pem, key = client_certificate(client_ca, client_ca_key, cn)
+        (tmp_path / f"{who}.crt").write_bytes(pem)
+        (tmp_path / f"{who}.key").write_bytes(key)
+        creds[who] = (tmp_path / f"{who}.crt", tmp_path / f"{who}.key")
+    kube.add_token("apiserver-webhook-token", username="kube-apiserver")
+    pod_token = jwt("acme", "web-1")
+    kube.add_pod_token(pod_token, "acme", "web-1")  # valid, but every pod has one
+    cp = ControlPlane(source, tmp_path, extra_args=[
+        "--webhook-address", f"127.0.0.1:{port}", "--webhook-cert-dir", str(cert_dir),
+        "--webhook-cluster-dns", "10.96.0.10", "--tenant-resolvers", "none",
+        "--webhook-client-ca", str(tmp_path / "client-ca.crt"),
+        "--webhook-caller-tokenreview", "--webhook-caller-user", "kube-apiserver",
+        "--kubeconfig", str(kube.kubeconfig(tmp_path))])
+    try:
+        cp.start()
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(listening, timeout=20, what="the webhook port")
+        ca = cert_dir / "ca.crt"
+        seed = json.loads((REVIEWS / "deployment-pod.json").read_text())
+        body = json.dumps(seed).encode()
+        expected = review(seed, InjectionConfig(cluster_dns="10.96.0.10"))[0]
+
+        # Malformed: 400 with the reason, the process unharmed.
+        status, data, _ = _post(port, b"[" * 100_000 + b"]" * 100_000, ca=ca)
+        assert status == 400 and b"nests" in data, data
+        bad = json.loads(body)
+        bad["request"]["object"]["spec"]["dnsConfig"] = {"nameservers": 5}
+        status, data, _ = _post(port, json.dumps(bad).encode(), ca=ca)
+        assert status == 400, data
+        assert json.loads(data)["error"].startswith("request.object.spec.dnsConfig.nameservers")
+
+        # Every caller gets the same answer; only two are the API server.
+        calls: list[dict[str, Any]] = [
+            {}, {"cert": creds["apiserver"]}, {"token": "apiserver-webhook-token"},
+            {"cert": creds["node"]}, {"token": pod_token}, {"token": "invented"}]
+        for call in calls:
+            status, data, _ = _post(port, body, ca=ca, **call)
+            assert (status, json.loads(data)) == (200, expected), call
+        summary = wait_for(lambda: _entries(cp, len(calls)), timeout=10,
+                           what="the callers' entries")
+        print("\n/api/v1/injection callers: " + json.dumps(
+            [e["caller"] for e in summary["recent"]], indent=None))
+        # (In any order: each is recorded once its answer is sent, a token's after its
+        # review.)
+        assert sorted((e["caller"]["verified"], e["caller"]["by"], e["caller"]["why"])
+                      for e in summary["recent"]) == sorted([
+            (False, "", "no-credentials"), (True, "client-certificate", ""),
+            (True, "token", ""), (False, "client-certificate", "certificate-user"),
+            (False, "token", "token-user"), (False, "token", "token-refused")])
+        assert summary["unverified"] == {"certificate-user": 1, "no-credentials": 1,
+                                         "token-refused": 1, "token-user": 1}
+        assert summary["bad_requests"] == 2
+        verified = cp.get("/api/v1/injection?caller=verified")["recent"]
+        assert [e["caller"]["user"] for e in verified] == ["kube-apiserver"] * 2
+
+        # A flood from anyone who reaches the port (300 reviews, one connection): the
+        # verified entries stay (each kind keeps its own 200).
+        context = ssl.create_default_context(cafile=str(ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                        server_hostname=WEBHOOK_NAME)
+        try:
+            for _ in range(300):
+                conn.request("POST", "/inject", body=body,
+                             headers={"Content-Type": "application/json"})
+                assert conn.getresponse().read()
+        finally:
+            conn.close()
+        wait_for(lambda: _entries(cp, len(calls) + 300), timeout=10, what="the flood's entries")
+        assert len(cp.get("/api/v1/injection?caller=verified")["recent"]) == 2
+        metrics = {line for line in http_text(f"{cp.admin_url}/metrics").splitlines()
+                   if line.startswith(("dnscp_injection_total", "dnscp_injection_unverified"))}
+        print("\n".join(sorted(metrics)))
+        assert ('dnscp_injection_total{caller="verified",reason="native",result="injected"} 2.0'
+                in metrics)
+        assert ('dnscp_injection_total{caller="unverified",reason="native",result="injected"} '
+                '304.0' in metrics)
+        assert 'dnscp_injection_unverified_total{why="no-credentials"} 301.0' in metrics
+        assert cp.process is not None and cp.process.alive()
+        assert "marks as verified only reviews from a client certificate or a TokenReview" \
+            in cp.process.log()
     finally:
         cp.stop()

@@ -24,5 +24,16 @@ def rendered() -> list[dict[str, Any]]:
     return _kustomize(DEPLOY)
 
 
+def rendered_overlay(directory: Path, *, components: list[str]) -> list[dict[str, Any]]:
+    """deploy/ with ``components`` (paths under deploy/), as an overlay in ``directory``
+    renders it (kustomize wants the paths relative)."""
+    import os
+
+    base = os.path.relpath(DEPLOY, directory)
+    (directory / "kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{', '.join(f'{base}/{c}' for c in components)}]\n")
+    return _kustomize(directory)
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]

@@ -16,7 +16,7 @@ from controlplane.injection.sidecar import (
     config_problem,
 )
 from controlplane.injection.webhook import first_nameserver, injection_config
-from tests.kustomize import by_kind, rendered
+from tests.kustomize import by_kind, rendered, rendered_overlay
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -155,3 +155,32 @@ def test_the_webhook_injects_the_dns_front_and_its_image_is_built_here() -> None
     dockerfile = (Path(__file__).resolve().parents[1] / "deploy" / "images" / "dns-front"
                   / "Dockerfile").read_text()
     assert f"docker build -t {args.webhook_front_image} deploy/images/dns-front" in dockerfile
+
+
+def _webhook_rule(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    policy = one(docs, "NetworkPolicy", "dns-controlplane")
+    (rule,) = [r for r in policy["spec"]["ingress"]
+               if {"protocol": "TCP", "port": "https-webhook"} in r["ports"]]
+    return rule
+
+
+def test_the_webhook_port_is_open_to_any_source_unless_the_component_narrows_it(
+        tmp_path: Path) -> None:
+    """A NetworkPolicy cannot name the API server (not a pod): the base leaves the port
+    open to every source, so the API server reaches it on any cluster, and the webhook
+    itself tells the API server from other callers (docs/security-webhook.md). The opt-in
+    component deploy/components/webhook-from-apiserver narrows it to an ipBlock of the
+    API server's addresses (to edit), and changes nothing else."""
+    import kubernetes_validate
+
+    base = rendered()
+    assert "from" not in _webhook_rule(base)
+    narrowed = rendered_overlay(tmp_path, components=["components/webhook-from-apiserver"])
+    assert _webhook_rule(narrowed)["from"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    policy = one(narrowed, "NetworkPolicy", "dns-controlplane")
+    kubernetes_validate.validate(policy, "1.37.0", strict=True)
+    others = [r for r in policy["spec"]["ingress"] if r != _webhook_rule(narrowed)]
+    assert others == [r for r in one(base, "NetworkPolicy", "dns-controlplane")["spec"][
+        "ingress"] if r != _webhook_rule(base)]
+    assert [d for d in narrowed if d["kind"] != "NetworkPolicy"] == [
+        d for d in base if d["kind"] != "NetworkPolicy"]

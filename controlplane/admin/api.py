@@ -169,12 +169,15 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
         return {"mode": "local" if reads.resolvers is not None else "none", "resolvers": items}
 
     @app.get("/api/v1/injection", tags=["injection"])
-    def injection(result: str | None = None, limit: int = 100) -> dict[str, Any]:
+    def injection(result: str | None = None, caller: str | None = None,
+                  limit: int = 100) -> dict[str, Any]:
         """The sidecar-injection webhook's latest decisions, newest first, and counts by
-        result (injected, already-injected, skipped, rejected) and reason."""
+        caller (verified: the API server, proven; unverified: anyone else who reached the
+        port), result (injected, already-injected, skipped, rejected) and reason.
+        ``caller=verified`` lists only the proven ones."""
         if injections is None:
             return {"enabled": False, "counts": [], "recent": []}
-        return {"enabled": True, **injections.summary(result=result,
+        return {"enabled": True, **injections.summary(result=result, caller=caller,
                                                       limit=max(1, min(limit, 1000)))}
 
     app.include_router(console_api(reads))  # /api/v1/tenants, /api/v1/traffic

@@ -131,7 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
             ", ".join(args.fault_crash_task))
     settings = serve_settings(args)
     admin_auth = _admin_authorizer(args, settings.admin)
-    identity_api = _identity_api(args, settings.auth)
+    identity_api = _identity_api(args, settings.auth,
+                                 webhook=settings.webhook.caller_tokenreview)
     from controlplane.app import serve, serve_files
 
     if args.source != "kubernetes":
@@ -157,9 +158,11 @@ def _admin_authorizer(args: argparse.Namespace,
         raise ConfigError(str(exc), flag="--admin-auth kubernetes") from exc
 
 
-def _identity_api(args: argparse.Namespace, auth: AuthSettings) -> IdentityApi | None:
-    """Where sidecars' tokens are reviewed: the API of --kubeconfig, or in-cluster."""
-    if not auth.tokenreview:
+def _identity_api(args: argparse.Namespace, auth: AuthSettings, *,
+                  webhook: bool = False) -> IdentityApi | None:
+    """Where sidecars' tokens (and the webhook caller's, ``webhook``) are reviewed: the
+    API of --kubeconfig, or in-cluster."""
+    if not auth.tokenreview and not webhook:
         return None
     from controlplane.kube.identity import KubeIdentityApi
     from controlplane.kube.runner import api_client
@@ -167,7 +170,8 @@ def _identity_api(args: argparse.Namespace, auth: AuthSettings) -> IdentityApi |
     try:
         return KubeIdentityApi(api_client(args.kubeconfig, args.context))
     except ConfigError as exc:
-        raise exc.at("--auth-tokenreview") from exc
+        raise exc.at("--auth-tokenreview" if auth.tokenreview
+                     else "--webhook-caller-tokenreview") from exc
 
 
 def _kube_runner(args: argparse.Namespace) -> Callable[[Store, Callable[[], None]],

@@ -293,6 +293,20 @@ def _webhook_flags(hook: argparse._ArgumentGroup) -> None:
     hook.add_argument("--webhook-namespace", default="",
                       help="the control plane's namespace, never injected (default: this "
                            f"pod's, else {i.own_namespace})")
+    hook.add_argument("--webhook-client-ca", default=w.client_ca, metavar="FILE",
+                      help="ask callers for a client certificate and verify it with this CA "
+                           "(PEM); one whose CN is a --webhook-caller-user proves the API "
+                           "server (its AdmissionConfiguration kubeconfig); default: none")
+    hook.add_argument("--webhook-caller-tokenreview", action="store_true",
+                      help="review a caller's bearer token with TokenReview; one of a "
+                           "--webhook-caller-user proves the API server")
+    hook.add_argument("--webhook-caller-user", action="append", default=[], metavar="NAME",
+                      help="the API server's user name (certificate CN or token user; "
+                           "repeat or comma-separate). Without these every review is "
+                           "logged as from an unverified caller (docs/injection.md)")
+    hook.add_argument("--webhook-caller-audience", action="append", default=[],
+                      metavar="AUD", help="audiences of the caller's token review "
+                                          "(default: the API server's own)")
 
 
 def _kube_flags(kube: argparse._ArgumentGroup) -> None:

@@ -117,9 +117,31 @@ def webhook_settings(args: argparse.Namespace, *, zone: str) -> WebhookSettings:
     injection = injection_config(args, zone=zone)
     default = WebhookSettings()
     host, port = args.webhook_address or (default.host, default.port)
+    _check_client_ca(args.webhook_client_ca)
     return WebhookSettings(
         host=host, port=port, cert_dir=args.webhook_cert_dir, injection=injection,
-        server_name=f"dns-controlplane-webhook.{injection.own_namespace}.svc")
+        server_name=f"dns-controlplane-webhook.{injection.own_namespace}.svc",
+        client_ca=args.webhook_client_ca, caller_tokenreview=args.webhook_caller_tokenreview,
+        caller_users=_listed(args.webhook_caller_user),
+        caller_audiences=_listed(args.webhook_caller_audience))
+
+
+def _listed(values: list[str]) -> tuple[str, ...]:
+    """Repeated and comma-separated flag values, in order, without blanks."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def _check_client_ca(path: str) -> None:
+    """--webhook-client-ca must be a CA bundle the TLS server can load."""
+    if not path:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(flag="--webhook-client-ca", reason=f"{path}: not a CA bundle that "
+                          f"can be loaded ({exc})") from exc
 
 
 def resolver_settings(args: argparse.Namespace) -> ResolverSettings:

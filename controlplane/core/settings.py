@@ -310,9 +310,30 @@ class WebhookSettings:
     cert_dir: str = ""  # tls.crt, tls.key; made there when absent ("" = a temp dir)
     server_name: str = ""  # the name a made certificate is for (the Service's)
     injection: InjectionConfig = field(default_factory=InjectionConfig)  # what it injects
+    # Who the injection log trusts (injection/caller.py): the API server's user name as a
+    # client certificate's CN or a TokenReview'd token's user; none: every entry unverified.
+    client_ca: str = ""  # PEM file: ask for client certificates and verify them with it
+    caller_tokenreview: bool = False  # review bearer tokens with TokenReview
+    caller_users: tuple[str, ...] = ()
+    caller_audiences: tuple[str, ...] = ()  # for the token reviews; () = the API server's
 
     def __post_init__(self) -> None:
         _port("--webhook-address", self.port)
+        proofs = [flag for flag, on in (("--webhook-client-ca", self.client_ca),
+                                        ("--webhook-caller-tokenreview",
+                                         self.caller_tokenreview)) if on]
+        if proofs and not self.caller_users:
+            raise ConfigError(flag=proofs[0], reason="needs --webhook-caller-user NAME, the "
+                              "API server's user name (its certificate's CN, its token's "
+                              "user): otherwise any certificate of that CA, or any valid "
+                              "token (every pod has one), would count as the API server")
+        if self.caller_users and not proofs:
+            raise ConfigError(flag="--webhook-caller-user", reason="names whom to trust, "
+                              "not how to prove it: add --webhook-client-ca FILE and/or "
+                              "--webhook-caller-tokenreview")
+        if self.caller_audiences and not self.caller_tokenreview:
+            raise ConfigError(flag="--webhook-caller-audience", reason="is for token reviews: "
+                              "add --webhook-caller-tokenreview")
 
     @property
     def enabled(self) -> bool:

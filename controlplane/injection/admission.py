@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controlplane.core.errors import BadReview
 from controlplane.core.names import split_host_port
 from controlplane.core.settings import InjectionConfig, SidecarMode
 from controlplane.injection.front import FRONT_NAME
+from controlplane.injection.review_shape import check_review, is_pod_create
 from controlplane.injection.sidecar import (
     FRONT_VOLUME,
     INJECTED_ANNOTATION,
@@ -231,30 +231,20 @@ def _decide(pod: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
 
 
 def review(body: Any, config: InjectionConfig) -> tuple[dict[str, Any], Decision]:
-    """(the AdmissionReview to answer, the decision) for a decoded request body."""
-    if not isinstance(body, Mapping) or body.get("kind") != "AdmissionReview":
-        raise BadReview("the body is not an AdmissionReview")
-    if body.get("apiVersion") != API_VERSION:
-        raise BadReview(f"AdmissionReview {body.get('apiVersion')!r} is not {API_VERSION}")
-    request = body.get("request")
-    if not isinstance(request, Mapping) or not request.get("uid"):
-        raise BadReview("the AdmissionReview has no request.uid")
+    """(the AdmissionReview to answer, the decision) for a decoded request body;
+    ``BadReview`` naming the field when a field it reads has the wrong type
+    (``review_shape``)."""
+    request = check_review(body, API_VERSION)
     uid = str(request["uid"])
     namespace = str(request.get("namespace") or "")
-    kind = request.get("kind") if isinstance(request.get("kind"), Mapping) else {}
-    assert isinstance(kind, Mapping)
-    pod = request.get("object")
-    is_pod_create = (kind.get("group", "") == "" and kind.get("kind") == "Pod"
-                     and request.get("operation") == "CREATE" and not request.get("subResource")
-                     and isinstance(pod, Mapping))
-    if not is_pod_create:
+    kind = request.get("kind") or {}
+    if not is_pod_create(request):
         what = f"{request.get('operation')} {kind.get('kind')}"
         decision = Decision("skipped", "not-a-pod-create", f"{what}: only pods are injected, "
                             "when they are created", namespace=namespace,
                             pod=str(request.get("name") or ""))
     else:
-        assert isinstance(pod, Mapping)
-        decision = admit(pod, namespace=namespace, config=config)
+        decision = admit(request["object"], namespace=namespace, config=config)
     decision = replace(decision, uid=uid, dry_run=bool(request.get("dryRun")))
     return response(decision), decision
 

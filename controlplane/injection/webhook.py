@@ -9,9 +9,17 @@ renews the Secret, the kubelet swaps the mounted files) are loaded again for new
 connections without a restart.
 
 Every decision goes to an ``InjectionLog``: counters for
-``dnscp_injection_total{result,reason}`` and the latest decisions for
+``dnscp_injection_total{result,reason,caller}`` and the latest decisions for
 ``GET /api/v1/injection`` on the admin API, so pods admitted without a sidecar are
-visible.
+visible. Each entry says whether its caller was proven to be the API server
+(``caller.py``: a client certificate or a TokenReview'd token of
+``--webhook-caller-user``); the unproven ones are kept apart and counted by why.
+
+It never answers 500: a body over ``MAX_REVIEW_BYTES`` is 413, one that is not JSON,
+nests too deeply for the parser, or has a field of the wrong type where the webhook
+reads it (``review_shape.py``) is 400 with the reason naming the field; anything else is
+a well-formed AdmissionReview answer (tests/test_webhook_fuzz.py feeds it arbitrary
+JSON).
 """
 
 from __future__ import annotations
@@ -32,41 +40,66 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from controlplane.core.errors import BadReview, ConfigError
 from controlplane.core.settings import InjectionConfig, SidecarMode, WebhookSettings
 from controlplane.identity.certs import CA_FILE, CERT_FILE, KEY_FILE, make_ca_and_server
+from controlplane.identity.tokenreview import IdentityApi
 from controlplane.injection.admission import Decision, review
+from controlplane.injection.caller import NOT_CONFIGURED, UNCHECKED, Caller, CallerCheck
 from controlplane.injection.sidecar import config_problem
 
 log = logging.getLogger("controlplane.injection.webhook")
 
 
+CALLERS = ("verified", "unverified")
+MAX_REVIEW_BYTES = 8 << 20  # the API server's request bodies are at most 3 MiB
+PEER_CERT = "dnscp_peer_cert"  # in the request scope's state: the verified client cert
+
+
 class InjectionLog:
-    """Counts and the latest decisions of the webhook, newest last."""
+    """Counts and the latest decisions of the webhook, newest last, by caller: reviews
+    from a proven caller (``caller.CallerCheck``) and the others are kept apart, so a
+    flood from anyone who reaches the port cannot push the verified entries out."""
 
     def __init__(self, config: InjectionConfig, keep: int = 200) -> None:
         self.config = config
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
-        self.errors = 0  # requests answered 400 (not an AdmissionReview)
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (caller, result, reason)
+        self.recent: dict[str, deque[dict[str, Any]]] = {
+            c: deque(maxlen=keep) for c in CALLERS}
+        self.unverified: Counter[str] = Counter()  # by Caller.why
+        self.errors = 0  # requests answered 400 or 413 (not an AdmissionReview)
+        self._seq = 0
 
-    def record(self, decision: Decision, at: float) -> None:
-        self.counts[(decision.result, decision.reason)] += 1
+    def record(self, decision: Decision, at: float,
+               caller: Caller = UNCHECKED) -> None:
+        kind = CALLERS[0] if caller.verified else CALLERS[1]
+        self.counts[(kind, decision.result, decision.reason)] += 1
+        if not caller.verified:
+            self.unverified[caller.why] += 1
         entry = decision.as_dict()
         entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-        self.recent.append(entry)
+        entry["caller"] = caller.as_dict()
+        self._seq += 1
+        entry["seq"] = self._seq
+        self.recent[kind].append(entry)
 
-    def summary(self, *, result: str | None = None, limit: int = 100) -> dict[str, Any]:
-        items = [e for e in reversed(self.recent) if result in (None, e["result"])]
+    def summary(self, *, result: str | None = None, caller: str | None = None,
+                limit: int = 100) -> dict[str, Any]:
+        kinds = [c for c in CALLERS if caller in (None, c)]
+        entries = sorted((e for c in kinds for e in self.recent[c]
+                          if result in (None, e["result"])), key=lambda e: -int(e["seq"]))
         return {
             "mode": self.config.mode,
             "image": self.config.image,
             "xds_address": self.config.xds_address,
-            "counts": [{"result": r, "reason": why, "count": n}
-                       for (r, why), n in sorted(self.counts.items())],
+            "counts": [{"caller": c, "result": r, "reason": why, "count": n}
+                       for (c, r, why), n in sorted(self.counts.items())],
+            "unverified": dict(sorted(self.unverified.items())),
             "bad_requests": self.errors,
-            "recent": items[:limit],
+            "recent": entries[:limit],
         }
 
     def collect(self) -> Iterator[Any]:
@@ -74,43 +107,118 @@ class InjectionLog:
 
         family = CounterMetricFamily(
             "dnscp_injection", "Pods seen by the sidecar-injection webhook, by result "
-            "(injected, already-injected, skipped, rejected) and reason",
-            labels=["result", "reason"])
-        for (result, reason), n in sorted(self.counts.items()):
-            family.add_metric([result, reason], n)
+            "(injected, already-injected, skipped, rejected), reason and caller (verified: "
+            "the API server's client certificate or token; unverified: anyone else)",
+            labels=["result", "reason", "caller"])
+        for (caller, result, reason), n in sorted(self.counts.items()):
+            family.add_metric([result, reason, caller], n)
         yield family
+        why = CounterMetricFamily(
+            "dnscp_injection_unverified", "Reviews from a caller the webhook could not "
+            "prove to be the API server, by why (injection/caller.py)", labels=["why"])
+        for reason, n in sorted(self.unverified.items()):
+            why.add_metric([reason], n)
+        yield why
+        yield CounterMetricFamily("dnscp_injection_bad_requests", "Requests answered 400 "
+                                  "or 413: not an AdmissionReview the webhook can read",
+                                  value=self.errors)
 
 
-def create_webhook_app(config: InjectionConfig, injections: InjectionLog) -> FastAPI:
+async def read_body(request: Request, limit: int = MAX_REVIEW_BYTES) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` (not read further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_review(raw: bytes) -> Any:
+    """The JSON of a request body; ``BadReview`` saying why it is not JSON."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BadReview("the body nests arrays or objects too deeply to be an "
+                        "AdmissionReview") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
+        raise BadReview(f"the body is not JSON: {exc}") from None
+
+
+def create_webhook_app(config: InjectionConfig, injections: InjectionLog,
+                       callers: CallerCheck | None = None) -> FastAPI:
     app = FastAPI(title="DNS sidecar injection webhook", docs_url=None, redoc_url=None,
                   openapi_url=None)
+    callers = callers or CallerCheck()
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def refuse(status: int, reason: str) -> JSONResponse:
+        injections.errors += 1
+        log.warning("webhook: bad request (%d): %s", status, reason)
+        return JSONResponse({"error": reason}, status_code=status)
+
     @app.post("/inject")
     async def inject(request: Request) -> JSONResponse:
-        raw = await request.body()
+        raw = await read_body(request)
+        if raw is None:
+            return refuse(413, f"the body is over {MAX_REVIEW_BYTES} bytes: not an "
+                          "AdmissionReview the API server sends")
         try:
-            answer, decision = review(json.loads(raw), config)
-        except (ValueError, BadReview) as exc:  # JSONDecodeError is a ValueError
-            injections.errors += 1
-            log.warning("webhook: bad request: %s", exc)
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        injections.record(decision, time.time())
-        obj = f"Pod {decision.namespace}/{decision.pod}"
-        if decision.result == "rejected":
-            log.warning("webhook: rejected %s: %s", obj, decision.message,
-                        extra={"object": obj})
-        elif decision.result == "skipped":
-            log.info("webhook: no sidecar for %s: %s", obj, decision.message,
-                     extra={"object": obj})
-        else:
-            log.info("webhook: %s: %s", obj, decision.message, extra={"object": obj})
-        return JSONResponse(answer)
+            answer, decision = review(decode_review(raw), config)
+        except BadReview as exc:
+            return refuse(400, str(exc))
+        at = time.time()
+        peer_cert = (request.scope.get("state") or {}).get(PEER_CERT)
+        authorization = request.headers.get("authorization", "")
+
+        async def record() -> None:
+            caller = await callers.identify(peer_cert=peer_cert, authorization=authorization)
+            injections.record(decision, at, caller)
+            _log_decision(decision, caller, quiet=callers.configured and not caller.verified)
+
+        # The answer does not wait for the caller's TokenReview (the API server that
+        # waits for this answer is the one that reviews the token): recorded once sent.
+        return JSONResponse(answer, background=BackgroundTask(record))
 
     return app
+
+
+def _log_decision(decision: Decision, caller: Caller, *, quiet: bool) -> None:
+    """One line per decision; those of unproven callers, when callers are checked, at
+    debug only (they are counted and listed), so a flood does not fill the log."""
+    obj = f"Pod {decision.namespace}/{decision.pod}"
+    who = (f" [caller {caller.by} {caller.user}]" if caller.verified
+           else f" [unverified caller: {caller.why}]")
+    if quiet:
+        log.debug("webhook: %s: %s: %s%s", decision.result, obj, decision.message, who,
+                  extra={"object": obj})
+    elif decision.result == "rejected":
+        log.warning("webhook: rejected %s: %s%s", obj, decision.message, who,
+                    extra={"object": obj})
+    elif decision.result == "skipped":
+        log.info("webhook: no sidecar for %s: %s%s", obj, decision.message, who,
+                 extra={"object": obj})
+    else:
+        log.info("webhook: %s: %s%s", obj, decision.message, who, extra={"object": obj})
+
+
+class PeerCertProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol that puts the connection's verified client certificate
+    (``getpeercert()``: None when the client sent none) into every request's
+    ``scope["state"][PEER_CERT]``: uvicorn gives the app no other view of the TLS
+    session. One protocol object serves one connection."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app_state = {**self.app_state,
+                          PEER_CERT: transport.get_extra_info("peercert") or None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +282,17 @@ class _Server(uvicorn.Server):
 
 
 async def run_webhook(*, host: str, port: int, tls: WebhookTls, app: FastAPI,
-                      stop: asyncio.Event, reload_interval: float = 5.0) -> None:
-    """Serve ``app`` over TLS until ``stop``; look for a new certificate every interval."""
+                      stop: asyncio.Event, reload_interval: float = 5.0,
+                      client_ca: Path | None = None) -> None:
+    """Serve ``app`` over TLS until ``stop``; look for a new certificate every interval.
+    With ``client_ca`` the server asks every client for a certificate and verifies it
+    against that CA (optional: a client without one is served; one the CA did not sign
+    fails the handshake, OpenSSL cannot ask without verifying)."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="off", ssl_certfile=str(tls.cert_file),
-                            ssl_keyfile=str(tls.key_file))
+                            ssl_keyfile=str(tls.key_file), http=PeerCertProtocol,
+                            ssl_ca_certs=str(client_ca) if client_ca else None,
+                            ssl_cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE)
     config.load()  # makes config.ssl, the context every new connection uses
     assert config.ssl is not None
     context = ReloadingContext(tls, config.ssl)
@@ -272,16 +386,37 @@ def webhook_log(settings: WebhookSettings) -> InjectionLog | None:
     return InjectionLog(settings.injection) if settings.enabled else None
 
 
+def caller_check(settings: WebhookSettings, identity_api: IdentityApi | None) -> CallerCheck:
+    """How the webhook tells the API server from other callers (``caller.py``)."""
+    if settings.caller_tokenreview and identity_api is None:
+        raise ConfigError(flag="--webhook-caller-tokenreview", reason="needs the Kubernetes "
+                          "API (--kubeconfig, or in-cluster)")
+    check = CallerCheck(users=settings.caller_users, client_ca=bool(settings.client_ca),
+                        api=identity_api if settings.caller_tokenreview else None,
+                        audiences=settings.caller_audiences)
+    if check.configured:
+        log.info("webhook: the injection log marks as verified only reviews from %s as %s",
+                 " or ".join(w for w, on in (("a client certificate", check.client_ca),
+                                             ("a TokenReview'd token", check.api)) if on),
+                 ", ".join(sorted(check.users)))
+    else:
+        log.warning("webhook: every caller that reaches the port can add entries to the "
+                    "injection log, listed as unverified (%s)", NOT_CONFIGURED)
+    return check
+
+
 async def serve_webhook(settings: WebhookSettings, injections: InjectionLog,
-                        stop: asyncio.Event) -> None:
+                        stop: asyncio.Event, *, identity_api: IdentityApi | None = None
+                        ) -> None:
     """The webhook of ``controlplane serve``: a supervised task of app.serve."""
     import tempfile
 
     directory = (Path(settings.cert_dir) if settings.cert_dir
                  else Path(tempfile.mkdtemp(prefix="dns-cp-webhook-")))
     tls = webhook_tls(directory, settings.server_name)
-    app = create_webhook_app(settings.injection, injections)
+    app = create_webhook_app(settings.injection, injections,
+                             caller_check(settings, identity_api))
     log.info("webhook: %s sidecars (%s), xDS %s", settings.injection.mode,
              settings.injection.image, settings.injection.xds_address)
-    await run_webhook(host=settings.host, port=settings.port, tls=tls,
-                      app=app, stop=stop)
+    await run_webhook(host=settings.host, port=settings.port, tls=tls, app=app, stop=stop,
+                      client_ca=Path(settings.client_ca) if settings.client_ca else None)
