@@ -432,7 +432,8 @@ class ResolverPool:
         running: list[dict[str, object]] = [
                 {"tenant": t, "listen": str(r.paths.listen), "pid": r.unbound.pid,
                  "doh_proxy_pid": r.dnsdist.pid if r.dnsdist else None,
-                 "server": str(r.forward.server) if r.forward else None,
+                 "server": (str(r.forward.server) if r.forward and r.forward.server
+                            else None),
                  "transport": r.forward.transport.value if r.forward else None,
                  "tls_server_name": (r.forward.tls_name or None) if r.forward else None,
                  "rules": len(r.forward.triggers) if r.forward else None,
@@ -582,7 +583,8 @@ class ResolverPool:
             raise PortTaken(f"tenant resolver for {tenant}: {shared}")
         self._save(res)
         log.info("tenant resolver for %s listening on %s (%s to %s)", tenant, paths.listen,
-                 fwd.transport.value, fwd.server, extra={"tenant": tenant})
+                 fwd.transport.value, fwd.server or "no server: table only",
+                 extra={"tenant": tenant})
         return res
 
     def _up(self, res: TenantResolver) -> bool:
@@ -753,7 +755,7 @@ class ResolverPool:
             unbound_argv=tuple(res.unbound.argv),
             dnsdist_pid=res.dnsdist.pid if res.dnsdist else 0,
             dnsdist_argv=tuple(res.dnsdist.argv) if res.dnsdist else (),
-            restarts=res.restarts, server=str(fwd.server) if fwd else "",
+            restarts=res.restarts, server=str(fwd.server) if fwd and fwd.server else "",
             transport=fwd.transport.value if fwd else ""))
 
     # -- adoption (persistent resolvers) -------------------------------------
