@@ -37,8 +37,8 @@ from controlplane.dns.views import (
     with_resolver,
 )
 from controlplane.hub.front_sets import FrontSets
-from controlplane.identity.certs import make_ca
 from controlplane.hub.hub import Connection, Hub, ViewKey
+from controlplane.identity.certs import make_ca
 from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.store.store import Store
 from controlplane.translate import translate_view
