@@ -157,7 +157,15 @@ class TenantView:
 
     @property
     def forwarding(self) -> bool:
-        return bool(self.upstreams)
+        """Whether Envoy's DNS filter forwards the names outside its table: only to a
+        resolver that has a server. A table-only resolver (``forward.server`` None) would
+        answer every such A/AAAA NXDOMAIN, as Envoy alone does (mixed-case spellings of
+        table names aside), so Envoy is not pointed at it: a sidecar without the DNS front
+        then gets the listener it got before that resolver existed, which does not change
+        with the resolver's port (a control-plane restart, a replica switch). Only a DNS
+        front uses such a resolver, through the hop (``translate_view``)."""
+        return (bool(self.upstreams) and self.forward is not None
+                and self.forward.server is not None)
 
 
 def with_resolver(view: TenantView, address: Upstream | None,
