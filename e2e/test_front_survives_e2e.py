@@ -148,7 +148,7 @@ def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
     args, first, sidecar = sidecar_env
     host = sidecar.host
     assert answer(host, "later.example.com") == ("NOERROR", ("203.0.113.10",))
-    [before] = resolver_states(resolver_dir)
+    [before] = resolver_states(resolver_dir, "globex")
     connected = "control_plane.connected_state"
 
     with Load(host, ("before", "down", "after")) as load:
@@ -181,7 +181,7 @@ def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
                  what="the edit made while down applies")
     print("\n" + load.report())
 
-    [after] = resolver_states(resolver_dir)
+    [after] = resolver_states(resolver_dir, "globex")
     assert after["unbound_pid"] == before["unbound_pid"]  # adopted, not replaced
     for (phase, kind), tally in load.tallies.items():
         assert tally.sent > 0, (phase, kind)
@@ -192,13 +192,13 @@ def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
 def test_a_killed_tenant_resolver_comes_back(
         resolver_dir: Path, sidecar_env: tuple[list[str], ControlPlane, FrontSidecar]) -> None:
     _, cp, sidecar = sidecar_env
-    [before] = resolver_states(resolver_dir)
+    [before] = resolver_states(resolver_dir, "globex")
     with Load(sidecar.host, ("before", "killed")) as load:
         wait_for(lambda: load.sent("before") >= 3 * RATE, timeout=20, what="3 s of load")
         load.phase = "killed"
         killed = time.monotonic()
         os.kill(int(before["unbound_pid"]), signal.SIGKILL)
-        wait_for(lambda: (s := resolver_states(resolver_dir)) and
+        wait_for(lambda: (s := resolver_states(resolver_dir, "globex")) and
                  s[0]["unbound_pid"] != before["unbound_pid"], timeout=30,
                  what="the control plane restarts the resolver")
         restarted = time.monotonic() - killed
