@@ -17,7 +17,6 @@ from __future__ import annotations
 import shutil
 import socket
 import struct
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from controlplane._kit.localrun import ControlPlane
+from controlplane._kit.localrun import ControlPlane, wait_for
 from e2e.harness.front_sidecar import FrontSidecar
 from e2e.harness.realclients import reserve_loopback_dns_address
 from e2e.harness.refserver import ReferenceDns
@@ -307,6 +306,8 @@ def test_the_other_tenant_sees_its_own_view(setup: Setup) -> None:
 # is NXDOMAIN from that resolver (never asked of the world).
 BETA_ROWS = [
     Row("table-A", f"api.{BETA}", "A", "NOERROR", ("10.96.1.10",)),
+    # Any case: the front lower-cases (Envoy's table alone is case-sensitive).
+    Row("table-A-mixed-case", f"API.{BETA}".upper(), "A", "NOERROR", ("10.96.1.10",)),
     Row("table-name-TXT", f"api.{BETA}", "TXT", "NOERROR"),
     Row("table-ipv4-only-AAAA", f"api.{BETA}", "AAAA", "NOERROR"),  # no ::ffff stand-in
     Row("cluster-ip-PTR", "10.1.96.10.in-addr.arpa", "PTR", "NOERROR", (f"api.{BETA}.",)),
@@ -339,9 +340,8 @@ def test_a_tenant_that_forwards_nothing_gets_pairs_and_never_reaches_the_world(
     assert body.strip() != "* .", body  # not everything to Envoy: it has a resolver
     assert f"A api.{BETA}." in body, body
     # The front takes the pairs once they settled (2.5 s) at its next poll: wait for that.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and " 2 pairs" not in setup.beta.log():
-        time.sleep(0.2)
+    wait_for(lambda: " 2 pairs" in setup.beta.log(), timeout=15, interval=0.2,
+             what="beta's front to route by its two pairs")
     before = setup.beta.table_queries("beta")
     assert records(ask(setup.beta, f"api.{BETA}"), "A") == ["10.96.1.10"]
     after = setup.beta.table_queries("beta")
