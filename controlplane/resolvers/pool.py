@@ -16,7 +16,10 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   new port, Envoy moves to it with its next listener update (lossless, facts
   10), and the old one stops after ``grace_seconds``; the old server's cache
   is not worth keeping;
-- a resolver that dies is restarted on the same port with the same files.
+- a resolver that dies is restarted on the same port with the same files;
+- with ``process`` lifetime on an explicit directory, a restarted control plane starts
+  each tenant's resolver on the ports the previous one had, when they are free
+  (``_remember``): the sidecars keep the addresses they have.
 
 Lifetime (``persistent``; ``--resolver-lifetime``, docs/tenant-resolver.md):
 
@@ -211,6 +214,9 @@ class ResolverPool:
     on_reply: Sink | None = None
     _generation: int = 0
     _adoption_done: bool = False
+    # process lifetime on an explicit directory: the paths (ports) each tenant's resolver
+    # had under the previous control plane, tried once by its first start (``_remember``).
+    _previous: dict[str, ResolverPaths] = field(default_factory=dict, repr=False)
     # asks for every tenant's server key, and a 100k-name table takes a while to scan.
     # The last zone texts and table RPZ records per tenant, with the table they were made
     # from (``prepare``).
@@ -313,6 +319,8 @@ class ResolverPool:
             self._adoption_done = True
             if self.persistent:
                 self._adopt()
+            else:
+                self._remember()
         self._retire_due()
         for tenant in sorted(set(self.resolvers) - set(forwards)):
             gone = self.resolvers.pop(tenant)
@@ -485,7 +493,14 @@ class ResolverPool:
         raise ResolverError("port_attempts must be at least 1")
 
     def _prepare(self, tenant: str, fwd: Forwarding) -> tuple[Path, ResolverPaths]:
-        """A new directory and new ports for one start of ``tenant``'s resolver."""
+        """A new directory and new ports for one start of ``tenant``'s resolver; the first
+        start of a tenant tries the ports its resolver had under the previous control
+        plane (``_remember``), so the addresses sent to the sidecars stay the same."""
+        previous = self._previous.pop(tenant, None)
+
+        def port(old: int) -> int:
+            return old if previous is not None and old else self.choose_port()
+
         self._generation += 1
         slug = hashlib.sha256(tenant.encode()).hexdigest()[:8]
         directory = self.workdir / f"{tenant[:40]}-{slug}-{self._generation}"
@@ -502,16 +517,17 @@ class ResolverPool:
             if self.dnsdist_bin is None:
                 raise ResolverError("DNS over HTTPS needs dnsdist (Debian: apt-get install "
                                     "dnsdist); nothing is forwarded for this tenant")
-            doh_proxy = Upstream("127.0.0.1", self.choose_port())
+            doh_proxy = Upstream("127.0.0.1", port(
+                previous.doh_proxy.port if previous and previous.doh_proxy else 0))
         paths = ResolverPaths(
             directory=str(directory),
-            listen=Upstream(self._resolver_host, self.choose_port()),
+            listen=Upstream(self._resolver_host, port(previous.listen.port if previous else 0)),
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
             access=self._resolver_access,
             gate_socket=self.gate_socket if fwd.gate else "",
             gate_script=str(directory / "gate.py") if fwd.gate else "",
-            tls_port=self.choose_port() if self.hop_tls else 0,
+            tls_port=port(previous.tls_port if previous else 0) if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
             dnstap_socket=_socket_path(directory / "tap.sock"), map_aaaa=self.map_aaaa)
@@ -757,6 +773,29 @@ class ResolverPool:
             dnsdist_argv=tuple(res.dnsdist.argv) if res.dnsdist else (),
             restarts=res.restarts, server=str(fwd.server) if fwd and fwd.server else "",
             transport=fwd.transport.value if fwd else ""))
+
+    # -- the previous ports (process lifetime) --------------------------------
+    def _remember(self) -> None:
+        """Before the first start on an explicit directory (process lifetime): the ports
+        each tenant's newest resolver had under the previous control plane, whose resolvers
+        died with it. A restarted control plane starts them on those ports again when they
+        are free (else on new ones, ``_start``), so the listeners and hop clusters it sends
+        are the ones the sidecars already have."""
+        if self.owns_workdir:
+            return
+        newest: dict[str, ResolverState] = {}
+        for directory in sorted(p for p in self.workdir.iterdir() if p.is_dir()):
+            state = read_state(directory)
+            if state is None:
+                continue
+            self._generation = max(self._generation, state.generation)  # no name reused
+            if self._from_state(state).alive():  # not ours to take (a persistent one)
+                continue
+            if (state.tenant not in newest
+                    or state.generation > newest[state.tenant].generation):
+                newest[state.tenant] = state
+            shutil.rmtree(directory, ignore_errors=True)  # its process died with its owner
+        self._previous = {t: s.paths for t, s in newest.items()}
 
     # -- adoption (persistent resolvers) -------------------------------------
     def _adopt(self) -> None:
