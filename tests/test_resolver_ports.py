@@ -19,8 +19,9 @@ import pytest
 
 from controlplane.dns.views import Forwarding, Transport, Upstream, table_only
 from controlplane.identity.certs import ServerTls, server_tls
-from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
+from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool, TenantResolver
 from controlplane.runtime.process import free_port, holds_port, port_holders
+from controlplane.translate.unbound import ResolverPaths
 from tests.tools import require_tool
 
 TENANT = "acme"
@@ -202,6 +203,47 @@ def test_a_previous_port_taken_meanwhile_means_new_ports(tmp_path: Path) -> None
     try:
         assert after[TENANT].port != before[TENANT].port and pool.errors == {}
         assert answers_its_zone(after[TENANT])
+    finally:
+        pool.stop_all()
+        neighbour.close()
+
+
+class SpyPool(ResolverPool):
+    """Records when each resolver is spawned and when it is waited for."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.events: list[tuple[str, str]] = []
+
+    def _spawn(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
+               restarts: int = 0) -> TenantResolver:
+        self.events.append(("spawn", tenant))
+        return super()._spawn(tenant, fwd, paths, restarts=restarts)
+
+    def _await_up(self, res: TenantResolver) -> TenantResolver:
+        self.events.append(("up", res.tenant))
+        return super()._await_up(res)
+
+
+def test_a_first_apply_spawns_every_resolver_before_waiting_for_any(tmp_path: Path) -> None:
+    """Every DnsPolicy tenant has a resolver: a control plane's first apply starts them all
+    at once instead of one after another (its readiness waits for that apply); one whose
+    port was taken meanwhile starts again on its own, on new ports."""
+    require_tool("unbound", "apt-get install unbound")
+    neighbour = Neighbour("udp", calls=(2,))  # the second tenant's port
+    tenants = ("a", "b", "c")
+    pool = SpyPool(tmp_path / "resolvers", choose_port=neighbour.choose)
+    try:
+        got = pool.apply({t: table_only("cluster.local") for t in tenants})
+        assert pool.errors == {} and sorted(got) == list(tenants)
+        assert pool.events[:6] == [*(("spawn", t) for t in tenants),
+                                   *(("up", t) for t in tenants)]
+        assert pool.events[6:] == [("spawn", "b"), ("up", "b")]  # alone, on a new port
+        assert got["b"].port not in neighbour.taken
+        assert all(answers_its_zone(a) for a in got.values())
+        pool.events.clear()
+        pool.apply({t: table_only("cluster.local") for t in tenants})
+        assert pool.events == []  # nothing new to start
     finally:
         pool.stop_all()
         neighbour.close()
