@@ -33,7 +33,10 @@ def test_two_tenant_demo(manifests: Path, start_control_plane: Callable[..., Con
     cases = [
         (acme, "httpbin.acme.com", ("NOERROR", ["100.66.185.144"])),
         (acme, "httpbin.acme.svc.cluster.local", ("NOERROR", ["100.66.185.144"])),
-        (acme, "HTTPBIN.acme.com", ("NXDOMAIN", [])),  # Envoy matches case-sensitively (facts #8)
+        # Envoy's table misses the upper case (facts #8), and a sidecar without the DNS
+        # front forwards nothing for acme: its resolver is table-only, for the front alone
+        # (through the front the name is answered: test_sidecar_answers_e2e, beta).
+        (acme, "HTTPBIN.acme.com", ("NXDOMAIN", [])),
         (acme, "httpbin.foo.com", ("NXDOMAIN", [])),
         (acme, "httpbin.foo.svc.cluster.local", ("NXDOMAIN", [])),
         (foo, "httpbin.foo.com", ("NOERROR", ["100.68.169.65"])),

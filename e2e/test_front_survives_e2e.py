@@ -10,7 +10,11 @@ the AAAA of a fresh external name (NODATA: a type Envoy never answered right).
 
 1. Every control-plane process is SIGKILLed for 60 s, then a new one starts: sent, lost
    and wrong per phase and kind; a policy edit made while it was down applies when it
-   returns; the resolver is adopted (same pid).
+   returns; the resolver is adopted (same pid). A second fronted sidecar, of acme (DENY,
+   forwards nothing: a table-only resolver), is asked at the same time a table name
+   (Envoy), the AAAA of that IPv4-only name (NODATA: the resolver, not a pair) and a fresh
+   external name (NXDOMAIN from the resolver): its resolver is adopted too, and nothing
+   is lost or wrong either.
 2. The tenant resolver is SIGKILLed: lost and wrong, and the time until forwarded names
    answer again (the control plane restarts it on its own port).
 """
@@ -42,6 +46,10 @@ TABLE = ("api.globex.svc.cluster.local", "A", ("NOERROR", ("10.96.40.10",)))
 RATE = 60.0
 DOWN_SECONDS = 60.0
 KINDS = ("table", "forwarded", "forwarded-AAAA")
+ACME_TABLE = "httpbin.acme.svc.cluster.local"
+ACME_KINDS = ("acme-table", "acme-table-AAAA", "acme-external")
+ACME_RATE = 30.0
+Query = tuple[str, str, tuple[str, tuple[str, ...]]]  # name, type, (rcode, records)
 
 
 @dataclass
@@ -56,10 +64,13 @@ class Tally:
 class Load:
     """Queries the front in a thread, counting by phase and kind."""
 
-    def __init__(self, host: str, phases: tuple[str, ...]) -> None:
+    def __init__(self, host: str, phases: tuple[str, ...], *,
+                 kinds: tuple[str, ...] = KINDS, rate: float = RATE) -> None:
         self.host = host
         self.phase = phases[0]
-        self.tallies = {(p, k): Tally() for p in phases for k in KINDS}
+        self.kinds = kinds
+        self.rate = rate
+        self.tallies = {(p, k): Tally() for p in phases for k in kinds}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._serial = 0
@@ -72,20 +83,26 @@ class Load:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _next(self, kind: str) -> tuple[str, str, tuple[str, tuple[str, ...]]]:
+    def _next(self, kind: str) -> Query:
         if kind == "table":
             return TABLE
+        if kind == "acme-table":
+            return ACME_TABLE, "A", ("NOERROR", ("100.66.185.144",))
+        if kind == "acme-table-AAAA":  # IPv4-only: not a pair, the resolver's NODATA
+            return ACME_TABLE, "AAAA", ("NOERROR", ())
         self._serial += 1
         name = f"q{self._serial}-{os.getpid()}.example.com"
         if kind == "forwarded":
             return name, "A", ("NOERROR", ("203.0.113.10",))
+        if kind == "acme-external":  # acme may forward nothing: its resolver's NXDOMAIN
+            return f"acme-{name}", "A", ("NXDOMAIN", ())
         return name, "AAAA", ("NOERROR", ())
 
     def _run(self) -> None:
         due = time.monotonic()
         turn = 0
         while not self._stop.is_set():
-            kind = KINDS[turn % len(KINDS)]
+            kind = self.kinds[turn % len(self.kinds)]
             turn += 1
             name, rdtype, expected = self._next(kind)
             tally = self.tallies[(self.phase, kind)]
@@ -104,11 +121,11 @@ class Load:
                     tally.wrong += 1
                     tally.last_bad = time.monotonic()
                     tally.samples.append(f"{name} {rdtype}: {got}")
-            due += 1 / RATE
+            due += 1 / self.rate
             self._stop.wait(max(0.0, due - time.monotonic()))
 
     def sent(self, phase: str) -> int:
-        return sum(self.tallies[(phase, k)].sent for k in KINDS)
+        return sum(self.tallies[(phase, k)].sent for k in self.kinds)
 
     def report(self) -> str:
         return "\n".join(f"{phase:>8} {kind:>14}: sent {t.sent} lost {t.lost} wrong {t.wrong}"
@@ -147,19 +164,30 @@ def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
         sidecar_env: tuple[list[str], ControlPlane, FrontSidecar]) -> None:
     args, first, sidecar = sidecar_env
     host = sidecar.host
+    acme = FrontSidecar(xds_address=first.xds_address, node_id="sleep.acme",
+                        namespace="acme", labels={"app": "sleep"},
+                        address=reserve_loopback_dns_address(), workdir=tmp_path / "acme")
+    processes.append(acme)
+    acme.start(expect_pair=f"A {ACME_TABLE}.\n")
+    assert f"AAAA {ACME_TABLE}." not in acme.set_body()  # IPv4-only: the resolver's
     assert answer(host, "later.example.com") == ("NOERROR", ("203.0.113.10",))
-    [before] = resolver_states(resolver_dir)
+    [before] = resolver_states(resolver_dir, "globex")
+    [acme_before] = resolver_states(resolver_dir, "acme")
+    assert acme_before["server"] == ""  # table-only: no server to ask
     connected = "control_plane.connected_state"
+    phases = ("before", "down", "after")
 
-    with Load(host, ("before", "down", "after")) as load:
+    with Load(host, phases) as load, Load(acme.host, phases, kinds=ACME_KINDS,
+                                          rate=ACME_RATE) as acme_load:
         wait_for(lambda: load.sent("before") >= 5 * RATE, timeout=20, what="5 s of load")
         assert first.process is not None
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.stop()
-        load.phase = "down"
+        load.phase = acme_load.phase = "down"
         killed = time.monotonic()
-        wait_for(lambda: sidecar.envoy_stats().get(connected) == 0, timeout=10,
-                 what="Envoy notices the control plane is gone")
+        wait_for(lambda: sidecar.envoy_stats().get(connected) == 0
+                 and acme.envoy_stats().get(connected) == 0, timeout=10,
+                 what="the Envoys notice the control plane is gone")
         # A policy edit made while no control plane runs.
         globex = manifests / "globex.yaml"
         globex.write_text(globex.read_text().replace(
@@ -170,35 +198,40 @@ def test_everything_answers_while_the_control_plane_is_dead_for_60_seconds(
                               xds_port=first.xds_port, admin_port=first.admin_port)
         (tmp_path / "cp2").mkdir()
         processes.append(second)
-        load.phase = "after"
+        load.phase = acme_load.phase = "after"
         second.start()
-        wait_for(lambda: sidecar.envoy_stats().get(connected) == 1, timeout=60,
-                 what="the sidecar back on the new control plane")
+        wait_for(lambda: sidecar.envoy_stats().get(connected) == 1
+                 and acme.envoy_stats().get(connected) == 1, timeout=60,
+                 what="the sidecars back on the new control plane")
         after_start = load.sent("after")
         wait_for(lambda: load.sent("after") >= after_start + 5 * RATE, timeout=30,
                  what="5 s of load after the restart")
         wait_for(lambda: answer(host, "later.example.com")[0] == "NXDOMAIN", timeout=30,
                  what="the edit made while down applies")
-    print("\n" + load.report())
+    print("\n" + load.report() + "\n" + acme_load.report())
 
-    [after] = resolver_states(resolver_dir)
+    [after] = resolver_states(resolver_dir, "globex")
     assert after["unbound_pid"] == before["unbound_pid"]  # adopted, not replaced
-    for (phase, kind), tally in load.tallies.items():
+    [acme_after] = resolver_states(resolver_dir, "acme")
+    assert (acme_after["unbound_pid"], acme_after["paths"]) == (
+        acme_before["unbound_pid"], acme_before["paths"])  # adopted: same process, port
+    for (phase, kind), tally in (*load.tallies.items(), *acme_load.tallies.items()):
         assert tally.sent > 0, (phase, kind)
         assert (tally.lost, tally.wrong) == (0, 0), (phase, kind, tally.samples[:5])
     assert load.sent("down") >= DOWN_SECONDS * RATE * 0.9
+    assert acme_load.sent("down") >= DOWN_SECONDS * ACME_RATE * 0.9
 
 
 def test_a_killed_tenant_resolver_comes_back(
         resolver_dir: Path, sidecar_env: tuple[list[str], ControlPlane, FrontSidecar]) -> None:
     _, cp, sidecar = sidecar_env
-    [before] = resolver_states(resolver_dir)
+    [before] = resolver_states(resolver_dir, "globex")
     with Load(sidecar.host, ("before", "killed")) as load:
         wait_for(lambda: load.sent("before") >= 3 * RATE, timeout=20, what="3 s of load")
         load.phase = "killed"
         killed = time.monotonic()
         os.kill(int(before["unbound_pid"]), signal.SIGKILL)
-        wait_for(lambda: (s := resolver_states(resolver_dir)) and
+        wait_for(lambda: (s := resolver_states(resolver_dir, "globex")) and
                  s[0]["unbound_pid"] != before["unbound_pid"], timeout=30,
                  what="the control plane restarts the resolver")
         restarted = time.monotonic() - killed

@@ -123,7 +123,7 @@ def test_forwarded_names_survive_a_killed_control_plane(
     first.start()
     envoy = start_envoy(first, "sleep.globex", "globex")
     assert query(envoy.dns_port, *FORWARDED[:1]) == FORWARDED[1]
-    [before] = resolver_states(resolver_dir)
+    [before] = resolver_states(resolver_dir, "globex")
     if host is not None:  # the host's child, not the control plane's
         assert before["unbound_pid"] in children(host.pid)
     listener_before = listener(envoy)
@@ -152,10 +152,11 @@ def test_forwarded_names_survive_a_killed_control_plane(
                  timeout=30, what="5 s of load after the restart")
     print("\n" + load.report())
 
-    [after] = resolver_states(resolver_dir)
+    [after] = resolver_states(resolver_dir, "globex")
     assert after["unbound_pid"] == before["unbound_pid"]
     assert after["paths"] == before["paths"]
-    [described] = second.get("/api/v1/resolvers")["resolvers"]
+    [described] = [r for r in second.get("/api/v1/resolvers")["resolvers"]
+                   if r["tenant"] == "globex"]
     assert described["adopted"] is True and described["pid"] == before["unbound_pid"]
     assert listener(envoy) == listener_before  # what the new control plane pushed
     assert envoy.stats()["listener_manager.lds.update_rejected"] == 0

@@ -130,7 +130,7 @@ spec:
   namespaceSelector: {{matchLabels: {{tenant: beta}}}}
   server: {{address: "{world}"}}
   policy:
-    whitelist: ["*.beta.svc.cluster.local", "*.example.org"]
+    whitelist: ["*.beta.svc.cluster.local"]
     defaultAction: DENY
 """
 
@@ -295,6 +295,62 @@ def test_the_other_tenant_sees_its_own_view(setup: Setup) -> None:
     assert dns.rcode.to_text(ask(setup.beta, f"web.{ACME}").rcode()) == "NXDOMAIN"
     assert dns.rcode.to_text(ask(setup.beta, "www.example.com").rcode()) == "NXDOMAIN"
     assert dns.rcode.to_text(ask(setup.beta, "example.com", "TXT").rcode()) == "NXDOMAIN"
+
+
+# Beta may forward nothing (DENY, cluster names only): it still has a tenant resolver that
+# holds its table, so its sidecar answers every type as acme's does, and everything else
+# is NXDOMAIN from that resolver (never asked of the world).
+BETA_ROWS = [
+    Row("table-A", f"api.{BETA}", "A", "NOERROR", ("10.96.1.10",)),
+    # Any case: the front lower-cases (Envoy's table alone is case-sensitive).
+    Row("table-A-mixed-case", f"API.{BETA}".upper(), "A", "NOERROR", ("10.96.1.10",)),
+    Row("table-name-TXT", f"api.{BETA}", "TXT", "NOERROR"),
+    Row("table-ipv4-only-AAAA", f"api.{BETA}", "AAAA", "NOERROR"),  # no ::ffff stand-in
+    Row("cluster-ip-PTR", "10.1.96.10.in-addr.arpa", "PTR", "NOERROR", (f"api.{BETA}.",)),
+    Row("named-port-SRV", f"_http._tcp.api.{BETA}", "SRV", "NOERROR",
+        (f"0 100 80 api.{BETA}.",)),
+    Row("dns-version", f"dns-version.{Z}", "TXT", "NOERROR", ('"1.1.0"',)),
+    Row("missing-in-zone", f"nope.{BETA}", "A", "NXDOMAIN"),
+    Row("other-namespace", f"web.{ACME}", "A", "NXDOMAIN"),
+    # Denied by the resolver's RPZ: no SOA (unbound 1.17), as for acme's blacklist.
+    *(Row(f"external-{t}", "www.example.com", t, "NXDOMAIN", soa=False)
+      for t in ("A", "AAAA", "TXT", "MX")),
+    Row("external-PTR", "44.44.44.44.in-addr.arpa", "PTR", "NXDOMAIN", soa=False),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("row", BETA_ROWS, ids=[r.id for r in BETA_ROWS])
+def test_beta_row(setup: Setup, row: Row, transport: str) -> None:
+    response = ask(setup.beta, row.name, row.rdtype, tcp=transport == "tcp")
+    assert dns.rcode.to_text(response.rcode()) == row.rcode, response
+    assert records(response, row.rdtype) == sorted(row.answer), response
+    assert "::ffff" not in response.to_text()
+    if (row.rcode == "NXDOMAIN" or not row.answer) and row.soa:
+        assert soa_in_authority(response), f"no SOA (RFC 2308) in {response}"
+
+
+def test_a_tenant_that_forwards_nothing_gets_pairs_and_never_reaches_the_world(
+        setup: Setup) -> None:
+    body = setup.beta.set_body()
+    assert body.strip() != "* .", body  # not everything to Envoy: it has a resolver
+    assert f"A api.{BETA}." in body, body
+    # The front takes the pairs once they settled (2.5 s) at its next poll: wait for that.
+    wait_for(lambda: " 2 pairs" in setup.beta.log(), timeout=15, interval=0.2,
+             what="beta's front to route by its two pairs")
+    before = setup.beta.table_queries("beta")
+    assert records(ask(setup.beta, f"api.{BETA}"), "A") == ["10.96.1.10"]
+    after = setup.beta.table_queries("beta")
+    assert after - before == 1, setup.beta.log()[-3000:]
+    # The world never hears a name beta asked (acme's rows ask it other names).
+    name = "only-beta-asks.example.com"
+    for tcp in (False, True):
+        assert dns.rcode.to_text(ask(setup.beta, name, "A", tcp=tcp).rcode()) == "NXDOMAIN"
+    # acme forwards it: the world's log does show what reaches it.
+    control = "only-acme-asks.example.com"
+    assert dns.rcode.to_text(ask(setup.acme, control).rcode()) == "NXDOMAIN"
+    asked = setup.world.queried_names()
+    assert control in asked and name not in asked, asked
 
 
 # -- bad input at the front -------------------------------------------------------------

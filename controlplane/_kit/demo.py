@@ -166,7 +166,19 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
             print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} {table['names'][0]['name']}"
                   "   # over TCP too")
         resolver = table.get("resolver")
-        if resolver and table["forwarding"]:
+        if resolver and table["forwarding"] and resolver["server"] is None:
+            if front:
+                print(f"    other names and types go to its tenant resolver "
+                      f"{table['forwarding'][0]} (unbound), which answers its table and "
+                      "NXDOMAIN for every other name (nothing is forwarded):")
+                if table["names"]:
+                    print(f"    dig +tcp @127.0.0.1 -p {sidecar.dns_port} "
+                          f"{table['names'][0]['name']} TXT   # NOERROR, no records")
+            else:
+                print("    other names: NXDOMAIN from Envoy (nothing is forwarded; the "
+                      "table-only resolver serves the DNS front only):")
+            print(f"    dig @127.0.0.1 -p {sidecar.dns_port} www.example.com   # NXDOMAIN")
+        elif resolver and table["forwarding"]:
             print(f"    other names go to its tenant resolver {table['forwarding'][0]} "
                   f"(unbound), then {resolver['server']} ({resolver['transport']}):")
             print(f"    dig @127.0.0.1 -p {sidecar.dns_port} www.example.com AAAA")

@@ -126,7 +126,7 @@ class ViewBuilder:
             if error:
                 errors[name] = InputError(kind="DnsPolicy", namespace="", name=name,
                                           reason=error, origin="policy")
-            elif view.forward is not None:
+            elif view.forward is not None and view.forward.server is not None:
                 self._last_good_upstream[name] = view.forward.server
             views[view.tenant] = view
         for message in allocation.errors:

@@ -93,7 +93,9 @@ class PolicyGate:
 class Forwarding:
     """What the tenant resolver does with the names Envoy does not answer."""
 
-    server: Upstream  # the tenant's own DNS server
+    # The tenant's own DNS server; None: nothing may be forwarded, the resolver answers
+    # the table and NXDOMAIN for every other name (one ``*`` deny trigger, no forward-zone).
+    server: Upstream | None
     transport: Transport = Transport.UDP
     tls_name: str = ""  # the name the server's certificate must carry (TLS, HTTPS)
     ca_bundle: str = ""  # PEM from the policy; "" means the control plane's default
@@ -155,7 +157,15 @@ class TenantView:
 
     @property
     def forwarding(self) -> bool:
-        return bool(self.upstreams)
+        """Whether Envoy's DNS filter forwards the names outside its table: only to a
+        resolver that has a server. A table-only resolver (``forward.server`` None) would
+        answer every such A/AAAA NXDOMAIN, as Envoy alone does (mixed-case spellings of
+        table names aside), so Envoy is not pointed at it: a sidecar without the DNS front
+        then gets the listener it got before that resolver existed, which does not change
+        with the resolver's port (a control-plane restart, a replica switch). Only a DNS
+        front uses such a resolver, through the hop (``translate_view``)."""
+        return (bool(self.upstreams) and self.forward is not None
+                and self.forward.server is not None)
 
 
 def with_resolver(view: TenantView, address: Upstream | None,
@@ -166,7 +176,7 @@ def with_resolver(view: TenantView, address: Upstream | None,
         return view
     if address is None:
         return replace(view, upstreams=(), notes=view.notes + (
-            "no tenant resolver runs for this tenant: nothing is forwarded",))
+            "no tenant resolver runs for this tenant: Envoy answers every query",))
     return replace(view, upstreams=(address,), hop=hop)
 
 
@@ -239,6 +249,14 @@ def _triggers(compiled: CompiledPolicy, zone: str,
                     continue
                 out.append(Trigger(host, False, f"target of {', '.join(e.record.sources)}"))
     return tuple(sorted(out, key=lambda t: t.name))
+
+
+NO_SERVER_RULE = "no server: nothing outside the table is forwarded"
+
+
+def table_only(zone: str) -> Forwarding:
+    """A resolver for a tenant that forwards nothing: its table, NXDOMAIN for the rest."""
+    return Forwarding(server=None, triggers=(Trigger("*", True, NO_SERVER_RULE),), zone=zone)
 
 
 def _gate(policy: DnsPolicy) -> PolicyGate | None:
@@ -366,9 +384,15 @@ def build_tenant_view(
         notes.append("external whitelist entries need a server (spec.server.address or "
                      "--default-upstream); without one only cluster names resolve")
     log_queries = bool(policy.blacklist) or policy.default_action is not DefaultAction.ALLOW
-    if forward is not None:
-        forward = replace(forward, table=tuple(entries),
-                          table_ttl=settings.answer_ttl_seconds, log_queries=log_queries)
+    if forward is None:
+        # Every policy tenant has a resolver, which answers its table (every type, TCP,
+        # PTR, dns-version) even when nothing may be forwarded: it then denies every
+        # name outside the table (NXDOMAIN) and has no server to ask.
+        forward = table_only(settings.zone)
+        notes.append("nothing outside the table is forwarded: the tenant resolver answers "
+                     "the table and NXDOMAIN for every other name")
+    forward = replace(forward, table=tuple(entries),
+                      table_ttl=settings.answer_ttl_seconds, log_queries=log_queries)
     view = TenantView(
         tenant=policy.tenant, policy=policy.name, entries=tuple(entries), upstreams=(),
         ttl_seconds=settings.answer_ttl_seconds, forward=forward,
@@ -444,7 +468,7 @@ def forwarding_as_json(fwd: Forwarding | None) -> dict[str, object] | None:
     if fwd is None:
         return None
     return {
-        "server": str(fwd.server),
+        "server": str(fwd.server) if fwd.server is not None else None,
         "transport": fwd.transport.value,
         "tls_server_name": fwd.tls_name or None,
         "ca_bundle": ("from the policy" if fwd.ca_bundle else "control plane default")
@@ -459,4 +483,4 @@ def forwarding_as_json(fwd: Forwarding | None) -> dict[str, object] | None:
 __all__ = ["DEFAULT_TENANT", "Forwarding", "NameRecord", "PolicyGate", "ResolverHop",
            "SrvRecord", "TableEntry", "TenantView", "Transport", "Trigger", "Upstream",
            "build_tenant_view", "cluster_records", "forwarding_as_json", "resolve_upstream",
-           "view_as_json", "with_resolver"]
+           "table_only", "view_as_json", "with_resolver"]

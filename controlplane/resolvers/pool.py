@@ -16,7 +16,10 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   new port, Envoy moves to it with its next listener update (lossless, facts
   10), and the old one stops after ``grace_seconds``; the old server's cache
   is not worth keeping;
-- a resolver that dies is restarted on the same port with the same files.
+- a resolver that dies is restarted on the same port with the same files;
+- with ``process`` lifetime on an explicit directory, a restarted control plane starts
+  each tenant's resolver on the ports the previous one had, when they are free
+  (``_remember``): the sidecars keep the addresses they have.
 
 Lifetime (``persistent``; ``--resolver-lifetime``, docs/tenant-resolver.md):
 
@@ -215,6 +218,9 @@ class ResolverPool:
     on_reply: Sink | None = None
     _generation: int = 0
     _adoption_done: bool = False
+    # process lifetime on an explicit directory: the paths (ports) each tenant's resolver
+    # had under the previous control plane, tried once by its first start (``_remember``).
+    _previous: dict[str, ResolverPaths] = field(default_factory=dict, repr=False)
     # asks for every tenant's server key, and a 100k-name table takes a while to scan.
     # The last zone texts and table RPZ records per tenant, with the table they were made
     # from (``prepare``).
@@ -321,6 +327,8 @@ class ResolverPool:
             self._adoption_done = True
             if self.persistent:
                 self._adopt()
+            else:
+                self._remember()
         self._retire_due()
         for tenant in sorted(set(self.resolvers) - set(forwards)):
             gone = self.resolvers.pop(tenant)
@@ -331,11 +339,14 @@ class ResolverPool:
                      extra={"tenant": tenant})
         out: dict[str, Upstream] = {}
         ports: dict[str, int] = {}
+        fresh = {t: f for t, f in forwards.items()
+                 if t not in self.resolvers and not self._fits_retiring(t, f)}
+        started = self._start_many(fresh) if len(fresh) > 1 else {}
         for tenant, fwd in sorted(forwards.items()):
             try:
                 current = self.resolvers.get(tenant) or self._reclaim(tenant, fwd)
                 if current is None:
-                    current = self._start(tenant, fwd)
+                    current = started.pop(tenant, None) or self._start(tenant, fwd)
                 elif current.server_key != self._server_key(tenant, fwd):
                     old = current
                     current = self._start(tenant, fwd)
@@ -440,7 +451,8 @@ class ResolverPool:
         running: list[dict[str, object]] = [
                 {"tenant": t, "listen": str(r.paths.listen), "pid": r.unbound.pid,
                  "doh_proxy_pid": r.dnsdist.pid if r.dnsdist else None,
-                 "server": str(r.forward.server) if r.forward else None,
+                 "server": (str(r.forward.server) if r.forward and r.forward.server
+                            else None),
                  "transport": r.forward.transport.value if r.forward else None,
                  "tls_server_name": (r.forward.tls_name or None) if r.forward else None,
                  "rules": len(r.forward.triggers) if r.forward else None,
@@ -492,7 +504,14 @@ class ResolverPool:
         raise ResolverError("port_attempts must be at least 1")
 
     def _prepare(self, tenant: str, fwd: Forwarding) -> tuple[Path, ResolverPaths]:
-        """A new directory and new ports for one start of ``tenant``'s resolver."""
+        """A new directory and new ports for one start of ``tenant``'s resolver; the first
+        start of a tenant tries the ports its resolver had under the previous control
+        plane (``_remember``), so the addresses sent to the sidecars stay the same."""
+        previous = self._previous.pop(tenant, None)
+
+        def port(old: int) -> int:
+            return old if previous is not None and old else self.choose_port()
+
         self._generation += 1
         slug = hashlib.sha256(tenant.encode()).hexdigest()[:8]
         directory = self.workdir / f"{tenant[:40]}-{slug}-{self._generation}"
@@ -509,23 +528,57 @@ class ResolverPool:
             if self.dnsdist_bin is None:
                 raise ResolverError("DNS over HTTPS needs dnsdist (Debian: apt-get install "
                                     "dnsdist); nothing is forwarded for this tenant")
-            doh_proxy = Upstream("127.0.0.1", self.choose_port())
+            doh_proxy = Upstream("127.0.0.1", port(
+                previous.doh_proxy.port if previous and previous.doh_proxy else 0))
         paths = ResolverPaths(
             directory=str(directory),
-            listen=Upstream(self._resolver_host, self.choose_port()),
+            listen=Upstream(self._resolver_host, port(previous.listen.port if previous else 0)),
             control_socket=str(directory / "control.sock"),
             rpz_file=str(directory / "policy.rpz"), ca_file=ca_file, doh_proxy=doh_proxy,
             access=self._resolver_access,
             gate_socket=self.gate_socket if fwd.gate else "",
             gate_script=str(directory / "gate.py") if fwd.gate else "",
-            tls_port=self.choose_port() if self.hop_tls else 0,
+            tls_port=port(previous.tls_port if previous else 0) if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
             dnstap_socket=_socket_path(directory / "tap.sock"), map_aaaa=self.map_aaaa)
         return directory, paths
 
+    def _start_many(self, forwards: Mapping[str, Forwarding]) -> dict[str, TenantResolver]:
+        """First starts of several tenants at once: every process spawned, then each one
+        waited for. One after another they cost a control plane's first apply (and so its
+        readiness) 0.1-0.2 s each on a loaded machine, and every DnsPolicy tenant has a
+        resolver. A tenant whose start fails here is left out, for ``_start`` (new ports,
+        or the error) to try again on its own."""
+        spawned: list[TenantResolver] = []
+        for tenant, fwd in sorted(forwards.items()):
+            try:
+                directory, paths = self._prepare(tenant, fwd)
+            except (ResolverError, OSError, ValueError):
+                continue  # ``_start`` meets it again and reports it
+            try:
+                spawned.append(self._spawn(tenant, fwd, paths))
+            except (ResolverError, OSError, ValueError) as exc:
+                shutil.rmtree(directory, ignore_errors=True)
+                log.warning("tenant resolver for %s: %s; starting it again on its own",
+                            tenant, exc, extra={"tenant": tenant})
+        out: dict[str, TenantResolver] = {}
+        for res in spawned:
+            try:
+                out[res.tenant] = self._await_up(res)
+            except (ResolverError, OSError, TimeoutError) as exc:
+                shutil.rmtree(res.paths.directory, ignore_errors=True)
+                log.warning("%s; starting it again on its own", exc,
+                            extra={"tenant": res.tenant})
+        return out
+
     def _launch(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
                 restarts: int = 0) -> TenantResolver:
+        return self._await_up(self._spawn(tenant, fwd, paths, restarts=restarts))
+
+    def _spawn(self, tenant: str, fwd: Forwarding, paths: ResolverPaths, *,
+               restarts: int = 0) -> TenantResolver:
+        """Write the resolver's files and start its processes (not waited for)."""
         directory = Path(paths.directory)
         Path(paths.rpz_file).write_text(rpz_zone(fwd, self._table_rpz(tenant, fwd)))
         texts = self._texts(tenant, fwd)
@@ -572,7 +625,13 @@ class ResolverPool:
                              triggers_key=self._rpz_key(tenant, fwd), table_texts=texts,
                              table_of=fwd.table, local_data=outside_data(fwd),
                              reports=reports)
+        return res
 
+    def _await_up(self, res: TenantResolver) -> TenantResolver:
+        """Wait until a spawned resolver answers; stopped, and PortTaken or ResolverError
+        raised, when it died, timed out or shares a port."""
+        tenant, paths, fwd = res.tenant, res.paths, res.forward
+        assert fwd is not None
         deadline = self.clock() + self.start_timeout
         while not self._up(res):
             dead = next((p for p in (res.unbound, res.dnsdist) if p and not p.alive()), None)
@@ -591,7 +650,8 @@ class ResolverPool:
             raise PortTaken(f"tenant resolver for {tenant}: {shared}")
         self._save(res)
         log.info("tenant resolver for %s listening on %s (%s to %s)", tenant, paths.listen,
-                 fwd.transport.value, fwd.server, extra={"tenant": tenant})
+                 fwd.transport.value, fwd.server or "no server: table only",
+                 extra={"tenant": tenant})
         return res
 
     def _up(self, res: TenantResolver) -> bool:
@@ -762,8 +822,31 @@ class ResolverPool:
             unbound_argv=tuple(res.unbound.argv),
             dnsdist_pid=res.dnsdist.pid if res.dnsdist else 0,
             dnsdist_argv=tuple(res.dnsdist.argv) if res.dnsdist else (),
-            restarts=res.restarts, server=str(fwd.server) if fwd else "",
+            restarts=res.restarts, server=str(fwd.server) if fwd and fwd.server else "",
             transport=fwd.transport.value if fwd else ""))
+
+    # -- the previous ports (process lifetime) --------------------------------
+    def _remember(self) -> None:
+        """Before the first start on an explicit directory (process lifetime): the ports
+        each tenant's newest resolver had under the previous control plane, whose resolvers
+        died with it. A restarted control plane starts them on those ports again when they
+        are free (else on new ones, ``_start``), so the listeners and hop clusters it sends
+        are the ones the sidecars already have."""
+        if self.owns_workdir:
+            return
+        newest: dict[str, ResolverState] = {}
+        for directory in sorted(p for p in self.workdir.iterdir() if p.is_dir()):
+            state = read_state(directory)
+            if state is None:
+                continue
+            self._generation = max(self._generation, state.generation)  # no name reused
+            if self._from_state(state).alive():  # not ours to take (a persistent one)
+                continue
+            if (state.tenant not in newest
+                    or state.generation > newest[state.tenant].generation):
+                newest[state.tenant] = state
+            shutil.rmtree(directory, ignore_errors=True)  # its process died with its owner
+        self._previous = {t: s.paths for t, s in newest.items()}
 
     # -- adoption (persistent resolvers) -------------------------------------
     def _adopt(self) -> None:
@@ -824,6 +907,12 @@ class ResolverPool:
         else:
             wait = self.grace_seconds if after is None else after
             self.retiring.append((self.clock() + wait, res))
+
+    def _fits_retiring(self, tenant: str, fwd: Forwarding) -> bool:
+        """Whether ``_reclaim`` would take a retiring resolver back for ``tenant``."""
+        key = self._server_key(tenant, fwd)
+        return any(r.tenant == tenant and r.server_key == key and r.alive()
+                   for _, r in self.retiring)
 
     def _reclaim(self, tenant: str, fwd: Forwarding) -> TenantResolver | None:
         """A retiring resolver of ``tenant`` that still fits ``fwd``, taken back (its

@@ -50,19 +50,25 @@ def translate_view(view: TenantView, *, host: str, port: int,
     (default: every pair of ``envoy_pairs``; the hub passes the pairs it publishes, which
     lag the table) or, for a view with no resolver, ``* .`` (everything to Envoy); and
     the hop listener at ``hop`` whenever the view has a resolver, a plain TCP proxy to it
-    when there is no TLS hop. Without ``front`` the output is what it always was.
+    when there is no TLS hop. Without ``front`` the output is what it always was, and a
+    view whose resolver is table-only (``forward.server`` None) gets exactly the resources
+    of a view without a resolver: no upstream, no hop, nothing that names its port.
 
     A mutual hop (``view.hop.mutual``) adds the tenant's client certificate as an SDS
     Secret (``SECRET_TYPE``), which the hop cluster asks for by name over ADS.
     """
-    dns_servers = view.upstreams
+    # Envoy's own resolver asks the tenant resolver only when that one has a server
+    # (``view.forwarding``); a table-only resolver is for the front alone.
+    dns_servers = view.upstreams if view.forwarding else ()
     tcp = False
     listeners = []
     clusters = []
-    if view.upstreams and (view.hop is not None or front is not None):
+    has_hop = bool(view.upstreams) and (
+        front is not None or (view.hop is not None and view.forwarding))
+    if has_hop:
         clusters.append(resolver_hop_cluster(view.upstreams[0], view.hop))
         listeners.append(resolver_hop_listener(host=hop[0], port=hop[1]))
-    if view.hop is not None and view.upstreams:
+    if view.hop is not None and view.forwarding:
         dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
     listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,
                                      resolver_timeout_ms=resolver_timeout_ms,
@@ -76,7 +82,7 @@ def translate_view(view: TenantView, *, host: str, port: int,
         ENDPOINT_TYPE: {},
         LISTENER_TYPE: {listener.name: listener for listener in listeners},
     }
-    if view.hop is not None and view.hop.mutual and view.upstreams:
+    if view.hop is not None and view.hop.mutual and has_hop:
         secret = hop_client_secret(view.hop)
         out[SECRET_TYPE] = {secret.name: secret}
     if front is not None:

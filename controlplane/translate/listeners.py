@@ -46,10 +46,12 @@ def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None 
                       tcp: bool = False, resolver_timeout_ms: int = 2000,
                       domains: DomainCache | None = None) -> dns_filter_pb2.DnsFilterConfig:
     """The DNS filter; names outside the table go to ``servers`` (default the view's
-    upstreams: its tenant resolver). ``domains``: a cache to reuse (dns_table.py)."""
+    upstreams: its tenant resolver, when it forwards: ``TenantView.forwarding``).
+    ``domains``: a cache to reuse (dns_table.py)."""
     config = dns_filter_pb2.DnsFilterConfig(stat_prefix=stat_prefix(view.tenant))
     config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view, domains))
-    servers = view.upstreams if servers is None else servers
+    if servers is None:
+        servers = view.upstreams if view.forwarding else ()
     if servers:
         cares = cares_resolver(servers, tcp=tcp)
         client = config.client_config

@@ -33,6 +33,9 @@ What the text does, measured on Debian 12's unbound 1.17 behind Envoy 1.40
 - ``forward-zone: "."`` to the tenant's server, with ``forward-tls-upstream``
   and a CA bundle for DNS over TLS, or to a local dnsdist that speaks DNS over
   HTTPS (unbound has no DoH client). ``forward-first: no``: never recursion.
+  A tenant that may forward nothing (``Forwarding.server`` None) has no forward-zone:
+  its RPZ ``*`` trigger denies every name outside the table, and ``do-not-query-address``
+  for every address keeps the iterator from ever asking anyone.
 """
 
 from __future__ import annotations
@@ -85,6 +88,13 @@ SERVFAIL_PROMPTLY = (
 )
 
 
+# A resolver without a server must never recurse: no address is ever asked.
+NEVER_RECURSE = (
+    "  do-not-query-address: 0.0.0.0/0",
+    "  do-not-query-address: ::/0",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ResolverPaths:
     """Where one tenant resolver lives; chosen by the runner."""
@@ -123,7 +133,9 @@ def _quote(text: str) -> str:
 
 
 def _forward_addr(fwd: Forwarding, paths: ResolverPaths) -> tuple[str, bool]:
-    """The forward-addr value, and whether unbound itself speaks TLS to it."""
+    """The forward-addr value ("" without a server), and whether unbound speaks TLS to it."""
+    if fwd.server is None:
+        return "", False
     if fwd.transport is Transport.HTTPS:
         if paths.doh_proxy is None:
             raise ValueError("DNS over HTTPS needs the local dnsdist (doh_proxy)")
@@ -184,6 +196,9 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         # The table's names outside the zone (ServiceEntry hosts); changed live (pool).
         *(f"  local-data: {_quote(rr)}" for rr in outside_data(fwd)),
         *(f"  access-control: {net} allow" for net in paths.access),
+        # No server (nothing may be forwarded): the RPZ's ``*`` denies every name outside
+        # the table, and the iterator may ask no address at all, so nothing ever leaves.
+        *(NEVER_RECURSE if fwd.server is None else ()),
     ]
     if tls:
         lines.append(f"  tls-cert-bundle: {_quote(paths.ca_file)}")
@@ -208,13 +223,16 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "rpz:",
         f"  name: {RPZ_ZONE}",
         f"  zonefile: {_quote(paths.rpz_file)}",
-        "forward-zone:",
-        '  name: "."',
-        f"  forward-addr: {forward_addr}",
-        f"  forward-tls-upstream: {'yes' if tls else 'no'}",
-        "  forward-first: no",
-        "",
     ]
+    if forward_addr:
+        lines += [
+            "forward-zone:",
+            '  name: "."',
+            f"  forward-addr: {forward_addr}",
+            f"  forward-tls-upstream: {'yes' if tls else 'no'}",
+            "  forward-first: no",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -404,6 +422,8 @@ def rpz_zone(fwd: Forwarding, table: tuple[RpzRecord, ...] | None = None) -> str
 def dnsdist_conf(fwd: Forwarding, *, listen: Upstream, ca_file: str) -> str:
     """dnsdist as the DoH client behind unbound (cleartext only on loopback)."""
     server = fwd.server
+    if server is None:
+        raise ValueError("dnsdist needs the tenant's server")
     address = f"[{server.host}]:{server.port}" if ":" in server.host else \
         f"{server.host}:{server.port}"
     return "\n".join([

@@ -458,7 +458,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["envoy_table_queries_for_tcp_web"] = envoy_table_queries("acme") - table_before
 
         def resolver_counted() -> dict[str, Any] | None:  # read by the control plane each second
-            (res,) = cp.get("/api/v1/resolvers")["resolvers"]
+            (res,) = [r for r in cp.get("/api/v1/resolvers")["resolvers"]
+                      if r["tenant"] == "acme"]
             return dict(res) if res["stats"].get("total.num.queries", 0) > 0 else None
 
         try:

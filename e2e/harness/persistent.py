@@ -13,9 +13,12 @@ from controlplane.resolvers.terminator import DIRECTORY, STATE
 from controlplane.runtime.process import Process
 
 
-def resolver_states(directory: Path) -> list[dict[str, Any]]:
-    """Each tenant resolver's state file under ``directory``, in path order."""
-    return [json.loads(p.read_text()) for p in sorted(directory.glob(f"*/{STATE_FILE}"))]
+def resolver_states(directory: Path, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Each tenant resolver's state file under ``directory``, in path order; only
+    ``tenant``'s when given (every DnsPolicy tenant has a resolver: the examples' DENY
+    tenants a table-only one)."""
+    states = [json.loads(p.read_text()) for p in sorted(directory.glob(f"*/{STATE_FILE}"))]
+    return [s for s in states if tenant is None or s.get("tenant") == tenant]
 
 
 def stop_persistent(directory: Path) -> None:

@@ -51,7 +51,7 @@ def view_summary(view: TenantView) -> dict[str, Any]:
     return {
         "names": len(view.entries),
         "forwarding": [str(u) for u in view.upstreams],
-        "resolver_server": str(fwd.server) if fwd else None,
+        "resolver_server": str(fwd.server) if fwd and fwd.server else None,
         "transport": TRANSPORT.get(fwd.transport, str(fwd.transport)) if fwd else None,
         "notes": list(view.notes),
     }

@@ -51,13 +51,17 @@
         table.forwarding.length ? `forwards to ${table.forwarding.join(", ")}`
           : "Nothing is forwarded: a name outside the table gets NXDOMAIN from Envoy.");
     }
-    return el("div", { id: "forwarding", dataset: { transport: r.transport } },
-      el("p", {}, "Names outside the table go to the tenant resolver ",
-        el("span", { class: "mono" }, table.forwarding.join(", ") || "(not running)"),
+    const resolver = el("span", { class: "mono" }, table.forwarding.join(", ") || "(not running)");
+    const asks = r.server === null
+      ? el("p", {}, "Nothing is forwarded: the table-only tenant resolver ", resolver,
+        " answers the DNS front what Envoy cannot (other types, TCP, PTR) and NXDOMAIN "
+        + "for every name outside the table; Envoy itself answers NXDOMAIN for those.")
+      : el("p", {}, "Names outside the table go to the tenant resolver ", resolver,
         ", which asks ", el("b", { class: "mono" }, r.server), " over ",
         el("b", { class: "transport" }, TRANSPORT[r.transport] || r.transport),
         r.tls_server_name ? ` (certificate name ${r.tls_server_name}, CA ${r.ca_bundle})` : "",
-        r.doh_path ? `, path ${r.doh_path}` : "", "."),
+        r.doh_path ? `, path ${r.doh_path}` : "", ".");
+    return el("div", { id: "forwarding", dataset: { transport: r.transport } }, asks,
       el("p", { class: "muted" }, `Unknown names under ${r.zone.name}: ${r.zone.unknown_names}.`),
       el("table", { class: "rules" },
         el("thead", {}, el("tr", {}, ["names", "the resolver", "rule"].map((h) => el("th", {}, h)))),
