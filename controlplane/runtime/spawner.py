@@ -62,6 +62,7 @@ class SpoolSpawner:
     directory: Path
     timeout: float = 10.0
     _met: bool = False  # a host answered once: from then on, no host fails a start at once
+    _wait_until: float | None = None  # until a host answered: one deadline for every start
 
     def host_running(self) -> bool:
         """Whether the host that last wrote its pid here still runs (the pod shares one
@@ -75,9 +76,15 @@ class SpoolSpawner:
     def _wait_for_host(self) -> bool:
         """Whether a host runs. Until one has answered (the pod's containers start
         together, and the host may write its pid a second after the control plane's first
-        start), wait for one up to ``timeout``; after that, answer at once: the pool's lock
-        is held meanwhile, and a host that went away is not waited for per resolver."""
-        deadline = time.monotonic() + (0.0 if self._met else self.timeout)
+        start), wait for one until ``timeout`` after the first start asked; after that,
+        answer at once: the pool's lock is held meanwhile, and a host that went away is not
+        waited for per resolver."""
+        if self._met:
+            deadline = 0.0
+        else:  # one wait in all, not one per resolver: a first apply starts several
+            if self._wait_until is None:
+                self._wait_until = time.monotonic() + self.timeout
+            deadline = self._wait_until
         while not self.host_running():
             if time.monotonic() >= deadline:
                 return False
