@@ -182,6 +182,14 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                           "only (docs/resolver-isolation.md)")
     res.add_argument("--resolver-hop-port", type=int, default=r.hop_port,
                      help="the mutual hop's port (the terminator's, one for every tenant)")
+    res.add_argument("--resolver-hop-peers", default="", metavar="PEERS",
+                     help="every replica's hop terminator, listed in each sidecar's hop "
+                          "cluster so that it keeps forwarding when a replica goes (needs "
+                          "--resolver-hop mtls): a comma list of IP[:PORT] (port default "
+                          "--resolver-hop-port), or service:NAMESPACE/NAME[:PORT_NAME], the "
+                          "ready endpoints of that Service's port (default name dns-hop) "
+                          "from its EndpointSlices; until one is known, the replica's own "
+                          "terminator (default: none, the replica's own)")
     res.add_argument("--hop-cert-lifetime", default=f"{r.hop_cert_lifetime_seconds // 3600}h",
                      help="lifetime of a tenant's hop client certificate (e.g. 12h, 90m; at "
                           "least 10m); it is re-issued at half its life")
