@@ -389,7 +389,9 @@ def _sidecar_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     car.add_argument("--labels", type=_labels, action="append", default=[],
                      metavar="K=V,...", help="several labels at once")
     car.add_argument("--xds-address", "--xds", default=_bootstrap_default("xds_address"),
-                     metavar="HOST:PORT", help="the control plane's ADS address")
+                     metavar="HOST:PORT[,...]",
+                     help="the control plane's ADS address; a comma list for several "
+                          "replicas (Envoy moves to the next when one ends its stream)")
     car.add_argument("--dns-address", "--dns", default=f.dns, metavar="HOST:PORT",
                      help="where applications ask, UDP and TCP (default %(default)s: "
                           "resolv.conf's nameserver 127.0.0.1)")
