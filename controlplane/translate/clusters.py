@@ -89,7 +89,7 @@ def resolver_hop_cluster(endpoints: Sequence[Upstream], hop: ResolverHop | None
                 socket_address=address_pb2.SocketAddress(address=peer.host,
                                                           port_value=peer.port)))))
     if hop is not None and hop.mutual:
-        _eject_on_connect_failure(cluster.outlier_detection)
+        eject_on_connect_failure(cluster.outlier_detection)
     if hop is None:
         return cluster
     tls = tls_pb2.UpstreamTlsContext(sni=hop.sni or hop.server_name)
@@ -112,7 +112,7 @@ def resolver_hop_cluster(endpoints: Sequence[Upstream], hop: ResolverHop | None
 
 
 
-def _eject_on_connect_failure(od: outlier_detection_pb2.OutlierDetection) -> None:
+def eject_on_connect_failure(od: outlier_detection_pb2.OutlierDetection) -> None:
     """Outlier detection on local-origin errors only (a connect or TLS handshake that
     failed): one ejects the host. Every host may be ejected; with fewer than half left,
     Envoy's panic mode tries them all again, so one terminator alone is never shunned."""
