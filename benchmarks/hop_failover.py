@@ -126,6 +126,8 @@ def envoy_config(variant: str, peers: list[Upstream], hop_port: int, admin: int
     cluster = resolver_hop_cluster(peers, None)
     if "outlier" in variant:
         eject_on_connect_failure(cluster.outlier_detection)
+        if "fast" in variant:  # the detector's interval: when ejections are looked at
+            cluster.outlier_detection.interval.FromMilliseconds(100)
     if "healthcheck" in variant:
         check = cluster.health_checks.add()
         check.timeout.FromMilliseconds(500)
