@@ -21,7 +21,9 @@ Two faults:
 
 Variants: no failover; ``max_connect_attempts`` 3 on the tcp_proxy; outlier detection
 ejecting a host on its first local-origin (connect) failure; both (the product's
-choice); retries with an active TCP health check every second instead of ejection.
+choice); retries with an active TCP health check every second instead of ejection
+(``--variants`` picks some; a name with ``fast`` also sets the outlier detector's interval
+to 0.1 s).
 Printed: sent, failed (no answer in 2 s, or not NOERROR) and the slowest answers, and
 the failed connects Envoy counted.
 """
