@@ -312,6 +312,8 @@ def replicas(request: pytest.FixtureRequest, manifests: Path, tmp_path: Path,
         processes.append(sidecar)
         sidecars.append(sidecar.start(expect_pair=f"A {TABLE[0]}.\n"))
     expected = sorted(f"{h}:{hop_port}" for h in hosts.values())
+    for cp in (a, b):  # what each replica lists, as its admin API says
+        assert sorted(cp.get("/api/v1/resolvers")["hop_peers"]["listed"]) == expected
     for sidecar in sidecars:
         wait_for(lambda s=sidecar: sorted(hop_hosts(s)) == expected, timeout=20,
                  what="both terminators in the sidecar's hop cluster")

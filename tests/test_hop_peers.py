@@ -8,10 +8,12 @@ change of peers re-renders the hop cluster of the installed snapshots and nothin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -20,6 +22,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane._kit.localrun import wait_for
+from controlplane.admin.api import create_app
+from controlplane.admin.reads import AdminReads
 from controlplane.cli.flags import build_parser
 from controlplane.cli.serve_settings import serve_settings
 from controlplane.core.errors import ConfigError
@@ -256,3 +260,22 @@ def test_a_change_of_peers_re_renders_only_the_hop_cluster() -> None:
     assert hop_hosts() == ["10.1.0.2:10853"]
     hub.set_inventory(Inventory.of(base))
     assert hop_hosts() == [str(TERMINATOR)]
+
+
+def test_the_admin_api_shows_the_peers() -> None:
+    settings = Settings(resolvers=ResolverSettings(
+        hop=HopMode.MTLS, hop_peers=parse_hop_peers("10.0.0.2,10.0.0.1", default_port=7)))
+    hub = Hub(settings, resolvers=MutualResolvers())
+
+    body = asyncio.run(_get_resolvers(hub))
+    assert body["hop_peers"] == {"from": "10.0.0.1:7,10.0.0.2:7",
+                                 "listed": ["10.0.0.1:7", "10.0.0.2:7"], "note": None}
+    plain = Hub(Settings())
+    assert "hop_peers" not in asyncio.run(_get_resolvers(plain))
+
+
+async def _get_resolvers(hub: Hub) -> Any:
+    app = create_app(AdminReads.of_hub(hub))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://admin") as client:
+        return (await client.get("/api/v1/resolvers")).json()
