@@ -18,6 +18,9 @@ AAAA of a fresh external name (NODATA).
    started again fresh (new resolver directory), then b the same.
 2. Every control-plane process SIGKILLed for 60 s (resolvers and terminators keep
    running), then both started again on their directories.
+3. What still does not hold, measured: every replica's pod gone at once (both stopped as
+   in 1.): table names answered, forwarded names SERVFAIL (never NXDOMAIN) until fresh
+   pods are back.
 
 Sent, lost, wrong and the rcodes for each class of name are printed (``-s``).
 """
