@@ -422,8 +422,9 @@ def test_every_control_plane_process_killed_for_60_seconds(
 def test_every_replica_pod_gone_costs_forwarded_names_never_nxdomain(
         replicas: tuple[Replicas, list[FrontSidecar]]) -> None:
     """What still does not hold (the resolvers live in the control-plane pods): every
-    replica's pod gone at once. Measured, not hidden: table names keep answering, forwarded
-    names fail, never as NXDOMAIN, and everything answers again once the pods are back."""
+    replica's pod gone at once. Measured, not hidden: table names keep answering while the
+    pods are gone, forwarded names fail, never as NXDOMAIN, and everything answers again
+    once fresh pods are back (in between, table names may fail too: the restart gap)."""
     r, sidecars = replicas
     with Load([s.host for s in sidecars], "before") as load:
         load.run_for("before", 3)
@@ -445,7 +446,10 @@ def test_every_replica_pod_gone_costs_forwarded_names_never_nxdomain(
           + load.report())
     for (phase, kind), tally in load.tallies.items():
         assert not any("NXDOMAIN" in x for x in tally.samples), (phase, kind, tally.samples)
-        if kind == "table" or phase in ("before", "back"):
+        # While the fresh pods start, a sidecar that reconnects after the first load gets
+        # an empty set for the settle time (docs/dns-front.md, the restart gap): its front
+        # sends table names to the resolvers, which are only coming back: SERVFAIL then.
+        if phase in ("before", "back") or (kind == "table" and phase != "restarting"):
             assert (tally.lost, tally.wrong) == (0, 0), (phase, kind, tally.samples[:5])
     gone = [load.tallies[("all-pods-gone", k)] for k in ("forwarded", "forwarded-AAAA")]
     assert all(t.lost + t.wrong > 0 for t in gone)  # the limit is real: docs say so
