@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from controlplane.cli import build_parser
+from controlplane.core.hop_peers import parse_hop_peers
 from controlplane.core.manifests import parse_object
 from controlplane.core.model import DnsPolicy
 from controlplane.injection.bootstrap import bootstrap_config
@@ -360,6 +361,18 @@ def test_resolver_hop_is_one_ca_for_every_replica_and_a_headless_service() -> No
     (rule,) = [r for r in policy["spec"]["ingress"]
                if {"protocol": "TCP", "port": "dns-hop"} in r["ports"]]
     assert rule["from"] == [{"namespaceSelector": {}}]
-    # A stopped replica stays in service past the sidecars' DNS refresh (5 s) of that name.
+    # That Service's ready endpoints on dns-hop are every sidecar's hop cluster, read in
+    # the replica's own namespace (the EndpointSlices are watched, RBAC lets it).
+    assert args.resolver_hop_peers == "service:$(POD_NAMESPACE)/dns-controlplane-resolvers"
+    peers = parse_hop_peers(args.resolver_hop_peers.replace("$(POD_NAMESPACE)", "dns-system"),
+                            default_port=args.resolver_hop_port)  # as the kubelet expands it
+    assert peers.service == ("dns-system", "dns-controlplane-resolvers")
+    assert args.resolver_hop == "mtls" and peers.port_name == "dns-hop"
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
+    (rbac,) = [r for r in named(docs, "ClusterRole", "dns-controlplane")["rules"]
+               if "endpointslices" in r["resources"]]
+    assert {"list", "watch"} <= set(rbac["verbs"])
+    # A stopped replica leaves the sidecars' hop clusters before its terminator goes.
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
     assert 10 + args.drain_seconds < pod["terminationGracePeriodSeconds"]

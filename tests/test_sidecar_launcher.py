@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -25,7 +26,8 @@ import pytest
 import yaml
 
 from controlplane._kit.localrun import Process, free_port, wait_for
-from controlplane.cli import main
+from controlplane.cli import build_parser, main
+from controlplane.cli.sidecar_settings import sidecar_settings
 from controlplane.injection.node import KRESD_HINT
 from controlplane.runtime.process import holds_port, running
 from tests.tools import require_file, require_tool
@@ -46,6 +48,7 @@ BASE = ["sidecar", "--node-id", "vm-1", "--namespace", "acme"]
 
 @pytest.mark.parametrize(("extra", "flag", "says"), [
     (["--xds", "cp:port"], "--xds-address", "invalid port"),
+    (["--xds", "10.0.0.5:18000,cp:port"], "--xds-address", "invalid port"),
     (["--dns", "127.0.0.1"], "--dns-address", "is not HOST:PORT"),
     (["--labels", "app=web,broken"], "--labels", "'broken' is not key=value"),
     (["--label", "=x"], "--label", "is not key=value"),
@@ -62,6 +65,20 @@ def test_bad_flags_name_the_flag(capsys: pytest.CaptureFixture[str], tmp_path: P
                                  extra: list[str], flag: str, says: str) -> None:
     message = error_of(capsys, [*BASE, "--workdir", str(tmp_path), *extra])
     assert message.startswith(f"{flag}: ") and says in message, message
+
+
+def test_several_replicas_are_endpoints_of_the_ads_cluster(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        [*BASE, "--xds-address", "10.0.0.5:18000, 10.0.0.6:18001"])
+    settings = sidecar_settings(args, tmp_path)
+    assert settings.xds_address == "10.0.0.5:18000"
+    assert settings.more_xds_addresses == ("10.0.0.6:18001",)
+    boot: Any = settings.bootstrap()
+    [xds] = [c for c in boot["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
+    sockets = [e["endpoint"]["address"]["socket_address"]
+               for e in xds["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert [(s["address"], s["port_value"]) for s in sockets] == [
+        ("10.0.0.5", 18000), ("10.0.0.6", 18001)]
 
 
 def test_a_missing_flag_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -161,12 +161,21 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
 
     @app.get("/api/v1/resolvers", tags=["views"])
     def resolvers() -> dict[str, object]:
-        """The tenant resolvers: where each listens, its server and transport, its counters."""
+        """The tenant resolvers: where each listens, its server and transport, its counters;
+        with ``--resolver-hop-peers``, the terminators the sidecars' hop clusters list."""
         items = reads.resolvers.describe() if reads.resolvers is not None else []
         stats = reads.resolver_stats()
         for item in items:
             item["stats"] = dict(stats.get(str(item["tenant"]), {}))
-        return {"mode": "local" if reads.resolvers is not None else "none", "resolvers": items}
+        out: dict[str, object] = {"mode": "local" if reads.resolvers is not None else "none",
+                                  "resolvers": items}
+        spec = reads.settings.resolvers.hop_peers
+        if spec.given:
+            listed = list(reads.hop_peers())
+            out["hop_peers"] = {"from": str(spec), "listed": listed,
+                                "note": None if listed else "none known yet: each sidecar's "
+                                "hop lists the terminator of the replica it is connected to"}
+        return out
 
     @app.get("/api/v1/injection", tags=["injection"])
     def injection(result: str | None = None, caller: str | None = None,

@@ -65,6 +65,10 @@ def _no_stats() -> ResolverStats:
     return {}
 
 
+def _no_peers() -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class AdminReads:
     settings: Settings
@@ -80,6 +84,8 @@ class AdminReads:
     decider: PolicyDecider | None = None
     traffic: DnsTraffic | None = None
     injections: InjectionLog | None = None
+    # The mutual hop's peers the hop cluster lists now (--resolver-hop-peers); (): its own
+    hop_peers: Callable[[], tuple[str, ...]] = _no_peers
 
     @classmethod
     def of_hub(cls, hub: Hub, *, readiness: Callable[[], tuple[bool, str]] | None = None,
@@ -95,4 +101,5 @@ class AdminReads:
                    readiness=readiness if readiness is not None else hub.readiness.state,
                    source_status=source_status, resolvers=resolvers,
                    resolver_stats=resolver_stats, decider=decider, traffic=traffic,
-                   injections=injections)
+                   injections=injections,
+                   hop_peers=lambda: tuple(str(p) for p in hub.snapshots.hop_peers))

@@ -191,6 +191,14 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                           "only (docs/resolver-isolation.md)")
     res.add_argument("--resolver-hop-port", type=int, default=r.hop_port,
                      help="the mutual hop's port (the terminator's, one for every tenant)")
+    res.add_argument("--resolver-hop-peers", default="", metavar="PEERS",
+                     help="every replica's hop terminator, listed in each sidecar's hop "
+                          "cluster so that it keeps forwarding when a replica goes (needs "
+                          "--resolver-hop mtls): a comma list of IP[:PORT] (port default "
+                          "--resolver-hop-port), or service:NAMESPACE/NAME[:PORT_NAME], the "
+                          "ready endpoints of that Service's port (default name dns-hop) "
+                          "from its EndpointSlices; until one is known, the replica's own "
+                          "terminator (default: none, the replica's own)")
     res.add_argument("--hop-cert-lifetime", default=f"{r.hop_cert_lifetime_seconds // 3600}h",
                      help="lifetime of a tenant's hop client certificate (e.g. 12h, 90m; at "
                           "least 10m); it is re-issued at half its life")
@@ -404,7 +412,9 @@ def _sidecar_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     car.add_argument("--labels", type=_labels, action="append", default=[],
                      metavar="K=V,...", help="several labels at once")
     car.add_argument("--xds-address", "--xds", default=_bootstrap_default("xds_address"),
-                     metavar="HOST:PORT", help="the control plane's ADS address")
+                     metavar="HOST:PORT[,...]",
+                     help="the control plane's ADS address; a comma list for several "
+                          "replicas (Envoy moves to the next when one ends its stream)")
     car.add_argument("--dns-address", "--dns", default=f.dns, metavar="HOST:PORT",
                      help="where applications ask, UDP and TCP (default %(default)s: "
                           "resolv.conf's nameserver 127.0.0.1)")

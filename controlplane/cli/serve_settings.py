@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from controlplane.core.errors import ConfigError
+from controlplane.core.hop_peers import parse_hop_peers
 from controlplane.core.model import KINDS
 from controlplane.core.settings import (
     MIN_TTL,
@@ -155,6 +156,7 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
         hop=ResolverHop(args.resolver_hop), tls_dir=args.resolver_tls_dir,
         aaaa=ResolverAaaa(args.resolver_aaaa),
         hop_port=args.resolver_hop_port,
+        hop_peers=parse_hop_peers(args.resolver_hop_peers, default_port=args.resolver_hop_port),
         hop_cert_lifetime_seconds=parse_duration("--hop-cert-lifetime", args.hop_cert_lifetime),
         upstream_ca_bundle=args.upstream_ca_bundle)
 

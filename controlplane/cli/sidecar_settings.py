@@ -22,8 +22,11 @@ def sidecar_settings(args: argparse.Namespace, workdir: Path) -> SidecarSettings
         raise ConfigError(flag="--node-id", reason="empty")
     if not args.namespace.strip():
         raise ConfigError(flag="--namespace", reason="empty")
-    for flag, name in _ADDRESS_FLAGS:
+    xds, *more_xds = [a.strip() for a in args.xds_address.split(",")]
+    for flag, name in _ADDRESS_FLAGS[1:]:
         _check_address(flag, getattr(args, name))
+    for address in (xds, *more_xds):
+        _check_address("--xds-address", address)
     if args.stats_address.lower() != "off":
         _check_address("--stats-address", args.stats_address)
     if args.concurrency < 1:
@@ -41,7 +44,7 @@ def sidecar_settings(args: argparse.Namespace, workdir: Path) -> SidecarSettings
             raise ConfigError(flag=path_flag, reason=f"{value}: no such file")
     return SidecarSettings(
         node_id=args.node_id, namespace=args.namespace, labels=labels, workdir=workdir,
-        xds_address=args.xds_address, addresses=addresses, front=front,
+        xds_address=xds, more_xds_addresses=tuple(more_xds), addresses=addresses, front=front,
         admin_address=args.admin_address, stats_address=args.stats_address,
         token=args.token,
         token_path=str(Path(args.token_path).absolute()) if args.token_path else "",

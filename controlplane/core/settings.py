@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controlplane.core.errors import ConfigError
+from controlplane.core.hop_peers import HopPeers
 from controlplane.core.model import KINDS
 
 TOKEN_DIR = "/var/run/secrets/dns-controlplane"  # the projected ServiceAccount token
@@ -199,6 +200,8 @@ class ResolverSettings:
     aaaa: ResolverAaaa = ResolverAaaa.NODATA  # AAAA of IPv4-only names (docs/dns-front.md)
     tls_dir: str = ""  # ca.crt, tls.crt, tls.key (+ ca.key for mtls); made when absent
     hop_port: int = 10853  # the mutual hop's terminator port (one for every tenant)
+    # Every replica's terminator, listed in each sidecar's hop cluster (mtls only).
+    hop_peers: HopPeers = field(default_factory=HopPeers)
     hop_cert_lifetime_seconds: int = 12 * 3600  # a tenant's client certificate; renewed at half
     timeout_seconds: float = 2.0  # how long a sidecar waits for its resolver
     upstream_ca_bundle: str = ""  # CA bundle for DoT/DoH when a policy gives none
@@ -217,6 +220,11 @@ class ResolverSettings:
             raise ConfigError(flag="--resolver-host-spool",
                               reason="needs --resolver-lifetime persistent (the resolver "
                               "host's processes are not the control plane's children)")
+        if self.hop_peers.given and self.hop is not ResolverHop.MTLS:
+            raise ConfigError(flag="--resolver-hop-peers", reason=(
+                f"needs --resolver-hop mtls (not {self.hop.value}): only the mutual hop's "
+                "terminators share one port and admit every tenant on every replica; with "
+                "--resolver-hop udp or tls each replica's resolvers have ports of their own"))
         if self.lifetime is ResolverLifetime.PERSISTENT and not self.dir:
             raise ConfigError(flag="--resolver-lifetime",
                               reason="persistent needs --resolver-dir (a temporary directory "

@@ -41,6 +41,7 @@ from controlplane.core.errors import InputError
 from controlplane.core.inventory import Batch, Inventory, Key
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
+from controlplane.dns.hop_peers import hop_peers, peers_may_change
 from controlplane.dns.status import conflicts_by_policy, policy_status
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Upstream, with_resolver
@@ -209,8 +210,10 @@ class Hub:
             await offload(self.resolvers.prepare,
                           {t: v.forward for t, v in build.views.items() if v.forward})
         jobs = self._adopt(inventory, build, trace)
+        self._update_hop_peers(inventory, changed)
         started = time.perf_counter()
-        rendered = await offload(render_all, jobs, self.settings, self._front_turn())
+        rendered = await offload(render_all, jobs, self.settings, self._front_turn(),
+                               self.snapshots.hop_peers)
         trace.phases["render"] = time.perf_counter() - started
         self._install(rendered, trace)
         if not self._built:
@@ -315,6 +318,20 @@ class Hub:
             del self._resolved[gone]
         return out
 
+    def _update_hop_peers(self, inventory: Inventory, changed: Collection[Key] | None) -> None:
+        """The mutual hop's peers from ``--resolver-hop-peers`` (a Service's EndpointSlices
+        are read again only when one in its namespace changed); a change re-renders the hop
+        cluster of the installed snapshots, nothing else (``ViewSnapshots.set_hop_peers``)."""
+        spec = self.settings.resolvers.hop_peers
+        if not spec.given or (spec.service is not None and not peers_may_change(spec, changed)):
+            return
+        peers = hop_peers(spec, inventory)
+        if peers == self.snapshots.hop_peers:
+            return
+        log.info("resolver hop peers: %s", ", ".join(map(str, peers)) or
+                 "none known: each sidecar's hop reaches its own replica")
+        self.snapshots.set_hop_peers(peers, changed_at=self._changed_at)
+
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
@@ -387,7 +404,8 @@ class Hub:
         if not jobs:
             return
         if self._worker is None or _running_loop() is None:
-            self.snapshots.install(render_all(jobs, self.settings, self._front_turn()),
+            self.snapshots.install(render_all(jobs, self.settings, self._front_turn(),
+                                              self.snapshots.hop_peers),
                                    current=self._current, changed_at=self._changed_at)
             self._schedule_front()
             return
@@ -399,7 +417,8 @@ class Hub:
 
     async def _render_later(self, jobs: list[Job], front: FrontTurn) -> None:
         try:
-            rendered = await self._offload(render_all, jobs, self.settings, front)
+            rendered = await self._offload(render_all, jobs, self.settings, front,
+                                           self.snapshots.hop_peers)
         finally:
             self._rendering.difference_update(job[0] for job in jobs)
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
@@ -425,7 +444,8 @@ class Hub:
         # A tenant no fronted stream shows any more: nothing to publish to, so nothing due.
         self.front_sets.forget(due - {job[0].tenant for job in jobs})
         if jobs and (self._worker is None or _running_loop() is None):
-            self.snapshots.install(render_all(jobs, self.settings, turn),
+            self.snapshots.install(render_all(jobs, self.settings, turn,
+                                              self.snapshots.hop_peers),
                                    current=self._current, changed_at=self._changed_at)
             self._schedule_front()
         elif jobs:
@@ -438,7 +458,8 @@ class Hub:
 
     async def _render_due(self, jobs: list[Job], turn: FrontTurn) -> None:
         try:
-            rendered = await self._offload(render_all, jobs, self.settings, turn)
+            rendered = await self._offload(render_all, jobs, self.settings, turn,
+                                           self.snapshots.hop_peers)
         finally:
             self._front_rendering = False
         self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)

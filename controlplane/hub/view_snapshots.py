@@ -8,6 +8,11 @@ overtook while it was being rendered (``install``). It also keeps the serialised
 table domains of the records rendered so far (``DomainCache``, shared by all
 tenants, as the records are) and hands the cache out with each job, so a view
 that changed re-serialises only the records that changed.
+
+It also holds the mutual hop's peers (every replica's terminator,
+``--resolver-hop-peers``): renders list them in the hop cluster, and a change of peers
+alone re-renders only that cluster in the installed snapshots (``set_hop_peers``), never
+a table.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from controlplane.core.settings import Settings
-from controlplane.dns.views import TenantView
+from controlplane.dns.views import TenantView, Upstream
 from controlplane.hub.view_key import ViewKey
-from controlplane.translate import DomainCache, translate_view
+from controlplane.translate import DomainCache, hop_cluster, translate_view
 from controlplane.translate.faults import poison
 from controlplane.translate.front import Pair
-from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot, build_snapshot
+from controlplane.translate.types import CLUSTER_TYPE
+from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot, build_snapshot, with_resources
 
 
 class SetPublisher(Protocol):
@@ -49,9 +55,10 @@ Rendered = tuple[ViewKey, TenantView, ViewSnapshot | None]  # None: equal to the
 
 
 def render(key: ViewKey, view: TenantView, settings: Settings,
-           domains: DomainCache | None = None, front: FrontTurn | None = None
-           ) -> ViewSnapshot:
-    """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``).
+           domains: DomainCache | None = None, front: FrontTurn | None = None,
+           peers: tuple[Upstream, ...] = ()) -> ViewSnapshot:
+    """Translate and serialise ``view`` for the Envoys of ``key`` (reusing ``domains``),
+    its mutual hop's cluster listing ``peers`` (() : the view's own resolver).
 
     A fronted key's set lists the pairs ``front`` publishes now, and its table may still
     hold records that left the view (new pairs lag the table, gone ones leave the set
@@ -68,20 +75,34 @@ def render(key: ViewKey, view: TenantView, settings: Settings,
         resolver_timeout_ms=int(settings.resolvers.timeout_seconds * 1000),
         stats=(key.stats_host, key.stats_port) if key.stats_port else None,
         hop=(key.hop_host, key.hop_port), domains=domains, front=key.front,
-        front_pairs=pairs)
+        front_pairs=pairs, hop_peers=peers)
     if settings.fault_invalid_names:
         poison(resources, settings.fault_invalid_names)
     return build_snapshot(key, resources)
 
 
-def render_all(jobs: Iterable[Job], settings: Settings, front: FrontTurn | None = None
-               ) -> list[Rendered]:
+def render_all(jobs: Iterable[Job], settings: Settings, front: FrontTurn | None = None,
+               peers: tuple[Upstream, ...] = ()) -> list[Rendered]:
     """Render each job whose view differs from the one its installed snapshot came from
     (comparing two large views costs time too: it happens here, off the event loop); a
     job without a previous view is always rendered (a fronted key whose set is due)."""
     return [(key, view, None if previous is not None and previous == view
-             else render(key, view, settings, domains, front))
+             else render(key, view, settings, domains, front, peers))
             for key, view, previous, domains in jobs]
+
+
+def with_hop_peers(snap: ViewSnapshot, view: TenantView, peers: tuple[Upstream, ...]
+                   ) -> ViewSnapshot:
+    """``snap`` (rendered from ``view``) with its mutual hop's cluster listing ``peers``;
+    ``snap`` itself when that is what it lists already, or the view has no mutual hop."""
+    cluster = hop_cluster(view, peers)
+    if cluster is None:
+        return snap
+    clusters = snap.types.get(CLUSTER_TYPE)
+    now = clusters.anys.get(cluster.name) if clusters is not None else None
+    if now is not None and now.value == cluster.SerializeToString(deterministic=True):
+        return snap
+    return with_resources(snap, CLUSTER_TYPE, {cluster.name: cluster})
 
 
 class ViewSnapshots:
@@ -92,6 +113,7 @@ class ViewSnapshots:
         self._built: dict[ViewKey, TenantView] = {}
         self.domains = DomainCache()  # table domains of the records rendered so far
         self._changed_at = changed_at  # Streams.changed_at: when the input behind a view changed
+        self.hop_peers: tuple[Upstream, ...] = ()  # every replica's terminator; (): unknown
 
     def stale(self, keys: Iterable[ViewKey], views: Mapping[str, TenantView]) -> list[Job]:
         """The keys whose snapshot is missing or was rendered from another view object."""
@@ -117,7 +139,27 @@ class ViewSnapshots:
             if not current(key, view):
                 continue  # a newer view of this key, or no stream has it any more
             self._built[key] = view
+            if snap is not None:  # rendered with other peers while they changed: redo
+                snap = with_hop_peers(snap, view, self.hop_peers)
             if snap is not None and self.cache.put(key, snap):
+                self._changed_at[key] = changed_at
+                changed.add(key)
+        return changed
+
+    def set_hop_peers(self, peers: tuple[Upstream, ...], *, changed_at: float
+                      ) -> set[ViewKey]:
+        """From now on the mutual hop lists ``peers``: the installed snapshots of views
+        with a mutual hop get their hop cluster re-rendered (nothing else); the keys whose
+        version changed (their streams are woken by the cache's listeners)."""
+        self.hop_peers = peers
+        changed = set()
+        for key, view in list(self._built.items()):
+            snap = self.cache.get(key)
+            if snap is None:
+                continue
+            new = with_hop_peers(snap, view, peers)
+            if new is not snap and self.cache.put(key, new):
+                self.cache.serializations += 1
                 self._changed_at[key] = changed_at
                 changed.add(key)
         return changed

@@ -48,6 +48,7 @@ class SidecarSettings:
     labels: dict[str, str]
     workdir: Path
     xds_address: str = "127.0.0.1:18000"
+    more_xds_addresses: tuple[str, ...] = ()  # other replicas (further ADS endpoints)
     addresses: FrontAddresses = field(default_factory=FrontAddresses)
     front: bool = True  # False: Envoy's DNS listener on addresses.dns, as before the front
     admin_address: str = "127.0.0.1:15000"
@@ -71,7 +72,8 @@ class SidecarSettings:
             admin_address=self.admin_address, stats_address=self.stats_address,
             resolver_hop_address=a.hop, token=self.token, token_path=self.token_path,
             delta=self.delta, xds_ca=self.xds_ca, xds_server_name=self.xds_server_name,
-            stats_sink=self.stats_sink, front_set_address=a.set if self.front else "")
+            stats_sink=self.stats_sink, front_set_address=a.set if self.front else "",
+            more_xds_addresses=self.more_xds_addresses)
 
     def ports(self) -> list[tuple[str, str, str, bool]]:
         """(flag, HOST:PORT, what, UDP?) for every socket the two processes bind."""

@@ -13,7 +13,14 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.dns.views import TenantView, Upstream
-from controlplane.translate.clusters import dns_cluster, hop_client_secret, resolver_hop_cluster
+from controlplane.translate.clusters import (
+    HOP_CONNECT_ATTEMPTS,
+    dns_cluster,
+    hop_client_secret,
+    hop_cluster,
+    hop_endpoints,
+    resolver_hop_cluster,
+)
 from controlplane.translate.dns_table import DomainCache
 from controlplane.translate.front import ALL_TO_ENVOY, Pair, envoy_pairs, set_body
 from controlplane.translate.front_routes import front_resources
@@ -36,7 +43,8 @@ def translate_view(view: TenantView, *, host: str, port: int,
                    hop: tuple[str, int] = ("127.0.0.1", 15054),
                    domains: DomainCache | None = None,
                    front: tuple[str, int] | None = None,
-                   front_pairs: tuple[Pair, ...] | None = None) -> Resources:
+                   front_pairs: tuple[Pair, ...] | None = None,
+                   hop_peers: tuple[Upstream, ...] = ()) -> Resources:
     """All resources of one view, by type URL then resource name.
 
     ``stats`` adds the stats-only HTTP listener at that address. When the view reaches
@@ -55,7 +63,10 @@ def translate_view(view: TenantView, *, host: str, port: int,
     of a view without a resolver: no upstream, no hop, nothing that names its port.
 
     A mutual hop (``view.hop.mutual``) adds the tenant's client certificate as an SDS
-    Secret (``SECRET_TYPE``), which the hop cluster asks for by name over ADS.
+    Secret (``SECRET_TYPE``), which the hop cluster asks for by name over ADS, and its
+    cluster lists ``hop_peers`` (every replica's terminator, ``--resolver-hop-peers``;
+    (): the view's own resolver address), a connection trying the next one when one
+    fails to connect.
     """
     # Envoy's own resolver asks the tenant resolver only when that one has a server
     # (``view.forwarding``); a table-only resolver is for the front alone.
@@ -66,8 +77,10 @@ def translate_view(view: TenantView, *, host: str, port: int,
     has_hop = bool(view.upstreams) and (
         front is not None or (view.hop is not None and view.forwarding))
     if has_hop:
-        clusters.append(resolver_hop_cluster(view.upstreams[0], view.hop))
-        listeners.append(resolver_hop_listener(host=hop[0], port=hop[1]))
+        mutual = view.hop is not None and view.hop.mutual
+        clusters.append(resolver_hop_cluster(hop_endpoints(view, hop_peers), view.hop))
+        listeners.append(resolver_hop_listener(
+            host=hop[0], port=hop[1], connect_attempts=HOP_CONNECT_ATTEMPTS if mutual else 0))
     if view.hop is not None and view.forwarding:
         dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
     listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,
@@ -94,4 +107,4 @@ def translate_view(view: TenantView, *, host: str, port: int,
     return out
 
 
-__all__ = ["Resources", "DomainCache", "translate_view", "listener_name"]
+__all__ = ["Resources", "DomainCache", "hop_cluster", "translate_view", "listener_name"]

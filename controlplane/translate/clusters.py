@@ -8,14 +8,17 @@ tenant's own DNS server decides), else through Envoy's default resolver.
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import cluster_pb2
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf.duration_pb2 import Duration
 
+from controlplane.dns.hop_peers import peer_order
 from controlplane.dns.records import NameRecord
-from controlplane.dns.views import ResolverHop, Upstream
+from controlplane.dns.views import ResolverHop, TenantView, Upstream
 from controlplane.translate.listeners import CARES, RESOLVER_HOP_CLUSTER, cares_resolver
 
 
@@ -54,21 +57,39 @@ def hop_client_secret(hop: ResolverHop) -> secret_pb2.Secret:
     return secret
 
 
-def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop | None) -> cluster_pb2.Cluster:
+# How a sidecar leaves a dead terminator when the mutual hop lists several
+# (docs/resolver-isolation.md, "Every replica in the hop cluster", has the figures): a
+# connection whose connect fails tries the next host (the hop listener's tcp_proxy,
+# ``HOP_CONNECT_ATTEMPTS``), and that one failure ejects the host for
+# ``HOP_EJECTION_SECONDS`` (doubling while it keeps failing), so the connections after it
+# never try it. No active health check: it would cost every terminator a TLS handshake
+# per sidecar per interval.
+HOP_CONNECT_ATTEMPTS = 3
+HOP_EJECTION_SECONDS = 5
+HOP_MAX_EJECTION_SECONDS = 60
+
+
+def resolver_hop_cluster(endpoints: Sequence[Upstream], hop: ResolverHop | None
+                         ) -> cluster_pb2.Cluster:
     """The tenant resolver's DNS-over-TLS port, its certificate verified (CA and name);
-    with a mutual ``hop``, the terminator in front of the resolvers, which the sidecar
-    tells its tenant by SNI and proves it with the tenant's client certificate; with ``hop``
-    None, plain DNS over TCP to ``resolver`` (a fronted pod without the TLS
-    hop: unbound answers TCP on its DNS port)."""
+    with a mutual ``hop``, the terminators in front of the resolvers (every replica's,
+    ``endpoints`` in ``peer_order``), which the sidecar tells its tenant by SNI and proves
+    it with the tenant's client certificate, a dead one ejected on its first failed
+    connect; with ``hop`` None, plain DNS over TCP to the resolver (a fronted pod without
+    the TLS hop: unbound answers TCP on its DNS port)."""
     cluster = cluster_pb2.Cluster(
         name=RESOLVER_HOP_CLUSTER, type=cluster_pb2.Cluster.STATIC,
         connect_timeout=Duration(seconds=1))
-    endpoints = cluster.load_assignment
-    endpoints.cluster_name = RESOLVER_HOP_CLUSTER
-    endpoints.endpoints.add().lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
-        endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=resolver.host,
-                                                      port_value=resolver.port)))))
+    assignment = cluster.load_assignment
+    assignment.cluster_name = RESOLVER_HOP_CLUSTER
+    locality = assignment.endpoints.add()
+    for peer in sorted(set(endpoints), key=peer_order):
+        locality.lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=peer.host,
+                                                          port_value=peer.port)))))
+    if hop is not None and hop.mutual:
+        eject_on_connect_failure(cluster.outlier_detection)
     if hop is None:
         return cluster
     tls = tls_pb2.UpstreamTlsContext(sni=hop.sni or hop.server_name)
@@ -89,3 +110,36 @@ def resolver_hop_cluster(resolver: Upstream, hop: ResolverHop | None) -> cluster
     cluster.transport_socket.typed_config.Pack(tls)
     return cluster
 
+
+
+def eject_on_connect_failure(od: outlier_detection_pb2.OutlierDetection) -> None:
+    """Outlier detection on local-origin errors only (a connect or TLS handshake that
+    failed): one ejects the host. Every host may be ejected; with fewer than half left,
+    Envoy's panic mode tries them all again, so one terminator alone is never shunned."""
+    od.split_external_local_origin_errors = True
+    od.consecutive_local_origin_failure.value = 1
+    od.enforcing_consecutive_local_origin_failure.value = 100
+    od.enforcing_local_origin_success_rate.value = 0
+    od.enforcing_success_rate.value = 0
+    od.enforcing_consecutive_gateway_failure.value = 0
+    od.enforcing_consecutive_5xx.value = 0
+    od.interval.seconds = 1
+    od.base_ejection_time.seconds = HOP_EJECTION_SECONDS
+    od.max_ejection_time.seconds = HOP_MAX_EJECTION_SECONDS
+    od.max_ejection_percent.value = 100
+
+
+def hop_endpoints(view: TenantView, peers: Sequence[Upstream]) -> tuple[Upstream, ...]:
+    """The hop cluster's hosts: every peer for a mutual hop when peers are known, else the
+    resolver the view forwards to (the replica's own terminator)."""
+    if view.hop is not None and view.hop.mutual and peers:
+        return tuple(peers)
+    return view.upstreams[:1]
+
+
+def hop_cluster(view: TenantView, peers: Sequence[Upstream]) -> cluster_pb2.Cluster | None:
+    """The mutual hop's cluster of ``view`` with ``peers`` (None: the view has none), as
+    ``translate_view`` renders it: what a change of peers alone re-renders."""
+    if not view.upstreams or view.hop is None or not view.hop.mutual:
+        return None
+    return resolver_hop_cluster(hop_endpoints(view, peers), view.hop)

@@ -116,11 +116,16 @@ RESOLVER_HOP_CLUSTER = "tenant_resolver"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
-def resolver_hop_listener(*, host: str, port: int) -> listener_pb2.Listener:
+def resolver_hop_listener(*, host: str, port: int, connect_attempts: int = 0
+                          ) -> listener_pb2.Listener:
     """A loopback TCP listener that hands each DNS-over-TCP connection (of Envoy's
     resolver, or of the pod's DNS front) to the ``tenant_resolver`` cluster, which speaks
-    TLS (or plain TCP) to the tenant resolver."""
+    TLS (or plain TCP) to the tenant resolver. ``connect_attempts`` (0: Envoy's default,
+    1): how many hosts a connection tries when connecting fails (the mutual hop lists
+    every replica's terminator: ``clusters.resolver_hop_cluster``)."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="tenant_resolver", cluster=RESOLVER_HOP_CLUSTER)
+    if connect_attempts:
+        proxy.max_connect_attempts.value = connect_attempts
     proxy_any = Any()
     proxy_any.Pack(proxy)
     return listener_pb2.Listener(

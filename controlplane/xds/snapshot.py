@@ -46,11 +46,17 @@ class ViewSnapshot:
 
 
 def _type_snapshot(type_url: str, resources: Mapping[str, Message]) -> TypeSnapshot:
+    return _from_values(type_url, {name: resources[name].SerializeToString(deterministic=True)
+                                   for name in resources})
+
+
+def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
+    """A type's snapshot from each resource's deterministic bytes."""
     digest = hashlib.sha256(type_url.encode())
     anys: dict[str, Any] = {}
     versions: dict[str, str] = {}
-    for name in sorted(resources):
-        value = resources[name].SerializeToString(deterministic=True)
+    for name in sorted(values):
+        value = values[name]
         digest.update(len(name).to_bytes(4, "big") + name.encode())
         digest.update(len(value).to_bytes(8, "big") + value)
         anys[name] = Any(type_url=type_url, value=value)
@@ -61,6 +67,19 @@ def _type_snapshot(type_url: str, resources: Mapping[str, Message]) -> TypeSnaps
     ).SerializeToString(deterministic=True)
     return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
                         size=len(body), resource_versions=versions)
+
+
+def with_resources(snap: ViewSnapshot, type_url: str, resources: Mapping[str, Message]
+                   ) -> ViewSnapshot:
+    """``snap`` with ``resources`` put in (by name) in one type, every other resource and
+    type as they were: re-serialises those resources only (and the type's body). The
+    version is the one ``build_snapshot`` gives the same resources."""
+    old = snap.types.get(type_url)
+    values = {name: a.value for name, a in old.anys.items()} if old is not None else {}
+    values.update({name: m.SerializeToString(deterministic=True)
+                   for name, m in resources.items()})
+    return ViewSnapshot(key=snap.key, types={**snap.types,
+                                             type_url: _from_values(type_url, values)})
 
 
 def build_snapshot(key: Hashable, resources: Mapping[str, Mapping[str, Message]]) -> ViewSnapshot:

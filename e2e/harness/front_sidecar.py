@@ -33,6 +33,7 @@ class FrontSidecar:
     address: LoopbackDnsAddress  # the front's address (the pod's nameserver)
     workdir: Path
     extra_args: list[str] = field(default_factory=list)
+    more_xds_addresses: tuple[str, ...] = ()  # other replicas (further ADS endpoints)
     envoy_dns_port: int = field(default_factory=free_port)
     set_port: int = field(default_factory=free_port)
     hop_port: int = field(default_factory=free_port)
@@ -55,7 +56,7 @@ class FrontSidecar:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         return [sys.executable, "-m", "controlplane", "sidecar", "--node-id", self.node_id,
                 "--namespace", self.namespace, "--labels", labels,
-                "--xds-address", self.xds_address,
+                "--xds-address", ",".join((self.xds_address, *self.more_xds_addresses)),
                 "--dns-address", f"{self.host}:{self.address.port}",
                 "--envoy-dns-address", f"127.0.0.1:{self.envoy_dns_port}",
                 "--set-address", f"127.0.0.1:{self.set_port}",
