@@ -46,6 +46,7 @@ from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
+from controlplane.identity.limits import CallerLimits, LimitsCollector
 from controlplane.identity.tlsfiles import (
     CertificateFiles,
     TlsCollector,
@@ -65,7 +66,7 @@ from controlplane.runtime import heap as runtime
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
-from controlplane.telemetry.querylog_service import add_query_log_service
+from controlplane.telemetry.querylog_service import QueryLogCollector, add_query_log_service
 from controlplane.telemetry.resolver_reports import (
     ReportsCollector,
     ResolverReports,
@@ -245,17 +246,22 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     authenticator = authenticator_from_settings(settings.auth, identity_api,
                                                 pod_labels=pod_labels)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
-    ads = add_ads_service(grpc_server, hub, authenticator)
+    # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
+    limits = CallerLimits(max_streams=settings.auth.max_streams,
+                          max_nodes=settings.auth.max_nodes)
+    ads = add_ads_service(grpc_server, hub, authenticator, limits)
     # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
     traffic = DnsTraffic(max_age=settings.stats.max_age_seconds,
                          stale_after=min(15.0, settings.stats.max_age_seconds))
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
-                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
+                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action,
+                                                                   tenant=r.tenant),
+                          authenticator=authenticator, limits=limits)
     # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
     resolver_reports = ResolverReports(
         hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),
         on_record=lambda r: _call_soon(loop, traffic.query_record, node=r.node,
-                                       action=r.action))
+                                       action=r.action, tenant=r.tenant))
     traffic.resolver_counts = resolver_reports.tenant_counts
     if pool is not None:
         def report(tenant: str, reply: ResolverReply) -> None:
@@ -264,7 +270,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         pool.report_to(report)
     add_metrics_service(grpc_server, MetricsSink(
         traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
-        authenticator=authenticator))
+        authenticator=authenticator, limits=limits))
     tls_files = (CertificateFiles(Path(settings.xds.tls_dir)) if settings.xds.tls_dir
                  else None)
     xds_bind = f"{settings.xds.host}:{settings.xds.port}"
@@ -281,8 +287,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
                     "for any tenant's view. For local use only.", settings.xds.host, xds_port)
     else:
-        log.info("ADS on %s:%d requires a bearer token bound to the node's namespace",
-                 settings.xds.host, xds_port)
+        log.info("ADS, the stats sink and the query log on %s:%d require a bearer token "
+                 "bound to the node (at most %d streams and %d node ids per caller)",
+                 settings.xds.host, xds_port, limits.max_streams, limits.max_nodes)
     await grpc_server.start()
 
     def readiness() -> tuple[bool, str]:
@@ -302,6 +309,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
+    collectors.append(QueryLogCollector(hub.query_log))
+    if authenticator is not None:
+        collectors.append(LimitsCollector(limits))
     collectors.append(ReportsCollector(resolver_reports))
     resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
     admin_app = create_app(AdminReads.of_hub(

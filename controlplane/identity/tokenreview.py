@@ -129,7 +129,8 @@ def looks_like_jwt(token: str) -> bool:
 
 def pod_identity(claim: PodClaim, labels: Labels) -> Identity:
     return Identity(name=f"{claim} (serviceaccount {claim.service_account})",
-                    namespace=claim.namespace, labels=labels, bind_labels=True)
+                    namespace=claim.namespace, labels=labels, bind_labels=True,
+                    pod=claim.pod)
 
 
 def labels_from_pod(claim: PodClaim, pod: Mapping[str, Any] | None) -> Labels:
