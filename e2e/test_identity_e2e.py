@@ -117,12 +117,13 @@ def start_pod_envoy(tmp_path: Path, tls_dir: Path, processes: list[object]
 
 
 def ask(cp: ControlPlane, tls_dir: Path, token: str, namespace: str) -> grpc.StatusCode:
-    """One ADS stream over TLS with ``token``, as a pod of ``namespace`` labelled app=sleep."""
+    """One ADS stream over TLS with ``token``, as pod sleep-1 of ``namespace`` labelled
+    app=sleep (the node id is bound to the token's pod)."""
     channel = grpc.secure_channel(
         cp.xds_address, grpc.ssl_channel_credentials((tls_dir / "ca.crt").read_bytes()),
         options=[("grpc.ssl_target_name_override", NAME)])
     requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
-    node = base_pb2.Node(id=f"probe.{namespace}")
+    node = base_pb2.Node(id=f"sleep-1.{namespace}")
     node.metadata.update({"NAMESPACE": namespace, "LABELS": {"app": "sleep"}})
     requests.put(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=node))
     stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
