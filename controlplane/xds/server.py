@@ -124,8 +124,8 @@ class AdsServicer(Generic[W]):
                     if identity is not None:
                         assert conn.stream.node is not None
                         node_id = conn.stream.node.id
-                        denied = (node_refusal(identity, node_id)
-                                  or authorize(identity, workload_from_node(conn.stream.node)))
+                        denied = (authorize(identity, workload_from_node(conn.stream.node))
+                                  or node_refusal(identity, node_id))
                         if denied:
                             return ProtocolError("PERMISSION_DENIED", denied)
                         full = self.limits.admit("ads", identity, node_id)
