@@ -452,3 +452,38 @@ def test_memory_and_cost_of_held_streams(start_cluster: Callable[..., Cluster]) 
     print(f"\n200 more ADS streams held (each its own TLS connection): "
           f"{per_stream:.0f} KB RSS and {cpu * 1000 / 200:.1f} ms CPU each")
     assert per_stream < 1024
+
+
+def test_a_static_token_reaches_the_query_log_and_speaks_only_for_its_nodes(
+        manifests: Path, tmp_path: Path, start_control_plane: Callable[..., ControlPlane],
+        processes: list[object]) -> None:
+    """A VM's inline token (static token file): Envoy's credential injector on xds_cluster
+    puts it on the query log's calls; the token speaks only for the node ids it lists."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [
+        {"name": "acme-vms", "token": "acme-vm-token", "namespace": "acme",
+         "nodes": ["vm-*.acme"]}]}))
+    cp = start_control_plane(manifests, "--auth-tokens", str(tokens))
+    envoy = Envoy(node_id="vm-1.acme", namespace="acme", labels={"app": "sleep"},
+                  xds_address=cp.xds_address, workdir=tmp_path, token="acme-vm-token")
+    processes.append(envoy)
+    envoy.start()
+    assert query(envoy.dns_port, DENIED)[0] == "NXDOMAIN"
+
+    def logged() -> bool:
+        got = cp.get("/api/v1/queries?tenant=acme")["records"]
+        return any(r["node"] == "vm-1.acme" and r["name"] == DENIED for r in got)
+    wait_for(logged, timeout=20, what="the VM's denied query in the query log")
+    channel = grpc.insecure_channel(cp.xds_address)
+    requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
+    node = base_pb2.Node(id="db-1.acme")
+    node.metadata.update({"NAMESPACE": "acme", "LABELS": {"app": "sleep"}})
+    requests.put(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=node))
+    stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+        iter(requests.get, None), metadata=[("authorization", "Bearer acme-vm-token")])
+    with pytest.raises(grpc.RpcError) as info:
+        next(stream)
+    requests.put(None)
+    channel.close()
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "speaks for nodes ['vm-*.acme'], not for 'db-1.acme'" in (info.value.details() or "")
