@@ -272,3 +272,64 @@ def test_the_bootstrap_puts_the_token_on_every_xds_cluster_call() -> None:
     with pytest.raises(ValueError, match="no quotes"):
         bootstrap_config(node_id="n.acme", namespace="acme", labels={},
                          token_path='/run/"token', xds_ca="ca.crt", xds_server_name="x.test")
+
+
+def test_ads_binds_the_node_id_and_caps_streams_per_caller() -> None:
+    asyncio.run(_ads())
+
+
+async def _ads() -> None:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from controlplane.core.settings import Settings
+    from controlplane.hub.hub import Hub
+    from controlplane.translate.types import LISTENER_TYPE
+    from controlplane.xds.server import ADS_SERVICE, add_ads_service
+
+    hub = Hub(Settings())
+    hub.readiness.loaded()
+    limits = CallerLimits(max_streams=2)
+    server = grpc.aio.server()
+    add_ads_service(server, hub, Tokens(), limits)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            method = channel.stream_stream(
+                f"/{ADS_SERVICE}/StreamAggregatedResources",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+
+            async def open_stream(node_id: str) -> tuple[Any, grpc.StatusCode, str]:
+                node = base_pb2.Node(id=node_id)
+                node.metadata.update({"NAMESPACE": "acme"})
+                call = method(metadata=(("authorization", "Bearer acme"),))
+                await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE,
+                                                                node=node))
+                try:
+                    await call.read()
+                    return call, grpc.StatusCode.OK, ""
+                except grpc.aio.AioRpcError as exc:
+                    return call, exc.code(), exc.details() or ""
+
+            _, code, details = await open_stream("web-2.acme")  # another pod's node
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert "speaks for node 'web-1.acme' only" in details
+            first, second = await open_stream("web-1.acme"), await open_stream("web-1.acme")
+            assert (first[1], second[1]) == (grpc.StatusCode.OK, grpc.StatusCode.OK)
+            _, code, details = await open_stream("web-1.acme")
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "pod acme/web-1 already holds 2 ads streams (at most 2 per caller)" in details
+            first[0].cancel()
+            async def released() -> None:  # the server sees the cancellation
+                while limits.open_streams("ads") > 1:
+                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(released(), 10)
+            third = await open_stream("web-1.acme")
+            assert third[1] == grpc.StatusCode.OK
+            second[0].cancel()
+            third[0].cancel()
+    finally:
+        await server.stop(grace=None)
+    assert limits.refused == {("ads", "streams"): 1}

@@ -189,8 +189,10 @@ class MetricsSink:
             problem = "not_monotonic"
         if problem is not None:
             self.traffic.reject(problem, node=node, tenant=tenant)
-            log.warning("stats report of node %s refused: %s", node, problem,
-                        extra={"node": node, "tenant": tenant})
+            if self.traffic.refused[tenant][node][problem] == 1:  # the first one, not a flood
+                log.warning("stats report of node %s refused: %s (counted in "
+                            "dnscp_stats_refused_reports_total from now on)", node, problem,
+                            extra={"node": node, "tenant": tenant})
             return problem, last
         return self.traffic.report(report, now=self.clock()), report
 
