@@ -44,6 +44,7 @@ from controlplane.core.settings import (
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
+from controlplane.identity.auth import Identity
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.identity.limits import CallerLimits, LimitsCollector
@@ -57,8 +58,10 @@ from controlplane.identity.tokenreview import (
     IdentityApi,
     authenticator_from_settings,
     identity_collectors,
+    static_identities,
 )
 from controlplane.injection.webhook import serve_webhook, webhook_log
+from controlplane.policy.selection import reachable_tenants
 from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
@@ -164,6 +167,26 @@ class FileRunner:
         return None
 
 
+def _warn_ambiguous_tokens(hub: Hub, identities: list[Identity],
+                           warned: set[tuple[str, tuple[str, ...]]]) -> None:
+    """Warn (once per token and set of tenants) about a static token that could be given
+    more than one tenant's view: its namespace is shared by tenants split by pod selector,
+    and the labels it binds do not pick one (a node may claim more labels than the token)."""
+    inventory = hub.inventory
+    for identity in identities:
+        tenants = reachable_tenants(identity.namespace,
+                                    inventory.namespace_labels(identity.namespace),
+                                    dict(identity.labels), inventory.policies.values())
+        key = (identity.name, tuple(tenants))
+        if len(tenants) > 1 and key not in warned:
+            warned.add(key)
+            log.warning("static token %r (namespace %s, labels %s) could get the view of "
+                        "any of the tenants %s: a sidecar with it can claim labels that "
+                        "select another tenant. Bind it to labels that select exactly one.",
+                        identity.name, identity.namespace,
+                        dict(identity.labels) or "none", ", ".join(tenants))
+
+
 async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
@@ -226,7 +249,10 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             log.info("first full load applied: ready")
         log.info("configuration rebuilt: %d tenants, %d input errors",
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
+        for check in after_rebuild:
+            check()
 
+    after_rebuild: list[Callable[[], None]] = []  # checks of the new configuration
     debouncer = Debouncer(settings.xds.debounce_seconds, rebuild)
     decider.on_change = debouncer.poke  # a table name's decision changed: rebuild
 
@@ -245,6 +271,11 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     authenticator = authenticator_from_settings(settings.auth, identity_api,
                                                 pod_labels=pod_labels)
+    static_tokens = static_identities(authenticator)
+    if static_tokens:
+        warned: set[tuple[str, tuple[str, ...]]] = set()
+        after_rebuild.append(lambda: _warn_ambiguous_tokens(hub, static_tokens, warned))
+        _warn_ambiguous_tokens(hub, static_tokens, warned)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
     limits = CallerLimits(max_streams=settings.auth.max_streams,

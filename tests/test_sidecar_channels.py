@@ -333,3 +333,37 @@ async def _ads() -> None:
     finally:
         await server.stop(grace=None)
     assert limits.refused == {("ads", "streams"): 1}
+
+
+def _selector(**labels: str) -> Any:
+    from controlplane.core.model import LabelSelector, labels_of
+    return LabelSelector(match_labels=labels_of(labels))
+
+
+def _expr(key: str, operator: str, *values: str) -> Any:
+    from controlplane.core.model import LabelSelector, Requirement
+    return LabelSelector(match_expressions=(Requirement(key, operator, values),))
+
+
+@pytest.mark.parametrize(("fixed", "extra", "tenants"), [
+    # red and blue share the namespace, split by pod selector
+    ({}, [], ["blue", "red"]),  # a token without labels: either
+    ({"app": "red"}, [], ["red"]),  # bound to red's label: red only
+    ({"app": "red"}, ["wide"], ["red"]),  # red's selector cannot be escaped
+    ({}, ["wide"], ["blue", "red", "wide"]),
+    # a NotIn selector is escaped by claiming the excluded value: the wide policy
+    ({"app": "green"}, ["notdb", "wide"], ["notdb", "wide"]),
+    ({"app": "green", "tier": "web"}, ["notdb", "wide"], ["notdb"]),
+])
+def test_the_tenants_a_static_token_could_get(fixed: dict[str, str], extra: list[str],
+                                              tenants: list[str]) -> None:
+    from controlplane.policy.selection import reachable_tenants
+
+    shared = {"team": "x"}
+    policies = [policy("red", shared, selector=_expr("app", "In", "red")),
+                policy("blue", shared, selector=_selector(app="blue")),
+                policy("elsewhere", {"team": "y"})]
+    more = {"wide": policy("wide", shared),
+            "notdb": policy("notdb", shared, selector=_expr("tier", "NotIn", "db"))}
+    policies += [more[name] for name in extra]
+    assert reachable_tenants("shop", shared, fixed, policies) == tenants

@@ -148,6 +148,11 @@ class TokenAuthenticator:
     def __init__(self, tokens: Iterable[_Token]) -> None:
         self._tokens = list(tokens)
 
+    @property
+    def identities(self) -> list[Identity]:
+        """What each token stands for (no secrets)."""
+        return [t.identity for t in self._tokens]
+
     @classmethod
     def from_file(cls, path: Path) -> TokenAuthenticator:
         try:

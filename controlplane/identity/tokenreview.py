@@ -291,6 +291,13 @@ def identity_collectors(authenticator: Authenticator | None) -> list[object]:
     return [TokenReviewCollector(a) for a in chain if isinstance(a, TokenReviewAuthenticator)]
 
 
+def static_identities(authenticator: Authenticator | None) -> list[Identity]:
+    """The identities of the static token file in ``authenticator`` (and those it chains)."""
+    chain = authenticator.authenticators if isinstance(authenticator, FirstOf) else [
+        authenticator]
+    return [i for a in chain if isinstance(a, TokenAuthenticator) for i in a.identities]
+
+
 def authenticator_from_settings(settings: AuthSettings, identity_api: IdentityApi | None, *,
                                 pod_labels: Callable[[str, str], Labels | None] | None = None
                                 ) -> Authenticator | None:
