@@ -45,8 +45,10 @@ from controlplane.core.settings import (
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
+from controlplane.identity.auth import Identity
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
+from controlplane.identity.limits import CallerLimits, LimitsCollector
 from controlplane.identity.tlsfiles import (
     CertificateFiles,
     TlsCollector,
@@ -57,8 +59,10 @@ from controlplane.identity.tokenreview import (
     IdentityApi,
     authenticator_from_settings,
     identity_collectors,
+    static_identities,
 )
 from controlplane.injection.webhook import serve_webhook, webhook_log
+from controlplane.policy.selection import reachable_tenants
 from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
@@ -67,7 +71,7 @@ from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
-from controlplane.telemetry.querylog_service import add_query_log_service
+from controlplane.telemetry.querylog_service import QueryLogCollector, add_query_log_service
 from controlplane.telemetry.resolver_reports import (
     ReportsCollector,
     ResolverReports,
@@ -165,6 +169,26 @@ class FileRunner:
         return None
 
 
+def _warn_ambiguous_tokens(hub: Hub, identities: list[Identity],
+                           warned: set[tuple[str, tuple[str, ...]]]) -> None:
+    """Warn (once per token and set of tenants) about a static token that could be given
+    more than one tenant's view: its namespace is shared by tenants split by pod selector,
+    and the labels it binds do not pick one (a node may claim more labels than the token)."""
+    inventory = hub.inventory
+    for identity in identities:
+        tenants = reachable_tenants(identity.namespace,
+                                    inventory.namespace_labels(identity.namespace),
+                                    dict(identity.labels), inventory.policies.values())
+        key = (identity.name, tuple(tenants))
+        if len(tenants) > 1 and key not in warned:
+            warned.add(key)
+            log.warning("static token %r (namespace %s, labels %s) could get the view of "
+                        "any of the tenants %s: a sidecar with it can claim labels that "
+                        "select another tenant. Bind it to labels that select exactly one.",
+                        identity.name, identity.namespace,
+                        dict(identity.labels) or "none", ", ".join(tenants))
+
+
 async def _wait_grpc(server: grpc.aio.Server) -> None:
     await server.wait_for_termination()
 
@@ -227,7 +251,10 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             log.info("first full load applied: ready")
         log.info("configuration rebuilt: %d tenants, %d input errors",
                  len(hub.tenant_views) - 1, len(hub.input_errors()))
+        for check in after_rebuild:
+            check()
 
+    after_rebuild: list[Callable[[], None]] = []  # checks of the new configuration
     debouncer = Debouncer(settings.xds.debounce_seconds, rebuild)
     decider.on_change = debouncer.poke  # a table name's decision changed: rebuild
 
@@ -246,18 +273,28 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     authenticator = authenticator_from_settings(settings.auth, identity_api,
                                                 pod_labels=pod_labels)
+    static_tokens = static_identities(authenticator)
+    if static_tokens:
+        warned: set[tuple[str, tuple[str, ...]]] = set()
+        after_rebuild.append(lambda: _warn_ambiguous_tokens(hub, static_tokens, warned))
+        _warn_ambiguous_tokens(hub, static_tokens, warned)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
-    ads = add_ads_service(grpc_server, hub, authenticator)
+    # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
+    limits = CallerLimits(max_streams=settings.auth.max_streams,
+                          max_nodes=settings.auth.max_nodes)
+    ads = add_ads_service(grpc_server, hub, authenticator, limits)
     # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
     traffic = DnsTraffic(max_age=settings.stats.max_age_seconds,
                          stale_after=min(15.0, settings.stats.max_age_seconds))
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
-                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action))
+                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action,
+                                                                   tenant=r.tenant),
+                          authenticator=authenticator, limits=limits)
     # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
     resolver_reports = ResolverReports(
         hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),
         on_record=lambda r: _call_soon(loop, traffic.query_record, node=r.node,
-                                       action=r.action))
+                                       action=r.action, tenant=r.tenant))
     traffic.resolver_counts = resolver_reports.tenant_counts
     if pool is not None:
         def report(tenant: str, reply: ResolverReply) -> None:
@@ -266,7 +303,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         pool.report_to(report)
     add_metrics_service(grpc_server, MetricsSink(
         traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
-        authenticator=authenticator))
+        authenticator=authenticator, limits=limits))
     tls_files = (CertificateFiles(Path(settings.xds.tls_dir)) if settings.xds.tls_dir
                  else None)
     xds_bind = f"{settings.xds.host}:{settings.xds.port}"
@@ -283,8 +320,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
                     "for any tenant's view. For local use only.", settings.xds.host, xds_port)
     else:
-        log.info("ADS on %s:%d requires a bearer token bound to the node's namespace",
-                 settings.xds.host, xds_port)
+        log.info("ADS, the stats sink and the query log on %s:%d require a bearer token "
+                 "bound to the node (at most %d streams and %d node ids per caller)",
+                 settings.xds.host, xds_port, limits.max_streams, limits.max_nodes)
     await grpc_server.start()
 
     def readiness() -> tuple[bool, str]:
@@ -304,6 +342,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
+    collectors.append(QueryLogCollector(hub.query_log))
+    if authenticator is not None:
+        collectors.append(LimitsCollector(limits))
     collectors.append(ReportsCollector(resolver_reports))
     resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
     admin_app = create_app(AdminReads.of_hub(

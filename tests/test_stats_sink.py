@@ -111,7 +111,7 @@ def test_denied_and_warn_per_sidecar_from_the_query_log() -> None:
     traffic = DnsTraffic()
     traffic.report(rep("a", t=100, q=0), now=100)
     for action in ("deny", "deny", "warn", "allow"):
-        traffic.query_record(node="a", action=action)
+        traffic.query_record(node="a", action=action, tenant="acme")
     traffic.report(rep("a", t=102, q=4), now=102)
     rates = as_dict(traffic.sidecar_rates(traffic.sidecars["a"], 102))
     assert (rates["denied"], rates["warn"]) == (1.0, 0.5)
@@ -137,6 +137,9 @@ def test_more_sidecars_than_the_cap_are_refused() -> None:
     outcomes = [traffic.report(rep(f"n{i}", t=1, q=1), now=1) for i in range(5)]
     assert outcomes == ["accepted"] * 3 + ["overflow"] * 2
     assert traffic.reports["overflow"] == 2 and len(traffic.sidecars) == 3
+    # The cap is per tenant: acme's flood leaves room for foo's sidecars.
+    assert traffic.report(rep("f1", "foo", t=1, q=1), now=1) == "accepted"
+    assert traffic.refused["acme"]["n4"] == {"overflow": 1}
 
 
 # -- the wire: what Envoy sends, parsed --------------------------------------------------
@@ -168,15 +171,15 @@ def test_parse_reads_only_the_nodes_tenant() -> None:
         "listener_manager.lds.update_success": 3,
     })
     decoded = metrics_protos.StreamMetricsMessage.FromString(msg.SerializeToString())
-    report, foreign = parse(decoded, node="n1", tenant="acme", namespace="acme")
+    report, foreign, problem = parse(decoded, node="n1", tenant="acme", namespace="acme")
     assert (report.queries, report.forwarded, report.nxdomain) == (12, 4, 3)
-    assert report.envoy_time == 5.0 and foreign == 1
+    assert report.envoy_time == 5.0 and foreign == 1 and problem is None
 
 
 def test_parse_keeps_dotted_tenant_names_apart() -> None:
     msg = envoy_message("n", {"dns_filter.tenant.a.b.downstream_rx_queries": 5,
                               "dns_filter.tenant.a.downstream_rx_queries": 7})
-    report, foreign = parse(msg, node="n", tenant="a.b", namespace="x")
+    report, foreign, _ = parse(msg, node="n", tenant="a.b", namespace="x")
     assert report.queries == 5 and foreign == 1
 
 
@@ -235,11 +238,12 @@ async def _grpc_stream() -> None:
             ], "good") == grpc.StatusCode.OK
             # a token for acme cannot report as foo's sidecar; a bad token is refused
             assert await send([envoy_message("sleep.foo", {
-                "dns_filter.tenant.foo.downstream_rx_queries": 99})], "good") == grpc.StatusCode.OK
+                "dns_filter.tenant.foo.downstream_rx_queries": 99})], "good") == \
+                grpc.StatusCode.PERMISSION_DENIED
             assert await send([envoy_message("sleep.acme", {})], "bad") == \
                 grpc.StatusCode.UNAUTHENTICATED
-            # a node without an ADS stream is not counted
-            assert await send([envoy_message("ghost", {acme + "downstream_rx_queries": 5})],
+            # a node of acme's without an ADS stream is not counted
+            assert await send([envoy_message("ghost.acme", {acme + "downstream_rx_queries": 5})],
                               "good") == grpc.StatusCode.OK
     finally:
         await server.stop(0)
@@ -247,8 +251,10 @@ async def _grpc_stream() -> None:
     assert as_dict(car.values)["queries"] == 13 and as_dict(car.values)["forwarded"] == 2
     assert as_dict(car.rates or ())["queries"] == pytest.approx(2.0)  # 10 over 5 s
     assert "sleep.foo" not in traffic.sidecars
-    assert traffic.reports == {"accepted": 2, "wrong_identity": 1, "unauthenticated": 1,
+    assert traffic.reports == {"accepted": 2, "wrong_node": 1, "unauthenticated": 1,
                                "unknown_node": 1}
+    assert traffic.refused[""] == {"sleep.foo": {"wrong_node": 1},
+                                   "ghost.acme": {"unknown_node": 1}}
 
 
 def test_metrics_exposition() -> None:
@@ -303,7 +309,8 @@ def test_memory_of_1000_sidecars_is_bounded() -> None:
                 traffic.report(rep(f"{prefix}{i}", tenants[i % 20], t=now, q=step * 7,
                                    fwd=step, nx=step / 5), now=now)
                 if i % 10 == 0:
-                    traffic.query_record(node=f"{prefix}{i}", action="deny")
+                    traffic.query_record(node=f"{prefix}{i}", action="deny",
+                                         tenant=tenants[i % 20])
             traffic.sample(now=now)
             traffic.expire(now=now, tenants=tenants)
 

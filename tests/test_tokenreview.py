@@ -87,7 +87,8 @@ def load_table(kube: FakeKube) -> None:
 
 @pytest.mark.parametrize(("metadata", "expected"), [
     (bearer(VALID), Identity("pod acme/web-1 (serviceaccount default)", "acme",
-                             labels_of({"app": "web", "tier": "front"}), bind_labels=True)),
+                             labels_of({"app": "web", "tier": "front"}), bind_labels=True,
+                             pod="web-1")),
     (bearer(EXPIRED), "service account token has expired"),
     (bearer(OTHER_AUD), "is invalid for the target audiences ['dns-controlplane']"),
     (bearer(FORGED), "token refused by TokenReview: invalid bearer token"),

@@ -236,6 +236,13 @@ def _auth_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth-cache-ttl", type=float, default=a.cache_ttl, metavar="SECONDS",
                        help="reuse a successful TokenReview for this long, never past the "
                             "token's expiry (default %(default)s)")
+    serve.add_argument("--sidecar-max-streams", type=int, default=a.max_streams, metavar="N",
+                       help="calls one caller (a pod, a static token) may hold open on each "
+                            "sidecar channel (ADS, stats sink, query log); more get "
+                            "RESOURCE_EXHAUSTED (default %(default)s)")
+    serve.add_argument("--sidecar-max-nodes", type=int, default=a.max_nodes, metavar="N",
+                       help="distinct node ids one caller may speak for at once, per channel "
+                            "(a pod's token: its own node only) (default %(default)s)")
     serve.add_argument("--insecure", action="store_true",
                        help="accept ADS clients without a token (local use only); implies "
                             "--xds-plaintext unless --xds-tls-dir is given")

@@ -87,7 +87,8 @@ def auth_settings(args: argparse.Namespace) -> AuthSettings:
         tokens_file=args.auth_tokens, insecure=args.insecure,
         tokenreview=args.auth_tokenreview,
         audiences=tuple(args.auth_audience) or default.audiences,
-        cache_ttl=max(0.0, args.auth_cache_ttl))
+        cache_ttl=max(0.0, args.auth_cache_ttl), max_streams=args.sidecar_max_streams,
+        max_nodes=args.sidecar_max_nodes)
 
 
 def xds_settings(args: argparse.Namespace) -> XdsSettings:

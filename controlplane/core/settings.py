@@ -257,8 +257,16 @@ class AuthSettings:
     tokenreview: bool = False
     audiences: tuple[str, ...] = ("dns-controlplane",)
     cache_ttl: float = 60.0  # seconds a successful review is reused
+    # Per caller (a pod, a static token), on each channel (ADS, stats sink, query log):
+    # calls open at once, and distinct node ids (identity/limits.py).
+    max_streams: int = 16
+    max_nodes: int = 16
 
     def __post_init__(self) -> None:
+        if self.max_streams < 1:
+            raise ConfigError(flag="--sidecar-max-streams", reason="must be at least 1")
+        if self.max_nodes < 1:
+            raise ConfigError(flag="--sidecar-max-nodes", reason="must be at least 1")
         if not self.audiences:
             raise ConfigError(flag="--auth-audience", reason="needs at least one audience")
         if self.cache_ttl < 0:

@@ -1,4 +1,5 @@
-"""Who is calling: sidecar tokens and the authenticator interface (``auth``), the
+"""Who is calling: sidecar tokens, the authenticator interface and the binding of node ids
+to callers (``auth``), per-caller caps on streams and node ids (``limits``), the
 TokenReview implementation (``tokenreview``), who may read the admin API
 (``admin_auth``), certificates made here (``certs``) and served from files (``tlsfiles``).
 

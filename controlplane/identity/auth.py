@@ -7,6 +7,9 @@ A token file (``serve --auth-tokens FILE``) lists the tokens:
       token: "s3cr3t..."         # or  sha256: "<hex digest of the token>"
       namespace: acme
       labels: {app: payments}    # optional: the pod labels the sidecar must claim
+      nodes: [billing-vm-1.acme] # optional: the node ids it may speak for (default:
+                                 # any "<name>.<namespace>", at most --sidecar-max-nodes
+                                 # of them at once)
 
 Every ADS stream must send ``authorization: Bearer <token>``; the node's
 ``NAMESPACE`` must be the token's namespace and its ``LABELS`` must include the
@@ -21,10 +24,17 @@ tokens here, Kubernetes ServiceAccount tokens checked with TokenReview in
 ``identify(metadata)`` and gets an ``Identity``, or ``Unauthenticated`` (bad
 credentials: the stream ends with UNAUTHENTICATED) or ``AuthUnavailable`` (the
 credentials cannot be checked now: UNAVAILABLE, and Envoy retries).
+
+A node id is bound to the identity that presents it (``node_refusal``): a pod's token
+speaks only for ``<pod>.<namespace>`` (the node id the injector gives its sidecar), a
+static token for the node ids it lists, or else for node ids ``<name>.<namespace>`` of
+its namespace. The same check guards every channel a sidecar writes to: ADS, the stats
+sink and the query log.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +58,42 @@ class Identity:
     # the node's claims), and a node claiming a label the pod does not have, or another
     # value, is refused. False (static tokens): the node must claim at least these.
     bind_labels: bool = False
+    # The pod a pod token is bound to (TokenReview): its sidecar's node id must be
+    # ``<pod>.<namespace>``. "" for static tokens.
+    pod: str = ""
+    # Static tokens: the node ids (fnmatch patterns) the token may speak for; empty: any
+    # ``<name>.<namespace>``.
+    nodes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Who this is, for per-caller caps: one pod, or one static token."""
+        return f"pod {self.namespace}/{self.pod}" if self.pod else f"token {self.name}"
+
+
+def pod_node_id(pod: str, namespace: str) -> str:
+    """The node id the injector gives a pod's sidecar (``injection/sidecar.py``)."""
+    return f"{pod}.{namespace}"
+
+
+def node_refusal(identity: Identity, node_id: str) -> str | None:
+    """Why ``identity`` may not speak for the node ``node_id``, or None."""
+    if identity.pod:
+        expected = pod_node_id(identity.pod, identity.namespace)
+        if node_id != expected:
+            return (f"{identity.name} speaks for node {expected!r} only, not for "
+                    f"{node_id!r}")
+        return None
+    if identity.nodes:
+        if not any(fnmatch.fnmatchcase(node_id, pattern) for pattern in identity.nodes):
+            return (f"token {identity.name!r} speaks for nodes {list(identity.nodes)}, not "
+                    f"for {node_id!r}")
+        return None
+    name, dot, namespace = node_id.rpartition(".")
+    if not dot or not name or namespace != identity.namespace:
+        return (f"token {identity.name!r} speaks for node ids '<name>.{identity.namespace}', "
+                f"not for {node_id!r}")
+    return None
 
 
 Metadata = Sequence[tuple[str, Any]]
@@ -102,6 +148,11 @@ class TokenAuthenticator:
     def __init__(self, tokens: Iterable[_Token]) -> None:
         self._tokens = list(tokens)
 
+    @property
+    def identities(self) -> list[Identity]:
+        """What each token stands for (no secrets)."""
+        return [t.identity for t in self._tokens]
+
     @classmethod
     def from_file(cls, path: Path) -> TokenAuthenticator:
         try:
@@ -131,9 +182,14 @@ class TokenAuthenticator:
             labels = e.get("labels") or {}
             if not isinstance(labels, Mapping):
                 raise ConfigError(f"{source}: tokens[{i}].labels must be a mapping")
+            nodes = e.get("nodes") or []
+            if not isinstance(nodes, list) or not all(isinstance(n, str) and n
+                                                      for n in nodes):
+                raise ConfigError(f"{source}: tokens[{i}].nodes must be a list of node ids")
             tokens.append(_Token(digest, Identity(
                 name=str(e.get("name") or f"tokens[{i}]"), namespace=e["namespace"],
-                labels=labels_of({str(k): str(v) for k, v in labels.items()}))))
+                labels=labels_of({str(k): str(v) for k, v in labels.items()}),
+                nodes=tuple(nodes))))
         return cls(tokens)
 
     async def identify(self, metadata: Metadata) -> Identity:

@@ -129,7 +129,8 @@ def looks_like_jwt(token: str) -> bool:
 
 def pod_identity(claim: PodClaim, labels: Labels) -> Identity:
     return Identity(name=f"{claim} (serviceaccount {claim.service_account})",
-                    namespace=claim.namespace, labels=labels, bind_labels=True)
+                    namespace=claim.namespace, labels=labels, bind_labels=True,
+                    pod=claim.pod)
 
 
 def labels_from_pod(claim: PodClaim, pod: Mapping[str, Any] | None) -> Labels:
@@ -288,6 +289,13 @@ def identity_collectors(authenticator: Authenticator | None) -> list[object]:
     chain = authenticator.authenticators if isinstance(authenticator, FirstOf) else [
         authenticator]
     return [TokenReviewCollector(a) for a in chain if isinstance(a, TokenReviewAuthenticator)]
+
+
+def static_identities(authenticator: Authenticator | None) -> list[Identity]:
+    """The identities of the static token file in ``authenticator`` (and those it chains)."""
+    chain = authenticator.authenticators if isinstance(authenticator, FirstOf) else [
+        authenticator]
+    return [i for a in chain if isinstance(a, TokenAuthenticator) for i in a.identities]
 
 
 def authenticator_from_settings(settings: AuthSettings, identity_api: IdentityApi | None, *,

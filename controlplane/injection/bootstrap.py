@@ -155,6 +155,11 @@ def bootstrap_config(
     if xds_ca or xds_server_name:
         xds_cluster["transport_socket"] = xds_tls_socket(
             xds_ca, xds_server_name or xds_host)
+    secrets: list[dict[str, Any]] = []
+    if token or token_path:  # every call on xds_cluster (the query log) carries them too
+        filters, secrets = xds_cluster_credentials(token=token, token_path=token_path)
+        xds_cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = filters
     stats: dict[str, Any] = {"stats_config": {"stats_tags": [dict(TENANT_STATS_TAG)]}}
     if stats_sink:
         stats = stats_sink_config(grpc_service, flush_interval=stats_flush_interval)
@@ -184,6 +189,7 @@ def bootstrap_config(
                                            "port_value": admin_port}}}}]}],
                 },
             }],
+            **({"secrets": secrets} if secrets else {}),
         },
         **stats,
     }
@@ -242,6 +248,58 @@ def xds_tls_socket(ca: str, server_name: str) -> dict[str, Any]:
             },
         },
     }
+
+
+TOKEN_SECRET = "sidecar-token"
+UPSTREAM_CODEC = {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+# Reads the token file for each new call (the kubelet rotates it): the same as the ADS
+# stream's file_based_metadata call credentials, for calls through xds_cluster.
+TOKEN_FILE_LUA = """function envoy_on_request(handle)
+  local file = io.open("{path}", "r")
+  if file == nil then return end
+  local token = file:read("*a"):gsub("%s", "")
+  file:close()
+  handle:headers():replace("authorization", "Bearer " .. token)
+end
+"""
+
+
+def xds_cluster_credentials(*, token: str, token_path: str
+                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Upstream HTTP filters for ``xds_cluster`` that put the sidecar's credentials on
+    every call it carries, and the static secrets they need.
+
+    Why: the query log's OpenTelemetry access logger is configured by the control plane
+    in the listener it sends (``translate/listeners.py``), shared by every sidecar of a
+    view, so it cannot carry a pod's token; it sends through ``xds_cluster``, and these
+    filters add ``authorization: Bearer <token>`` there. An inline ``token`` goes in
+    through the credential injector with a static secret; a ``token_path`` is read by a
+    Lua filter for every new call, so a rotated token is sent from the next call on
+    (verified with Envoy 1.40: e2e/test_attacker_channels_e2e.py). The ADS stream over
+    ``envoy_grpc`` gets the same header it already had."""
+    if token_path:
+        if '"' in token_path or "\\" in token_path or "\n" in token_path:
+            raise ValueError(f"token path {token_path!r}: no quotes, backslashes or newlines")
+        lua = {"name": "envoy.filters.http.lua", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": TOKEN_FILE_LUA.replace(
+                "{path}", token_path)}}}
+        return [lua, dict(UPSTREAM_CODEC)], []
+    injector = {"name": "envoy.filters.http.credential_injector", "typed_config": {
+        "@type": "type.googleapis.com/"
+                 "envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+        "overwrite": True,
+        "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": {
+            "@type": "type.googleapis.com/"
+                     "envoy.extensions.http.injected_credentials.generic.v3.Generic",
+            "credential": {"name": TOKEN_SECRET},
+            "header": "authorization",
+            "header_value_prefix": "Bearer ",
+        }},
+    }}
+    secret = {"name": TOKEN_SECRET, "generic_secret": {"secret": {"inline_string": token}}}
+    return [injector, dict(UPSTREAM_CODEC)], [secret]
 
 
 FILE_BASED_METADATA = "envoy.grpc_credentials.file_based_metadata"

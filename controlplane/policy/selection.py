@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controlplane.core.model import DefaultAction, DnsPolicy, Workload
+from controlplane.core.model import DefaultAction, DnsPolicy, LabelSelector, Workload
 from controlplane.core.names import Pattern
 
 
@@ -69,6 +69,53 @@ def select_policy(
     top_rank = best[0][0]
     conflicts = tuple(name for rank, name, _ in best[1:] if rank == top_rank)
     return Selection(best[0][2], conflicts)
+
+
+def could_match(selector: LabelSelector, fixed: Mapping[str, str]) -> bool:
+    """Whether some label set that holds ``fixed`` (and any other labels) matches
+    ``selector``: what a caller who must claim ``fixed`` but may add labels can reach."""
+    for key, value in selector.match_labels:
+        if key in fixed and fixed[key] != value:
+            return False
+    for req in selector.match_expressions:
+        if req.key not in fixed:
+            if req.operator == "In" and not req.values:
+                return False
+            continue  # a claim can add it (In, Exists) or leave it out (NotIn, DoesNotExist)
+        value = fixed[req.key]
+        if req.operator == "In" and value not in req.values:
+            return False
+        if req.operator == "NotIn" and value in req.values:
+            return False
+        if req.operator == "DoesNotExist":
+            return False
+    return True
+
+
+def reachable_tenants(namespace: str, namespace_labels: Mapping[str, str],
+                      fixed: Mapping[str, str], policies: Iterable[DnsPolicy]) -> list[str]:
+    """The tenants (policy names) a workload of ``namespace`` could be given when it must
+    claim the labels ``fixed`` but may claim more (a static token's labels): the policy
+    that selects exactly ``fixed``, and every policy whose pod selector some larger claim
+    matches. More than one means the credential does not name one tenant."""
+    policies = list(policies)
+    exact = select_policy(Workload(node_id="", namespace=namespace,
+                                   labels=tuple(sorted(fixed.items()))),
+                          namespace_labels, policies).policy
+    out = {exact.name} if exact is not None else set()
+    here = [p for p in policies if namespace and p.namespace_selector.matches(namespace_labels)]
+    for policy in here:
+        if policy.selector is not None and could_match(policy.selector, fixed):
+            out.add(policy.name)
+    # A claim escapes a pod selector that ``fixed`` matches by adding a label it excludes
+    # (NotIn, DoesNotExist); escaping all of them reaches the namespace-wide policy.
+    matched = [p.selector for p in here if p.selector is not None and p.selector.matches(fixed)]
+    if all(any(r.operator in ("NotIn", "DoesNotExist") and r.key not in fixed
+               for r in selector.match_expressions) for selector in matched):
+        plain = sorted(p.name for p in here if p.selector is None)
+        if plain:
+            out.add(plain[0])
+    return sorted(out)
 
 
 _ACTION_OF_DEFAULT = {

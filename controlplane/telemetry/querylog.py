@@ -5,9 +5,14 @@ Envoy's DNS filter sends one OpenTelemetry log record per query (body
 resource attribute ``node_name``) for views whose policy logs something.
 Each record is classified with the same code that built the view; the
 ``warn`` and ``deny`` ones become a structured log line, a counter
-(``dnscp_policy_queries_total{tenant,action}``) and an entry in a bounded
-ring buffer that ``GET /api/v1/queries`` serves. Allowed queries are counted
-as ``allow`` and otherwise dropped.
+(``dnscp_policy_queries_total{tenant,action}``) and an entry in its tenant's
+bounded ring buffer (``keep`` records per tenant, so one tenant's flood
+flushes only its own) that ``GET /api/v1/queries`` serves. Allowed queries
+are counted as ``allow`` and otherwise dropped. Tenants are those with a
+policy, so the buffers are bounded by the configuration. Records refused at
+the gRPC service (no credentials, another caller's node, another node's
+tenant) are counted by reason (``dnscp_query_log_refused_total{reason}``),
+never by the tenant they claim.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ class QueryLog:
                  keep: int = 1000, clock: Callable[[], float] = time.time) -> None:
         self._policies = policies
         self._lock = threading.Lock()
-        self.records: collections.deque[QueryRecord] = collections.deque(maxlen=keep)
+        self.keep = keep  # records per tenant
+        self.records: dict[str, collections.deque[QueryRecord]] = {}
+        self.refused: collections.Counter[str] = collections.Counter()  # reason -> records
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unparsed = 0
         self._clock = clock
@@ -87,23 +94,31 @@ class QueryLog:
         record = QueryRecord(time=self._clock(), tenant=tenant, node=node, name=name,
                              type=qtype, rcode=rcode, action=action, rule=decision.rule)
         with self._lock:
-            self.records.append(record)
+            buffer = self.records.get(tenant)
+            if buffer is None:
+                policies = self._policies()
+                for gone in [t for t in self.records if t not in policies]:
+                    del self.records[gone]  # tenants deleted since
+                buffer = self.records[tenant] = collections.deque(maxlen=self.keep)
+            buffer.append(record)
         log.log(logging.WARNING if action == "warn" else logging.INFO,
                 "dns %s: %s %s %s (%s)", action, name, qtype, rcode, decision.rule,
                 extra={"tenant": tenant, "node": node, "query": asdict(record)})
         return record
 
-    def reject(self, tenant: str, node: str) -> None:
-        """A record from a node that is not a connected sidecar of ``tenant``."""
+    def reject(self, reason: str, *, records: int = 1) -> None:
+        """Records refused at the service (``querylog_service.py``), by reason."""
         with self._lock:
-            self.counts[(tenant or "unknown", "rejected")] += 1
-        log.debug("query record for tenant %r from node %r dropped: not its sidecar", tenant,
-                  node)
+            self.refused[reason] += records
 
     def recent(self, *, tenant: str | None = None, action: str | None = None,
                limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
-            records = list(self.records)
+            if tenant is not None:
+                records = list(self.records.get(tenant, ()))
+            else:
+                records = sorted((r for b in self.records.values() for r in b),
+                                 key=lambda r: r.time)
         out = [asdict(r) for r in reversed(records)
                if (tenant is None or r.tenant == tenant) and (action is None or r.action == action)]
         return out[:limit]

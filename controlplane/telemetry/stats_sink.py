@@ -20,9 +20,12 @@ histograms, which are ignored here.
 Who may report. A report counts only for a node with a connected ADS stream,
 under that stream's tenant, and only the counters of that tenant's listener
 (``dns_filter.tenant.<tenant>.*``); with authentication on, the metrics stream
-must carry credentials of the node's namespace (the same ``Authenticator``
-as ADS). Anything else is refused and counted by reason
-(``dnscp_stats_reports_total{outcome}``).
+must carry the credentials of the node itself (the same ``Authenticator`` as
+ADS, and the node id bound to it: ``auth.node_refusal``), within the caller's
+caps (``identity/limits.py``). Counters must be finite, non-negative, at most
+2**53, and never go down within a stream. Anything else is refused and counted
+by reason (``dnscp_stats_reports_total{outcome}``) and per node
+(``dnscp_stats_refused_reports_total{tenant,node,reason}``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -42,7 +46,9 @@ from controlplane.identity.auth import (
     Authenticator,
     Identity,
     authorize,
+    node_refusal,
 )
+from controlplane.identity.limits import CallerLimits
 from controlplane.telemetry import metrics_protos
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Report
 
@@ -55,13 +61,32 @@ COUNTERS = {"downstream_rx_queries": "queries", "externally_resolved_queries": "
             "unanswered_queries": "nxdomain"}
 
 
-def parse(message: Any, *, node: str, tenant: str, namespace: str) -> tuple[Report, int]:
-    """A ``StreamMetricsMessage``'s DNS counters of ``tenant`` as a Report, and how many
-    DNS counters named another tenant (refused)."""
+# The largest counter accepted: a float holds every integer up to 2**53 exactly; Envoy's
+# counters are uint64, and no sidecar counts 9e15 queries.
+MAX_COUNTER = float(2**53)
+
+
+def counter_problem(value: float) -> str | None:
+    """Why a counter's value is refused (a reason counted per node), or None."""
+    if not math.isfinite(value):
+        return "not_finite"
+    if value < 0:
+        return "negative"
+    if value > MAX_COUNTER:
+        return "too_large"
+    return None
+
+
+def parse(message: Any, *, node: str, tenant: str, namespace: str
+          ) -> tuple[Report, int, str | None]:
+    """A ``StreamMetricsMessage``'s DNS counters of ``tenant`` as a Report, how many DNS
+    counters named another tenant (refused), and why the counters are refused (NaN,
+    infinite, negative, too large), or None."""
     prefix = f"{DNS_PREFIX}tenant.{tenant}."
     values = {"queries": 0.0, "forwarded": 0.0, "nxdomain": 0.0}
     envoy_ms = 0
     foreign = 0
+    problem = None
     for family in message.envoy_metrics:
         name = family.name
         if family.type != metrics_protos.COUNTER or not name.startswith(DNS_PREFIX):
@@ -73,10 +98,21 @@ def parse(message: Any, *, node: str, tenant: str, namespace: str) -> tuple[Repo
         if field is None:
             continue
         for metric in family.metric:
+            problem = problem or counter_problem(metric.counter.value)
             values[field] += metric.counter.value
             envoy_ms = max(envoy_ms, metric.timestamp_ms)
+    problem = problem or next(
+        (p for p in map(counter_problem, values.values()) if p), None)  # sums too
     return Report(node=node, tenant=tenant, namespace=namespace, envoy_time=envoy_ms / 1000,
-                  **values), foreign
+                  **values), foreign, problem
+
+
+def went_down(report: Report, last: Report | None) -> bool:
+    """A counter lower than in the stream's previous report: not an Envoy restart (that
+    opens a new stream), so refused as ``not_monotonic``."""
+    return last is not None and (report.queries < last.queries
+                                 or report.forwarded < last.forwarded
+                                 or report.nxdomain < last.nxdomain)
 
 
 class NodeDirectory:
@@ -112,31 +148,53 @@ class NodeDirectory:
 
 
 class MetricsSink:
-    """The ``StreamMetrics`` handler: a thin loop around ``DnsTraffic.report``."""
+    """The ``StreamMetrics`` handler: a thin loop around ``DnsTraffic.report``.
+
+    With an authenticator, a stream must carry the ADS credentials; its node (named in
+    the first message) must be bound to that identity (``auth.node_refusal``:
+    PERMISSION_DENIED) and within the caller's caps (``limits``: RESOURCE_EXHAUSTED).
+    Each report's counters are checked: finite, non-negative, at most ``MAX_COUNTER``,
+    never lower than the same stream's previous report (a lower value on a *new* stream
+    is an Envoy restart, which ``DnsTraffic`` handles). A bad report is refused and
+    counted for its node by reason; the stream goes on."""
 
     def __init__(self, traffic: DnsTraffic, directory: NodeDirectory, *,
                  authenticator: Authenticator | None = None,
+                 limits: CallerLimits | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.traffic = traffic
         self.directory = directory
         self.authenticator = authenticator
+        self.limits = limits or CallerLimits()
         self.clock = clock
         self.streams = 0  # open now
 
-    def ingest(self, message: Any, node: str, identity: Identity | None) -> str:
+    def ingest(self, message: Any, node: str, identity: Identity | None,
+               last: Report | None = None) -> tuple[str, Report | None]:
+        """The outcome of one message, and the report that the stream's next one must
+        not go below (``last`` unless this one is accepted)."""
         found = self.directory.lookup(node) if node else None
         if found is None:
-            self.traffic.reject("unknown_node")
-            return "unknown_node"
+            self.traffic.reject("unknown_node", node=node)
+            return "unknown_node", last
         tenant, workload = found
         if identity is not None and authorize(identity, workload) is not None:
-            self.traffic.reject("wrong_identity")
-            return "wrong_identity"
-        report, foreign = parse(message, node=node, tenant=tenant,
-                                namespace=workload.namespace)
+            self.traffic.reject("wrong_identity", node=node, tenant=tenant)
+            return "wrong_identity", last
+        report, foreign, problem = parse(message, node=node, tenant=tenant,
+                                         namespace=workload.namespace)
         if foreign:
-            self.traffic.reject("other_tenant")
-        return self.traffic.report(report, now=self.clock())
+            self.traffic.reject("other_tenant", node=node, tenant=tenant)
+        if problem is None and went_down(report, last):
+            problem = "not_monotonic"
+        if problem is not None:
+            self.traffic.reject(problem, node=node, tenant=tenant)
+            if self.traffic.refused[tenant][node][problem] == 1:  # the first one, not a flood
+                log.warning("stats report of node %s refused: %s (counted in "
+                            "dnscp_stats_refused_reports_total from now on)", node, problem,
+                            extra={"node": node, "tenant": tenant})
+            return problem, last
+        return self.traffic.report(report, now=self.clock()), report
 
     async def stream_metrics(self, requests: AsyncIterator[Any],
                              context: grpc.aio.ServicerContext) -> Any:
@@ -151,15 +209,35 @@ class MetricsSink:
                 self.traffic.reject("unauthenticated")
                 await context.abort(code, str(exc))
         node = ""
+        held = False
+        last: Report | None = None
         self.streams += 1
         try:
             async for message in requests:
-                if message.HasField("identifier"):  # only on a stream's first message
+                if message.HasField("identifier") and not node:  # the stream's first message
                     node = message.identifier.node.id
-                self.ingest(message, node, identity)
+                    if identity is not None:
+                        await self._admit(identity, node, context)
+                        held = True
+                _, last = self.ingest(message, node, identity, last)
         finally:
             self.streams -= 1
+            if held and identity is not None:
+                self.limits.release("stats", identity, node)
         return metrics_protos.StreamMetricsResponse()
+
+    async def _admit(self, identity: Identity, node: str,
+                     context: grpc.aio.ServicerContext) -> None:
+        """End the stream unless ``identity`` may report for ``node`` now."""
+        denied = node_refusal(identity, node)
+        if denied:
+            self.traffic.reject("wrong_node", node=node)
+            log.warning("stats stream refused: %s", denied, extra={"node": node})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
+        full = self.limits.admit("stats", identity, node)
+        if full:
+            self.traffic.reject("too_many_streams", node=node)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, full)
 
 
 def add_metrics_service(server: grpc.aio.Server, sink: MetricsSink) -> None:
@@ -192,6 +270,12 @@ HELP = {
     "nxdomain": "DNS queries answered without a record (NXDOMAIN; NOTIMP for unsupported "
                 "types), locally or by the tenant resolver",
 }
+
+
+# Why a counter report is refused (dnscp_stats_reports_total{outcome}).
+REFUSALS = ("unauthenticated", "wrong_node", "too_many_streams", "unknown_node",
+            "wrong_identity", "other_tenant", "not_finite", "negative", "too_large",
+            "not_monotonic", "overflow")
 
 
 class TrafficCollector:
@@ -235,12 +319,19 @@ class TrafficCollector:
             reporting.add_metric([tenant], n)
         yield reporting
         outcomes = CounterMetricFamily(
-            "dnscp_stats_reports", "Counter reports from the sidecars by outcome (accepted, "
-            "unknown_node, wrong_identity, other_tenant, unauthenticated, overflow)",
-            labels=["outcome"])
+            "dnscp_stats_reports", "Counter reports from the sidecars by outcome (accepted; "
+            "refused: " + ", ".join(REFUSALS) + ")", labels=["outcome"])
         for outcome, n in sorted(t.reports.items()):
             outcomes.add_metric([outcome], n)
         yield outcomes
+        per_node = CounterMetricFamily(
+            "dnscp_stats_refused_reports", "Counter reports refused, per node and reason "
+            "(tenant \"\" when the node has no ADS stream)", labels=["tenant", "node", "reason"])
+        for tenant, nodes in sorted(t.refused.items()):
+            for node, reasons in nodes.items():
+                for reason, n in sorted(reasons.items()):
+                    per_node.add_metric([tenant, node, reason], n)
+        yield per_node
         yield CounterMetricFamily("dnscp_stats_sidecars_aged_out",
                                   "Sidecars dropped after they stopped reporting",
                                   value=t.aged_out)

@@ -39,10 +39,13 @@ counters since it started); its rates start with its second report, so a
 control-plane restart shows no spike. A counter that goes down means the
 Envoy restarted: what it had counted is kept in the tenant's total.
 
-Memory is bounded: a sidecar that has not reported for ``max_age`` seconds is
-dropped (its counts kept in its tenant's total), at most ``max_sidecars`` are
-kept (more are refused and counted), each tenant keeps ``history`` points, and
-tenants without sidecars are forgotten once the caller says they are gone.
+Memory is bounded per tenant, so one tenant cannot fill what another needs: a
+sidecar that has not reported for ``max_age`` seconds is dropped (its counts
+kept in its tenant's total), each tenant keeps at most ``max_sidecars`` (more
+are refused and counted as ``overflow``) and ``history`` points, the refused
+reports of at most ``max_sidecars`` nodes per tenant (least recently refused
+out), and tenants without sidecars are forgotten once the caller says they are
+gone.
 No clock is read here: every call passes ``now``.
 """
 
@@ -107,8 +110,13 @@ class DnsTraffic:
         self.history_points = history
         self.tick = tick  # seconds between history points (the caller ticks)
         self.sidecars: dict[str, Sidecar] = {}
+        self._per_tenant: collections.Counter[str] = collections.Counter()  # sidecars
+        # tenant -> node -> reason -> refused reports (least recently refused first)
+        self.refused: dict[str, collections.OrderedDict[str, collections.Counter[str]]] = {}
         self.tenants: dict[str, TenantTraffic] = {}
-        self._policy: dict[str, list[float]] = {}  # node -> [denied, warn] (query log)
+        # (tenant, node) -> [denied, warn] (query log); how many nodes per tenant
+        self._policy: dict[tuple[str, str], list[float]] = {}
+        self._policy_nodes: collections.Counter[str] = collections.Counter()
         self.reports: collections.Counter[str] = collections.Counter()  # outcome -> count
         self.aged_out = 0
         # tenant -> (queries, nxdomain) the tenant resolvers reported (resolver_reports.py)
@@ -120,7 +128,7 @@ class DnsTraffic:
     def report(self, r: Report, *, now: float) -> str:
         """Apply one report; returns its outcome (``accepted``, ``overflow``)."""
         old = self.sidecars.get(r.node)
-        policy = self._policy.get(r.node, [0.0, 0.0])
+        policy = self._policy.get((r.tenant, r.node), [0.0, 0.0])
         values: Values = (r.queries, max(0.0, r.queries - r.forwarded), r.forwarded,
                           r.nxdomain, policy[0], policy[1])
         self._tenant(r.tenant)
@@ -128,11 +136,12 @@ class DnsTraffic:
             self._retire(old)
             old = None
         if old is None:
-            if len(self.sidecars) >= self.max_sidecars:
-                self.reports["overflow"] += 1
+            if self._per_tenant[r.tenant] >= self.max_sidecars:
+                self.reject("overflow", node=r.node, tenant=r.tenant)
                 return "overflow"
             self.sidecars[r.node] = Sidecar(r.node, r.tenant, r.namespace, now, now,
                                             r.envoy_time, values)
+            self._per_tenant[r.tenant] += 1
             self.reports["accepted"] += 1
             return "accepted"
         if any(v < o for v, o in zip(values[:4], old.values[:4], strict=True)):
@@ -155,19 +164,42 @@ class DnsTraffic:
         self.reports["accepted"] += 1
         return "accepted"
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, *, node: str = "", tenant: str = "") -> None:
+        """A refused report, counted by reason, and for ``node`` (under ``tenant``; ""
+        when the node has none) when given."""
         self.reports[reason] += 1
+        if not node:
+            return
+        nodes = self.refused.get(tenant)
+        if nodes is None:
+            nodes = self.refused[tenant] = collections.OrderedDict()
+        counts = nodes.get(node)
+        if counts is None:
+            if len(nodes) >= self.max_sidecars:
+                nodes.popitem(last=False)
+            counts = nodes[node] = collections.Counter()
+        nodes.move_to_end(node)
+        counts[reason] += 1
 
-    def query_record(self, *, node: str, action: str) -> None:
-        """A denied or WARN query reported by ``node`` (from the query log)."""
+    def query_record(self, *, node: str, action: str, tenant: str = "") -> None:
+        """A denied or WARN query reported by ``node`` of ``tenant`` (from the query log);
+        at most ``max_sidecars`` nodes per tenant are counted."""
         if action not in ("deny", "warn"):
             return
-        counts = self._policy.get(node)
+        key = (tenant, node)
+        counts = self._policy.get(key)
         if counts is None:
-            if node not in self.sidecars and len(self._policy) >= self.max_sidecars:
+            if self._policy_nodes[tenant] >= self.max_sidecars:
                 return
-            counts = self._policy[node] = [0.0, 0.0]
+            counts = self._policy[key] = [0.0, 0.0]
+            self._policy_nodes[tenant] += 1
         counts[0 if action == "deny" else 1] += 1
+
+    def _forget_policy(self, key: tuple[str, str]) -> None:
+        if self._policy.pop(key, None) is not None:
+            self._policy_nodes[key[0]] -= 1
+            if self._policy_nodes[key[0]] <= 0:
+                del self._policy_nodes[key[0]]
 
     def _resolver_values(self) -> dict[str, Values]:
         return {t: (q, 0.0, q, n, 0.0, 0.0) for t, (q, n) in self.resolver_counts().items()}
@@ -183,6 +215,9 @@ class DnsTraffic:
         t = self._tenant(car.tenant)
         t.retired = _add(t.retired, car.values[:4] + (0.0, 0.0))
         del self.sidecars[car.node]
+        self._per_tenant[car.tenant] -= 1
+        if self._per_tenant[car.tenant] <= 0:
+            del self._per_tenant[car.tenant]
 
     # -- time --------------------------------------------------------------
     def expire(self, *, now: float, tenants: Iterable[str] = ()) -> int:
@@ -191,15 +226,16 @@ class DnsTraffic:
         gone = [c for c in self.sidecars.values() if now - c.last_seen > self.max_age]
         for car in gone:
             self._retire(car)
-            self._policy.pop(car.node, None)
-        for node in [n for n in self._policy if n not in self.sidecars]:
-            if len(self._policy) <= self.max_sidecars // 2:
-                break
-            del self._policy[node]  # records of nodes that never sent counters
+            self._forget_policy((car.tenant, car.node))
+        for key in [k for k in self._policy if k[1] not in self.sidecars]:
+            if self._policy_nodes[key[0]] > self.max_sidecars // 2:
+                self._forget_policy(key)  # records of nodes that never sent counters
         self.aged_out += len(gone)
         keep = set(tenants) | {c.tenant for c in self.sidecars.values()}
         for name in [n for n in self.tenants if n not in keep]:
             del self.tenants[name]
+        for name in [n for n in self.refused if n and n not in keep]:
+            del self.refused[name]
         return len(gone)
 
     def sample(self, *, now: float) -> None:

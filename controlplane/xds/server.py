@@ -25,7 +25,9 @@ from controlplane.identity.auth import (
     Authenticator,
     Identity,
     authorize,
+    node_refusal,
 )
+from controlplane.identity.limits import CallerLimits
 from controlplane.xds.watcher import AdsBackend, W
 
 log = logging.getLogger("controlplane.xds")
@@ -34,10 +36,11 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
 class AdsServicer(Generic[W]):
-    def __init__(self, backend: AdsBackend[W], authenticator: Authenticator | None = None
-                 ) -> None:
+    def __init__(self, backend: AdsBackend[W], authenticator: Authenticator | None = None,
+                 limits: CallerLimits | None = None) -> None:
         self.backend = backend
         self.authenticator = authenticator
+        self.limits = limits or CallerLimits()
         self.draining = False
         self._enders: dict[str, Callable[[], None]] = {}  # open stream -> ends it (drain)
 
@@ -99,6 +102,7 @@ class AdsServicer(Generic[W]):
         wake = asyncio.Event()
         conn = backend.open(context.peer(), delta=delta, notify=wake.set)
         attached = False
+        held: str | None = None  # the node id this stream holds a place for (limits)
         ending = asyncio.Event()  # set by drain(): this replica is shutting down
 
         def end() -> None:
@@ -110,7 +114,7 @@ class AdsServicer(Generic[W]):
             end()
 
         async def read() -> ProtocolError | None:
-            nonlocal attached
+            nonlocal attached, held
             async for request in requests:
                 try:
                     events = conn.stream.receive(request)
@@ -119,9 +123,15 @@ class AdsServicer(Generic[W]):
                 if not attached:
                     if identity is not None:
                         assert conn.stream.node is not None
-                        denied = authorize(identity, workload_from_node(conn.stream.node))
+                        node_id = conn.stream.node.id
+                        denied = (authorize(identity, workload_from_node(conn.stream.node))
+                                  or node_refusal(identity, node_id))
                         if denied:
                             return ProtocolError("PERMISSION_DENIED", denied)
+                        full = self.limits.admit("ads", identity, node_id)
+                        if full:
+                            return ProtocolError("RESOURCE_EXHAUSTED", full)
+                        held = node_id
                         if identity.bind_labels:  # the view is chosen with the pod's labels
                             conn.stream.node.metadata["LABELS"] = dict(identity.labels)
                     backend.attach(conn)
@@ -157,6 +167,8 @@ class AdsServicer(Generic[W]):
                     return
         finally:
             reader.cancel()
+            if identity is not None and held is not None:
+                self.limits.release("ads", identity, held)
             self._enders.pop(conn.conn_id, None)
             backend.close(conn)
 
@@ -173,8 +185,9 @@ async def _first_node_id(requests: AsyncIterator[Any], timeout: float = 1.0) -> 
 
 
 def add_ads_service(server: grpc.aio.Server, backend: AdsBackend[W],
-                    authenticator: Authenticator | None = None) -> AdsServicer[W]:
-    servicer = AdsServicer(backend, authenticator)
+                    authenticator: Authenticator | None = None,
+                    limits: CallerLimits | None = None) -> AdsServicer[W]:
+    servicer = AdsServicer(backend, authenticator, limits)
     handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.stream_aggregated_resources,
