@@ -39,6 +39,7 @@ from controlplane.hub.hub import Hub
 from controlplane.sources.kubernetes import KubernetesSource
 from controlplane.store.store import Store
 from controlplane.translate import translate_view
+from controlplane.translate.clusters import RESTART_BACKOFF_MS, RESTART_CONNECT_ATTEMPTS
 from controlplane.translate.listeners import RESOLVER_HOP_CLUSTER
 from controlplane.translate.types import CLUSTER_TYPE, LISTENER_TYPE, SECRET_TYPE
 from tests.factories import node, tenant_policy
@@ -147,7 +148,11 @@ def test_other_hops_keep_their_one_resolver_and_no_failover() -> None:
         cluster, proxy = hop_resources(hop, PEERS)  # peers are the mutual hop's only
         assert endpoints(cluster) == [str(TERMINATOR)]
         assert not cluster.HasField("outlier_detection")
-        assert not proxy.HasField("max_connect_attempts")
+        # Their one resolver, waited for while it is restarted on its own port, with a
+        # backoff between tries (the mutual hop's terminator does that on its side).
+        assert proxy.max_connect_attempts.value == RESTART_CONNECT_ATTEMPTS
+        assert (proxy.backoff_options.base_interval.ToMilliseconds(),
+                proxy.backoff_options.max_interval.ToMilliseconds()) == RESTART_BACKOFF_MS
 
 
 # -- the peers from a Service's EndpointSlices (the fake API server) -------------------------

@@ -15,6 +15,8 @@ from google.protobuf.message import Message
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.clusters import (
     HOP_CONNECT_ATTEMPTS,
+    RESTART_BACKOFF_MS,
+    RESTART_CONNECT_ATTEMPTS,
     dns_cluster,
     hop_client_secret,
     hop_cluster,
@@ -80,7 +82,9 @@ def translate_view(view: TenantView, *, host: str, port: int,
         mutual = view.hop is not None and view.hop.mutual
         clusters.append(resolver_hop_cluster(hop_endpoints(view, hop_peers), view.hop))
         listeners.append(resolver_hop_listener(
-            host=hop[0], port=hop[1], connect_attempts=HOP_CONNECT_ATTEMPTS if mutual else 0))
+            host=hop[0], port=hop[1],
+            connect_attempts=HOP_CONNECT_ATTEMPTS if mutual else RESTART_CONNECT_ATTEMPTS,
+            backoff_ms=None if mutual else RESTART_BACKOFF_MS))
     if view.hop is not None and view.forwarding:
         dns_servers, tcp = (Upstream(hop[0], hop[1]),), True
     listeners.insert(0, dns_listener(view, host=host, port=port, servers=dns_servers, tcp=tcp,

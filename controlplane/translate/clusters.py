@@ -65,6 +65,13 @@ def hop_client_secret(hop: ResolverHop) -> secret_pb2.Secret:
 # never try it. No active health check: it would cost every terminator a TLS handshake
 # per sidecar per interval.
 HOP_CONNECT_ATTEMPTS = 3
+# How a connection waits out a tenant resolver that died: the control plane restarts it on
+# its own port within about 0.3 s (supervision every 0.25 s), so a connect that fails is
+# tried again after 50, 100, 200, 400, 400... ms, about 2.4 s in all, instead of the query
+# failing at once (SERVFAIL from the front). The sidecar's hop does this when it reaches
+# the resolver itself; with the mutual hop the terminator does it (translate/terminator.py).
+RESTART_CONNECT_ATTEMPTS = 8
+RESTART_BACKOFF_MS = (50, 400)
 HOP_EJECTION_SECONDS = 5
 HOP_MAX_EJECTION_SECONDS = 60
 

@@ -116,16 +116,22 @@ RESOLVER_HOP_CLUSTER = "tenant_resolver"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
-def resolver_hop_listener(*, host: str, port: int, connect_attempts: int = 0
+def resolver_hop_listener(*, host: str, port: int, connect_attempts: int = 0,
+                          backoff_ms: tuple[int, int] | None = None
                           ) -> listener_pb2.Listener:
     """A loopback TCP listener that hands each DNS-over-TCP connection (of Envoy's
     resolver, or of the pod's DNS front) to the ``tenant_resolver`` cluster, which speaks
     TLS (or plain TCP) to the tenant resolver. ``connect_attempts`` (0: Envoy's default,
-    1): how many hosts a connection tries when connecting fails (the mutual hop lists
-    every replica's terminator: ``clusters.resolver_hop_cluster``)."""
+    1): how many times a connection tries to connect when connecting fails (the mutual hop
+    lists every replica's terminator: ``clusters.resolver_hop_cluster``; a lone resolver
+    being restarted comes back on its own port), ``backoff_ms`` the (base, max) wait
+    between tries (None: none)."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="tenant_resolver", cluster=RESOLVER_HOP_CLUSTER)
     if connect_attempts:
         proxy.max_connect_attempts.value = connect_attempts
+    if backoff_ms is not None:
+        proxy.backoff_options.base_interval.FromMilliseconds(backoff_ms[0])
+        proxy.backoff_options.max_interval.FromMilliseconds(backoff_ms[1])
     proxy_any = Any()
     proxy_any.Pack(proxy)
     return listener_pb2.Listener(

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.translate.clusters import RESTART_BACKOFF_MS, RESTART_CONNECT_ATTEMPTS
+
 BOOTSTRAP = "envoy.json"
 LDS = "lds/lds.json"
 CDS = "cds/cds.json"
@@ -99,6 +101,10 @@ def _chain(tenant: str, spec: TerminatorTenant, files: TerminatorFiles) -> dict[
     proxy = _any("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                  stat_prefix=f"hop_{spec.sni.split('.', 1)[0]}", cluster=_cluster_name(tenant),
                  max_downstream_connection_duration=f"{files.max_connection_seconds}s",
+                 # a resolver being restarted on its own port (clusters.RESTART_*)
+                 max_connect_attempts=RESTART_CONNECT_ATTEMPTS,
+                 backoff_options={"base_interval": f"{RESTART_BACKOFF_MS[0] / 1000}s",
+                                  "max_interval": f"{RESTART_BACKOFF_MS[1] / 1000}s"},
                  access_log=access_log)
     return {"name": f"tenant:{tenant}",
             "filter_chain_match": {"server_names": [spec.sni]},
