@@ -11,11 +11,13 @@ import logging
 from typing import Any
 
 import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.app import _check_static_tokens
-from controlplane.core.settings import Settings
 from controlplane.core.errors import ConfigError, Unauthenticated
+from controlplane.core.inventory import Inventory
 from controlplane.core.model import Namespace, Workload
+from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.hub.streams import Connection
 from controlplane.identity.auth import (
@@ -26,9 +28,9 @@ from controlplane.identity.auth import (
     tenant_refusal,
 )
 from controlplane.policy.selection import static_token_problem
-from controlplane.core.inventory import Inventory
 from controlplane.telemetry.stats_sink import MetricsSink, NodeDirectory
 from controlplane.telemetry.traffic import DnsTraffic
+from controlplane.translate.types import LISTENER_TYPE
 from tests.factories import connect, node, policy
 from tests.test_stats_sink import envoy_message
 
@@ -178,9 +180,6 @@ def test_after_a_change_only_the_bad_tokens_are_refused_until_good_again(
 def test_a_tenant_bound_stream_gets_its_tenants_view_whatever_it_claims() -> None:
     hub = shop_hub()
     conn = hub.open(peer="test")
-    from envoy.service.discovery.v3 import discovery_pb2
-
-    from controlplane.translate.types import LISTENER_TYPE
     conn.stream.receive(discovery_pb2.DiscoveryRequest(
         type_url=LISTENER_TYPE, node=node("vm.shop", "shop", LABELS={"app": "blue"})))
     hub.attach(conn, tenant="red", caller="token red")
