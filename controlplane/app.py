@@ -45,7 +45,7 @@ from controlplane.core.settings import (
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
-from controlplane.identity.auth import Identity
+from controlplane.identity.auth import TokenAuthenticator
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.identity.limits import CallerLimits, LimitsCollector
@@ -59,10 +59,10 @@ from controlplane.identity.tokenreview import (
     IdentityApi,
     authenticator_from_settings,
     identity_collectors,
-    static_identities,
+    token_authenticators,
 )
 from controlplane.injection.webhook import serve_webhook, webhook_log
-from controlplane.policy.selection import reachable_tenants
+from controlplane.policy.selection import static_token_problem
 from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
@@ -169,24 +169,33 @@ class FileRunner:
         return None
 
 
-def _warn_ambiguous_tokens(hub: Hub, identities: list[Identity],
-                           warned: set[tuple[str, tuple[str, ...]]]) -> None:
-    """Warn (once per token and set of tenants) about a static token that could be given
-    more than one tenant's view: its namespace is shared by tenants split by pod selector,
-    and the labels it binds do not pick one (a node may claim more labels than the token)."""
+def _check_static_tokens(hub: Hub, tokens: list[TokenAuthenticator], *,
+                         fatal: bool) -> None:
+    """Refuse every static token that cannot stand for one tenant in this configuration
+    (``static_token_problem``: its tenant is gone, its labels get another, or it could get
+    more than one tenant's view). Before serving (``fatal``) that is a ConfigError naming
+    them; after a configuration change they are refused (UNAUTHENTICATED, with the reason)
+    until a change makes them good again, and the other tokens keep working."""
     inventory = hub.inventory
-    for identity in identities:
-        tenants = reachable_tenants(identity.namespace,
-                                    inventory.namespace_labels(identity.namespace),
-                                    dict(identity.labels), inventory.policies.values())
-        key = (identity.name, tuple(tenants))
-        if len(tenants) > 1 and key not in warned:
-            warned.add(key)
-            log.warning("static token %r (namespace %s, labels %s) could get the view of "
-                        "any of the tenants %s: a sidecar with it can claim labels that "
-                        "select another tenant. Bind it to labels that select exactly one.",
-                        identity.name, identity.namespace,
-                        dict(identity.labels) or "none", ", ".join(tenants))
+    problems: list[str] = []
+    for authenticator in tokens:
+        refused: dict[str, str] = {}
+        for identity in authenticator.identities:
+            problem = static_token_problem(
+                namespace=identity.namespace,
+                namespace_labels=inventory.namespace_labels(identity.namespace),
+                labels=dict(identity.labels), tenant=identity.tenant,
+                policies=inventory.policies.values())
+            if problem is not None:
+                refused[identity.name] = problem
+                problems.append(f"static token {identity.name!r}: {problem}")
+                if authenticator.refused.get(identity.name) != problem and not fatal:
+                    log.error("static token %r refused: %s", identity.name, problem)
+        for name in sorted(set(authenticator.refused) - set(refused)):
+            log.info("static token %r accepted again", name)
+        authenticator.refused = refused
+    if fatal and problems:
+        raise ConfigError(flag="--auth-tokens", reason="; ".join(problems))
 
 
 async def _wait_grpc(server: grpc.aio.Server) -> None:
@@ -273,11 +282,11 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     authenticator = authenticator_from_settings(settings.auth, identity_api,
                                                 pod_labels=pod_labels)
-    static_tokens = static_identities(authenticator)
-    if static_tokens:
-        warned: set[tuple[str, tuple[str, ...]]] = set()
-        after_rebuild.append(lambda: _warn_ambiguous_tokens(hub, static_tokens, warned))
-        _warn_ambiguous_tokens(hub, static_tokens, warned)
+    static_tokens = token_authenticators(authenticator)
+    if static_tokens:  # fatal only when the first full load came before serving
+        after_rebuild.append(lambda: _check_static_tokens(hub, static_tokens, fatal=False))
+        if hub.readiness.is_loaded:
+            _check_static_tokens(hub, static_tokens, fatal=True)
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
     # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
     limits = CallerLimits(max_streams=settings.auth.max_streams,

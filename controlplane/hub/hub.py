@@ -341,9 +341,11 @@ class Hub:
              notify: Callable[[], None] | None = None) -> Connection:
         return self.streams.open(peer, delta=delta, notify=notify)
 
-    def attach(self, conn: Connection) -> None:
-        """Called once the first request (with the node) has arrived."""
+    def attach(self, conn: Connection, *, tenant: str = "", caller: str = "") -> None:
+        """Called once the first request (with the node) has arrived; ``tenant``: the
+        one tenant the caller stands for, whatever the node claims."""
         assert conn.stream.node is not None
+        conn.bound_tenant, conn.caller = tenant, caller
         conn.workload = workload_from_node(conn.stream.node)
         for warning in conn.workload.warnings:
             log.warning("node %s: %s", conn.workload.node_id or conn.peer, warning,
@@ -374,6 +376,11 @@ class Hub:
             if selections is not None:
                 selections[memo] = selection
         tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
+        if conn.bound_tenant and tenant != conn.bound_tenant:
+            # A static token's tenant: its view, or (the tenant gone) the default one.
+            tenant = (conn.bound_tenant if conn.bound_tenant in self.tenant_views
+                      else DEFAULT_TENANT)
+            selection = Selection(None)
         if selection.conflicts and selection.conflicts != conn.conflicts:
             log.warning("node %s: DnsPolicy %s applies; %s also match (conflict)", w.node_id,
                         tenant, ", ".join(selection.conflicts), extra={"node": w.node_id})

@@ -42,6 +42,10 @@ class Connection:
     workload: Workload | None = None
     view_key: ViewKey | None = None
     conflicts: tuple[str, ...] = ()
+    # The one tenant the caller stands for (a static token's ``tenant:``): its view,
+    # whatever the node claims. "": chosen by the workload's namespace and labels.
+    bound_tenant: str = ""
+    caller: str = ""  # who opened the stream (``Identity.key``); "" without auth
     notify: Callable[[], None] = field(default=lambda: None)
     # (type URL, version) pairs whose ACK was timed already (push latency counts once).
     timed: set[tuple[str, str]] = field(default_factory=set)

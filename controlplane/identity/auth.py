@@ -1,4 +1,4 @@
-"""Who may ask for which view: bearer tokens bound to a namespace (and pod labels).
+"""Who may ask for which view: bearer tokens bound to a tenant, or a namespace and labels.
 
 A token file (``serve --auth-tokens FILE``) lists the tokens:
 
@@ -6,17 +6,23 @@ A token file (``serve --auth-tokens FILE``) lists the tokens:
     - name: acme-sidecars        # for logs
       token: "s3cr3t..."         # or  sha256: "<hex digest of the token>"
       namespace: acme
-      labels: {app: payments}    # optional: the pod labels the sidecar must claim
+      tenant: acme               # optional: the one tenant (DnsPolicy) it stands for
+      labels: {app: payments}    # optional: the workload's labels, exactly
       nodes: [billing-vm-1.acme] # optional: the node ids it may speak for (default:
-                                 # any "<name>.<namespace>", at most --sidecar-max-nodes
-                                 # of them at once)
+                                 # any "<name>.<namespace>" that no other token lists,
+                                 # at most --sidecar-max-nodes of them at once)
 
 Every ADS stream must send ``authorization: Bearer <token>``; the node's
-``NAMESPACE`` must be the token's namespace and its ``LABELS`` must include the
-token's labels, else the stream ends with PERMISSION_DENIED before any
-resource is sent. So a sidecar cannot obtain another tenant's view by lying in
-its node metadata. Without a token file the server must be started with
-``--insecure``, which it logs loudly.
+``NAMESPACE`` must be the token's namespace, else the stream ends with
+PERMISSION_DENIED before any resource is sent. A token with ``labels`` is bound to
+them as a pod token is to its pod's: the view is chosen with the token's labels, and
+a node claiming a label the token does not have, or another value, is refused. A
+token with ``tenant`` gets that tenant's view whatever its node claims, and its
+stats and query-log reports count for that tenant only. A token with neither lets
+its node's labels choose the view, which is allowed only where they can choose one
+tenant at most (checked at load and after every configuration change:
+``policy.selection.static_token_problem``). Without a token file the server must be
+started with ``--insecure``, which it logs loudly.
 
 Every way of proving who a stream speaks for is an ``Authenticator``: static
 tokens here, Kubernetes ServiceAccount tokens checked with TokenReview in
@@ -38,7 +44,7 @@ import fnmatch
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +70,11 @@ class Identity:
     # Static tokens: the node ids (fnmatch patterns) the token may speak for; empty: any
     # ``<name>.<namespace>``.
     nodes: tuple[str, ...] = ()
+    # Static tokens: the one tenant (DnsPolicy) the token stands for; "": chosen by the
+    # namespace and labels.
+    tenant: str = ""
+    # Static tokens without ``nodes``: the node ids other tokens list (theirs only).
+    reserved: tuple[tuple[str, str], ...] = ()  # (pattern, the token that lists it)
 
     @property
     def key(self) -> str:
@@ -89,10 +100,22 @@ def node_refusal(identity: Identity, node_id: str) -> str | None:
             return (f"token {identity.name!r} speaks for nodes {list(identity.nodes)}, not "
                     f"for {node_id!r}")
         return None
+    for pattern, owner in identity.reserved:
+        if fnmatch.fnmatchcase(node_id, pattern):
+            return (f"token {identity.name!r} may not speak for node {node_id!r}: token "
+                    f"{owner!r} lists it under nodes:")
     name, dot, namespace = node_id.rpartition(".")
     if not dot or not name or namespace != identity.namespace:
         return (f"token {identity.name!r} speaks for node ids '<name>.{identity.namespace}', "
                 f"not for {node_id!r}")
+    return None
+
+
+def tenant_refusal(identity: Identity, tenant: str) -> str | None:
+    """Why ``identity`` may not report for ``tenant``, or None."""
+    if identity.tenant and tenant != identity.tenant:
+        return (f"token {identity.name!r} stands for tenant {identity.tenant!r}, not for "
+                f"{tenant!r}")
     return None
 
 
@@ -147,6 +170,9 @@ class _Token:
 class TokenAuthenticator:
     def __init__(self, tokens: Iterable[_Token]) -> None:
         self._tokens = list(tokens)
+        # token name -> why it is refused now (set after every configuration change:
+        # its tenant is gone, or it could get more than one tenant's view).
+        self.refused: dict[str, str] = {}
 
     @property
     def identities(self) -> list[Identity]:
@@ -186,16 +212,26 @@ class TokenAuthenticator:
             if not isinstance(nodes, list) or not all(isinstance(n, str) and n
                                                       for n in nodes):
                 raise ConfigError(f"{source}: tokens[{i}].nodes must be a list of node ids")
+            tenant = e.get("tenant", "")
+            if not isinstance(tenant, str) or ("tenant" in e and not tenant):
+                raise ConfigError(f"{source}: tokens[{i}].tenant must be a DnsPolicy name")
             tokens.append(_Token(digest, Identity(
                 name=str(e.get("name") or f"tokens[{i}]"), namespace=e["namespace"],
                 labels=labels_of({str(k): str(v) for k, v in labels.items()}),
-                nodes=tuple(nodes))))
-        return cls(tokens)
+                bind_labels=bool(labels), nodes=tuple(nodes), tenant=tenant)))
+        listed = tuple((pattern, t.identity.name) for t in tokens
+                       for pattern in t.identity.nodes)
+        return cls(_Token(t.digest, replace(t.identity, reserved=tuple(
+            (p, owner) for p, owner in listed if owner != t.identity.name)))
+            if not t.identity.nodes else t for t in tokens)
 
     async def identify(self, metadata: Metadata) -> Identity:
         identity = self.authenticate(metadata)
         if identity is None:
             raise Unauthenticated(MISSING_TOKEN)
+        refused = self.refused.get(identity.name)
+        if refused:
+            raise Unauthenticated(f"token {identity.name!r} is refused: {refused}")
         return identity
 
     def authenticate(self, metadata: Iterable[tuple[str, Any]]) -> Identity | None:
@@ -220,7 +256,8 @@ def authorize(identity: Identity, workload: Workload) -> str | None:
         actual = dict(identity.labels)
         for key in sorted(claimed):
             if claimed[key] != actual.get(key):
-                return (f"{identity.name} has {_label(key, actual)}, but node "
+                who = identity.name if identity.pod else f"token {identity.name!r}"
+                return (f"{who} has {_label(key, actual)}, but node "
                         f"{workload.node_id!r} claims {_label(key, claimed)}")
         return None
     for key, value in identity.labels:

@@ -291,11 +291,12 @@ def identity_collectors(authenticator: Authenticator | None) -> list[object]:
     return [TokenReviewCollector(a) for a in chain if isinstance(a, TokenReviewAuthenticator)]
 
 
-def static_identities(authenticator: Authenticator | None) -> list[Identity]:
-    """The identities of the static token file in ``authenticator`` (and those it chains)."""
+def token_authenticators(authenticator: Authenticator | None) -> list[TokenAuthenticator]:
+    """The static token files in ``authenticator`` (and those it chains)."""
     chain = authenticator.authenticators if isinstance(authenticator, FirstOf) else [
         authenticator]
-    return [i for a in chain if isinstance(a, TokenAuthenticator) for i in a.identities]
+    return [a for a in chain if isinstance(a, TokenAuthenticator)]
+
 
 
 def authenticator_from_settings(settings: AuthSettings, identity_api: IdentityApi | None, *,

