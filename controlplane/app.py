@@ -298,7 +298,8 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
                           on_record=lambda r: traffic.query_record(node=r.node, action=r.action,
                                                                    tenant=r.tenant),
-                          authenticator=authenticator, limits=limits)
+                          authenticator=authenticator, limits=limits,
+                          node_caller=hub.node_caller)
     # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
     resolver_reports = ResolverReports(
         hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),

@@ -126,6 +126,8 @@ class Tokens:
                 return POD
             if k == "authorization" and v == "Bearer foo":
                 return Identity("pod foo/web-9", "foo", pod="web-9", bind_labels=True)
+            if k == "authorization" and v == "Bearer acme-vm":  # a static token of acme's
+                return Identity("token acme-vm", "acme")
         raise Unauthenticated("unknown token")
 
 
@@ -212,9 +214,12 @@ async def _query_log_service() -> None:
     policies = {t: CompiledPolicy.of(policy(t, blacklist=("*.bad.org",)))
                 for t in ("acme", "foo")}
     log = QueryLog(lambda: policies)
-    owners = {"web-1.acme": "acme", "web-9.foo": "foo"}
+    owners = {"web-1.acme": "acme", "web-9.foo": "foo", "vm-2.acme": "acme"}
+    # who opened each node's ADS stream: vm-2.acme's was another static token of acme's
+    callers = {"web-1.acme": POD.key, "vm-2.acme": "token other-vm"}
     server = grpc.aio.server()
-    add_query_log_service(server, log, owners.get, authenticator=Tokens())
+    add_query_log_service(server, log, owners.get, authenticator=Tokens(),
+                          node_caller=lambda node: callers.get(node, ""))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -238,10 +243,13 @@ async def _query_log_service() -> None:
             assert await send(export_request("web-1.acme", "foo"), "acme") == grpc.StatusCode.OK
             assert await send(export_request("web-1.acme", "acme", 3), "acme") == \
                 grpc.StatusCode.OK
+            # A token of the same tenant, for a node whose ADS stream another token holds.
+            assert await send(export_request("vm-2.acme", "acme"), "acme-vm") == \
+                grpc.StatusCode.PERMISSION_DENIED
     finally:
         await server.stop(0)
     assert log.recent(tenant="foo") == [] and len(log.recent(tenant="acme")) == 3
-    assert log.refused == {"unauthenticated": 1, "wrong_node": 1, "not_the_nodes_tenant": 1}
+    assert log.refused == {"unauthenticated": 1, "wrong_node": 2, "not_the_nodes_tenant": 1}
     assert ("foo", "deny") not in log.counts
 
 

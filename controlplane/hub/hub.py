@@ -500,6 +500,11 @@ class Hub:
         """The tenant of a connected node, or None."""
         return self.streams.node_tenant(node_id)
 
+    def node_caller(self, node_id: str) -> str:
+        """Who opened a connected node's ADS stream (``Identity.key``), "" when unknown."""
+        owner = self.streams.node_owner(node_id)
+        return owner[1] if owner is not None else ""
+
     def snapshot_for(self, conn: Connection) -> ViewSnapshot | None:
         """Nothing before the first full build: a stream that connects while a restarted
         control plane is still loading waits (its Envoy keeps serving what it has) rather

@@ -176,9 +176,15 @@ class Streams:
     # -- read side ---------------------------------------------------------------
     def node_tenant(self, node_id: str) -> str | None:
         """The tenant of a connected node, or None."""
+        owner = self.node_owner(node_id)
+        return owner[0] if owner is not None else None
+
+    def node_owner(self, node_id: str) -> tuple[str, str] | None:
+        """The tenant of a connected node and who opened its stream (``Identity.key``; ""
+        without auth), or None."""
         for conn in self.connections.values():
             if conn.workload is not None and conn.workload.node_id == node_id and conn.view_key:
-                return conn.view_key.tenant
+                return conn.view_key.tenant, conn.caller
         return None
 
     def proxy_states(self) -> list[ProxyState]:

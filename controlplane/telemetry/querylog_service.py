@@ -37,16 +37,21 @@ class QueryLogService:
     UNAUTHENTICATED without, UNAVAILABLE when they cannot be checked now. Each batch's
     node (the resource attribute ``node_name``) must be bound to that identity
     (``auth.node_refusal``: PERMISSION_DENIED) and within its caps (``limits``:
-    RESOURCE_EXHAUSTED). With ``node_tenant``, a record counts only when its node has a
-    connected ADS stream of the tenant it names. Refused records are counted by reason.
+    RESOURCE_EXHAUSTED), and with ``node_caller`` the node's ADS stream must have been
+    opened by the same caller (two tokens of one tenant cannot write for each other's
+    nodes, as on the stats sink). With ``node_tenant``, a record counts only when its node
+    has a connected ADS stream of the tenant it names. Refused records are counted by
+    reason.
     """
 
     def __init__(self, query_log: QueryLog, *,
                  node_tenant: Callable[[str], str | None] | None = None,
                  on_record: Callable[[QueryRecord], None] | None = None,
                  authenticator: Authenticator | None = None,
-                 limits: CallerLimits | None = None) -> None:
+                 limits: CallerLimits | None = None,
+                 node_caller: Callable[[str], str] | None = None) -> None:
         self.query_log = query_log
+        self.node_caller = node_caller
         self.node_tenant = node_tenant
         self.on_record = on_record
         self.authenticator = authenticator
@@ -69,6 +74,10 @@ class QueryLogService:
                 owner = self.node_tenant(node) if self.node_tenant else None
                 denied = node_refusal(identity, node) or (
                     tenant_refusal(identity, owner) if owner is not None else None)
+                holder = self.node_caller(node) if self.node_caller else ""
+                if not denied and holder and holder != identity.key:
+                    denied = (f"node {node!r} is another caller's: its ADS stream was opened "
+                              "with another token")
                 if denied:
                     self.query_log.reject("wrong_node", records=_count(request))
                     log.warning("query log records refused: %s", denied,
@@ -123,12 +132,14 @@ def add_query_log_service(server: grpc.aio.Server, query_log: QueryLog,
                           node_tenant: Callable[[str], str | None] | None = None,
                           on_record: Callable[[QueryRecord], None] | None = None, *,
                           authenticator: Authenticator | None = None,
-                          limits: CallerLimits | None = None) -> QueryLogService:
+                          limits: CallerLimits | None = None,
+                          node_caller: Callable[[str], str] | None = None) -> QueryLogService:
     """OpenTelemetry logs from the sidecars' DNS filters (per-query records): see
     ``QueryLogService``. ``on_record`` is told every WARN and deny record kept
     (per-sidecar counts, traffic.py)."""
     service = QueryLogService(query_log, node_tenant=node_tenant, on_record=on_record,
-                              authenticator=authenticator, limits=limits)
+                              authenticator=authenticator, limits=limits,
+                              node_caller=node_caller)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(LOGS_SERVICE, {
         "Export": grpc.unary_unary_rpc_method_handler(
             service.export,
