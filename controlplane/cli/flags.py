@@ -153,6 +153,12 @@ def _xds_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--drain-seconds", type=float, default=x.drain_seconds,
                        help="on SIGTERM, end the open ADS streams over this many seconds so "
                             "the sidecars reconnect to another replica (default %(default)s)")
+    serve.add_argument("--front-table-limit", type=int, default=x.front_table_limit,
+                       metavar="ENTRIES",
+                       help="a DNS-fronted sidecar's Envoy holds at most this many names of "
+                            "a tenant with a resolver, those of the tenant's own namespaces; "
+                            "its resolver answers the rest (0: the whole table in every "
+                            "sidecar; default %(default)s)")
     serve.add_argument("--sidecar-stats-max-age", type=float, default=s.max_age_seconds,
                        metavar="SECONDS",
                        help="drop a sidecar whose DNS counters stopped arriving for this long "

@@ -102,7 +102,8 @@ def xds_settings(args: argparse.Namespace) -> XdsSettings:
     host, port = args.xds_address
     return XdsSettings(host=host, port=port, tls_dir=args.xds_tls_dir,
                        plaintext=not args.xds_tls_dir, debounce_seconds=args.debounce,
-                       drain_seconds=max(0.0, args.drain_seconds))
+                       drain_seconds=max(0.0, args.drain_seconds),
+                       front_table_limit=args.front_table_limit)
 
 
 def admin_settings(args: argparse.Namespace) -> AdminSettings:

@@ -155,11 +155,17 @@ class XdsSettings:
     # A pair new to a tenant's view enters its DNS front's set this long after the table
     # that answers it is sent (> the front's 1 s poll; docs/dns-front.md, hub/front_sets.py).
     front_settle_seconds: float = 2.5
+    # A fronted sidecar's Envoy holds at most this many entries of a view that has a
+    # resolver: those of the tenant's own namespaces; the resolver answers the rest
+    # (docs/wide-tenants.md, translate/envoy_part.py). 0: the whole table.
+    front_table_limit: int = 2000
 
     def __post_init__(self) -> None:
         _port("--xds-address", self.port)
         if self.front_settle_seconds < 0:
             raise ConfigError("the DNS front's settle time must not be negative")
+        if self.front_table_limit < 0:
+            raise ConfigError(flag="--front-table-limit", reason="must not be negative")
         if self.tls_dir and self.plaintext:
             raise ConfigError(flag="--xds-tls-dir",
                               reason="--xds-tls-dir and --xds-plaintext exclude each other")

@@ -154,6 +154,8 @@ class TenantView:
     # With a policy server: the table names whose answer is its decision, and those it denied.
     asked: tuple[str, ...] = field(default=(), compare=False)
     server_denied: tuple[str, ...] = ()
+    # The namespaces the policy selects (the tenant's own; ``translate.envoy_part``).
+    namespaces: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def forwarding(self) -> bool:
@@ -399,6 +401,7 @@ def build_tenant_view(
         notes=tuple(notes + unenforced), unenforced=tuple(unenforced),
         log_queries=log_queries,
         asked=tuple(asked), server_denied=tuple(server_denied),
+        namespaces=frozenset(selected),
     )
     return view, error
 

@@ -21,6 +21,12 @@ rendered from (the view itself when nothing is held) and the pairs their set lis
 ``next_due`` when a waiting pair or a hold is due, so the hub renders the tenant's
 fronted keys again then. Only fronted keys call it: the others get the view as it is.
 
+A wide view (more than ``table_limit`` entries, with a resolver) is cut to Envoy's part
+first (``translate.envoy_part``: the tenant's own namespaces, at most ``table_limit``):
+the pairs and the table are those of the part, so a name that leaves the part leaves the
+set first and the table ``settle`` seconds later, like a name that leaves the view; the
+resolver answers it meanwhile and after (``docs/wide-tenants.md``).
+
 The first view of each tenant seen while the hub is still loading (``initial``: the
 first full build, and the streams that connected before it) is published whole:
 sidecars reconnecting to a restarted control plane already have the table, and a new
@@ -41,6 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from controlplane.dns.views import TableEntry, TenantView
+from controlplane.translate.envoy_part import envoy_part
 from controlplane.translate.front import Pair, envoy_pairs, pair_record_name, record_pairs
 
 DEFAULT_SETTLE_SECONDS = 2.5  # > the front's 1 s poll plus Envoy's table update (0.1-0.15 s)
@@ -57,7 +64,8 @@ class _Hold:
 
 @dataclass
 class _Tenant:
-    view: TenantView | None = None  # the latest view published
+    source: TenantView | None = None  # the latest view published, whole
+    view: TenantView | None = None  # Envoy's part of it (``translate.envoy_part``)
     current: frozenset[Pair] = frozenset()  # every pair of ``view``
     ordered: tuple[Pair, ...] = ()  # the same, sorted
     held: dict[str, _Hold] = field(default_factory=dict)  # record name -> its hold
@@ -87,8 +95,10 @@ def _pairs_of(entries: Entries) -> frozenset[Pair]:
 class FrontSets:
     """Per tenant: the pairs of its latest view, the pairs waiting, the records held."""
 
-    def __init__(self, settle: float = DEFAULT_SETTLE_SECONDS) -> None:
+    def __init__(self, settle: float = DEFAULT_SETTLE_SECONDS, *, table_limit: int = 0
+                 ) -> None:
         self.settle = settle
+        self.table_limit = table_limit  # Envoy's part of a wide view (0: the whole view)
         self._tenants: dict[str, _Tenant] = {}
         self._lock = threading.Lock()
 
@@ -99,7 +109,7 @@ class FrontSets:
         with self._lock:
             t = self._tenants.get(view.tenant)
             fresh = t is None
-            if t is not None and now < t.last_now and view is not t.view:
+            if t is not None and now < t.last_now and view is not t.source:
                 # A render that a newer view overtook (jobs are made on the loop, rendered
                 # on the worker): the hub will not install it; it must not turn the state
                 # back to an older view either.
@@ -108,10 +118,13 @@ class FrontSets:
                 t = self._tenants[view.tenant] = _Tenant()
             t.last_now = max(t.last_now, now)
             previous = t.view
-            if previous is not view:
-                t.ordered = envoy_pairs(view)
+            if t.source is not view:
+                t.source = view
+                t.view = envoy_part(view, limit=self.table_limit)
+                t.ordered = envoy_pairs(t.view)
                 t.current = frozenset(t.ordered)
-                t.view = view
+            # From here on: Envoy's part (the whole view unless wide).
+            view = t.view if t.view is not None else view
             current_entries = self._hold_removed(t, previous, now)
             candidates = self._candidates(t, current_entries)
             if fresh:

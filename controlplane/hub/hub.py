@@ -126,7 +126,8 @@ class Hub:
         self._changed_at = clock()
         # The DNS fronts' sets: new pairs lag the table (front_sets.py); the timer renders
         # the fronted keys of a tenant again when its held pairs are due.
-        self.front_sets = FrontSets(settings.xds.front_settle_seconds)
+        self.front_sets = FrontSets(settings.xds.front_settle_seconds,
+                                    table_limit=settings.xds.front_table_limit)
         self._front_clock = front_clock
         self._front_initial = True  # until the first full build's views are dispatched
         self._front_timer: asyncio.TimerHandle | None = None
