@@ -14,6 +14,7 @@ KRESD_FRONT_TEMPLATE = """\
 $listen
 net.ipv6 = $ipv6
 cache.open($cache_mb * MB, $cache_dir)
+cache.min_ttl(0)  -- never past the TTL the resolver gave (a policy decision's lifetime caps it)
 modules.load('serve_stale < cache')   -- RFC 8767: stale answers while the resolver is down
 modules.unload('detect_time_skew')
 modules.unload('priming')

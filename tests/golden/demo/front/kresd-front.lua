@@ -6,6 +6,7 @@
 net.listen('127.0.0.1', 53, { kind = 'dns' })
 net.ipv6 = false
 cache.open(8 * MB, 'lmdb:///var/cache/dns-front')
+cache.min_ttl(0)  -- never past the TTL the resolver gave (a policy decision's lifetime caps it)
 modules.load('serve_stale < cache')   -- RFC 8767: stale answers while the resolver is down
 modules.unload('detect_time_skew')
 modules.unload('priming')
