@@ -32,7 +32,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, free_port, wait_for
+from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_for
 from e2e.harness.front_sidecar import FrontSidecar
 from e2e.harness.realclients import reserve_loopback_dns_address
 from e2e.harness.refserver import ReferenceDns
@@ -41,6 +41,7 @@ from tests.tools import require_file, require_tool
 
 LIFETIME = 4.0
 SLACK = 1.5  # the debounce, a poll interval, the front's whole-second TTLs
+POLL = 1.0  # the front reads the set of pairs Envoy answers every second (dns-front.md)
 SETTLE = 2.5  # a pair joins the front's set this long after Envoy's table (front_sets.py)
 NS = "payments.svc.cluster.local"
 CHECKOUT = f"checkout.{NS}"
@@ -69,6 +70,7 @@ kind: DnsPolicy
 metadata: {{name: dns-policy}}
 spec:
   namespaceSelector: {{matchLabels: {{workload: payments}}}}
+  selector: {{matchLabels: {{app: payment-gateway}}}}
   server: {{address: "{world}"}}
   policy:
     whitelist: ["{VETOED}"]
@@ -100,6 +102,12 @@ class Setup:
 
     def rcode(self, name: str, rdtype: str = "A") -> str:
         return dns.rcode.to_text(self.ask(name, rdtype).rcode())
+
+    def decision_left(self, name: str) -> float:
+        """Seconds left of the control plane's decision about ``name``."""
+        left: float = {d["name"]: d["expires_in_seconds"]
+                       for d in self.policy_server()["decisions"]}[name]
+        return left
 
     def policy_server(self) -> dict[str, Any]:
         got: dict[str, Any] = self.cp.get("/api/v1/views/dns-policy/dns-table")["policy_server"]
@@ -169,16 +177,23 @@ def test_forwarded_name_revoked_within_lifetime_for_every_type(
         assert [rd.to_text() for rrset in r.answer for rd in rrset] == [value]
         assert all(rrset.ttl <= LIFETIME for rrset in r.answer), (rdtype, r.answer)
     s.rules(allow=[a for a in ALLOW_ALL if a != FWD])
+    left = s.decision_left(FWD)
     figures = {}
     for rdtype in TYPES:
         figures[f"deny {rdtype}"] = until(lambda t=rdtype: s.rcode(FWD, t) == "NXDOMAIN",
-                                          within=LIFETIME + SLACK,
+                                          within=left + SLACK,
                                           what=f"{FWD} {rdtype} denied")
+    print(f"\n{FWD}: the allow had {left:.1f} s left when the server changed its mind")
     s.rules(allow=ALLOW_ALL)
     for rdtype in TYPES:
         figures[f"allow {rdtype}"] = until(lambda t=rdtype: s.rcode(FWD, t) == "NOERROR",
                                            within=LIFETIME + SLACK,
                                            what=f"{FWD} {rdtype} allowed again")
+    # what is known of the asking pods reaches the server: the tenant's one namespace and
+    # the labels its selector requires (per tenant; docs/policy-server.md, "Who asks")
+    asked = [c for c in s.server.checks() if c.startswith(f"{FWD} ")]
+    assert asked and all(c.endswith(" ns=payments labels=app=payment-gateway")
+                         for c in asked), asked
     print(f"\nforwarded name, lifetime {LIFETIME:.0f} s, seconds after the server changed: "
           + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
 
@@ -191,17 +206,20 @@ def test_table_name_cycle_within_lifetime(start: Callable[..., Setup]) -> None:
     assert s.rcode(CHECKOUT) == "NOERROR"
     before = s.sidecar.table_queries("dns-policy")
     s.rules(allow=[a for a in ALLOW_ALL if a != f"*.{NS}"])
+    left = s.decision_left(CHECKOUT)
+    # the pair leaves the front's set with the rebuild; the front polls it every second
     denied = until(lambda: s.rcode(CHECKOUT) == "NXDOMAIN" and
                    s.rcode(CHECKOUT, "AAAA") == "NXDOMAIN",
-                   within=LIFETIME + SLACK, what=f"{CHECKOUT} denied")
+                   within=left + POLL + SLACK, what=f"{CHECKOUT} denied")
     s.rules(allow=ALLOW_ALL)
     # Allowed again: the table at once, the front's set SETTLE s later (hub/front_sets.py:
     # a pair reaches Envoy's table before the set), and the front polls every second;
     # until then the front asks the tenant resolver, whose NXDOMAIN it may hold.
     allowed = until(lambda: s.rcode(CHECKOUT) == "NOERROR",
-                    within=LIFETIME + SETTLE + 1.0 + SLACK, what=f"{CHECKOUT} allowed again")
+                    within=LIFETIME + SETTLE + POLL + SLACK, what=f"{CHECKOUT} allowed again")
     assert s.sidecar.table_queries("dns-policy") > before  # Envoy answered them
-    print(f"\ntable name, lifetime {LIFETIME:.0f} s: denied after {denied:.1f} s, "
+    print(f"\ntable name, lifetime {LIFETIME:.0f} s, the allow had {left:.1f} s left: "
+          f"denied after {denied:.1f} s, "
           f"allowed again after {allowed:.1f} s")
 
 
@@ -213,8 +231,8 @@ def test_outage_longer_than_lifetime_expires_table_decisions(
     s = start()
     assert s.rcode(CHECKOUT) == "NOERROR"
     s.server.stop()
-    left = {d["name"]: d["expires_in_seconds"] for d in s.policy_server()["decisions"]}[CHECKOUT]
-    gone = until(lambda: s.rcode(CHECKOUT) == "NXDOMAIN", within=left + SLACK,
+    left = s.decision_left(CHECKOUT)
+    gone = until(lambda: s.rcode(CHECKOUT) == "NXDOMAIN", within=left + POLL + SLACK,
                  what=f"{CHECKOUT} left out once its decision expired")
     wait_for(lambda: "past their lifetime" in (s.policy_server()["reason"] or ""),
              timeout=5, what="the expired names in the reason")
@@ -224,8 +242,8 @@ def test_outage_longer_than_lifetime_expires_table_decisions(
     back = until(lambda: s.rcode(CHECKOUT) == "NOERROR", within=10,
                  what=f"{CHECKOUT} answered after the server returned")
     print(f"\noutage: {CHECKOUT} left out {gone:.1f} s after the server stopped, its "
-          f"decision had {left:.1f} s left (lifetime {LIFETIME:.0f} s); back {back:.1f} s after it returned; "
-          f"reason: {reason}")
+          f"decision had {left:.1f} s left (lifetime {LIFETIME:.0f} s); back {back:.1f} s "
+          f"after it returned; reason: {reason}")
 
 
 def test_late_failure_does_not_bring_the_outage_back(start: Callable[..., Setup]) -> None:
@@ -263,3 +281,7 @@ def test_query_log_tells_who_decided(start: Callable[..., Setup]) -> None:
     assert vetoed[0]["action"] == "deny" and vetoed[0]["source"] == "server", vetoed
     assert vetoed[0]["verdict"] == "deny", vetoed
     assert not [r for r in records() if r["name"] == CHECKOUT], records()
+    metrics = http_text(f"{s.cp.admin_url}/metrics")
+    assert ('dnscp_policy_query_decisions_total{action="deny",source="server",'
+            'tenant="dns-policy"}') in metrics, [m for m in metrics.splitlines()
+                                                 if "query_decisions" in m]

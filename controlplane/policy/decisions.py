@@ -17,7 +17,15 @@ The protocol is Envoy's external authorization API,
   ``source.principal``: ``spiffe://<zone>/ns/<namespace>/sa/<serviceaccount>`` when known;
   ``source.service``: the node (sidecar) id, when known;
 - ``attributes.context_extensions``: ``dns.name``, ``dns.type``, ``dns.tenant``,
-  ``dns.namespace``, ``dns.node``.
+  ``dns.namespace``, ``dns.namespaces`` (comma-separated), ``dns.node``.
+
+What the control plane knows of the asking workload is per tenant (``docs/policy-server.md``,
+"Who asks"): the namespaces the policy selects (``dns.namespaces``; ``dns.namespace`` when
+it selects exactly one) and the labels its pod ``selector`` requires, which every pod of
+the tenant carries (``source.labels``). Every query of a tenant asks the same question about
+a name, so decisions are cached per (tenant, name). Per-pod identity (a pod's own labels,
+service account, node) cannot be asked: the tenant's view and resolver, and their caches,
+are shared by all its pods.
 
 The answer: ``status.code`` 0 (OK) allows, 7 (PERMISSION_DENIED) or 16
 (UNAUTHENTICATED) denies; any other code, or a body that is not a CheckResponse, is an
@@ -52,6 +60,7 @@ class Question:
     service_account: str = ""
     node: str = ""
     zone: str = "cluster.local"
+    namespaces: tuple[str, ...] = ()  # every namespace the tenant's policy selects
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +107,11 @@ def check_request(q: Question) -> external_auth_pb2.CheckRequest:
         attrs.source.principal = f"spiffe://{q.zone}/ns/{q.namespace}/sa/{q.service_account}"
     if q.node:
         attrs.source.service = q.node
+    if q.namespaces:
+        http.headers["x-dns-namespaces"] = ",".join(q.namespaces)
     attrs.context_extensions.update({"dns.name": q.name, "dns.type": q.qtype,
                                      "dns.tenant": q.tenant, "dns.namespace": q.namespace,
+                                     "dns.namespaces": ",".join(q.namespaces),
                                      "dns.node": q.node})
     return req
 

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -155,6 +155,9 @@ class PolicyDecider:
     # later (a slow Check failing at its deadline) does not overrule it
     _reach_started: dict[str, float] = field(default_factory=dict)
     _wanted: dict[str, frozenset[str]] = field(default_factory=dict)
+    # what is known of every pod of a tenant: (selected namespaces, the selector's labels)
+    _askers: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict)
     _channels: dict[Target, grpc.aio.Channel] = field(default_factory=dict)
     _in_flight: dict[tuple[str, str], asyncio.Future[ExternalDecision]] = field(
         default_factory=dict)
@@ -171,6 +174,7 @@ class PolicyDecider:
         for tenant in list(self.targets):
             if tenant not in policies or policies[tenant].policy_server is None:
                 self.targets.pop(tenant)
+                self._askers.pop(tenant, None)
                 self.cache.drop_tenant(tenant)
         self.target_errors.clear()
         for tenant, policy in policies.items():
@@ -183,9 +187,13 @@ class PolicyDecider:
                 self.target_errors[tenant] = str(exc)
                 self.targets.pop(tenant, None)
                 continue
-            if self.targets.get(tenant) != target:
-                self.cache.drop_tenant(tenant)  # a new server or new settings: ask again
+            asker = (tuple(sorted(ns for ns, obj in inventory.namespaces.items()
+                                  if policy.namespace_selector.matches(dict(obj.labels)))),
+                     tuple(policy.selector.match_labels) if policy.selector else ())
+            if self.targets.get(tenant) != target or self._askers.get(tenant) != asker:
+                self.cache.drop_tenant(tenant)  # new server, settings or askers: ask again
             self.targets[tenant] = target
+            self._askers[tenant] = asker
         self._wanted = {t: frozenset(views[t].asked) for t in self.targets if t in views}
         if self._wake is not None:
             self._wake.set()
@@ -237,10 +245,17 @@ class PolicyDecider:
         key = (q.tenant, q.name)
         flight = self._in_flight.get(key)
         if flight is None:
+            q = self._who(q)
             flight = asyncio.ensure_future(self._ask(q, target, live=live))
             self._in_flight[key] = flight
             flight.add_done_callback(self._landed(key))
         return flight
+
+    def _who(self, q: Question) -> Question:
+        """The question with what is known of the tenant's pods (the same for all)."""
+        namespaces, labels = self._askers.get(q.tenant, ((), ()))
+        return replace(q, namespaces=namespaces, labels=labels,
+                       namespace=namespaces[0] if len(namespaces) == 1 else "")
 
     def _landed(self, key: tuple[str, str]
                 ) -> Callable[[asyncio.Future[ExternalDecision]], None]:

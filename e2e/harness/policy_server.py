@@ -7,7 +7,7 @@
 The input is the CheckRequest as JSON with the proto field names (``input.attributes...``).
 The query is ``data.envoy.authz.allow``: a boolean, or an object with ``allowed`` and
 ``dynamic_metadata`` (OPA's object form). Each Check is logged as one line:
-``<name> <type> allow|deny``.
+``<name> <type> allow|deny ns=<dns.namespace> labels=<k=v,...>``.
 
 ``--rules FILE`` replaces the Rego policy with a JSON file read again on every Check, so a
 test changes the server's mind while it runs: ``{"allow": [names], "ttl": seconds,
@@ -75,7 +75,10 @@ class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
             resp.dynamic_metadata.CopyFrom(ParseDict(meta, Struct()))
         ext = request.attributes.context_extensions
         with self.log.open("a") as f:
-            f.write(f"{ext['dns.name']} {ext['dns.type']} {'allow' if allowed else 'deny'}\n")
+            labels = ",".join(f"{k}={v}" for k, v in sorted(request.attributes.source.labels
+                                                              .items()))
+            f.write(f"{ext['dns.name']} {ext['dns.type']} {'allow' if allowed else 'deny'} "
+                    f"ns={ext.get('dns.namespace', '')} labels={labels}\n")
         return resp
 
 
