@@ -359,28 +359,36 @@ class PolicyDecider:
         self._wake = asyncio.Event()
         while not stop.is_set():
             self._wake.clear()
-            self._watch_expiry()
+            next_expiry = self._watch_expiry()
             flights = [self._flight(q, self.targets[q.tenant], live=False)
                        for q in self._due()]
             if flights:
                 await asyncio.gather(*flights)  # a refresh asks even while the old lives
                 continue
+            # wake at the next expiry too: an expired name leaves the views at once
+            wait = min(interval, max(0.01, next_expiry - self.clock()))
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
         for channel in self._channels.values():
             await channel.close()
 
-    def _watch_expiry(self) -> None:
+    def _watch_expiry(self) -> float:
         """Count the wanted table names whose server decision expired unreplaced; when a
-        count changes the views are rebuilt (such a name falls to the failure mode)."""
+        count changes the views are rebuilt (such a name falls to the failure mode).
+        Returns when the next live decision of a wanted name expires (inf: none)."""
         now = self.clock()
         changed = False
+        next_expiry = float("inf")
         for tenant, names in self._wanted.items():
             n = 0
             for name in names:
                 d = self.cache.last(tenant, name)
-                if d is not None and d.expires_at <= now:
+                if d is None:
+                    continue
+                if d.expires_at <= now:
                     n += 1
+                elif d.expires_at < next_expiry:
+                    next_expiry = d.expires_at
             if n != self.expired.get(tenant, 0):
                 self.expired[tenant] = n
                 changed = True
@@ -388,6 +396,7 @@ class PolicyDecider:
             del self.expired[tenant]
         if changed:
             self.on_change()
+        return next_expiry
 
     def _probe(self, tenant: str, names: frozenset[str]) -> Question | None:
         """During an outage: one question to see whether the server answers again, even
