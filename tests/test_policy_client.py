@@ -246,3 +246,40 @@ def test_a_recovered_server_is_probed_even_when_nothing_is_due() -> None:
         await task
         await again.stop(None)
     asyncio.run(run())
+
+
+class PerType(Server):
+    """Decides ``typed.`` names per type (A allowed, every other type denied), and every
+    other name for all its types at once."""
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        self.calls += 1
+        http = request.attributes.request.http
+        self.asked.append(f"{http.host}{http.path}")
+        resp = external_auth_pb2.CheckResponse()
+        if http.host.startswith("typed."):
+            resp.status.code = 0 if http.path == "/A" else 7
+            resp.dynamic_metadata.update({"dns.per_type": True})
+        return resp
+
+
+def test_decisions_per_type_when_the_server_says_so() -> None:
+    async def run() -> None:
+        servicer = PerType()
+        server, port = await _serve(servicer)
+        decider = PolicyDecider()
+        hub = Hub(Settings(), decider=decider)
+        hub.set_inventory(_inventory(_policy(port), n=0))
+
+        async def ask(name: str, qtype: str) -> bool:
+            return (await decider.decide(Question(tenant="t", name=name, qtype=qtype))).allow
+        assert await ask("typed.example.com", "A")
+        assert not await ask("typed.example.com", "AAAA")  # asked on its own
+        assert await ask("typed.example.com", "A")  # cached per type
+        assert await ask("whole.example.com", "A")
+        assert await ask("whole.example.com", "TXT")  # one decision for every type
+        assert servicer.asked == ["typed.example.com/A", "typed.example.com/AAAA",
+                                  "whole.example.com/A"]
+        await server.stop(None)
+    asyncio.run(run())

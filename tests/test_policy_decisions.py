@@ -71,6 +71,7 @@ def _resp(code: int, meta: dict[str, object] | None = None) -> external_auth_pb2
     (_resp(13), "neither OK nor a denial"),
     (_resp(0, {"dns.ttl_seconds": "soon"}), "must be a number of seconds"),
     (_resp(0, {"dns.ttl_seconds": -1}), "must be a number of seconds"),
+    (_resp(0, {"dns.per_type": "yes"}), "dns.per_type must be true or false"),
 ])
 def test_decision_from_response(resp: external_auth_pb2.CheckResponse,
                                 expected: tuple[bool, float] | str) -> None:

@@ -31,7 +31,10 @@ The answer: ``status.code`` 0 (OK) allows, 7 (PERMISSION_DENIED) or 16
 (UNAUTHENTICATED) denies; any other code, or a body that is not a CheckResponse, is an
 error (the failure mode decides, and the policy reports it). The decision's lifetime is
 ``dynamic_metadata["dns.ttl_seconds"]`` (or ``["ttl_seconds"]``) when given, else the
-policy's ``decisionTtlSeconds``. OPA returns ``dynamic_metadata`` from a Rego rule that
+policy's ``decisionTtlSeconds``. ``dynamic_metadata["dns.per_type"]: true`` says the
+decision holds for the asked type only: it is cached per (name, type) (``typed_key``), and
+the other types of the name are asked on their own; otherwise a decision holds for every
+type of the name. OPA returns ``dynamic_metadata`` from a Rego rule that
 returns an object (see ``examples/policy-server/dns.rego``).
 """
 
@@ -69,6 +72,7 @@ class ExternalDecision:
     expires_at: float
     decided_at: float
     source: str  # "server", or "failure mode closed|open: <why>"
+    per_type: bool = False  # the server decided this (name, type) only (dns.per_type)
 
     @property
     def from_server(self) -> bool:
@@ -137,7 +141,19 @@ def decision_from_response(resp: external_auth_pb2.CheckResponse, *, now: float,
                                   "(0-86400)")
             ttl = value.number_value
             break
-    return ExternalDecision(allow=allow, expires_at=now + ttl, decided_at=now, source="server")
+    per_type = False
+    if "dns.per_type" in meta:
+        flag = meta["dns.per_type"]
+        if flag.WhichOneof("kind") != "bool_value":
+            raise BadDecision("dynamic_metadata dns.per_type must be true or false")
+        per_type = flag.bool_value
+    return ExternalDecision(allow=allow, expires_at=now + ttl, decided_at=now, source="server",
+                            per_type=per_type)
+
+
+def typed_key(name: str, qtype: str) -> str:
+    """The cache key of a decision the server made for one type of a name only."""
+    return f"{name} {qtype}"
 
 
 class DecisionCache:

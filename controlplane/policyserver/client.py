@@ -46,12 +46,14 @@ from controlplane.core.model import DnsPolicy, FailureMode
 from controlplane.core.names import normalise, parse_ip, split_host_port
 from controlplane.dns.views import TenantView, resolve_upstream
 from controlplane.policy.decisions import (
+    TABLE_TYPE,
     DecisionCache,
     ExternalDecision,
     Question,
     check_request,
     decision_from_response,
     failure_mode,
+    typed_key,
 )
 
 log = logging.getLogger("controlplane.policy_server")
@@ -159,7 +161,7 @@ class PolicyDecider:
     _askers: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = field(
         default_factory=dict)
     _channels: dict[Target, grpc.aio.Channel] = field(default_factory=dict)
-    _in_flight: dict[tuple[str, str], asyncio.Future[ExternalDecision]] = field(
+    _in_flight: dict[tuple[str, str, str], asyncio.Future[ExternalDecision]] = field(
         default_factory=dict)
     _wake: asyncio.Event | None = None
     # Live questions (a query is waiting) and the bulk prefetch of table names get their own
@@ -220,7 +222,8 @@ class PolicyDecider:
     async def decide(self, q: Question) -> ExternalDecision:
         """A decision within the tenant's timeout: cached, asked, or the failure mode's."""
         now = self.clock()
-        cached = self.cache.get(q.tenant, q.name, now)
+        cached = (self.cache.get(q.tenant, typed_key(q.name, q.qtype), now)
+                  or self.cache.get(q.tenant, q.name, now))
         if cached is not None:
             self.counts[(q.tenant, "cache")] += 1
             return cached
@@ -242,7 +245,7 @@ class PolicyDecider:
     def _flight(self, q: Question, target: Target, *, live: bool
                 ) -> asyncio.Future[ExternalDecision]:
         """The one call in flight for (tenant, name), started if there is none."""
-        key = (q.tenant, q.name)
+        key = (q.tenant, q.name, q.qtype)
         flight = self._in_flight.get(key)
         if flight is None:
             q = self._who(q)
@@ -257,7 +260,7 @@ class PolicyDecider:
         return replace(q, namespaces=namespaces, labels=labels,
                        namespace=namespaces[0] if len(namespaces) == 1 else "")
 
-    def _landed(self, key: tuple[str, str]
+    def _landed(self, key: tuple[str, str, str]
                 ) -> Callable[[asyncio.Future[ExternalDecision]], None]:
         def done(_: asyncio.Future[ExternalDecision]) -> None:
             self._in_flight.pop(key, None)
@@ -287,6 +290,9 @@ class PolicyDecider:
             return self._failure(q.tenant, target.mode, str(exc), now, started=started)
         self._recovered(q.tenant, started=started)
         self.counts[(q.tenant, "allow" if got.allow else "deny")] += 1
+        if got.per_type and q.qtype != TABLE_TYPE:  # this type only
+            self.cache.put(q.tenant, typed_key(q.name, q.qtype), got)
+            return got
         changed = self.cache.put(q.tenant, q.name, got)
         if changed and q.name in self._wanted.get(q.tenant, ()):
             self.on_change()
@@ -403,7 +409,7 @@ class PolicyDecider:
         when no decision is due (a wanted table name, else the last name decided)."""
         candidates = sorted(names) or [name for name, _ in self.cache.tenant(tenant)][-1:]
         for name in candidates:
-            if (tenant, name) not in self._in_flight:
+            if (tenant, name, TABLE_TYPE) not in self._in_flight:
                 return Question(tenant=tenant, name=name)
         return None
 
@@ -431,7 +437,7 @@ class PolicyDecider:
                     share = REFRESH_AHEAD * (0.5 + (zlib.crc32(name.encode()) % 1000) / 1000)
                     if d.expires_at - now > (d.expires_at - d.decided_at) * share:
                         continue
-                if (tenant, name) in self._in_flight:
+                if (tenant, name, TABLE_TYPE) in self._in_flight:
                     continue
                 yield Question(tenant=tenant, name=name)
 

@@ -3,8 +3,9 @@
 unbound loads this file (``python-script``) with the constants below filled in by
 ``translate/unbound.py``. Names that reach it passed the RPZ (no whitelist or blacklist
 entry denied them) and are outside the cluster zone. For each, it asks the control plane
-once per decision lifetime over a unix socket (``policy_client.serve_gate``) and keeps the
-answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
+once per decision lifetime and type over a unix socket (``policy_client.serve_gate``; the
+control plane answers every type from one decision unless the server decided per type)
+and keeps the answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
 trip. A denied name is answered NXDOMAIN here and never forwarded. When the control plane
 does not answer in time, the failure mode decides, for one second.
 
@@ -58,19 +59,19 @@ def _ask(name, qtype):
 
 def allowed(name, qtype):
     now = time.monotonic()
-    hit = _cache.get(name)
+    hit = _cache.get((name, qtype))
     if hit is not None and hit[1] > now:
         return hit[0]
     allow, ttl = _ask(name, qtype)
     if len(_cache) >= MAX_ENTRIES:
         _cache.clear()
-    _cache[name] = (allow, now + ttl)
+    _cache[(name, qtype)] = (allow, now + ttl)
     return allow
 
 
-def left(name):
+def left(name, qtype):
     """Whole seconds left of the decision about ``name`` (0 when there is none)."""
-    hit = _cache.get(name)
+    hit = _cache.get((name, qtype))
     return max(0, int(hit[1] - time.monotonic())) if hit is not None else 0
 
 
@@ -125,7 +126,7 @@ def operate(id, event, qstate, qdata):
     if event == MODULE_EVENT_MODDONE:
         name = qstate.qinfo.qname_str.rstrip(".").lower()
         if name:
-            cap_ttls(qstate, left(name))
+            cap_ttls(qstate, left(name, qstate.qinfo.qtype_str))
         qstate.ext_state[id] = MODULE_FINISHED
         return True
     qstate.ext_state[id] = MODULE_ERROR
