@@ -223,6 +223,25 @@ def test_table_name_cycle_within_lifetime(start: Callable[..., Setup]) -> None:
           f"allowed again after {allowed:.1f} s")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "open: the front reaches the tenant resolver through Envoy's TCP hop, and a rebuilt "
+    "resolver replaces the old one, which keeps answering for its 10 s grace "
+    "(resolvers/pool.py grace_seconds) on the connection the front keeps open: measured "
+    "11.7 s with 0.6 s of decision left"))
+def test_table_name_revoked_while_the_front_talks_to_the_resolver(
+        start: Callable[..., Setup]) -> None:
+    """Like the cycle above, but AAAA (which Envoy does not answer for an IPv4-only
+    Service: the front sends it to the tenant resolver) is asked while the name is still
+    allowed, so the front holds a connection to the resolver of that time."""
+    s = start()
+    s.rules(allow=[a for a in ALLOW_ALL if a != f"*.{NS}"])
+    left = s.decision_left(CHECKOUT)
+
+    def both_denied() -> bool:
+        return (s.rcode(CHECKOUT), s.rcode(CHECKOUT, "AAAA")) == ("NXDOMAIN", "NXDOMAIN")
+    until(both_denied, within=left + POLL + SLACK, what=f"{CHECKOUT} denied")
+
+
 def test_outage_longer_than_lifetime_expires_table_decisions(
         start: Callable[..., Setup]) -> None:
     """failureMode closed, server stopped: the table name allowed for 4 s leaves the table

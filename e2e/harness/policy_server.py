@@ -11,8 +11,9 @@ The query is ``data.envoy.authz.allow``: a boolean, or an object with ``allowed`
 
 ``--rules FILE`` replaces the Rego policy with a JSON file read again on every Check, so a
 test changes the server's mind while it runs: ``{"allow": [names], "ttl": seconds,
-"delay": seconds}`` (a listed name, or a name under a listed ``*.suffix``, is allowed,
-everything else denied; ``delay`` makes it slow from the next Check on).
+"delay": seconds, "types": {name: [types]}}`` (a listed name, or a name under a listed
+``*.suffix``, is allowed, everything else denied; a name in ``types`` is decided per type,
+``dns.per_type``, the listed types allowed; ``delay`` makes it slow from the next Check on).
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
         if self.rules is not None:
             rules = json.loads(self.rules.read_text())
             name = data["attributes"]["context_extensions"]["dns.name"]
+            meta: dict[str, Any] = {"dns.ttl_seconds": rules.get("ttl", 30)}
+            typed = rules.get("types", {})
+            if name in typed:  # decided per type: the listed types are allowed
+                meta["dns.per_type"] = True
+                qtype = data["attributes"]["context_extensions"]["dns.type"]
+                return {"allowed": qtype in typed[name], "dynamic_metadata": meta}
             allowed = any(name == n or (n.startswith("*.") and name.endswith(n[1:]))
                           for n in rules.get("allow", []))
-            return {"allowed": allowed,
-                    "dynamic_metadata": {"dns.ttl_seconds": rules.get("ttl", 30)}}
+            return {"allowed": allowed, "dynamic_metadata": meta}
         rego = Interpreter()
         rego.add_module("dns", self.policy)
         rego.set_input_term(json.dumps(data))
