@@ -91,9 +91,11 @@ class Setup:
     server: PolicyServer
     rules_file: Path
 
-    def rules(self, *, allow: list[str], ttl: float = LIFETIME, delay: float = 0.0) -> None:
+    def rules(self, *, allow: list[str], ttl: float = LIFETIME, delay: float = 0.0,
+              types: dict[str, list[str]] | None = None) -> None:
         tmp = self.rules_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"allow": allow, "ttl": ttl, "delay": delay}))
+        tmp.write_text(json.dumps({"allow": allow, "ttl": ttl, "delay": delay,
+                                   "types": types or {}}))
         tmp.replace(self.rules_file)
 
     def ask(self, name: str, rdtype: str = "A") -> dns.message.Message:
@@ -304,3 +306,18 @@ def test_query_log_tells_who_decided(start: Callable[..., Setup]) -> None:
     assert ('dnscp_policy_query_decisions_total{action="deny",source="server",'
             'tenant="dns-policy"}') in metrics, [m for m in metrics.splitlines()
                                                  if "query_decisions" in m]
+
+
+def test_decisions_per_type_when_the_server_says_so(start: Callable[..., Setup]) -> None:
+    """The server decides fwd.example.com per type (dns.per_type): A and TXT allowed, AAAA
+    and MX denied, each type asked on its own; then it allows MX too."""
+    s = start()
+    s.rules(allow=ALLOW_ALL, types={FWD: ["A", "TXT"]})
+    got = {t: s.rcode(FWD, t) for t in TYPES}
+    assert got == {"A": "NOERROR", "AAAA": "NXDOMAIN", "TXT": "NOERROR", "MX": "NXDOMAIN"}, got
+    asked = sorted(c.split()[1] for c in s.server.checks() if c.startswith(f"{FWD} "))
+    assert asked == sorted(TYPES), asked  # once per type
+    s.rules(allow=ALLOW_ALL, types={FWD: ["A", "TXT", "MX"]})
+    until(lambda: s.rcode(FWD, "MX") == "NOERROR", within=LIFETIME + SLACK,
+          what=f"{FWD} MX allowed")
+    assert s.rcode(FWD, "AAAA") == "NXDOMAIN"
