@@ -156,3 +156,130 @@ def test_a_wait_for_a_slot_is_not_an_outage_and_live_questions_get_their_own_slo
         await task
         await server.stop(None)
     asyncio.run(run())
+
+
+def test_an_outage_longer_than_the_lifetime_expires_the_table_decisions() -> None:
+    """Expired decisions are never used: once the server is gone past a decision's
+    lifetime, the table names fall to the failure mode (closed: left out), the views are
+    rebuilt, and the reason says how many names that affects."""
+    async def run() -> None:
+        servicer = Server(ttl=10.0)
+        server, port = await _serve(servicer)
+        clock = Clock()
+        decider = PolicyDecider(clock=clock)
+        changes: list[float] = []
+        hub = Hub(Settings(), decider=decider)
+        decider.on_change = lambda: changes.append(clock.now)
+        hub.set_inventory(_inventory(_policy(port), n=1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(decider.run(stop, interval=0.02))
+        await until(lambda: len(decider.table_decisions("t")) == 2, what="2 names decided")
+        await server.stop(None)
+        clock.now += 10.0 * (1 - REFRESH_AHEAD)  # the re-asks fail: an outage
+        await until(lambda: not decider.reachable("t")[0], what="the outage")
+        assert len(decider.table_decisions("t")) == 2  # still alive: still used
+        before = len(changes)
+        clock.now += 10.0  # past every lifetime
+        await until(lambda: decider.table_decisions("t") == {}, what="expired ones dropped")
+        await until(lambda: len(changes) > before, what="a rebuild for the expired names")
+        up, why = decider.reachable("t")
+        assert not up and "2 table names past their lifetime" in why, why
+        stop.set()
+        await task
+    asyncio.run(run())
+
+
+class SlowFor(Server):
+    """Answers names starting with ``slow.`` after ``delay``, every other name at once."""
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        if request.attributes.request.http.host.startswith("slow."):
+            await asyncio.sleep(self.delay)
+        self.calls += 1
+        resp = external_auth_pb2.CheckResponse()
+        resp.status.code = 0
+        return resp
+
+
+def test_a_late_failure_does_not_overrule_a_later_success() -> None:
+    """A Check that started first and fails at its deadline (1 s) after a later Check
+    succeeded leaves the server reachable: the latest call started decides."""
+    async def run() -> None:
+        server, port = await _serve(SlowFor(delay=3.0))
+        decider = PolicyDecider()
+        hub = Hub(Settings(), decider=decider)
+        hub.set_inventory(_inventory(_policy(port, timeout_ms=100), n=0))
+        slow = await decider.decide(Question(tenant="t", name="slow.example.com", qtype="A"))
+        assert slow.source.startswith("failure mode closed")
+        fast = await decider.decide(Question(tenant="t", name="fast.example.com", qtype="A"))
+        assert fast.from_server and fast.allow
+        await until(lambda: decider.counts[("t", "error")] == 1, timeout=5.0,
+                    what="the slow Check to fail at its deadline")
+        assert decider.reachable("t") == (True, "")
+        await server.stop(None)
+    asyncio.run(run())
+
+
+def test_a_recovered_server_is_probed_even_when_nothing_is_due() -> None:
+    """Long lifetimes: no decision is due, yet during an outage the loop asks once a
+    second, so a server that is back clears the outage."""
+    async def run() -> None:
+        servicer = Server(ttl=600.0)
+        server, port = await _serve(servicer)
+        decider = PolicyDecider()
+        hub = Hub(Settings(), decider=decider)
+        hub.set_inventory(_inventory(_policy(port, timeout_ms=100), n=1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(decider.run(stop, interval=0.02))
+        await until(lambda: len(decider.table_decisions("t")) == 2, what="2 names decided")
+        await server.stop(None)
+        await decider.decide(Question(tenant="t", name="new.example.com", qtype="A"))
+        await until(lambda: not decider.reachable("t")[0], what="the outage")
+        again = grpc.aio.server()
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Server(ttl=600.0), again)
+        again.add_insecure_port(f"127.0.0.1:{port}")
+        await again.start()
+        await until(lambda: decider.reachable("t")[0], timeout=10.0,
+                    what="a probe to find the server back")
+        stop.set()
+        await task
+        await again.stop(None)
+    asyncio.run(run())
+
+
+class PerType(Server):
+    """Decides ``typed.`` names per type (A allowed, every other type denied), and every
+    other name for all its types at once."""
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        self.calls += 1
+        http = request.attributes.request.http
+        self.asked.append(f"{http.host}{http.path}")
+        resp = external_auth_pb2.CheckResponse()
+        if http.host.startswith("typed."):
+            resp.status.code = 0 if http.path == "/A" else 7
+            resp.dynamic_metadata.update({"dns.per_type": True})
+        return resp
+
+
+def test_decisions_per_type_when_the_server_says_so() -> None:
+    async def run() -> None:
+        servicer = PerType()
+        server, port = await _serve(servicer)
+        decider = PolicyDecider()
+        hub = Hub(Settings(), decider=decider)
+        hub.set_inventory(_inventory(_policy(port), n=0))
+
+        async def ask(name: str, qtype: str) -> bool:
+            return (await decider.decide(Question(tenant="t", name=name, qtype=qtype))).allow
+        assert await ask("typed.example.com", "A")
+        assert not await ask("typed.example.com", "AAAA")  # asked on its own
+        assert await ask("typed.example.com", "A")  # cached per type
+        assert await ask("whole.example.com", "A")
+        assert await ask("whole.example.com", "TXT")  # one decision for every type
+        assert servicer.asked == ["typed.example.com/A", "typed.example.com/AAAA",
+                                  "whole.example.com/A"]
+        await server.stop(None)
+    asyncio.run(run())

@@ -36,7 +36,8 @@ from tests.factories import policy_manifest
 def test_check_request_carries_the_question() -> None:
     req = check_request(Question(tenant="acme", name="www.example.com", qtype="AAAA",
                                  namespace="shop", labels=(("app", "web"),),
-                                 service_account="web", node="web-1.shop"))
+                                 service_account="web", node="web-1.shop",
+                                 namespaces=("shop",)))
     attrs = req.attributes
     assert attrs.request.http.host == "www.example.com"
     assert (attrs.request.http.method, attrs.request.http.path) == ("DNS", "/AAAA")
@@ -45,7 +46,9 @@ def test_check_request_carries_the_question() -> None:
     assert attrs.source.principal == "spiffe://cluster.local/ns/shop/sa/web"
     assert dict(attrs.context_extensions) == {"dns.name": "www.example.com", "dns.type": "AAAA",
                                               "dns.tenant": "acme", "dns.namespace": "shop",
+                                              "dns.namespaces": "shop",
                                               "dns.node": "web-1.shop"}
+    assert dict(attrs.request.http.headers)["x-dns-namespaces"] == "shop"
     assert check_request(Question(tenant="acme", name="x")).attributes.request.http.path == "/"
 
 
@@ -68,6 +71,7 @@ def _resp(code: int, meta: dict[str, object] | None = None) -> external_auth_pb2
     (_resp(13), "neither OK nor a denial"),
     (_resp(0, {"dns.ttl_seconds": "soon"}), "must be a number of seconds"),
     (_resp(0, {"dns.ttl_seconds": -1}), "must be a number of seconds"),
+    (_resp(0, {"dns.per_type": "yes"}), "dns.per_type must be true or false"),
 ])
 def test_decision_from_response(resp: external_auth_pb2.CheckResponse,
                                 expected: tuple[bool, float] | str) -> None:
@@ -158,7 +162,7 @@ def test_policy_server_reachable_condition() -> None:
 
 @pytest.mark.parametrize(("server", "reason"), [
     ({"address": "ps:9191", "protocol": "http"}, "only grpc"),
-    ({"address": "ps:notaport"}, "is not HOST[:PORT]"),
+    ({"address": "ps:notaport"}, "invalid port"),
     ({"address": "ps", "failureMode": "maybe"}, "is not one of closed, open"),
     ({"address": "ps", "timeoutMs": 0}, "timeoutMs"),
     ({"address": "ps", "caBundle": "nope"}, "PEM"),
@@ -168,3 +172,26 @@ def test_bad_policy_server_settings_are_rejected(server: dict[str, object], reas
     doc = policy_manifest("p", {"namespaceSelector": {}, "policy": {"server": server}})
     got = parse_object(doc, origin="p.yaml:1")
     assert isinstance(got, InputError) and reason in got.reason, got
+
+
+@pytest.mark.parametrize("address", ["grpc://ps:9191", "http://policy:9191", ":9191",
+                                     "policy.example:", "ps:0", "ps:70000", "::1", "1.2.3",
+                                     "a..b", "ps/x", "[nope]:1"])
+def test_policy_server_addresses_are_validated_strictly(address: str) -> None:
+    doc = policy_manifest("p", {"namespaceSelector": {},
+                                "policy": {"server": {"address": address}}})
+    got = parse_object(doc, origin="p.yaml:1")
+    assert isinstance(got, InputError) and "spec.policy.server.address" in got.reason, got
+
+
+@pytest.mark.parametrize(("address", "protocol"), [
+    ("policy.example", "GRPC"), ("policy.example:9191", "grpc"), ("10.0.0.1:9191", "Grpc"),
+    ("[fd00::1]:9191", "grpc"), ("[fd00::1]", "grpc"), ("policy-server.ns.svc", "grpc")])
+def test_good_policy_server_addresses_and_protocol_in_any_case(address: str,
+                                                              protocol: str) -> None:
+    doc = policy_manifest("p", {"namespaceSelector": {},
+                                "policy": {"server": {"address": address,
+                                                      "protocol": protocol}}})
+    got = parse_object(doc, origin="p.yaml:1")
+    assert not isinstance(got, InputError), got
+    assert got.policy_server is not None and got.policy_server.protocol == "grpc"  # type: ignore[union-attr]

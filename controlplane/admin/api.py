@@ -249,6 +249,13 @@ class HubCollector:
         for (tenant, action), n in sorted(reads.query_log.counts.items()):
             queries.add_metric([tenant, action], n)
         yield queries
+        decided = CounterMetricFamily(
+            "dnscp_policy_query_decisions", "Queries reported by the sidecars, by tenant, "
+            "who decided (rule, server, failure mode) and the action",
+            labels=["tenant", "source", "action"])
+        for (tenant, source, action), n in sorted(reads.query_log.sources.items()):
+            decided.add_metric([tenant, source, action], n)
+        yield decided
         yield from resolver_metrics(reads.resolver_stats())
         if reads.decider is not None:
             yield from policy_server_metrics(reads.decider)

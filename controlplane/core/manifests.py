@@ -36,7 +36,7 @@ from controlplane.core.names import (
     normalise,
     parse_ip,
     parse_pattern,
-    split_host_port,
+    strict_host_port,
 )
 
 POLICY_GROUP = "networking.example.com"
@@ -291,12 +291,10 @@ def _policy_server(ps: Mapping[str, Any]) -> PolicyServer:
         raise InvalidField(f"{what} has unknown fields {sorted(unknown)}")
     address = _str(ps.get("address"), f"{what}.address", required=True).strip()
     try:
-        split_host_port(address, 9191)
-    except BadAddress:
-        raise InvalidField(f"{what}.address {address!r} is not HOST[:PORT]") from None
-    if any(c.isspace() for c in address):
-        raise InvalidField(f"{what}.address {address!r} is not HOST[:PORT]")
-    protocol = _str(ps.get("protocol"), f"{what}.protocol") or "grpc"
+        strict_host_port(address, 9191)
+    except BadAddress as exc:
+        raise InvalidField(f"{what}.address: {exc}") from None
+    protocol = (_str(ps.get("protocol"), f"{what}.protocol") or "grpc").strip().lower()
     if protocol != "grpc":
         raise InvalidField(f"{what}.protocol {protocol!r} is not supported: only grpc (Envoy's "
                        "external authorization API, envoy.service.auth.v3.Authorization/Check)")

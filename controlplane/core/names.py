@@ -115,3 +115,38 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise BadAddress(f"address {text!r} has an invalid port {port_text!r}")
     return host, int(port_text)
+
+
+def strict_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``IPv4[:port]`` or ``[IPv6][:port]``, and nothing else: no
+    scheme, path, empty host or empty port (``grpc://h:1``, ``:9191``, ``h:`` are refused);
+    a host name is DNS labels. ``BadAddress`` says what is wrong."""
+    if not text or text != text.strip() or any(c.isspace() for c in text):
+        raise BadAddress(f"{text!r} is not HOST[:PORT]")
+    if "/" in text or "@" in text:
+        raise BadAddress(f"{text!r} is not HOST[:PORT] (no scheme, user or path)")
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1:]
+        if end < 0 or not isinstance(parse_ip(host), ipaddress.IPv6Address):
+            raise BadAddress(f"{text!r}: [{host}] is not an IPv6 address")
+        if rest and not rest.startswith(":"):
+            raise BadAddress(f"{text!r} is not [IPv6][:PORT]")
+        port_text, has_port = rest[1:], bool(rest)
+    elif text.count(":") > 1:
+        raise BadAddress(f"{text!r}: an IPv6 address goes in brackets, [IPv6]:PORT")
+    else:
+        host, sep, port_text = text.partition(":")
+        has_port = bool(sep)
+        if not host:
+            raise BadAddress(f"{text!r} has no host")
+        if parse_ip(host) is None:
+            labels = host.lower().rstrip(".").split(".")
+            if host.replace(".", "").isdigit() or not all(_LABEL.match(lb) for lb in labels):
+                raise BadAddress(f"{text!r}: {host!r} is neither an IPv4 address nor a DNS "
+                                 "name")
+    if not has_port:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadAddress(f"{text!r} has an invalid port {port_text!r} (1-65535)")
+    return host, int(port_text)

@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Batch, Inventory, Key
+from controlplane.core.model import FailureMode
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
 from controlplane.dns.hop_peers import hop_peers, peers_may_change
@@ -62,7 +63,7 @@ from controlplane.hub.view_snapshots import (
     ViewSnapshots,
     render_all,
 )
-from controlplane.policy.decisions import ExternalDecision
+from controlplane.policy.decisions import ExternalDecision, failure_mode
 from controlplane.policy.selection import CompiledPolicy, Selection, select_policy
 from controlplane.policyserver.client import PolicyDecider
 from controlplane.resolvers.pool import ResolverDirectory
@@ -114,7 +115,7 @@ class Hub:
         self.listeners: list[Callable[[], None]] = []  # told when status-relevant state changes
         self.resolvers: ResolverDirectory | None = resolvers
         self.decider = decider  # external policy servers' decisions (policy_client.py)
-        self.query_log = QueryLog(lambda: self.compiled)
+        self.query_log = QueryLog(lambda: self.compiled, server_verdict=self._server_verdict)
         self._clock = clock
         self._worker = worker
         self._supervisor = supervisor if supervisor is not None else Supervisor()
@@ -240,6 +241,18 @@ class Hub:
         trace = ChangeTrace(number=self.metrics.rebuilds, seen_at=seen_at, poked_at=poked_at,
                             started_at=time.time())
         return trace
+
+    def _server_verdict(self, tenant: str, name: str) -> tuple[bool, str] | None:
+        """What decides ``name`` for the query log: None without a policy server, else the
+        server's live decision or the failure mode's (``querylog.ServerVerdict``)."""
+        policy = self.inventory.policies.get(tenant)
+        if self.decider is None or policy is None or policy.policy_server is None:
+            return None
+        d = self.decider.cache.get(tenant, name, self.decider.clock())
+        if d is not None:
+            return d.allow, d.source
+        mode = failure_mode(policy)
+        return mode is FailureMode.OPEN, f"failure mode {mode.value}"
 
     def _externals(self, inventory: Inventory) -> dict[str, Mapping[str, ExternalDecision]]:
         """The policy server's decisions for each tenant that has one (read on the loop)."""

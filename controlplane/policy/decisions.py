@@ -17,13 +17,24 @@ The protocol is Envoy's external authorization API,
   ``source.principal``: ``spiffe://<zone>/ns/<namespace>/sa/<serviceaccount>`` when known;
   ``source.service``: the node (sidecar) id, when known;
 - ``attributes.context_extensions``: ``dns.name``, ``dns.type``, ``dns.tenant``,
-  ``dns.namespace``, ``dns.node``.
+  ``dns.namespace``, ``dns.namespaces`` (comma-separated), ``dns.node``.
+
+What the control plane knows of the asking workload is per tenant (``docs/policy-server.md``,
+"Who asks"): the namespaces the policy selects (``dns.namespaces``; ``dns.namespace`` when
+it selects exactly one) and the labels its pod ``selector`` requires, which every pod of
+the tenant carries (``source.labels``). Every query of a tenant asks the same question about
+a name, so decisions are cached per (tenant, name). Per-pod identity (a pod's own labels,
+service account, node) cannot be asked: the tenant's view and resolver, and their caches,
+are shared by all its pods.
 
 The answer: ``status.code`` 0 (OK) allows, 7 (PERMISSION_DENIED) or 16
 (UNAUTHENTICATED) denies; any other code, or a body that is not a CheckResponse, is an
 error (the failure mode decides, and the policy reports it). The decision's lifetime is
 ``dynamic_metadata["dns.ttl_seconds"]`` (or ``["ttl_seconds"]``) when given, else the
-policy's ``decisionTtlSeconds``. OPA returns ``dynamic_metadata`` from a Rego rule that
+policy's ``decisionTtlSeconds``. ``dynamic_metadata["dns.per_type"]: true`` says the
+decision holds for the asked type only: it is cached per (name, type) (``typed_key``), and
+the other types of the name are asked on their own; otherwise a decision holds for every
+type of the name. OPA returns ``dynamic_metadata`` from a Rego rule that
 returns an object (see ``examples/policy-server/dns.rego``).
 """
 
@@ -52,6 +63,7 @@ class Question:
     service_account: str = ""
     node: str = ""
     zone: str = "cluster.local"
+    namespaces: tuple[str, ...] = ()  # every namespace the tenant's policy selects
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class ExternalDecision:
     expires_at: float
     decided_at: float
     source: str  # "server", or "failure mode closed|open: <why>"
+    per_type: bool = False  # the server decided this (name, type) only (dns.per_type)
 
     @property
     def from_server(self) -> bool:
@@ -98,8 +111,11 @@ def check_request(q: Question) -> external_auth_pb2.CheckRequest:
         attrs.source.principal = f"spiffe://{q.zone}/ns/{q.namespace}/sa/{q.service_account}"
     if q.node:
         attrs.source.service = q.node
+    if q.namespaces:
+        http.headers["x-dns-namespaces"] = ",".join(q.namespaces)
     attrs.context_extensions.update({"dns.name": q.name, "dns.type": q.qtype,
                                      "dns.tenant": q.tenant, "dns.namespace": q.namespace,
+                                     "dns.namespaces": ",".join(q.namespaces),
                                      "dns.node": q.node})
     return req
 
@@ -125,7 +141,19 @@ def decision_from_response(resp: external_auth_pb2.CheckResponse, *, now: float,
                                   "(0-86400)")
             ttl = value.number_value
             break
-    return ExternalDecision(allow=allow, expires_at=now + ttl, decided_at=now, source="server")
+    per_type = False
+    if "dns.per_type" in meta:
+        flag = meta["dns.per_type"]
+        if flag.WhichOneof("kind") != "bool_value":
+            raise BadDecision("dynamic_metadata dns.per_type must be true or false")
+        per_type = flag.bool_value
+    return ExternalDecision(allow=allow, expires_at=now + ttl, decided_at=now, source="server",
+                            per_type=per_type)
+
+
+def typed_key(name: str, qtype: str) -> str:
+    """The cache key of a decision the server made for one type of a name only."""
+    return f"{name} {qtype}"
 
 
 class DecisionCache:

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -46,18 +46,21 @@ from controlplane.core.model import DnsPolicy, FailureMode
 from controlplane.core.names import normalise, parse_ip, split_host_port
 from controlplane.dns.views import TenantView, resolve_upstream
 from controlplane.policy.decisions import (
+    TABLE_TYPE,
     DecisionCache,
     ExternalDecision,
     Question,
     check_request,
     decision_from_response,
     failure_mode,
+    typed_key,
 )
 
 log = logging.getLogger("controlplane.policy_server")
 
 DEFAULT_PORT = 9191  # OPA's Envoy plugin listens here
 FAILURE_TTL = 1.0  # how long a failure-mode answer is kept, so an outage costs one timeout a second
+PROBE_INTERVAL = 1.0  # during an outage, one Check a second tells when the server is back
 REFRESH_AHEAD = 0.2  # re-ask a table name when less than this share of its lifetime is left
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -148,9 +151,17 @@ class PolicyDecider:
     latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_count: int = 0
     latency_sum: float = 0.0
+    # table names whose server decision expired unreplaced (the failure mode decides them)
+    expired: dict[str, int] = field(default_factory=dict)
+    # when the call that last set a tenant's reachability started: an older call that ends
+    # later (a slow Check failing at its deadline) does not overrule it
+    _reach_started: dict[str, float] = field(default_factory=dict)
     _wanted: dict[str, frozenset[str]] = field(default_factory=dict)
+    # what is known of every pod of a tenant: (selected namespaces, the selector's labels)
+    _askers: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict)
     _channels: dict[Target, grpc.aio.Channel] = field(default_factory=dict)
-    _in_flight: dict[tuple[str, str], asyncio.Future[ExternalDecision]] = field(
+    _in_flight: dict[tuple[str, str, str], asyncio.Future[ExternalDecision]] = field(
         default_factory=dict)
     _wake: asyncio.Event | None = None
     # Live questions (a query is waiting) and the bulk prefetch of table names get their own
@@ -165,6 +176,7 @@ class PolicyDecider:
         for tenant in list(self.targets):
             if tenant not in policies or policies[tenant].policy_server is None:
                 self.targets.pop(tenant)
+                self._askers.pop(tenant, None)
                 self.cache.drop_tenant(tenant)
         self.target_errors.clear()
         for tenant, policy in policies.items():
@@ -177,28 +189,41 @@ class PolicyDecider:
                 self.target_errors[tenant] = str(exc)
                 self.targets.pop(tenant, None)
                 continue
-            if self.targets.get(tenant) != target:
-                self.cache.drop_tenant(tenant)  # a new server or new settings: ask again
+            asker = (tuple(sorted(ns for ns, obj in inventory.namespaces.items()
+                                  if policy.namespace_selector.matches(dict(obj.labels)))),
+                     tuple(policy.selector.match_labels) if policy.selector else ())
+            if self.targets.get(tenant) != target or self._askers.get(tenant) != asker:
+                self.cache.drop_tenant(tenant)  # new server, settings or askers: ask again
             self.targets[tenant] = target
+            self._askers[tenant] = asker
         self._wanted = {t: frozenset(views[t].asked) for t in self.targets if t in views}
         if self._wake is not None:
             self._wake.set()
 
     def table_decisions(self, tenant: str) -> dict[str, ExternalDecision]:
-        """The decisions that still live, by name (expired ones until re-asked)."""
-        return dict(self.cache.tenant(tenant))
+        """The decisions that still live, by name: an expired one is never used (the
+        failure mode decides until the server answers again)."""
+        now = self.clock()
+        return {name: d for name, d in self.cache.tenant(tenant) if d.expires_at > now}
 
     def reachable(self, tenant: str) -> tuple[bool, str]:
         if tenant in self.target_errors:
             return False, self.target_errors[tenant]
         outage = self.outages.get(tenant)
-        return (False, outage.error) if outage else (True, "")
+        if outage is None:
+            return True, ""
+        n = self.expired.get(tenant, 0)
+        if not n:
+            return False, outage.error
+        return False, (f"{outage.error}; {n} table name{'s' if n != 1 else ''} past their "
+                       "lifetime, decided by the failure mode")
 
     # -- deciding ---------------------------------------------------------------
     async def decide(self, q: Question) -> ExternalDecision:
         """A decision within the tenant's timeout: cached, asked, or the failure mode's."""
         now = self.clock()
-        cached = self.cache.get(q.tenant, q.name, now)
+        cached = (self.cache.get(q.tenant, typed_key(q.name, q.qtype), now)
+                  or self.cache.get(q.tenant, q.name, now))
         if cached is not None:
             self.counts[(q.tenant, "cache")] += 1
             return cached
@@ -220,15 +245,22 @@ class PolicyDecider:
     def _flight(self, q: Question, target: Target, *, live: bool
                 ) -> asyncio.Future[ExternalDecision]:
         """The one call in flight for (tenant, name), started if there is none."""
-        key = (q.tenant, q.name)
+        key = (q.tenant, q.name, q.qtype)
         flight = self._in_flight.get(key)
         if flight is None:
+            q = self._who(q)
             flight = asyncio.ensure_future(self._ask(q, target, live=live))
             self._in_flight[key] = flight
             flight.add_done_callback(self._landed(key))
         return flight
 
-    def _landed(self, key: tuple[str, str]
+    def _who(self, q: Question) -> Question:
+        """The question with what is known of the tenant's pods (the same for all)."""
+        namespaces, labels = self._askers.get(q.tenant, ((), ()))
+        return replace(q, namespaces=namespaces, labels=labels,
+                       namespace=namespaces[0] if len(namespaces) == 1 else "")
+
+    def _landed(self, key: tuple[str, str, str]
                 ) -> Callable[[asyncio.Future[ExternalDecision]], None]:
         def done(_: asyncio.Future[ExternalDecision]) -> None:
             self._in_flight.pop(key, None)
@@ -247,7 +279,7 @@ class PolicyDecider:
             except grpc.aio.AioRpcError as exc:
                 return self._failure(q.tenant, target.mode,
                                      f"{exc.code().name}: {exc.details() or ''}".strip(),
-                                     self.clock())
+                                     self.clock(), started=started)
             finally:
                 self.checks += 1
                 self._observe(self.clock() - started)
@@ -255,9 +287,12 @@ class PolicyDecider:
         try:
             got = decision_from_response(resp, now=now, default_ttl=target.default_ttl)
         except BadDecision as exc:
-            return self._failure(q.tenant, target.mode, str(exc), now)
-        self._recovered(q.tenant)
+            return self._failure(q.tenant, target.mode, str(exc), now, started=started)
+        self._recovered(q.tenant, started=started)
         self.counts[(q.tenant, "allow" if got.allow else "deny")] += 1
+        if got.per_type and q.qtype != TABLE_TYPE:  # this type only
+            self.cache.put(q.tenant, typed_key(q.name, q.qtype), got)
+            return got
         changed = self.cache.put(q.tenant, q.name, got)
         if changed and q.name in self._wanted.get(q.tenant, ()):
             self.on_change()
@@ -268,9 +303,21 @@ class PolicyDecider:
         return ExternalDecision(allow=mode is FailureMode.OPEN, expires_at=now + FAILURE_TTL,
                                 decided_at=now, source=f"failure mode {mode.value}: {why}")
 
-    def _failure(self, tenant: str, mode: FailureMode, why: str, now: float
-                 ) -> ExternalDecision:
+    def _latest(self, tenant: str, started: float | None) -> bool:
+        """Whether a call that started at ``started`` (None: no call) is the latest to
+        end so far by start time, so its outcome sets the tenant's reachability."""
+        if started is None:
+            return True
+        if started < self._reach_started.get(tenant, float("-inf")):
+            return False
+        self._reach_started[tenant] = started
+        return True
+
+    def _failure(self, tenant: str, mode: FailureMode, why: str, now: float, *,
+                 started: float | None = None) -> ExternalDecision:
         self.counts[(tenant, "error")] += 1
+        if not self._latest(tenant, started):
+            return self._fallback(mode, why, now)  # a later call has answered since
         if tenant not in self.outages:
             self.outages[tenant] = Outage(now, why)
             log.warning("policy server of %s cannot decide (%s): failure mode %s until it "
@@ -278,7 +325,9 @@ class PolicyDecider:
             self.on_change()  # status (PolicyServerReachable) and views
         return self._fallback(mode, why, now)
 
-    def _recovered(self, tenant: str) -> None:
+    def _recovered(self, tenant: str, *, started: float | None = None) -> None:
+        if not self._latest(tenant, started):
+            return
         outage = self.outages.pop(tenant, None)
         if outage is not None:
             log.warning("policy server of %s answers again after %.1f s", tenant,
@@ -316,28 +365,70 @@ class PolicyDecider:
         self._wake = asyncio.Event()
         while not stop.is_set():
             self._wake.clear()
+            next_expiry = self._watch_expiry()
             flights = [self._flight(q, self.targets[q.tenant], live=False)
                        for q in self._due()]
             if flights:
                 await asyncio.gather(*flights)  # a refresh asks even while the old lives
                 continue
+            # wake at the next expiry too: an expired name leaves the views at once
+            wait = min(interval, max(0.01, next_expiry - self.clock()))
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
         for channel in self._channels.values():
             await channel.close()
 
+    def _watch_expiry(self) -> float:
+        """Count the wanted table names whose server decision expired unreplaced; when a
+        count changes the views are rebuilt (such a name falls to the failure mode).
+        Returns when the next live decision of a wanted name expires (inf: none)."""
+        now = self.clock()
+        changed = False
+        next_expiry = float("inf")
+        for tenant, names in self._wanted.items():
+            n = 0
+            for name in names:
+                d = self.cache.last(tenant, name)
+                if d is None:
+                    continue
+                if d.expires_at <= now:
+                    n += 1
+                elif d.expires_at < next_expiry:
+                    next_expiry = d.expires_at
+            if n != self.expired.get(tenant, 0):
+                self.expired[tenant] = n
+                changed = True
+        for tenant in [t for t in self.expired if t not in self._wanted]:
+            del self.expired[tenant]
+        if changed:
+            self.on_change()
+        return next_expiry
+
+    def _probe(self, tenant: str, names: frozenset[str]) -> Question | None:
+        """During an outage: one question to see whether the server answers again, even
+        when no decision is due (a wanted table name, else the last name decided)."""
+        candidates = sorted(names) or [name for name, _ in self.cache.tenant(tenant)][-1:]
+        for name in candidates:
+            if (tenant, name, TABLE_TYPE) not in self._in_flight:
+                return Question(tenant=tenant, name=name)
+        return None
+
     def _due(self) -> Iterable[Question]:
         now = self.clock()
-        for tenant, names in self._wanted.items():
+        for tenant in {*self._wanted, *self.outages}:
+            names = self._wanted.get(tenant, frozenset())
             target = self.targets.get(tenant)
             if target is None:
                 continue
             outage = self.outages.get(tenant)
-            probe_only = outage is not None
             if outage is not None:  # one probe a second until the server answers again
-                if now - outage.probed < 1.0:
+                if now - outage.probed < PROBE_INTERVAL:
                     continue
                 outage.probed = now
+                probe = self._probe(tenant, names)
+                if probe is not None:
+                    yield probe
+                continue
             for name in sorted(names):
                 d = self.cache.last(tenant, name)
                 if d is not None and d.from_server:
@@ -346,11 +437,9 @@ class PolicyDecider:
                     share = REFRESH_AHEAD * (0.5 + (zlib.crc32(name.encode()) % 1000) / 1000)
                     if d.expires_at - now > (d.expires_at - d.decided_at) * share:
                         continue
-                if (tenant, name) in self._in_flight:
+                if (tenant, name, TABLE_TYPE) in self._in_flight:
                     continue
                 yield Question(tenant=tenant, name=name)
-                if probe_only:
-                    break
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -13,6 +13,11 @@ policy, so the buffers are bounded by the configuration. Records refused at
 the gRPC service (no credentials, another caller's node, another node's
 tenant) are counted by reason (``dnscp_query_log_refused_total{reason}``),
 never by the tenant they claim.
+
+With a policy server (``spec.policy.server``) every name no blacklist entry denies is
+decided by the server: ``server_verdict(tenant, name)`` gives its decision (or the failure
+mode's), so a record says who decided (``source``: ``rule``, ``server`` or ``failure
+mode``) and what the server said (``verdict``: ``allow``, ``deny`` or ``""``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ class QueryRecord:
     rcode: str
     action: str  # warn, deny
     rule: str
+    source: str = "rule"  # who decided: rule, server, failure mode
+    verdict: str = ""  # the policy server's answer (allow, deny), when it decided
+
+
+# (tenant, name) -> None when the tenant has no policy server, else (allow, source) with
+# source "server" or "failure mode ...": what answered the name (policyserver.client)
+ServerVerdict = Callable[[str, str], "tuple[bool, str] | None"]
+
+
+def _no_server(tenant: str, name: str) -> tuple[bool, str] | None:
+    return None
 
 
 def _text(value: str) -> str:
@@ -54,8 +70,11 @@ class QueryLog:
     """Thread-safe: gRPC handlers call ``ingest``; the admin API reads."""
 
     def __init__(self, policies: Callable[[], dict[str, CompiledPolicy]], *,
-                 keep: int = 1000, clock: Callable[[], float] = time.time) -> None:
+                 keep: int = 1000, clock: Callable[[], float] = time.time,
+                 server_verdict: ServerVerdict = _no_server) -> None:
         self._policies = policies
+        self._server_verdict = server_verdict
+        self.sources: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._lock = threading.Lock()
         self.keep = keep  # records per tenant
         self.records: dict[str, collections.deque[QueryRecord]] = {}
@@ -86,13 +105,27 @@ class QueryLog:
                 self.counts[(tenant, "unknown")] += 1
             return None
         decision = policy.classify(name.lower())
-        action = decision.action.value
+        action, rule, source, verdict = decision.action.value, decision.rule, "rule", ""
+        server = (None if decision.rule.startswith("blacklist")
+                  else self._server_verdict(tenant, name.lower().rstrip(".")))
+        if server is not None:  # the policy server decides every name no blacklist denies
+            allow, why = server
+            # A denied name is never answered NOERROR (left out of the table, NXDOMAIN from
+            # the gate): a NOERROR was answered under an earlier allow that has since changed.
+            allow = allow or rcode == "NOERROR"
+            action = "allow" if allow else "deny"
+            if why == "server":
+                source, verdict, rule = "server", action, f"policy server: {action}"
+            else:
+                source, rule = "failure mode", f"policy server: {why}"
         with self._lock:
             self.counts[(tenant, action)] += 1
+            self.sources[(tenant, source, action)] += 1
         if action == "allow":
             return None
         record = QueryRecord(time=self._clock(), tenant=tenant, node=node, name=name,
-                             type=qtype, rcode=rcode, action=action, rule=decision.rule)
+                             type=qtype, rcode=rcode, action=action, rule=rule,
+                             source=source, verdict=verdict)
         with self._lock:
             buffer = self.records.get(tenant)
             if buffer is None:
@@ -102,7 +135,7 @@ class QueryLog:
                 buffer = self.records[tenant] = collections.deque(maxlen=self.keep)
             buffer.append(record)
         log.log(logging.WARNING if action == "warn" else logging.INFO,
-                "dns %s: %s %s %s (%s)", action, name, qtype, rcode, decision.rule,
+                "dns %s: %s %s %s (%s)", action, name, qtype, rcode, rule,
                 extra={"tenant": tenant, "node": node, "query": asdict(record)})
         return record
 

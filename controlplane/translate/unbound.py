@@ -120,6 +120,18 @@ class ResolverPaths:
     map_aaaa: bool = True
 
 
+def _gated_serve_stale(gate_timeout_ms: int) -> tuple[str, ...]:
+    """Serve-stale with a policy gate: no stale answer outlives a decision. The client
+    timeout waits for the gate's answer (its timeout, twice, plus 100 ms) before anything
+    stale is considered, and a stale answer carries TTL 1 (not 30), so neither the
+    clients nor the DNS front keep it past the decision it was answered under."""
+    return tuple(
+        "  serve-expired-reply-ttl: 1" if line.startswith("  serve-expired-reply-ttl:")
+        else f"  serve-expired-client-timeout: {max(300, 2 * gate_timeout_ms + 100)}"
+        if line.startswith("  serve-expired-client-timeout:") else line
+        for line in SERVE_STALE)
+
+
 def _module_config(fwd: Forwarding, paths: ResolverPaths) -> str:
     modules = ["respip", *(["python"] if fwd.gate else []), *(["dns64"] if paths.map_aaaa else []),
                "iterator"]
@@ -186,7 +198,7 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         # ... and keep probing it while it is down, one query at a time, so fresh answers
         # return within infra-host-ttl of its return (measured 3.5-10 s), stale until then.
         "  infra-keep-probing: yes",
-        *SERVE_STALE,
+        *(_gated_serve_stale(fwd.gate.timeout_ms) if fwd.gate else SERVE_STALE),
         *SERVFAIL_PROMPTLY,
         _module_config(fwd, paths),
         *([f"  dns64-prefix: {DNS64_PREFIX}"] if paths.map_aaaa else []),

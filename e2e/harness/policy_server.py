@@ -7,7 +7,13 @@
 The input is the CheckRequest as JSON with the proto field names (``input.attributes...``).
 The query is ``data.envoy.authz.allow``: a boolean, or an object with ``allowed`` and
 ``dynamic_metadata`` (OPA's object form). Each Check is logged as one line:
-``<name> <type> allow|deny``.
+``<name> <type> allow|deny ns=<dns.namespace> labels=<k=v,...>``.
+
+``--rules FILE`` replaces the Rego policy with a JSON file read again on every Check, so a
+test changes the server's mind while it runs: ``{"allow": [names], "ttl": seconds,
+"delay": seconds, "types": {name: [types]}}`` (a listed name, or a name under a listed
+``*.suffix``, is allowed, everything else denied; a name in ``types`` is decided per type,
+``dns.per_type``, the listed types allowed; ``delay`` makes it slow from the next Check on).
 """
 
 from __future__ import annotations
@@ -27,13 +33,26 @@ from regopy import Interpreter
 
 class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, policy: str, log: Path, *, delay: float = 0.0,
-                 status: int | None = None) -> None:
+                 status: int | None = None, rules: Path | None = None) -> None:
         self.policy = policy
+        self.rules = rules
         self.log = log
         self.delay = delay  # a slow server
         self.status = status  # a server that answers this status code whatever it decides
 
     def evaluate(self, data: dict[str, Any]) -> Any:
+        if self.rules is not None:
+            rules = json.loads(self.rules.read_text())
+            name = data["attributes"]["context_extensions"]["dns.name"]
+            meta: dict[str, Any] = {"dns.ttl_seconds": rules.get("ttl", 30)}
+            typed = rules.get("types", {})
+            if name in typed:  # decided per type: the listed types are allowed
+                meta["dns.per_type"] = True
+                qtype = data["attributes"]["context_extensions"]["dns.type"]
+                return {"allowed": qtype in typed[name], "dynamic_metadata": meta}
+            allowed = any(name == n or (n.startswith("*.") and name.endswith(n[1:]))
+                          for n in rules.get("allow", []))
+            return {"allowed": allowed, "dynamic_metadata": meta}
         rego = Interpreter()
         rego.add_module("dns", self.policy)
         rego.set_input_term(json.dumps(data))
@@ -44,8 +63,11 @@ class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
                     context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
         data = {"attributes": MessageToDict(request.attributes,
                                             preserving_proto_field_name=True)}
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delay
+        if self.rules is not None:
+            delay = float(json.loads(self.rules.read_text()).get("delay", 0.0))
+        if delay:
+            await asyncio.sleep(delay)
         verdict = self.evaluate(data)
         meta: dict[str, Any] = {}
         if isinstance(verdict, dict):
@@ -59,7 +81,10 @@ class RegoAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
             resp.dynamic_metadata.CopyFrom(ParseDict(meta, Struct()))
         ext = request.attributes.context_extensions
         with self.log.open("a") as f:
-            f.write(f"{ext['dns.name']} {ext['dns.type']} {'allow' if allowed else 'deny'}\n")
+            labels = ",".join(f"{k}={v}" for k, v in sorted(request.attributes.source.labels
+                                                              .items()))
+            f.write(f"{ext['dns.name']} {ext['dns.type']} {'allow' if allowed else 'deny'} "
+                    f"ns={ext.get('dns.namespace', '')} labels={labels}\n")
         return resp
 
 
@@ -67,6 +92,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--policy", type=Path, required=True)
+    parser.add_argument("--rules", type=Path, help="JSON rules read on every Check")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
     parser.add_argument("--status", type=int, default=None, help="answer this status code")
@@ -77,7 +103,7 @@ async def main() -> None:
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         RegoAuthorization(args.policy.read_text(), args.log, delay=args.delay,
-                          status=args.status), server)
+                          status=args.status, rules=args.rules), server)
     if args.tls_cert:
         creds = grpc.ssl_server_credentials(
             [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],

@@ -5,8 +5,10 @@
 #   input.attributes.context_extensions["dns.name"]       the name, lower case
 #   input.attributes.context_extensions["dns.type"]       A, AAAA, ... or "*" (a table name)
 #   input.attributes.context_extensions["dns.tenant"]     the DnsPolicy (tenant)
-#   input.attributes.context_extensions["dns.namespace"]  the pod's namespace, when known
-#   input.attributes.source.labels                        the pod's labels, when known
+#   input.attributes.context_extensions["dns.namespace"]  the tenant's namespace, when it selects one
+#   input.attributes.context_extensions["dns.namespaces"] every namespace it selects, comma-separated
+#   input.attributes.source.labels                        the labels its pod selector requires
+# (all per tenant: docs/policy-server.md, "Who asks")
 # The answer's dynamic_metadata["dns.ttl_seconds"] is how long the decision lives.
 package envoy.authz
 

@@ -63,7 +63,7 @@
       el("li", { dataset: { action: r.action, name: r.name } },
         el("span", { class: `action ${r.action}` }, r.action === "deny" ? "denied" : "WARN"),
         el("span", { class: "mono" }, `${r.name} ${r.type}`),
-        el("span", { class: "muted" }, ` ${r.rcode} · ${r.rule} · ${r.node} · ${new Date(r.time * 1000).toLocaleTimeString()}`))));
+        el("span", { class: "muted" }, ` ${r.rcode} · ${r.rule} · by ${r.source || "rule"}${r.verdict ? ` (server said ${r.verdict})` : ""} · ${r.node} · ${new Date(r.time * 1000).toLocaleTimeString()}`))));
   }
 
   function rates(t) {

@@ -6,6 +6,7 @@
 net.listen('127.0.0.1', 53, { kind = 'dns' })
 net.ipv6 = false
 cache.open(8 * MB, 'lmdb:///var/cache/dns-front')
+cache.min_ttl(0)  -- never past the TTL the resolver gave (a policy decision's lifetime caps it)
 modules.load('serve_stale < cache')   -- RFC 8767: stale answers while the resolver is down
 modules.unload('detect_time_skew')
 modules.unload('priming')
@@ -68,12 +69,13 @@ local function refresh()
     local old = set_lines
     envoy_set, set_lines, set_etag, set_size, all_to_envoy = by_type, lines, etag, n, all
     -- NO_CACHE only skips the lookup: Envoy's answers are still stored. A pair that
-    -- leaves the set must not be answered from them.
+    -- leaves the set must not be answered from them, nor any other type of its name
+    -- the tenant resolver answered (a name a policy server denied: its AAAA, TXT...).
     local gone = 0
     for key in pairs(old) do
       if not lines[key] then
-        local ty, name = key:match('(%w+) (%S+)')
-        cache.clear(name, true, kres.type[ty])
+        local _, name = key:match('(%w+) (%S+)')
+        cache.clear(name, true)
         gone = gone + 1
       end
     end

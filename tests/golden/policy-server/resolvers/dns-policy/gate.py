@@ -3,10 +3,17 @@
 unbound loads this file (``python-script``) with the constants below filled in by
 ``translate/unbound.py``. Names that reach it passed the RPZ (no whitelist or blacklist
 entry denied them) and are outside the cluster zone. For each, it asks the control plane
-once per decision lifetime over a unix socket (``policy_client.serve_gate``) and keeps the
-answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
+once per decision lifetime and type over a unix socket (``policy_client.serve_gate``; the
+control plane answers every type from one decision unless the server decided per type)
+and keeps the answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
 trip. A denied name is answered NXDOMAIN here and never forwarded. When the control plane
 does not answer in time, the failure mode decides, for one second.
+
+unbound answers from its message cache before any module runs, so an allowed answer would
+otherwise be served for the record's TTL, past its decision's lifetime: when the iterator
+hands the answer back (``MODULE_EVENT_MODDONE``), its TTLs are capped to what is left of
+the decision and it is stored again in the cache. The cache, the clients (the DNS front's
+cache included) and prefetch then come back to the gate when the decision expires.
 """
 # ruff: noqa
 import socket
@@ -52,14 +59,41 @@ def _ask(name, qtype):
 
 def allowed(name, qtype):
     now = time.monotonic()
-    hit = _cache.get(name)
+    hit = _cache.get((name, qtype))
     if hit is not None and hit[1] > now:
         return hit[0]
     allow, ttl = _ask(name, qtype)
     if len(_cache) >= MAX_ENTRIES:
         _cache.clear()
-    _cache[name] = (allow, now + ttl)
+    _cache[(name, qtype)] = (allow, now + ttl)
     return allow
+
+
+def left(name, qtype):
+    """Whole seconds left of the decision about ``name`` (0 when there is none)."""
+    hit = _cache.get((name, qtype))
+    return max(0, int(hit[1] - time.monotonic())) if hit is not None else 0
+
+
+def cap_ttls(qstate, cap):
+    """Cap the answer's TTLs (relative here) to ``cap`` and store it again in the cache."""
+    msg = qstate.return_msg
+    if msg is None or msg.rep is None:
+        return
+    rep = msg.rep
+    for i in range(rep.rrset_count):
+        data = rep.rrsets[i].entry.data
+        if data.ttl > cap:
+            data.ttl = cap
+        for j in range(data.count + data.rrsig_count):
+            if data.rr_ttl[j] > cap:
+                data.rr_ttl[j] = cap
+    if rep.ttl > cap:
+        rep.ttl = cap
+    if rep.prefetch_ttl > cap - cap // 10:
+        rep.prefetch_ttl = cap - cap // 10
+    invalidateQueryInCache(qstate, qstate.qinfo)
+    storeQueryInCache(qstate, qstate.qinfo, rep, 0)
 
 
 def init_standard(id, env):
@@ -90,6 +124,9 @@ def operate(id, event, qstate, qdata):
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     if event == MODULE_EVENT_MODDONE:
+        name = qstate.qinfo.qname_str.rstrip(".").lower()
+        if name:
+            cap_ttls(qstate, left(name, qstate.qinfo.qtype_str))
         qstate.ext_state[id] = MODULE_FINISHED
         return True
     qstate.ext_state[id] = MODULE_ERROR
