@@ -225,11 +225,6 @@ def test_table_name_cycle_within_lifetime(start: Callable[..., Setup]) -> None:
           f"allowed again after {allowed:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: the front reaches the tenant resolver through Envoy's TCP hop, and a rebuilt "
-    "resolver replaces the old one, which keeps answering for its 10 s grace "
-    "(resolvers/pool.py grace_seconds) on the connection the front keeps open: measured "
-    "11.7 s with 0.6 s of decision left"))
 def test_table_name_revoked_while_the_front_talks_to_the_resolver(
         start: Callable[..., Setup]) -> None:
     """Like the cycle above, but AAAA (which Envoy does not answer for an IPv4-only

@@ -102,6 +102,7 @@ from controlplane.translate.unbound import (
 )
 from controlplane.translate.unbound_table import (
     RpzRecord,
+    empty_zone,
     outside_data,
     table_file,
     table_rpz,
@@ -350,6 +351,8 @@ class ResolverPool:
                 elif current.server_key != self._server_key(tenant, fwd):
                     old = current
                     current = self._start(tenant, fwd)
+                    if old.alive():  # it answers for its grace period: as its successor
+                        self._align_retiring(old, fwd)
                     self._retire(old, now=not old.alive())
                 elif not current.alive():  # on its own ports: the sidecars point there
                     current.stop()
@@ -728,6 +731,30 @@ class ResolverPool:
         res.table_texts, res.table_of = texts, fwd.table
         if res.forward is not None:
             res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
+
+    def _align_retiring(self, res: TenantResolver, fwd: Forwarding) -> None:
+        """A replaced resolver keeps answering the connections opened to it for its grace
+        period (a pod's front keeps its hop connection): give it the new table and the new
+        triggers, live, so a name revoked or denied by this change is not answered there
+        meanwhile. Zones it has that the new table lacks become empty (NXDOMAIN). Its server
+        and transport stay (that is what the grace period is for)."""
+        try:
+            texts = self._texts(res.tenant, fwd)
+            for zone, old_text in res.table_texts.items():
+                text = texts.get(zone) or empty_zone(zone, fwd)
+                if text == old_text:
+                    continue
+                path = table_file(res.paths.directory, zone)
+                tmp = Path(path + ".new")
+                tmp.write_text(text)
+                tmp.replace(path)
+                self._control(res, f"auth_zone_reload {zone}")
+            self._reload_local_data(res, outside_data(fwd))
+            if res.triggers_key != self._rpz_key(res.tenant, fwd):
+                self._reload_triggers(res, fwd)
+        except (ResolverError, OSError) as exc:
+            log.warning("tenant resolver for %s: the retiring one keeps its old table: %s",
+                        res.tenant, exc, extra={"tenant": res.tenant})
 
     def _reload_local_data(self, res: TenantResolver, data: tuple[str, ...]) -> None:
         """The names outside the zone, changed live: the names whose records changed are

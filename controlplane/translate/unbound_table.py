@@ -371,6 +371,12 @@ def table_rpz(fwd: Forwarding) -> tuple[RpzRecord, ...]:
     return tuple(sorted(out, key=lambda r: r.owner))
 
 
+def empty_zone(zone: str, fwd: Forwarding) -> str:
+    """The text of ``zone`` holding no name: what a retiring resolver loads for a zone the
+    new table no longer has, so it answers NXDOMAIN there as its successor does."""
+    return "\n".join(_head(zone, _fqdn(fwd.zone), fwd.table_ttl)) + "\n"
+
+
 def table_file(directory: str, zone: str) -> str:
     """Where the zone file of ``zone`` lives in a resolver's directory."""
     return str(Path(directory) / f"table-{zone.rstrip('.') or 'root'}.zone")
