@@ -16,8 +16,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.translate.types import LISTENER_TYPE
 from controlplane.xds.budget import ByteBudget
-from controlplane.xds.protocol import SotwStream
-from controlplane.xds.server import add_ads_service, ads_server
+from controlplane.xds.protocol import Outgoing, SotwStream
+from controlplane.xds.server import AdsServicer, _payload, add_ads_service, ads_server
 from controlplane.xds.snapshot import ViewSnapshot, build_snapshot
 from tests.test_hub_surface import FakeBackend
 
@@ -168,3 +168,35 @@ def test_streams_of_one_view_send_within_the_budget_and_give_every_byte_back() -
     assert budget.waited > 0
     assert size <= budget.peak <= budget.limit
     assert budget.in_flight == 0
+
+
+class _Context:
+    """The little of grpc.aio.ServicerContext the ADS driver reads without auth."""
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"aborted: {code} {details}")
+
+
+def test_the_driver_hands_grpc_the_shared_body_not_a_joined_copy_it_would_keep() -> None:
+    """grpc.aio holds the last item a handler yielded for as long as the stream lives: the
+    driver yields the ``Outgoing`` (the view's body, the stream's nonce), and the bytes are
+    joined by the response serializer while gRPC sends them."""
+    snap = _big_snapshot(10)
+    servicer = AdsServicer(FakeBackend(snap))
+
+    async def first() -> Outgoing:
+        responses = servicer.stream_aggregated_resources(
+            _one_request("n1"), _Context())  # type: ignore[arg-type]
+        out = await anext(responses)
+        await responses.aclose()
+        assert isinstance(out, Outgoing)
+        return out
+
+    out = asyncio.run(first())
+    assert out.body is snap.types[LISTENER_TYPE].body
+    response = discovery_pb2.DiscoveryResponse.FromString(_payload(out))
+    assert response.nonce == out.nonce and response.version_info == out.version
+    assert servicer.budget.in_flight == 0  # given back when the stream ended
