@@ -173,8 +173,15 @@ def main() -> int:
     connect_peak = RssPeak(pid)
     try:
         started = time.time()
-        wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
-                 what=f"{args.streams} streams to get their first listener")
+        try:
+            wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
+                     what=f"{args.streams} streams to get their first listener")
+        except TimeoutError:
+            print(f"NOT SERVED: {len(clients.latest())} of {args.streams} streams had a listener "
+                  f"after 180 s; streams the server ended meanwhile, by status: "
+                  f"{clients.endings or 'none'}; control-plane RSS {rss_mb(pid):.0f} MB "
+                  f"(peak {connect_peak.stop():.0f} MB); load average {load_average()}")
+            raise
         connect = time.time() - started
         connected_rss = rss_mb(pid)
         connect_peak_mb = connect_peak.stop()
