@@ -44,20 +44,14 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
     own = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
     async with grpc.aio.insecure_channel(address, options=own) as channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        queue: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
         node = base_pb2.Node(id=cid)
         node.metadata.update({"NAMESPACE": namespace, "LABELS": {"app": "bench"},
                               "STATS_LISTEN_ADDRESS": "off"})
-        await queue.put(discovery_pb2.DiscoveryRequest(type_url=CDS, node=node))
-        await queue.put(discovery_pb2.DiscoveryRequest(type_url=LDS))
-
-        async def requests():  # type: ignore[no-untyped-def]
-            while True:
-                yield await queue.get()
-
-        call = stub.StreamAggregatedResources(requests())
-        async for resp in call:
-            await queue.put(discovery_pb2.DiscoveryRequest(
+        call = stub.StreamAggregatedResources()  # requests written by this task, in order
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CDS, node=node))
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=LDS))
+        while (resp := await call.read()) is not grpc.aio.EOF:
+            await call.write(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
                 response_nonce=resp.nonce))
             if resp.type_url == LDS:
