@@ -33,6 +33,8 @@ async def stream(address: str, cid: str, namespace: str, out: list[str],
             code = "OK"
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
+        except Exception as exc:  # noqa: BLE001 - e.g. a write on a stream already refused
+            code = type(exc).__name__
         if stop.is_set():
             return
         out.append(json.dumps({"e": code}))
