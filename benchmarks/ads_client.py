@@ -2,6 +2,9 @@
 
 Each stream subscribes to CDS and LDS like Envoy, ACKs every response, and
 prints one JSON line per LDS response: {"c": id, "v": version, "t": wall time}.
+Like Envoy, each stream has its own TCP connection (a channel of its own, not
+gRPC's shared subchannel) and, when the server ends it, opens a new one after a
+random back-off of 0.1-1 s, printing {"e": status code name} for each ending.
 Runs until stdin closes or --seconds pass.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -23,28 +27,39 @@ LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 async def stream(address: str, cid: str, namespace: str, out: list[str],
                  stop: asyncio.Event) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+    while not stop.is_set():
+        try:
+            await _one_stream(address, cid, namespace, out, stop)
+            code = "OK"
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+        except Exception as exc:  # noqa: BLE001 - e.g. a write on a stream already refused
+            code = type(exc).__name__
+        if stop.is_set():
+            return
+        out.append(json.dumps({"e": code}))
+        await asyncio.sleep(random.uniform(0.1, 1.0))  # Envoy's retry back-off
+
+
+async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
+                      stop: asyncio.Event) -> None:
+    own = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+    async with grpc.aio.insecure_channel(address, options=own) as channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        queue: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
         node = base_pb2.Node(id=cid)
         node.metadata.update({"NAMESPACE": namespace, "LABELS": {"app": "bench"},
                               "STATS_LISTEN_ADDRESS": "off"})
-        await queue.put(discovery_pb2.DiscoveryRequest(type_url=CDS, node=node))
-        await queue.put(discovery_pb2.DiscoveryRequest(type_url=LDS))
-
-        async def requests():  # type: ignore[no-untyped-def]
-            while True:
-                yield await queue.get()
-
-        call = stub.StreamAggregatedResources(requests())
-        async for resp in call:
-            await queue.put(discovery_pb2.DiscoveryRequest(
+        call = stub.StreamAggregatedResources()  # requests written by this task, in order
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CDS, node=node))
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=LDS))
+        while (resp := await call.read()) is not grpc.aio.EOF:
+            await call.write(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
                 response_nonce=resp.nonce))
             if resp.type_url == LDS:
                 out.append(json.dumps({"c": cid, "v": resp.version_info, "t": time.time()}))
             if stop.is_set():
-                break
+                return
 
 
 async def main() -> None:

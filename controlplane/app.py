@@ -86,7 +86,7 @@ from controlplane.telemetry.stats_sink import (
     run_traffic,
 )
 from controlplane.telemetry.traffic import DnsTraffic
-from controlplane.xds.server import AdsServicer, add_ads_service
+from controlplane.xds.server import AdsServicer, add_ads_service, ads_server
 
 log = logging.getLogger("controlplane")
 
@@ -287,7 +287,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         after_rebuild.append(lambda: _check_static_tokens(hub, static_tokens, fatal=False))
         if hub.readiness.is_loaded:
             _check_static_tokens(hub, static_tokens, fatal=True)
-    grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
+    grpc_server = ads_server()
     # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
     limits = CallerLimits(max_streams=settings.auth.max_streams,
                           max_nodes=settings.auth.max_nodes)

@@ -69,6 +69,10 @@ class DeltaOutgoing:
     removed: frozenset[str]
     payload: bytes
 
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
     def decode(self) -> Any:
         return DeltaResponse.FromString(self.payload)
 

@@ -97,7 +97,20 @@ class Outgoing:
     version: str
     nonce: str
     names: frozenset[str]
-    payload: bytes  # a serialised DiscoveryResponse
+    # A serialised DiscoveryResponse in two parts: ``body``, for a full-state response the
+    # view's own bytes (``TypeSnapshot.body``, one object shared by every stream of the view
+    # and version), and ``tail``, this stream's nonce. Joined only when sent (``payload``),
+    # so a stream's copy exists while the driver sends it, within its byte budget.
+    body: bytes
+    tail: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.tail)
+
+    @property
+    def payload(self) -> bytes:
+        return self.body + self.tail if self.tail else self.body
 
     def decode(self) -> Response:
         return DiscoveryResponse.FromString(self.payload)
@@ -233,13 +246,13 @@ class SotwStream:
             return Outgoing(ts.type_url, version, nonce, all_names, payload)
         if names == frozenset(ts.anys):
             # The shared bytes, serialised once per view, plus this stream's nonce.
-            payload = ts.body + DiscoveryResponse(nonce=nonce).SerializeToString()
+            body, tail = ts.body, DiscoveryResponse(nonce=nonce).SerializeToString()
         else:
-            payload = DiscoveryResponse(
+            body, tail = DiscoveryResponse(
                 version_info=ts.version, type_url=ts.type_url, nonce=nonce,
                 resources=[ts.anys[n] for n in sorted(names)],
-            ).SerializeToString()
+            ).SerializeToString(), b""
         state.sent_version, state.sent_nonce, state.sent_names = ts.version, nonce, names
         state.sent_anys = {n: ts.anys[n] for n in names}
         state.subscription_changed = False
-        return Outgoing(ts.type_url, ts.version, nonce, names, payload)
+        return Outgoing(ts.type_url, ts.version, nonce, names, body, tail)

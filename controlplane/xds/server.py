@@ -3,9 +3,16 @@
 It knows the configuration only through ``AdsBackend`` (``watcher.py``): open,
 attach, the snapshot for the next responses, ACK/NACK and sends, close.
 
-Responses leave as bytes (``response_serializer`` is the identity): the
-snapshot already holds the serialised body, and the stream only appends
-its nonce.
+A response leaves the handler as its ``Outgoing`` (the view's shared body and
+the stream's nonce), and becomes bytes only in ``response_serializer``, as gRPC
+sends it, within the bytes-in-flight budget all streams share (``budget.py``).
+Not bytes: grpc.aio keeps the last item a handler yielded until it yields the
+next, so a stream that yielded its 1.6 MB listener held that copy for as long as
+it stayed connected (one copy per stream: 800 MB for 1,000 idle streams of an
+800 KB listener, 75 MB when the handler yields the ``Outgoing``).
+
+``ads_server()`` makes the gRPC server with the options a fleet needs (see
+``SERVER_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -28,19 +35,44 @@ from controlplane.identity.auth import (
     node_refusal,
 )
 from controlplane.identity.limits import CallerLimits
+from controlplane.xds.budget import ByteBudget
+from controlplane.xds.delta import DeltaOutgoing
+from controlplane.xds.protocol import Outgoing
 from controlplane.xds.watcher import AdsBackend, W
 
 log = logging.getLogger("controlplane.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
+# gRPC core keeps each new call in a queue until the server asks for one, and grpc.aio
+# asks for one call per event-loop turn. Past ``max_pending_requests`` (1,000 by
+# default) queued calls core refuses new ones at random, every one past the hard limit
+# (3,000), and it drops a call queued over ``max_unrequested_time`` (30 s): each such
+# stream ends with CANCELLED before any response. A reconnect storm of a few thousand
+# sidecars queues that many in well under a second, and every refused sidecar comes
+# back after its back-off: a storm that never ends (issue 21). A queued call costs its
+# headers only, so the queue is bounded by the fleet, not by gRPC's defaults.
+MAX_PENDING_CALLS = 1_000_000
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+    ("grpc.server_max_unrequested_time_in_server", 600),
+)
+
+
+def ads_server() -> grpc.aio.Server:
+    """The gRPC server the ADS service (and the sidecars' other channels) run on."""
+    return grpc.aio.server(options=list(SERVER_OPTIONS))
+
 
 class AdsServicer(Generic[W]):
     def __init__(self, backend: AdsBackend[W], authenticator: Authenticator | None = None,
-                 limits: CallerLimits | None = None) -> None:
+                 limits: CallerLimits | None = None, budget: ByteBudget | None = None) -> None:
         self.backend = backend
         self.authenticator = authenticator
         self.limits = limits or CallerLimits()
+        self.budget = budget or ByteBudget()
         self.draining = False
         self._enders: dict[str, Callable[[], None]] = {}  # open stream -> ends it (drain)
 
@@ -65,15 +97,15 @@ class AdsServicer(Generic[W]):
 
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        async for payload in self._serve(requests, context, delta=False):
-            yield payload
+    ) -> AsyncIterator[Outgoing | DeltaOutgoing]:
+        async for out in self._serve(requests, context, delta=False):
+            yield out
 
     async def delta_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        async for payload in self._serve(requests, context, delta=True):
-            yield payload
+    ) -> AsyncIterator[Outgoing | DeltaOutgoing]:
+        async for out in self._serve(requests, context, delta=True):
+            yield out
 
     @staticmethod
     async def _identify(authenticator: Authenticator, requests: AsyncIterator[Any],
@@ -93,7 +125,7 @@ class AdsServicer(Generic[W]):
             raise  # abort() raises; never reached
 
     async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
-                     *, delta: bool) -> AsyncIterator[bytes]:
+                     *, delta: bool) -> AsyncIterator[Outgoing | DeltaOutgoing]:
         """One ADS stream: the same loop for both variants; the stream object decides."""
         backend = self.backend
         identity = None
@@ -156,8 +188,13 @@ class AdsServicer(Generic[W]):
                     await context.abort(grpc.StatusCode.UNAVAILABLE,
                                         "control-plane replica shutting down: reconnect")
                 for out in conn.stream.responses(backend.snapshot_for(conn)):
-                    backend.record_sent(conn, out)
-                    yield out.payload
+                    size = out.size
+                    await self.budget.acquire(size)
+                    try:
+                        backend.record_sent(conn, out)
+                        yield out  # serialised by gRPC (_payload); back here once sent
+                    finally:
+                        self.budget.release(size)
                 if reader.done():
                     error = reader.result()
                     if error is not None:
@@ -186,20 +223,26 @@ async def _first_node_id(requests: AsyncIterator[Any], timeout: float = 1.0) -> 
     return str(node.id) if node is not None else ""
 
 
+def _payload(out: Outgoing | DeltaOutgoing) -> bytes:
+    """The bytes of a response, made as gRPC sends it and dropped once it has."""
+    return out.payload
+
+
 def add_ads_service(server: grpc.aio.Server, backend: AdsBackend[W],
                     authenticator: Authenticator | None = None,
-                    limits: CallerLimits | None = None) -> AdsServicer[W]:
-    servicer = AdsServicer(backend, authenticator, limits)
+                    limits: CallerLimits | None = None,
+                    budget: ByteBudget | None = None) -> AdsServicer[W]:
+    servicer = AdsServicer(backend, authenticator, limits, budget)
     handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.stream_aggregated_resources,
             request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-            response_serializer=lambda payload: payload,
+            response_serializer=_payload,
         ),
         "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.delta_aggregated_resources,
             request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-            response_serializer=lambda payload: payload,
+            response_serializer=_payload,
         ),
     })
     server.add_generic_rpc_handlers([handler])
