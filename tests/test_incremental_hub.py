@@ -231,6 +231,7 @@ def test_with_a_resolver_thread_resolvers_are_applied_there_and_a_move_reaches_t
             hub = Hub(Settings(), resolvers=resolvers, worker=worker,
                       resolver_worker=resolver_worker)
             resolvers.threads.clear()  # the constructor's empty build is inline
+            resolvers.prepare_threads.clear()
             store.replace_origin("f", [
                 Namespace("acme", (("tenant", "acme"),)), Service("acme", "web",
                                                                   cluster_ips=("10.0.0.1",)),
@@ -252,6 +253,8 @@ def test_with_a_resolver_thread_resolvers_are_applied_there_and_a_move_reaches_t
 
     loop_thread, hub, conn = asyncio.run(scenario())
     assert len(resolvers.threads) == 1 and loop_thread not in resolvers.threads
+    # the tables' zone texts too: on that thread, beside the render
+    assert resolvers.prepare_threads == resolvers.threads
     assert hub.tenant_views["acme"].upstreams == (Upstream("127.0.0.1", 5301),)
     # what the stream is served was rendered from that view
     assert conn.view_key is not None and hub.snapshot_for(conn) is not None

@@ -237,8 +237,8 @@ class Hub:
                               self._externals(inventory))
         trace.phases["build"] = time.perf_counter() - started
         forwards = {t: v.forward for t, v in build.views.items() if v.forward is not None}
-        if self.resolvers is not None:  # the resolvers' table texts, off the loop too
-            await offload(self.resolvers.prepare, forwards)
+        if self.resolvers is not None and not overlap:  # the resolvers' table texts, off
+            await offload(self.resolvers.prepare, forwards)  # the loop too (else: _resolve)
         resolved, pending = await self._resolve_early(forwards, trace, overlap=overlap,
                                                       resolver_offload=resolver_offload)
         jobs = self._adopt(inventory, build, trace, resolved)
@@ -289,23 +289,27 @@ class Hub:
         """What to render the views with, and the resolvers' apply still running, if any.
 
         With ``overlap``, when the last apply had every forwarding tenant up (no start
-        can be needed but a restart's), its answer is used and the apply (table reloads)
-        runs beside the render; otherwise the apply is waited for first."""
+        can be needed but a restart's), its answer is used and the apply (the tables'
+        zone texts, 0.1 s at 10,000 names, and their reloads) runs beside the render;
+        otherwise the apply is waited for first."""
         if self.resolvers is None:
             return NOT_RESOLVED, None
         last = self._last_resolved
         if overlap and last is not None and not last[1] and set(last[0]) == set(forwards):
-            return last, asyncio.ensure_future(resolver_offload(self._resolve, forwards))
+            return last, asyncio.ensure_future(resolver_offload(self._resolve, forwards, True))
         started = time.perf_counter()
-        resolved = await resolver_offload(self._resolve, forwards)
+        resolved = await resolver_offload(self._resolve, forwards, overlap)
         trace.phases["resolvers"] = time.perf_counter() - started
         self._last_resolved = resolved
         return resolved, None
 
-    def _resolve(self, forwards: Mapping[str, Forwarding]) -> Resolved:
+    def _resolve(self, forwards: Mapping[str, Forwarding], prepare: bool) -> Resolved:
         """The resolvers made to match ``forwards`` (on the resolvers' thread): where each
-        listens, its hop, and why the others are not up."""
+        listens, its hop, and why the others are not up. ``prepare``: make the tables' zone
+        texts here first (the rebuild did not, on the worker)."""
         assert self.resolvers is not None
+        if prepare:
+            self.resolvers.prepare(forwards)
         addresses = self.resolvers.apply(forwards)
         return ({t: (a, self.resolvers.hop_for(t)) for t, a in addresses.items()},
                 dict(self.resolvers.errors))
