@@ -30,7 +30,7 @@ PHASES = {
     "build": "worker thread: records and tenant views of the changed names",
     "resolvers": "resolvers' thread: tenant resolvers started, their tables reloaded; "
                  "waited for before adopt when one may need a start, else after install "
-                 "(then it ran beside the render and costs the change nothing)",
+                 "(then it costs the change's answer from Envoy nothing)",
     "adopt": "event loop: resolvers' addresses, policy-server targets, policy selection",
     "render": "worker thread: translating and serialising the views that changed",
     "install": "event loop: new snapshots in place, their streams woken",
