@@ -1,12 +1,16 @@
 """With one real Envoy: time from a change to the new DNS answer, and where it goes.
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
-        [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--code DIR]
+        [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--wide]
+        [--code DIR]
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
 with ``--source kubernetes``, through ``tests/fakes/kube.py`` and the real
-client); one real Envoy of tenant acme asks it. Each edit gives Service
+client); one real Envoy of tenant acme asks it. With ``--wide`` acme's policy
+says ``defaultAction: ALLOW`` and the Services are spread over 100 namespaces
+``bulk0``..``bulk99``: a wide tenant that sees every one of them (Envoy's table
+holds them all); without it acme sees only its own few names (a narrow tenant). Each edit gives Service
 ``prop.acme`` a new cluster IP and times, from the change to the first DNS
 answer from Envoy that carries the new IP (queried every millisecond):
 
@@ -19,7 +23,9 @@ Then ``/api/v1/rebuilds`` says where the time went (``hub_metrics.ChangeTrace``)
 the watcher (the change until the source saw it: watchfiles, or the fake API
 server's watch, which polls every 10 ms), parse, store, to the event loop, the
 debounce window, merge (the store's new inventory), build (records and views,
-worker thread), adopt (resolvers, policy selection, event loop), render
+worker thread), resolvers (the tenant resolvers' apply on their thread: waited for
+before adopt only when one may need a start, else after install, beside the render;
+older code: inside adopt), adopt (resolvers, policy selection, event loop), render
 (translate and serialise, worker thread), install, to the stream (gRPC send),
 Envoy's ACK (it received and applied the listener) and ACK to answer (the
 listener in use on Envoy's worker; the query loop's resolution is ~1 ms).
@@ -52,12 +58,15 @@ from controlplane._kit.localrun import ControlPlane, Envoy, http_json, wait_for 
 from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("watcher", "parse", "store", "to_loop", "debounce", "merge", "build", "adopt",
+STEPS = ("watcher", "parse", "store", "to_loop", "debounce", "merge", "build", "resolvers",
+         "adopt",
          "render", "install", "to_stream", "envoy_ack", "ack_to_answer")
 
 
-def bulk_docs(n: int) -> list[str]:
-    return [f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bulk}}\n"
+def bulk_docs(n: int, *, namespaces: int = 1) -> list[str]:
+    def ns(i: int) -> str:
+        return "bulk" if namespaces == 1 else f"bulk{i % namespaces}"
+    return [f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns(i)}}}\n"
             f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}}}\n"
             for i in range(n)]
 
@@ -83,17 +92,26 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=0)
     parser.add_argument("--source", choices=["files", "kubernetes"], default="files")
     parser.add_argument("--edit", choices=["own", "bulk"], default="own")
+    parser.add_argument("--wide", action="store_true",
+                        help="acme ALLOWs everything; the Services in 100 namespaces")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     print(f"change -> answer from a real Envoy: source {args.source}"
           f"{' (' + args.edit + ' file)' if args.source == 'files' else ''}, "
-          f"{args.services} extra Services, {args.edits} edits, debounce "
+          f"{args.services} extra Services{' visible to acme (ALLOW)' if args.wide else ''}, "
+          f"{args.edits} edits, debounce "
           f"{args.debounce * 1000:.0f} ms, code {args.code or 'this checkout'}; 2 cores shared "
           f"by every process; load average at start {load_average()}")
     work = Path(tempfile.mkdtemp(prefix="prop-"))
     manifests = work / "m"
     shutil.copytree(ROOT / "examples", manifests)
-    docs = bulk_docs(args.services)
+    docs = bulk_docs(args.services, namespaces=100 if args.wide else 1)
+    if args.wide:  # acme's policy: everything not denied is visible
+        demo = manifests / "demo-two-tenants.yaml"
+        text = demo.read_text()
+        acme = text.index("metadata: {name: acme}\nspec:")
+        cut = text.index("defaultAction: DENY", acme)
+        demo.write_text(text[:cut] + "defaultAction: ALLOW" + text[cut + len("defaultAction: DENY"):])
     kube: Any = None
     extra = ["--debounce", str(args.debounce), "--log-level", "warning"]
     if args.source == "kubernetes":

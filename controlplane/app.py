@@ -21,8 +21,8 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,6 +67,7 @@ from controlplane.policyserver.client import PolicyDecider, serve_gate
 from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
+from controlplane.runtime.debounce import Debouncer
 from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
@@ -97,38 +98,6 @@ class _AdminServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class Debouncer:
-    """Coalesces bursts of input changes into one rebuild per window."""
-
-    def __init__(self, window: float, action: Callable[[], Awaitable[None] | None]) -> None:
-        self.window = window
-        self.action = action  # awaited when it returns an awaitable; pokes meanwhile wait
-        self._pending = asyncio.Event()
-        self.first_poke: float | None = None  # wall time of the first change in this window
-        self.fired_poke: float | None = None  # first_poke of the window the action runs for
-
-    def poke(self) -> None:
-        if not self._pending.is_set():
-            self.first_poke = time.time()
-        self._pending.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            waiter = asyncio.ensure_future(self._pending.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-            if stop.is_set():
-                return
-            await asyncio.sleep(self.window)  # the debounce window itself
-            self._pending.clear()
-            self.fired_poke, self.first_poke = self.first_poke, None
-            result = self.action()
-            if result is not None:
-                await result
 
 
 class SourceRunner(Protocol):
@@ -244,10 +213,15 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     # Views are built and serialised on this one thread, never on the event loop (hub.py);
     # the GIL and full garbage collections set up so that it never stalls the loop either.
     views_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
+    # The tenant resolvers are started, reloaded and supervised on this one thread, never on
+    # the event loop (a start waits for unbound: 0.1-0.2 s). It lives as long as the
+    # process, so the resolvers' death signal (``setpriv --pdeathsig``, which follows the
+    # thread that started them) fires only when the control plane dies.
+    resolver_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resolvers")
     runtime.activate()
     supervisor = Supervisor(crash_faults=settings.fault_crash_tasks)
     hub = Hub(settings, resolvers=pool, decider=decider, worker=views_worker,
-              supervisor=supervisor)
+              resolver_worker=resolver_worker, supervisor=supervisor)
     stop = asyncio.Event()
     runner: SourceRunner
 
@@ -376,7 +350,8 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             raise RuntimeError("admin server stopped (is the port in use?)")
 
     work: dict[str, Coroutine[Any, Any, None]] = {
-        "resolvers": _supervise_resolvers(pool, hub, stop, stats=resolver_stats),
+        "resolvers": _supervise_resolvers(pool, hub, stop, stats=resolver_stats,
+                                          thread=resolver_worker),
         "policy-server": decider.run(stop),
         "source": runner.run(stop),
         "rebuild": debouncer.run(stop),
@@ -410,6 +385,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     if pool is not None:
         pool.stop_all()
     views_worker.shutdown(wait=False, cancel_futures=True)
+    resolver_worker.shutdown(wait=False, cancel_futures=True)
     log.info("control plane stopped")
     return code
 
@@ -508,19 +484,23 @@ class RetryClock:
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,
-                               stats: dict[str, dict[str, float]],
+                               stats: dict[str, dict[str, float]], thread: Executor,
                                interval: float = 0.25, stats_every: int = 4) -> None:
     """Restart dead tenant resolvers every ``interval`` (a dead one is back on its own port
     within about 0.3 s, while the sidecars' connects wait for it: clusters.RESTART_*), and
-    read their statistics into ``stats`` every ``stats_every`` rounds (once a second)."""
+    read their statistics into ``stats`` every ``stats_every`` rounds (once a second).
+    Restarts run on ``thread``, the one that starts every resolver (see
+    ``ResolverPool._prefix``), so the event loop never waits for one."""
     if pool is None:
         await stop.wait()
         return
+    loop = asyncio.get_running_loop()
     retry = RetryClock()
     rounds = 0
     while not stop.is_set():
-        restarted = pool.supervise()  # on the loop's thread: see ResolverPool._prefix
-        renewed = pool.renew_due()  # tenants' hop certificates at half-life: new views
+        restarted = await loop.run_in_executor(thread, pool.supervise)
+        # tenants' hop certificates at half-life: new views
+        renewed = await loop.run_in_executor(thread, pool.renew_due)
         # Tenants whose resolver could not start (e.g. the resolver host was not up yet)
         # are tried again with the next rebuild: 5 s after, then doubling up to 60 s.
         failed = retry.due(bool(pool.errors), now=time.monotonic())

@@ -207,6 +207,61 @@ def test_with_a_worker_views_are_built_off_the_loop_and_resolvers_applied_on_it(
     assert {"merge", "build", "adopt", "render", "install"} <= set(trace.phases)
 
 
+class MovingResolvers(ThreadRecordingResolvers):
+    """Every tenant's resolver on ``port``: a test moves it (a restart on new ports)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = 5300
+
+    def apply(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
+        self.threads.add(threading.get_ident())
+        return {t: Upstream("127.0.0.1", self.port) for t in forwards}
+
+
+def test_with_a_resolver_thread_resolvers_are_applied_there_and_a_move_reaches_the_view(
+        ) -> None:
+    store = Store()
+    resolvers = MovingResolvers()
+
+    async def scenario() -> tuple[int, Hub, Connection]:
+        loop_thread = threading.get_ident()
+        with (ThreadPoolExecutor(max_workers=1) as worker,
+              ThreadPoolExecutor(max_workers=1) as resolver_worker):
+            hub = Hub(Settings(), resolvers=resolvers, worker=worker,
+                      resolver_worker=resolver_worker)
+            resolvers.threads.clear()  # the constructor's empty build is inline
+            resolvers.prepare_threads.clear()
+            store.replace_origin("f", [
+                Namespace("acme", (("tenant", "acme"),)), Service("acme", "web",
+                                                                  cluster_ips=("10.0.0.1",)),
+                tenant_policy("acme", whitelist=("*.acme.svc.cluster.local",),
+                              default_action=DefaultAction.ALLOW, server_address="10.9.9.9")])
+            await hub.apply(store.take)  # a first start: waited for before the views
+            conn = _connect(hub, "acme", "n1")
+            for _ in range(200):
+                if hub.snapshot_for(conn) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            store.apply_object("f", ("Service", "acme", "api"),
+                               Service("acme", "api", cluster_ips=("10.0.0.2",)))
+            await hub.apply(store.take)  # up already: the apply runs after install
+            assert hub.tenant_views["acme"].upstreams == (Upstream("127.0.0.1", 5300),)
+            resolvers.port = 5301  # restarted on new ports: the views follow
+            await hub.apply(None)
+            return loop_thread, hub, conn
+
+    loop_thread, hub, conn = asyncio.run(scenario())
+    assert len(resolvers.threads) == 1 and loop_thread not in resolvers.threads
+    # the tables' zone texts too: on that thread
+    assert resolvers.prepare_threads == resolvers.threads
+    assert hub.tenant_views["acme"].upstreams == (Upstream("127.0.0.1", 5301),)
+    # what the stream is served was rendered from that view
+    assert conn.view_key is not None and hub.snapshot_for(conn) is not None
+    assert not hub.snapshots.stale(hub.streams.active_views(), hub.tenant_views)
+    assert all("resolvers" in t.phases for t in list(hub.metrics.traces)[-3:])
+
+
 def test_streams_of_a_changed_view_are_woken_a_batch_per_loop_iteration() -> None:
     from controlplane.hub.streams import WAKE_BATCH
 

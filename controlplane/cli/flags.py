@@ -149,7 +149,9 @@ def _xds_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--admin-address", type=_address, default=(a.host, a.port),
                        help=f"where the admin API listens (default {a.host}:{a.port})")
     serve.add_argument("--debounce", type=float, default=x.debounce_seconds,
-                       help="seconds to coalesce input changes (default %(default)s)")
+                       help="seconds to coalesce input changes: the first change after quiet "
+                            "applies at once, later ones at most once per this window "
+                            "(default %(default)s)")
     serve.add_argument("--drain-seconds", type=float, default=x.drain_seconds,
                        help="on SIGTERM, end the open ADS streams over this many seconds so "
                             "the sidecars reconnect to another replica (default %(default)s)")

@@ -148,7 +148,7 @@ class XdsSettings:
     # identity/tlsfiles.py); "" serves plaintext, which the CLI wants asked for.
     tls_dir: str = ""
     plaintext: bool = False  # set by the CLI when ADS is served without TLS
-    debounce_seconds: float = 0.05  # coalesce input changes for this long
+    debounce_seconds: float = 0.05  # at most one rebuild per window (runtime/debounce.py)
     # On SIGTERM: stop accepting ADS streams, then end the open ones over this many
     # seconds (random moments), so sidecars move to another replica without a storm.
     drain_seconds: float = 2.0

@@ -28,7 +28,10 @@ PHASES = {
     "store": "sources: applying it to the store",
     "merge": "the store: folding the changed keys into a new inventory",
     "build": "worker thread: records and tenant views of the changed names",
-    "adopt": "event loop: tenant resolvers, policy-server targets, policy selection",
+    "resolvers": "resolvers' thread: tenant resolvers started, their tables reloaded; "
+                 "waited for before adopt when one may need a start, else after install "
+                 "(then it costs the change's answer from Envoy nothing)",
+    "adopt": "event loop: resolvers' addresses, policy-server targets, policy selection",
     "render": "worker thread: translating and serialising the views that changed",
     "install": "event loop: new snapshots in place, their streams woken",
 }
@@ -84,7 +87,7 @@ class ChangeTrace:
                                  - ms["parse"] - ms["store"])
         if self.poked_at is not None:
             out["debounce"] = (self.started_at - self.poked_at) * 1000
-        for name in ("merge", "build", "adopt", "render", "install"):
+        for name in ("merge", "build", "resolvers", "adopt", "render", "install"):
             if name in self.phases:
                 out[name] = ms[name]
         if self.installed_at is not None and self.first_sent_at is not None:

@@ -235,7 +235,8 @@ class ResolverPool:
         self.control_bin = find_tool("unbound-control")
         self.dnsdist_bin = find_tool("dnsdist")
         # The resolvers die with the control plane, even when it is SIGKILLed. The death
-        # signal follows the thread that started them: start them on the event loop's thread.
+        # signal follows the thread that started them: start them all on one thread that
+        # lives as long as the process (app.py's resolver thread, or the caller's).
         # Persistent resolvers run in their own session with no death signal instead.
         setpriv = find_tool("setpriv")
         self._prefix = [setpriv, "--pdeathsig", "KILL"] if setpriv and not self.persistent else []

@@ -230,7 +230,8 @@ class FileSource:
                 continue
             # watchfiles hands a batch over once ``step`` ms pass without a new event (at
             # most ``debounce`` ms after the first): 5 ms, not its default 50, because the
-            # debouncer (app.py) coalesces bursts anyway; a change is seen in 5-10 ms.
+            # debouncer (runtime/debounce.py) coalesces bursts anyway; a change is seen in
+            # 5-10 ms.
             async for batch in awatch(watch_dir, stop_event=stop, debounce=50, step=5,
                                       recursive=True):
                 changed = {Path(p) for _, p in batch}
