@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from controlplane.telemetry.stats_sink import METRICS_SERVICE
 from controlplane.translate.types import LISTENER_TYPE
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import demo_objects
+from e2e.harness.held_stream import HeldAdsStream
 from tests.factories import AUD, jwt, pod_manifest
 from tests.fakes.kube import FakeKube
 from tests.tools import require_tool
@@ -173,43 +173,10 @@ def export(c: Cluster, *, token: str | None, node: str, tenant: str, names: list
             return exc.code()  # type: ignore[no-any-return]
 
 
-class AdsStream:
-    """One ADS stream held open on a thread, as a sidecar would."""
-
-    def __init__(self, c: Cluster, *, token: str, node_id: str, namespace: str) -> None:
-        self.channel = c.channel()
-        self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
-        node = base_pb2.Node(id=node_id)
-        node.metadata.update({"NAMESPACE": namespace, "LABELS": {"app": "sleep"}})
-        self.requests.put(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=node))
-        self.stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
-            self.channel).StreamAggregatedResources(
-            iter(self.requests.get, None), metadata=[("authorization", f"Bearer {token}")])
-        self.code: grpc.StatusCode | None = None  # OK once the first response came
-        self.details = ""
-        self.done = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for _ in self.stream:
-                if self.code is None:
-                    self.code = grpc.StatusCode.OK
-                    self.done.set()
-        except grpc.RpcError as exc:
-            if self.code is None:
-                self.code, self.details = exc.code(), str(exc.details())
-        finally:
-            self.done.set()
-
-    def result(self, timeout: float = 10.0) -> grpc.StatusCode | None:
-        self.done.wait(timeout)
-        return self.code
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.stream.cancel()
-        self.channel.close()
+def AdsStream(c: Cluster, *, token: str, node_id: str, namespace: str) -> HeldAdsStream:
+    """One ADS stream held open on a thread, as a sidecar would (TLS to the cluster)."""
+    return HeldAdsStream(c.channel(), token=token, node_id=node_id, namespace=namespace,
+                         labels={"app": "sleep"})
 
 
 def stats_call(c: Cluster, token: str, messages: list[Any]) -> grpc.StatusCode:

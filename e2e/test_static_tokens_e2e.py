@@ -12,8 +12,6 @@ got admin's view, and the ambiguous token only drew a warning).
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,11 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane._kit.localrun import ControlPlane, Envoy, wait_for
 from controlplane.telemetry import metrics_protos
 from controlplane.telemetry.stats_sink import METRICS_SERVICE
-from controlplane.translate.types import LISTENER_TYPE
+from e2e.harness.held_stream import HeldAdsStream
 from tests.tools import require_tool
 
 SHOP = """
@@ -84,44 +80,11 @@ def tokens_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
     return path
 
 
-class AdsStream:
-    """One ADS stream held open on a thread, as a sidecar would."""
-
-    def __init__(self, address: str, *, token: str, node_id: str,
-                 labels: dict[str, str]) -> None:
-        self.channel = grpc.insecure_channel(address)
-        self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
-        node = base_pb2.Node(id=node_id)
-        node.metadata.update({"NAMESPACE": "shop", "LABELS": labels})
-        self.requests.put(discovery_pb2.DiscoveryRequest(type_url=LISTENER_TYPE, node=node))
-        self.stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
-            self.channel).StreamAggregatedResources(
-            iter(self.requests.get, None), metadata=[("authorization", f"Bearer {token}")])
-        self.code: grpc.StatusCode | None = None  # OK once the first response came
-        self.details = ""
-        self.done = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for _ in self.stream:
-                if self.code is None:
-                    self.code = grpc.StatusCode.OK
-                    self.done.set()
-        except grpc.RpcError as exc:
-            if self.code is None:
-                self.code, self.details = exc.code(), str(exc.details())
-        finally:
-            self.done.set()
-
-    def result(self, timeout: float = 10.0) -> grpc.StatusCode | None:
-        self.done.wait(timeout)
-        return self.code
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.stream.cancel()
-        self.channel.close()
+def AdsStream(address: str, *, token: str, node_id: str,
+              labels: dict[str, str]) -> HeldAdsStream:
+    """One ADS stream held open on a thread, as a sidecar of namespace shop would."""
+    return HeldAdsStream(grpc.insecure_channel(address), token=token, node_id=node_id,
+                         namespace="shop", labels=labels)
 
 
 def stats_call(address: str, token: str, node: str, tenant: str, queries: float
