@@ -722,16 +722,20 @@ class ResolverPool:
         for zone, text in texts.items():
             if res.table_texts.get(zone) == text:
                 continue
-            path = table_file(res.paths.directory, zone)
-            tmp = Path(path + ".new")
-            tmp.write_text(text)
-            tmp.replace(path)
-            self._control(res, f"auth_zone_reload {zone}")
+            self._load_zone(res, zone, text)
             self.table_reloads += 1
         self._reload_local_data(res, outside_data(fwd))
         res.table_texts, res.table_of = texts, fwd.table
         if res.forward is not None:
             res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
+
+    def _load_zone(self, res: TenantResolver, zone: str, text: str) -> None:
+        """Replace one zone file whole (a rename) and have unbound reload it live."""
+        path = table_file(res.paths.directory, zone)
+        tmp = Path(path + ".new")
+        tmp.write_text(text)
+        tmp.replace(path)
+        self._control(res, f"auth_zone_reload {zone}")
 
     def _align_retiring(self, res: TenantResolver, fwd: Forwarding) -> None:
         """A replaced resolver keeps answering the connections opened to it for its grace
@@ -743,13 +747,8 @@ class ResolverPool:
             texts = self._texts(res.tenant, fwd)
             for zone, old_text in res.table_texts.items():
                 text = texts.get(zone) or empty_zone(zone, fwd)
-                if text == old_text:
-                    continue
-                path = table_file(res.paths.directory, zone)
-                tmp = Path(path + ".new")
-                tmp.write_text(text)
-                tmp.replace(path)
-                self._control(res, f"auth_zone_reload {zone}")
+                if text != old_text:
+                    self._load_zone(res, zone, text)
             self._reload_local_data(res, outside_data(fwd))
             if res.triggers_key != self._rpz_key(res.tenant, fwd):
                 self._reload_triggers(res, fwd)
