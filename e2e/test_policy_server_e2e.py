@@ -5,6 +5,7 @@ ext_authz gRPC server evaluating a real Rego policy (``examples/policy-server/dn
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,15 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, Envoy, Process, free_port, wait_for
+from controlplane._kit.localrun import (
+    ControlPlane,
+    Envoy,
+    Process,
+    free_port,
+    http_json,
+    http_text,
+    wait_for,
+)
 from e2e.harness.dnsquery import query
 from e2e.harness.dnsservers import UnboundServer
 from e2e.harness.paths import SEEDS
@@ -106,6 +115,54 @@ def setup(tmp_path: Path, processes: list[object],
     return cp, envoy, upstream, ps
 
 
+# The names of this tenant's table: the policy server decides each ahead of need.
+TABLE_NAMES = {"checkout.payments.svc.cluster.local", "internal.payments.svc.cluster.local",
+               "tenant-1.dns.svc.cluster.local", "policy-server.acme.com"}
+
+
+def settled(cp: ControlPlane, envoy: Envoy, tenant: str = "dns-policy") -> bool:
+    """Whether every table name is decided, the sidecar's active DNS listener forwards to
+    the tenant's current resolver, and the sidecar acknowledged the last listeners sent.
+
+    A sidecar without a front answers NXDOMAIN to the forwarded queries in flight when its
+    DNS listener is replaced (Envoy destroys the old filter's c-ares channel, "Channel is
+    being destroyed"; docs/dns-front.md), and at start each table decision that lands
+    apart is a new listener, a reverse zone the table gains a new resolver on a new port.
+    Forwarded names are asked once that is over: this test is about decisions, not about
+    that Envoy limit (the fronted sidecar of e2e/test_policy_decisions_e2e.py has none)."""
+    decided = {d["name"] for d in
+               cp.get(f"/api/v1/views/{tenant}/dns-table")["policy_server"]["decisions"]}
+    if not decided >= TABLE_NAMES:
+        return False
+    current = [r for r in cp.get("/api/v1/resolvers")["resolvers"] if r["tenant"] == tenant]
+    if len(current) != 1 or "listen" not in current[0]:
+        return False
+    port = int(str(current[0]["listen"]).rsplit(":", 1)[1])
+    dump = http_json(f"{envoy.admin_url}/config_dump?resource=dynamic_listeners")
+    active = [c["active_state"] for c in dump.get("configs", [])
+              if c["name"].startswith("dns:") and "active_state" in c]
+    if not active or f'"port_value": {port}' not in json.dumps(active[0]):
+        return False
+    nodes = [n for n in cp.get("/api/v1/nodes") if n["node_id"] == envoy.node_id]
+    lds = nodes[0]["types"].get("lds", {}) if nodes else {}
+    return bool(lds) and lds["sent_version"] == lds["acked_version"]
+
+
+def wait_settled(cp: ControlPlane, envoy: Envoy, *, timeout: float = 15) -> None:
+    wait_for(lambda: settled(cp, envoy), timeout=timeout,
+             what="every table name decided and the sidecar on its last listener")
+
+
+def why_not(cp: ControlPlane, envoy: Envoy) -> str:
+    """What the control plane and the sidecar counted, for a failed forwarded answer."""
+    metrics = http_text(f"{cp.admin_url}/metrics").splitlines()
+    ours = [line for line in metrics if line.startswith(("dnscp_policy_server_decisions",
+                                                          "dnscp_event_loop_lag_max"))]
+    stats = {k: v for k, v in envoy.stats().items() if "dns_filter" in k and v}
+    nodes = [n["types"].get("lds") for n in cp.get("/api/v1/nodes")]
+    return f"decisions: {ours}; sidecar: {stats}; lds: {nodes}"
+
+
 def test_policy_server_decides_table_and_forwarded_names(
         setup: tuple[ControlPlane, Envoy, UnboundServer, PolicyServer]) -> None:
     cp, envoy, upstream, ps = setup
@@ -115,9 +172,11 @@ def test_policy_server_decides_table_and_forwarded_names(
              timeout=10, what="the allowed cluster name in the table")
     assert query(port, "checkout.payments.svc.cluster.local") == ("NOERROR", ["10.50.0.1"])
     assert query(port, "internal.payments.svc.cluster.local")[0] == "NXDOMAIN"
+    wait_settled(cp, envoy)
     table_checks = len(ps.checks())
     # Forwarded names: asked once per name per lifetime, in any case.
-    assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
+    first = query(port, "www.example.com", timeout=3)
+    assert first == ("NOERROR", ["203.0.113.10"]), why_not(cp, envoy)
     assert query(port, "WWW.Example.COM", timeout=3) == ("NOERROR", ["203.0.113.10"])
     assert query(port, "www.example.com", "AAAA", timeout=3) == ("NOERROR",
                                                                  ["::ffff:203.0.113.10"])
@@ -151,6 +210,7 @@ def test_policy_server_outage_failure_mode_and_return(
     port = envoy.dns_port
     wait_for(lambda: query(port, "checkout.payments.svc.cluster.local")[0] == "NOERROR",
              timeout=10, what="the table")
+    wait_settled(cp, envoy)
     assert query(port, "www.example.com", timeout=3)[0] == "NOERROR"
     ps.stop()
     worst = 0.0
@@ -251,6 +311,7 @@ def test_policy_server_over_mutual_tls(right_ca: bool, tmp_path: Path, processes
     if right_ca:
         wait_for(lambda: query(port, "checkout.payments.svc.cluster.local")[0] == "NOERROR",
                  timeout=15, what="a decision over mutual TLS")
+        wait_settled(cp, envoy)
         assert query(port, "www.example.com", timeout=3) == ("NOERROR", ["203.0.113.10"])
         assert len(ps.checks()) >= 2
         return
