@@ -283,3 +283,45 @@ def test_decisions_per_type_when_the_server_says_so() -> None:
                                   "whole.example.com/A"]
         await server.stop(None)
     asyncio.run(run())
+
+
+class Broken(external_auth_pb2_grpc.AuthorizationServicer):
+    """Answers every Check with gRPC status INTERNAL."""
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+        await context.abort(grpc.StatusCode.INTERNAL, "rule table missing")
+        raise AssertionError("abort returns never")
+
+
+def test_the_outage_reason_follows_the_latest_failure() -> None:
+    """A server gone (UNAVAILABLE), then one answering INTERNAL on the same address: the
+    reason shown is INTERNAL's, the outage keeps its start and is logged once."""
+    async def run() -> None:
+        port = free_port()
+        decider = PolicyDecider()
+        hub = Hub(Settings(), decider=decider)
+        hub.set_inventory(_inventory(_policy(port, timeout_ms=500), n=0))
+        gone = await decider.decide(Question(tenant="t", name="a.example.com", qtype="A"))
+        assert gone.source.startswith("failure mode closed")
+        reachable, why = decider.reachable("t")
+        assert not reachable and "UNAVAILABLE" in why, why
+        since = decider.outages["t"].since
+        server = grpc.aio.server()
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Broken(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        try:
+            async def internal() -> bool:
+                await decider.decide(Question(tenant="t", name=f"b{decider.checks}.example",
+                                              qtype="A"))
+                return "INTERNAL" in decider.reachable("t")[1]
+            deadline = asyncio.get_running_loop().time() + 15  # the channel's back-off
+            while not await internal() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+            reachable, why = decider.reachable("t")
+            assert not reachable and "INTERNAL: rule table missing" in why, why
+            assert decider.outages["t"].since == since
+        finally:
+            await server.stop(None)
+    asyncio.run(run())

@@ -318,11 +318,16 @@ class PolicyDecider:
         self.counts[(tenant, "error")] += 1
         if not self._latest(tenant, started):
             return self._fallback(mode, why, now)  # a later call has answered since
-        if tenant not in self.outages:
+        outage = self.outages.get(tenant)
+        if outage is None:
             self.outages[tenant] = Outage(now, why)
             log.warning("policy server of %s cannot decide (%s): failure mode %s until it "
                         "answers again", tenant, why, mode.value, extra={"tenant": tenant})
             self.on_change()  # status (PolicyServerReachable) and views
+        else:
+            # The reason shown is the latest call's (a server stopped, then one answering
+            # garbage: the garbage), still one log line and one rebuild per outage.
+            outage.error = why
         return self._fallback(mode, why, now)
 
     def _recovered(self, tenant: str, *, started: float | None = None) -> None:
