@@ -60,6 +60,9 @@ class Streams:
         self.cache = cache
         self.connections: dict[str, Connection] = {}
         self._by_view: dict[ViewKey, dict[str, Connection]] = {}
+        # The streams with a view, by node id: the query log asks per record batch whose
+        # a node is (``node_owner``), which must not scan 10,000 connections.
+        self._by_node: dict[str, dict[str, Connection]] = {}
         self.changed_at: dict[ViewKey, float] = {}  # when the input behind a view changed
         self._ids = itertools.count(1)
         self._clock = clock
@@ -86,6 +89,8 @@ class Streams:
         self._leave(conn)
         conn.view_key = key
         self._by_view.setdefault(key, {})[conn.conn_id] = conn
+        if conn.workload is not None:
+            self._by_node.setdefault(conn.workload.node_id, {})[conn.conn_id] = conn
         conn.notify()
         return True
 
@@ -98,6 +103,12 @@ class Streams:
         key = conn.view_key
         if key is None:
             return None
+        if conn.workload is not None:
+            node = conn.workload.node_id
+            same_node = self._by_node.get(node, {})
+            same_node.pop(conn.conn_id, None)
+            if not same_node:
+                self._by_node.pop(node, None)
         members = self._by_view.get(key)
         if members is not None:
             members.pop(conn.conn_id, None)
@@ -182,8 +193,8 @@ class Streams:
     def node_owner(self, node_id: str) -> tuple[str, str] | None:
         """The tenant of a connected node and who opened its stream (``Identity.key``; ""
         without auth), or None."""
-        for conn in self.connections.values():
-            if conn.workload is not None and conn.workload.node_id == node_id and conn.view_key:
+        for conn in self._by_node.get(node_id, {}).values():
+            if conn.view_key is not None:
                 return conn.view_key.tenant, conn.caller
         return None
 
