@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +67,7 @@ from controlplane.resolvers.dnstap import ResolverReply
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime import heap as runtime
 from controlplane.runtime.debounce import Debouncer
+from controlplane.runtime.retry import RetryClock
 from controlplane.runtime.spawner import SpoolSpawner
 from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
@@ -456,31 +456,6 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         spawner=(SpoolSpawner(Path(settings.host_spool))
                                  if settings.host_spool else None),
                         map_aaaa=settings.aaaa is ResolverAaaa.MAPPED)
-
-
-@dataclass
-class RetryClock:
-    """When to try failed tenant resolvers again: ``first`` seconds after a failure is
-    seen, then doubling up to ``most``; back to the start once nothing fails."""
-
-    first: float = 5.0
-    most: float = 60.0
-    _next: float | None = None
-    _delay: float = 0.0
-
-    def due(self, failing: bool, *, now: float) -> bool:
-        if not failing:
-            self._next, self._delay = None, 0.0
-            return False
-        if self._next is None:
-            self._delay = self.first
-            self._next = now + self._delay
-            return False
-        if now < self._next:
-            return False
-        self._delay = min(self.most, self._delay * 2)
-        self._next = now + self._delay
-        return True
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,

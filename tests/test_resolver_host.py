@@ -23,13 +23,13 @@ import dns.rcode
 import pytest
 
 from controlplane._kit.localrun import Dnsmasq, ResolverHost, children, wait_for
-from controlplane.app import RetryClock
 from controlplane.core.errors import ConfigError, ResolverError
 from controlplane.core.settings import ResolverLifetime, ResolverSettings
 from controlplane.dns.views import Forwarding, Transport, Upstream
 from controlplane.identity.certs import server_tls
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME, ResolverPool
 from controlplane.runtime.process import free_port, running
+from controlplane.runtime.retry import RetryClock
 from controlplane.runtime.spawner import SpawnError, SpoolSpawner
 from tests.tools import require_tool
 
