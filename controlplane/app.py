@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import grpc
 import uvicorn
+from watchfiles import awatch
 
 from controlplane.admin.api import create_app
 from controlplane.admin.reads import AdminReads
@@ -44,7 +45,7 @@ from controlplane.core.settings import (
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
-from controlplane.identity.auth import TokenAuthenticator
+from controlplane.identity.auth import TokenAuthenticator, static_token_key
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.identity.limits import CallerLimits, LimitsCollector
@@ -139,14 +140,16 @@ class FileRunner:
 
 
 def _check_static_tokens(hub: Hub, tokens: list[TokenAuthenticator], *,
-                         fatal: bool) -> None:
+                         fatal: bool) -> set[str]:
     """Refuse every static token that cannot stand for one tenant in this configuration
     (``static_token_problem``: its tenant is gone, its labels get another, or it could get
     more than one tenant's view). Before serving (``fatal``) that is a ConfigError naming
     them; after a configuration change they are refused (UNAUTHENTICATED, with the reason)
-    until a change makes them good again, and the other tokens keep working."""
+    until a change makes them good again, and the other tokens keep working. Returns the
+    names of the tokens refused now and not before (their open streams must end)."""
     inventory = hub.inventory
     problems: list[str] = []
+    newly: set[str] = set()
     for authenticator in tokens:
         refused: dict[str, str] = {}
         for identity in authenticator.identities:
@@ -160,11 +163,44 @@ def _check_static_tokens(hub: Hub, tokens: list[TokenAuthenticator], *,
                 problems.append(f"static token {identity.name!r}: {problem}")
                 if authenticator.refused.get(identity.name) != problem and not fatal:
                     log.error("static token %r refused: %s", identity.name, problem)
+                    newly.add(identity.name)
         for name in sorted(set(authenticator.refused) - set(refused)):
             log.info("static token %r accepted again", name)
         authenticator.refused = refused
     if fatal and problems:
         raise ConfigError(flag="--auth-tokens", reason="; ".join(problems))
+    return newly
+
+
+async def _watch_tokens(path: Path, tokens: TokenAuthenticator, *,
+                        recheck: Callable[[], set[str]], ads: AdsServicer[Any],
+                        stop: asyncio.Event) -> None:
+    """Read the static token file again whenever it changes (a rotated Secret too: its
+    directory is watched). A file that does not parse is logged with its reason and the
+    last good tokens stay; otherwise the streams opened with a token that is gone or
+    changed end (UNAUTHENTICATED) and reconnect with what their sidecar holds now."""
+    def content() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return b""
+    last = content()
+    async for _ in awatch(path.parent, stop_event=stop, debounce=200, recursive=False):
+        now = content()
+        if now == last:
+            continue
+        last = now
+        try:
+            fresh = TokenAuthenticator.from_file(path)
+        except ConfigError as exc:
+            log.error("static tokens not reloaded, the last good ones stay: %s", exc)
+            continue
+        gone = tokens.replace(fresh) | recheck()
+        ended = ads.end_callers({static_token_key(name) for name in gone},
+                                "static token revoked or changed: reconnect")
+        log.warning("static tokens reloaded from %s: %d token(s); gone, changed or refused: "
+                    "%s; %d stream(s) ended", path, len(fresh.identities),
+                    ", ".join(sorted(gone)) or "none", ended)
 
 
 async def _wait_grpc(server: grpc.aio.Server) -> None:
@@ -237,7 +273,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         for check in after_rebuild:
             check()
 
-    after_rebuild: list[Callable[[], None]] = []  # checks of the new configuration
+    after_rebuild: list[Callable[[], object]] = []  # checks of the new configuration
     debouncer = Debouncer(settings.xds.debounce_seconds, rebuild)
     decider.on_change = debouncer.poke  # a table name's decision changed: rebuild
 
@@ -257,15 +293,22 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     authenticator = authenticator_from_settings(settings.auth, identity_api,
                                                 pod_labels=pod_labels)
     static_tokens = token_authenticators(authenticator)
-    if static_tokens:  # fatal only when the first full load came before serving
-        after_rebuild.append(lambda: _check_static_tokens(hub, static_tokens, fatal=False))
-        if hub.readiness.is_loaded:
-            _check_static_tokens(hub, static_tokens, fatal=True)
     grpc_server = ads_server()
     # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
     limits = CallerLimits(max_streams=settings.auth.max_streams,
                           max_nodes=settings.auth.max_nodes)
     ads = add_ads_service(grpc_server, hub, authenticator, limits)
+
+    def recheck_tokens() -> set[str]:
+        refused = _check_static_tokens(hub, static_tokens, fatal=False)
+        if refused:
+            ads.end_callers({static_token_key(name) for name in refused},
+                            "static token refused by the new configuration")
+        return refused
+    if static_tokens:  # fatal only when the first full load came before serving
+        after_rebuild.append(recheck_tokens)
+        if hub.readiness.is_loaded:
+            _check_static_tokens(hub, static_tokens, fatal=True)
     # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
     traffic = DnsTraffic(max_age=settings.stats.max_age_seconds,
                          stale_after=min(15.0, settings.stats.max_age_seconds))
@@ -361,6 +404,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "loop-lag": watch_event_loop(hub.metrics, stop),
         "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop),
     }
+    if settings.auth.tokens_file and static_tokens:
+        work["tokens"] = _watch_tokens(Path(settings.auth.tokens_file), static_tokens[0],
+                                       recheck=recheck_tokens, ads=ads, stop=stop)
     if injections is not None:
         work["webhook"] = serve_webhook(settings.webhook, injections, stop,
                                         identity_api=identity_api)

@@ -211,3 +211,74 @@ def test_a_token_that_could_get_two_tenants_is_refused_at_load(
     assert ("static token 'shop-any': without labels or a tenant it could get the view of "
             "any of the tenants admin, blue, red (namespace 'shop')") in log
     assert "any-secret" not in log
+
+
+def test_the_token_file_is_read_again_when_it_changes(
+        shop: Path, tmp_path: Path, start_control_plane: Callable[..., ControlPlane],
+        processes: list[object]) -> None:
+    """Revoking a token takes effect without a restart: its open stream ends with
+    UNAUTHENTICATED and it opens no new one; the other tokens' streams, red's real VM
+    among them, go on. A file that does not parse changes nothing; a rotated secret is
+    let in and the old one is not."""
+    path = tokens_file(tmp_path, TOKENS)
+    cp = start_control_plane(shop, "--auth-tokens", str(path))
+    envoy = Envoy(node_id="red-vm.shop", namespace="shop", labels={"app": "red"},
+                  xds_address=cp.xds_address, workdir=tmp_path, token="red-vm-secret")
+    processes.append(envoy)
+    envoy.start()
+    wait_for(lambda: reports_of(cp, "red-vm.shop") >= 1, timeout=30, what="red's VM reports")
+    blue = AdsStream(cp.xds_address, token="blue-secret", node_id="b.shop",
+                     labels={"app": "blue"})
+    label = AdsStream(cp.xds_address, token="label-secret", node_id="lb.shop",
+                      labels={"app": "red"})
+    opened: list[HeldAdsStream] = [blue, label]
+    try:
+        assert blue.result() == grpc.StatusCode.OK
+        assert label.result() == grpc.StatusCode.OK
+        # blue's token revoked
+        path.write_text(yaml.safe_dump({"tokens": [TOKENS[0], TOKENS[2]]}))
+        assert blue.ended.wait(10), "the revoked token's stream is still open"
+        assert blue.end_code == grpc.StatusCode.UNAUTHENTICATED, blue.end_details
+        assert "revoked" in blue.end_details
+        again = AdsStream(cp.xds_address, token="blue-secret", node_id="b.shop",
+                          labels={"app": "blue"})
+        opened.append(again)
+        assert again.result() == grpc.StatusCode.UNAUTHENTICATED
+        assert not label.ended.is_set(), label.end_details
+        # a file that does not parse (a tab where YAML wants spaces): nothing changes
+        path.write_text("tokens:\n\t- name: broken\n")
+        wait_for(lambda: "static tokens not reloaded" in (cp.process.log() if cp.process
+                                                          else ""),
+                 timeout=10, what="the bad file reported")
+        lb2 = AdsStream(cp.xds_address, token="label-secret", node_id="lb2.shop",
+                        labels={"app": "red"})
+        opened.append(lb2)
+        assert lb2.result() == grpc.StatusCode.OK
+        assert not label.ended.is_set(), label.end_details
+        # blue back, with a new secret
+        rotated = dict(TOKENS[1], token="blue-secret-2")
+        path.write_text(yaml.safe_dump({"tokens": [TOKENS[0], rotated, TOKENS[2]]}))
+        fresh = wait_for(lambda: _accepted(cp.xds_address, "blue-secret-2"), timeout=10,
+                         interval=0.2,
+                         what="the rotated secret let in")
+        opened.append(fresh)
+        old = AdsStream(cp.xds_address, token="blue-secret", node_id="b.shop",
+                        labels={"app": "blue"})
+        opened.append(old)
+        assert old.result() == grpc.StatusCode.UNAUTHENTICATED
+        before = reports_of(cp, "red-vm.shop")
+        wait_for(lambda: reports_of(cp, "red-vm.shop") > before, timeout=30,
+                 what="red's VM still reporting")
+        assert node_tenant(cp, "red-vm.shop") == "red"
+        assert not label.ended.is_set(), label.end_details
+    finally:
+        for stream in opened:
+            stream.close()
+
+
+def _accepted(address: str, token: str) -> HeldAdsStream | None:
+    stream = AdsStream(address, token=token, node_id="b.shop", labels={"app": "blue"})
+    if stream.result() == grpc.StatusCode.OK:
+        return stream
+    stream.close()
+    return None

@@ -54,3 +54,22 @@ def test_serve_refuses_to_start_without_auth_or_insecure(capsys: pytest.CaptureF
                                                          ) -> None:
     assert main(["serve", "--source", "examples"]) == 2
     assert "--insecure" in capsys.readouterr().err
+
+
+def test_replace_names_the_tokens_gone_or_changed_and_new_ones_work_at_once() -> None:
+    def tokens(*entries: dict[str, object]) -> TokenAuthenticator:
+        return TokenAuthenticator.from_data({"tokens": list(entries)})
+    a = {"name": "a", "token": "sa", "namespace": "n1"}
+    b = {"name": "b", "token": "sb", "namespace": "n1"}
+    c = {"name": "c", "token": "sc", "namespace": "n1"}
+    auth = tokens(a, b, c)
+    auth.refused = {"a": "its tenant is gone", "c": "two tenants"}
+    gone = auth.replace(tokens(dict(a, token="sa2"), dict(b, namespace="n2"),
+                               {"name": "d", "token": "sd", "namespace": "n1"}))
+    assert gone == {"a", "b", "c"}  # new secret, new namespace, removed
+    assert auth.refused == {"a": "its tenant is gone"}  # c is gone; a stays refused
+    bearer = [("authorization", "Bearer sd")]
+    got = auth.authenticate(bearer)
+    assert got is not None and got.name == "d"
+    assert auth.authenticate([("authorization", "Bearer sa")]) is None
+    assert auth.replace(tokens(dict(a, token="sa2"))) == {"b", "d"}  # unchanged a stays

@@ -79,7 +79,12 @@ class Identity:
     @property
     def key(self) -> str:
         """Who this is, for per-caller caps: one pod, or one static token."""
-        return f"pod {self.namespace}/{self.pod}" if self.pod else f"token {self.name}"
+        return f"pod {self.namespace}/{self.pod}" if self.pod else static_token_key(self.name)
+
+
+def static_token_key(name: str) -> str:
+    """``Identity.key`` of the static token named ``name``."""
+    return f"token {name}"
 
 
 def pod_node_id(pod: str, namespace: str) -> str:
@@ -224,6 +229,16 @@ class TokenAuthenticator:
         return cls(_Token(t.digest, replace(t.identity, reserved=tuple(
             (p, owner) for p, owner in listed if owner != t.identity.name)))
             if not t.identity.nodes else t for t in tokens)
+
+    def replace(self, other: TokenAuthenticator) -> set[str]:
+        """Take the tokens of ``other`` (the file read again); returns the names of the
+        tokens that are gone or changed (secret, namespace, labels, nodes, tenant): the
+        streams opened with them must end. A refusal stays until the next check."""
+        old = {t.identity.name: t for t in self._tokens}
+        new = {t.identity.name: t for t in other._tokens}
+        self._tokens = list(other._tokens)  # one assignment: identify() sees old or new
+        self.refused = {name: why for name, why in self.refused.items() if name in new}
+        return {name for name, token in old.items() if new.get(name) != token}
 
     async def identify(self, metadata: Metadata) -> Identity:
         identity = self.authenticate(metadata)

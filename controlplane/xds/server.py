@@ -74,7 +74,9 @@ class AdsServicer(Generic[W]):
         self.limits = limits or CallerLimits()
         self.budget = budget or ByteBudget()
         self.draining = False
-        self._enders: dict[str, Callable[[], None]] = {}  # open stream -> ends it (drain)
+        # open stream -> ends it with (status, message); and who opened it (Identity.key)
+        self._enders: dict[str, Callable[[grpc.StatusCode, str], None]] = {}
+        self._callers: dict[str, str] = {}
 
     async def drain(self, spread: float) -> int:
         """End every open ADS stream with UNAVAILABLE, each at a random moment within
@@ -89,11 +91,25 @@ class AdsServicer(Generic[W]):
         loop = asyncio.get_running_loop()
         enders = list(self._enders.values())
         for end in enders:
-            loop.call_later(random.uniform(0.0, spread) if spread > 0 else 0.0, end)
+            loop.call_later(random.uniform(0.0, spread) if spread > 0 else 0.0, end,
+                            grpc.StatusCode.UNAVAILABLE,
+                            "control-plane replica shutting down: reconnect")
         deadline = loop.time() + spread + 1.0
         while self._enders and loop.time() < deadline:
             await asyncio.sleep(0.02)
         return len(enders)
+
+    def end_callers(self, callers: set[str], why: str) -> int:
+        """End the open streams opened by ``callers`` (``Identity.key``: a static token
+        revoked or changed) with UNAUTHENTICATED; returns how many. Envoy reconnects with
+        the credentials it has now, and is let in again only if they are still good."""
+        ended = 0
+        for conn_id, caller in list(self._callers.items()):
+            end = self._enders.get(conn_id)
+            if caller in callers and end is not None:
+                end(grpc.StatusCode.UNAUTHENTICATED, why)
+                ended += 1
+        return ended
 
     async def stream_aggregated_resources(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -135,15 +151,17 @@ class AdsServicer(Generic[W]):
         conn = backend.open(context.peer(), delta=delta, notify=wake.set)
         attached = False
         held: str | None = None  # the node id this stream holds a place for (limits)
-        ending = asyncio.Event()  # set by drain(): this replica is shutting down
+        ending: list[tuple[grpc.StatusCode, str]] = []  # drain(), end_callers(): why
 
-        def end() -> None:
-            ending.set()
+        def end(code: grpc.StatusCode, why: str) -> None:
+            ending.append((code, why))
             wake.set()
 
         self._enders[conn.conn_id] = end
+        if identity is not None:
+            self._callers[conn.conn_id] = identity.key
         if self.draining:
-            end()
+            end(grpc.StatusCode.UNAVAILABLE, "control-plane replica shutting down: reconnect")
 
         async def read() -> ProtocolError | None:
             nonlocal attached, held
@@ -182,11 +200,10 @@ class AdsServicer(Generic[W]):
                 await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 wake.clear()
-                if ending.is_set():
-                    log.info("stream %s from %s: ended, this replica is shutting down",
-                             conn.conn_id, conn.peer)
-                    await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                        "control-plane replica shutting down: reconnect")
+                if ending:
+                    code, why = ending[0]
+                    log.info("stream %s from %s: ended: %s", conn.conn_id, conn.peer, why)
+                    await context.abort(code, why)
                 for out in conn.stream.responses(backend.snapshot_for(conn)):
                     size = out.size
                     await self.budget.acquire(size)
@@ -209,6 +226,7 @@ class AdsServicer(Generic[W]):
             if identity is not None and held is not None:
                 self.limits.release("ads", identity, held)
             self._enders.pop(conn.conn_id, None)
+            self._callers.pop(conn.conn_id, None)
             backend.close(conn)
 
 

@@ -30,6 +30,10 @@ class HeldAdsStream:
         self.code: grpc.StatusCode | None = None  # OK once the first response came
         self.details = ""
         self.done = threading.Event()
+        # How the stream ended, also after responses came (None: still open).
+        self.end_code: grpc.StatusCode | None = None
+        self.end_details = ""
+        self.ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -41,8 +45,10 @@ class HeldAdsStream:
         except grpc.RpcError as exc:
             if self.code is None:
                 self.code, self.details = exc.code(), str(exc.details())
+            self.end_code, self.end_details = exc.code(), str(exc.details())
         finally:
             self.done.set()
+            self.ended.set()
 
     def result(self, timeout: float = 10.0) -> grpc.StatusCode | None:
         self.done.wait(timeout)
