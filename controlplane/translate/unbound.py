@@ -120,14 +120,21 @@ class ResolverPaths:
     map_aaaa: bool = True
 
 
+# How much longer than the policy's timeout the gate waits for the control plane, whose own
+# answer comes at the timeout at the latest (the failure mode's) but may queue behind other
+# work on a loaded machine: past it the gate's own failure mode decides.
+GATE_GRACE_MS = 250
+
+
 def _gated_serve_stale(gate_timeout_ms: int) -> tuple[str, ...]:
     """Serve-stale with a policy gate: no stale answer outlives a decision. The client
-    timeout waits for the gate's answer (its timeout, twice, plus 100 ms) before anything
-    stale is considered, and a stale answer carries TTL 1 (not 30), so neither the
-    clients nor the DNS front keep it past the decision it was answered under."""
+    timeout waits for the gate's answer (two tries of its timeout plus the grace) before
+    anything stale is considered, and a stale answer carries TTL 1 (not 30), so neither
+    the clients nor the DNS front keep it past the decision it was answered under."""
+    wait = 2 * (gate_timeout_ms + GATE_GRACE_MS)
     return tuple(
         "  serve-expired-reply-ttl: 1" if line.startswith("  serve-expired-reply-ttl:")
-        else f"  serve-expired-client-timeout: {max(300, 2 * gate_timeout_ms + 100)}"
+        else f"  serve-expired-client-timeout: {max(300, wait)}"
         if line.startswith("  serve-expired-client-timeout:") else line
         for line in SERVE_STALE)
 
@@ -463,6 +470,7 @@ def gate_script(tenant: str, fwd: Forwarding, paths: ResolverPaths, template: st
         'TENANT = "__TENANT__"': f"TENANT = {tenant!r}",
         'SOCKET = "__SOCKET__"': f"SOCKET = {paths.gate_socket!r}",
         "TIMEOUT = 0.2": f"TIMEOUT = {fwd.gate.timeout_ms / 1000!r}",
+        "GRACE = 0.25": f"GRACE = {GATE_GRACE_MS / 1000!r}",
         "FAILURE_OPEN = False": f"FAILURE_OPEN = {fwd.gate.failure_open!r}",
     }
     for placeholder, value in settings.items():

@@ -6,8 +6,10 @@ entry denied them) and are outside the cluster zone. For each, it asks the contr
 once per decision lifetime and type over a unix socket (``policy_client.serve_gate``; the
 control plane answers every type from one decision unless the server decided per type)
 and keeps the answer in a dict, so a repeated name costs a dict lookup in unbound's process, no round
-trip. A denied name is answered NXDOMAIN here and never forwarded. When the control plane
-does not answer in time, the failure mode decides, for one second.
+trip. A denied name is answered NXDOMAIN here and never forwarded. The control plane
+answers within the policy's timeout (with the failure mode when the server is slower); the
+gate waits ``GRACE`` more for the control plane itself (its event loop on a loaded machine),
+and only when even that passes does the failure mode decide here, for one second.
 
 unbound answers from its message cache before any module runs, so an allowed answer would
 otherwise be served for the record's TTL, past its decision's lifetime: when the iterator
@@ -23,6 +25,7 @@ import time
 TENANT = 'dns-policy'
 SOCKET = '/var/lib/dns-controlplane/resolvers/policy-gate.sock'
 TIMEOUT = 0.2
+GRACE = 0.25
 FAILURE_OPEN = False
 MAX_ENTRIES = 100000
 
@@ -36,7 +39,7 @@ def _ask(name, qtype):
         try:
             if sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(TIMEOUT + 0.05)
+                sock.settimeout(TIMEOUT + GRACE)
                 sock.connect(SOCKET)
                 _local.sock = sock
             sock.sendall(("%s %s %s\n" % (TENANT, name, qtype)).encode())
