@@ -215,3 +215,22 @@ def test_each_page_loads_its_script_and_the_shared_one(page: str) -> None:
     assert '<script src="static/console.js" defer></script>' in html
     assert f'<script src="static/{page}.js" defer></script>' in html
     assert "<script>" not in html  # no inline script (the CSP forbids it)
+
+
+def test_sidecars_whose_counters_stopped_are_stale() -> None:
+    """A connected sidecar whose counters are older than ``stale_after`` is stale; one whose
+    stream is gone but whose counters are still held is listed, disconnected and stale."""
+    hub, traffic = hub_with_traffic()
+    old = time.time() - 40  # older than stale_after (15 s), younger than max_age (60 s)
+    traffic.report(Report("foo-1", "foo", "foo", 100, queries=5), now=old)
+    traffic.report(Report("acme-gone", "acme", "acme", 100, queries=7), now=old)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    body = get_all(app, ["/api/v1/tenants"])["/api/v1/tenants"].json()
+    assert body["stale_after_seconds"] == traffic.stale_after
+    cars = {c["node_id"]: c for t in body["tenants"] for c in t["sidecars"]}
+    assert (cars["acme-1"]["connected"], cars["acme-1"]["stale"]) == (True, False)
+    assert (cars["foo-1"]["connected"], cars["foo-1"]["stale"]) == (True, True)
+    assert cars["foo-1"]["traffic"]["last_report_seconds_ago"] >= 40
+    gone = cars["acme-gone"]
+    assert (gone["connected"], gone["stale"], gone["current"]) == (False, True, False)
+    assert gone["traffic"]["totals"]["queries"] == 7.0

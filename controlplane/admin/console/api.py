@@ -63,6 +63,14 @@ def sidecar_traffic(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, 
             "live": traffic.live(car, now)}
 
 
+def gone_sidecar(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, Any]:
+    """A sidecar whose counters are still held (for ``max_age``) but whose ADS stream is
+    gone: shown as disconnected and stale, with the age of its last counters."""
+    return {"node_id": car.node, "namespace": car.namespace, "labels": {}, "protocol": None,
+            "connected_at": None, "connected": False, "current": False, "stale": True,
+            "types": {}, "traffic": sidecar_traffic(traffic, car, now)}
+
+
 def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter()
     store = reads.traffic if reads.traffic is not None else DnsTraffic()
@@ -78,20 +86,27 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                             if policy is not None and policy.namespace_selector.matches(
                                 dict(obj.labels)))
         sidecars = []
+        connected: set[str] = set()
         for node in nodes:
             if node["tenant"] != name:
                 continue
+            connected.add(node["node_id"] or "")
             car = store.sidecars.get(node["node_id"] or "")
             sidecars.append({
                 "node_id": node["node_id"], "namespace": node["namespace"],
                 "labels": node["labels"], "protocol": node["protocol"],
-                "connected_at": node["connected_at"],
+                "connected_at": node["connected_at"], "connected": True,
                 "current": current.get(node["stream"], False),
+                # counters that stopped coming (a stopped or hung Envoy, a broken sink)
+                "stale": car is not None and not store.live(car, now),
                 "types": {short: {"acked": t["acked_version"], "nacked": t["nacked_version"],
                                   "error": t["last_nack_error"], "sent": t["sent_version"]}
                           for short, t in node["types"].items()},
                 "traffic": sidecar_traffic(store, car, now) if car is not None else None,
             })
+        sidecars += [gone_sidecar(store, car, now)
+                     for car in sorted(store.sidecars.values(), key=lambda c: c.node)
+                     if car.tenant == name and car.node not in connected]
         status = statuses.get(name, {})
         history = store.tenants.get(name)
         return {
@@ -137,7 +152,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
     def tenants() -> dict[str, Any]:
         """Every tenant: policy, namespaces, conditions, view, sidecars with their ACK/NACK
         state and traffic, live rates with history, recent denied and WARN queries."""
-        return {"kinds": list(KINDS), "tick_seconds": store.tick, "tenants": all_tenants()}
+        return {"kinds": list(KINDS), "tick_seconds": store.tick,
+                "stale_after_seconds": store.stale_after, "tenants": all_tenants()}
 
     @router.get("/api/v1/tenants/{tenant}", tags=["console"])
     def tenant(tenant: str) -> dict[str, Any]:
@@ -146,7 +162,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         if not found:
             raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
                                 f"{', '.join(sorted(views.tenant_views))}")
-        return {"kinds": list(KINDS), "tick_seconds": store.tick, **found[0]}
+        return {"kinds": list(KINDS), "tick_seconds": store.tick,
+                "stale_after_seconds": store.stale_after, **found[0]}
 
     @router.get("/api/v1/traffic", tags=["traffic"])
     def traffic_summary(tenant: str | None = None, history: bool = False) -> dict[str, Any]:

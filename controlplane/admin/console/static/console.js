@@ -18,7 +18,9 @@ const Console = (() => {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
-      if (key === "dataset") Object.assign(node.dataset, value);
+      if (key === "dataset") {
+        for (const [k, v] of Object.entries(value)) if (v !== null && v !== undefined) node.dataset[k] = v;
+      }
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
@@ -63,8 +65,54 @@ const Console = (() => {
     status.classList.toggle("bad", Boolean(bad));
   }
 
-  // Run load() now and every `ms` while the page is visible; errors show in the header
-  // and the next round tries again.
+  // When a round fails, what is on the page is old: the page goes stale (body.stale:
+  // greyed by the stylesheet) and every card says how old its data is, ticking each second,
+  // until a round succeeds again.
+  const freshness = { at: null, why: "", ticker: null };
+
+  function staleText() {
+    if (freshness.at === null) return "no data yet";
+    const age = Math.max(0, Math.round((Date.now() - freshness.at) / 1000));
+    return `stale: data from ${new Date(freshness.at).toLocaleTimeString()}, ${age} s old`;
+  }
+
+  function markStale() {
+    document.body.classList.add("stale");
+    document.body.dataset.stale = "1";
+    const text = staleText();
+    for (const card of document.querySelectorAll("main .card")) {
+      let note = card.querySelector(":scope > .stale-note");
+      if (!note) {
+        note = el("div", { class: "stale-note", role: "status" });
+        card.prepend(note);
+      }
+      note.textContent = text;
+    }
+    let banner = document.getElementById("stale-banner");
+    if (!banner) {
+      banner = el("div", { id: "stale-banner", class: "stale-banner", role: "alert" });
+      document.getElementById("main").prepend(banner);
+    }
+    banner.textContent = `${text} · ${freshness.why} · retrying`;
+  }
+
+  function markFresh() {
+    freshness.at = Date.now();
+    clearInterval(freshness.ticker);
+    freshness.ticker = null;
+    document.body.classList.remove("stale");
+    delete document.body.dataset.stale;
+    for (const node of document.querySelectorAll(".stale-note, #stale-banner")) node.remove();
+  }
+
+  function goStale(why) {
+    freshness.why = why;
+    markStale();
+    if (freshness.ticker === null) freshness.ticker = setInterval(markStale, 1000);
+  }
+
+  // Run load() now and every `ms` while the page is visible; errors show in the header,
+  // the page goes stale, and the next round tries again.
   function poll(load, ms) {
     let timer = null;
     let running = false;
@@ -73,11 +121,15 @@ const Console = (() => {
       running = true;
       try {
         await load();
+        markFresh();
         setStatus(`updated ${new Date().toLocaleTimeString()} · every ${ms / 1000} s`);
         document.body.dataset.updated = String(Date.now());
       } catch (error) {
-        setStatus(error.status === 401 || error.status === 403
-          ? `not allowed: ${error.message}` : `cannot reach the control plane: ${error.message}`, true);
+        const why = error.status === 401 || error.status === 403
+          ? `not allowed: ${error.message}` : error.status
+            ? `the control plane answered ${error.message}` : "cannot reach the control plane";
+        setStatus(why, true);
+        goStale(why);
       } finally {
         running = false;
       }

@@ -33,6 +33,10 @@
   }
 
   function xdsState(s) {
+    if (!s.connected) {
+      return el("span", { class: "badge gone", title: "its ADS stream is closed; its last counters are kept for a while",
+        dataset: { state: "disconnected" } }, "disconnected");
+    }
     const types = Object.entries(s.types);
     const nacked = types.filter(([, t]) => t.nacked);
     if (nacked.length) {
@@ -43,18 +47,27 @@
     return el("span", { class: "badge pending", dataset: { state: "pending" } }, "pending");
   }
 
-  function sidecarsTable(t) {
+  // The counters' age: "1 s ago" while they come in; "stale: 40 s ago" once they stop.
+  function counters(s) {
+    if (!s.traffic) return el("span", { class: "muted" }, "none yet");
+    const age = ago(s.traffic.last_report_seconds_ago);
+    return s.stale ? el("span", { class: "stale-age", title: "no counters from this sidecar for longer than the stale threshold" }, `stale: ${age}`)
+      : el("span", { class: "muted" }, age);
+  }
+
+  function sidecarsTable(t, staleAfter) {
     if (!t.sidecars.length) return el("p", { class: "muted" }, "no sidecar connected");
-    return el("table", { class: "sidecars" },
+    return el("div", { class: "table-wrap" }, el("table", { class: "sidecars", title: `counters older than ${staleAfter} s are stale` },
       el("thead", {}, el("tr", {}, ["sidecar", "namespace", "xDS", "versions (LDS)", "queries/s", "last counters"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, t.sidecars.map((s) => el("tr", { dataset: { node: s.node_id } },
-        el("td", {}, s.node_id),
+      el("tbody", {}, t.sidecars.map((s) => el("tr", { class: s.stale ? "stale" : null,
+        dataset: { node: s.node_id, stale: s.stale ? "1" : null, age: s.traffic ? String(s.traffic.last_report_seconds_ago) : null } },
+        el("td", { class: "mono" }, s.node_id),
         el("td", {}, s.namespace),
         el("td", {}, xdsState(s)),
         el("td", { class: "mono" }, ((s.types.lds || {}).acked || "–").slice(0, 12)),
-        el("td", { class: "num" }, s.traffic ? fmt(s.traffic.rates.queries) : "–"),
-        el("td", { class: "muted" }, s.traffic ? ago(s.traffic.last_report_seconds_ago) : "none yet"),
-      ))));
+        el("td", { class: "num" }, s.traffic && !s.stale ? fmt(s.traffic.rates.queries) : "–"),
+        el("td", {}, counters(s)),
+      )))));
   }
 
   function recentList(t) {
@@ -72,7 +85,7 @@
         el("b", {}, fmt(value)), " ", Console.KIND_LABELS[kind])));
   }
 
-  function card(t, kinds) {
+  function card(t, kinds, staleAfter) {
     const href = `tenant?name=${encodeURIComponent(t.tenant)}`;
     return el("section", { class: "card tenant", dataset: { tenant: t.tenant } },
       el("div", { class: "card-head" },
@@ -80,7 +93,7 @@
         el("span", { class: "muted" }, `${t.view.names} names · ${t.sidecars.length} sidecars`),
         el("span", { class: "conditions" }, t.conditions.map(condition))),
       el("div", { class: "grid2" },
-        el("div", {}, policyBlock(t), sidecarsTable(t)),
+        el("div", {}, policyBlock(t), sidecarsTable(t, staleAfter)),
         el("div", {},
           rates(t),
           chart(t.traffic.history, kinds, SHOWN),
@@ -92,7 +105,7 @@
   async function load() {
     const body = await api("api/v1/tenants");
     const main = document.getElementById("main");
-    const cards = body.tenants.map((t) => card(t, body.kinds));
+    const cards = body.tenants.map((t) => card(t, body.kinds, body.stale_after_seconds));
     main.replaceChildren(el("h1", {}, "Tenants"),
       ...(cards.length ? cards : [el("p", { class: "muted" }, "no DnsPolicy yet")]));
   }
