@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, Dnsmasq
-from e2e.harness.browser import card, chromium, until
+from e2e.harness.browser import card, chromium, set_viewport, until
+from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
 from e2e.harness.paths import EXAMPLES
 from e2e.harness.sidecars import FastFlushEnvoy
@@ -160,3 +161,91 @@ def test_a_stopped_control_plane_greys_every_card_with_its_age(
     assert float(styles[0]) < 1 and "grayscale" in styles[1], styles
     assert styles[2] == "rgb(107, 114, 128)", styles  # grey, no longer green
     shot(browser, "stale-control-plane", tmp_path)
+
+
+# Every layout problem on the page, from element geometry: the page scrolls sideways, an
+# element ends past the viewport's right edge, a card's sidecar table and its chart
+# overlap, a table is wider than its box (cut off or scrolled), or a recent-query line
+# lost its time or sidecar (zero width, or outside its line).
+LAYOUT_PROBLEMS = """
+const problems = [];
+const vw = document.documentElement.clientWidth;
+const box = (e) => e.getBoundingClientRect();
+const overlap = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1
+  && b.top < a.bottom - 1;
+if (document.documentElement.scrollWidth > vw + 1)
+  problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
+for (const e of document.querySelectorAll('main *')) {
+  const r = box(e);
+  if (r.width > 0 && r.right > vw + 1 && !e.closest('.table-wrap'))
+    problems.push(`${e.tagName}.${e.className} ends at ${Math.round(r.right)} > ${vw}`);
+}
+for (const c of document.querySelectorAll('section.tenant')) {
+  const name = c.dataset.tenant;
+  const table = c.querySelector('table.sidecars');
+  const chart = c.querySelector('svg.chart');
+  if (table && chart && overlap(box(table), box(chart)))
+    problems.push(`${name}: the sidecar table overlaps the chart`);
+  if (table) {
+    const wrap = table.parentElement;
+    if (table.scrollWidth > wrap.clientWidth + 1 || box(table).right > box(wrap).right + 1)
+      problems.push(`${name}: the sidecar table is cut: ${table.scrollWidth} > ${wrap.clientWidth}`);
+    const last = [...table.querySelectorAll('th')].pop();
+    if (box(last).right > Math.min(box(c).right, vw) + 1)
+      problems.push(`${name}: the last column ends past the card`);
+  }
+  for (const li of c.querySelectorAll('ul.recent li')) {
+    for (const field of ['time', 'node']) {
+      const f = li.querySelector(`[data-field=${field}]`);
+      const r = f && box(f);
+      if (!f || r.width < 8 || r.right > box(li).right + 1 || r.bottom > box(li).bottom + 1
+          || f.scrollWidth > f.clientWidth + 1)
+        problems.push(`${name}: a recent line lost its ${field}: ${li.innerText}`);
+    }
+  }
+}
+for (const t of document.querySelectorAll('main table')) {
+  const wrap = t.closest('.table-wrap');
+  if (wrap && t.scrollWidth > wrap.clientWidth + 1)
+    problems.push(`a ${t.className} table is wider than its box`);
+}
+return problems;
+"""
+
+
+def denied_and_warn_queries(stack: Stack) -> None:
+    for i in range(3):
+        assert query(stack.envoys["acme"].dns_port, f"api{i}.foo.svc.cluster.local")[0] == \
+            "NXDOMAIN"
+        query(stack.envoys["globex"].dns_port, f"cdn{i}.ads.tracker.example", timeout=3)
+    assert query(stack.envoys["globex"].dns_port, "www.example.com", timeout=3)[0] == "NOERROR"
+
+
+@pytest.mark.parametrize("width", [1024, 1400])
+def test_the_layout_holds_at_1024_and_1400_px(stack: Stack, browser: Any, width: int,
+                                               tmp_path: Path) -> None:
+    denied_and_warn_queries(stack)
+    set_viewport(browser, width, 1000)
+    try:
+        browser.get(f"{stack.cp.admin_url}/console/")
+        assert browser.execute_script("return document.documentElement.clientWidth") <= width
+        for tenant in ("acme", "globex"):
+            until(browser, f"{card(tenant)} && {card(tenant)}.querySelectorAll("
+                           "'ul.recent li').length >= 3 && "
+                           f"{card(tenant)}.querySelector('table.sidecars tbody tr')",
+                  what=f"{tenant}'s recent queries and sidecars")
+        problems = browser.execute_script(LAYOUT_PROBLEMS)
+        assert problems == [], problems
+        side_by_side = browser.execute_script(f"""
+            const c = {card('acme')};
+            return c.querySelector('table.sidecars').getBoundingClientRect().right
+                <= c.querySelector('svg.chart').getBoundingClientRect().left;""")
+        assert side_by_side is (width >= 1400)  # one above the other when narrow
+        shot(browser, f"tenants-{width}", tmp_path)
+        for page in ("tenant?name=globex", "errors"):
+            browser.get(f"{stack.cp.admin_url}/console/{page}")
+            until(browser, "document.body.dataset.updated", what=f"{page} loaded")
+            problems = browser.execute_script(LAYOUT_PROBLEMS)
+            assert problems == [], (page, problems)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -70,13 +70,20 @@
       )))));
   }
 
+  // One query per item on two lines: what (action, name, type, rcode) and when, from
+  // which sidecar and why (time, sidecar, rule); the lines wrap rather than cut.
   function recentList(t) {
     if (!t.recent.length) return el("p", { class: "muted" }, "no denied or WARN query reported");
     return el("ul", { class: "recent" }, t.recent.slice(0, 8).map((r) =>
       el("li", { dataset: { action: r.action, name: r.name } },
-        el("span", { class: `action ${r.action}` }, r.action === "deny" ? "denied" : "WARN"),
-        el("span", { class: "mono" }, `${r.name} ${r.type}`),
-        el("span", { class: "muted" }, ` ${r.rcode} · ${r.rule} · by ${r.source || "rule"}${r.verdict ? ` (server said ${r.verdict})` : ""} · ${r.node} · ${new Date(r.time * 1000).toLocaleTimeString()}`))));
+        el("div", { class: "what" },
+          el("span", { class: `action ${r.action}` }, r.action === "deny" ? "denied" : "WARN"),
+          el("span", { class: "mono qname" }, `${r.name} ${r.type}`),
+          el("span", { class: "muted" }, r.rcode)),
+        el("div", { class: "when muted" },
+          el("span", { "data-field": "time" }, new Date(r.time * 1000).toLocaleTimeString()),
+          el("span", { "data-field": "node", class: "mono" }, r.node),
+          el("span", { "data-field": "rule" }, `${r.rule} · by ${r.source || "rule"}${r.verdict ? ` (server said ${r.verdict})` : ""}`)))));
   }
 
   function rates(t) {

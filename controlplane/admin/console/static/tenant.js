@@ -94,9 +94,9 @@
         el("input", { id: "search", type: "search", placeholder: "search names, addresses, rules…",
           autocomplete: "off", oninput: () => table && namesTable() }),
         el("span", { id: "count", class: "muted" }),
-        el("table", { class: "names" },
+        el("div", { class: "table-wrap" }, el("table", { class: "names" },
           el("thead", {}, el("tr", {}, ["name", "Envoy answers", "admitted by", "from", "TTL"].map((h) => el("th", {}, h)))),
-          el("tbody", { id: "names" }))),
+          el("tbody", { id: "names" })))),
       el("section", { class: "card", id: "notes-box" }));
   }
 
