@@ -249,3 +249,62 @@ def test_the_layout_holds_at_1024_and_1400_px(stack: Stack, browser: Any, width:
             assert problems == [], (page, problems)
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_the_words_an_operator_reads(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    base = f"{stack.cp.admin_url}/console"
+    # an unknown tenant: said so, with the tenants there are (not the internal default)
+    browser.get(f"{base}/tenant?name=nope")
+    text = until(browser, "document.getElementById('no-tenant') && "
+                          "document.getElementById('no-tenant').innerText",
+                 what="the no-tenant page")
+    assert "No tenant named “nope”" in text and "404" not in text, text
+    links = browser.execute_script(
+        "return [...document.querySelectorAll('#no-tenant a')].map(a => a.innerText)")
+    assert links == ["acme", "foo", "globex", "shakes"], links
+    assert not browser.execute_script("return document.body.classList.contains('stale')")
+    assert "cannot reach" not in browser.execute_script(
+        "return document.getElementById('status').innerText")
+    shot(browser, "no-tenant", tmp_path)
+    # singular and plural
+    browser.get(f"{base}/")
+    counts = until(browser, f"{card('globex')} && {card('foo')} && [{card('globex')}, "
+                            f"{card('foo')}].map(c => c.querySelector('[data-field=counts]')"
+                            ".innerText)", what="the cards' counts")
+    assert counts == ["6 names · 1 sidecar", "2 names · 0 sidecars"], counts
+    assert "_default" not in browser.execute_script("return document.body.innerText")
+    # the resolver's internal triggers are not listed as the tenant's forwarding rules
+    browser.get(f"{base}/tenant?name=globex")
+    rest = until(browser, "document.querySelector('#forwarding [data-field=everything-else]')"
+                          " && document.querySelector('#forwarding [data-field=everything-else]')"
+                          ".innerText", what="globex's forwarding")
+    assert rest == ("Everything else is forwarded (plain DNS) under defaultAction WARN, and "
+                    "each such query is reported as WARN."), rest
+    rules = browser.execute_script(
+        "return [...document.querySelectorAll('table.rules tbody tr')].map(r => r.innerText)")
+    assert rules and not any("defaultAction" in r for r in rules), rules
+    assert any("*.tracker.example" in r and "blacklist" in r for r in rules), rules
+    assert browser.execute_script("return !document.querySelector('details.internal').open")
+    shot(browser, "tenant-globex", tmp_path)
+    # the errors page: the path once, the time, the lines, and the tab named
+    browser.get(f"{base}/errors")
+    until(browser, "document.body.dataset.updated")
+    (stack.manifests / "tabbed.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n\tname: x\n")
+    try:
+        row = until(browser, "document.querySelector('tr[data-name$=\"tabbed.yaml\"]') && "
+                             "document.querySelector('tr[data-name$=\"tabbed.yaml\"]').innerText",
+                    what="the tabbed file on the errors page")
+        assert row.count("tabbed.yaml") == 1, row
+        assert "manifests/tabbed.yaml:4" in row and "the character there is a tab" in row, row
+        assert "s ago" in row, row  # since when
+        snippet = browser.execute_script(
+            "const r = document.querySelector('tr[data-name$=\"tabbed.yaml\"]');"
+            "return [r.nextElementSibling.innerText, "
+            "r.nextElementSibling.querySelectorAll('.tab').length]")
+        assert snippet[0].splitlines()[:2] == ["3 | metadata:", "4 | \u2192name: x"], snippet
+        assert snippet[1] == 1
+        shot(browser, "errors", tmp_path)
+    finally:
+        (stack.manifests / "tabbed.yaml").unlink()
+    until(browser, "document.getElementById('no-errors')", what="no errors left")

@@ -7,6 +7,7 @@ routes the console reads (/api/v1/tenants, /api/v1/traffic)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from starlette.routing import Mount
 
 from controlplane.admin.api import create_app
 from controlplane.admin.console import STATIC
+from controlplane.admin.first_seen import FirstSeen
 from controlplane.admin.reads import AdminReads
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
@@ -234,3 +236,37 @@ def test_sidecars_whose_counters_stopped_are_stale() -> None:
     gone = cars["acme-gone"]
     assert (gone["connected"], gone["stale"], gone["current"]) == (False, True, False)
     assert gone["traffic"]["totals"]["queries"] == 7.0
+
+
+def test_errors_say_since_when_and_show_the_lines() -> None:
+    """Each error carries when the admin API first listed it (kept while it stays) and,
+    for a file that is not valid YAML, the lines around the fault."""
+    hub, traffic = hub_with_traffic()
+    tabbed = InputError("File", "", "bad.yaml", "not valid YAML at line 3", "bad.yaml:3",
+                        snippet="3 | \u2192name: x\n  | ^")
+    hub.set_inventory(dataclasses.replace(hub.inventory, errors=(tabbed,)))
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    before = time.time()
+    first = get_all(app, ["/api/v1/errors"])["/api/v1/errors"].json()
+    (error,) = first["errors"]
+    assert error["snippet"] == "3 | \u2192name: x\n  | ^" and error["origin"] == "bad.yaml:3"
+    assert before - 1 <= error["first_seen"] <= time.time() + 1
+    again = get_all(app, ["/api/v1/errors"])["/api/v1/errors"].json()
+    assert again["errors"][0]["first_seen"] == error["first_seen"]  # kept while it stays
+
+
+def test_an_unknown_tenant_is_named_and_the_default_view_is_not_listed() -> None:
+    hub, traffic = hub_with_traffic()
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    r = get_all(app, ["/api/v1/tenants/nope", "/api/v1/views/nope/dns-table"])
+    for response in r.values():
+        assert response.status_code == 404
+        assert response.json()["detail"] == "no tenant named 'nope'; tenants: acme, foo"
+
+
+def test_first_seen_keeps_current_keys_only() -> None:
+    seen = FirstSeen()
+    assert seen.stamp(["a", "b"], now=1.0) == [1.0, 1.0]
+    assert seen.stamp(["b", "c"], now=2.0) == [1.0, 2.0]
+    assert seen.stamp(["a"], now=3.0) == [3.0]  # "a" was gone: new again
+    assert len(seen) == 1

@@ -15,7 +15,7 @@ nothing here writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -44,6 +44,13 @@ def policy_json(policy: DnsPolicy | None, settings_default_view: str) -> dict[st
         "policy_server": server.address if server else None,
         "generation": policy.generation,
     }
+
+
+def no_tenant(name: str, tenant_views: Mapping[str, TenantView]) -> str:
+    """The 404 detail for an unknown tenant, naming the tenants there are (not the internal
+    default view of the workloads outside every tenant)."""
+    known = sorted(t for t in tenant_views if t != DEFAULT_TENANT)
+    return f"no tenant named {name!r}; tenants: {', '.join(known) or 'none'}"
 
 
 def view_summary(view: TenantView) -> dict[str, Any]:
@@ -160,8 +167,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         """One tenant, as in ``/api/v1/tenants``."""
         found = all_tenants(only=tenant)
         if not found:
-            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
-                                f"{', '.join(sorted(views.tenant_views))}")
+            raise HTTPException(status_code=404, detail=no_tenant(tenant, views.tenant_views))
         return {"kinds": list(KINDS), "tick_seconds": store.tick,
                 "stale_after_seconds": store.stale_after, **found[0]}
 

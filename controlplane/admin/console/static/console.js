@@ -151,6 +151,20 @@ const Console = (() => {
     return value.toFixed(2);
   }
 
+  // A DNS name that may wrap after its dots only (not in the middle of a label).
+  function dotted(name) {
+    return String(name).split(".").flatMap((part, i) => i ? [".", el("wbr"), part] : [part]);
+  }
+
+  // "1 name", "2 names", "0 sidecars"
+  function plural(n, word, many) {
+    return `${n} ${n === 1 ? word : (many || `${word}s`)}`;
+  }
+
+  // The internal tenant of the workloads no DnsPolicy selects (dns/views.py DEFAULT_TENANT).
+  const DEFAULT_TENANT = "_default";
+  const OUTSIDE = "outside every tenant";
+
   function ago(seconds) {
     if (seconds < 60) return `${Math.round(seconds)} s ago`;
     if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
@@ -242,5 +256,6 @@ const Console = (() => {
   }
   document.addEventListener("DOMContentLoaded", init);
 
-  return { el, api, poll, fmt, ago, chart, legend, param, setStatus, KIND_LABELS };
+  return { el, api, poll, fmt, ago, plural, dotted, chart, legend, param, setStatus, KIND_LABELS,
+    DEFAULT_TENANT, OUTSIDE };
 })();

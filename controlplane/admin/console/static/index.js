@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, api, poll, fmt, ago, chart, legend } = Console;
+  const { el, api, poll, fmt, ago, plural, chart, legend } = Console;
   const SHOWN = ["queries", "forwarded", "nxdomain", "denied", "warn"];
 
   function condition(c) {
@@ -96,8 +96,9 @@
     const href = `tenant?name=${encodeURIComponent(t.tenant)}`;
     return el("section", { class: "card tenant", dataset: { tenant: t.tenant } },
       el("div", { class: "card-head" },
-        el("h2", {}, el("a", { href }, t.tenant)),
-        el("span", { class: "muted" }, `${t.view.names} names · ${t.sidecars.length} sidecars`),
+        el("h2", {}, el("a", { href }, t.tenant === Console.DEFAULT_TENANT ? `Workloads ${Console.OUTSIDE}` : t.tenant)),
+        el("span", { class: "muted", dataset: { field: "counts" } },
+          `${plural(t.view.names, "name")} · ${plural(t.sidecars.filter((s) => s.connected).length, "sidecar")}`),
         el("span", { class: "conditions" }, t.conditions.map(condition))),
       el("div", { class: "grid2" },
         el("div", {}, policyBlock(t), sidecarsTable(t, staleAfter)),
