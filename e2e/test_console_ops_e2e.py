@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,7 @@ def test_the_layout_holds_at_1024_and_1400_px(stack: Stack, browser: Any, width:
                 <= c.querySelector('svg.chart').getBoundingClientRect().left;""")
         assert side_by_side is (width >= 1400)  # one above the other when narrow
         shot(browser, f"tenants-{width}", tmp_path)
-        for page in ("tenant?name=globex", "errors"):
+        for page in ("tenant?name=globex", "errors", "queries?tenant=acme"):
             browser.get(f"{stack.cp.admin_url}/console/{page}")
             until(browser, "document.body.dataset.updated", what=f"{page} loaded")
             problems = browser.execute_script(LAYOUT_PROBLEMS)
@@ -308,3 +309,108 @@ def test_the_words_an_operator_reads(stack: Stack, browser: Any, tmp_path: Path)
     finally:
         (stack.manifests / "tabbed.yaml").unlink()
     until(browser, "document.getElementById('no-errors')", what="no errors left")
+
+
+# What test_top_names_and_the_query_log send through acme's sidecar: (name, type, times,
+# what Envoy answers, the policy's action). Denied names carry a tag so no other test's
+# queries count with them.
+TAG = "t22"
+SENT = [
+    ("httpbin.acme.com", "A", 6, "NOERROR", "allow"),
+    ("httpbin.acme.com", "AAAA", 1, "NOERROR", "allow"),
+    ("nothere.acme.com", "A", 1, "NXDOMAIN", "allow"),  # whitelisted, in no table
+    (f"blocked-a-{TAG}.foo.svc.cluster.local", "A", 5, "NXDOMAIN", "deny"),
+    (f"blocked-b-{TAG}.example.org", "A", 3, "NXDOMAIN", "deny"),
+]
+
+
+def rows(browser: Any) -> list[dict[str, str]]:
+    return list(browser.execute_script(
+        "return [...document.querySelectorAll('#queries tr')].map(r => ({...r.dataset}))"))
+
+
+def test_top_names_and_the_query_log(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    """Real queries through acme's sidecar: the tenant page ranks them, the query log's
+    filters find exactly what was sent, and a denied row opens explain filled in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    port = stack.envoys["acme"].dns_port
+    for name, qtype, times, rcode, _ in SENT:
+        for _ in range(times):
+            assert query(port, name, qtype)[0] == rcode, (name, qtype)
+    sent_denied = sum(times for *_, times, _, action in SENT if action == "deny")
+    # the tenant page: the most queried and the most denied names, the rcode rates
+    browser.get(f"{stack.cp.admin_url}/console/tenant?name=acme")
+    denied = until(browser, "(() => { const r = [...document.querySelectorAll("
+                            "'#top-denied tr')].map(r => [r.dataset.name, +r.dataset.count]);"
+                            " return r.length >= 2 && r[0][1] === 5 && r; })()",
+                   what="acme's most denied names", timeout=30)
+    assert denied[:2] == [[f"blocked-a-{TAG}.foo.svc.cluster.local", 5],
+                          [f"blocked-b-{TAG}.example.org", 3]], denied
+    queried = browser.execute_script("return [...document.querySelectorAll('#top-queried tr')]"
+                                     ".map(r => [r.dataset.name, +r.dataset.count])")
+    assert queried[:2] == [["httpbin.acme.com", 7],
+                           [f"blocked-a-{TAG}.foo.svc.cluster.local", 5]], queried
+    nxdomain = browser.execute_script(
+        "return +document.querySelector('#answers [data-rcode=NXDOMAIN]').dataset.count")
+    assert nxdomain >= 1 + sent_denied  # and the other tests' denied names in the minute
+    rate = float(browser.execute_script(
+        "return document.querySelector('#answers [data-rcode=NXDOMAIN]').dataset.rate"))
+    assert rate > 0
+    assert browser.execute_script(
+        "return document.querySelector('#answers [data-rcode=SERVFAIL]').dataset.count") == "0"
+    box = browser.execute_script("return document.getElementById('top-box').innerText")
+    assert "null" not in box and "undefined" not in box, box
+    shot(browser, "tenant-top-names", tmp_path)
+    # the query log: each filter against what was sent
+    browser.get(f"{stack.cp.admin_url}/console/queries?tenant=acme&name={TAG}")
+    until(browser, f"document.querySelectorAll('#queries tr').length === {sent_denied}",
+          what="the tagged queries in the log")
+    assert {r["action"] for r in rows(browser)} == {"deny"}
+
+    def shown(**filters: str) -> list[dict[str, str]]:
+        for key in ("node", "name"):
+            box = browser.find_element(By.ID, f"q-{key}")
+            box.clear()
+            if filters.get(key):
+                box.send_keys(filters[key])
+        for key in ("tenant", "type", "action", "rcode", "last"):
+            Select(browser.find_element(By.ID, f"q-{key}")).select_by_value(
+                filters.get(key, ""))
+        want = {k: v for k, v in filters.items() if v}
+        until(browser, f"new URLSearchParams(location.search).toString() === "
+                       f"{urllib.parse.urlencode(want)!r}",
+              what=f"the URL carries {want}")
+        browser.execute_script("document.body.dataset.updated = ''")
+        until(browser, "document.body.dataset.updated", what="a refresh after the change")
+        return rows(browser)
+
+    got = shown(tenant="acme", name="httpbin.acme.com", rcode="NOERROR")
+    assert [(r["name"], r["type"]) for r in got].count(("httpbin.acme.com", "A")) == 6
+    assert [r["type"] for r in got].count("AAAA") == 1 and len(got) == 7, got
+    got = shown(tenant="acme", name="httpbin.acme.com", type="AAAA")
+    assert [(r["name"], r["type"], r["action"]) for r in got] == [
+        ("httpbin.acme.com", "AAAA", "allow")]
+    got = shown(tenant="acme", name="acme.com", action="allow", rcode="NXDOMAIN")
+    assert [r["name"] for r in got] == ["nothere.acme.com"], got
+    got = shown(tenant="acme", name=TAG, action="deny", last="60")
+    assert sorted(r["name"] for r in got) == sorted(
+        [f"blocked-a-{TAG}.foo.svc.cluster.local"] * 5 + [f"blocked-b-{TAG}.example.org"] * 3)
+    assert {r["node"] for r in got} == {"sleep.acme"}
+    assert shown(tenant="acme", node="sleep.globex", name=TAG) == []
+    assert shown(tenant="globex", name=TAG) == []
+    got = shown(tenant="acme", node="sleep.acme", name=f"blocked-b-{TAG}")
+    assert len(got) == 3
+    shot(browser, "query-log", tmp_path)
+    # one click from a denied row to explain, the question filled in
+    browser.find_element(By.CSS_SELECTOR, "#queries tr[data-action=deny] a.explain-link").click()
+    until(browser, "document.getElementById('explain-result')", what="explain's answer")
+    fields = browser.execute_script(
+        "return ['namespace', 'labels', 'name', 'type'].map(k => "
+        "document.getElementById('f-' + k).value)")
+    assert fields == ["acme", "app=sleep", f"blocked-b-{TAG}.example.org", "A"], fields
+    result = browser.execute_script("const r = document.getElementById('explain-result');"
+                                    "return [r.dataset.rcode, r.innerText]")
+    assert result[0] == "NXDOMAIN" and "deny" in result[1], result
+    shot(browser, "explain-from-query-log", tmp_path)

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from controlplane import __version__
 from controlplane.admin.console import install_console
-from controlplane.admin.console.api import console_api, no_tenant
+from controlplane.admin.console.api import RESOLVER_RCODES, console_api, no_tenant
 from controlplane.admin.first_seen import FirstSeen
 from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import Workload
@@ -287,7 +287,6 @@ RESOLVER_COUNTERS = (
     ("dnscp_resolver_policy_denied", "num.rpz.action.rpz-nxdomain",
      "Forwarded names the tenant resolver denied by policy"),
 )
-RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
 
 
 def resolver_metrics(stats: ResolverStats) -> Iterator[Any]:

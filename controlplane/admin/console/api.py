@@ -5,6 +5,14 @@
   their ACK/NACK state and traffic, its live rates with a short history, and its
   latest denied and WARN queries. One tenant per path, so an RBAC grant on
   ``/api/v1/tenants/acme`` (with ``/api/v1/views/acme/*``) shows one team its own.
+  Also per tenant (``queries``): its most queried and most denied names and its answers
+  by rcode over the last minute (NXDOMAIN, SERVFAIL rates), from the query log
+  (telemetry/query_stats.py), and its tenant resolver's answers by rcode. A sidecar whose
+  counters stopped is ``stale``; one whose stream is gone is still listed (disconnected,
+  stale) while its counters are held.
+- ``/api/v1/querylog``: the latest logged queries of every action, filtered (tenant,
+  sidecar, name, type, action, rcode, time), each with its sidecar's namespace and labels
+  so the console can link it to explain.
 - ``/api/v1/traffic`` and ``/api/v1/traffic/sidecars``: the sidecars' DNS counters
   (dns_traffic.py), per tenant and per sidecar.
 
@@ -16,13 +24,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from controlplane.admin.reads import AdminReads
+from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import DnsPolicy
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Transport
+from controlplane.telemetry.querylog import QuerySearch
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Sidecar, as_dict
 
 TRANSPORT = {Transport.UDP: "plain", Transport.TLS: "DoT", Transport.HTTPS: "DoH"}
@@ -44,6 +54,17 @@ def policy_json(policy: DnsPolicy | None, settings_default_view: str) -> dict[st
         "policy_server": server.address if server else None,
         "generation": policy.generation,
     }
+
+
+RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
+
+
+def resolver_answers(stats: Mapping[str, float]) -> dict[str, float] | None:
+    """The tenant resolver's answers by rcode since it started (unbound's counters);
+    None without a resolver's counters."""
+    if not stats:
+        return None
+    return {rcode: stats.get(f"num.answer.rcode.{rcode}", 0.0) for rcode in RESOLVER_RCODES}
 
 
 def no_tenant(name: str, tenant_views: Mapping[str, TenantView]) -> str:
@@ -86,7 +107,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
     def tenant_json(name: str, view: TenantView, *, statuses: dict[str, dict[str, Any]],
                     nodes: list[dict[str, Any]], current: dict[str, bool],
                     rates: dict[str, tuple[float, ...]], totals: dict[str, tuple[float, ...]],
-                    now: float) -> dict[str, Any]:
+                    now: float, resolver_stats: ResolverStats) -> dict[str, Any]:
         inv = views.inventory
         policy = inv.policies.get(name)
         namespaces = sorted(ns for ns, obj in inv.namespaces.items()
@@ -133,6 +154,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                             for t, values in (history.history if history else ())],
             },
             "recent": query_log.recent(tenant=name, limit=20),
+            "queries": {"logged": view.log_queries, **query_log.summary(name, now=now, n=10),
+                        "resolver_answers": resolver_answers(resolver_stats.get(name, {}))},
         }
 
     def all_tenants(only: str | None = None) -> list[dict[str, Any]]:
@@ -144,6 +167,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         by_stream = {n["stream"]: current.get(n["node_id"] or "", False) for n in nodes}
         rates = store.tenant_rates(now=now)
         totals = store.tenant_totals(query_log.counts)
+        resolver_stats = reads.resolver_stats()
         out = []
         for name in sorted(tenant_views):
             if only is not None and name != only:
@@ -152,7 +176,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                     n["tenant"] == name for n in nodes):
                 continue  # the default view only when a sidecar uses it
             out.append(tenant_json(name, tenant_views[name], statuses=statuses, nodes=nodes,
-                                   current=by_stream, rates=rates, totals=totals, now=now))
+                                   current=by_stream, rates=rates, totals=totals, now=now,
+                                   resolver_stats=resolver_stats))
         return out
 
     @router.get("/api/v1/tenants", tags=["console"])
@@ -170,6 +195,32 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
             raise HTTPException(status_code=404, detail=no_tenant(tenant, views.tenant_views))
         return {"kinds": list(KINDS), "tick_seconds": store.tick,
                 "stale_after_seconds": store.stale_after, **found[0]}
+
+    @router.get("/api/v1/querylog", tags=["console"])
+    def querylog(tenant: str = "", node: str = "", name: str = "", type: str = "",
+                 action: str = "", rcode: str = "", since: float = 0.0, until: float = 0.0,
+                 limit: int = 200) -> dict[str, Any]:
+        """The latest logged queries of every action (allowed too), newest first, filtered:
+        ``tenant``, ``node`` (the sidecar), ``name`` (a substring), ``type``, ``action``
+        (allow, warn, deny), ``rcode``, ``since``/``until`` (Unix seconds). Each record
+        has its sidecar's namespace and pod labels when known (to explain it). Kept: the
+        last 1000 queries per tenant, and the WARN and denied ones of the query log before
+        those; only the tenants whose policy logs queries (a blacklist, or a default
+        action other than ALLOW)."""
+        if action not in ("", "allow", "warn", "deny"):
+            raise HTTPException(status_code=422, detail="action is allow, warn or deny")
+        search = QuerySearch(tenant=tenant, node=node, name=name, type=type, action=action,
+                             rcode=rcode, since=since, until=until)
+        records = query_log.search(search, limit=max(1, min(limit, 1000)))
+        where = {n["node_id"]: (n["namespace"], n["labels"]) for n in streams.nodes()
+                 if n["node_id"]}
+        for r in records:
+            car = store.sidecars.get(r["node"])
+            namespace, labels = where.get(r["node"], (car.namespace if car else None, None))
+            r["namespace"], r["labels"] = namespace, labels
+        return {"filters": {k: v for k, v in asdict(search).items() if v}, "records": records,
+                "tenants_logged": sorted(t for t, v in views.tenant_views.items()
+                                         if v.log_queries)}
 
     @router.get("/api/v1/traffic", tags=["traffic"])
     def traffic_summary(tenant: str | None = None, history: bool = False) -> dict[str, Any]:

@@ -70,6 +70,15 @@
       )))));
   }
 
+  // The query's name as a link to explain, with the sidecar's namespace and labels.
+  function explainLink(t, r, text) {
+    const car = t.sidecars.find((s) => s.node_id === r.node);
+    if (!car) return text;
+    const q = new URLSearchParams({ namespace: car.namespace, name: r.name, type: r.type });
+    if (car.labels && Object.keys(car.labels).length) q.set("labels", Object.entries(car.labels).map(([k, v]) => `${k}=${v}`).join(","));
+    return el("a", { href: `explain?${q}`, class: "explain-link", title: "explain this query" }, text);
+  }
+
   // One query per item on two lines: what (action, name, type, rcode) and when, from
   // which sidecar and why (time, sidecar, rule); the lines wrap rather than cut.
   function recentList(t) {
@@ -78,7 +87,7 @@
       el("li", { dataset: { action: r.action, name: r.name } },
         el("div", { class: "what" },
           el("span", { class: `action ${r.action}` }, r.action === "deny" ? "denied" : "WARN"),
-          el("span", { class: "mono qname" }, `${r.name} ${r.type}`),
+          el("span", { class: "mono qname" }, explainLink(t, r, `${r.name} ${r.type}`)),
           el("span", { class: "muted" }, r.rcode)),
         el("div", { class: "when muted" },
           el("span", { "data-field": "time" }, new Date(r.time * 1000).toLocaleTimeString()),
@@ -106,7 +115,8 @@
           rates(t),
           chart(t.traffic.history, kinds, SHOWN),
           legend(SHOWN),
-          el("h3", {}, "Recent denied and WARN queries"),
+          el("h3", {}, "Recent denied and WARN queries ",
+            el("a", { href: `queries?tenant=${encodeURIComponent(t.tenant)}`, class: "small" }, "query log →")),
           recentList(t))));
   }
 

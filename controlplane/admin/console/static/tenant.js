@@ -116,11 +116,43 @@
       legend(shown));
   }
 
+  // The most queried and most denied names, and the answers by rcode over the last
+  // minute, from the query log (only a policy that logs something has them).
+  function renderTop() {
+    const box = document.getElementById("top-box");
+    if (!summary || !box) return;
+    const q = summary.queries;
+    const log = (extra) => `queries?${new URLSearchParams({ tenant, ...extra })}`;
+    const top = (id, title, items, extra) => el("div", { id },
+      el("h3", {}, title),
+      items.length ? el("table", { class: "top" }, el("tbody", {}, items.map((i) =>
+        el("tr", { dataset: { name: i.name, count: String(i.count) } },
+          el("td", { class: "mono" }, el("a", { href: log({ name: i.name, ...extra }) }, Console.dotted(i.name))),
+          el("td", { class: "num" }, i.count)))))
+        : el("p", { class: "muted" }, "none yet"));
+    const answers = q.answers;
+    const rate = (rcode) => el("span", { class: "rate", dataset: { rcode, rate: String(answers.rates[rcode] || 0), count: String(answers.counts[rcode] || 0) } },
+      el("b", {}, fmt(answers.rates[rcode] || 0)), ` ${rcode}/s (${answers.counts[rcode] || 0})`);
+    const resolver = q.resolver_answers;
+    box.replaceChildren(
+      el("h2", {}, "Queries ", el("a", { class: "small", href: log({}) }, "query log →")),
+      ...(q.logged ? [] : [el("p", { class: "muted", id: "not-logged" }, "This tenant's policy logs no query (defaultAction ALLOW and no blacklist): no names to rank.")]),
+      el("div", { class: "tops" },
+        top("top-queried", "Most queried names", q.queried, {}),
+        top("top-denied", "Most denied names", q.denied, { action: "deny" }),
+        el("div", { id: "answers" },
+          el("h3", {}, `Answers in the last ${answers.window_seconds} s`),
+          el("div", { class: "rates" }, rate("NXDOMAIN"), rate("SERVFAIL"), rate("NOERROR")),
+          resolver ? el("p", { class: "muted", id: "resolver-answers" },
+            `the tenant resolver, since it started: ${Object.entries(resolver).map(([k, v]) => `${k} ${v}`).join(" · ")}`) : null)));
+  }
+
   function layout() {
     document.getElementById("main").replaceChildren(
       el("h1", {}, tenant === Console.DEFAULT_TENANT ? `Workloads ${Console.OUTSIDE}` : ["Tenant ", el("span", { class: "mono" }, tenant)]),
       el("p", { class: "muted", id: "policy-line" }),
       el("section", { class: "card", id: "summary" }),
+      el("section", { class: "card", id: "top-box" }),
       el("section", { class: "card" }, el("h2", {}, "Forwarding"), el("div", { id: "forwarding-box" })),
       el("section", { class: "card" },
         el("h2", {}, "Names and answers"),
@@ -148,6 +180,7 @@
     if (!document.getElementById("summary")) layout();
     summary = info;
     renderSummary();
+    renderTop();
     const p = info ? info.policy : null;
     document.getElementById("policy-line").textContent = p && p.name
       ? `DnsPolicy ${p.name} · default ${p.default_action} · namespaces ${info.namespaces.join(", ") || "none"} · TTL ${body.ttl_seconds} s`
