@@ -18,6 +18,7 @@ Screenshots of each page go to docs/console/ with ``UPDATE_SCREENSHOT=1``."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import urllib.parse
@@ -151,7 +152,7 @@ def test_a_stopped_control_plane_greys_every_card_with_its_age(
                            "c => /stale: data from .*, [3-9] s old/.test(c.innerText)) && "
                            "[...document.querySelectorAll('section.card .stale-note')]"
                            ".map(n => n.innerText)", what="every card with its data's age")
-    assert len(notes) == 4, notes
+    assert len(notes) == 5, notes  # the overview and the four tenants
     banner = browser.execute_script("return document.getElementById('stale-banner').innerText")
     assert "cannot reach the control plane" in banner, banner
     styles = browser.execute_script(f"""
@@ -414,3 +415,53 @@ def test_top_names_and_the_query_log(stack: Stack, browser: Any, tmp_path: Path)
                                     "return [r.dataset.rcode, r.innerText]")
     assert result[0] == "NXDOMAIN" and "deny" in result[1], result
     shot(browser, "explain-from-query-log", tmp_path)
+
+
+def test_the_overview_config_history_and_chart(stack: Stack, browser: Any,
+                                              tmp_path: Path) -> None:
+    """All tenants in one table; one sidecar's pushes and ACKs, live; the chart's clock-time
+    axis and its hover values."""
+    browser.get(f"{stack.cp.admin_url}/console/")
+    cells = until(browser, "(() => { const r = document.querySelector("
+                           "'table.overview tr[data-tenant=acme]'); return r && "
+                           "[...r.querySelectorAll('[data-field]')].map(c => c.innerText); })()",
+                  what="acme's overview row")
+    stale = browser.execute_script(f"return {card('acme')}.querySelectorAll("
+                                   "'tr[data-stale]').length")  # extra.acme, if still held
+    assert cells == ["1 / 1", "0", str(stale)], cells  # current / connected, NACK, stale
+    tenants = browser.execute_script("return [...document.querySelectorAll("
+                                     "'table.overview tbody tr')].map(r => r.dataset.tenant)")
+    assert tenants == ["acme", "foo", "globex", "shakes"], tenants
+    # the chart: times on the axis, every point's values on hover
+    chart = f"{card('acme')}.querySelector('svg.chart')"
+    axis = until(browser, f"{chart} && {chart}.dataset.points >= 3 && [...{chart}"
+                          ".querySelectorAll('text.time')].map(t => t.textContent)",
+                 what="acme's chart with points")
+    assert len(axis) == 3 and all(re.fullmatch(r"\d\d:\d\d:\d\d( [AP]M)?", a) for a in axis), axis
+    hover = browser.execute_script(
+        f"const c = {chart}; return [c.querySelectorAll('rect.hover').length, "
+        "+c.dataset.points, c.querySelector('rect.hover:last-of-type title').textContent]")
+    assert hover[0] == hover[1], hover
+    assert "queries/s" in hover[2] and "denied" in hover[2], hover
+    shot(browser, "overview", tmp_path)
+    # one sidecar's config history: what it was pushed and what it acked, live
+    browser.get(f"{stack.cp.admin_url}/console/sidecar?node=sleep.acme")
+    until(browser, "document.querySelector('#history tr[data-event=ack][data-type=lds]')",
+          what="sleep.acme's LDS ACK")
+    before = browser.execute_script("return document.querySelectorAll('#history tr').length")
+    events = browser.execute_script(
+        "return [...document.querySelectorAll('#history tr')].map(r => r.dataset.event)")
+    assert {"sent", "ack"} <= set(events) and "nack" not in events, events
+    (stack.manifests / "history-edit.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ledger2, namespace: acme}\n"
+        "spec:\n  clusterIP: 100.66.7.8\n  ports: [{name: http, port: 80}]\n")
+    try:
+        until(browser, f"document.querySelectorAll('#history tr').length >= {before} + 2",
+              what="the edit's push and ACK in the history", timeout=30)
+        newest = browser.execute_script(
+            "return [...document.querySelectorAll('#history tr')].slice(0, 2)"
+            ".map(r => r.dataset.event)")
+        assert sorted(newest) == ["ack", "sent"], newest
+        shot(browser, "sidecar-history", tmp_path)
+    finally:
+        (stack.manifests / "history-edit.yaml").unlink()

@@ -35,7 +35,8 @@ from controlplane.telemetry.traffic import DnsTraffic, Report
 from tests.factories import bearer, connect, inventory, node
 from tests.fakes.kube import FakeKube
 
-PAGES = ["/console/", "/console/tenant", "/console/queries", "/console/explain", "/console/errors"]
+PAGES = ["/console/", "/console/tenant", "/console/queries", "/console/sidecar",
+         "/console/explain", "/console/errors"]
 ASSETS = sorted(p.name for p in Path(str(STATIC)).iterdir())
 URL_IN_TEXT = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.I)
 SVG_NS = "http://www.w3.org/2000/svg"  # an XML namespace name, never fetched
@@ -211,7 +212,7 @@ def test_tenants_api() -> None:
     assert side["node_id"] == "acme-1" and side["totals"]["nxdomain"] == 6.0
 
 
-@pytest.mark.parametrize("page", ["index", "tenant", "queries", "explain", "errors"])
+@pytest.mark.parametrize("page", ["index", "tenant", "queries", "sidecar", "explain", "errors"])
 def test_each_page_loads_its_script_and_the_shared_one(page: str) -> None:
     html = (Path(str(STATIC)) / f"{page}.html").read_text()
     assert '<script src="static/console.js" defer></script>' in html

@@ -77,6 +77,16 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
         """Every connected Envoy: node id, tenant, and per type the acked version and last NACK."""
         return streams.nodes()
 
+    @app.get("/api/v1/nodes/{node_id}/history", tags=["xds"])
+    def node_history(node_id: str, limit: int = 100) -> dict[str, Any]:
+        """What a sidecar was sent and what it answered, newest first: each push (type,
+        version), ACK, and NACK with Envoy's reason (hub/config_history.py: the latest
+        10,000 events of the fleet, and its latest 1,000 NACKs)."""
+        connected = any(c.workload is not None and c.workload.node_id == node_id
+                        for c in streams.connections.values())
+        return {"node_id": node_id, "connected": connected,
+                "events": streams.history.of(node_id, limit=max(1, min(limit, 1000)))}
+
     @app.get("/api/v1/views", tags=["views"])
     def views() -> list[dict[str, object]]:
         """Every tenant view with a summary."""

@@ -184,7 +184,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
     def tenants() -> dict[str, Any]:
         """Every tenant: policy, namespaces, conditions, view, sidecars with their ACK/NACK
         state and traffic, live rates with history, recent denied and WARN queries."""
-        return {"kinds": list(KINDS), "tick_seconds": store.tick,
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, "now": round(clock(), 3),
                 "stale_after_seconds": store.stale_after, "tenants": all_tenants()}
 
     @router.get("/api/v1/tenants/{tenant}", tags=["console"])
@@ -193,7 +193,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         found = all_tenants(only=tenant)
         if not found:
             raise HTTPException(status_code=404, detail=no_tenant(tenant, views.tenant_views))
-        return {"kinds": list(KINDS), "tick_seconds": store.tick,
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, "now": round(clock(), 3),
                 "stale_after_seconds": store.stale_after, **found[0]}
 
     @router.get("/api/v1/querylog", tags=["console"])

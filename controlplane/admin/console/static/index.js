@@ -61,7 +61,7 @@
       el("thead", {}, el("tr", {}, ["sidecar", "namespace", "xDS", "versions (LDS)", "queries/s", "last counters"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.sidecars.map((s) => el("tr", { class: s.stale ? "stale" : null,
         dataset: { node: s.node_id, stale: s.stale ? "1" : null, age: s.traffic ? String(s.traffic.last_report_seconds_ago) : null } },
-        el("td", { class: "mono" }, s.node_id),
+        el("td", { class: "mono" }, el("a", { href: `sidecar?node=${encodeURIComponent(s.node_id)}`, title: "its config history" }, s.node_id)),
         el("td", {}, s.namespace),
         el("td", {}, xdsState(s)),
         el("td", { class: "mono" }, ((s.types.lds || {}).acked || "–").slice(0, 12)),
@@ -101,9 +101,9 @@
         el("b", {}, fmt(value)), " ", Console.KIND_LABELS[kind])));
   }
 
-  function card(t, kinds, staleAfter) {
+  function card(t, kinds, staleAfter, now) {
     const href = `tenant?name=${encodeURIComponent(t.tenant)}`;
-    return el("section", { class: "card tenant", dataset: { tenant: t.tenant } },
+    return el("section", { class: "card tenant", id: `tenant-${t.tenant}`, dataset: { tenant: t.tenant } },
       el("div", { class: "card-head" },
         el("h2", {}, el("a", { href }, t.tenant === Console.DEFAULT_TENANT ? `Workloads ${Console.OUTSIDE}` : t.tenant)),
         el("span", { class: "muted", dataset: { field: "counts" } },
@@ -113,19 +113,46 @@
         el("div", {}, policyBlock(t), sidecarsTable(t, staleAfter)),
         el("div", {},
           rates(t),
-          chart(t.traffic.history, kinds, SHOWN),
+          chart(Console.withNow(t.traffic.history, kinds, t.traffic.rates, now), kinds, SHOWN),
           legend(SHOWN),
           el("h3", {}, "Recent denied and WARN queries ",
             el("a", { href: `queries?tenant=${encodeURIComponent(t.tenant)}`, class: "small" }, "query log →")),
           recentList(t))));
   }
 
+  // Every tenant on one line: sidecars (current / NACK / stale), rates, the answers'
+  // rcodes, its resolver and readiness; the name jumps to its card.
+  function overview(tenants) {
+    const num = (v, cls) => el("td", { class: `num ${v > 0 ? cls || "" : "muted"}` }, fmt(v));
+    return el("section", { class: "card" }, el("h2", {}, "All tenants"),
+      el("div", { class: "table-wrap" }, el("table", { class: "overview" },
+        el("thead", {}, el("tr", {}, ["tenant", "default", "sidecars", "NACK", "stale", "queries/s",
+          "denied/s", "WARN/s", "NXDOMAIN/s", "SERVFAIL/s", "resolver", "ready"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, tenants.map((t) => {
+          const connected = t.sidecars.filter((c) => c.connected);
+          const nacked = connected.filter((c) => Object.values(c.types).some((x) => x.nacked)).length;
+          const stale = t.sidecars.filter((c) => c.stale).length;
+          const ready = t.conditions.find((c) => c.type === "Ready");
+          const servfail = (t.queries.answers.rates || {}).SERVFAIL || 0;
+          return el("tr", { dataset: { tenant: t.tenant } },
+            el("td", {}, el("a", { href: `#tenant-${t.tenant}` }, t.tenant === Console.DEFAULT_TENANT ? Console.OUTSIDE : t.tenant)),
+            el("td", {}, t.policy.name ? el("span", { class: `action ${t.policy.default_action.toLowerCase()}` }, t.policy.default_action) : "–"),
+            el("td", { class: "num", dataset: { field: "sidecars" } }, `${connected.filter((c) => c.current).length} / ${connected.length}`),
+            el("td", { class: `num ${nacked ? "bad" : "muted"}`, dataset: { field: "nack" } }, String(nacked)),
+            el("td", { class: `num ${stale ? "bad" : "muted"}`, dataset: { field: "stale" } }, String(stale)),
+            num(t.traffic.rates.queries), num(t.traffic.rates.denied, "bad"), num(t.traffic.rates.warn, "warn-text"),
+            num(t.traffic.rates.nxdomain), num(servfail, "bad"),
+            el("td", { class: "mono" }, t.view.forwarding.length ? t.view.forwarding.join(", ") : el("span", { class: "muted" }, "none")),
+            el("td", {}, ready ? el("span", { class: `badge ${ready.status === "True" ? "ok" : "warn"}`, title: ready.message || "" }, ready.reason) : "–"));
+        })))));
+  }
+
   async function load() {
     const body = await api("api/v1/tenants");
     const main = document.getElementById("main");
-    const cards = body.tenants.map((t) => card(t, body.kinds, body.stale_after_seconds));
+    const cards = body.tenants.map((t) => card(t, body.kinds, body.stale_after_seconds, body.now));
     main.replaceChildren(el("h1", {}, "Tenants"),
-      ...(cards.length ? cards : [el("p", { class: "muted" }, "no DnsPolicy yet")]));
+      ...(cards.length ? [overview(body.tenants), ...cards] : [el("p", { class: "muted" }, "no DnsPolicy yet")]));
   }
 
   document.addEventListener("DOMContentLoaded", () => poll(load, 2000));

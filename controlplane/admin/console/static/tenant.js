@@ -112,7 +112,8 @@
     box.replaceChildren(
       el("div", { class: "rates" }, Object.entries(summary.traffic.rates).map(([kind, v]) =>
         el("span", { class: `rate ${kind}`, dataset: { kind, value: String(v) } }, el("b", {}, fmt(v)), " ", Console.KIND_LABELS[kind]))),
-      chart(summary.traffic.history, summary.kinds, shown, { width: 1000, height: 150 }),
+      chart(Console.withNow(summary.traffic.history, summary.kinds, summary.traffic.rates, summary.now),
+        summary.kinds, shown, { width: 1000, height: 150 }),
       legend(shown));
   }
 
