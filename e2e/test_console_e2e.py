@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq, wait_for
+from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq
+from e2e.harness.browser import card, chromium, until
 from e2e.harness.dnsquery import query
 from e2e.harness.examples import point_globex_at
 from e2e.harness.paths import EXAMPLES
@@ -32,9 +32,6 @@ from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "console.png"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
 
 
 @dataclass
@@ -74,34 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = require_tool("chromium", "apt-get install chromium")
-    driver_path = require_tool("chromedriver", "apt-get install chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="dnscp-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.binary_location = chromium
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def until(driver: Any, script: str, *, timeout: float = 20.0, what: str = "") -> Any:
-    """Poll a JavaScript expression in the page until it is truthy; return its value."""
-    return wait_for(lambda: driver.execute_script(f"return ({script});"), timeout=timeout,
-                    interval=0.2, what=what or script)
-
-
-def card(tenant: str) -> str:
-    return f'document.querySelector(\'section.tenant[data-tenant="{tenant}"]\')'
 
 
 def test_tenants_page_shows_every_tenant_with_its_sidecars(stack: Stack, browser: Any) -> None:

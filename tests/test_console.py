@@ -7,6 +7,7 @@ routes the console reads (/api/v1/tenants, /api/v1/traffic)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from starlette.routing import Mount
 
 from controlplane.admin.api import create_app
 from controlplane.admin.console import STATIC
+from controlplane.admin.first_seen import FirstSeen
 from controlplane.admin.reads import AdminReads
 from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
@@ -33,7 +35,8 @@ from controlplane.telemetry.traffic import DnsTraffic, Report
 from tests.factories import bearer, connect, inventory, node
 from tests.fakes.kube import FakeKube
 
-PAGES = ["/console/", "/console/tenant", "/console/explain", "/console/errors"]
+PAGES = ["/console/", "/console/tenant", "/console/queries", "/console/sidecar",
+         "/console/explain", "/console/errors"]
 ASSETS = sorted(p.name for p in Path(str(STATIC)).iterdir())
 URL_IN_TEXT = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.I)
 SVG_NS = "http://www.w3.org/2000/svg"  # an XML namespace name, never fetched
@@ -209,9 +212,62 @@ def test_tenants_api() -> None:
     assert side["node_id"] == "acme-1" and side["totals"]["nxdomain"] == 6.0
 
 
-@pytest.mark.parametrize("page", ["index", "tenant", "explain", "errors"])
+@pytest.mark.parametrize("page", ["index", "tenant", "queries", "sidecar", "explain", "errors"])
 def test_each_page_loads_its_script_and_the_shared_one(page: str) -> None:
     html = (Path(str(STATIC)) / f"{page}.html").read_text()
     assert '<script src="static/console.js" defer></script>' in html
     assert f'<script src="static/{page}.js" defer></script>' in html
     assert "<script>" not in html  # no inline script (the CSP forbids it)
+
+
+def test_sidecars_whose_counters_stopped_are_stale() -> None:
+    """A connected sidecar whose counters are older than ``stale_after`` is stale; one whose
+    stream is gone but whose counters are still held is listed, disconnected and stale."""
+    hub, traffic = hub_with_traffic()
+    old = time.time() - 40  # older than stale_after (15 s), younger than max_age (60 s)
+    traffic.report(Report("foo-1", "foo", "foo", 100, queries=5), now=old)
+    traffic.report(Report("acme-gone", "acme", "acme", 100, queries=7), now=old)
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    body = get_all(app, ["/api/v1/tenants"])["/api/v1/tenants"].json()
+    assert body["stale_after_seconds"] == traffic.stale_after
+    cars = {c["node_id"]: c for t in body["tenants"] for c in t["sidecars"]}
+    assert (cars["acme-1"]["connected"], cars["acme-1"]["stale"]) == (True, False)
+    assert (cars["foo-1"]["connected"], cars["foo-1"]["stale"]) == (True, True)
+    assert cars["foo-1"]["traffic"]["last_report_seconds_ago"] >= 40
+    gone = cars["acme-gone"]
+    assert (gone["connected"], gone["stale"], gone["current"]) == (False, True, False)
+    assert gone["traffic"]["totals"]["queries"] == 7.0
+
+
+def test_errors_say_since_when_and_show_the_lines() -> None:
+    """Each error carries when the admin API first listed it (kept while it stays) and,
+    for a file that is not valid YAML, the lines around the fault."""
+    hub, traffic = hub_with_traffic()
+    tabbed = InputError("File", "", "bad.yaml", "not valid YAML at line 3", "bad.yaml:3",
+                        snippet="3 | \u2192name: x\n  | ^")
+    hub.set_inventory(dataclasses.replace(hub.inventory, errors=(tabbed,)))
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    before = time.time()
+    first = get_all(app, ["/api/v1/errors"])["/api/v1/errors"].json()
+    (error,) = first["errors"]
+    assert error["snippet"] == "3 | \u2192name: x\n  | ^" and error["origin"] == "bad.yaml:3"
+    assert before - 1 <= error["first_seen"] <= time.time() + 1
+    again = get_all(app, ["/api/v1/errors"])["/api/v1/errors"].json()
+    assert again["errors"][0]["first_seen"] == error["first_seen"]  # kept while it stays
+
+
+def test_an_unknown_tenant_is_named_and_the_default_view_is_not_listed() -> None:
+    hub, traffic = hub_with_traffic()
+    app = create_app(AdminReads.of_hub(hub, traffic=traffic))
+    r = get_all(app, ["/api/v1/tenants/nope", "/api/v1/views/nope/dns-table"])
+    for response in r.values():
+        assert response.status_code == 404
+        assert response.json()["detail"] == "no tenant named 'nope'; tenants: acme, foo"
+
+
+def test_first_seen_keeps_current_keys_only() -> None:
+    seen = FirstSeen()
+    assert seen.stamp(["a", "b"], now=1.0) == [1.0, 1.0]
+    assert seen.stamp(["b", "c"], now=2.0) == [1.0, 2.0]
+    assert seen.stamp(["a"], now=3.0) == [3.0]  # "a" was gone: new again
+    assert len(seen) == 1

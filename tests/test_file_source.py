@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controlplane.sources.files import FileSource
+import pytest
+
+from controlplane.sources.files import FileSource, parse_text
 from controlplane.store.store import Store
 
 NS = "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme, labels: {tenant: acme}}\n"
@@ -134,3 +136,24 @@ def test_watch_applies_edits(tmp_path: Path) -> None:
         return store.inventory().services[("acme", "web")].cluster_ips
 
     assert asyncio.run(scenario()) == ("10.0.0.9",)
+
+
+@pytest.mark.parametrize(("text", "line", "snippet", "names"), [
+    # a tab where YAML wants spaces: the reason says it is a tab; the snippet shows it
+    ("kind: Service\nmetadata:\n\tname: x\n", 3,
+     "2 | metadata:\n3 | \u2192name: x\n  | ^", "the character there is a tab"),
+    # in the second document: the line counts from the file's start
+    ("a: 1\n---\nkind: Service\nmetadata:\n  name: x\n\tfoo: 1\n", 6,
+     "5 |   name: x\n6 | \u2192foo: 1\n  | ^", "the character there is a tab"),
+    # the fault past the last line: the last lines and "end of file"
+    ("kind: Service\nmetadata: {name: x\n  bad\n", 4,
+     "3 |   bad\n  | (end of file)", "not valid YAML at line 4"),
+])
+def test_a_broken_file_names_its_line_and_shows_it(text: str, line: int, snippet: str,
+                                                   names: str) -> None:
+    _, error, _ = parse_text(text, display="bad.yaml")
+    assert error is not None
+    assert error.origin == f"bad.yaml:{line}"
+    assert names in error.reason
+    assert error.snippet == snippet
+    assert error.as_dict()["snippet"] == snippet

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from controlplane import __version__
 from controlplane.admin.console import install_console
-from controlplane.admin.console.api import console_api
+from controlplane.admin.console.api import RESOLVER_RCODES, console_api, no_tenant
+from controlplane.admin.first_seen import FirstSeen
 from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import Workload
 from controlplane.core.workload import parse_labels
@@ -75,6 +77,16 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
         """Every connected Envoy: node id, tenant, and per type the acked version and last NACK."""
         return streams.nodes()
 
+    @app.get("/api/v1/nodes/{node_id}/history", tags=["xds"])
+    def node_history(node_id: str, limit: int = 100) -> dict[str, Any]:
+        """What a sidecar was sent and what it answered, newest first: each push (type,
+        version), ACK, and NACK with Envoy's reason (hub/config_history.py: the latest
+        10,000 events of the fleet, and its latest 1,000 NACKs)."""
+        connected = any(c.workload is not None and c.workload.node_id == node_id
+                        for c in streams.connections.values())
+        return {"node_id": node_id, "connected": connected,
+                "events": streams.history.of(node_id, limit=max(1, min(limit, 1000)))}
+
     @app.get("/api/v1/views", tags=["views"])
     def views() -> list[dict[str, object]]:
         """Every tenant view with a summary."""
@@ -91,8 +103,7 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
         """The names a tenant sees and what Envoy answers for each."""
         view = built.tenant_views.get(tenant)
         if view is None:
-            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
-                                f"{', '.join(sorted(built.tenant_views))}")
+            raise HTTPException(status_code=404, detail=no_tenant(tenant, built.tenant_views))
         out = view_as_json(view)
         if decider is not None:
             out["policy_server"] = policy_server_json(decider,
@@ -147,10 +158,18 @@ def create_app(reads: AdminReads, *, auth: AdminAuthorizer | None = None,
             "errors": list(built.vips.errors),
         }
 
+    first_seen = FirstSeen()
+
     @app.get("/api/v1/errors", tags=["input"])
     def errors() -> dict[str, object]:
-        """Current input errors: broken files, invalid objects, unusable policies."""
-        errs = [e.as_dict() for e in built.input_errors()]
+        """Current input errors: broken files, invalid objects, unusable policies; for a
+        file that is not valid YAML, the lines around the fault (``snippet``); for each,
+        when the admin API first listed it (``first_seen``, Unix seconds)."""
+        found = built.input_errors()
+        since = first_seen.stamp(((e.kind, e.namespace, e.name, e.origin, e.reason)
+                                  for e in found), now=time.time())
+        errs = [{**e.as_dict(), "first_seen": round(t, 3)} for e, t in zip(found, since,
+                                                                            strict=True)]
         return {"count": len(errs), "errors": errs}
 
     @app.get("/api/v1/rebuilds", tags=["xds"])
@@ -278,7 +297,6 @@ RESOLVER_COUNTERS = (
     ("dnscp_resolver_policy_denied", "num.rpz.action.rpz-nxdomain",
      "Forwarded names the tenant resolver denied by policy"),
 )
-RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
 
 
 def resolver_metrics(stats: ResolverStats) -> Iterator[Any]:

@@ -21,6 +21,7 @@ from controlplane.core.settings import Settings
 from controlplane.dns.status import ProxyState
 from controlplane.dns.views import TenantView
 from controlplane.dns.vips import Allocation
+from controlplane.hub.config_history import ConfigHistory
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import HubMetrics
 from controlplane.hub.streams import Connection
@@ -51,6 +52,8 @@ class StreamsRead(Protocol):
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...
+    @property
+    def history(self) -> ConfigHistory: ...
     def nodes(self) -> list[dict[str, Any]]: ...
     def proxy_states(self) -> list[ProxyState]: ...
 

@@ -59,7 +59,7 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,9 @@ class InputError:
     reason: str
     origin: str = ""  # e.g. "examples/demo.yaml:12" or "kubernetes"
     generation: int = 0  # metadata.generation of the rejected object, when known
+    # The lines around the fault, numbered, with a caret under the column (files only);
+    # not part of the error's identity.
+    snippet: str = field(default="", compare=False)
 
     @property
     def object_ref(self) -> str:
@@ -90,6 +93,7 @@ class InputError:
             "origin": self.origin,
             "reason": self.reason,
             "message": str(self),
+            "snippet": self.snippet,
         }
 
 

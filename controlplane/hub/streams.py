@@ -21,6 +21,7 @@ from typing import Any
 
 from controlplane.core.model import Workload
 from controlplane.dns.status import ProxyState
+from controlplane.hub.config_history import ConfigEvent, ConfigHistory
 from controlplane.hub.metrics import HubMetrics
 from controlplane.hub.view_key import ViewKey
 from controlplane.translate.types import LISTENER_TYPE, ROUTE_TYPE, SHORT_NAMES
@@ -68,6 +69,7 @@ class Streams:
         self._clock = clock
         self._to_wake: collections.deque[Connection] = collections.deque()
         self._waking = False
+        self.history = ConfigHistory()  # pushes, ACKs and NACKs, bounded (config_history.py)
         # Told of the first response and the first ACK of each view version (ChangeTrace).
         self.on_sent: Callable[[Connection, Outgoing | DeltaOutgoing], None] = lambda c, o: None
         self.on_acked: Callable[[Connection, Ack], None] = lambda c, e: None
@@ -159,6 +161,9 @@ class Streams:
         node = conn.workload.node_id if conn.workload else conn.peer
         short = SHORT_NAMES.get(event.type_url, event.type_url)
         view = str(conn.view_key)
+        self.history.add(ConfigEvent(
+            self._clock(), node, conn.conn_id, "nack" if isinstance(event, Nack) else "ack",
+            short, event.version, event.error if isinstance(event, Nack) else ""))
         if isinstance(event, Nack):
             self.metrics.nacks_total += 1
             self.metrics.nacks[(view, short)] += 1
@@ -178,8 +183,11 @@ class Streams:
                 self.on_acked(conn, event)
 
     def record_sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
-        self.metrics.pushes[(str(conn.view_key), SHORT_NAMES.get(out.type_url,
-                                                                 out.type_url))] += 1
+        short = SHORT_NAMES.get(out.type_url, out.type_url)
+        self.metrics.pushes[(str(conn.view_key), short)] += 1
+        self.history.add(ConfigEvent(
+            self._clock(), conn.workload.node_id if conn.workload else conn.peer,
+            conn.conn_id, "sent", short, out.version))
         log.debug("sent %s version %s to %s", SHORT_NAMES.get(out.type_url), out.version,
                   conn.conn_id)
         self.on_sent(conn, out)

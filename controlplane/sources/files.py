@@ -78,9 +78,46 @@ def _yaml_error(exc: yaml.YAMLError, text: str, display: str, offset: int) -> In
     reason = f"not valid YAML at line {line}, column {mark.column + 1}: " \
         if mark is not None else "not valid YAML: "
     reason += f"{context}, {problem}" if context else str(problem)
-    if "*" in text:
+    bad = _char_at(text, mark.line + offset, mark.column) if mark is not None else ""
+    if bad == "\t":
+        reason += " (the character there is a tab: YAML indents with spaces only)"
+    elif bad and not bad.isprintable():
+        reason += f" (the character there is {bad!r}, U+{ord(bad):04X})"
+    elif "*" in text:
         reason += " (a name starting with '*' must be quoted: \"*.example.com\")"
-    return InputError(kind="File", namespace="", name=display, origin=where, reason=reason)
+    snippet = _snippet(text, mark.line + offset, mark.column) if mark is not None else ""
+    return InputError(kind="File", namespace="", name=display, origin=where, reason=reason,
+                      snippet=snippet)
+
+
+TAB_SHOWN = "\u2192"  # a tab in a snippet: visible, and one column wide like the caret's
+
+
+def _char_at(text: str, index: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[index][column] if 0 <= index < len(lines) and column < len(lines[index]) \
+        else ""
+
+
+def _snippet(text: str, index: int, column: int, *, around: int = 1, width: int = 160) -> str:
+    """Lines ``index - around`` to ``index + around`` (0-based) of ``text``, numbered, tabs
+    shown as arrows, each cut at ``width``, with a caret under ``column`` of ``index``
+    (past the last line: the last lines and "end of file")."""
+    lines = text.splitlines()
+    if not lines or index < 0:
+        return ""
+    end = index >= len(lines)
+    first = max(0, min(index, len(lines)) - around)
+    last = min(len(lines), index + around + 1)
+    digits = len(str(last + 1))
+    out = []
+    for i in range(first, last):
+        out.append(f"{i + 1:>{digits}} | {lines[i].replace(chr(9), TAB_SHOWN)[:width]}")
+        if i == index:
+            out.append(f"{'':>{digits}} | {' ' * min(column, width)}^")
+    if end:
+        out.append(f"{'':>{digits}} | (end of file)")
+    return "\n".join(out)
 
 
 def parse_text(text: str, *, display: str, cache: Mapping[str, Parsed] | None = None

@@ -8,7 +8,9 @@ Each record is classified with the same code that built the view; the
 (``dnscp_policy_queries_total{tenant,action}``) and an entry in its tenant's
 bounded ring buffer (``keep`` records per tenant, so one tenant's flood
 flushes only its own) that ``GET /api/v1/queries`` serves. Allowed queries
-are counted as ``allow`` and otherwise dropped. Tenants are those with a
+are counted as ``allow``; every query, allowed too, also feeds the tenant's top names,
+its answers by rcode and its latest queries (``query_stats.py``, bounded), which
+``search`` filters for ``GET /api/v1/querylog``. Tenants are those with a
 policy, so the buffers are bounded by the configuration. Records refused at
 the gRPC service (no credentials, another caller's node, another node's
 tenant) are counted by reason (``dnscp_query_log_refused_total{reason}``),
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from controlplane.policy.selection import CompiledPolicy
+from controlplane.telemetry.query_stats import QueryStats
 
 log = logging.getLogger("controlplane.dns")
 
@@ -71,8 +74,11 @@ class QueryLog:
 
     def __init__(self, policies: Callable[[], dict[str, CompiledPolicy]], *,
                  keep: int = 1000, clock: Callable[[], float] = time.time,
-                 server_verdict: ServerVerdict = _no_server) -> None:
+                 server_verdict: ServerVerdict = _no_server,
+                 stats: QueryStats | None = None) -> None:
         self._policies = policies
+        # top names, answers by rcode, every action's latest queries (query_stats.py)
+        self.stats = stats if stats is not None else QueryStats()
         self._server_verdict = server_verdict
         self.sources: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._lock = threading.Lock()
@@ -118,14 +124,17 @@ class QueryLog:
                 source, verdict, rule = "server", action, f"policy server: {action}"
             else:
                 source, rule = "failure mode", f"policy server: {why}"
-        with self._lock:
-            self.counts[(tenant, action)] += 1
-            self.sources[(tenant, source, action)] += 1
-        if action == "allow":
-            return None
         record = QueryRecord(time=self._clock(), tenant=tenant, node=node, name=name,
                              type=qtype, rcode=rcode, action=action, rule=rule,
                              source=source, verdict=verdict)
+        with self._lock:
+            self.counts[(tenant, action)] += 1
+            self.sources[(tenant, source, action)] += 1
+            if tenant not in self.stats.tenants:
+                self.stats.forget(set(self._policies()))  # tenants deleted since
+            self.stats.add(record)
+        if action == "allow":
+            return None
         with self._lock:
             buffer = self.records.get(tenant)
             if buffer is None:
@@ -155,3 +164,52 @@ class QueryLog:
         out = [asdict(r) for r in reversed(records)
                if (tenant is None or r.tenant == tenant) and (action is None or r.action == action)]
         return out[:limit]
+
+    def summary(self, tenant: str, *, now: float, n: int = 10) -> dict[str, Any]:
+        """``tenant``'s most queried and most denied names, and its answers by rcode over
+        the last minute (query_stats.py)."""
+        with self._lock:
+            return self.stats.summary(tenant, now=now, n=n)
+
+    def search(self, query: QuerySearch, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest logged queries of every action that match ``query``, newest first:
+        the last ``stats.recent_size`` of each tenant, and before those the WARN and
+        denied ones this log keeps longer."""
+        with self._lock:
+            tenants = [query.tenant] if query.tenant else sorted(
+                set(self.records) | set(self.stats.tenants))
+            pools: list[QueryRecord] = []
+            for name in tenants:
+                everything = self.stats.tenants.get(name)
+                recent = list(everything.recent) if everything is not None else []
+                oldest = recent[0].time if recent else float("inf")
+                if query.action != "allow":  # the longer WARN/deny history before those
+                    pools += [r for r in self.records.get(name, ()) if r.time < oldest]
+                pools += recent
+        found = [r for r in pools if query.matches(r)]
+        found.sort(key=lambda r: r.time, reverse=True)
+        return [asdict(r) for r in found[:limit]]
+
+
+@dataclass(frozen=True)
+class QuerySearch:
+    """The query-log view's filters; empty matches everything. ``name`` is a substring
+    (case-insensitive); ``since``/``until`` are Unix seconds."""
+
+    tenant: str = ""
+    node: str = ""
+    name: str = ""
+    type: str = ""
+    action: str = ""
+    rcode: str = ""
+    since: float = 0.0
+    until: float = 0.0
+
+    def matches(self, r: QueryRecord) -> bool:
+        return ((not self.node or r.node == self.node)
+                and (not self.name or self.name.lower() in r.name.lower())
+                and (not self.type or r.type == self.type.upper())
+                and (not self.action or r.action == self.action)
+                and (not self.rcode or r.rcode == self.rcode.upper())
+                and (not self.since or r.time >= self.since)
+                and (not self.until or r.time <= self.until))

@@ -6,6 +6,10 @@ Pages (static HTML + JS in ``static/``, which read the admin API by polling):
   rate chart, recent denied and WARN queries);
 - ``/console/tenant?name=T``: one tenant's view (searchable names and answers with
   the admitting rule; what is forwarded, where, and how: plain, DoT or DoH);
+- ``/console/queries``: the query log (every logged query, allowed too) with filters
+  (tenant, sidecar, name, type, action, rcode, time), each row linking to explain;
+- ``/console/sidecar?node=N``: one sidecar's config history (pushes, ACKs, NACKs with
+  Envoy's reason);
 - ``/console/explain``: the same as ``/api/v1/explain``, as a form;
 - ``/console/errors``: current input errors with file and line, or object and reason.
 
@@ -38,8 +42,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 STATIC = resources.files(__package__) / "static"
-PAGES = {"": "index.html", "tenant": "tenant.html", "explain": "explain.html",
-         "errors": "errors.html"}
+PAGES = {"": "index.html", "tenant": "tenant.html", "queries": "queries.html",
+         "sidecar": "sidecar.html", "explain": "explain.html", "errors": "errors.html"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 # The console's pages run no inline script and load nothing from elsewhere.

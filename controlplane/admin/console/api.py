@@ -5,6 +5,14 @@
   their ACK/NACK state and traffic, its live rates with a short history, and its
   latest denied and WARN queries. One tenant per path, so an RBAC grant on
   ``/api/v1/tenants/acme`` (with ``/api/v1/views/acme/*``) shows one team its own.
+  Also per tenant (``queries``): its most queried and most denied names and its answers
+  by rcode over the last minute (NXDOMAIN, SERVFAIL rates), from the query log
+  (telemetry/query_stats.py), and its tenant resolver's answers by rcode. A sidecar whose
+  counters stopped is ``stale``; one whose stream is gone is still listed (disconnected,
+  stale) while its counters are held.
+- ``/api/v1/querylog``: the latest logged queries of every action, filtered (tenant,
+  sidecar, name, type, action, rcode, time), each with its sidecar's namespace and labels
+  so the console can link it to explain.
 - ``/api/v1/traffic`` and ``/api/v1/traffic/sidecars``: the sidecars' DNS counters
   (dns_traffic.py), per tenant and per sidecar.
 
@@ -15,14 +23,16 @@ nothing here writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from controlplane.admin.reads import AdminReads
+from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import DnsPolicy
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Transport
+from controlplane.telemetry.querylog import QuerySearch
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Sidecar, as_dict
 
 TRANSPORT = {Transport.UDP: "plain", Transport.TLS: "DoT", Transport.HTTPS: "DoH"}
@@ -46,6 +56,24 @@ def policy_json(policy: DnsPolicy | None, settings_default_view: str) -> dict[st
     }
 
 
+RESOLVER_RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED")
+
+
+def resolver_answers(stats: Mapping[str, float]) -> dict[str, float] | None:
+    """The tenant resolver's answers by rcode since it started (unbound's counters);
+    None without a resolver's counters."""
+    if not stats:
+        return None
+    return {rcode: stats.get(f"num.answer.rcode.{rcode}", 0.0) for rcode in RESOLVER_RCODES}
+
+
+def no_tenant(name: str, tenant_views: Mapping[str, TenantView]) -> str:
+    """The 404 detail for an unknown tenant, naming the tenants there are (not the internal
+    default view of the workloads outside every tenant)."""
+    known = sorted(t for t in tenant_views if t != DEFAULT_TENANT)
+    return f"no tenant named {name!r}; tenants: {', '.join(known) or 'none'}"
+
+
 def view_summary(view: TenantView) -> dict[str, Any]:
     fwd = view.forward
     return {
@@ -63,6 +91,14 @@ def sidecar_traffic(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, 
             "live": traffic.live(car, now)}
 
 
+def gone_sidecar(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, Any]:
+    """A sidecar whose counters are still held (for ``max_age``) but whose ADS stream is
+    gone: shown as disconnected and stale, with the age of its last counters."""
+    return {"node_id": car.node, "namespace": car.namespace, "labels": {}, "protocol": None,
+            "connected_at": None, "connected": False, "current": False, "stale": True,
+            "types": {}, "traffic": sidecar_traffic(traffic, car, now)}
+
+
 def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter()
     store = reads.traffic if reads.traffic is not None else DnsTraffic()
@@ -71,27 +107,34 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
     def tenant_json(name: str, view: TenantView, *, statuses: dict[str, dict[str, Any]],
                     nodes: list[dict[str, Any]], current: dict[str, bool],
                     rates: dict[str, tuple[float, ...]], totals: dict[str, tuple[float, ...]],
-                    now: float) -> dict[str, Any]:
+                    now: float, resolver_stats: ResolverStats) -> dict[str, Any]:
         inv = views.inventory
         policy = inv.policies.get(name)
         namespaces = sorted(ns for ns, obj in inv.namespaces.items()
                             if policy is not None and policy.namespace_selector.matches(
                                 dict(obj.labels)))
         sidecars = []
+        connected: set[str] = set()
         for node in nodes:
             if node["tenant"] != name:
                 continue
+            connected.add(node["node_id"] or "")
             car = store.sidecars.get(node["node_id"] or "")
             sidecars.append({
                 "node_id": node["node_id"], "namespace": node["namespace"],
                 "labels": node["labels"], "protocol": node["protocol"],
-                "connected_at": node["connected_at"],
+                "connected_at": node["connected_at"], "connected": True,
                 "current": current.get(node["stream"], False),
+                # counters that stopped coming (a stopped or hung Envoy, a broken sink)
+                "stale": car is not None and not store.live(car, now),
                 "types": {short: {"acked": t["acked_version"], "nacked": t["nacked_version"],
                                   "error": t["last_nack_error"], "sent": t["sent_version"]}
                           for short, t in node["types"].items()},
                 "traffic": sidecar_traffic(store, car, now) if car is not None else None,
             })
+        sidecars += [gone_sidecar(store, car, now)
+                     for car in sorted(store.sidecars.values(), key=lambda c: c.node)
+                     if car.tenant == name and car.node not in connected]
         status = statuses.get(name, {})
         history = store.tenants.get(name)
         return {
@@ -111,6 +154,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                             for t, values in (history.history if history else ())],
             },
             "recent": query_log.recent(tenant=name, limit=20),
+            "queries": {"logged": view.log_queries, **query_log.summary(name, now=now, n=10),
+                        "resolver_answers": resolver_answers(resolver_stats.get(name, {}))},
         }
 
     def all_tenants(only: str | None = None) -> list[dict[str, Any]]:
@@ -122,6 +167,7 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
         by_stream = {n["stream"]: current.get(n["node_id"] or "", False) for n in nodes}
         rates = store.tenant_rates(now=now)
         totals = store.tenant_totals(query_log.counts)
+        resolver_stats = reads.resolver_stats()
         out = []
         for name in sorted(tenant_views):
             if only is not None and name != only:
@@ -130,23 +176,51 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                     n["tenant"] == name for n in nodes):
                 continue  # the default view only when a sidecar uses it
             out.append(tenant_json(name, tenant_views[name], statuses=statuses, nodes=nodes,
-                                   current=by_stream, rates=rates, totals=totals, now=now))
+                                   current=by_stream, rates=rates, totals=totals, now=now,
+                                   resolver_stats=resolver_stats))
         return out
 
     @router.get("/api/v1/tenants", tags=["console"])
     def tenants() -> dict[str, Any]:
         """Every tenant: policy, namespaces, conditions, view, sidecars with their ACK/NACK
         state and traffic, live rates with history, recent denied and WARN queries."""
-        return {"kinds": list(KINDS), "tick_seconds": store.tick, "tenants": all_tenants()}
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, "now": round(clock(), 3),
+                "stale_after_seconds": store.stale_after, "tenants": all_tenants()}
 
     @router.get("/api/v1/tenants/{tenant}", tags=["console"])
     def tenant(tenant: str) -> dict[str, Any]:
         """One tenant, as in ``/api/v1/tenants``."""
         found = all_tenants(only=tenant)
         if not found:
-            raise HTTPException(status_code=404, detail=f"no tenant {tenant!r}; known: "
-                                f"{', '.join(sorted(views.tenant_views))}")
-        return {"kinds": list(KINDS), "tick_seconds": store.tick, **found[0]}
+            raise HTTPException(status_code=404, detail=no_tenant(tenant, views.tenant_views))
+        return {"kinds": list(KINDS), "tick_seconds": store.tick, "now": round(clock(), 3),
+                "stale_after_seconds": store.stale_after, **found[0]}
+
+    @router.get("/api/v1/querylog", tags=["console"])
+    def querylog(tenant: str = "", node: str = "", name: str = "", type: str = "",
+                 action: str = "", rcode: str = "", since: float = 0.0, until: float = 0.0,
+                 limit: int = 200) -> dict[str, Any]:
+        """The latest logged queries of every action (allowed too), newest first, filtered:
+        ``tenant``, ``node`` (the sidecar), ``name`` (a substring), ``type``, ``action``
+        (allow, warn, deny), ``rcode``, ``since``/``until`` (Unix seconds). Each record
+        has its sidecar's namespace and pod labels when known (to explain it). Kept: the
+        last 1000 queries per tenant, and the WARN and denied ones of the query log before
+        those; only the tenants whose policy logs queries (a blacklist, or a default
+        action other than ALLOW)."""
+        if action not in ("", "allow", "warn", "deny"):
+            raise HTTPException(status_code=422, detail="action is allow, warn or deny")
+        search = QuerySearch(tenant=tenant, node=node, name=name, type=type, action=action,
+                             rcode=rcode, since=since, until=until)
+        records = query_log.search(search, limit=max(1, min(limit, 1000)))
+        where = {n["node_id"]: (n["namespace"], n["labels"]) for n in streams.nodes()
+                 if n["node_id"]}
+        for r in records:
+            car = store.sidecars.get(r["node"])
+            namespace, labels = where.get(r["node"], (car.namespace if car else None, None))
+            r["namespace"], r["labels"] = namespace, labels
+        return {"filters": {k: v for k, v in asdict(search).items() if v}, "records": records,
+                "tenants_logged": sorted(t for t, v in views.tenant_views.items()
+                                         if v.log_queries)}
 
     @router.get("/api/v1/traffic", tags=["traffic"])
     def traffic_summary(tenant: str | None = None, history: bool = False) -> dict[str, Any]:

@@ -18,7 +18,9 @@ const Console = (() => {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
-      if (key === "dataset") Object.assign(node.dataset, value);
+      if (key === "dataset") {
+        for (const [k, v] of Object.entries(value)) if (v !== null && v !== undefined) node.dataset[k] = v;
+      }
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
@@ -63,8 +65,54 @@ const Console = (() => {
     status.classList.toggle("bad", Boolean(bad));
   }
 
-  // Run load() now and every `ms` while the page is visible; errors show in the header
-  // and the next round tries again.
+  // When a round fails, what is on the page is old: the page goes stale (body.stale:
+  // greyed by the stylesheet) and every card says how old its data is, ticking each second,
+  // until a round succeeds again.
+  const freshness = { at: null, why: "", ticker: null };
+
+  function staleText() {
+    if (freshness.at === null) return "no data yet";
+    const age = Math.max(0, Math.round((Date.now() - freshness.at) / 1000));
+    return `stale: data from ${new Date(freshness.at).toLocaleTimeString()}, ${age} s old`;
+  }
+
+  function markStale() {
+    document.body.classList.add("stale");
+    document.body.dataset.stale = "1";
+    const text = staleText();
+    for (const card of document.querySelectorAll("main .card")) {
+      let note = card.querySelector(":scope > .stale-note");
+      if (!note) {
+        note = el("div", { class: "stale-note", role: "status" });
+        card.prepend(note);
+      }
+      note.textContent = text;
+    }
+    let banner = document.getElementById("stale-banner");
+    if (!banner) {
+      banner = el("div", { id: "stale-banner", class: "stale-banner", role: "alert" });
+      document.getElementById("main").prepend(banner);
+    }
+    banner.textContent = `${text} · ${freshness.why} · retrying`;
+  }
+
+  function markFresh() {
+    freshness.at = Date.now();
+    clearInterval(freshness.ticker);
+    freshness.ticker = null;
+    document.body.classList.remove("stale");
+    delete document.body.dataset.stale;
+    for (const node of document.querySelectorAll(".stale-note, #stale-banner")) node.remove();
+  }
+
+  function goStale(why) {
+    freshness.why = why;
+    markStale();
+    if (freshness.ticker === null) freshness.ticker = setInterval(markStale, 1000);
+  }
+
+  // Run load() now and every `ms` while the page is visible; errors show in the header,
+  // the page goes stale, and the next round tries again.
   function poll(load, ms) {
     let timer = null;
     let running = false;
@@ -73,11 +121,15 @@ const Console = (() => {
       running = true;
       try {
         await load();
+        markFresh();
         setStatus(`updated ${new Date().toLocaleTimeString()} · every ${ms / 1000} s`);
         document.body.dataset.updated = String(Date.now());
       } catch (error) {
-        setStatus(error.status === 401 || error.status === 403
-          ? `not allowed: ${error.message}` : `cannot reach the control plane: ${error.message}`, true);
+        const why = error.status === 401 || error.status === 403
+          ? `not allowed: ${error.message}` : error.status
+            ? `the control plane answered ${error.message}` : "cannot reach the control plane";
+        setStatus(why, true);
+        goStale(why);
       } finally {
         running = false;
       }
@@ -99,18 +151,47 @@ const Console = (() => {
     return value.toFixed(2);
   }
 
+  // A DNS name that may wrap after its dots only (not in the middle of a label).
+  function dotted(name) {
+    return String(name).split(".").flatMap((part, i) => i ? [".", el("wbr"), part] : [part]);
+  }
+
+  // "1 name", "2 names", "0 sidecars"
+  function plural(n, word, many) {
+    return `${n} ${n === 1 ? word : (many || `${word}s`)}`;
+  }
+
+  // The internal tenant of the workloads no DnsPolicy selects (dns/views.py DEFAULT_TENANT).
+  const DEFAULT_TENANT = "_default";
+  const OUTSIDE = "outside every tenant";
+
   function ago(seconds) {
     if (seconds < 60) return `${Math.round(seconds)} s ago`;
     if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
     return `${Math.round(seconds / 3600)} h ago`;
   }
 
+  // The history rows [t, queries, local, forwarded, nxdomain, denied, warn] with the
+  // current rates appended at the server's `now`, so the chart ends where the numbers are.
+  function withNow(history, kinds, rates, now) {
+    const rows = (history || []).slice();
+    if (now && rates && (!rows.length || now > rows[rows.length - 1][0])) {
+      rows.push([now, ...kinds.map((k) => rates[k] || 0)]);
+    }
+    return rows;
+  }
+
+  function clock(t) {
+    return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
   // A small time-series chart: one line per kind over history rows
-  // [t, queries, local, forwarded, nxdomain, denied, warn].
+  // [t, queries, local, forwarded, nxdomain, denied, warn]; the time axis in clock time;
+  // hovering a point in time shows every value then (an SVG title per column).
   function chart(history, kinds, shown, opts) {
     const width = (opts && opts.width) || 420;
     const height = (opts && opts.height) || 110;
-    const pad = { l: 34, r: 6, t: 6, b: 16 };
+    const pad = { l: 34, r: 8, t: 6, b: 16 };
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img" });
     const rows = history || [];
     let max = 0;
@@ -132,21 +213,34 @@ const Console = (() => {
     if (rows.length >= 1) {
       const t0 = rows[0][0];
       const span = Math.max(rows[rows.length - 1][0] - t0, 1);
-      const spanLabel = svg("text", { x: pad.l, y: height - 3, class: "axis" });
-      spanLabel.textContent = `last ${Math.round(span)} s`;
-      root.append(spanLabel);
+      const xOf = (t) => pad.l + (rows.length === 1 ? plotW : ((t - t0) / span) * plotW);
+      for (const [frac, anchor] of [[0, "start"], [0.5, "middle"], [1, "end"]]) {
+        if (rows.length === 1 && frac < 1) continue;
+        const t = t0 + span * frac;
+        const label = svg("text", { x: xOf(t), y: height - 3, class: "axis time", "text-anchor": anchor });
+        label.textContent = clock(t);
+        root.append(label);
+      }
       for (const kind of shown) {
         const index = 1 + kinds.indexOf(kind);
-        const points = rows.map((row) => {
-          const x = pad.l + (rows.length === 1 ? plotW : ((row[0] - t0) / span) * plotW);
-          const y = pad.t + plotH * (1 - row[index] / top);
-          return `${x.toFixed(1)},${y.toFixed(1)}`;
-        });
+        const points = rows.map((row) => `${xOf(row[0]).toFixed(1)},${(pad.t + plotH * (1 - row[index] / top)).toFixed(1)}`);
         root.append(svg("polyline", {
           points: points.join(" "), fill: "none", stroke: KIND_COLORS[kind],
           "stroke-width": kind === "queries" ? 2 : 1.3, "data-kind": kind,
         }));
       }
+      // hover columns: each point's time and values
+      rows.forEach((row, i) => {
+        const x = xOf(row[0]);
+        const prev = i ? xOf(rows[i - 1][0]) : pad.l;
+        const next = i < rows.length - 1 ? xOf(rows[i + 1][0]) : width - pad.r;
+        const rect = svg("rect", { x: ((prev + x) / 2).toFixed(1), y: pad.t, height: plotH,
+          width: Math.max(0.5, (next - prev) / 2).toFixed(1), class: "hover", "data-t": String(row[0]) });
+        const title = svg("title", {});
+        title.textContent = `${clock(row[0])}\n` + shown.map((k) => `${fmt(row[1 + kinds.indexOf(k)])} ${KIND_LABELS[k]}`).join("\n");
+        rect.append(title);
+        root.append(rect);
+      });
     } else {
       const empty = svg("text", { x: width / 2, y: height / 2, class: "axis", "text-anchor": "middle" });
       empty.textContent = "no counters from this tenant's sidecars yet";
@@ -190,5 +284,6 @@ const Console = (() => {
   }
   document.addEventListener("DOMContentLoaded", init);
 
-  return { el, api, poll, fmt, ago, chart, legend, param, setStatus, KIND_LABELS };
+  return { el, api, poll, fmt, ago, plural, dotted, chart, withNow, legend, param, setStatus, KIND_LABELS,
+    DEFAULT_TENANT, OUTSIDE };
 })();

@@ -14,7 +14,7 @@
   function form() {
     const inputs = FIELDS.map(([key, label, example]) => el("label", {}, label,
       key === "type"
-        ? el("select", { name: key, id: `f-${key}` }, ["A", "AAAA", "SRV", "TXT"].map((t) =>
+        ? el("select", { name: key, id: `f-${key}` }, [...new Set(["A", "AAAA", "SRV", "TXT", param(key) || "A"])].map((t) =>
           el("option", { value: t, selected: (param(key) || "A") === t }, t)))
         : el("input", { name: key, id: `f-${key}`, value: param(key) || "", placeholder: example })));
     return el("form", { id: "explain-form", class: "card form", onsubmit: (e) => { e.preventDefault(); run(); } },

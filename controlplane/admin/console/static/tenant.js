@@ -33,7 +33,7 @@
     const needle = document.getElementById("search").value.trim().toLowerCase();
     const found = table.names.filter((n) => matches(n, needle));
     const rows = found.slice(0, LIMIT).map((n) => el("tr", { dataset: { name: n.name } },
-      el("td", { class: "mono" }, n.name),
+      el("td", { class: "mono" }, Console.dotted(n.name)),
       el("td", {}, answers(n).map((a) => el("div", {}, a))),
       el("td", {}, el("span", { class: `action ${n.action}` }, n.action), " ", n.rule),
       el("td", { class: "muted" }, n.sources.join(", ")),
@@ -61,15 +61,48 @@
         el("b", { class: "transport" }, TRANSPORT[r.transport] || r.transport),
         r.tls_server_name ? ` (certificate name ${r.tls_server_name}, CA ${r.ca_bundle})` : "",
         r.doh_path ? `, path ${r.doh_path}` : "", ".");
+    // The rules the policy wrote (and the targets of ExternalNames); the resolver's own
+    // triggers that only carry the default action (the ancestors of those names, "*")
+    // are said in one sentence, listed only on demand.
+    const isDefault = (rule) => rule.rule.startsWith("defaultAction");
+    const own = r.rules.filter((rule) => !isDefault(rule));
+    const internal = r.rules.filter(isDefault);
+    const action = (summary && summary.policy.default_action)
+      || (internal.length ? internal[0].rule.split(" ")[1] : null);
+    const how = TRANSPORT[r.transport] || r.transport;
+    const rest = r.server === null || !action ? null
+      : action === "DENY"
+        ? el("p", { dataset: { field: "everything-else" } }, "Everything else is denied (NXDOMAIN, never forwarded) under ",
+          el("span", { class: "action deny keep-case" }, "defaultAction DENY"), ".")
+        : el("p", { dataset: { field: "everything-else" } }, `Everything else is forwarded (${how}) under `,
+          el("span", { class: `action keep-case ${action.toLowerCase()}` }, `defaultAction ${action}`),
+          action === "WARN" ? ", and each such query is reported as WARN." : ".");
+    const rows = (rules) => rules.map((rule) => el("tr", {},
+      el("td", { class: "mono" }, rule.names),
+      el("td", {}, el("span", { class: `action ${rule.action === "deny" ? "deny" : "allow"}` },
+        rule.action === "deny" ? "denies (NXDOMAIN, never forwarded)" : `forwards (${how})`)),
+      el("td", {}, rule.rule)));
+    const head = () => el("thead", {}, el("tr", {}, ["names", "the resolver", "rule"].map((h) => el("th", {}, h))));
     return el("div", { id: "forwarding", dataset: { transport: r.transport } }, asks,
       el("p", { class: "muted" }, `Unknown names under ${r.zone.name}: ${r.zone.unknown_names}.`),
-      el("table", { class: "rules" },
-        el("thead", {}, el("tr", {}, ["names", "the resolver", "rule"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, r.rules.map((rule) => el("tr", {},
-          el("td", { class: "mono" }, rule.names),
-          el("td", {}, el("span", { class: `action ${rule.action === "deny" ? "deny" : "allow"}` },
-            rule.action === "deny" ? "denies (NXDOMAIN, never forwarded)" : `forwards (${TRANSPORT[r.transport] || r.transport})`)),
-          el("td", {}, rule.rule))))));
+      own.length ? el("table", { class: "rules" }, head(), el("tbody", {}, rows(own))) : null,
+      rest,
+      internal.length ? el("details", { class: "internal" },
+        el("summary", { class: "muted" }, `the resolver's internal triggers (${internal.length}): the parents of the names above, carrying the default action`),
+        el("table", { class: "internal-rules" }, head(), el("tbody", {}, rows(internal)))) : null);
+  }
+
+  // An unknown tenant: say so, and list the tenants there are (not the internal default).
+  async function notFound() {
+    let names = [];
+    try { names = (await api("api/v1/views")).map((v) => v.tenant).filter((t) => t !== Console.DEFAULT_TENANT); } catch (e) { /* the list is a help only */ }
+    tableKey = "";
+    document.getElementById("main").replaceChildren(el("section", { class: "card not-found", id: "no-tenant" },
+      el("h1", {}, "No tenant named ", el("span", { class: "mono" }, `“${tenant}”`)),
+      el("p", {}, "A tenant is a DnsPolicy's name; no DnsPolicy has this one (or it was deleted)."),
+      names.length ? el("p", {}, "Tenants: ", names.flatMap((n, i) => [i ? ", " : "",
+        el("a", { href: `tenant?name=${encodeURIComponent(n)}` }, n)])) : el("p", { class: "muted" }, "There is no tenant yet.")));
+    document.title = `no tenant ${tenant} · DNS control plane`;
   }
 
   function renderSummary() {
@@ -79,38 +112,80 @@
     box.replaceChildren(
       el("div", { class: "rates" }, Object.entries(summary.traffic.rates).map(([kind, v]) =>
         el("span", { class: `rate ${kind}`, dataset: { kind, value: String(v) } }, el("b", {}, fmt(v)), " ", Console.KIND_LABELS[kind]))),
-      chart(summary.traffic.history, summary.kinds, shown, { width: 1000, height: 150 }),
+      chart(Console.withNow(summary.traffic.history, summary.kinds, summary.traffic.rates, summary.now),
+        summary.kinds, shown, { width: 1000, height: 150 }),
       legend(shown));
+  }
+
+  // The most queried and most denied names, and the answers by rcode over the last
+  // minute, from the query log (only a policy that logs something has them).
+  function renderTop() {
+    const box = document.getElementById("top-box");
+    if (!summary || !box) return;
+    const q = summary.queries;
+    const log = (extra) => `queries?${new URLSearchParams({ tenant, ...extra })}`;
+    const top = (id, title, items, extra) => el("div", { id },
+      el("h3", {}, title),
+      items.length ? el("table", { class: "top" }, el("tbody", {}, items.map((i) =>
+        el("tr", { dataset: { name: i.name, count: String(i.count) } },
+          el("td", { class: "mono" }, el("a", { href: log({ name: i.name, ...extra }) }, Console.dotted(i.name))),
+          el("td", { class: "num" }, i.count)))))
+        : el("p", { class: "muted" }, "none yet"));
+    const answers = q.answers;
+    const rate = (rcode) => el("span", { class: "rate", dataset: { rcode, rate: String(answers.rates[rcode] || 0), count: String(answers.counts[rcode] || 0) } },
+      el("b", {}, fmt(answers.rates[rcode] || 0)), ` ${rcode}/s (${answers.counts[rcode] || 0})`);
+    const resolver = q.resolver_answers;
+    box.replaceChildren(
+      el("h2", {}, "Queries ", el("a", { class: "small", href: log({}) }, "query log →")),
+      ...(q.logged ? [] : [el("p", { class: "muted", id: "not-logged" }, "This tenant's policy logs no query (defaultAction ALLOW and no blacklist): no names to rank.")]),
+      el("div", { class: "tops" },
+        top("top-queried", "Most queried names", q.queried, {}),
+        top("top-denied", "Most denied names", q.denied, { action: "deny" }),
+        el("div", { id: "answers" },
+          el("h3", {}, `Answers in the last ${answers.window_seconds} s`),
+          el("div", { class: "rates" }, rate("NXDOMAIN"), rate("SERVFAIL"), rate("NOERROR")),
+          resolver ? el("p", { class: "muted", id: "resolver-answers" },
+            `the tenant resolver, since it started: ${Object.entries(resolver).map(([k, v]) => `${k} ${v}`).join(" · ")}`) : null)));
   }
 
   function layout() {
     document.getElementById("main").replaceChildren(
-      el("h1", {}, "Tenant ", el("span", { class: "mono" }, tenant)),
+      el("h1", {}, tenant === Console.DEFAULT_TENANT ? `Workloads ${Console.OUTSIDE}` : ["Tenant ", el("span", { class: "mono" }, tenant)]),
       el("p", { class: "muted", id: "policy-line" }),
       el("section", { class: "card", id: "summary" }),
+      el("section", { class: "card", id: "top-box" }),
       el("section", { class: "card" }, el("h2", {}, "Forwarding"), el("div", { id: "forwarding-box" })),
       el("section", { class: "card" },
         el("h2", {}, "Names and answers"),
         el("input", { id: "search", type: "search", placeholder: "search names, addresses, rules…",
           autocomplete: "off", oninput: () => table && namesTable() }),
         el("span", { id: "count", class: "muted" }),
-        el("table", { class: "names" },
+        el("div", { class: "table-wrap" }, el("table", { class: "names" },
           el("thead", {}, el("tr", {}, ["name", "Envoy answers", "admitted by", "from", "TTL"].map((h) => el("th", {}, h)))),
-          el("tbody", { id: "names" }))),
+          el("tbody", { id: "names" })))),
       el("section", { class: "card", id: "notes-box" }));
   }
 
   async function load() {
-    const [body, info] = await Promise.all([
-      api(`api/v1/views/${encodeURIComponent(tenant)}/dns-table`),
-      api(`api/v1/tenants/${encodeURIComponent(tenant)}`).catch(() => null),
-    ]);
+    let body, info;
+    try {
+      [body, info] = await Promise.all([
+        api(`api/v1/views/${encodeURIComponent(tenant)}/dns-table`),
+        api(`api/v1/tenants/${encodeURIComponent(tenant)}`).catch(() => null),
+      ]);
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      await notFound();  // an answer, not a failure: the page is not stale
+      return;
+    }
+    if (!document.getElementById("summary")) layout();
     summary = info;
     renderSummary();
+    renderTop();
     const p = info ? info.policy : null;
     document.getElementById("policy-line").textContent = p && p.name
       ? `DnsPolicy ${p.name} · default ${p.default_action} · namespaces ${info.namespaces.join(", ") || "none"} · TTL ${body.ttl_seconds} s`
-      : `default view · TTL ${body.ttl_seconds} s`;
+      : `no DnsPolicy selects these workloads: the default view · TTL ${body.ttl_seconds} s`;
     const key = JSON.stringify(body);
     if (key === tableKey) return; // unchanged: keep the table (and the reader's place)
     tableKey = key;
