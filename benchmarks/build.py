@@ -150,18 +150,21 @@ def one(n: int, tenants: int, repeat: int, *, wide: int = 0, own: int = 0,
     resolver_cpu = directory.cpu if directory else 0.0
     resolver_names = directory.names if directory else 0
 
-    def change(obj: Any) -> tuple[float, float, int]:
+    def change(obj: Any) -> tuple[float, float, int, float]:
         store.apply_object(ORIGIN, object_key(obj), obj)
         before = hub.cache.serializations
+        resolver_before = directory.cpu if directory else 0.0
 
         def apply() -> None:
             batch = store.take()
             hub.set_inventory(batch.inventory, changed=batch.changed)
 
         w, c = timed(apply)
-        return w, c, hub.cache.serializations - before
+        return (w, c, hub.cache.serializations - before,
+                (directory.cpu if directory else 0.0) - resolver_before)
 
-    results: dict[str, list[tuple[float, float, int]]] = {"svc": [], "endpoint": [], "add": []}
+    results: dict[str, list[tuple[float, float, int, float]]] = {
+        "svc": [], "endpoint": [], "add": []}
     for i in range(repeat):
         svc = hub.inventory.services[("ns0", "svc0")]
         results["svc"].append(change(dataclasses.replace(
@@ -181,6 +184,7 @@ def one(n: int, tenants: int, repeat: int, *, wide: int = 0, own: int = 0,
         out[f"{name}_ms"] = statistics.median(r[0] for r in rows) * 1000
         out[f"{name}_cpu_ms"] = statistics.median(r[1] for r in rows) * 1000
         out[f"{name}_reserialised"] = max(r[2] for r in rows)
+        out[f"{name}_resolver_cpu_ms"] = statistics.median(r[3] for r in rows) * 1000
     return out
 
 
@@ -229,7 +233,8 @@ def main() -> int:
           f"{'1 svc added':>11} {'(cpu)':>7} {'re-ser.':>7} {'bytes/view':>10} "
           f"{'RSS base':>8} {'built':>6} {'peak':>6}"
           + (f" {'largest view':>12}" if args.wide else "")
-          + (f" {'resolver tables (cpu, names)':>28}" if args.resolvers else "")
+          + (f" {'resolver tables (cpu, names)':>28} {'of 1 svc change':>15}"
+             if args.resolvers else "")
           + f" {'load':>5}")
     for n in args.sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--tenants",
@@ -245,7 +250,7 @@ def main() -> int:
               f" {r['rss_peak_mb']:>4.0f}MB"
               + (f" {r['largest_view']:>12}" if args.wide else "")
               + (f" {r['resolver_cpu_s'] * 1000:>17.0f}ms {r['resolver_names']:>8}"
-                 if args.resolvers else "")
+                 f" {r['svc_resolver_cpu_ms']:>13.2f}ms" if args.resolvers else "")
               + f" {os.getloadavg()[0]:>5.2f}")
     print(f"load average at end {load_average()}")
     return 0

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
         [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--wide]
-        [--code DIR]
+        [--settle] [--timeout 30] [--code DIR]
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
@@ -33,12 +33,21 @@ Server CPU (the control plane), Envoy's and the client's (this process) are
 reported apart, with the load average. ``--code DIR`` runs the control plane
 from another checkout (e.g. ``git archive HEAD | tar -x -C DIR``): it has no
 ``/api/v1/rebuilds``, only the totals are printed.
+
+For the curves from 1,000 to 100,000 Services (RESULTS.md section 20): ``--settle``
+waits, after the 0.3 s gap, until the control plane and Envoy have used under 20 ms
+of CPU each in 100 ms (at most 60 s) before each edit, so that each edit is a change
+after quiet even when the previous one left work behind (the tenant resolvers'
+reload of a large table follows the install); ``--timeout`` bounds the start and
+each edit's wait for its answer. Also printed: p90/p95, the time to ready (the
+control plane, then Envoy's DNS listener) and both RSS after the edits.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import statistics
@@ -54,7 +63,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
-from controlplane._kit.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
+from controlplane._kit.localrun import ControlPlane, Envoy, http_json, rss_mb, wait_for  # noqa: E402
 from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +94,22 @@ def breakdown(trace: dict[str, Any], t0: float, answered: float) -> dict[str, fl
     return out
 
 
+def settle(pids: list[int], *, limit: float = 60.0) -> float:
+    """Wait until every process of ``pids`` used under 20 ms of CPU in 100 ms; seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = [cpu_seconds(p) for p in pids]
+        time.sleep(0.1)
+        if all(cpu_seconds(p) - b < 0.02 for p, b in zip(pids, before, strict=True)):
+            break
+    return time.monotonic() - start
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted list."""
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=20)
@@ -94,6 +119,10 @@ def main() -> int:
     parser.add_argument("--edit", choices=["own", "bulk"], default="own")
     parser.add_argument("--wide", action="store_true",
                         help="acme ALLOWs everything; the Services in 100 namespaces")
+    parser.add_argument("--settle", action="store_true",
+                        help="before each edit, wait until the control plane and Envoy are idle")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds for Envoy's listener at the start, and for each answer")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     print(f"change -> answer from a real Envoy: source {args.source}"
@@ -137,22 +166,30 @@ def main() -> int:
     here = Path.cwd()
     if args.code:  # python -m controlplane finds the package in its working directory first
         os.chdir(Path(args.code).resolve())
+    started = time.monotonic()
     try:
         cp = ControlPlane(source, work, extra_args=extra).start(timeout=300)
     finally:
         os.chdir(here)
+    cp_ready = time.monotonic() - started
     envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
                   xds_address=cp.xds_address, workdir=work, concurrency=1)
     assert cp.process is not None
     try:
-        envoy.start()
+        envoy.start(timeout=args.timeout)
+        envoy_ready = time.monotonic() - started - cp_ready
         assert envoy.process is not None
+        print(f"ready: control plane {cp_ready:.1f} s, then Envoy's DNS listener {envoy_ready:.1f} s"
+              f"; load average {load_average()}")
+        settled = []
         rows: list[dict[str, float]] = []
         totals = []
         cpu0 = (cpu_seconds(cp.process.pid), cpu_seconds(envoy.process.pid), own_cpu_seconds())
         for i in range(args.edits):
             ip = f"10.66.{i // 250}.{i % 250 + 1}"
             time.sleep(0.3)  # each edit on its own: nothing left of the previous one
+            if args.settle:
+                settled.append(settle([cp.process.pid, envoy.process.pid]))
             t0 = time.time()
             if kube is not None:
                 kube.apply(yaml.safe_load(prop_doc(ip)))
@@ -162,7 +199,7 @@ def main() -> int:
                 (manifests / "prop.yaml").write_text(prop_doc(ip))
             wait_for(lambda ip=ip: query(envoy.dns_port, "prop.acme.svc.cluster.local",
                                          timeout=0.3) == ("NOERROR", [ip]),
-                     timeout=30, interval=0.001, what="the new answer")
+                     timeout=args.timeout, interval=0.001, what="the new answer")
             answered = time.time()
             totals.append((answered - t0) * 1000)
             trace = None
@@ -179,6 +216,11 @@ def main() -> int:
         ordered = sorted(totals)
         print(f"change -> new answer: p50 {statistics.median(ordered):.0f} ms, "
               f"min {ordered[0]:.0f} ms, max {ordered[-1]:.0f} ms over {len(ordered)} edits")
+        print(f"p90 {percentile(ordered, 90):.0f} ms, p95 {percentile(ordered, 95):.0f} ms; "
+              f"RSS after the edits: control plane {rss_mb(cp.process.pid):.0f} MB, Envoy "
+              f"{rss_mb(envoy.process.pid):.0f} MB"
+              + (f"; waited for quiet before an edit: median {statistics.median(settled):.2f} s,"
+                 f" max {max(settled):.2f} s" if settled else ""))
         if rows:
             print("median per step (ms): " + ", ".join(
                 f"{k} {statistics.median(r[k] for r in rows):.1f}" for k in STEPS))
