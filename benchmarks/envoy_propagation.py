@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
         [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--wide]
-        [--settle] [--timeout 30] [--resolver] [--code DIR]
+        [--settle] [--timeout 30] [--resolver] [--fronted] [--code DIR]
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
@@ -45,7 +45,10 @@ control plane, then Envoy's DNS listener) and both RSS after the edits.
 ``--resolver`` also times each change to the first answer from acme's tenant
 resolver carrying it (asked directly, every millisecond, beside Envoy): the path of
 a name a DNS-fronted sidecar's Envoy does not hold (a wide tenant's names outside
-its own namespaces, docs/wide-tenants.md), before the front's cache.
+its own namespaces, docs/wide-tenants.md), before the front's cache. ``--fronted``:
+the Envoy declares a DNS front (``DNS_FRONT_SET_ADDRESS`` in its node metadata; no
+front runs), so a wide tenant's Envoy gets only its own namespaces (the edited name is
+in acme's) and the tenant resolver holds the rest.
 """
 
 from __future__ import annotations
@@ -71,7 +74,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
-from controlplane._kit.localrun import ControlPlane, Envoy, http_json, rss_mb, wait_for  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
+    ControlPlane,
+    Envoy,
+    free_port,
+    http_json,
+    rss_mb,
+    wait_for,
+)
 from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +110,17 @@ def breakdown(trace: dict[str, Any], t0: float, answered: float) -> dict[str, fl
     ack = trace.get("first_ack_at")
     out["ack_to_answer"] = (answered - ack) * 1000 if ack else float("nan")
     return out
+
+
+class FrontedEnvoy(Envoy):
+    """An Envoy whose node says its pod runs a DNS front (set listener on a free port)."""
+
+    def write_bootstrap(self) -> Path:
+        path = super().write_bootstrap()
+        config = yaml.safe_load(path.read_text())
+        config["node"]["metadata"]["DNS_FRONT_SET_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
 
 def ask(host: str, port: int, name: str) -> list[str]:
@@ -142,11 +163,14 @@ def main() -> int:
                         help="seconds for Envoy's listener at the start, and for each answer")
     parser.add_argument("--resolver", action="store_true",
                         help="also time each change to the tenant resolver's new answer")
+    parser.add_argument("--fronted", action="store_true",
+                        help="the Envoy declares a DNS front: a wide view's Envoy gets its part")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     print(f"change -> answer from a real Envoy: source {args.source}"
           f"{' (' + args.edit + ' file)' if args.source == 'files' else ''}, "
           f"{args.services} extra Services{' visible to acme (ALLOW)' if args.wide else ''}, "
+          f"{'Envoy fronted, ' if args.fronted else ''}"
           f"{args.edits} edits, debounce "
           f"{args.debounce * 1000:.0f} ms, code {args.code or 'this checkout'}; 2 cores shared "
           f"by every process; load average at start {load_average()}")
@@ -191,8 +215,9 @@ def main() -> int:
     finally:
         os.chdir(here)
     cp_ready = time.monotonic() - started
-    envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
-                  xds_address=cp.xds_address, workdir=work, concurrency=1)
+    kind = FrontedEnvoy if args.fronted else Envoy
+    envoy = kind(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
+                 xds_address=cp.xds_address, workdir=work, concurrency=1)
     assert cp.process is not None
     try:
         envoy.start(timeout=args.timeout)
