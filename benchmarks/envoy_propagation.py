@@ -264,7 +264,7 @@ def main() -> int:
                 if time.time() - t0 > args.timeout:
                     raise TimeoutError(f"no new answer within {args.timeout} s")
                 if not envoy_at:
-                    got = answers(query, envoy.dns_port, "prop.acme.svc.cluster.local")
+                    got = answers(query, envoy.dns_port, "prop.acme.svc.cluster.local", "A", 0.3)
                     unanswered += got is None
                     if got == ("NOERROR", [ip]):
                         envoy_at = time.time()
