@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
         [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--wide]
-        [--code DIR]
+        [--settle] [--timeout 30] [--resolver] [--fronted] [--code DIR]
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
@@ -33,12 +33,29 @@ Server CPU (the control plane), Envoy's and the client's (this process) are
 reported apart, with the load average. ``--code DIR`` runs the control plane
 from another checkout (e.g. ``git archive HEAD | tar -x -C DIR``): it has no
 ``/api/v1/rebuilds``, only the totals are printed.
+
+For the curves from 1,000 to 100,000 Services (RESULTS.md section 20): ``--settle``
+waits, after the 0.3 s gap, until the control plane, Envoy and the tenant resolvers
+have used under 20 ms of CPU each in 100 ms (at most 60 s) before each edit, so that
+each edit is a change after quiet even when the previous one left work behind (the
+tenant resolvers' reload of a large table follows the install, and a change that
+comes while it runs waits for it: the debounce rule); ``--timeout`` bounds the start and
+each edit's wait for its answer. Also printed: p90/p95, the time to ready (the
+control plane, then Envoy's DNS listener) and both RSS after the edits.
+``--resolver`` also times each change to the first answer from acme's tenant
+resolver carrying it (asked directly, every millisecond, beside Envoy): the path of
+a name a DNS-fronted sidecar's Envoy does not hold (a wide tenant's names outside
+its own namespaces, docs/wide-tenants.md), before the front's cache. ``--fronted``:
+the Envoy declares a DNS front (``DNS_FRONT_SET_ADDRESS`` in its node metadata; no
+front runs), so a wide tenant's Envoy gets only its own namespaces (the edited name is
+in acme's) and the tenant resolver holds the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import statistics
@@ -49,12 +66,22 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
-from controlplane._kit.localrun import ControlPlane, Envoy, http_json, wait_for  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
+    ControlPlane,
+    Envoy,
+    free_port,
+    http_json,
+    rss_mb,
+    wait_for,
+)
 from e2e.harness.dnsquery import query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +112,47 @@ def breakdown(trace: dict[str, Any], t0: float, answered: float) -> dict[str, fl
     return out
 
 
+class FrontedEnvoy(Envoy):
+    """An Envoy whose node says its pod runs a DNS front (set listener on a free port)."""
+
+    def write_bootstrap(self) -> Path:
+        path = super().write_bootstrap()
+        config = yaml.safe_load(path.read_text())
+        config["node"]["metadata"]["DNS_FRONT_SET_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+
+def ask(host: str, port: int, name: str) -> list[str]:
+    """The A records of ``name`` from the DNS server at host:port (UDP)."""
+    r = dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=0.3)
+    return sorted(rd.to_text() for rrset in r.answer for rd in rrset)
+
+
+def answers(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or None when the server did not answer (as ``wait_for`` takes it)."""
+    try:
+        return fn(*args)
+    except (dns.exception.DNSException, OSError):
+        return None
+
+
+def settle(pids: list[int], *, limit: float = 60.0) -> float:
+    """Wait until every process of ``pids`` used under 20 ms of CPU in 100 ms; seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = [cpu_seconds(p) for p in pids]
+        time.sleep(0.1)
+        if all(cpu_seconds(p) - b < 0.02 for p, b in zip(pids, before, strict=True)):
+            break
+    return time.monotonic() - start
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted list."""
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=20)
@@ -94,11 +162,21 @@ def main() -> int:
     parser.add_argument("--edit", choices=["own", "bulk"], default="own")
     parser.add_argument("--wide", action="store_true",
                         help="acme ALLOWs everything; the Services in 100 namespaces")
+    parser.add_argument("--settle", action="store_true",
+                        help="before each edit, wait until the control plane, Envoy and the "
+                        "tenant resolvers are idle")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds for Envoy's listener at the start, and for each answer")
+    parser.add_argument("--resolver", action="store_true",
+                        help="also time each change to the tenant resolver's new answer")
+    parser.add_argument("--fronted", action="store_true",
+                        help="the Envoy declares a DNS front: a wide view's Envoy gets its part")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     print(f"change -> answer from a real Envoy: source {args.source}"
           f"{' (' + args.edit + ' file)' if args.source == 'files' else ''}, "
           f"{args.services} extra Services{' visible to acme (ALLOW)' if args.wide else ''}, "
+          f"{'Envoy fronted, ' if args.fronted else ''}"
           f"{args.edits} edits, debounce "
           f"{args.debounce * 1000:.0f} ms, code {args.code or 'this checkout'}; 2 cores shared "
           f"by every process; load average at start {load_average()}")
@@ -137,22 +215,43 @@ def main() -> int:
     here = Path.cwd()
     if args.code:  # python -m controlplane finds the package in its working directory first
         os.chdir(Path(args.code).resolve())
+    started = time.monotonic()
     try:
         cp = ControlPlane(source, work, extra_args=extra).start(timeout=300)
     finally:
         os.chdir(here)
-    envoy = Envoy(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
-                  xds_address=cp.xds_address, workdir=work, concurrency=1)
+    cp_ready = time.monotonic() - started
+    kind = FrontedEnvoy if args.fronted else Envoy
+    envoy = kind(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},
+                 xds_address=cp.xds_address, workdir=work, concurrency=1)
     assert cp.process is not None
     try:
-        envoy.start()
+        envoy.start(timeout=args.timeout)
+        envoy_ready = time.monotonic() - started - cp_ready
         assert envoy.process is not None
+        print(f"ready: control plane {cp_ready:.1f} s, then Envoy's DNS listener {envoy_ready:.1f} s"
+              f"; load average {load_average()}")
+        settled = []
+        resolver: tuple[str, int] | None = None
+        at_resolver: list[float] = []
+        unanswered = 0  # queries to Envoy without an answer within 0.3 s
+        if args.resolver:
+            listen = next(r["listen"] for r in http_json(f"{cp.admin_url}/api/v1/resolvers")[
+                "resolvers"] if r.get("tenant") == "acme")
+            host, _, port = str(listen).rpartition(":")
+            resolver = (host.strip("[]"), int(port))
         rows: list[dict[str, float]] = []
         totals = []
         cpu0 = (cpu_seconds(cp.process.pid), cpu_seconds(envoy.process.pid), own_cpu_seconds())
         for i in range(args.edits):
             ip = f"10.66.{i // 250}.{i % 250 + 1}"
             time.sleep(0.3)  # each edit on its own: nothing left of the previous one
+            if args.settle:  # the resolvers too: the run a change would wait for includes them
+                busy = [cp.process.pid, envoy.process.pid]
+                with contextlib.suppress(urllib.error.HTTPError):  # older code: no such API
+                    busy += [r["pid"] for r in http_json(
+                        f"{cp.admin_url}/api/v1/resolvers")["resolvers"] if r.get("pid")]
+                settled.append(settle(busy))
             t0 = time.time()
             if kube is not None:
                 kube.apply(yaml.safe_load(prop_doc(ip)))
@@ -160,11 +259,23 @@ def main() -> int:
                 (manifests / "bulk.yaml").write_text("---\n".join([*docs, prop_doc(ip)]))
             else:
                 (manifests / "prop.yaml").write_text(prop_doc(ip))
-            wait_for(lambda ip=ip: query(envoy.dns_port, "prop.acme.svc.cluster.local",
-                                         timeout=0.3) == ("NOERROR", [ip]),
-                     timeout=30, interval=0.001, what="the new answer")
-            answered = time.time()
+            envoy_at = resolver_at = 0.0
+            while not (envoy_at and (resolver is None or resolver_at)):
+                if time.time() - t0 > args.timeout:
+                    raise TimeoutError(f"no new answer within {args.timeout} s")
+                if not envoy_at:
+                    got = answers(query, envoy.dns_port, "prop.acme.svc.cluster.local", "A", 0.3)
+                    unanswered += got is None
+                    if got == ("NOERROR", [ip]):
+                        envoy_at = time.time()
+                if resolver is not None and not resolver_at and answers(
+                        ask, *resolver, "prop.acme.svc.cluster.local") == [ip]:
+                    resolver_at = time.time()
+                time.sleep(0.001)
+            answered = envoy_at
             totals.append((answered - t0) * 1000)
+            if resolver_at:
+                at_resolver.append((resolver_at - t0) * 1000)
             trace = None
             with contextlib.suppress(TimeoutError, urllib.error.HTTPError):
                 trace = wait_for(lambda t0=t0: next(
@@ -179,6 +290,17 @@ def main() -> int:
         ordered = sorted(totals)
         print(f"change -> new answer: p50 {statistics.median(ordered):.0f} ms, "
               f"min {ordered[0]:.0f} ms, max {ordered[-1]:.0f} ms over {len(ordered)} edits")
+        print(f"p90 {percentile(ordered, 90):.0f} ms, p95 {percentile(ordered, 95):.0f} ms; "
+              f"queries Envoy did not answer within 0.3 s: {unanswered}; "
+              f"RSS after the edits: control plane {rss_mb(cp.process.pid):.0f} MB, Envoy "
+              f"{rss_mb(envoy.process.pid):.0f} MB"
+              + (f"; waited for quiet before an edit: median {statistics.median(settled):.2f} s,"
+                 f" max {max(settled):.2f} s" if settled else ""))
+        if at_resolver:
+            res = sorted(at_resolver)
+            print(f"change -> the tenant resolver's new answer: p50 {statistics.median(res):.0f}"
+                  f" ms, p90 {percentile(res, 90):.0f} ms, p95 {percentile(res, 95):.0f} ms, "
+                  f"min {res[0]:.0f} ms, max {res[-1]:.0f} ms")
         if rows:
             print("median per step (ms): " + ", ".join(
                 f"{k} {statistics.median(r[k] for r in rows):.1f}" for k in STEPS))

@@ -1,5 +1,6 @@
 """A synthetic cluster: N services over M namespaces, T tenants with policies,
-K ServiceEntries, H headless services with endpoints."""
+K ServiceEntries, H headless services with endpoints; optionally W wide tenants
+(``defaultAction: ALLOW``: every Service of the cluster is in their views)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,21 @@ from controlplane.core.model import (
 
 
 def cluster(services: int, *, namespaces: int = 100, tenants: int = 100, entries: int = 100,
-            headless: int = 50, endpoints: int = 10) -> Inventory:
+            headless: int = 50, endpoints: int = 10, wide: int = 0, own: int = 0) -> Inventory:
+    """``wide``: that many ALLOW tenants ``wide0``.., each selecting its own namespace
+    ``wide<w>`` and seeing every Service; the last ``own`` of the ``services`` are in
+    ``wide0`` (its own namespace: what a fronted sidecar's Envoy keeps, section 17)
+    instead of ``ns<i % namespaces>``. ``wide=0`` is the cluster as it always was."""
     objects: list[object] = []
     for n in range(namespaces):
         objects.append(Namespace(f"ns{n}", (("tenant", f"t{n % tenants}"),)))
+    for w in range(wide):
+        objects.append(Namespace(f"wide{w}", (("tenant", f"wide{w}"),)))
+        objects.append(DnsPolicy(
+            name=f"wide{w}", namespace_selector=LabelSelector(match_labels=(("tenant", f"wide{w}"),)),
+            whitelist=(f"*.wide{w}.svc.cluster.local",), default_action=DefaultAction.ALLOW))
     for i in range(services):
-        ns = f"ns{i % namespaces}"
+        ns = "wide0" if wide and i >= services - own else f"ns{i % namespaces}"
         a, b = divmod(i, 250)
         objects.append(Service(ns, f"svc{i}", cluster_ips=(f"10.{96 + a // 250}.{a % 250}.{b + 1}",),
                                ports=(ServicePort("http", 80), ServicePort("grpc", 9090))))
