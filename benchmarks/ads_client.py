@@ -16,7 +16,7 @@ and the secrets of the clusters' TLS contexts (SDS), ACKing each with its names.
 prints a line per RDS response too, with ``"k": "rds"`` (``"lds"`` for listeners).
 ``--watch NAME``: each printed line says whether the response's resources carry NAME
 (``"w": 1``; a byte search), so a change counts as arrived when what changed carries it,
-and its size (``"b"``: bytes of its resources; ``"p"``: an RDS response's set pairs).
+and its size (``"b"``: bytes of its resources).
 """
 
 from __future__ import annotations
@@ -158,8 +158,6 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
                     values = [r.value for r in resp.resources]
                     line["w"] = int(any(needle in v for v in values))
                     line["b"] = sum(len(v) for v in values)
-                    if kind == "rds":  # the set's pairs: one line each in the route's body
-                        line["p"] = sum(v.count(b"\n") for v in values)
                 out.append(json.dumps(line))
             if stop.is_set():
                 return
