@@ -20,6 +20,21 @@ streams are spread over the T tenants and the change lands in the first.
 Each simulated sidecar has its own TCP connection and reconnects after an
 Envoy-like back-off when the server ends its stream; the endings are counted
 by gRPC status.
+
+``--fronted``: every simulated sidecar runs the DNS front, as every injected pod does
+(node metadata as the webhook writes it; RDS for the front's set besides CDS and LDS:
+``ads_client.py``). A stream counts as served once it has its listeners and its set's
+route. With ``--tenants``, namespace bulk<t> belongs to tenant w<t> (labelled like w<t>),
+so a fronted Envoy holds that tenant's own namespace, cut at ``--front-table-limit``
+(2,000 entries; the rest is answered by the tenant resolver: docs/wide-tenants.md), the
+largest listener a fronted sidecar gets. The change (a Service that sorts first) enters
+that part: the listener carries it at once; the set's route after the front's settle
+time (2.5 s, by design: a pair reaches Envoy's table before the set). Both are timed,
+each by the first response whose resources carry the new name.
+
+The tenant resolvers (unbound, started by the control plane for every tenant) are
+reported apart: their count, summed RSS and private memory (Private_Clean +
+Private_Dirty of ``/proc/PID/smaps_rollup``).
 """
 
 from __future__ import annotations
@@ -40,18 +55,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
 from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
+from controlplane.hub.front_sets import DEFAULT_SETTLE_SECONDS as SETTLE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clients:
+    """The client processes, and what their streams reported, indexed as it arrives."""
+
     def __init__(self, address: str, streams: int, processes: int, seconds: float,
-                 namespaces: str = "") -> None:
-        self.events: list[dict[str, object]] = []
+                 namespaces: str = "", *, fronted: bool = False, watch: str = "") -> None:
         self.endings: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.kinds = ("lds", "rds") if fronted else ("lds",)
+        # per kind: stream -> (latest version, its time); stream -> first time a response
+        # carried the watched name; the largest response (bytes of its resources)
+        self._latest: dict[str, dict[str, tuple[str, float]]] = {k: {} for k in self.kinds}
+        self._carried: dict[str, dict[str, float]] = {k: {} for k in self.kinds}
+        self._largest = dict.fromkeys(self.kinds, 0)
+        self._first_set = 0.0  # when the first set's route arrived
         per = streams // processes
         more = ["--namespaces", namespaces] if namespaces else []
+        more += ["--fronted"] if fronted else []
+        more += ["--watch", watch] if watch else []
         self.procs = [subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address", address,
              "--first", str(i * per), "--count", str(per), "--seconds", str(seconds), *more],
@@ -66,15 +92,54 @@ class Clients:
             with self.lock:
                 if "e" in event:
                     self.endings[str(event["e"])] = self.endings.get(str(event["e"]), 0) + 1
-                else:
-                    self.events.append(event)
+                    continue
+                kind, cid, t = event.get("k", "lds"), str(event["c"]), float(event["t"])
+                self._latest[kind][cid] = (str(event["v"]), t)
+                if event.get("w"):
+                    self._carried[kind].setdefault(cid, t)
+                self._largest[kind] = max(self._largest[kind], int(event.get("b", 0)))
+                if kind == "rds" and not self._first_set:
+                    self._first_set = t
 
-    def latest(self) -> dict[str, tuple[str, float]]:
+    def latest(self, kind: str = "lds") -> dict[str, tuple[str, float]]:
+        """Each stream's latest response of ``kind`` (version, time)."""
         with self.lock:
-            out: dict[str, tuple[str, float]] = {}
-            for e in self.events:
-                out[str(e["c"])] = (str(e["v"]), float(e["t"]))  # type: ignore[arg-type]
-            return out
+            return dict(self._latest.get(kind, {}))
+
+    def served(self) -> int:
+        """Streams that have a response of every kind they subscribe to (a fronted
+        sidecar's listeners warm until their route arrives)."""
+        with self.lock:
+            return min(len(self._latest[k]) for k in self.kinds)
+
+    def sets_settled(self, groups: int) -> bool:
+        """Whether the sets are whole: the first fronted sidecars of a tenant get a set
+        whose pairs are listed only the front's settle time later (``hub/front_sets.py``:
+        a tenant first seen after loading waits like any addition; the sidecars of the
+        storm get them at once). So: the settle time has passed since the first set, and
+        every stream of a tenant (``c<i>``, tenant ``i % groups``) has the same set."""
+        with self.lock:
+            if not self._first_set or time.time() < self._first_set + SETTLE_SECONDS + 0.5:
+                return False
+            versions: dict[int, set[str]] = {}
+            for cid, (version, _) in self._latest["rds"].items():
+                versions.setdefault(int(cid[1:]) % groups, set()).add(version)
+            return all(len(v) == 1 for v in versions.values())
+
+    def carried(self, kind: str, since: float) -> dict[str, float]:
+        """Per stream, when its first response of ``kind`` carried the watched name (those
+        at or after ``since``)."""
+        with self.lock:
+            return {c: t for c, t in self._carried[kind].items() if t >= since}
+
+    def count_carried(self, kind: str) -> int:
+        with self.lock:
+            return len(self._carried[kind])
+
+    def largest(self, kind: str) -> int:
+        """The largest response of ``kind`` seen (bytes of its resources)."""
+        with self.lock:
+            return self._largest[kind]
 
     def kill(self) -> None:
         for p in self.procs:
@@ -102,10 +167,42 @@ class RssPeak:
         return self.peak
 
 
+def resolvers(workdir: Path) -> tuple[int, float, float]:
+    """The tenant resolvers this run's control plane started (unbound processes whose
+    command line names ``workdir``): (how many, summed RSS MB, summed private MB)."""
+    count, rss, private = 0, 0.0, 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if not argv[0].endswith(b"unbound") or str(workdir).encode() not in b" ".join(argv):
+                continue
+            fields = dict(line.split(":", 1) for line in
+                          (proc / "smaps_rollup").read_text().splitlines()[1:])
+        except OSError:
+            continue
+        kib = {k: int(v.split()[0]) for k, v in fields.items()}
+        count += 1
+        rss += kib["Rss"] / 1024
+        private += (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024
+    return count, rss, private
+
+
+def resolver_line(workdir: Path) -> str:
+    count, rss, private = resolvers(workdir)
+    return f"{count} unbound, RSS {rss:.0f} MB, private {private:.0f} MB"
+
+
 def metric(cp: ControlPlane, name: str, contains: str = "") -> float:
     return sum(float(line.rsplit(" ", 1)[1])
                for line in http_text(f"{cp.admin_url}/metrics").splitlines()
                if line.startswith(name) and contains in line)
+
+
+def percentiles(ms: list[float]) -> str:
+    return (f"p50 {statistics.median(ms):.0f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.0f} ms, "
+            f"max {ms[-1]:.0f} ms")
 
 
 def main() -> int:
@@ -123,6 +220,9 @@ def main() -> int:
                         help="spread the --services over this many namespaces, one tenant "
                         "seeing each (the streams spread over these tenants)")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
+    parser.add_argument("--fronted", action="store_true",
+                        help="the simulated sidecars run the DNS front, as injected pods do "
+                        "(see the module doc)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streams-"))
     manifests = work / "manifests"
@@ -153,8 +253,14 @@ def main() -> int:
             f"metadata: {{name: w{t}}}\nspec:\n  namespaceSelector: {{matchLabels: {{tenant: w{t}}}}}\n"
             f'  policy: {{whitelist: ["*.bulk{t}.svc.cluster.local"], defaultAction: DENY}}\n'
             for t in range(args.tenants)))
+        if args.fronted:  # bulk<t> is w<t>'s own namespace: its fronted Envoys hold it
+            (manifests / "own.yaml").write_text("---\n".join(
+                f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: bulk{t}, labels: "
+                f"{{tenant: w{t}}}}}\n" for t in range(args.tenants)))
+    watch = f"bench.{change_ns}.svc.cluster.local"
+    fronted = {"fronted": args.fronted, "watch": watch}
     print(f"streams benchmark: 2 cores shared by every process; load average at start "
-          f"{load_average()}")
+          f"{load_average()}; sidecars {'fronted' if args.fronted else 'without a front'}")
     here = Path.cwd()
     if args.code:  # python -m controlplane finds the package in its working directory first
         os.chdir(Path(args.code).resolve())
@@ -167,28 +273,35 @@ def main() -> int:
     assert cp.process is not None
     pid = cp.process.pid
     idle = rss_mb(pid)
+    idle_resolvers = resolver_line(work)
     clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
-                      namespaces=namespaces)
+                      namespaces=namespaces, **fronted)
     meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
     connect_peak = RssPeak(pid)
     try:
         started = time.time()
         try:
-            wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
+            wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                      what=f"{args.streams} streams to get their first listener")
         except TimeoutError:
-            print(f"NOT SERVED: {len(clients.latest())} of {args.streams} streams had a listener "
+            print(f"NOT SERVED: {clients.served()} of {args.streams} streams had a listener "
                   f"after 180 s; streams the server ended meanwhile, by status: "
                   f"{clients.endings or 'none'}; control-plane RSS {rss_mb(pid):.0f} MB "
                   f"(peak {connect_peak.stop():.0f} MB); load average {load_average()}")
             raise
         connect = time.time() - started
+        if args.fronted:
+            wait_for(lambda: clients.sets_settled(len(namespaces.split(","))), timeout=60,
+                     interval=0.2, what="every stream's set to list its pairs")
+        whole = time.time() - started
         connected_rss = rss_mb(pid)
         connect_peak_mb = connect_peak.stop()
         connect_cpu = meter.stop()
         meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
         before = clients.latest()
+        before_rds = clients.latest("rds")
         pushed_before = metric(cp, "dnscp_pushes_total", 'type="lds"')
+        pushed_rds_before = metric(cp, "dnscp_pushes_total", 'type="rds"')
         serial_before = metric(cp, "dnscp_snapshot_serializations_total")
         t0 = time.time()
         (manifests / "bench-change.yaml").write_text(
@@ -200,31 +313,45 @@ def main() -> int:
         affected = [c for c in before if int(c[1:]) % stride == 0]
 
         def all_updated() -> bool:
-            now = clients.latest()
-            return all(now[c][0] != before[c][0] for c in affected)
+            return all(clients.count_carried(kind) >= len(affected) for kind in clients.kinds)
 
         wait_for(all_updated, timeout=120, interval=0.05, what="every affected stream")
         now = clients.latest()
-        lat = sorted((now[c][1] - t0) * 1000 for c in affected)
+        arrived = {kind: clients.carried(kind, t0) for kind in clients.kinds}
+        lat = sorted((arrived["lds"][c] - t0) * 1000 for c in affected)
         unaffected_changed = sum(1 for c in before if c not in affected
                                  and now[c][0] != before[c][0])
+        now_rds = clients.latest("rds")
+        unaffected_changed += sum(1 for c in before_rds if c not in affected
+                                  and now_rds[c][0] != before_rds[c][0])
         pushes = metric(cp, "dnscp_pushes_total", 'type="lds"') - pushed_before
+        pushes_rds = metric(cp, "dnscp_pushes_total", 'type="rds"') - pushed_rds_before
         serials = metric(cp, "dnscp_snapshot_serializations_total") - serial_before
-        bytes_acme = metric(cp, "dnscp_snapshot_bytes", "w0@" if args.tenants else "acme@")
+        change_tenant = "w0" if args.tenants else "acme"
+        bytes_acme = metric(cp, "dnscp_snapshot_bytes", f"{change_tenant}@")
         bytes_globex = metric(cp, "dnscp_snapshot_bytes", f"{namespaces.rsplit(',', 1)[1]}@")
         print(f"streams: {args.streams} from {args.processes} processes, "
-              f"{args.services} extra Services, connected and served in {connect:.1f}s; "
+              f"{args.services} extra Services, connected and served in {connect:.1f}s"
+              + (f" (every set listing its pairs after {whole:.1f}s)" if args.fronted else "")
+              + "; "
               f"streams the server ended meanwhile, by status: {clients.endings or 'none'}")
+        print(f"largest responses: LDS {clients.largest('lds')} bytes"
+              + (f", RDS {clients.largest('rds')} bytes" if args.fronted else ""))
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
-              f"{args.debounce * 1000:.0f} ms included): p50 {statistics.median(lat):.0f} ms, "
-              f"p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms, max {lat[-1]:.0f} ms; "
-              f"unaffected streams that got a push: {unaffected_changed}")
+              f"{args.debounce * 1000:.0f} ms included), the listener carrying the name: "
+              f"{percentiles(lat)}; unaffected streams that got a push: {unaffected_changed}")
+        if args.fronted:
+            rds = sorted((arrived["rds"][c] - t0) * 1000 for c in affected)
+            print(f"  the set's route carrying it (after the front's settle time): "
+                  f"{percentiles(rds)}; RDS responses pushed: {pushes_rds:.0f}")
         print(f"LDS responses pushed for the change: {pushes:.0f}; snapshots serialised: "
-              f"{serials:.0f}; snapshot bytes: acme {bytes_acme:.0f}, {namespaces.rsplit(',', 1)[1]} "
+              f"{serials:.0f}; snapshot bytes: {change_tenant} {bytes_acme:.0f}, {namespaces.rsplit(',', 1)[1]} "
               f"{bytes_globex:.0f}; bytes pushed in all: {pushes * bytes_acme:.0f}")
         change_cpu = meter.stop()
         print(f"control-plane RSS: idle {idle:.0f} MB, with {args.streams} streams "
               f"{connected_rss:.0f} MB (peak while they connected {connect_peak_mb:.0f} MB)")
+        print(f"tenant resolvers (apart from the control plane): idle {idle_resolvers}; "
+              f"with the streams {resolver_line(work)}")
         print(f"cpu: connecting {connect_cpu[0]:.1f} s server, {connect_cpu[1]:.1f} s clients; "
               f"the change {change_cpu[0]:.2f} s server, {change_cpu[1]:.2f} s clients")
         # Reconnect storm: every client dies at once, then all reconnect at once.
@@ -245,9 +372,9 @@ def main() -> int:
         t1 = time.time()
         server_cpu = cpu_seconds(pid)
         clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
-                          namespaces=namespaces)
+                          namespaces=namespaces, **fronted)
         meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
-        wait_for(lambda: len(clients.latest()) >= args.streams, timeout=180, interval=0.2,
+        wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                  what="the storm to reconnect")
         storm = time.time() - t1
         storm_cpu = meter.stop()
@@ -257,6 +384,7 @@ def main() -> int:
         print(f"reconnect storm of {args.streams}: all served again in {storm:.1f}s; RSS after "
               f"the drop {after_drop:.0f} MB, peak during the storm {max(peak):.0f} MB, after "
               f"{rss_mb(pid):.0f} MB")
+        print(f"tenant resolvers after the storm: {resolver_line(work)}")
         print(f"cpu during the storm: server {cpu_seconds(pid) - server_cpu:.1f} s, clients "
               f"{storm_cpu[1]:.1f} s (the {args.processes} client processes start then); load "
               f"average at end {load_average()}")
