@@ -127,7 +127,7 @@
     return el("section", { class: "card" }, el("h2", {}, "All tenants"),
       el("div", { class: "table-wrap" }, el("table", { class: "overview" },
         el("thead", {}, el("tr", {}, ["tenant", "default", "sidecars", "NACK", "stale", "queries/s",
-          "denied/s", "WARN/s", "NXDOMAIN/s", "SERVFAIL/s", "resolver", "ready"].map((h) => el("th", {}, h)))),
+          "denied/s", "WARN/s", "NXDOMAIN/s", "SERVFAIL/s", "upstream ms", "upstream errors", "cache hits", "resolver", "ready"].map((h) => el("th", {}, h)))),
         el("tbody", {}, tenants.map((t) => {
           const connected = t.sidecars.filter((c) => c.connected);
           const nacked = connected.filter((c) => Object.values(c.types).some((x) => x.nacked)).length;
@@ -142,6 +142,7 @@
             el("td", { class: `num ${stale ? "bad" : "muted"}`, dataset: { field: "stale" } }, String(stale)),
             num(t.traffic.rates.queries), num(t.traffic.rates.denied, "bad"), num(t.traffic.rates.warn, "warn-text"),
             num(t.traffic.rates.nxdomain), num(servfail, "bad"),
+            ...Console.upstreamCells(t.forwarding),
             el("td", { class: "mono" }, t.view.forwarding.length ? t.view.forwarding.join(", ") : el("span", { class: "muted" }, "none")),
             el("td", {}, ready ? el("span", { class: `badge ${ready.status === "True" ? "ok" : "warn"}`, title: ready.message || "" }, ready.reason) : "–"));
         })))));
