@@ -204,12 +204,13 @@ const Console = (() => {
     return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
   }
 
-  function upstreamCells(f) {
-    if (!f) return [0, 1, 2].map(() => el("td", { class: "muted" }, "–"));
+  function upstreamCells(f, resolver) {
+    const where = resolver && resolver.length ? `the tenant resolver ${resolver.join(", ")}` : "no tenant resolver";
+    if (!f) return [0, 1, 2].map(() => el("td", { class: "muted", title: where }, "–"));
     const latency = f.latency_ms;
     return [
       el("td", { class: "num", dataset: { field: "upstream-ms", value: latency ? String(latency.avg) : "" },
-        title: latency ? `median ${ms(latency.median)} over ${f.upstream_answers} upstream answers` : "nothing asked upstream yet" },
+        title: `${latency ? `median ${ms(latency.median)} over ${f.upstream_answers} upstream answers` : "nothing asked upstream yet"}; ${where}` },
       latency ? ms(latency.avg) : "–"),
       el("td", { class: `num ${f.upstream_errors ? "bad" : "muted"}`, dataset: { field: "upstream-errors", value: String(f.upstream_errors) } },
         String(f.upstream_errors)),

@@ -183,9 +183,9 @@
     const median = f.latency_ms ? el("span", { class: "stat", dataset: { field: "upstream-median", value: String(f.latency_ms.median) } }, el("b", {}, Console.ms(f.latency_ms.median)), " median") : null;
     box.replaceChildren(head,
       el("div", { class: "rates", id: "upstream" }, stat(latency, "average to the upstream"), median,
-        stat(errors, "upstream errors (SERVFAIL)"), stat(hits, "answered from the cache")),
+        stat(errors, "upstream errors (SERVFAIL)"), stat(hits, "answered without the upstream (its cache, local names, policy)")),
       el("p", { class: "muted" }, `Since the tenant resolver started: ${f.queries} queries, ${f.upstream_answers} answered by `
-        + `the upstream (${f.upstream_sent.udp} sent over UDP, ${f.upstream_sent.tcp} over TCP/TLS), ${f.cache_hits} from the cache.`));
+        + `the upstream (${f.upstream_sent.udp} sent over UDP, ${f.upstream_sent.tcp} over TCP/TLS), ${f.cache_hits} without it.`));
   }
 
   // Per sidecar: its rates (its own counters; denied from the query log) and the names
