@@ -547,12 +547,14 @@ def test_upstream_per_sidecar_and_chart_range(stack: Stack, browser: Any,
             rates = until(browser, f"(() => {{ const r = {sidecar_row('other.globex')};"
                                    " const v = (f) => +r.querySelector(`[data-field=${f}]`)"
                                    ".dataset.value; return v('denied') > 1 && "
-                                   "[v('queries'), v('denied')]; })()",
+                                   "v('queries') > 1 && [v('queries'), v('denied')]; })()",
                           what="other.globex's denied/s", timeout=30)
         finally:
             stop.set()
             sender.join()
-        assert rates[0] >= rates[1] > 1 and rates[1] <= 15, rates  # ~10/s sent
+        # at most 10/s sent; queries/s from Envoy's counters and denied/s from the query
+        # log are taken over different seconds, so neither bounds the other exactly
+        assert 1 < rates[0] <= 20 and 1 < rates[1] <= 20, rates
         assert float(browser.execute_script(
             f"return {sidecar_row('sleep.globex')}.querySelector('[data-field=denied]')"
             ".dataset.value")) < rates[1]
@@ -560,7 +562,12 @@ def test_upstream_per_sidecar_and_chart_range(stack: Stack, browser: Any,
                        f".dataset.count === '{1 + count[0]}'",
               what="other.globex's denied name counted once per query", timeout=30)
         assert top_of(browser, "other.globex")[0][0] == f"side-b-{TAG}.foo.svc.cluster.local"
-        browser.execute_script("document.getElementById('upstream-box').scrollIntoView()")
+        rows_text = browser.execute_script(
+            "return document.getElementById('sidecars-box').innerText")
+        assert "db.globex.svc.cluster.local (3)" in rows_text, rows_text
+        assert "[object" not in rows_text and "undefined" not in rows_text, rows_text
+        browser.execute_script("document.getElementById('upstream-box').scrollIntoView();"
+                               "window.scrollBy(0, -60)")
         shot(browser, "tenant-upstream-sidecars", tmp_path)
         # the chart's range
         chart = "document.querySelector('#summary svg.chart')"

@@ -205,7 +205,7 @@
           el("td", { class: "num", dataset: { field: "queries", value: String(rate(c, "queries")) } }, fmt(rate(c, "queries"))),
           el("td", { class: `num ${rate(c, "denied") ? "bad" : "muted"}`, dataset: { field: "denied", value: String(rate(c, "denied")) } }, fmt(rate(c, "denied"))),
           el("td", { class: "names-cell" }, (top[c.node_id] || []).length
-            ? (top[c.node_id] || []).map((n, i) => [i ? ", " : "", el("span", { class: "mono top-name", dataset: { name: n.name, count: String(n.count) } }, `${Console.dotted(n.name)} (${n.count})`)])
+            ? (top[c.node_id] || []).map((n, i) => [i ? ", " : "", el("span", { class: "mono top-name", dataset: { name: n.name, count: String(n.count) } }, Console.dotted(n.name), ` (${n.count})`)])
             : el("span", { class: "muted" }, summary.queries.logged ? "none yet" : "not logged")))))))
         : el("p", { class: "muted" }, "no sidecar"));
   }
