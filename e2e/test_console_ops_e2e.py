@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ for (const c of document.querySelectorAll('section.tenant')) {
 for (const t of document.querySelectorAll('main table')) {
   const wrap = t.closest('.table-wrap');
   if (wrap && t.scrollWidth > wrap.clientWidth + 1)
-    problems.push(`a ${t.className} table is wider than its box`);
+    problems.push(`a ${t.className} table is wider than its box (${t.scrollWidth} > ${wrap.clientWidth} px)`);
 }
 return problems;
 """
@@ -424,7 +425,8 @@ def test_the_overview_config_history_and_chart(stack: Stack, browser: Any,
     browser.get(f"{stack.cp.admin_url}/console/")
     cells = until(browser, "(() => { const r = document.querySelector("
                            "'table.overview tr[data-tenant=acme]'); return r && "
-                           "[...r.querySelectorAll('[data-field]')].map(c => c.innerText); })()",
+                           "['sidecars', 'nack', 'stale'].map(f => "
+                           "r.querySelector(`[data-field=${f}]`).innerText); })()",
                   what="acme's overview row")
     stale = browser.execute_script(f"return {card('acme')}.querySelectorAll("
                                    "'tr[data-stale]').length")  # extra.acme, if still held
@@ -465,3 +467,131 @@ def test_the_overview_config_history_and_chart(stack: Stack, browser: Any,
         shot(browser, "sidecar-history", tmp_path)
     finally:
         (stack.manifests / "history-edit.yaml").unlink()
+
+
+def sidecar_row(node: str) -> str:
+    return f"document.querySelector('#sidecars-box tr[data-node=\"{node}\"]')"
+
+
+def top_of(browser: Any, node: str) -> list[list[Any]]:
+    return list(browser.execute_script(
+        f"return [...{sidecar_row(node)}.querySelectorAll('.top-name')]"
+        ".map(s => [s.dataset.name, +s.dataset.count])"))
+
+
+def test_upstream_per_sidecar_and_chart_range(stack: Stack, browser: Any,
+                                              tmp_path: Path) -> None:
+    """globex's resolver forwards to its dnsmasq: its latency shows as positive ms, the
+    SERVFAIL it answers for a name the upstream refuses as an upstream error; two globex
+    sidecars asked different names: each row lists its own, with its rates; the chart's
+    range narrows and widens the points drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    other = FastFlushEnvoy(node_id="other.globex", namespace="globex",
+                           labels={"app": "other"}, xds_address=stack.cp.xds_address,
+                           workdir=stack.workdir).start()
+    try:
+        sleep_port, other_port = stack.envoys["globex"].dns_port, other.dns_port
+        # forwarded: one the upstream answers, one it refuses (unbound answers SERVFAIL,
+        # which Envoy passes on as NXDOMAIN)
+        assert query(sleep_port, "www.example.com", timeout=3)[0] == "NOERROR"
+        assert query(sleep_port, f"gone-{TAG}.example.net", timeout=5)[0] in (
+            "NXDOMAIN", "SERVFAIL")
+        # sleep.globex's counts above the other tests' names (those count 3 at most): the
+        # row shows a sidecar's 5 most queried
+        sent = {"sleep.globex": [("api.globex.svc.cluster.local", 6),
+                                 (f"side-a-{TAG}.foo.svc.cluster.local", 5)],
+                "other.globex": [("db.globex.svc.cluster.local", 3),
+                                 (f"side-b-{TAG}.foo.svc.cluster.local", 1)]}
+        ports = {"sleep.globex": sleep_port, "other.globex": other_port}
+        for car, names in sent.items():
+            for name, times in names:
+                for _ in range(times):
+                    query(ports[car], name, timeout=3)
+        browser.get(f"{stack.cp.admin_url}/console/tenant?name=globex")
+        # the upstream: positive ms, the SERVFAIL counted
+        latency = until(browser, "(() => { const e = document.querySelector("
+                                 "'#upstream [data-field=upstream-ms]'); return e && "
+                                 "e.dataset.value && +e.dataset.value; })()",
+                        what="globex's upstream latency", timeout=30)
+        assert latency > 0, latency
+        # read by the control plane once a second: wait for the refused name's SERVFAIL
+        until(browser, "+document.querySelector('#upstream [data-field=upstream-errors]')"
+                       ".dataset.value >= 1", what="globex's upstream error", timeout=30)
+        text = browser.execute_script("return document.getElementById('upstream').innerText")
+        assert re.search(r"\d+(\.\d)? ms average", text), text
+        # each sidecar its own names
+        until(browser, f"{sidecar_row('other.globex')} && "
+                       f"{sidecar_row('other.globex')}.querySelectorAll('.top-name').length >= 2",
+              what="other.globex's top names", timeout=30)
+        assert top_of(browser, "other.globex") == [
+            ["db.globex.svc.cluster.local", 3], [f"side-b-{TAG}.foo.svc.cluster.local", 1]]
+        mine = dict(top_of(browser, "sleep.globex"))
+        assert top_of(browser, "sleep.globex")[:2] == [
+            ["api.globex.svc.cluster.local", 6], [f"side-a-{TAG}.foo.svc.cluster.local", 5]]
+        assert not {"db.globex.svc.cluster.local",
+                    f"side-b-{TAG}.foo.svc.cluster.local"} & set(mine), mine
+        # the rates per sidecar: denied queries to other.globex only, until both show
+        stop = threading.Event()
+        count = [0]
+
+        def steady() -> None:
+            while not stop.is_set():
+                query(other_port, f"side-b-{TAG}.foo.svc.cluster.local", timeout=3)
+                count[0] += 1
+                stop.wait(0.1)
+        sender = threading.Thread(target=steady, daemon=True)
+        sender.start()
+        try:
+            rates = until(browser, f"(() => {{ const r = {sidecar_row('other.globex')};"
+                                   " const v = (f) => +r.querySelector(`[data-field=${f}]`)"
+                                   ".dataset.value; return v('denied') > 1 && "
+                                   "v('queries') > 1 && [v('queries'), v('denied')]; })()",
+                          what="other.globex's denied/s", timeout=30)
+        finally:
+            stop.set()
+            sender.join()
+        # at most 10/s sent; queries/s from Envoy's counters and denied/s from the query
+        # log are taken over different seconds, so neither bounds the other exactly
+        assert 1 < rates[0] <= 20 and 1 < rates[1] <= 20, rates
+        assert float(browser.execute_script(
+            f"return {sidecar_row('sleep.globex')}.querySelector('[data-field=denied]')"
+            ".dataset.value")) < rates[1]
+        until(browser, f"{sidecar_row('other.globex')}.querySelector('.top-name')"
+                       f".dataset.count === '{1 + count[0]}'",
+              what="other.globex's denied name counted once per query", timeout=30)
+        assert top_of(browser, "other.globex")[0][0] == f"side-b-{TAG}.foo.svc.cluster.local"
+        rows_text = browser.execute_script(
+            "return document.getElementById('sidecars-box').innerText")
+        assert "db.globex.svc.cluster.local (3)" in rows_text, rows_text
+        assert "[object" not in rows_text and "undefined" not in rows_text, rows_text
+        browser.execute_script("document.getElementById('upstream-box').scrollIntoView();"
+                               "window.scrollBy(0, -60)")
+        shot(browser, "tenant-upstream-sidecars", tmp_path)
+        # the chart's range
+        chart = "document.querySelector('#summary svg.chart')"
+        Select(browser.find_element(By.ID, "range")).select_by_value("60")
+        until(browser, f"{chart}.dataset.range === '60' && +{chart}.dataset.points >= 2",
+              what="the one-minute chart")
+        first = float(browser.execute_script(f"return +{chart}.dataset.first"))
+        now = float(browser.execute_script("return Date.now() / 1000"))
+        assert now - 65 <= first <= now, (first, now)
+        short = int(browser.execute_script(f"return +{chart}.dataset.points"))
+        assert "range=60" in browser.current_url
+        Select(browser.find_element(By.ID, "range")).select_by_value("900")
+        until(browser, f"{chart}.dataset.range === '900'", what="the 15-minute chart")
+        assert int(browser.execute_script(f"return +{chart}.dataset.points")) >= short
+        options = browser.execute_script(
+            "return [...document.querySelectorAll('#range option')].map(o => o.textContent)")
+        assert options == ["last 1 min", "last 5 min", "last 15 min", "last 1 h"], options
+        # the overview: the same latency and errors in globex's row
+        browser.get(f"{stack.cp.admin_url}/console/")
+        cells = until(browser, "(() => { const r = document.querySelector("
+                               "'table.overview tr[data-tenant=globex]'); return r && "
+                               "['upstream-ms', 'upstream-errors', 'cache-hits'].map(f => "
+                               "r.querySelector(`[data-field=${f}]`).dataset.value); })()",
+                      what="globex's overview row")
+        assert float(cells[0]) > 0 and int(cells[1]) >= 1 and 0 <= float(cells[2]) <= 1, cells
+    finally:
+        other.stop()

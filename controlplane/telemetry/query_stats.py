@@ -12,8 +12,11 @@ Bounds, per tenant: ``TopNames`` holds at most ``2 * keep`` names (past that it 
 the ``keep`` most counted; a name dropped then starts again from zero, so the counts
 are exact for the names that stay on top and approximate only at the tail); the rcode
 window holds one bucket per second of the last ``window`` seconds; the recent queries
-are a ring of ``recent`` records. Tenants are those with a policy (the query log
-forgets the others), so the total is bounded by the configuration.
+are a ring of ``recent`` records; per sidecar (the node that logged the query), the
+``node_names`` most queried names (``TopNames``, so at most ``2 * node_names``) of at most
+``nodes`` sidecars (the one heard from least recently is dropped first; defaults 25 and
+200). Tenants are those with a policy (the query log forgets the others), so the total
+is bounded by the configuration.
 """
 
 from __future__ import annotations
@@ -83,14 +86,20 @@ class TenantQueries:
     denied: TopNames
     rcodes: RcodeWindow
     recent: collections.deque[Any] = field(default_factory=collections.deque)
+    # node -> its most queried names; least recently heard from first
+    nodes: collections.OrderedDict[str, TopNames] = field(
+        default_factory=collections.OrderedDict)
 
 
 class QueryStats:
     """Per tenant: ``TenantQueries``. Not thread-safe: the query log calls it under its
     lock."""
 
-    def __init__(self, *, keep_names: int = 500, window: int = 60, recent: int = 1000) -> None:
+    def __init__(self, *, keep_names: int = 500, window: int = 60, recent: int = 1000,
+                 nodes: int = 200, node_names: int = 25) -> None:
         self.keep_names = keep_names
+        self.max_nodes = nodes
+        self.node_names = node_names
         self.window = window
         self.recent_size = recent
         self.tenants: dict[str, TenantQueries] = {}
@@ -108,6 +117,18 @@ class QueryStats:
             t.denied.add(name)
         t.rcodes.add(record.rcode, now=record.time)
         t.recent.append(record)
+        if record.node:
+            self._node(t, record.node).add(name)
+
+    def _node(self, t: TenantQueries, node: str) -> TopNames:
+        top = t.nodes.get(node)
+        if top is None:
+            top = t.nodes[node] = TopNames(self.node_names)
+            if len(t.nodes) > self.max_nodes:
+                t.nodes.popitem(last=False)
+        else:
+            t.nodes.move_to_end(node)
+        return top
 
     def forget(self, keep: set[str]) -> None:
         """Drop the tenants not in ``keep`` (deleted since)."""
@@ -118,7 +139,9 @@ class QueryStats:
         t = self.tenants.get(tenant)
         if t is None:
             return {"queried": [], "denied": [], "answers": RcodeWindow(self.window).summary(
-                now=now)}
+                now=now), "by_sidecar": {}}
         return {"queried": [{"name": k, "count": v} for k, v in t.queried.top(n)],
                 "denied": [{"name": k, "count": v} for k, v in t.denied.top(n)],
-                "answers": t.rcodes.summary(now=now)}
+                "answers": t.rcodes.summary(now=now),
+                "by_sidecar": {node: [{"name": k, "count": v} for k, v in top.top(5)]
+                               for node, top in sorted(t.nodes.items())}}

@@ -11,7 +11,8 @@ that Envoy started; this module turns them into what the console and
 - **per tenant**: totals that only grow (the sum over its sidecars, plus what
   sidecars that were restarted or aged out had counted), and rates (the sum of
   its live sidecars' rates); a short history of the tenant rates, one point per
-  ``tick``, for the console's charts.
+  ``tick``, and a longer coarse one, one point (the mean) per ``coarse_every`` ticks,
+  for the console's charts and their ranges.
 
 Kinds (Envoy 1.40's DNS filter counters; measured, see stats_sink.py):
 
@@ -42,7 +43,8 @@ Envoy restarted: what it had counted is kept in the tenant's total.
 Memory is bounded per tenant, so one tenant cannot fill what another needs: a
 sidecar that has not reported for ``max_age`` seconds is dropped (its counts
 kept in its tenant's total), each tenant keeps at most ``max_sidecars`` (more
-are refused and counted as ``overflow``) and ``history`` points, the refused
+are refused and counted as ``overflow``), ``history`` points and ``coarse`` coarse
+points (defaults: 150 of 2 s, the last 5 min; 120 of 30 s, the last hour), the refused
 reports of at most ``max_sidecars`` nodes per tenant (least recently refused
 out), and tenants without sidecars are forgotten once the caller says they are
 gone.
@@ -86,6 +88,9 @@ class TenantTraffic:
     retired: Values = ZERO  # counted by sidecars that restarted or aged out
     history: collections.deque[tuple[float, Values]] = field(
         default_factory=lambda: collections.deque(maxlen=150))
+    coarse: collections.deque[tuple[float, Values]] = field(
+        default_factory=lambda: collections.deque(maxlen=120))
+    pending: list[Values] = field(default_factory=list)  # ticks not yet in a coarse point
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +108,15 @@ class Report:
 
 class DnsTraffic:
     def __init__(self, *, max_age: float = 60.0, stale_after: float = 15.0,
-                 max_sidecars: int = 10_000, history: int = 150, tick: float = 2.0) -> None:
+                 max_sidecars: int = 10_000, history: int = 150, tick: float = 2.0,
+                 coarse: int = 120, coarse_every: int = 15) -> None:
         self.max_age = max_age  # a sidecar silent this long is dropped
         self.stale_after = stale_after  # ... and its rates stop counting after this long
         self.max_sidecars = max_sidecars
         self.history_points = history
         self.tick = tick  # seconds between history points (the caller ticks)
+        self.coarse_points = coarse
+        self.coarse_every = coarse_every  # ticks per coarse point
         self.sidecars: dict[str, Sidecar] = {}
         self._per_tenant: collections.Counter[str] = collections.Counter()  # sidecars
         # tenant -> node -> reason -> refused reports (least recently refused first)
@@ -208,7 +216,8 @@ class DnsTraffic:
         t = self.tenants.get(name)
         if t is None:
             t = self.tenants[name] = TenantTraffic(
-                history=collections.deque(maxlen=self.history_points))
+                history=collections.deque(maxlen=self.history_points),
+                coarse=collections.deque(maxlen=self.coarse_points))
         return t
 
     def _retire(self, car: Sidecar) -> None:
@@ -252,7 +261,14 @@ class DnsTraffic:
             self._tenant(name)
         rates = self.tenant_rates(now=now)
         for name, t in self.tenants.items():
-            t.history.append((now, rates.get(name, ZERO)))
+            values = rates.get(name, ZERO)
+            t.history.append((now, values))
+            t.pending.append(values)
+            if len(t.pending) >= self.coarse_every:
+                n = len(t.pending)
+                t.coarse.append((now, tuple(sum(col) / n for col in zip(*t.pending,
+                                                                          strict=True))))
+                t.pending.clear()
 
     # -- read side ---------------------------------------------------------
     def live(self, car: Sidecar, now: float) -> bool:

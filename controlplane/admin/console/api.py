@@ -7,7 +7,11 @@
   ``/api/v1/tenants/acme`` (with ``/api/v1/views/acme/*``) shows one team its own.
   Also per tenant (``queries``): its most queried and most denied names and its answers
   by rcode over the last minute (NXDOMAIN, SERVFAIL rates), from the query log
-  (telemetry/query_stats.py), and its tenant resolver's answers by rcode. A sidecar whose
+  (telemetry/query_stats.py), each sidecar's most queried names (``by_sidecar``), and
+  its tenant resolver's answers by rcode; its resolver's forwarding (``forwarding``:
+  upstream latency, SERVFAIL answers, cache-hit share; telemetry/resolver_forwarding.py);
+  its rates' history at two resolutions (``history``: every tick for the last few
+  minutes; ``history_coarse``: means over ``coarse_seconds`` for the last hour). A sidecar whose
   counters stopped is ``stale``; one whose stream is gone is still listed (disconnected,
   stale) while its counters are held.
 - ``/api/v1/querylog``: the latest logged queries of every action, filtered (tenant,
@@ -23,7 +27,7 @@ nothing here writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -33,6 +37,7 @@ from controlplane.admin.reads import AdminReads, ResolverStats
 from controlplane.core.model import DnsPolicy
 from controlplane.dns.views import DEFAULT_TENANT, TenantView, Transport
 from controlplane.telemetry.querylog import QuerySearch
+from controlplane.telemetry.resolver_forwarding import forwarding
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Sidecar, as_dict
 
 TRANSPORT = {Transport.UDP: "plain", Transport.TLS: "DoT", Transport.HTTPS: "DoH"}
@@ -99,6 +104,10 @@ def gone_sidecar(traffic: DnsTraffic, car: Sidecar, now: float) -> dict[str, Any
             "types": {}, "traffic": sidecar_traffic(traffic, car, now)}
 
 
+def points(history: Iterable[tuple[float, tuple[float, ...]]]) -> list[list[float]]:
+    return [[round(t, 3), *(round(v, 3) for v in values)] for t, values in history]
+
+
 def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter()
     store = reads.traffic if reads.traffic is not None else DnsTraffic()
@@ -150,9 +159,12 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                 "totals": as_dict(totals.get(name, (0.0,) * len(KINDS))),
                 "sidecars_reporting": sum(1 for c in store.sidecars.values()
                                           if c.tenant == name),
-                "history": [[round(t, 3), *(round(v, 3) for v in values)]
-                            for t, values in (history.history if history else ())],
+                "history": points(history.history if history else ()),
+                # one point per ``coarse_every`` ticks (their mean), for longer ranges
+                "history_coarse": points(history.coarse if history else ()),
+                "coarse_seconds": store.tick * store.coarse_every,
             },
+            "forwarding": forwarding(resolver_stats.get(name, {})),
             "recent": query_log.recent(tenant=name, limit=20),
             "queries": {"logged": view.log_queries, **query_log.summary(name, now=now, n=10),
                         "resolver_answers": resolver_answers(resolver_stats.get(name, {}))},
@@ -241,8 +253,8 @@ def console_api(reads: AdminReads, *, clock: Callable[[], float] = time.time) ->
                 "totals": as_dict(totals.get(name, (0.0,) * len(KINDS)))}
             if history:
                 t = store.tenants.get(name)
-                item["history"] = [[round(ts, 3), *(round(v, 3) for v in values)]
-                                   for ts, values in (t.history if t else ())]
+                item["history"] = points(t.history if t else ())
+                item["history_coarse"] = points(t.coarse if t else ())
             out.append(item)
         return {"kinds": list(KINDS), "stale_after_seconds": store.stale_after,
                 "max_age_seconds": store.max_age, "reports": dict(store.reports),

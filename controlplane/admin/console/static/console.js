@@ -181,6 +181,44 @@ const Console = (() => {
     return rows;
   }
 
+  // The chart's ranges, in seconds. The fine history (one point per tick, the last few
+  // minutes) serves the short ones; before it, the coarse one (means over
+  // traffic.coarse_seconds, the last hour). Both start when the control plane started.
+  const RANGES = [[60, "1 min"], [300, "5 min"], [900, "15 min"], [3600, "1 h"]];
+
+  function ranged(traffic, seconds, now) {
+    const fine = traffic.history || [];
+    const first = fine.length ? fine[0][0] : Infinity;
+    const coarse = (traffic.history_coarse || []).filter((row) => row[0] < first);
+    const since = (now || 0) - seconds;
+    return [...coarse, ...fine].filter((row) => row[0] >= since);
+  }
+
+  // A tenant resolver's forwarding (api: tenants[].forwarding, since that resolver
+  // started): upstream latency (avg, median), SERVFAIL answers, cache-hit share.
+  function ms(value) {
+    return value === null || value === undefined ? "–" : `${value < 10 ? value.toFixed(1) : Math.round(value)} ms`;
+  }
+
+  function share(value) {
+    return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
+  }
+
+  function upstreamCells(f, resolver) {
+    const where = resolver && resolver.length ? `the tenant resolver ${resolver.join(", ")}` : "no tenant resolver";
+    if (!f) return [0, 1, 2].map(() => el("td", { class: "muted", title: where }, "–"));
+    const latency = f.latency_ms;
+    return [
+      el("td", { class: "num", dataset: { field: "upstream-ms", value: latency ? String(latency.avg) : "" },
+        title: `${latency ? `median ${ms(latency.median)} over ${f.upstream_answers} upstream answers` : "nothing asked upstream yet"}; ${where}` },
+      latency ? ms(latency.avg) : "–"),
+      el("td", { class: `num ${f.upstream_errors ? "bad" : "muted"}`, dataset: { field: "upstream-errors", value: String(f.upstream_errors) } },
+        String(f.upstream_errors)),
+      el("td", { class: "num", dataset: { field: "cache-hits", value: f.cache_hit_share === null ? "" : String(f.cache_hit_share) } },
+        share(f.cache_hit_share)),
+    ];
+  }
+
   function clock(t) {
     return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
@@ -199,6 +237,7 @@ const Console = (() => {
     const top = max > 0 ? niceCeil(max) : 1;
     const last = rows.length ? rows[rows.length - 1] : null;
     root.dataset.points = String(rows.length);
+    root.dataset.first = rows.length ? String(rows[0][0]) : "";
     root.dataset.max = String(max);
     root.dataset.last = last ? String(last[1 + kinds.indexOf("queries")]) : "0";
     const plotW = width - pad.l - pad.r;
@@ -284,6 +323,6 @@ const Console = (() => {
   }
   document.addEventListener("DOMContentLoaded", init);
 
-  return { el, api, poll, fmt, ago, plural, dotted, chart, withNow, legend, param, setStatus, KIND_LABELS,
+  return { el, api, poll, fmt, ago, plural, dotted, chart, withNow, ranged, RANGES, ms, share, upstreamCells, legend, param, setStatus, KIND_LABELS,
     DEFAULT_TENANT, OUTSIDE };
 })();

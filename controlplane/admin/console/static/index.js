@@ -120,14 +120,21 @@
           recentList(t))));
   }
 
+  const HEAD_TITLES = {
+    upstream: "the tenant resolver's average time to its upstream server (hover: median, address)",
+    "upstream errors": "SERVFAIL answered by the tenant resolver since it started",
+    cached: "share of the tenant resolver's answers from its cache",
+  };
+
   // Every tenant on one line: sidecars (current / NACK / stale), rates, the answers'
-  // rcodes, its resolver and readiness; the name jumps to its card.
+  // rcodes, its resolver's forwarding (latency, errors, cache hits) and readiness; the
+  // name jumps to its card.
   function overview(tenants) {
     const num = (v, cls) => el("td", { class: `num ${v > 0 ? cls || "" : "muted"}` }, fmt(v));
     return el("section", { class: "card" }, el("h2", {}, "All tenants"),
       el("div", { class: "table-wrap" }, el("table", { class: "overview" },
         el("thead", {}, el("tr", {}, ["tenant", "default", "sidecars", "NACK", "stale", "queries/s",
-          "denied/s", "WARN/s", "NXDOMAIN/s", "SERVFAIL/s", "resolver", "ready"].map((h) => el("th", {}, h)))),
+          "denied/s", "WARN/s", "NXDOMAIN/s", "SERVFAIL/s", "upstream", "upstream errors", "cached", "ready"].map((h) => el("th", { title: HEAD_TITLES[h] || "" }, h)))),
         el("tbody", {}, tenants.map((t) => {
           const connected = t.sidecars.filter((c) => c.connected);
           const nacked = connected.filter((c) => Object.values(c.types).some((x) => x.nacked)).length;
@@ -142,7 +149,7 @@
             el("td", { class: `num ${stale ? "bad" : "muted"}`, dataset: { field: "stale" } }, String(stale)),
             num(t.traffic.rates.queries), num(t.traffic.rates.denied, "bad"), num(t.traffic.rates.warn, "warn-text"),
             num(t.traffic.rates.nxdomain), num(servfail, "bad"),
-            el("td", { class: "mono" }, t.view.forwarding.length ? t.view.forwarding.join(", ") : el("span", { class: "muted" }, "none")),
+            ...Console.upstreamCells(t.forwarding, t.view.forwarding),
             el("td", {}, ready ? el("span", { class: `badge ${ready.status === "True" ? "ok" : "warn"}`, title: ready.message || "" }, ready.reason) : "–"));
         })))));
   }

@@ -11,6 +11,15 @@
   let table = null;
   let tableKey = "";
   let summary = null;
+  let range = Number(param("range")) || 300; // the chart's range, seconds (Console.RANGES)
+
+  function setRange(seconds) {
+    range = seconds;
+    const params = new URLSearchParams(window.location.search);
+    params.set("range", String(seconds));
+    history.replaceState(null, "", `?${params}`);
+    renderSummary();
+  }
 
   function answers(n) {
     const parts = [];
@@ -106,15 +115,17 @@
   }
 
   function renderSummary() {
-    const box = document.getElementById("summary");
-    if (!summary) return;
+    const box = document.getElementById("summary-body");
+    if (!summary || !box) return;
     const shown = ["queries", "local", "forwarded", "nxdomain", "denied", "warn"];
+    const rows = Console.ranged(summary.traffic, range, summary.now);
+    const drawn = chart(Console.withNow(rows, summary.kinds, summary.traffic.rates, summary.now),
+      summary.kinds, shown, { width: 1000, height: 150 });
+    drawn.dataset.range = String(range);
     box.replaceChildren(
       el("div", { class: "rates" }, Object.entries(summary.traffic.rates).map(([kind, v]) =>
         el("span", { class: `rate ${kind}`, dataset: { kind, value: String(v) } }, el("b", {}, fmt(v)), " ", Console.KIND_LABELS[kind]))),
-      chart(Console.withNow(summary.traffic.history, summary.kinds, summary.traffic.rates, summary.now),
-        summary.kinds, shown, { width: 1000, height: 150 }),
-      legend(shown));
+      drawn, legend(shown));
   }
 
   // The most queried and most denied names, and the answers by rcode over the last
@@ -148,12 +159,67 @@
             `the tenant resolver, since it started: ${Object.entries(resolver).map(([k, v]) => `${k} ${v}`).join(" · ")}`) : null)));
   }
 
+  // Created once (a poll never closes it under the reader's pointer).
+  function rangeSelect() {
+    const select = el("select", { id: "range", title: "history starts when the control plane started",
+      onchange: (e) => setRange(Number(e.target.value)) },
+    Console.RANGES.map(([seconds, label]) => el("option", { value: String(seconds) }, `last ${label}`)));
+    select.value = String(range);
+    return select;
+  }
+
+  // The tenant resolver's forwarding, from its own counters since it started.
+  function renderUpstream() {
+    const box = document.getElementById("upstream-box");
+    if (!summary || !box) return;
+    const f = summary.forwarding;
+    const head = el("h2", {}, "Upstream");
+    if (!f) {
+      box.replaceChildren(head, el("p", { class: "muted", id: "no-upstream" }, "No tenant resolver counters (no resolver for this tenant, or not read yet)."));
+      return;
+    }
+    const [latency, errors, hits] = Console.upstreamCells(f);
+    const stat = (cell, label) => el("span", { class: "stat", dataset: { ...cell.dataset } }, el("b", { class: cell.className }, cell.textContent), ` ${label}`);
+    const median = f.latency_ms ? el("span", { class: "stat", dataset: { field: "upstream-median", value: String(f.latency_ms.median) } }, el("b", {}, Console.ms(f.latency_ms.median)), " median") : null;
+    box.replaceChildren(head,
+      el("div", { class: "rates", id: "upstream" }, stat(latency, "average to the upstream"), median,
+        stat(errors, "upstream errors (SERVFAIL)"), stat(hits, "answered without the upstream (its cache, local names, policy)")),
+      el("p", { class: "muted" }, `Since the tenant resolver started: ${f.queries} queries, ${f.upstream_answers} answered by `
+        + `the upstream (${f.upstream_sent.udp} sent over UDP, ${f.upstream_sent.tcp} over TCP/TLS), ${f.cache_hits} without it.`));
+  }
+
+  // Per sidecar: its rates (its own counters; denied from the query log) and the names
+  // it asked most (the query log, for a policy that logs queries).
+  function renderSidecars() {
+    const box = document.getElementById("sidecars-box");
+    if (!summary || !box) return;
+    const top = summary.queries.by_sidecar || {};
+    const cars = summary.sidecars;
+    const rate = (c, kind) => c.traffic ? c.traffic.rates[kind] : 0;
+    box.replaceChildren(el("h2", {}, "Per sidecar"),
+      cars.length ? el("div", { class: "table-wrap" }, el("table", { class: "per-sidecar" },
+        el("thead", {}, el("tr", {}, ["sidecar", "queries/s", "denied/s", "most queried names"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, cars.map((c) => el("tr", { dataset: { node: c.node_id || "", stale: c.stale ? "1" : "" } },
+          el("td", { class: "mono" }, el("a", { href: `sidecar?node=${encodeURIComponent(c.node_id || "")}` }, c.node_id || "(no node id)"),
+            c.connected ? "" : el("span", { class: "muted" }, " disconnected")),
+          el("td", { class: "num", dataset: { field: "queries", value: String(rate(c, "queries")) } }, fmt(rate(c, "queries"))),
+          el("td", { class: `num ${rate(c, "denied") ? "bad" : "muted"}`, dataset: { field: "denied", value: String(rate(c, "denied")) } }, fmt(rate(c, "denied"))),
+          el("td", { class: "names-cell" }, (top[c.node_id] || []).length
+            ? (top[c.node_id] || []).map((n, i) => [i ? ", " : "", el("span", { class: "mono top-name", dataset: { name: n.name, count: String(n.count) } }, Console.dotted(n.name), ` (${n.count})`)])
+            : el("span", { class: "muted" }, summary.queries.logged ? "none yet" : "not logged")))))))
+        : el("p", { class: "muted" }, "no sidecar"));
+  }
+
   function layout() {
     document.getElementById("main").replaceChildren(
       el("h1", {}, tenant === Console.DEFAULT_TENANT ? `Workloads ${Console.OUTSIDE}` : ["Tenant ", el("span", { class: "mono" }, tenant)]),
       el("p", { class: "muted", id: "policy-line" }),
-      el("section", { class: "card", id: "summary" }),
+      el("section", { class: "card", id: "summary" },
+        el("label", { class: "range" }, "chart range ", rangeSelect()),
+        el("div", { id: "summary-body" })),
       el("section", { class: "card", id: "top-box" }),
+      el("section", { class: "card", id: "upstream-box" }),
+      el("section", { class: "card", id: "sidecars-box" }),
       el("section", { class: "card" }, el("h2", {}, "Forwarding"), el("div", { id: "forwarding-box" })),
       el("section", { class: "card" },
         el("h2", {}, "Names and answers"),
@@ -182,6 +248,8 @@
     summary = info;
     renderSummary();
     renderTop();
+    renderUpstream();
+    renderSidecars();
     const p = info ? info.policy : null;
     document.getElementById("policy-line").textContent = p && p.name
       ? `DnsPolicy ${p.name} · default ${p.default_action} · namespaces ${info.namespaces.join(", ") || "none"} · TTL ${body.ttl_seconds} s`
