@@ -74,6 +74,7 @@ from controlplane.runtime.supervise import Crash, Supervisor
 from controlplane.sources.files import FileSource
 from controlplane.store.store import Store
 from controlplane.telemetry.querylog_service import QueryLogCollector, add_query_log_service
+from controlplane.telemetry.resolver_forwarding import ForwardingWindow
 from controlplane.telemetry.resolver_reports import (
     ReportsCollector,
     ResolverReports,
@@ -374,9 +375,12 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         collectors.append(LimitsCollector(limits))
     collectors.append(ReportsCollector(resolver_reports))
     resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
+    resolver_window = ForwardingWindow()  # and their last minute
     admin_app = create_app(AdminReads.of_hub(
         hub, readiness=readiness, source_status=runner.status, resolvers=pool,
-        resolver_stats=lambda: resolver_stats, decider=decider, traffic=traffic,
+        resolver_stats=lambda: resolver_stats,
+        resolver_recent=lambda tenant: resolver_window.recent(tenant, time.monotonic()),
+        decider=decider, traffic=traffic,
         injections=injections), auth=admin_auth, collectors=collectors)
     config = uvicorn.Config(admin_app, host=settings.admin.host, port=settings.admin.port,
                             log_config=None, access_log=False, lifespan="off")
@@ -394,7 +398,7 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
 
     work: dict[str, Coroutine[Any, Any, None]] = {
         "resolvers": _supervise_resolvers(pool, hub, stop, stats=resolver_stats,
-                                          thread=resolver_worker),
+                                          window=resolver_window, thread=resolver_worker),
         "policy-server": decider.run(stop),
         "source": runner.run(stop),
         "rebuild": debouncer.run(stop),
@@ -402,7 +406,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "admin": run_admin(),
         "ads": _wait_grpc(grpc_server),
         "loop-lag": watch_event_loop(hub.metrics, stop),
-        "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop),
+        "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop,
+                               history_file=(Path(settings.stats.history_file)
+                                             if settings.stats.history_file else None)),
     }
     if settings.auth.tokens_file and static_tokens:
         work["tokens"] = _watch_tokens(Path(settings.auth.tokens_file), static_tokens[0],
@@ -506,6 +512,7 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,
                                stats: dict[str, dict[str, float]], thread: Executor,
+                               window: ForwardingWindow | None = None,
                                interval: float = 0.25, stats_every: int = 4) -> None:
     """Restart dead tenant resolvers every ``interval`` (a dead one is back on its own port
     within about 0.3 s, while the sidecars' connects wait for it: clusters.RESTART_*), and
@@ -531,6 +538,8 @@ async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asynci
             latest = await asyncio.to_thread(pool.stats)
             stats.clear()
             stats.update(latest)
+            if window is not None:
+                window.observe(time.monotonic(), latest)
         rounds += 1
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

@@ -521,6 +521,12 @@ def test_upstream_per_sidecar_and_chart_range(stack: Stack, browser: Any,
                        ".dataset.value >= 1", what="globex's upstream error", timeout=30)
         text = browser.execute_script("return document.getElementById('upstream').innerText")
         assert re.search(r"\d+(\.\d)? ms average", text), text
+        # the last minute: the two forwarded names were asked within it
+        minute = until(browser, "(() => { const e = document.getElementById('upstream-minute');"
+                                " return e && e.dataset.queries && +e.dataset.queries >= 2 &&"
+                                " e.innerText; })()",
+                       what="globex's last minute upstream", timeout=30)
+        assert re.search(r"Last \d+ s: \d+ queries, \d+ answered by the upstream", minute), minute
         # each sidecar its own names
         until(browser, f"{sidecar_row('other.globex')} && "
                        f"{sidecar_row('other.globex')}.querySelectorAll('.top-name').length >= 2",

@@ -16,7 +16,7 @@ from controlplane.core.settings import Settings
 from controlplane.hub.hub import Hub
 from controlplane.telemetry.query_stats import QueryStats
 from controlplane.telemetry.querylog import QueryRecord
-from controlplane.telemetry.resolver_forwarding import forwarding
+from controlplane.telemetry.resolver_forwarding import ForwardingWindow, forwarding
 from controlplane.telemetry.traffic import KINDS, DnsTraffic, Report
 from tests.factories import connect, inventory, node
 
@@ -51,6 +51,52 @@ def test_forwarding_without_counters_or_upstream_answers() -> None:
     cached = forwarding({"total.num.queries": 2.0, "total.num.cachehits": 2.0})
     assert cached is not None and cached["latency_ms"] is None  # nothing asked upstream
     assert cached["cache_hit_share"] == 1.0
+
+
+def test_the_last_minute_of_a_resolvers_forwarding() -> None:
+    """Slow answers long ago, fast ones in the last minute: the minute's average is the
+    fast one, while the since-start average still carries the slow ones."""
+    window = ForwardingWindow()
+    assert window.recent("acme", 0.0) is None
+    slow = {"total.num.queries": 100.0, "total.num.cachehits": 0.0,
+            "total.num.recursivereplies": 100.0, "total.recursion.time.avg": 0.5,
+            "num.answer.rcode.SERVFAIL": 10.0}
+    window.observe(0.0, {"acme": slow})
+    assert window.recent("acme", 0.0) is None  # one sample: no difference yet
+    for t in range(1, 200):  # once a second; the 100 slow answers came before t=1
+        n = 100.0 + 10 * t  # 10 more each second, each taking 20 ms, 1 in 10 cached
+        avg = (100 * 0.5 + 10 * t * 0.02) / n
+        window.observe(float(t), {"acme": {
+            "total.num.queries": n + t, "total.num.cachehits": float(t),
+            "total.num.recursivereplies": n, "total.recursion.time.avg": avg,
+            "num.answer.rcode.SERVFAIL": 10.0}})
+    recent = window.recent("acme", 199.0)
+    assert recent is not None
+    assert recent["seconds"] == 60.0
+    assert recent["upstream_answers"] == 600 and recent["queries"] == 660
+    assert recent["latency_avg_ms"] == 20.0  # the slow ones are past the window
+    assert recent["upstream_errors"] == 0
+    assert recent["cache_hit_share"] == round(60 / 660, 4)
+    since_start = forwarding({"total.num.queries": 2089.0,
+                              "total.recursion.time.avg": avg,
+                              "total.num.recursivereplies": 2090.0}, recent)
+    assert since_start is not None and since_start["last_minute"] == recent
+    assert since_start["latency_ms"]["avg"] > 30  # the slow ones are still in it
+
+
+def test_a_restarted_resolver_starts_its_window_anew() -> None:
+    window = ForwardingWindow()
+    for t, n in ((0.0, 500.0), (1.0, 510.0), (2.0, 3.0), (3.0, 8.0)):  # restarted at 2
+        window.observe(t, {"acme": {"total.num.queries": n,
+                                    "total.num.recursivereplies": n}})
+    recent = window.recent("acme", 3.0)
+    assert recent is not None and recent["queries"] == 5  # never 3 - 510
+    window.observe(4.0, {})  # its resolver is gone
+    assert window.recent("acme", 4.0) is None
+    bounded = ForwardingWindow(max_samples=61)
+    for t in range(1000):
+        bounded.observe(float(t), {"acme": {"total.num.queries": float(t)}})
+    assert len(bounded._samples["acme"]) == 61
 
 
 def test_top_names_per_sidecar() -> None:

@@ -137,7 +137,8 @@ def _run(manifests: Path, inv: Inventory, workdir: Path,
     hop_args = [] if hop == "udp" else ["--resolver-hop", hop]
     if hop == "mtls":  # the terminator's port, free now like every other port here
         hop_args += ["--resolver-hop-port", str(free_port())]
-    cp = ControlPlane(manifests, workdir, extra_args=hop_args)
+    cp = ControlPlane(manifests, workdir, extra_args=[
+        *hop_args, "--traffic-history", str(workdir / "traffic-history.json")])
     started.append(cp.start())
     print(f"control plane: xds 127.0.0.1:{cp.xds_port}, console {cp.admin_url}/console/, "
           f"API {cp.admin_url}/docs, "

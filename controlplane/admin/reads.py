@@ -68,6 +68,10 @@ def _no_stats() -> ResolverStats:
     return {}
 
 
+def _no_window(tenant: str) -> dict[str, Any] | None:
+    return None
+
+
 def _no_peers() -> tuple[str, ...]:
     return ()
 
@@ -84,6 +88,8 @@ class AdminReads:
     source_status: Callable[[], dict[str, object]] | None = None
     resolvers: ResolversRead | None = None  # None: --tenant-resolvers none
     resolver_stats: Callable[[], ResolverStats] = _no_stats
+    # A tenant resolver's last minute (telemetry/resolver_forwarding.ForwardingWindow)
+    resolver_recent: Callable[[str], dict[str, Any] | None] = _no_window
     decider: PolicyDecider | None = None
     traffic: DnsTraffic | None = None
     injections: InjectionLog | None = None
@@ -95,6 +101,7 @@ class AdminReads:
                source_status: Callable[[], dict[str, object]] | None = None,
                resolvers: ResolversRead | None = None,
                resolver_stats: Callable[[], ResolverStats] = _no_stats,
+               resolver_recent: Callable[[str], dict[str, Any] | None] = _no_window,
                decider: PolicyDecider | None = None, traffic: DnsTraffic | None = None,
                injections: InjectionLog | None = None) -> AdminReads:
         """The hub's read surfaces, with the rest as given. ``readiness``: None for the
@@ -103,6 +110,7 @@ class AdminReads:
                    cache=hub.cache, query_log=hub.query_log,
                    readiness=readiness if readiness is not None else hub.readiness.state,
                    source_status=source_status, resolvers=resolvers,
-                   resolver_stats=resolver_stats, decider=decider, traffic=traffic,
+                   resolver_stats=resolver_stats, resolver_recent=resolver_recent,
+                   decider=decider, traffic=traffic,
                    injections=injections,
                    hop_peers=lambda: tuple(str(p) for p in hub.snapshots.hop_peers))

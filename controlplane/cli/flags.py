@@ -161,6 +161,10 @@ def _xds_flags(serve: argparse.ArgumentParser) -> None:
                             "a tenant with a resolver, those of the tenant's own namespaces; "
                             "its resolver answers the rest (0: the whole table in every "
                             "sidecar; default %(default)s)")
+    serve.add_argument("--traffic-history", default=s.history_file, metavar="FILE",
+                       help="keep the console's traffic history (the last hour of each "
+                            "tenant's rates) in this file, written every 30 s and at stop, "
+                            "read at start, so a restart keeps it (default: memory only)")
     serve.add_argument("--sidecar-stats-max-age", type=float, default=s.max_age_seconds,
                        metavar="SECONDS",
                        help="drop a sidecar whose DNS counters stopped arriving for this long "

@@ -44,7 +44,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         dns=dns, auth=auth, xds=xds, admin=admin, webhook=webhook_settings(args, zone=dns.zone),
         resolvers=resolver_settings(args), policy_server=policy_server_settings(args),
-        stats=StatsSettings(max_age_seconds=max(1.0, args.sidecar_stats_max_age)),
+        stats=StatsSettings(max_age_seconds=max(1.0, args.sidecar_stats_max_age),
+                            history_file=args.traffic_history),
         fault_invalid_names=frozenset(n.lower() for n in args.fault_invalid_name),
         fault_crash_tasks=frozenset(args.fault_crash_task))
 

@@ -369,6 +369,8 @@ class StatsSettings:
     # A sidecar silent this long is dropped (its counts stay in its tenant's totals);
     # its rates stop counting sooner.
     max_age_seconds: float = 60.0
+    # Where the console's traffic history is kept across restarts ("": memory only).
+    history_file: str = ""
 
     def __post_init__(self) -> None:
         if self.max_age_seconds <= 0:

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -264,16 +266,54 @@ def add_metrics_service(server: grpc.aio.Server, sink: MetricsSink) -> None:
 
 
 async def run_traffic(traffic: DnsTraffic, tenants: Callable[[], Iterable[str]],
-                      stop: asyncio.Event, *, clock: Callable[[], float] = time.time) -> None:
-    """Every ``traffic.tick`` seconds: age out silent sidecars, record a history point."""
-    while not stop.is_set():
-        now = clock()
-        gone = traffic.expire(now=now, tenants=tenants())
-        if gone:
-            log.info("%d sidecars stopped reporting DNS counters and aged out", gone)
-        traffic.sample(now=now)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), traffic.tick)
+                      stop: asyncio.Event, *, clock: Callable[[], float] = time.time,
+                      history_file: Path | None = None) -> None:
+    """Every ``traffic.tick`` seconds: age out silent sidecars, record a history point.
+    With ``history_file``: the history is read from it first, and written to it with
+    every coarse point and at stop (off the event loop), so a restart keeps it."""
+    if history_file is not None:
+        restored = await asyncio.to_thread(_read_history, traffic, history_file, clock())
+        if restored:
+            log.info("traffic history: %d points back from %s", restored, history_file)
+    ticks = 0
+    try:
+        while not stop.is_set():
+            now = clock()
+            gone = traffic.expire(now=now, tenants=tenants())
+            if gone:
+                log.info("%d sidecars stopped reporting DNS counters and aged out", gone)
+            traffic.sample(now=now)
+            ticks += 1
+            if history_file is not None and ticks % traffic.coarse_every == 0:
+                await asyncio.to_thread(_write_history, traffic.history_state(), history_file)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), traffic.tick)
+    finally:
+        if history_file is not None:
+            _write_history(traffic.history_state(), history_file)
+
+
+def _read_history(traffic: DnsTraffic, path: Path, now: float) -> int:
+    """What ``_write_history`` kept; a missing file is a first start, a broken one is
+    logged and ignored (the history starts empty)."""
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        log.warning("traffic history: %s not read (%s); starting empty", path, exc)
+        return 0
+    return traffic.restore_history(state, now=now)
+
+
+def _write_history(state: dict[str, object], path: Path) -> None:
+    """Written whole and renamed into place: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".new")
+    try:
+        tmp.write_text(json.dumps(state, separators=(",", ":")))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("traffic history: %s not written (%s)", path, exc)
 
 
 HELP = {

@@ -44,7 +44,8 @@ Memory is bounded per tenant, so one tenant cannot fill what another needs: a
 sidecar that has not reported for ``max_age`` seconds is dropped (its counts
 kept in its tenant's total), each tenant keeps at most ``max_sidecars`` (more
 are refused and counted as ``overflow``), ``history`` points and ``coarse`` coarse
-points (defaults: 150 of 2 s, the last 5 min; 120 of 30 s, the last hour), the refused
+points (defaults: 150 of 2 s, the last 5 min; 120 of 30 s, the last hour; kept across
+restarts with ``history_state`` and ``restore_history`` when a file is given), the refused
 reports of at most ``max_sidecars`` nodes per tenant (least recently refused
 out), and tenants without sidecars are forgotten once the caller says they are
 gone.
@@ -56,6 +57,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 KINDS = ("queries", "local", "forwarded", "nxdomain", "denied", "warn")
 ENVOY_KINDS = KINDS[:4]  # from the sidecars' counters; denied and warn from the query log
@@ -67,6 +69,18 @@ ZERO: Values = (0.0,) * len(KINDS)
 
 def _add(a: Values, b: Values) -> Values:
     return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _point(point: Any) -> tuple[float, Values] | None:
+    """``[time, [one number per kind]]`` as read back from a file, or None."""
+    if not isinstance(point, list) or len(point) != 2:
+        return None
+    t, values = point
+    if (not isinstance(t, int | float) or not isinstance(values, list)
+            or len(values) != len(KINDS)
+            or not all(isinstance(v, int | float) and v >= 0 for v in values)):
+        return None
+    return float(t), tuple(float(v) for v in values)
 
 
 @dataclass(slots=True)
@@ -269,6 +283,41 @@ class DnsTraffic:
                 t.coarse.append((now, tuple(sum(col) / n for col in zip(*t.pending,
                                                                           strict=True))))
                 t.pending.clear()
+
+    # -- kept across restarts (``history_state`` / ``restore_history``) ---------
+    def history_state(self) -> dict[str, Any]:
+        """Every tenant's history and coarse points, as JSON-ready values."""
+        return {"version": 1, "kinds": list(KINDS), "tenants": {
+            name: {"history": [[t, list(v)] for t, v in tt.history],
+                   "coarse": [[t, list(v)] for t, v in tt.coarse]}
+            for name, tt in self.tenants.items()}}
+
+    def restore_history(self, state: Any, *, now: float) -> int:
+        """Put back what ``history_state`` gave (read from a file: anything malformed is
+        skipped, point by point), the points still within their range at ``now`` and
+        not in its future; returns how many points came back. The time in between shows
+        as a gap."""
+        tenants = state.get("tenants") if isinstance(state, Mapping) else None
+        if not isinstance(tenants, Mapping) or state.get("kinds") != list(KINDS):
+            return 0
+        ranges = {"history": self.tick * self.history_points,
+                  "coarse": self.tick * self.coarse_every * self.coarse_points}
+        restored = 0
+        for name, series in tenants.items():
+            if not isinstance(name, str) or not isinstance(series, Mapping):
+                continue
+            tt = self._tenant(name)
+            for key, span in ranges.items():
+                points = series.get(key)
+                ring = tt.history if key == "history" else tt.coarse
+                if ring or not isinstance(points, list):
+                    continue  # never mixed into points taken since the start
+                for point in points:
+                    values = _point(point)
+                    if values is not None and now - span <= values[0] <= now:
+                        ring.append(values)
+                        restored += 1
+        return restored
 
     # -- read side ---------------------------------------------------------
     def live(self, car: Sidecar, now: float) -> bool:

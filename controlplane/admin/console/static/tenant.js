@@ -184,8 +184,19 @@
     box.replaceChildren(head,
       el("div", { class: "rates", id: "upstream" }, stat(latency, "average to the upstream"), median,
         stat(errors, "upstream errors (SERVFAIL)"), stat(hits, "answered without the upstream (its cache, local names, policy)")),
+      lastMinute(f.last_minute),
       el("p", { class: "muted" }, `Since the tenant resolver started: ${f.queries} queries, ${f.upstream_answers} answered by `
         + `the upstream (${f.upstream_sent.udp} sent over UDP, ${f.upstream_sent.tcp} over TCP/TLS), ${f.cache_hits} without it.`));
+  }
+
+  // The same counters over the last minute (api: forwarding.last_minute), so a slow or
+  // failing upstream shows now rather than diluted in everything since the start.
+  function lastMinute(m) {
+    if (!m) return el("p", { class: "muted", id: "upstream-minute" }, "Last minute: not read twice yet.");
+    return el("p", { id: "upstream-minute", dataset: { queries: String(m.queries), ms: m.latency_avg_ms === null ? "" : String(m.latency_avg_ms), errors: String(m.upstream_errors) } },
+      `Last ${Math.round(m.seconds)} s: ${m.queries} queries, ${m.upstream_answers} answered by the upstream`
+      + (m.latency_avg_ms === null ? "" : ` in ${Console.ms(m.latency_avg_ms)} on average`)
+      + `, ${m.upstream_errors} upstream error${m.upstream_errors === 1 ? "" : "s"}.`);
   }
 
   // Per sidecar: its rates (its own counters; denied from the query log) and the names
