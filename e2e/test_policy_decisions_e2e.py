@@ -30,9 +30,11 @@ from typing import Any
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, free_port, http_text, wait_for
+from controlplane.translate.unbound import RPZ_ZONE
 from e2e.harness.front_sidecar import FrontSidecar
 from e2e.harness.realclients import reserve_loopback_dns_address
 from e2e.harness.refserver import ReferenceDns
@@ -286,7 +288,11 @@ def test_query_log_tells_who_decided(start: Callable[..., Setup]) -> None:
     server vetoes is logged as denied by the server."""
     s = start()
     assert s.rcode(CHECKOUT) == "NOERROR"
-    assert s.rcode(VETOED) == "NXDOMAIN"  # whitelisted, vetoed by the server
+    vetoed = s.ask(VETOED, "A")  # whitelisted, vetoed by the server (the resolver's gate)
+    assert dns.rcode.to_text(vetoed.rcode()) == "NXDOMAIN"
+    # ... with the policy zone's SOA (RFC 2308), which the front adds (dns-front.md)
+    assert [(r.name.to_text(), r.rdtype) for r in vetoed.authority] == [
+        (RPZ_ZONE, dns.rdatatype.SOA)], vetoed
 
     def records() -> list[dict[str, Any]]:
         got: list[dict[str, Any]] = s.cp.get("/api/v1/queries?tenant=dns-policy")["records"]

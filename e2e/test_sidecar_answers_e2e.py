@@ -36,6 +36,8 @@ import dns.rdatatype
 import pytest
 
 from controlplane._kit.localrun import ControlPlane, wait_for
+from controlplane.translate.front import POLICY_SOA_TTL
+from controlplane.translate.unbound import RPZ_ZONE
 from e2e.harness.front_sidecar import FrontSidecar
 from e2e.harness.realclients import reserve_loopback_dns_address
 from e2e.harness.refserver import ReferenceDns
@@ -205,7 +207,6 @@ class Row:
     rdtype: str
     rcode: str
     answer: tuple[str, ...] = ()
-    soa: bool = True  # an SOA in the authority section of an empty answer (RFC 2308)
 
 
 ROWS = [
@@ -228,8 +229,9 @@ ROWS = [
     Row("external-A", "www.example.com", "A", "NOERROR", ("203.0.113.10",)),
     Row("missing-in-zone", f"nope.{ACME}", "A", "NXDOMAIN"),
     Row("other-namespace", f"api.{BETA}", "A", "NXDOMAIN"),
-    # The resolver's RPZ answers a denied name without an SOA (unbound 1.17).
-    *(Row(f"blacklisted-{t}", "blocked.example.com", t, "NXDOMAIN", soa=False)
+    # The resolver's RPZ answers a denied name without an SOA (unbound 1.17); the front
+    # adds the policy zone's (POLICY_SOA, as BIND's RPZ does).
+    *(Row(f"blacklisted-{t}", "blocked.example.com", t, "NXDOMAIN")
       for t in ("A", "AAAA", "TXT", "MX", "HTTPS")),
 ]
 TRANSPORTS = ("udp", "tcp")
@@ -242,8 +244,24 @@ def test_row(setup: Setup, row: Row, transport: str) -> None:
     assert dns.rcode.to_text(response.rcode()) == row.rcode, response
     assert records(response, row.rdtype) == sorted(row.answer), response
     assert not response.flags & dns.flags.TC
-    if (row.rcode == "NXDOMAIN" or not row.answer) and row.soa:
+    if row.rcode == "NXDOMAIN" or not row.answer:
         assert soa_in_authority(response), f"no SOA (RFC 2308) in {response}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_negative_answers_carry_the_right_soa(setup: Setup, transport: str) -> None:
+    """A name missing from the zone: the cluster zone's SOA (the resolver's); a name the
+    policy denies: the policy zone's (unbound's RPZ gives none; the front adds it, with a
+    short TTL, as BIND's RPZ answers)."""
+    tcp = transport == "tcp"
+    def soa_owners(response: dns.message.Message) -> list[tuple[str, int]]:
+        return [(r.name.to_text(), r.ttl) for r in response.authority
+                if r.rdtype == dns.rdatatype.SOA]
+    assert [o for o, _ in soa_owners(ask(setup.acme, f"nope.{ACME}", tcp=tcp))] == [f"{Z}."]
+    for rdtype in ("A", "TXT"):
+        denied = ask(setup.acme, "blocked.example.com", rdtype, tcp=tcp, edns=0)
+        assert soa_owners(denied) == [(RPZ_ZONE, POLICY_SOA_TTL)], denied
+        assert denied.edns == 0, denied  # the OPT record is kept
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -312,10 +330,10 @@ BETA_ROWS = [
     Row("dns-version", f"dns-version.{Z}", "TXT", "NOERROR", ('"1.1.0"',)),
     Row("missing-in-zone", f"nope.{BETA}", "A", "NXDOMAIN"),
     Row("other-namespace", f"web.{ACME}", "A", "NXDOMAIN"),
-    # Denied by the resolver's RPZ: no SOA (unbound 1.17), as for acme's blacklist.
-    *(Row(f"external-{t}", "www.example.com", t, "NXDOMAIN", soa=False)
+    # Denied by the resolver's RPZ: the policy zone's SOA, as for acme's blacklist.
+    *(Row(f"external-{t}", "www.example.com", t, "NXDOMAIN")
       for t in ("A", "AAAA", "TXT", "MX")),
-    Row("external-PTR", "44.44.44.44.in-addr.arpa", "PTR", "NXDOMAIN", soa=False),
+    Row("external-PTR", "44.44.44.44.in-addr.arpa", "PTR", "NXDOMAIN"),
 ]
 
 
@@ -326,7 +344,7 @@ def test_beta_row(setup: Setup, row: Row, transport: str) -> None:
     assert dns.rcode.to_text(response.rcode()) == row.rcode, response
     assert records(response, row.rdtype) == sorted(row.answer), response
     assert "::ffff" not in response.to_text()
-    if (row.rcode == "NXDOMAIN" or not row.answer) and row.soa:
+    if row.rcode == "NXDOMAIN" or not row.answer:
         assert soa_in_authority(response), f"no SOA (RFC 2308) in {response}"
 
 

@@ -39,6 +39,7 @@ from controlplane.dns.views import TableEntry, TenantView, Upstream
 from controlplane.injection.bootstrap import bootstrap_config
 from controlplane.policy.selection import Action
 from controlplane.translate.front import (
+    POLICY_SOA_TTL,
     Pair,
     envoy_pairs,
     kresd_front_config,
@@ -53,6 +54,7 @@ from controlplane.translate.front_routes import (
     set_url,
 )
 from controlplane.translate.types import LISTENER_TYPE, ROUTE_TYPE
+from controlplane.translate.unbound import RPZ_ZONE
 from tests import rawdns
 from tests.golden_support import GOLDEN, load_inventory, tenant_views, updating_goldens
 from tests.tools import require_file, require_tool
@@ -447,7 +449,7 @@ def test_kresd_answers_bad_input_and_any(tmp_path: Path, processes: list[Process
     kresd = require_tool("kresd", "apt-get install knot-resolver")
     require_file(LUA_HTTP, "apt-get install lua-http")
     one = f"one.{NS}"
-    envoy, envoy_port = dnsmasq(tmp_path, "envoy", {one: "10.0.0.1"})
+    envoy, envoy_port = dnsmasq(tmp_path, "envoy", {one: "10.0.0.1"}, local=("example.org",))
     processes.append(envoy)
     resolver, resolver_port = dnsmasq(tmp_path, "resolver", {one: "10.9.9.1"},
                                        local=("example.com",))
@@ -481,6 +483,19 @@ def test_kresd_answers_bad_input_and_any(tmp_path: Path, processes: list[Process
             missing = rawdns.send("127.0.0.1", port, rawdns.query("nope.example.com", 255),
                                   tcp=tcp)
             assert rawdns.rcode_of(missing) == "NXDOMAIN"
+        # An NXDOMAIN without an SOA (dnsmasq's local=, as unbound's RPZ answers a denied
+        # name) gets the policy zone's SOA (RFC 2308), with the OPT record when asked.
+        policy_soa = (f"{RPZ_ZONE} {POLICY_SOA_TTL} IN SOA localhost. nobody.invalid. "
+                      f"1 3600 600 86400 {POLICY_SOA_TTL}")
+        for tcp in (False, True):
+            for edns in (False, True):
+                reply = rawdns.send("127.0.0.1", port, rawdns.query("nope.example.com", 1,
+                                                                    edns=edns), tcp=tcp)
+                assert reply is not None and reply.message is not None
+                assert reply.rcode == "NXDOMAIN"
+                assert reply.message.answer == []
+                assert [r.to_text() for r in reply.message.authority] == [policy_soa]
+                assert reply.message.edns == (0 if edns else -1)
         assert f"query[hinfo] {one}" in (tmp_path / "resolver.queries").read_text().lower()
         assert "query[ANY]" not in (tmp_path / "envoy.queries").read_text()
         assert ask(port, one) == ("NOERROR", ["10.0.0.1"])
@@ -492,6 +507,10 @@ def test_kresd_answers_bad_input_and_any(tmp_path: Path, processes: list[Process
         reply = rawdns.send("127.0.0.1", port, rawdns.query(one, 255), tcp=False)
         assert reply is not None and reply.message is not None
         assert [rrset.to_text() for rrset in reply.message.answer] == [f"{one}. 30 IN A 10.0.0.1"]
+        # ... and Envoy's NXDOMAIN is not the policy's: no SOA is made up for it
+        reply = rawdns.send("127.0.0.1", port, rawdns.query("nope.example.org", 1), tcp=False)
+        assert reply is not None and reply.message is not None
+        assert reply.rcode == "NXDOMAIN" and reply.message.authority == []
         assert front.alive()
 
 

@@ -31,6 +31,7 @@ from controlplane.core.names import parse_ip
 from controlplane.dns.records import NameRecord
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate.front_lua import KRESD_FRONT_TEMPLATE
+from controlplane.translate.unbound import RPZ_ZONE
 
 ENVOY_MAX_ANSWERS = 8  # Envoy's DNS filter answers at most 8 records and never sets TC
 ALL_TO_ENVOY = "* .\n"  # a set line: send every query to Envoy (a view with no resolver)
@@ -117,6 +118,31 @@ def _lua_string(text: str) -> str:
     return f"'{text}'"
 
 
+# The SOA a denied name's NXDOMAIN gets at the front (front_lua.py, ``add_policy_soa``): the
+# policy zone's, as in the resolver's RPZ file, with a short negative TTL (RFC 2308: the
+# lesser of the record's TTL and its minimum) so an allowed name is seen again soon.
+POLICY_SOA_TTL = 5
+POLICY_SOA = ("localhost.", "nobody.invalid.", 1, 3600, 600, 86400, POLICY_SOA_TTL)
+
+
+def _lua_wire(data: bytes) -> str:
+    """``data`` inside a Lua string literal: printable bytes as they are, the rest as
+    three-digit decimal escapes (which no following digit can extend)."""
+    return "".join(chr(b) if 0x30 <= b < 0x7f and b != 0x5c else f"\\{b:03d}" for b in data)
+
+
+def _dname_wire(name: str) -> bytes:
+    labels = [label.encode("ascii") for label in name.rstrip(".").split(".") if label]
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+
+
+def policy_soa_rdata() -> bytes:
+    """The wire RDATA of ``POLICY_SOA`` (RFC 1035 3.3.13)."""
+    mname, rname, *numbers = POLICY_SOA
+    return (_dname_wire(str(mname)) + _dname_wire(str(rname))
+            + b"".join(int(n).to_bytes(4, "big") for n in numbers))
+
+
 def _server(address: Upstream) -> str:
     """kresd's ``address@port`` for an upstream; the host must be an IP address."""
     if parse_ip(address.host) is None:
@@ -166,8 +192,12 @@ def kresd_front_config(*, listen: tuple[Upstream, ...], envoy: Upstream, set_url
         set_url=_lua_string(set_url),
         poll_seconds=poll_seconds,
         fetch_timeout=fetch_timeout_seconds,
+        policy_soa_owner=_lua_string(RPZ_ZONE),
+        policy_soa_ttl=POLICY_SOA_TTL,
+        policy_soa_rdata=_lua_wire(policy_soa_rdata()),
     )
 
 
-__all__ = ["ENVOY_MAX_ANSWERS", "Pair", "envoy_pairs", "kresd_front_config", "pair_record_name",
-           "record_pairs", "set_body", "set_etag"]
+__all__ = ["ENVOY_MAX_ANSWERS", "POLICY_SOA", "POLICY_SOA_TTL", "Pair", "envoy_pairs",
+           "kresd_front_config", "pair_record_name", "policy_soa_rdata", "record_pairs",
+           "set_body", "set_etag"]
