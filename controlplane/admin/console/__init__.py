@@ -1,6 +1,7 @@
 """The operator console: read-only pages under the admin address, no CDN.
 
-Pages (static HTML + JS in ``static/``, which read the admin API by polling):
+Pages (one HTML shell, ``static/page.html``, filled with each page's title and script,
+and the page's JS in ``static/``, which reads the admin API by polling):
 
 - ``/console/``: tenants (policy, namespaces, sidecars with ACK/NACK state, a live
   rate chart, recent denied and WARN queries);
@@ -36,14 +37,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from string import Template
 
 from fastapi import FastAPI, HTTPException
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 STATIC = resources.files(__package__) / "static"
-PAGES = {"": "index.html", "tenant": "tenant.html", "queries": "queries.html",
-         "sidecar": "sidecar.html", "explain": "explain.html", "errors": "errors.html"}
+# URL path -> (page: its script static/<page>.js and body data-page, title)
+PAGES = {"": ("index", "Tenants"), "tenant": ("tenant", "Tenant"),
+         "queries": ("queries", "Query log"), "sidecar": ("sidecar", "Sidecar"),
+         "explain": ("explain", "Explain"), "errors": ("errors", "Errors")}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 # The console's pages run no inline script and load nothing from elsewhere.
@@ -69,6 +73,14 @@ def _read(name: str) -> tuple[bytes, str]:
     return item.read_bytes(), TYPES.get(Path(name).suffix, "application/octet-stream")
 
 
+def render_page(path: str) -> str:
+    """The HTML of the console page at ``path`` (a key of ``PAGES``): the shared shell
+    (header, navigation, status line) with the page's title and script."""
+    page, title = PAGES[path]
+    shell = (STATIC / "page.html").read_text(encoding="utf-8")
+    return Template(shell).substitute(page=page, title=title)
+
+
 def install_console(app: FastAPI, *, title: str) -> None:
     """Add the console's pages and local ``/docs`` and ``/redoc`` to the admin app (built
     with ``docs_url=None, redoc_url=None``)."""
@@ -81,24 +93,24 @@ def install_console(app: FastAPI, *, title: str) -> None:
     def console_no_slash() -> Response:
         return RedirectResponse("console/", status_code=307)
 
-    def page(file: str) -> Response:
-        body, media = _read(file)
-        return Response(body, media_type=media, headers=HEADERS)
+    def page(path: str) -> Response:
+        return Response(render_page(path), media_type=TYPES[".html"], headers=HEADERS)
 
     @app.get("/console/", include_in_schema=False)
     def tenants_page() -> Response:
-        return page(PAGES[""])
+        return page("")
 
     @app.get("/console/{name}", include_in_schema=False)
     def other_page(name: str) -> Response:
         if name not in PAGES:
             raise HTTPException(status_code=404, detail=f"no console page {name!r}; pages: "
                                 + ", ".join(sorted(p or "/" for p in PAGES)))
-        return page(PAGES[name])
+        return page(name)
 
     @app.get("/console/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
-        return page(name)
+        body, media = _read(name)
+        return Response(body, media_type=media, headers=HEADERS)
 
     docs = _docs_static()
 
