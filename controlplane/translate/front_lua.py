@@ -155,7 +155,7 @@ end
 -- gate. Give it the policy zone's SOA, as BIND's RPZ does, with a short negative TTL so a
 -- policy change reaches caching clients soon. Only a bare NXDOMAIN (no records in the
 -- answer section) is changed; an SOA already there is kept. kresd's cache holds what the
--- resolver sent (nothing, without an SOA), not this answer.
+-- resolver sent, not this answer.
 local POLICY_SOA_OWNER = todname($policy_soa_owner)
 local POLICY_SOA_TTL = $policy_soa_ttl
 local POLICY_SOA_RDATA = '$policy_soa_rdata'

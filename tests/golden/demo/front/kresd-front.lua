@@ -142,6 +142,33 @@ local function edns_version(pkt)
   return bit.band(bit.rshift(opt._ttl, 16), 0xff)
 end
 
+-- An NXDOMAIN without an SOA (RFC 2308) is the tenant resolver's policy speaking: its RPZ
+-- (unbound answers a denied name before any module, without an SOA) or its policy-server
+-- gate. Give it the policy zone's SOA, as BIND's RPZ does, with a short negative TTL so a
+-- policy change reaches caching clients soon. Only a bare NXDOMAIN (no records in the
+-- answer section) is changed; an SOA already there is kept. kresd's cache holds what the
+-- resolver sent, not this answer.
+local POLICY_SOA_OWNER = todname('policy.rpz.')
+local POLICY_SOA_TTL = 5
+local POLICY_SOA_RDATA = '\009localhost\000\006nobody\007invalid\000\000\000\000\001\000\000\014\016\000\000\002X\000\001Q\128\000\000\000\005'
+local function add_policy_soa(req, answer, state)
+  if all_to_envoy then return state end  -- a view without a resolver: Envoy's NXDOMAIN
+  for i = 0, tonumber(req.answ_selected.len) - 1 do
+    if req.answ_selected.at[i].to_wire then return state end
+  end
+  for i = 0, tonumber(req.auth_selected.len) - 1 do
+    local entry = req.auth_selected.at[i]
+    if entry.to_wire and entry.rr.type == T.SOA then return state end
+  end
+  clear_selected(req)
+  answer:clear_payload()
+  req:ensure_edns()  -- clear_payload dropped the OPT record
+  answer:rcode(RC.NXDOMAIN)
+  answer:begin(kres.section.AUTHORITY)
+  answer:put(POLICY_SOA_OWNER, POLICY_SOA_TTL, kres.class.IN, T.SOA, POLICY_SOA_RDATA)
+  return state
+end
+
 package.preload['kres_modules.front_input'] = function()
   return { layer = {
     begin = function(state, req)
@@ -176,7 +203,9 @@ package.preload['kres_modules.front_input'] = function()
     answer_finalize = function(state, req)
       if state ~= kres.DONE or req.qsource.addr == nil then return state end
       local answer = req.answer
-      if answer == nil or answer:qtype() ~= T.ANY or answer:rcode() ~= RC.NOERROR then
+      if answer == nil then return state end
+      if answer:rcode() == RC.NXDOMAIN then return add_policy_soa(req, answer, state) end
+      if answer:qtype() ~= T.ANY or answer:rcode() ~= RC.NOERROR then
         return state
       end
       for i = 0, tonumber(req.answ_selected.len) - 1 do  -- records of the name: kept
