@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -55,7 +56,10 @@ Request = Any
 Response = Any
 
 
-@dataclass
+NO_NAMES: frozenset[str] = frozenset()  # one empty set, not one per stream and type
+
+
+@dataclass(slots=True)
 class TypeState:
     """What one stream knows about one resource type."""
 
@@ -72,7 +76,9 @@ class TypeState:
     nack_error: str = ""
     nacks: int = 0
     acks: int = 0
-    sent_anys: dict[str, Any] = field(default_factory=dict)  # what the client has, by name
+    # What the client has, by name: after a full-state response the snapshot's own
+    # mapping (shared by every stream of the view), else this stream's.
+    sent_anys: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ def type_order(types: Any) -> list[str]:
         t for t in types if t not in ORDERED_TYPES)
 
 
-@dataclass
+@dataclass(slots=True)
 class SotwStream:
     stream_id: str
     node: base_pb2.Node | None = None
@@ -181,7 +187,7 @@ class SotwStream:
         else:
             wildcard = "*" in names
             state.legacy_wildcard = False
-        explicit = frozenset(n for n in names if n != "*")
+        explicit = frozenset(n for n in names if n != "*") if names else NO_NAMES
         if not state.subscribed or wildcard != state.wildcard or explicit != state.names:
             state.subscription_changed = state.subscribed
             state.subscribed = True
@@ -226,7 +232,9 @@ class SotwStream:
 
     def _names_to_send(self, state: TypeState, ts: TypeSnapshot) -> frozenset[str]:
         if state.wildcard:
-            return frozenset(ts.anys)
+            return ts.names  # shared by the view's streams
+        if state.names <= ts.names:
+            return state.names  # the stream's own set: no copy per response
         return frozenset(n for n in state.names if n in ts.anys)
 
     def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str],
@@ -244,7 +252,8 @@ class SotwStream:
             state.sent_anys = {**{n: ts.anys[n] for n in names}, **keep}
             state.subscription_changed = False
             return Outgoing(ts.type_url, version, nonce, all_names, payload)
-        if names == frozenset(ts.anys):
+        full = names == ts.names
+        if full:
             # The shared bytes, serialised once per view, plus this stream's nonce.
             body, tail = ts.body, DiscoveryResponse(nonce=nonce).SerializeToString()
         else:
@@ -253,6 +262,6 @@ class SotwStream:
                 resources=[ts.anys[n] for n in sorted(names)],
             ).SerializeToString(), b""
         state.sent_version, state.sent_nonce, state.sent_names = ts.version, nonce, names
-        state.sent_anys = {n: ts.anys[n] for n in names}
+        state.sent_anys = ts.anys if full else {n: ts.anys[n] for n in names}
         state.subscription_changed = False
         return Outgoing(ts.type_url, ts.version, nonce, names, body, tail)
