@@ -81,13 +81,13 @@ class TypeState:
     sent_anys: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ack:
     type_url: str
     version: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Nack:
     type_url: str
     version: str  # the version that was rejected
@@ -128,6 +128,10 @@ def check_request(stream: SotwStream | Any, request: Any, what: str) -> None:
     if not request.type_url:
         raise ProtocolError("INVALID_ARGUMENT", f"{what}.type_url is empty (ADS)")
     if stream.node is None:
+        # Envoy lists every extension it was built with in its node (hundreds of
+        # entries): nothing here reads them, so the stream's copy leaves them out.
+        if request.node.extensions:
+            request.node.ClearField("extensions")
         stream.node = base_pb2.Node()
         stream.node.CopyFrom(request.node)
 
@@ -160,7 +164,9 @@ class SotwStream:
     def receive(self, request: Request) -> list[Event]:
         """Digest one request; raise ProtocolError if the stream must end."""
         check_request(self, request, "DiscoveryRequest")
-        state = self.types.setdefault(request.type_url, TypeState())
+        state = self.types.get(request.type_url)
+        if state is None:
+            state = self.types[request.type_url] = TypeState()
         self._update_subscription(state, list(request.resource_names),
                                   named_only=request.type_url in NAMED_ONLY_TYPES)
         nonce = request.response_nonce
