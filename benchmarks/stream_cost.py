@@ -1,7 +1,7 @@
 """What one ADS connection costs the control plane: memory and CPU per stream.
 
     .venv/bin/python benchmarks/stream_cost.py [--steps 1000 2000] [--services 1000]
-        [--tenants 10] [--processes 2] [--storms 1] [--code DIR]
+        [--tenants 10] [--processes 2] [--storms 1] [--extensions N] [--code DIR]
 
 Starts the control plane on examples/ plus --services Services over --tenants
 namespaces (one DENY tenant each, as ``streams.py --tenants``), then connects the
@@ -45,7 +45,7 @@ class Group:
     """Client processes for streams [first, first + count), and how many are served."""
 
     def __init__(self, address: str, first: int, count: int, processes: int,
-                 namespaces: str) -> None:
+                 namespaces: str, extensions: int = 0) -> None:
         per = -(-count // processes)
         self.served: set[str] = set()
         self.lock = threading.Lock()
@@ -57,7 +57,7 @@ class Group:
             self.procs.append(subprocess.Popen(
                 [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address",
                  address, "--first", str(first + i * per), "--count", str(n), "--seconds",
-                 "600", "--namespaces", namespaces],
+                 "600", "--namespaces", namespaces, "--extensions", str(extensions)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for p in self.procs:
             threading.Thread(target=self._read, args=(p,), daemon=True).start()
@@ -123,10 +123,14 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--storms", type=int, default=1)
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
+    parser.add_argument("--extensions", type=int, default=0,
+                        help="entries in each simulated node's extensions list (a real "
+                        "Envoy 1.40 sends 516: 60 KB; ads_client.py)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stream-cost-"))
     manifests, namespaces = manifests_for(work, args.services, args.tenants)
-    print(f"stream cost: {args.services} Services, {args.tenants} tenants; 2 shared cores; "
+    print(f"stream cost: {args.services} Services, {args.tenants} tenants, {args.extensions} "
+          f"extensions per node; 2 shared cores; "
           f"load average at start {load_average()}; code {args.code or ROOT}")
     here = Path.cwd()
     if args.code:
@@ -148,7 +152,8 @@ def main() -> int:
         have = 0
         for target in args.steps:
             cpu0, t0 = cpu_seconds(pid), time.time()
-            group = Group(cp.xds_address, have, target - have, args.processes, namespaces)
+            group = Group(cp.xds_address, have, target - have, args.processes, namespaces,
+                          args.extensions)
             groups.append(group)
             wait_for(lambda g=group, n=target - have: g.count() >= n, timeout=300,
                      interval=0.1, what=f"{target} streams served")
@@ -178,7 +183,8 @@ def main() -> int:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             cpu0, t0 = cpu_seconds(pid), time.time()
-            groups = [Group(cp.xds_address, 0, have, args.processes, namespaces)]
+            groups = [Group(cp.xds_address, 0, have, args.processes, namespaces,
+                            args.extensions)]
             wait_for(lambda: groups[0].count() >= have, timeout=300, interval=0.1,
                      what="the storm's streams served")
             took = time.time() - t0
