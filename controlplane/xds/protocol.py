@@ -30,9 +30,9 @@ else decides protocol questions. Rules from the checklist
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
