@@ -93,6 +93,20 @@ def test_rule2_node_only_on_first_request_is_remembered() -> None:
     assert env.stream.node is not None and env.stream.node.id == "first-node"
 
 
+def test_the_stream_keeps_its_node_without_the_envoy_extensions_list() -> None:
+    """Envoy names every extension it was built with in its node (hundreds): the
+    stream's copy leaves them out and keeps what the view is chosen from."""
+    stream = SotwStream("s1")
+    node = base_pb2.Node(id="n1", cluster="c")
+    node.metadata.update({"NAMESPACE": "acme"})
+    node.extensions.add(name="envoy.filters.udp.dns_filter", category="envoy.filters.udp")
+    stream.receive(discovery_pb2.DiscoveryRequest(type_url=LDS, node=node))
+    assert stream.node is not None
+    assert (stream.node.id, stream.node.cluster) == ("n1", "c")
+    assert stream.node.metadata["NAMESPACE"] == "acme"
+    assert not stream.node.extensions
+
+
 def test_rule3_empty_type_url_is_invalid_argument() -> None:
     env = FakeEnvoy()
     with pytest.raises(ProtocolError) as info:

@@ -34,7 +34,7 @@ log = logging.getLogger("controlplane.hub.hub")
 WAKE_BATCH = 16  # streams woken per event-loop iteration when their view changes
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     conn_id: str
     peer: str

@@ -38,7 +38,7 @@ DeltaRequest = discovery_pb2.DeltaDiscoveryRequest
 DeltaResponse = discovery_pb2.DeltaDiscoveryResponse
 
 
-@dataclass
+@dataclass(slots=True)
 class DeltaTypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
@@ -77,7 +77,7 @@ class DeltaOutgoing:
         return DeltaResponse.FromString(self.payload)
 
 
-@dataclass
+@dataclass(slots=True)
 class DeltaStream:
     stream_id: str
     node: base_pb2.Node | None = None

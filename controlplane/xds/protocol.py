@@ -30,6 +30,7 @@ else decides protocol questions. Rules from the checklist
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -55,7 +56,10 @@ Request = Any
 Response = Any
 
 
-@dataclass
+NO_NAMES: frozenset[str] = frozenset()  # one empty set, not one per stream and type
+
+
+@dataclass(slots=True)
 class TypeState:
     """What one stream knows about one resource type."""
 
@@ -72,16 +76,18 @@ class TypeState:
     nack_error: str = ""
     nacks: int = 0
     acks: int = 0
-    sent_anys: dict[str, Any] = field(default_factory=dict)  # what the client has, by name
+    # What the client has, by name: after a full-state response the snapshot's own
+    # mapping (shared by every stream of the view), else this stream's.
+    sent_anys: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ack:
     type_url: str
     version: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Nack:
     type_url: str
     version: str  # the version that was rejected
@@ -122,6 +128,10 @@ def check_request(stream: SotwStream | Any, request: Any, what: str) -> None:
     if not request.type_url:
         raise ProtocolError("INVALID_ARGUMENT", f"{what}.type_url is empty (ADS)")
     if stream.node is None:
+        # Envoy lists every extension it was built with in its node (hundreds of
+        # entries): nothing here reads them, so the stream's copy leaves them out.
+        if request.node.extensions:
+            request.node.ClearField("extensions")
         stream.node = base_pb2.Node()
         stream.node.CopyFrom(request.node)
 
@@ -144,7 +154,7 @@ def type_order(types: Any) -> list[str]:
         t for t in types if t not in ORDERED_TYPES)
 
 
-@dataclass
+@dataclass(slots=True)
 class SotwStream:
     stream_id: str
     node: base_pb2.Node | None = None
@@ -154,7 +164,9 @@ class SotwStream:
     def receive(self, request: Request) -> list[Event]:
         """Digest one request; raise ProtocolError if the stream must end."""
         check_request(self, request, "DiscoveryRequest")
-        state = self.types.setdefault(request.type_url, TypeState())
+        state = self.types.get(request.type_url)
+        if state is None:
+            state = self.types[request.type_url] = TypeState()
         self._update_subscription(state, list(request.resource_names),
                                   named_only=request.type_url in NAMED_ONLY_TYPES)
         nonce = request.response_nonce
@@ -181,7 +193,7 @@ class SotwStream:
         else:
             wildcard = "*" in names
             state.legacy_wildcard = False
-        explicit = frozenset(n for n in names if n != "*")
+        explicit = frozenset(n for n in names if n != "*") if names else NO_NAMES
         if not state.subscribed or wildcard != state.wildcard or explicit != state.names:
             state.subscription_changed = state.subscribed
             state.subscribed = True
@@ -226,7 +238,9 @@ class SotwStream:
 
     def _names_to_send(self, state: TypeState, ts: TypeSnapshot) -> frozenset[str]:
         if state.wildcard:
-            return frozenset(ts.anys)
+            return ts.names  # shared by the view's streams
+        if state.names <= ts.names:
+            return state.names  # the stream's own set: no copy per response
         return frozenset(n for n in state.names if n in ts.anys)
 
     def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str],
@@ -244,7 +258,8 @@ class SotwStream:
             state.sent_anys = {**{n: ts.anys[n] for n in names}, **keep}
             state.subscription_changed = False
             return Outgoing(ts.type_url, version, nonce, all_names, payload)
-        if names == frozenset(ts.anys):
+        full = names == ts.names
+        if full:
             # The shared bytes, serialised once per view, plus this stream's nonce.
             body, tail = ts.body, DiscoveryResponse(nonce=nonce).SerializeToString()
         else:
@@ -253,6 +268,6 @@ class SotwStream:
                 resources=[ts.anys[n] for n in sorted(names)],
             ).SerializeToString(), b""
         state.sent_version, state.sent_nonce, state.sent_names = ts.version, nonce, names
-        state.sent_anys = {n: ts.anys[n] for n in names}
+        state.sent_anys = ts.anys if full else {n: ts.anys[n] for n in names}
         state.subscription_changed = False
         return Outgoing(ts.type_url, ts.version, nonce, names, body, tail)

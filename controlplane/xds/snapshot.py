@@ -33,6 +33,7 @@ class TypeSnapshot:
     body: bytes  # a DiscoveryResponse with every resource, without nonce
     size: int
     resource_versions: Mapping[str, str]  # per resource, for delta xDS
+    names: frozenset[str]  # the names of ``anys``: what a wildcard stream is sent (shared)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
         version_info=version, type_url=type_url, resources=list(anys.values())
     ).SerializeToString(deterministic=True)
     return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
-                        size=len(body), resource_versions=versions)
+                        size=len(body), resource_versions=versions, names=frozenset(anys))
 
 
 def with_resources(snap: ViewSnapshot, type_url: str, resources: Mapping[str, Message]
