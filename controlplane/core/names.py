@@ -9,8 +9,10 @@ case-sensitive (facts #8), so the table holds lower-case names only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from controlplane.core.errors import BadAddress, BadPattern
@@ -88,6 +90,33 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+# An address as ``address_key`` gives it: (version, value, text as ``ipaddress`` writes it).
+AddressKey = tuple[int, int, str]
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def address_key(text: str) -> AddressKey | None:
+    """``parse_ip(text)`` as (version, integer value, ``str()`` of the address), or None: the
+    same verdict and text, without an ``ipaddress`` object for the common IPv4 text (the
+    records of 100,000 Services parse that many). Sorting keys of one version by value
+    sorts them as ``ipaddress`` does.
+
+    Text without a colon can only be IPv4 to ``ipaddress``; for it ``inet_pton`` accepts
+    exactly what ``ipaddress`` does (four decimal octets, none over 255, no leading zero),
+    and the address's text is the input. Anything else (IPv6, scope ids, embedded IPv4)
+    goes through ``ipaddress``."""
+    if ":" not in text:
+        try:
+            packed = socket.inet_pton(socket.AF_INET, text)
+        except (OSError, ValueError):  # not IPv4; ValueError: an embedded NUL
+            return None
+        return 4, int.from_bytes(packed, "big"), text
+    ip = parse_ip(text)
+    if ip is None:
+        return None
+    return ip.version, int(ip), str(ip)
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
