@@ -151,7 +151,9 @@ class IncrementalRecords:
                if svc.headless else ())
         if old is not None and old[0] is svc and old[1] == own:
             return
-        contributions = _service(svc, own, zone)
+        # Not through _service's memo: this map is the memo here (an object is recomputed
+        # only when it changed), and hashing 100,000 Services costs as much as the work.
+        contributions = _service.__wrapped__(svc, own, zone)
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
@@ -229,6 +231,11 @@ class IncrementalRecords:
                 if not slot:
                     del self._by_name[c[0]]
             touched.add(c[0])
+        if len(new) == 1:  # the common case: one name
+            name = new[0][0]
+            self._by_name.setdefault(name, {})[source] = new
+            touched.add(name)
+            return
         grouped: dict[str, list[Contribution]] = {}
         for c in new:
             grouped.setdefault(c[0], []).append(c)
@@ -240,9 +247,14 @@ class IncrementalRecords:
         slot = self._by_name.get(name)
         if not slot:
             return None
-        contributions = [c for items in slot.values() for c in items]
+        if len(slot) == 1:
+            (contributions,) = slot.values()
+        else:
+            contributions = tuple(c for items in slot.values() for c in items)
         if len(contributions) == 1:
-            return _single(contributions[0], key)
+            # Not through _single's memo: a name is rebuilt when something said about it
+            # changed, and an equal record is then found equal to the one kept (_rebuild).
+            return _single.__wrapped__(contributions[0], key)
         b = _Builder(options_from_key(key))
         for c in sorted(contributions, key=lambda c: c[1]):
             b.add(*c)

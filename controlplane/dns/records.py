@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _sorted_ips(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The valid addresses by family, each as ``ipaddress`` writes it, in ``ipaddress``
     order (``address_key``: no address objects)."""
+    if isinstance(addresses, tuple) and len(addresses) == 1:  # the common case
+        k = address_key(addresses[0])
+        if k is None:
+            return (), ()
+        return ((k[2],), ()) if k[0] == 4 else ((), (k[2],))
     v4: list[AddressKey] = []
     v6: list[AddressKey] = []
     for a in set(addresses):
@@ -119,8 +125,18 @@ def _sorted_ips(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, .
     return tuple(k[2] for k in v4), tuple(k[2] for k in v6)
 
 
-def _srv_order(r: SrvRecord) -> tuple[str, str, int, str]:
-    return r.service, r.protocol, r.port, r.target
+_srv_order = operator.attrgetter("service", "protocol", "port", "target")
+
+
+def _sorted_srv(srv: Iterable[SrvRecord]) -> tuple[SrvRecord, ...]:
+    """``srv`` without duplicates, by (service, protocol, port, target). When no two have
+    the same order key (the rule: one target per port), sorting them as given is that
+    already, without hashing each record for the set."""
+    ordered = sorted(srv, key=_srv_order)
+    keys = [_srv_order(r) for r in ordered] if len(ordered) > 1 else []
+    if any(a == b for a, b in zip(keys, keys[1:])):
+        return tuple(sorted(set(ordered), key=_srv_order))
+    return tuple(ordered)
 
 
 def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterable[str],
@@ -137,7 +153,7 @@ def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterab
     mapped = False
     if v4 and not v6 and options.aaaa_mapped:
         v6, mapped = tuple(f"::ffff:{a}" for a in v4), True
-    records = tuple(sorted(set(srv), key=_srv_order)) if srv else ()
+    records = _sorted_srv(srv) if srv else ()
     if not (v4 or v6 or records or cluster):
         return None
     return NameRecord(

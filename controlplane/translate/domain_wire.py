@@ -51,7 +51,8 @@ def _varint(value: int) -> bytes:
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
 
 
 def _text(tag: bytes, text: str) -> bytes:
@@ -98,6 +99,45 @@ def address_domain(rec: NameRecord) -> bytes | None:
         return None
 
 
+def _len(n: int) -> bytes:
+    return _SMALL[n] if n < 128 else _varint(n)
+
+
+_MEMO_LIMIT = 4096  # entries per memo below; past it, values are made and not kept
+_SERVICE_HEADS: dict[tuple[str, str, bytes], bytes] = {}
+_TARGET_NUMBERS: dict[tuple[int, int, int], bytes | None] = {}
+
+
+def _service_head(service: str, protocol: str, ttl: bytes) -> bytes:
+    """A ``DnsService``'s fields before its targets: name, protocol, ttl (memoised: a
+    cluster has few port names)."""
+    key = (service, protocol, ttl)
+    out = _SERVICE_HEADS.get(key)
+    if out is None:
+        out = ((_text(_SVC_NAME, service) if service else b"")
+               + _field(_SVC_PROTOCOL, _text(_PROTOCOL_NAME, protocol))
+               + _field(_SVC_TTL, ttl))
+        if len(_SERVICE_HEADS) < _MEMO_LIMIT:
+            _SERVICE_HEADS[key] = out
+    return out
+
+
+def _target_numbers(priority: int, weight: int, port: int) -> bytes | None:
+    """A ``DnsServiceTarget``'s number fields (memoised); None outside uint32."""
+    key = (priority, weight, port)
+    out = _TARGET_NUMBERS.get(key, b"-")
+    if out == b"-":
+        if 0 <= port < _UINT32 and 0 <= priority < _UINT32 and 0 <= weight < _UINT32:
+            out = ((_TARGET_PRIORITY + _varint(priority) if priority else b"")
+                   + (_TARGET_WEIGHT + _varint(weight) if weight else b"")
+                   + (_TARGET_PORT + _varint(port) if port else b""))
+        else:
+            out = None
+        if len(_TARGET_NUMBERS) < _MEMO_LIMIT:
+            _TARGET_NUMBERS[key] = out
+    return out
+
+
 def srv_domain(rec: NameRecord) -> bytes | None:
     """The record's SRV domain as a ``virtual_domains`` field, b"" when it has no SRV; None
     when the fast path does not write it. One service per (service, protocol), its targets
@@ -108,27 +148,26 @@ def srv_domain(rec: NameRecord) -> bytes | None:
     if ttl is None:
         return None
     try:
+        hosts: dict[str, bytes] = {}  # a record's targets are mostly one name
         by_service: dict[tuple[str, str], list[bytes]] = {}
         for srv in rec.srv:
-            if not (0 <= srv.port < _UINT32 and 0 <= srv.priority < _UINT32
-                    and 0 <= srv.weight < _UINT32):
+            numbers = _target_numbers(srv.priority, srv.weight, srv.port)
+            if numbers is None:
                 return None
-            target = _text(_TARGET_HOST, srv.target)
-            if srv.priority:
-                target += _TARGET_PRIORITY + _varint(srv.priority)
-            if srv.weight:
-                target += _TARGET_WEIGHT + _varint(srv.weight)
-            if srv.port:
-                target += _TARGET_PORT + _varint(srv.port)
-            by_service.setdefault((srv.service, srv.protocol), []).append(
-                _field(_SVC_TARGET, target))
+            host = hosts.get(srv.target)
+            if host is None:
+                host = hosts[srv.target] = _text(_TARGET_HOST, srv.target)
+            target = host + numbers
+            field = _SVC_TARGET + _len(len(target)) + target
+            group = by_service.get((srv.service, srv.protocol))
+            if group is None:
+                by_service[(srv.service, srv.protocol)] = [field]
+            else:
+                group.append(field)
         services = []
-        ttl_field = _field(_SVC_TTL, ttl)
         for (service, protocol), targets in by_service.items():
-            body = ((_text(_SVC_NAME, service) if service else b"")
-                    + _field(_SVC_PROTOCOL, _text(_PROTOCOL_NAME, protocol))
-                    + ttl_field + b"".join(targets))
-            services.append(_field(_SERVICE, body))
+            body = _service_head(service, protocol, ttl) + b"".join(targets)
+            services.append(_SERVICE + _len(len(body)) + body)
         endpoint = _field(_EP_SERVICES, b"".join(services))
         return _field(_TABLE_VIRTUAL_DOMAINS, _name(rec) + _field(_VD_ENDPOINT, endpoint))
     except UnicodeEncodeError:
