@@ -56,6 +56,9 @@ class IncrementalRecords:
         self.records: dict[str, NameRecord] = {}
         self.by_suffix: dict[str, dict[str, NameRecord]] = {}
         self.wildcards: dict[str, NameRecord] = {}
+        # A suffix -> the by_suffix buckets of it and of every suffix of it (longest first),
+        # so indexing a name walks its parent's chain; cleared when a bucket goes.
+        self._chains: dict[str, list[dict[str, NameRecord]]] = {}
         self._names: list[str] = []  # sorted, patched with bisect
         self._sorted: list[NameRecord] = []
 
@@ -266,9 +269,19 @@ class IncrementalRecords:
             self.wildcards[rec.name] = rec
             return
         pos = rec.name.find(".")
-        while pos != -1:
-            self.by_suffix.setdefault(rec.name[pos + 1:], {})[rec.name] = rec
-            pos = rec.name.find(".", pos + 1)
+        if pos != -1:
+            for bucket in self._chain(rec.name[pos + 1:]):
+                bucket[rec.name] = rec
+
+    def _chain(self, suffix: str) -> list[dict[str, NameRecord]]:
+        """The buckets of ``suffix`` and of each suffix of it (made when missing)."""
+        chain = self._chains.get(suffix)
+        if chain is None:
+            bucket = self.by_suffix.setdefault(suffix, {})
+            pos = suffix.find(".")
+            chain = [bucket, *self._chain(suffix[pos + 1:])] if pos != -1 else [bucket]
+            self._chains[suffix] = chain
+        return chain
 
     def _unindex(self, rec: NameRecord) -> None:
         if rec.is_wildcard:
@@ -282,6 +295,7 @@ class IncrementalRecords:
                 bucket.pop(rec.name, None)
                 if not bucket:
                     del self.by_suffix[suffix]
+                    self._chains.clear()  # chains may hold the bucket
             pos = rec.name.find(".", pos + 1)
 
     def sorted_records(self) -> list[NameRecord]:

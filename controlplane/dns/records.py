@@ -132,11 +132,12 @@ def _sorted_srv(srv: Iterable[SrvRecord]) -> tuple[SrvRecord, ...]:
     """``srv`` without duplicates, by (service, protocol, port, target). When no two have
     the same order key (the rule: one target per port), sorting them as given is that
     already, without hashing each record for the set."""
-    ordered = sorted(srv, key=_srv_order)
-    keys = [_srv_order(r) for r in ordered] if len(ordered) > 1 else []
-    if any(a == b for a, b in zip(keys, keys[1:])):
-        return tuple(sorted(set(ordered), key=_srv_order))
-    return tuple(ordered)
+    items = tuple(srv)
+    if len(items) == 1:
+        return items
+    if len(set(map(_srv_order, items))) == len(items):
+        return tuple(sorted(items, key=_srv_order))
+    return tuple(sorted(set(items), key=_srv_order))
 
 
 def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterable[str],
@@ -146,9 +147,11 @@ def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterab
     """The record of ``name`` from everything said about it; None when it answers nothing."""
     cap = options.max_answers
     v4, v6 = _sorted_ips(addresses)
-    truncated = max(0, len(v4) - cap) + max(0, len(v6) - cap)
-    dropped = v4[cap:] + v6[cap:] if truncated else ()
-    if truncated:
+    truncated = 0
+    dropped: tuple[str, ...] = ()
+    if len(v4) > cap or len(v6) > cap:
+        truncated = max(0, len(v4) - cap) + max(0, len(v6) - cap)
+        dropped = v4[cap:] + v6[cap:]
         v4, v6 = v4[:cap], v6[:cap]
     mapped = False
     if v4 and not v6 and options.aaaa_mapped:

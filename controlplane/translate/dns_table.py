@@ -65,8 +65,7 @@ Domains = tuple[NameRecord, bytes, bytes]  # a record, its address and SRV domai
 
 
 def _domains(rec: NameRecord) -> Domains:
-    address = domain_wire.address_domain(rec)
-    srv = domain_wire.srv_domain(rec)
+    address, srv = domain_wire.domains(rec)
     return (rec, address_domain_message(rec) if address is None else address,
             srv_domain_message(rec) if srv is None else srv)
 

@@ -75,28 +75,58 @@ def _duration(seconds: int) -> bytes | None:
     return out
 
 
+_TTL_FIELDS: dict[int, bytes | None] = {}
+
+
+def _ttl_field(seconds: int) -> bytes | None:
+    """``answer_ttl`` of a virtual domain (memoised: a cluster has few TTLs)."""
+    out = _TTL_FIELDS.get(seconds, b"-")
+    if out == b"-":
+        ttl = _duration(seconds)
+        out = None if ttl is None else _field(_VD_TTL, ttl)
+        if len(_TTL_FIELDS) < 1024:
+            _TTL_FIELDS[seconds] = out
+    return out
+
+
 def _name(rec: NameRecord) -> bytes:
     return _text(_VD_NAME, rec.name) if rec.name else b""
+
+
+def domains(rec: NameRecord) -> tuple[bytes | None, bytes | None]:
+    """``(address_domain(rec), srv_domain(rec))``, the name written once."""
+    try:
+        name = _name(rec)
+    except UnicodeEncodeError:
+        return None, None
+    return _address_domain(rec, name), _srv_domain(rec, name)
 
 
 def address_domain(rec: NameRecord) -> bytes | None:
     """The record's address (or cluster) domain as a ``virtual_domains`` field, b"" when it
     has neither; None when the fast path does not write it."""
+    return domains(rec)[0]
+
+
+def _address_domain(rec: NameRecord, name: bytes) -> bytes | None:
     try:
         if rec.ipv4 or rec.ipv6:
-            listed = b"".join([_text(_ADDRESS, a) for a in rec.ipv4 + rec.ipv6])
-            endpoint = _field(_EP_ADDRESS_LIST, listed)
+            listed = []
+            for a in rec.ipv4 + rec.ipv6:
+                text = a.encode()
+                n = len(text)
+                listed.append(_ADDRESS + (_SMALL[n] if n < 128 else _varint(n)) + text)
+            endpoint = _field(_EP_ADDRESS_LIST, b"".join(listed))
         elif rec.cluster:
             endpoint = _text(_EP_CLUSTER, rec.cluster_name)
         else:
             return b""
-        ttl = _duration(rec.ttl)
-        if ttl is None:
-            return None
-        return _field(_TABLE_VIRTUAL_DOMAINS, _name(rec) + _field(_VD_ENDPOINT, endpoint)
-                      + _field(_VD_TTL, ttl))
     except UnicodeEncodeError:
         return None
+    ttl = _ttl_field(rec.ttl)
+    if ttl is None:
+        return None
+    return _field(_TABLE_VIRTUAL_DOMAINS, name + _field(_VD_ENDPOINT, endpoint) + ttl)
 
 
 def _len(n: int) -> bytes:
@@ -142,6 +172,10 @@ def srv_domain(rec: NameRecord) -> bytes | None:
     """The record's SRV domain as a ``virtual_domains`` field, b"" when it has no SRV; None
     when the fast path does not write it. One service per (service, protocol), its targets
     in the record's order (Envoy keeps one service per ``_service._proto`` name)."""
+    return domains(rec)[1]
+
+
+def _srv_domain(rec: NameRecord, name: bytes) -> bytes | None:
     if not rec.srv:
         return b""
     ttl = _duration(rec.ttl)
@@ -169,6 +203,6 @@ def srv_domain(rec: NameRecord) -> bytes | None:
             body = _service_head(service, protocol, ttl) + b"".join(targets)
             services.append(_SERVICE + _len(len(body)) + body)
         endpoint = _field(_EP_SERVICES, b"".join(services))
-        return _field(_TABLE_VIRTUAL_DOMAINS, _name(rec) + _field(_VD_ENDPOINT, endpoint))
+        return _field(_TABLE_VIRTUAL_DOMAINS, name + _field(_VD_ENDPOINT, endpoint))
     except UnicodeEncodeError:
         return None
