@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 
 from controlplane.core.errors import BadAddress, BadPattern
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# Four ASCII decimal octets of 1-3 digits, none with a leading zero: IPv4 as ``ipaddress``
+# reads it, but for the octets' upper bound.
+_IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 
 
 def normalise(name: str) -> str:
@@ -103,16 +105,16 @@ def address_key(text: str) -> AddressKey | None:
     records of 100,000 Services parse that many). Sorting keys of one version by value
     sorts them as ``ipaddress`` does.
 
-    Text without a colon can only be IPv4 to ``ipaddress``; for it ``inet_pton`` accepts
-    exactly what ``ipaddress`` does (four decimal octets, none over 255, no leading zero),
-    and the address's text is the input. Anything else (IPv6, scope ids, embedded IPv4)
-    goes through ``ipaddress``."""
+    Text without a colon can only be IPv4 to ``ipaddress``, which reads exactly four
+    decimal octets, none over 255 or with a leading zero; the address's text is then the
+    input. Anything else (IPv6, scope ids, embedded IPv4) goes through ``ipaddress``."""
     if ":" not in text:
-        try:
-            packed = socket.inet_pton(socket.AF_INET, text)
-        except (OSError, ValueError):  # not IPv4; ValueError: an embedded NUL
+        if _IPV4.fullmatch(text) is None:
             return None
-        return 4, int.from_bytes(packed, "big"), text
+        a, b, c, d = map(int, text.split("."))
+        if a > 255 or b > 255 or c > 255 or d > 255:
+            return None
+        return 4, a << 24 | b << 16 | c << 8 | d, text
     ip = parse_ip(text)
     if ip is None:
         return None

@@ -73,7 +73,8 @@ def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None 
     return config
 
 
-DNS_FILTER_CONFIG_TYPE = "type.googleapis.com/" + dns_filter_pb2.DnsFilterConfig.DESCRIPTOR.full_name
+DNS_FILTER_CONFIG_TYPE = ("type.googleapis.com/"
+                          + dns_filter_pb2.DnsFilterConfig.DESCRIPTOR.full_name)
 _SERVER_CONFIG = dns_filter_pb2.DnsFilterConfig.DESCRIPTOR.fields_by_name["server_config"].number
 _INLINE_TABLE = (dns_filter_pb2.DnsFilterConfig.ServerContextConfig.DESCRIPTOR
                  .fields_by_name["inline_dns_table"].number)
@@ -91,9 +92,10 @@ def dns_filter_config_bytes(view: TenantView, *, servers: tuple[Upstream, ...] |
     head = dns_filter_pb2.DnsFilterConfig(stat_prefix=config.stat_prefix)
     config.ClearField("stat_prefix")
     server = wire.length_delimited(_INLINE_TABLE, dns_table_bytes(view, domains))
-    return (head.SerializeToString(deterministic=True)
-            + wire.length_delimited(_SERVER_CONFIG, server)
-            + config.SerializeToString(deterministic=True))
+    out: bytes = (head.SerializeToString(deterministic=True)
+                  + wire.length_delimited(_SERVER_CONFIG, server)
+                  + config.SerializeToString(deterministic=True))
+    return out
 
 
 QUERY_LOG_BODY = "%QUERY_NAME% %QUERY_TYPE% %RESPONSE_CODE%"
