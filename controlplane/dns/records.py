@@ -155,7 +155,7 @@ def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterab
         v4, v6 = v4[:cap], v6[:cap]
     mapped = False
     if v4 and not v6 and options.aaaa_mapped:
-        v6, mapped = tuple(f"::ffff:{a}" for a in v4), True
+        v6, mapped = tuple([f"::ffff:{a}" for a in v4]), True
     records = _sorted_srv(srv) if srv else ()
     if not (v4 or v6 or records or cluster):
         return None
@@ -256,10 +256,9 @@ def _service(svc: Service, slices: tuple[EndpointSlice, ...], zone: str
                                  else p.port, target=target) for p in named]
                 if srv:
                     b.add(fqdn, source, "headless", srv=srv)
-    else:
-        srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(), port=p.port, target=fqdn)
-               for p in named]
-        b.add(fqdn, source, "service", svc.cluster_ips, srv)
+    else:  # what b.add(fqdn, source, "service", svc.cluster_ips, srv) collects
+        records = tuple([SrvRecord(p.name, p.protocol.lower(), p.port, fqdn) for p in named])
+        return ((fqdn, source, "service", tuple(svc.cluster_ips), records, (), None, None),)
     return tuple(b.items)
 
 
