@@ -71,6 +71,9 @@ class IncrementalRecords:
         for kind, have, now in (("Service", self._svc, inventory.services),
                                 ("ServiceEntry", self._se, inventory.service_entries),
                                 ("Pod", self._pod, inventory.pods)):
+            if not have:  # a first load: every object is new
+                changed.update([(kind, *k) for k in now])
+                continue
             for k, obj in now.items():
                 old = have.get(k)
                 if old is None or old[0] is not obj:
@@ -194,7 +197,8 @@ class IncrementalRecords:
         for name in touched:
             rec = self._build(name, key)
             old_rec = self.records.get(name)
-            if rec == old_rec:
+            # rec == old_rec, without a dataclass __eq__ call for a new name (a first load)
+            if rec is old_rec or (rec is not None and old_rec is not None and rec == old_rec):
                 continue
             changed.add(name)
             if bulk:  # many changes (a first load): update the maps, sort once below
