@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from controlplane.core.errors import BadAddress, BadPattern
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-# Four ASCII decimal octets of 1-3 digits, none with a leading zero: IPv4 as ``ipaddress``
-# reads it, but for the octets' upper bound.
-_IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+# Four ASCII decimal octets 0-255, none with a leading zero: IPv4 as ``ipaddress`` reads it.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def is_ipv4_text(text: str) -> bool:
+    """True when ``parse_ip(text)`` is an IPv4 address (whose text is then ``text``)."""
+    return _IPV4.fullmatch(text) is not None
 
 
 def normalise(name: str) -> str:
@@ -98,7 +103,6 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 AddressKey = tuple[int, int, str]
 
 
-@functools.lru_cache(maxsize=1 << 18)
 def address_key(text: str) -> AddressKey | None:
     """``parse_ip(text)`` as (version, integer value, ``str()`` of the address), or None: the
     same verdict and text, without an ``ipaddress`` object for the common IPv4 text (the
@@ -107,14 +111,18 @@ def address_key(text: str) -> AddressKey | None:
 
     Text without a colon can only be IPv4 to ``ipaddress``, which reads exactly four
     decimal octets, none over 255 or with a leading zero; the address's text is then the
-    input. Anything else (IPv6, scope ids, embedded IPv4) goes through ``ipaddress``."""
+    input. Anything else (IPv6, scope ids, embedded IPv4) goes through ``ipaddress``
+    (memoised)."""
     if ":" not in text:
         if _IPV4.fullmatch(text) is None:
             return None
         a, b, c, d = map(int, text.split("."))
-        if a > 255 or b > 255 or c > 255 or d > 255:
-            return None
         return 4, a << 24 | b << 16 | c << 8 | d, text
+    return _other_key(text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _other_key(text: str) -> AddressKey | None:
     ip = parse_ip(text)
     if ip is None:
         return None

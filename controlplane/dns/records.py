@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import KINDS, EndpointSlice, Pod, Service, ServiceEntry
-from controlplane.core.names import AddressKey, address_key, name_problem, parse_ip
+from controlplane.core.names import AddressKey, address_key, is_ipv4_text, name_problem, parse_ip
 from controlplane.dns.vips import VipKey
 
 
@@ -108,7 +108,10 @@ def _sorted_ips(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, .
     """The valid addresses by family, each as ``ipaddress`` writes it, in ``ipaddress``
     order (``address_key``: no address objects)."""
     if isinstance(addresses, tuple) and len(addresses) == 1:  # the common case
-        k = address_key(addresses[0])
+        text = addresses[0]
+        if ":" not in text:  # IPv4 or nothing; valid IPv4 text is its own canonical text
+            return ((text,), ()) if is_ipv4_text(text) else ((), ())
+        k = address_key(text)
         if k is None:
             return (), ()
         return ((k[2],), ()) if k[0] == 4 else ((), (k[2],))
@@ -135,7 +138,13 @@ def _sorted_srv(srv: Iterable[SrvRecord]) -> tuple[SrvRecord, ...]:
     items = tuple(srv)
     if len(items) == 1:
         return items
-    if len(set(map(_srv_order, items))) == len(items):
+    if len(items) == 2:  # the common case: two ports
+        first, second = _srv_order(items[0]), _srv_order(items[1])
+        if first < second:
+            return items
+        if second < first:
+            return items[1], items[0]
+    elif len(set(map(_srv_order, items))) == len(items):
         return tuple(sorted(items, key=_srv_order))
     return tuple(sorted(set(items), key=_srv_order))
 
