@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/build.py [--sizes 1000 10000 50000 100000] [--tenants 100]
         [--wide 1 [--own 500]] [--resolvers] [--fronted] [--as-served] [--repeat 5]
+        [--profile FILE]  (one size: the full build under cProfile, pstats written to FILE)
 
 For each size, in a fresh process (so the memory figures are its own): the
 synthetic cluster (``benchmarks/synthetic.py``) is loaded into a ``Store`` as
@@ -37,6 +38,7 @@ issue 21 (RESULTS.md section 20), each off by default (the old figures):
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import gc
 import json
@@ -119,8 +121,8 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def one(n: int, tenants: int, repeat: int, *, wide: int = 0, own: int = 0,
-        resolvers: bool = False, fronted: bool = False, as_served: bool = False
-        ) -> dict[str, Any]:
+        resolvers: bool = False, fronted: bool = False, as_served: bool = False,
+        profile: str = "") -> dict[str, Any]:
     """Measure size ``n`` in this process."""
     base_rss = rss_mb(_pid())
     inv = cluster(n, tenants=tenants, namespaces=max(tenants, 100), wide=wide, own=own)
@@ -142,7 +144,12 @@ def one(n: int, tenants: int, repeat: int, *, wide: int = 0, own: int = 0,
             hub.set_inventory(batch.inventory, changed=batch.changed)
             attach_all(hub, tenants, wide=wide, fronted=fronted)
 
-    wall, cpu = timed(full)
+    if profile:
+        profiler = cProfile.Profile(time.process_time)  # CPU: other processes do not count
+        wall, cpu = timed(lambda: profiler.runcall(full))
+        profiler.dump_stats(profile)
+    else:
+        wall, cpu = timed(full)
     built_rss = rss_mb(_pid())
     views = len(hub.cache.snapshots())
     size = sum(s.size for s in hub.cache.snapshots()) // max(1, views)
@@ -207,6 +214,9 @@ def main() -> int:
                         help="the wide tenants' sidecars are DNS-fronted (needs --resolvers)")
     parser.add_argument("--as-served", action="store_true",
                         help="garbage collection as serve runs the build")
+    parser.add_argument("--profile", default="",
+                        help="with one size: cProfile the full build into this file "
+                             "(pstats, CPU time; the profiler's overhead is in the figures)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fronted and not args.resolvers:
@@ -215,11 +225,15 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(args.one, args.tenants, args.repeat, wide=args.wide, own=own,
                              resolvers=args.resolvers, fronted=args.fronted,
-                             as_served=args.as_served)))
+                             as_served=args.as_served, profile=args.profile)))
         return 0
     extra = []
     if args.wide:
         extra += ["--wide", str(args.wide), "--own", str(own)]
+    if args.profile:
+        if len(args.sizes) != 1:
+            parser.error("--profile takes one size")
+        extra += ["--profile", args.profile]
     extra += [flag for flag, on in (("--resolvers", args.resolvers), ("--fronted", args.fronted),
                                     ("--as-served", args.as_served)) if on]
     print(f"build benchmark: {args.tenants} tenants"

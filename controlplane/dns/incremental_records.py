@@ -56,6 +56,9 @@ class IncrementalRecords:
         self.records: dict[str, NameRecord] = {}
         self.by_suffix: dict[str, dict[str, NameRecord]] = {}
         self.wildcards: dict[str, NameRecord] = {}
+        # A suffix -> the by_suffix buckets of it and of every suffix of it (longest first),
+        # so indexing a name walks its parent's chain; cleared when a bucket goes.
+        self._chains: dict[str, list[dict[str, NameRecord]]] = {}
         self._names: list[str] = []  # sorted, patched with bisect
         self._sorted: list[NameRecord] = []
 
@@ -68,6 +71,9 @@ class IncrementalRecords:
         for kind, have, now in (("Service", self._svc, inventory.services),
                                 ("ServiceEntry", self._se, inventory.service_entries),
                                 ("Pod", self._pod, inventory.pods)):
+            if not have:  # a first load: every object is new
+                changed.update([(kind, *k) for k in now])
+                continue
             for k, obj in now.items():
                 old = have.get(k)
                 if old is None or old[0] is not obj:
@@ -151,7 +157,9 @@ class IncrementalRecords:
                if svc.headless else ())
         if old is not None and old[0] is svc and old[1] == own:
             return
-        contributions = _service(svc, own, zone)
+        # Not through _service's memo: this map is the memo here (an object is recomputed
+        # only when it changed), and hashing 100,000 Services costs as much as the work.
+        contributions = _service.__wrapped__(svc, own, zone)
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
@@ -189,7 +197,8 @@ class IncrementalRecords:
         for name in touched:
             rec = self._build(name, key)
             old_rec = self.records.get(name)
-            if rec == old_rec:
+            # rec == old_rec, without a dataclass __eq__ call for a new name (a first load)
+            if rec is old_rec or (rec is not None and old_rec is not None and rec == old_rec):
                 continue
             changed.add(name)
             if bulk:  # many changes (a first load): update the maps, sort once below
@@ -229,6 +238,11 @@ class IncrementalRecords:
                 if not slot:
                     del self._by_name[c[0]]
             touched.add(c[0])
+        if len(new) == 1:  # the common case: one name
+            name = new[0][0]
+            self._by_name.setdefault(name, {})[source] = new
+            touched.add(name)
+            return
         grouped: dict[str, list[Contribution]] = {}
         for c in new:
             grouped.setdefault(c[0], []).append(c)
@@ -240,9 +254,14 @@ class IncrementalRecords:
         slot = self._by_name.get(name)
         if not slot:
             return None
-        contributions = [c for items in slot.values() for c in items]
+        if len(slot) == 1:
+            (contributions,) = slot.values()
+        else:
+            contributions = tuple(c for items in slot.values() for c in items)
         if len(contributions) == 1:
-            return _single(contributions[0], key)
+            # Not through _single's memo: a name is rebuilt when something said about it
+            # changed, and an equal record is then found equal to the one kept (_rebuild).
+            return _single.__wrapped__(contributions[0], key)
         b = _Builder(options_from_key(key))
         for c in sorted(contributions, key=lambda c: c[1]):
             b.add(*c)
@@ -254,9 +273,19 @@ class IncrementalRecords:
             self.wildcards[rec.name] = rec
             return
         pos = rec.name.find(".")
-        while pos != -1:
-            self.by_suffix.setdefault(rec.name[pos + 1:], {})[rec.name] = rec
-            pos = rec.name.find(".", pos + 1)
+        if pos != -1:
+            for bucket in self._chain(rec.name[pos + 1:]):
+                bucket[rec.name] = rec
+
+    def _chain(self, suffix: str) -> list[dict[str, NameRecord]]:
+        """The buckets of ``suffix`` and of each suffix of it (made when missing)."""
+        chain = self._chains.get(suffix)
+        if chain is None:
+            bucket = self.by_suffix.setdefault(suffix, {})
+            pos = suffix.find(".")
+            chain = [bucket, *self._chain(suffix[pos + 1:])] if pos != -1 else [bucket]
+            self._chains[suffix] = chain
+        return chain
 
     def _unindex(self, rec: NameRecord) -> None:
         if rec.is_wildcard:
@@ -270,6 +299,7 @@ class IncrementalRecords:
                 bucket.pop(rec.name, None)
                 if not bucket:
                     del self.by_suffix[suffix]
+                    self._chains.clear()  # chains may hold the bucket
             pos = rec.name.find(".", pos + 1)
 
     def sorted_records(self) -> list[NameRecord]:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import KINDS, EndpointSlice, Pod, Service, ServiceEntry
-from controlplane.core.names import name_problem, parse_ip
+from controlplane.core.names import AddressKey, address_key, is_ipv4_text, name_problem, parse_ip
 from controlplane.dns.vips import VipKey
 
 
@@ -104,13 +105,74 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _sorted_ips(addresses: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    v4: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    v6: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    """The valid addresses by family, each as ``ipaddress`` writes it, in ``ipaddress``
+    order (``address_key``: no address objects)."""
+    if isinstance(addresses, tuple) and len(addresses) == 1:  # the common case
+        text = addresses[0]
+        if ":" not in text:  # IPv4 or nothing; valid IPv4 text is its own canonical text
+            return ((text,), ()) if is_ipv4_text(text) else ((), ())
+        k = address_key(text)
+        if k is None:
+            return (), ()
+        return ((k[2],), ()) if k[0] == 4 else ((), (k[2],))
+    v4: list[AddressKey] = []
+    v6: list[AddressKey] = []
     for a in set(addresses):
-        ip = _ip(a)
-        if ip is not None:
-            (v4 if ip.version == 4 else v6).append(ip)
-    return tuple(str(ip) for ip in sorted(v4)), tuple(str(ip) for ip in sorted(v6))
+        k = address_key(a)
+        if k is not None:
+            (v4 if k[0] == 4 else v6).append(k)
+    if len(v4) > 1:
+        v4.sort()
+    if len(v6) > 1:
+        v6.sort()
+    return tuple(k[2] for k in v4), tuple(k[2] for k in v6)
+
+
+_srv_order = operator.attrgetter("service", "protocol", "port", "target")
+
+
+def _sorted_srv(srv: Iterable[SrvRecord]) -> tuple[SrvRecord, ...]:
+    """``srv`` without duplicates, by (service, protocol, port, target). When no two have
+    the same order key (the rule: one target per port), sorting them as given is that
+    already, without hashing each record for the set."""
+    items = tuple(srv)
+    if len(items) == 1:
+        return items
+    if len(items) == 2:  # the common case: two ports
+        first, second = _srv_order(items[0]), _srv_order(items[1])
+        if first < second:
+            return items
+        if second < first:
+            return items[1], items[0]
+    elif len(set(map(_srv_order, items))) == len(items):
+        return tuple(sorted(items, key=_srv_order))
+    return tuple(sorted(set(items), key=_srv_order))
+
+
+def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterable[str],
+            srv: Iterable[SrvRecord], cluster: tuple[ClusterTarget, ...],
+            export_to: frozenset[str] | None, scope: str | None,
+            options: RecordOptions) -> NameRecord | None:
+    """The record of ``name`` from everything said about it; None when it answers nothing."""
+    cap = options.max_answers
+    v4, v6 = _sorted_ips(addresses)
+    truncated = 0
+    dropped: tuple[str, ...] = ()
+    if len(v4) > cap or len(v6) > cap:
+        truncated = max(0, len(v4) - cap) + max(0, len(v6) - cap)
+        dropped = v4[cap:] + v6[cap:]
+        v4, v6 = v4[:cap], v6[:cap]
+    mapped = False
+    if v4 and not v6 and options.aaaa_mapped:
+        v6, mapped = tuple([f"::ffff:{a}" for a in v4]), True
+    records = _sorted_srv(srv) if srv else ()
+    if not (v4 or v6 or records or cluster):
+        return None
+    return NameRecord(
+        name=name, ipv4=v4, ipv6=v6, srv=records, sources=sources, kind=kind,
+        ttl=options.ttl.get(kind, 30), cluster=() if (v4 or v6) else cluster,
+        truncated=truncated, dropped=dropped, mapped=mapped, export_to=export_to,
+        namespace_scope=scope)
 
 
 class _Builder:
@@ -143,27 +205,14 @@ class _Builder:
             self.export_to[name] = export_to
 
     def records(self) -> list[NameRecord]:
-        cap = self.options.max_answers
         out = []
         for name in sorted(self.sources):
-            v4, v6 = _sorted_ips(self.addresses[name])
-            truncated = max(0, len(v4) - cap) + max(0, len(v6) - cap)
-            dropped = v4[cap:] + v6[cap:]
-            v4, v6 = v4[:cap], v6[:cap]
-            mapped = False
-            if v4 and not v6 and self.options.aaaa_mapped:
-                v6, mapped = tuple(f"::ffff:{a}" for a in v4), True
-            srv = tuple(sorted(self.srv[name], key=lambda r: (r.service, r.protocol, r.port,
-                                                               r.target)))
-            cluster = self.cluster.get(name, ())
-            if not (v4 or v6 or srv or cluster):
-                continue
-            kind = self.kind[name]
-            out.append(NameRecord(
-                name=name, ipv4=v4, ipv6=v6, srv=srv, sources=tuple(sorted(self.sources[name])),
-                kind=kind, ttl=self.options.ttl.get(kind, 30), cluster=() if (v4 or v6) else
-                cluster, truncated=truncated, dropped=dropped, mapped=mapped,
-                export_to=self.export_to[name], namespace_scope=self.scope[name]))
+            rec = _record(name, tuple(sorted(self.sources[name])), kind=self.kind[name],
+                          addresses=self.addresses[name], srv=self.srv[name],
+                          cluster=self.cluster.get(name, ()), export_to=self.export_to[name],
+                          scope=self.scope[name], options=self.options)
+            if rec is not None:
+                out.append(rec)
         return out
 
 
@@ -216,10 +265,9 @@ def _service(svc: Service, slices: tuple[EndpointSlice, ...], zone: str
                                  else p.port, target=target) for p in named]
                 if srv:
                     b.add(fqdn, source, "headless", srv=srv)
-    else:
-        srv = [SrvRecord(service=p.name, protocol=p.protocol.lower(), port=p.port, target=fqdn)
-               for p in named]
-        b.add(fqdn, source, "service", svc.cluster_ips, srv)
+    else:  # what b.add(fqdn, source, "service", svc.cluster_ips, srv) collects
+        records = tuple([SrvRecord(p.name, p.protocol.lower(), p.port, fqdn) for p in named])
+        return ((fqdn, source, "service", tuple(svc.cluster_ips), records, (), None, None),)
     return tuple(b.items)
 
 
@@ -287,18 +335,21 @@ def options_key(opts: RecordOptions) -> OptionsKey:
     return (opts.zone, tuple(sorted(opts.ttl.items())), opts.max_answers, opts.aaaa_mapped)
 
 
+@functools.lru_cache(maxsize=64)
 def options_from_key(key: OptionsKey) -> RecordOptions:
+    """The options ``key`` stands for (one shared object per key: do not change its ttl)."""
     zone, ttl, max_answers, mapped = key
     return RecordOptions(zone=zone, ttl=dict(ttl), max_answers=max_answers, aaaa_mapped=mapped)
 
 
 @functools.lru_cache(maxsize=1 << 17)
 def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
-    """The record of a name only one object speaks for (the common case), memoised."""
-    b = _Builder(options_from_key(key))
-    b.add(*contribution)
-    out = b.records()
-    return out[0] if out else None
+    """The record of a name only one object speaks for (the common case), memoised: what
+    ``_Builder`` makes of that one contribution."""
+    name, source, kind, addresses, srv, cluster, export_to, scope = contribution
+    return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
+                   cluster=cluster, export_to=export_to, scope=scope,
+                   options=options_from_key(key))
 
 
 def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",

@@ -167,26 +167,38 @@ class _Matcher:
     """Exact names and ``*.suffix`` patterns, matched by walking a name's labels.
 
     A name matches an exact entry, else the *longest* wildcard suffix it lies
-    under: O(labels) dictionary lookups instead of one test per pattern.
+    under: O(labels) dictionary lookups instead of one test per pattern. The
+    wildcard found for a suffix is kept (at most ``_MEMO`` suffixes), so the names of one
+    namespace walk its labels once between them.
     """
 
-    __slots__ = ("exact", "suffixes")
+    __slots__ = ("exact", "suffixes", "_below_memo")
+    _MEMO = 4096
 
     def __init__(self, patterns: tuple[Pattern, ...]) -> None:
         self.exact = {p.text: p for p in patterns if not p.is_wildcard}
         self.suffixes = {p.suffix: p for p in patterns if p.is_wildcard}
+        self._below_memo: dict[str, Pattern | None] = {}
 
     def match(self, name: str) -> Pattern | None:
         hit = self.exact.get(name)
         if hit is not None or not self.suffixes:
             return hit
         pos = name.find(".")
-        while pos != -1:
-            hit = self.suffixes.get(name[pos + 1:])
-            if hit is not None:
-                return hit
-            pos = name.find(".", pos + 1)
-        return None
+        return self._below(name[pos + 1:]) if pos != -1 else None
+
+    def _below(self, suffix: str) -> Pattern | None:
+        """The wildcard of ``suffix`` itself, else of the longest suffix of it."""
+        memo = self._below_memo
+        if suffix in memo:
+            return memo[suffix]
+        hit = self.suffixes.get(suffix)
+        if hit is None:
+            pos = suffix.find(".")
+            hit = self._below(suffix[pos + 1:]) if pos != -1 else None
+        if len(memo) < self._MEMO:
+            memo[suffix] = hit
+        return hit
 
 
 @dataclass(frozen=True, slots=True)

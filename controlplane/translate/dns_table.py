@@ -20,14 +20,15 @@ from google.protobuf.duration_pb2 import Duration
 
 from controlplane.dns.records import NameRecord, SrvRecord
 from controlplane.dns.views import TenantView
-from controlplane.translate import wire
+from controlplane.translate import domain_wire, wire
 
 DnsTable = dns_table_pb2.DnsTable
 VIRTUAL_DOMAINS = DnsTable.DESCRIPTOR.fields_by_name["virtual_domains"].number
 
 
-def _address_domain(rec: NameRecord) -> bytes:
-    """The record's address (or cluster) domain, as a ``virtual_domains`` field; b"" if none."""
+def address_domain_message(rec: NameRecord) -> bytes:
+    """The record's address (or cluster) domain, as a ``virtual_domains`` field; b"" if none:
+    built as a message (``domain_wire`` writes the same bytes directly)."""
     addresses = rec.ipv4 + rec.ipv6
     vd = DnsTable.DnsVirtualDomain(name=rec.name)
     if addresses:
@@ -40,8 +41,9 @@ def _address_domain(rec: NameRecord) -> bytes:
     return wire.length_delimited(VIRTUAL_DOMAINS, vd.SerializeToString(deterministic=True))
 
 
-def _srv_domain(rec: NameRecord) -> bytes:
-    """The record's SRV domain, as a ``virtual_domains`` field; b"" if it has no SRV."""
+def srv_domain_message(rec: NameRecord) -> bytes:
+    """The record's SRV domain, as a ``virtual_domains`` field; b"" if it has no SRV: built
+    as a message (``domain_wire`` writes the same bytes directly)."""
     if not rec.srv:
         return b""
     vd = DnsTable.DnsVirtualDomain(name=rec.name)
@@ -63,7 +65,9 @@ Domains = tuple[NameRecord, bytes, bytes]  # a record, its address and SRV domai
 
 
 def _domains(rec: NameRecord) -> Domains:
-    return rec, _address_domain(rec), _srv_domain(rec)
+    address, srv = domain_wire.domains(rec)
+    return (rec, address_domain_message(rec) if address is None else address,
+            srv_domain_message(rec) if srv is None else srv)
 
 
 class DomainCache:

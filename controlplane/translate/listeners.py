@@ -42,14 +42,10 @@ def cares_resolver(servers: tuple[Upstream, ...], *, tcp: bool = False
     return cares
 
 
-def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None = None,
-                      tcp: bool = False, resolver_timeout_ms: int = 2000,
-                      domains: DomainCache | None = None) -> dns_filter_pb2.DnsFilterConfig:
-    """The DNS filter; names outside the table go to ``servers`` (default the view's
-    upstreams: its tenant resolver, when it forwards: ``TenantView.forwarding``).
-    ``domains``: a cache to reuse (dns_table.py)."""
+def _filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None,
+                   tcp: bool, resolver_timeout_ms: int) -> dns_filter_pb2.DnsFilterConfig:
+    """The DNS filter without its table (``server_config``)."""
     config = dns_filter_pb2.DnsFilterConfig(stat_prefix=stat_prefix(view.tenant))
-    config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view, domains))
     if servers is None:
         servers = view.upstreams if view.forwarding else ()
     if servers:
@@ -63,6 +59,43 @@ def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None 
     if view.log_queries:
         config.access_log.append(query_access_log(view.tenant))
     return config
+
+
+def dns_filter_config(view: TenantView, *, servers: tuple[Upstream, ...] | None = None,
+                      tcp: bool = False, resolver_timeout_ms: int = 2000,
+                      domains: DomainCache | None = None) -> dns_filter_pb2.DnsFilterConfig:
+    """The DNS filter; names outside the table go to ``servers`` (default the view's
+    upstreams: its tenant resolver, when it forwards: ``TenantView.forwarding``).
+    ``domains``: a cache to reuse (dns_table.py)."""
+    config = _filter_config(view, servers=servers, tcp=tcp,
+                            resolver_timeout_ms=resolver_timeout_ms)
+    config.server_config.inline_dns_table.MergeFromString(dns_table_bytes(view, domains))
+    return config
+
+
+DNS_FILTER_CONFIG_TYPE = ("type.googleapis.com/"
+                          + dns_filter_pb2.DnsFilterConfig.DESCRIPTOR.full_name)
+_SERVER_CONFIG = dns_filter_pb2.DnsFilterConfig.DESCRIPTOR.fields_by_name["server_config"].number
+_INLINE_TABLE = (dns_filter_pb2.DnsFilterConfig.ServerContextConfig.DESCRIPTOR
+                 .fields_by_name["inline_dns_table"].number)
+
+
+def dns_filter_config_bytes(view: TenantView, *, servers: tuple[Upstream, ...] | None = None,
+                            tcp: bool = False, resolver_timeout_ms: int = 2000,
+                            domains: DomainCache | None = None) -> bytes:
+    """``dns_filter_config(...)`` serialised (deterministically), without parsing the table
+    into the message and writing it out again: the table's bytes go in as they are. The
+    fields are written in number order as the serialisation writes them: ``stat_prefix``
+    (1), ``server_config`` (2) holding only the table, then the rest (3, 4)."""
+    config = _filter_config(view, servers=servers, tcp=tcp,
+                            resolver_timeout_ms=resolver_timeout_ms)
+    head = dns_filter_pb2.DnsFilterConfig(stat_prefix=config.stat_prefix)
+    config.ClearField("stat_prefix")
+    server = wire.length_delimited(_INLINE_TABLE, dns_table_bytes(view, domains))
+    out: bytes = (head.SerializeToString(deterministic=True)
+                  + wire.length_delimited(_SERVER_CONFIG, server)
+                  + config.SerializeToString(deterministic=True))
+    return out
 
 
 QUERY_LOG_BODY = "%QUERY_NAME% %QUERY_TYPE% %RESPONSE_CODE%"
@@ -100,9 +133,9 @@ def dns_listener(view: TenantView, *, host: str, port: int,
                  servers: tuple[Upstream, ...] | None = None, tcp: bool = False,
                  resolver_timeout_ms: int = 2000,
                  domains: DomainCache | None = None) -> listener_pb2.Listener:
-    filter_any = Any()
-    filter_any.Pack(dns_filter_config(view, servers=servers, tcp=tcp,
-                                      resolver_timeout_ms=resolver_timeout_ms, domains=domains))
+    # What ``Any.Pack(dns_filter_config(...))`` holds, without the table parsed and written.
+    filter_any = Any(type_url=DNS_FILTER_CONFIG_TYPE, value=dns_filter_config_bytes(
+        view, servers=servers, tcp=tcp, resolver_timeout_ms=resolver_timeout_ms, domains=domains))
     return listener_pb2.Listener(
         name=listener_name(host, port),
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
