@@ -59,6 +59,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -106,6 +107,7 @@ from controlplane.translate.unbound_table import RpzRecord, empty_zone, table_fi
 log = logging.getLogger("controlplane.resolvers.pool")
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CONTROL_TIMEOUT = 5.0  # seconds for one command to unbound's control socket
 UNBOUND_PYTHON = "/usr/lib/python3/dist-packages"  # python3-unbound's unboundmodule.py
 RESOLVER_TLS_NAME = "tenant-resolver.dns-controlplane"  # the name the hop certificate carries
 
@@ -773,6 +775,8 @@ class ResolverPool:
 
     def _control(self, res: TenantResolver, command: str, *, check: bool = True,
                  stdin: str | None = None) -> str | None:
+        if stdin is None:
+            return self._control_socket(res, command, check=check)
         assert self.control_bin is not None
         try:
             done = subprocess.run([self.control_bin, "-c", res.conf_path, *command.split()],
@@ -788,6 +792,31 @@ class ResolverPool:
                                     f"{(done.stderr or done.stdout).strip()}")
             return None
         return done.stdout
+
+    @staticmethod
+    def _control_socket(res: TenantResolver, command: str, *, check: bool) -> str | None:
+        """``command`` over unbound's control socket, as ``unbound-control`` sends it
+        (``control-use-cert: no``: plain text, "UBCT1 <command>", the answer until the
+        socket closes, an error's first line starting with "error"), without starting
+        that program: 0.2 ms instead of ~6 ms a call (RESULTS.md section 21)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(CONTROL_TIMEOUT)
+                sock.connect(res.paths.control_socket)
+                sock.sendall(f"UBCT1 {command}\n".encode())
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:  # not listening (yet), gone, or timed out
+            if check:
+                raise ResolverError(f"unbound-control {command}: {exc}") from exc
+            return None
+        text = b"".join(chunks).decode(errors="replace")
+        if text.startswith("error"):
+            if check:
+                raise ResolverError(f"unbound-control {command}: {text.strip()}")
+            return None
+        return text
 
     def _server_key(self, tenant: str, fwd: Forwarding) -> str:
         """What needs a new process when it changes: everything but the triggers, and the
