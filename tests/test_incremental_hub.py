@@ -245,7 +245,7 @@ def test_with_a_resolver_thread_resolvers_are_applied_there_and_a_move_reaches_t
                 await asyncio.sleep(0.01)
             store.apply_object("f", ("Service", "acme", "api"),
                                Service("acme", "api", cluster_ips=("10.0.0.2",)))
-            await hub.apply(store.take)  # up already: the apply runs beside the render
+            await hub.apply(store.take)  # up already: the apply runs after install
             assert hub.tenant_views["acme"].upstreams == (Upstream("127.0.0.1", 5300),)
             resolvers.port = 5301  # restarted on new ports: the views follow
             await hub.apply(None)
