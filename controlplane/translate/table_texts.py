@@ -60,16 +60,29 @@ class TableOutput:
     outside: tuple[str, ...]  # ``outside_data``
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # removed from lists by identity
 class _Name:
-    """One name of the last table: its record and what it gave."""
+    """One name of the last table: its record and what it gave (kept small: one per name
+    of a 100,000-name table)."""
 
     rec: NameRecord
     place: int
     text: str = ""  # _ZONE: its A/AAAA/SRV lines, each ending in a newline
-    owners: tuple[str, ...] = ()  # _ZONE: the owners of those lines (wildcards stop there)
     lines: tuple[str, ...] = ()  # _OUTSIDE: its local-data lines
-    ptr: tuple[tuple[str, int, int], ...] = ()  # (IP, rank, TTL) it may own the PTR of
+    rank: int = -1  # for the PTR of its addresses (``ptr_ips``): lower wins; -1: none
+
+    @property
+    def ptr_ips(self) -> tuple[str, ...]:
+        """The addresses whose PTR this name may own (``_ptr_sources``)."""
+        if self.rank < 0:
+            return ()
+        rec = self.rec
+        return tuple(dict.fromkeys(rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped))
+
+    def owners(self) -> list[str]:
+        """_ZONE: the owners of its lines (a zone wildcard stops there)."""
+        name = self.rec.name
+        return [name, *(f"_{s.service}._{s.protocol}.{name}" for s in self.rec.srv)]
 
 
 def _name(rec: NameRecord, bare: str) -> _Name:
@@ -83,13 +96,10 @@ def _name(rec: NameRecord, bare: str) -> _Name:
     elif in_zone:
         owner = _fqdn(name)
         lines = _address_lines(owner, rec.ttl, *_addresses(rec))
-        owners = [name]
         for s in rec.srv:
-            owners.append(f"_{s.service}._{s.protocol}.{name}")
             lines.append(f"_{s.service}._{s.protocol}.{owner} {rec.ttl} IN SRV {s.priority} "
                          f"{s.weight} {s.port} {_fqdn(s.target)}")
-        item = _Name(rec, _ZONE, text="".join(f"{line}\n" for line in lines),
-                     owners=tuple(owners))
+        item = _Name(rec, _ZONE, text="".join(f"{line}\n" for line in lines))
     else:
         item = _Name(rec, _OUTSIDE,
                      lines=tuple(_address_lines(_fqdn(name), rec.ttl, *_addresses(rec))))
@@ -103,8 +113,7 @@ def _name(rec: NameRecord, bare: str) -> _Name:
     else:
         return item
     if in_zone:
-        ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped
-        item.ptr = tuple((ip, rank, rec.ttl) for ip in dict.fromkeys(ips))
+        item.rank = rank
     return item
 
 
@@ -131,24 +140,23 @@ class _Exact(Mapping[str, NameRecord]):
 class _Reverse:
     """The PTR records, kept by IP: who may own each, and each reverse zone's lines."""
 
-    # ip -> name -> (rank, TTL): the names that may own its PTR
-    sources: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    sources: dict[str, list[_Name]] = field(default_factory=dict)  # ip -> names that may own it
     lines: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ip -> its PTR lines
     zones: dict[str, list[str]] = field(default_factory=dict)  # reverse zone -> sorted lines
-    # (zone, line) -> how many IPs give it (two spellings of one address give one line)
-    count: dict[tuple[str, str], int] = field(default_factory=dict)
-    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # ip -> (owner, zone)
+    # (zone, line) -> how many more IPs give it than one (two spellings of one address)
+    extra: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def drop(self, item: _Name) -> set[str]:
-        for ip, _, _ in item.ptr:
-            names = self.sources[ip]
-            del names[item.rec.name]
-        return {ip for ip, _, _ in item.ptr}
+    def drop(self, item: _Name) -> tuple[str, ...]:
+        ips = item.ptr_ips
+        for ip in ips:
+            self.sources[ip].remove(item)
+        return ips
 
-    def add(self, item: _Name) -> set[str]:
-        for ip, rank, ttl in item.ptr:
-            self.sources.setdefault(ip, {})[item.rec.name] = (rank, ttl)
-        return {ip for ip, _, _ in item.ptr}
+    def add(self, item: _Name) -> tuple[str, ...]:
+        ips = item.ptr_ips
+        for ip in ips:
+            self.sources.setdefault(ip, []).append(item)
+        return ips
 
     def redo(self, ips: set[str]) -> set[str]:
         """The PTR lines of ``ips`` made again; the reverse zones they changed."""
@@ -156,40 +164,40 @@ class _Reverse:
         for ip in ips:
             names = self.sources.get(ip)
             if names:
-                where = self.where.get(ip)
-                if where is None:
-                    where = self.where[ip] = (ipaddress.ip_address(ip).reverse_pointer + ".",
-                                              _reverse_zone(ip))
-                best = min(rank for rank, _ in names.values())
-                new = tuple(sorted({f"{where[0]} {ttl} IN PTR {_fqdn(name)}"
-                                    for name, (rank, ttl) in names.items() if rank == best}))
+                owner = ipaddress.ip_address(ip).reverse_pointer + "."
+                best = min(item.rank for item in names)
+                new = tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
+                                    for item in names if item.rank == best}))
             else:
                 self.sources.pop(ip, None)
-                where = self.where.pop(ip, None)
                 new = ()
             old = self.lines.get(ip, ())
             if new == old:
                 continue
-            assert where is not None  # an IP with lines before was placed then
-            zone = self.zones.setdefault(where[1], [])
+            rzone = _reverse_zone(ip)
+            zone = self.zones.setdefault(rzone, [])
             for line in old:
-                key = (where[1], line)
-                self.count[key] -= 1
-                if not self.count[key]:
-                    del self.count[key]
+                key = (rzone, line)
+                if key in self.extra:
+                    self.extra[key] -= 1
+                    if not self.extra[key]:
+                        del self.extra[key]
+                else:
                     del zone[bisect.bisect_left(zone, line)]
             for line in new:
-                key = (where[1], line)
-                self.count[key] = self.count.get(key, 0) + 1
-                if self.count[key] == 1:
-                    bisect.insort(zone, line)
+                at = bisect.bisect_left(zone, line)
+                if at < len(zone) and zone[at] == line:
+                    key = (rzone, line)
+                    self.extra[key] = self.extra.get(key, 0) + 1
+                else:
+                    zone.insert(at, line)
             if not zone:
-                del self.zones[where[1]]
+                del self.zones[rzone]
             if new:
                 self.lines[ip] = new
             else:
                 self.lines.pop(ip, None)
-            dirty.add(where[1])
+            dirty.add(rzone)
         return dirty
 
 
@@ -267,9 +275,9 @@ class TableTexts:
         self._names = names
         touched: set[str] = set()
         for item in gone:
-            touched |= self._reverse.drop(item)
+            touched.update(self._reverse.drop(item))
         for item in came:
-            touched |= self._reverse.add(item)
+            touched.update(self._reverse.add(item))
         dirty = self._reverse.redo(touched)
         zone = _fqdn(fwd.zone)
         ttl = fwd.table_ttl
@@ -294,7 +302,7 @@ class TableTexts:
         if wild_zone:
             for item in names.values():
                 if item.place == _ZONE:
-                    owners.update(item.owners)
+                    owners.update(item.owners())
             tail += _zone_wildcards(owners, wild_zone, bare)
         text = "".join([*(f"{line}\n" for line in lines), *chunks,
                         *(f"{line}\n" for line in tail)])
