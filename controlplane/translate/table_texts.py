@@ -145,6 +145,9 @@ class _Reverse:
     zones: dict[str, list[str]] = field(default_factory=dict)  # reverse zone -> sorted lines
     # (zone, line) -> how many more IPs give it than one (two spellings of one address)
     extra: dict[tuple[str, str], int] = field(default_factory=dict)
+    # More IPs changed than this: their zones are sorted again whole (a first table, a
+    # large change) instead of each line inserted in place (a memmove per line).
+    bulk: int = 256
 
     def drop(self, item: _Name) -> tuple[str, ...]:
         ips = item.ptr_ips
@@ -158,19 +161,23 @@ class _Reverse:
             self.sources.setdefault(ip, []).append(item)
         return ips
 
+    def _lines_of(self, ip: str) -> tuple[str, ...]:
+        names = self.sources.get(ip)
+        if not names:
+            self.sources.pop(ip, None)
+            return ()
+        owner = ipaddress.ip_address(ip).reverse_pointer + "."
+        best = min(item.rank for item in names)
+        return tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
+                             for item in names if item.rank == best}))
+
     def redo(self, ips: set[str]) -> set[str]:
         """The PTR lines of ``ips`` made again; the reverse zones they changed."""
+        if len(ips) > self.bulk:
+            return self._redo_all(ips)
         dirty = set()
         for ip in ips:
-            names = self.sources.get(ip)
-            if names:
-                owner = ipaddress.ip_address(ip).reverse_pointer + "."
-                best = min(item.rank for item in names)
-                new = tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
-                                    for item in names if item.rank == best}))
-            else:
-                self.sources.pop(ip, None)
-                new = ()
+            new = self._lines_of(ip)
             old = self.lines.get(ip, ())
             if new == old:
                 continue
@@ -200,16 +207,48 @@ class _Reverse:
             dirty.add(rzone)
         return dirty
 
+    def _redo_all(self, ips: set[str]) -> set[str]:
+        """``redo`` for many IPs: their lines made again, then each zone they changed
+        sorted again from every IP's lines."""
+        dirty = set()
+        for ip in ips:
+            new = self._lines_of(ip)
+            if new == self.lines.get(ip, ()):
+                continue
+            if new:
+                self.lines[ip] = new
+            else:
+                self.lines.pop(ip, None)
+            dirty.add(_reverse_zone(ip))
+        found: dict[str, list[str]] = {zone: [] for zone in dirty}
+        for ip, lines in self.lines.items():
+            zone_lines = found.get(_reverse_zone(ip))
+            if zone_lines is not None:
+                zone_lines.extend(lines)
+        self.extra = {k: n for k, n in self.extra.items() if k[0] not in dirty}
+        for zone, every in found.items():
+            unique = sorted(set(every))
+            if len(unique) < len(every):
+                for line in every:
+                    self.extra[(zone, line)] = self.extra.get((zone, line), -1) + 1
+                self.extra = {k: n for k, n in self.extra.items() if n}
+            if unique:
+                self.zones[zone] = unique
+            else:
+                self.zones.pop(zone, None)
+        return dirty
+
 
 class TableTexts:
     """One tenant's table files, kept up to date by ``update`` (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bulk: int = 256) -> None:
+        self._bulk = bulk  # ``_Reverse.bulk``
         self.table_of: object = None  # the table tuple ``output`` was made from
         self.output = TableOutput({}, (), ())
         self._key: tuple[str, int] | None = None  # (zone, table TTL) the state is for
         self._names: dict[str, _Name] = {}
-        self._reverse = _Reverse()
+        self._reverse = _Reverse(bulk=self._bulk)
         self._reverse_texts: dict[str, str] = {}
         self.full_builds = 0  # how often the whole table was made (a start, a new zone)
 
@@ -221,7 +260,7 @@ class TableTexts:
             return self.output
         if key != self._key:
             self._key, self._names = key, {}
-            self._reverse, self._reverse_texts = _Reverse(), {}
+            self._reverse, self._reverse_texts = _Reverse(bulk=self._bulk), {}
             self.output = TableOutput({}, (), ())
             self.full_builds += 1
         output = self._update(fwd)
