@@ -63,19 +63,20 @@ from controlplane.dns.views import Forwarding, ResolverHop, Upstream  # noqa: E4
 from controlplane.hub.hub import Hub  # noqa: E402
 from controlplane.runtime import heap as runtime  # noqa: E402
 from controlplane.store.store import Store  # noqa: E402
-from controlplane.translate.unbound_table import table_rpz, table_zones  # noqa: E402
+from controlplane.translate.table_texts import TableTexts  # noqa: E402
 
 ORIGIN = "synthetic"
 
 
 class TableResolvers:
     """A ResolverDirectory that does the pure part of ``ResolverPool.prepare`` (every
-    changed table's zone texts and RPZ records) and starts nothing; its CPU apart."""
+    changed table's files, made by the names that changed: ``TableTexts``) and starts
+    nothing; its CPU apart."""
 
     errors: dict[str, str] = {}
 
     def __init__(self) -> None:
-        self.made: dict[str, tuple[object, dict[str, str], tuple[object, ...]]] = {}
+        self.made: dict[str, TableTexts] = {}
         self.cpu = 0.0
         self.names = 0
 
@@ -89,9 +90,9 @@ class TableResolvers:
     def prepare(self, forwards: dict[str, Forwarding]) -> None:
         c0 = time.process_time()
         for tenant, fwd in forwards.items():
-            hit = self.made.get(tenant)
-            if hit is None or hit[0] is not fwd.table:
-                self.made[tenant] = (fwd.table, table_zones(fwd), table_rpz(fwd))
+            texts = self.made.setdefault(tenant, TableTexts())
+            if texts.table_of is not fwd.table:
+                texts.update(fwd)
                 self.names += len(fwd.table)
         self.cpu += time.process_time() - c0
 

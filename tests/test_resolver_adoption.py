@@ -25,7 +25,9 @@ import pytest
 from controlplane._kit.localrun import Dnsmasq, wait_for
 from controlplane.core.errors import ConfigError, ResolverError
 from controlplane.core.settings import ResolverLifetime, ResolverSettings
-from controlplane.dns.views import Forwarding, Trigger, Upstream
+from controlplane.dns.records import NameRecord
+from controlplane.dns.views import Forwarding, TableEntry, Trigger, Upstream
+from controlplane.policy.selection import Action
 from controlplane.resolvers.pool import ResolverPool
 from controlplane.resolvers.state import STATE_FILE
 from controlplane.runtime.process import running
@@ -130,6 +132,37 @@ def test_changed_triggers_reload_the_adopted_resolver_live(
     third = pools()  # the reload was written down: nothing to do for the same triggers
     assert third.apply({TENANT: deny}) == {TENANT: address}
     assert third.reloads == 0 and third.resolvers[TENANT].unbound.pid == pid
+
+
+def _table(*records: NameRecord) -> tuple[TableEntry, ...]:
+    return tuple(TableEntry(r, Action.ALLOW, "test") for r in records)
+
+
+def test_an_adopted_resolver_is_brought_to_the_new_table(
+        pools: Callable[..., ResolverPool], upstreams: Callable[[str], Upstream]) -> None:
+    """The next pool knows nothing of the table the resolver holds (its files are made by
+    the names that changed since the last one it made): every zone is loaded again."""
+    server = upstreams("203.0.113.10")
+    web = NameRecord("web.a.svc.cluster.local", ipv4=("10.96.0.10",))
+    old = NameRecord("old.a.svc.cluster.local", ipv4=("10.96.0.11",))
+    first = pools()
+    address = first.apply({TENANT: Forwarding(server, table=_table(web, old))})[TENANT]
+    pid = first.resolvers[TENANT].unbound.pid
+    assert ask(address, web.name) == (dns.rcode.NOERROR, ["10.96.0.10"])
+    del first  # crashed; meanwhile web moved, old went, new came (same zones)
+
+    second = pools()
+    moved = NameRecord("web.a.svc.cluster.local", ipv4=("10.96.0.20",))
+    new = NameRecord("new.a.svc.cluster.local", ipv4=("10.96.0.21",))
+    assert second.apply({TENANT: Forwarding(server, table=_table(moved, new))}) == {
+        TENANT: address}
+    assert second.resolvers[TENANT].unbound.pid == pid and second.table_reloads >= 2
+    assert ask(address, web.name) == (dns.rcode.NOERROR, ["10.96.0.20"])
+    assert ask(address, new.name) == (dns.rcode.NOERROR, ["10.96.0.21"])
+    assert ask(address, old.name)[0] == dns.rcode.NXDOMAIN
+    ptr = dns.query.udp(dns.message.make_query("20.0.96.10.in-addr.arpa.", "PTR"),
+                        address.host, port=address.port, timeout=3)
+    assert [rr.to_text() for rrset in ptr.answer for rr in rrset] == [f"{web.name}."]
 
 
 def test_another_server_replaces_the_adopted_resolver_after_the_grace_period(

@@ -283,9 +283,11 @@ class Hub:
 
         With ``overlap``, when the last apply had every forwarding tenant up (no start
         can be needed but a restart's), its answer is used and the apply (the tables'
-        zone texts, 0.1 s of CPU at 10,000 names, and unbound's reload of them) waits
-        until the views are installed: it would slow the render and the Envoys' apply
-        of the listener (2 cores). Otherwise the apply is waited for first."""
+        files, made by the names that changed, and unbound's reload of them: ~26 ms of
+        unbound's CPU for a 10,000-name zone) waits until the views are installed: beside
+        the render it slowed the render and Envoy's answer by 10-30 ms at 10,000 names
+        for 5-25 ms less to the resolver's answer (RESULTS.md section 21). Otherwise the
+        apply is waited for first."""
         if self.resolvers is None:
             return NOT_RESOLVED, False
         last = self._last_resolved

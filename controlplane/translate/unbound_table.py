@@ -38,7 +38,7 @@ new resolver.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,21 +105,29 @@ class AliasPlan:
 
 
 class _Table:
-    """The table's names, indexed for alias and wildcard lookups (built once per call)."""
+    """The table's names, indexed for alias and wildcard lookups (``of``: built once per
+    call; ``table_texts.py`` keeps its own index)."""
 
-    def __init__(self, fwd: Forwarding) -> None:
-        self.zone = _bare(fwd.zone)
-        self.exact: dict[str, NameRecord] = {}
+    def __init__(self, zone: str, exact: Mapping[str, NameRecord],
+                 wild: Mapping[str, NameRecord]) -> None:
+        self.zone = zone
+        self.exact = exact
         # Wildcard bases ("x" of "*.x") with their record. A base of one label never
         # matches in Envoy (its table groups names by their last two labels): left out.
-        self.wild: dict[str, NameRecord] = {}
+        self.wild = wild
+
+    @classmethod
+    def of(cls, fwd: Forwarding) -> _Table:
+        exact: dict[str, NameRecord] = {}
+        wild: dict[str, NameRecord] = {}
         for e in fwd.table:
             rec = e.record
             if rec.is_wildcard:
                 if "." in rec.name[2:]:
-                    self.wild[rec.name[2:]] = rec
+                    wild[rec.name[2:]] = rec
             else:
-                self.exact[rec.name] = rec
+                exact[rec.name] = rec
+        return cls(_bare(fwd.zone), exact, wild)
 
     def wildcard_for(self, name: str) -> NameRecord | None:
         """The longest table wildcard ``name`` lies strictly below (Envoy's match)."""
@@ -181,7 +189,7 @@ def _alias_records(fwd: Forwarding) -> list[NameRecord]:
 def alias_plans(fwd: Forwarding) -> list[AliasPlan]:
     """Every alias of the table (names Envoy answers from a cluster), planned."""
     aliases = _alias_records(fwd)
-    return _Table(fwd).plans(aliases) if aliases else []
+    return _Table.of(fwd).plans(aliases) if aliases else []
 
 
 def _external(plan: AliasPlan, zone: str) -> bool:
@@ -308,7 +316,7 @@ def table_zones(fwd: Forwarding) -> dict[str, str]:
             owners.add(f"_{s.service}._{s.protocol}.{rec.name}")
             lines.append(f"_{s.service}._{s.protocol}.{name} {rec.ttl} IN SRV {s.priority} "
                          f"{s.weight} {s.port} {_fqdn(s.target)}")
-    for plan in _Table(fwd).plans(aliases) if aliases else ():
+    for plan in _Table.of(fwd).plans(aliases) if aliases else ():
         if _external(plan, bare):
             continue  # its own zone (alias_zone_names) and an RPZ record
         owners.add(plan.name)

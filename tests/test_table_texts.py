@@ -1,0 +1,138 @@
+"""``TableTexts`` (translate/table_texts.py) makes, change after change, exactly what the
+full functions make from the whole table (``table_zones``, ``table_rpz``,
+``outside_data``): over random sequences of tables where records are kept (the same
+object), copied (an equal one), changed, added and removed, with PTR owners competing
+for an IP, aliases, wildcards in and outside the zone, SRV records, and changes of the
+table's TTL and zone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controlplane.dns.records import ClusterTarget, NameRecord, SrvRecord
+from controlplane.dns.views import Forwarding, TableEntry
+from controlplane.policy.selection import Action
+from controlplane.translate.table_texts import TableTexts
+from controlplane.translate.unbound_table import outside_data, table_rpz, table_zones
+
+NAMES = (
+    "s0.a.svc.cluster.local", "s1.b.svc.cluster.local", "s2.a.svc.cluster.local",
+    "h0.db.a.svc.cluster.local", "h1.db.a.svc.cluster.local", "db.a.svc.cluster.local",
+    "10-1-0-1.a.pod.cluster.local", "api.partner.example", "web.partner.example",
+    "*.partner.example", "*.w.a.svc.cluster.local", "x.w.a.svc.cluster.local",
+    "y.x.w.a.svc.cluster.local", "ext.a.svc.cluster.local", "ext2.a.svc.cluster.local",
+    "out-alias.example", "*.example", "cluster.local",
+)
+ALIASABLE = {"ext.a.svc.cluster.local", "ext2.a.svc.cluster.local", "out-alias.example",
+             "s2.a.svc.cluster.local", "api.partner.example"}
+TARGETS = ("s0.a.svc.cluster.local", "ext2.a.svc.cluster.local", "ext.a.svc.cluster.local",
+           "api.partner.example", "foo.example.com", "10.0.0.1", "fd00::9",
+           "z.w.a.svc.cluster.local", "nothere.a.svc.cluster.local", "out-alias.example")
+V4 = ("10.0.0.1", "10.0.0.2", "10.1.0.1", "192.0.2.1", "192.0.2.2")
+V6 = ("fd00::1", "fd00::2", "2001:db8::1")
+KINDS = ("service", "headless", "pod", "serviceentry")
+
+srvs = st.lists(st.builds(SrvRecord, service=st.sampled_from(("http", "grpc")),
+                          protocol=st.sampled_from(("tcp", "udp")),
+                          port=st.sampled_from((80, 9090)),
+                          target=st.sampled_from(NAMES[:6])),
+                max_size=2).map(tuple)
+
+
+@st.composite
+def records(draw: st.DrawFn, name: str) -> NameRecord:
+    cluster: tuple[ClusterTarget, ...] = ()
+    if name in ALIASABLE and not name.startswith("*") and draw(st.booleans()):
+        host = draw(st.sampled_from((*TARGETS, name)))
+        cluster = (ClusterTarget(host, 80),)
+    return NameRecord(
+        name=name,
+        ipv4=tuple(draw(st.lists(st.sampled_from(V4), max_size=3, unique=True))),
+        ipv6=tuple(draw(st.lists(st.sampled_from(V6), max_size=2, unique=True))),
+        srv=draw(srvs),
+        sources=(f"Service {name}",),
+        kind=draw(st.sampled_from(KINDS)),
+        ttl=draw(st.sampled_from((5, 30))),
+        cluster=cluster,
+        dropped=tuple(draw(st.lists(st.sampled_from(("10.9.0.1", "FD00::1")), max_size=1))),
+        mapped=draw(st.booleans()),
+    )
+
+
+# One step: for some names, what happens to them (new record, an equal copy, removed).
+ops = st.one_of(st.just("copy"), st.just("remove"), st.just("keep"), st.just("new"))
+
+
+@st.composite
+def sequences(draw: st.DrawFn) -> list[tuple[list[NameRecord], int, str]]:
+    table: dict[str, NameRecord] = {}
+    out = []
+    for _ in range(draw(st.integers(1, 8))):
+        for name in draw(st.lists(st.sampled_from(NAMES), max_size=len(NAMES), unique=True)):
+            op = draw(ops)
+            if op == "remove":
+                table.pop(name, None)
+            elif op == "copy" and name in table:
+                table[name] = replace(table[name])  # equal, not the same object
+            elif op != "keep" or name not in table:
+                table[name] = draw(records(name))
+        order = draw(st.permutations(sorted(table)))
+        ttl = draw(st.sampled_from((30, 30, 30, 10)))
+        zone = draw(st.sampled_from(("cluster.local",) * 5 + ("example",)))
+        out.append(([table[n] for n in order], ttl, zone))
+    return out
+
+
+def forwarding(recs: list[NameRecord], ttl: int, zone: str) -> Forwarding:
+    return Forwarding(server=None, zone=zone, table_ttl=ttl,
+                      table=tuple(TableEntry(r, Action.ALLOW, "test") for r in recs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(sequences(), st.sampled_from((0, 3, 256)))
+def test_the_same_files_as_the_whole_table_made_again(steps: list[tuple[list[NameRecord],
+                                                                        int, str]],
+                                                      bulk: int) -> None:
+    """``bulk``: past that many changed IPs the reverse zones are sorted again whole."""
+    texts = TableTexts(bulk=bulk)
+    for recs, ttl, zone in steps:
+        fwd = forwarding(recs, ttl, zone)
+        got = texts.update(fwd)
+        assert list(got.zones.items()) == list(table_zones(fwd).items())
+        assert got.rpz == table_rpz(fwd)
+        assert got.outside == outside_data(fwd)
+        assert texts.update(fwd) is got  # the very table again: nothing made
+
+
+def test_only_the_changed_name_is_formatted_again() -> None:
+    recs = [NameRecord(f"s{i}.a.svc.cluster.local", ipv4=(f"10.0.{i // 250}.{i % 250 + 1}",))
+            for i in range(1000)]
+    texts = TableTexts()
+    texts.update(forwarding(recs, 30, "cluster.local"))
+    before = dict(texts._names)  # noqa: SLF001 - what was kept is what this test is about
+    recs[7] = replace(recs[7], ipv4=("10.66.0.1",))
+    recs[8] = replace(recs[8])  # an equal copy: reused
+    fwd = forwarding(recs, 30, "cluster.local")
+    got = texts.update(fwd)
+    after = texts._names  # noqa: SLF001
+    remade = [n for n in after if after[n] is not before[n]]
+    assert remade == ["s7.a.svc.cluster.local"]
+    assert "s7.a.svc.cluster.local. 30 IN A 10.66.0.1\n" in got.zones["cluster.local."]
+    assert "1.0.66.10.in-addr.arpa. 30 IN PTR s7.a.svc.cluster.local." in got.zones[
+        "10.in-addr.arpa."]
+    assert list(got.zones.items()) == list(table_zones(fwd).items())
+    assert texts.full_builds == 1
+
+
+def test_two_records_of_one_name_fall_back_to_the_whole_table() -> None:
+    recs = [NameRecord("s.a.svc.cluster.local", ipv4=("10.0.0.1",)),
+            NameRecord("s.a.svc.cluster.local", ipv4=("10.0.0.2",))]
+    texts = TableTexts()
+    for _ in range(2):
+        fwd = forwarding(list(recs), 30, "cluster.local")
+        assert texts.update(fwd).zones == table_zones(fwd)
+    fwd = forwarding(recs[:1], 30, "cluster.local")
+    assert texts.update(fwd).zones == table_zones(fwd)
