@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -73,9 +72,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
 from controlplane._kit.localrun import (  # noqa: E402
-    ControlPlane,
     Envoy,
     free_port,
     http_json,
@@ -212,14 +211,8 @@ def main() -> int:
         if docs:
             (manifests / "bulk.yaml").write_text("---\n".join(docs))
         source = manifests
-    here = Path.cwd()
-    if args.code:  # python -m controlplane finds the package in its working directory first
-        os.chdir(Path(args.code).resolve())
     started = time.monotonic()
-    try:
-        cp = ControlPlane(source, work, extra_args=extra).start(timeout=300)
-    finally:
-        os.chdir(here)
+    cp = start_control_plane(source, work, code=args.code, extra_args=extra, timeout=300)
     cp_ready = time.monotonic() - started
     kind = FrontedEnvoy if args.fronted else Envoy
     envoy = kind(node_id="sleep.acme", namespace="acme", labels={"app": "sleep"},

@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import cpu_seconds, load_average, own_cpu_seconds  # noqa: E402
 from benchmarks.stall import lag_metrics, lag_summary, percentile  # noqa: E402
 from controlplane._kit.localrun import ControlPlane, children, http_json, wait_for  # noqa: E402
@@ -105,14 +106,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rstall-"))
     manifests = work / "m"
     shutil.copytree(ROOT / "examples", manifests)
-    here = Path.cwd()
-    if args.code:  # python -m controlplane finds the package in its working directory first
-        os.chdir(Path(args.code).resolve())
-    try:
-        cp = ControlPlane(manifests, work, extra_args=["--log-level", "warning"]).start(
-            timeout=120)
-    finally:
-        os.chdir(here)
+    cp = start_control_plane(manifests, work, code=args.code,
+                             extra_args=["--log-level", "warning"])
     assert cp.process is not None
     cp_pid = cp.process.pid
     probe = HealthProbe(f"{cp.admin_url}/healthz").start()

@@ -27,7 +27,6 @@ no lag metric, the probes still tell.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -45,6 +44,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import CpuMeter, load_average  # noqa: E402
 from benchmarks.streams import Clients  # noqa: E402
 from benchmarks.synthetic import base_manifests, services_manifests  # noqa: E402
@@ -170,14 +170,8 @@ def main() -> int:
     manifests = work / "manifests"
     manifests.mkdir()
     (manifests / "base.yaml").write_text(base_manifests())
-    here = Path.cwd()
-    if args.code:  # python -m controlplane finds the package in its working directory first
-        os.chdir(Path(args.code).resolve())
-    try:
-        cp = ControlPlane(manifests, work, extra_args=["--log-level", "warning"]).start(
-            timeout=120)
-    finally:
-        os.chdir(here)
+    cp = start_control_plane(manifests, work, code=args.code,
+                             extra_args=["--log-level", "warning"])
     assert cp.process is not None
     pid = cp.process.pid
     namespaces = ",".join(f"ns{n}" for n in range(100))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import cpu_seconds, load_average  # noqa: E402
 from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 
@@ -132,16 +133,8 @@ def main() -> int:
     print(f"stream cost: {args.services} Services, {args.tenants} tenants, {args.extensions} "
           f"extensions per node; 2 shared cores; "
           f"load average at start {load_average()}; code {args.code or ROOT}")
-    here = Path.cwd()
-    if args.code:
-        import os
-        os.chdir(Path(args.code).resolve())
-    try:
-        cp = ControlPlane(manifests, work, extra_args=["--log-level", "warning"]).start(
-            timeout=120)
-    finally:
-        import os
-        os.chdir(here)
+    cp = start_control_plane(manifests, work, code=args.code,
+                             extra_args=["--log-level", "warning"])
     assert cp.process is not None
     pid = cp.process.pid
     groups: list[Group] = []

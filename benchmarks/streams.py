@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
 from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
 from controlplane.hub.front_sets import DEFAULT_SETTLE_SECONDS as SETTLE_SECONDS  # noqa: E402
@@ -261,15 +261,8 @@ def main() -> int:
     fronted = {"fronted": args.fronted, "watch": watch}
     print(f"streams benchmark: 2 cores shared by every process; load average at start "
           f"{load_average()}; sidecars {'fronted' if args.fronted else 'without a front'}")
-    here = Path.cwd()
-    if args.code:  # python -m controlplane finds the package in its working directory first
-        os.chdir(Path(args.code).resolve())
-    try:
-        cp = ControlPlane(manifests, work, extra_args=["--debounce", str(args.debounce),
-                                                       "--log-level", "warning"]).start(
-            timeout=120)
-    finally:
-        os.chdir(here)
+    cp = start_control_plane(manifests, work, code=args.code, extra_args=[
+        "--debounce", str(args.debounce), "--log-level", "warning"])
     assert cp.process is not None
     pid = cp.process.pid
     idle = rss_mb(pid)
