@@ -44,3 +44,20 @@ def test_an_error_is_raised_or_none(pool: ResolverPool) -> None:
     assert pool._control(res, "status", check=False) is None  # noqa: SLF001
     with pytest.raises(ResolverError, match="status"):
         pool._control(res, "status")  # noqa: SLF001
+
+
+def test_a_socket_path_too_long_for_sockaddr_un_still_works(tmp_path: Path) -> None:
+    """A deep resolver directory: unbound binds the socket path cut to 107 bytes (as
+    unbound-control connects to it); the pool then uses the program, and the resolver
+    comes up and answers (a path Python cannot connect to must not read as "not up")."""
+    require_tool("unbound", "apt-get install unbound")
+    deep = tmp_path / ("d" * max(1, 120 - len(str(tmp_path))))
+    p = ResolverPool(deep / "pool")
+    try:
+        p.apply({"t": Forwarding(server=None)})
+        res = p.resolvers["t"]
+        assert len(res.paths.control_socket.encode()) > 107
+        status = p._control(res, "status")  # noqa: SLF001
+        assert status is not None and f"(pid {res.unbound.pid}) is running" in status
+    finally:
+        p.stop_all()

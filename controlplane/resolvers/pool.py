@@ -108,6 +108,7 @@ log = logging.getLogger("controlplane.resolvers.pool")
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTROL_TIMEOUT = 5.0  # seconds for one command to unbound's control socket
+SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux, the terminating NUL included
 UNBOUND_PYTHON = "/usr/lib/python3/dist-packages"  # python3-unbound's unboundmodule.py
 RESOLVER_TLS_NAME = "tenant-resolver.dns-controlplane"  # the name the hop certificate carries
 
@@ -775,8 +776,10 @@ class ResolverPool:
 
     def _control(self, res: TenantResolver, command: str, *, check: bool = True,
                  stdin: str | None = None) -> str | None:
-        if stdin is None:
+        if stdin is None and len(os.fsencode(res.paths.control_socket)) < SUN_PATH_MAX:
             return self._control_socket(res, command, check=check)
+        # A longer path does not fit a sockaddr_un: unbound binds it cut to 107 bytes and
+        # unbound-control cuts it the same way, so the program still reaches it.
         assert self.control_bin is not None
         try:
             done = subprocess.run([self.control_bin, "-c", res.conf_path, *command.split()],
