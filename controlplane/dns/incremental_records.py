@@ -16,9 +16,9 @@ from controlplane.dns.records import (
     _pod,
     _service,
     _service_entry,
-    _single,
     options_from_key,
     options_key,
+    single_record,
 )
 from controlplane.dns.vips import VipKey
 
@@ -194,8 +194,9 @@ class IncrementalRecords:
     def _rebuild(self, touched: set[str], key: OptionsKey) -> set[str]:
         changed = set()
         bulk = len(touched) > 64 and len(touched) * 8 > len(self.records)
+        options = options_from_key(key)
         for name in touched:
-            rec = self._build(name, key)
+            rec = self._build(name, options)
             old_rec = self.records.get(name)
             # rec == old_rec, without a dataclass __eq__ call for a new name (a first load)
             if rec is old_rec or (rec is not None and old_rec is not None and rec == old_rec):
@@ -250,7 +251,7 @@ class IncrementalRecords:
             self._by_name.setdefault(name, {})[source] = tuple(items)
             touched.add(name)
 
-    def _build(self, name: str, key: OptionsKey) -> NameRecord | None:
+    def _build(self, name: str, options: RecordOptions) -> NameRecord | None:
         slot = self._by_name.get(name)
         if not slot:
             return None
@@ -261,21 +262,24 @@ class IncrementalRecords:
         if len(contributions) == 1:
             # Not through _single's memo: a name is rebuilt when something said about it
             # changed, and an equal record is then found equal to the one kept (_rebuild).
-            return _single.__wrapped__(contributions[0], key)
-        b = _Builder(options_from_key(key))
+            return single_record(contributions[0], options)
+        b = _Builder(options)
         for c in sorted(contributions, key=lambda c: c[1]):
             b.add(*c)
         out = b.records()
         return out[0] if out else None
 
     def _index(self, rec: NameRecord) -> None:
-        if rec.is_wildcard:
-            self.wildcards[rec.name] = rec
+        name = rec.name
+        if name.startswith("*."):  # rec.is_wildcard
+            self.wildcards[name] = rec
             return
-        pos = rec.name.find(".")
+        pos = name.find(".")
         if pos != -1:
-            for bucket in self._chain(rec.name[pos + 1:]):
-                bucket[rec.name] = rec
+            suffix = name[pos + 1:]
+            chain = self._chains.get(suffix) or self._chain(suffix)
+            for bucket in chain:
+                bucket[name] = rec
 
     def _chain(self, suffix: str) -> list[dict[str, NameRecord]]:
         """The buckets of ``suffix`` and of each suffix of it (made when missing)."""

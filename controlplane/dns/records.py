@@ -164,7 +164,8 @@ def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterab
         v4, v6 = v4[:cap], v6[:cap]
     mapped = False
     if v4 and not v6 and options.aaaa_mapped:
-        v6, mapped = tuple([f"::ffff:{a}" for a in v4]), True
+        v6 = (f"::ffff:{v4[0]}",) if len(v4) == 1 else tuple([f"::ffff:{a}" for a in v4])
+        mapped = True
     records = _sorted_srv(srv) if srv else ()
     if not (v4 or v6 or records or cluster):
         return None
@@ -342,14 +343,18 @@ def options_from_key(key: OptionsKey) -> RecordOptions:
     return RecordOptions(zone=zone, ttl=dict(ttl), max_answers=max_answers, aaaa_mapped=mapped)
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
-    """The record of a name only one object speaks for (the common case), memoised: what
+def single_record(contribution: Contribution, options: RecordOptions) -> NameRecord | None:
+    """The record of a name only one object speaks for (the common case): what
     ``_Builder`` makes of that one contribution."""
     name, source, kind, addresses, srv, cluster, export_to, scope = contribution
     return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
-                   cluster=cluster, export_to=export_to, scope=scope,
-                   options=options_from_key(key))
+                   cluster=cluster, export_to=export_to, scope=scope, options=options)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
+    """``single_record``, memoised (for ``cluster_records``)."""
+    return single_record(contribution, options_from_key(key))
 
 
 def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",

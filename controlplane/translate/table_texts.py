@@ -21,7 +21,6 @@ Not thread-safe: one owner (the pool, under its lock).
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -43,6 +42,7 @@ from controlplane.translate.unbound_table import (
     _Table,
     _zone_wildcards,
     outside_data,
+    reverse_pointer,
     table_rpz,
     table_zones,
 )
@@ -77,7 +77,8 @@ class _Name:
         if self.rank < 0:
             return ()
         rec = self.rec
-        return tuple(dict.fromkeys(rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped))
+        ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped
+        return ips if len(ips) == 1 else tuple(dict.fromkeys(ips))
 
     def owners(self) -> list[str]:
         """_ZONE: the owners of its lines (a zone wildcard stops there)."""
@@ -95,11 +96,18 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         item = _Name(rec, _ALIAS)
     elif in_zone:
         owner = _fqdn(name)
-        lines = _address_lines(owner, rec.ttl, *_addresses(rec))
+        ttl = rec.ttl
+        if rec.dropped:
+            lines = _address_lines(owner, ttl, *_addresses(rec))
+        else:  # _addresses without lists: the record's own addresses
+            lines = [f"{owner} {ttl} IN A {a}" for a in rec.ipv4]
+            if rec.ipv6 and not rec.mapped:
+                lines += [f"{owner} {ttl} IN AAAA {a}" for a in rec.ipv6]
         for s in rec.srv:
-            lines.append(f"_{s.service}._{s.protocol}.{owner} {rec.ttl} IN SRV {s.priority} "
-                         f"{s.weight} {s.port} {_fqdn(s.target)}")
-        item = _Name(rec, _ZONE, text="".join(f"{line}\n" for line in lines))
+            target = owner if s.target == name else _fqdn(s.target)
+            lines.append(f"_{s.service}._{s.protocol}.{owner} {ttl} IN SRV {s.priority} "
+                         f"{s.weight} {s.port} {target}")
+        item = _Name(rec, _ZONE, text="\n".join(lines) + "\n" if lines else "")
     else:
         item = _Name(rec, _OUTSIDE,
                      lines=tuple(_address_lines(_fqdn(name), rec.ttl, *_addresses(rec))))
@@ -166,7 +174,10 @@ class _Reverse:
         if not names:
             self.sources.pop(ip, None)
             return ()
-        owner = ipaddress.ip_address(ip).reverse_pointer + "."
+        owner = reverse_pointer(ip) + "."
+        if len(names) == 1:  # the common case: one name has the address
+            item = names[0]
+            return (f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}",)
         best = min(item.rank for item in names)
         return tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
                              for item in names if item.rank == best}))
