@@ -125,6 +125,47 @@ def _name(rec: NameRecord, bare: str) -> _Name:
     return item
 
 
+class NameTexts:
+    """What each record gives a table (``_name``: its place, lines and PTR rank), shared
+    by the tables of one owner: a record that many tenants' tables hold (each wide
+    tenant's, and the narrow tenant's whose namespace it is in) is formatted once.
+
+    Like ``dns_table.DomainCache``: an entry is used only for the very record object it
+    was made from (it holds the object) and the same zone; bounded: when ``limit`` names
+    are stored they become the previous generation, looked up until the next turn. Not
+    thread-safe: one owner (the pool, under its lock), as ``TableTexts``.
+    """
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self.limit = limit
+        self._current: dict[str, _Texts] = {}
+        self._previous: dict[str, _Texts] = {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def name(self, rec: NameRecord, bare: str) -> _Name:
+        """``_name(rec, bare)``: a new ``_Name`` (each table's own), its texts shared."""
+        key = rec.name
+        hit = self._current.get(key)
+        if hit is None or hit[0] is not rec or hit[1] != bare:
+            hit = self._previous.get(key)
+            if hit is None or hit[0] is not rec or hit[1] != bare:
+                item = _name(rec, bare)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank)
+            else:
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5])
+            if len(self._current) >= self.limit:
+                self._previous, self._current = self._current, {}
+            self._current[key] = hit
+            return item
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5])
+
+
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int]
+
+
 class _Exact(Mapping[str, NameRecord]):
     """The table's exact names, as ``_Table.exact`` holds them, over ``TableTexts``' index."""
 
@@ -253,8 +294,10 @@ class _Reverse:
 class TableTexts:
     """One tenant's table files, kept up to date by ``update`` (module docstring)."""
 
-    def __init__(self, *, bulk: int = 256) -> None:
+    def __init__(self, *, bulk: int = 256, shared: NameTexts | None = None) -> None:
         self._bulk = bulk  # ``_Reverse.bulk``
+        # Each name's texts, shared with other tenants' tables (None: made here each time).
+        self._shared = shared
         self.table_of: object = None  # the table tuple ``output`` was made from
         self.output = TableOutput({}, (), ())
         self._key: tuple[str, int] | None = None  # (zone, table TTL) the state is for
@@ -290,6 +333,7 @@ class TableTexts:
         wild_all: list[NameRecord] = []
         outside: list[str] = []
         seen = 0
+        shared = self._shared
         for e in fwd.table:
             rec = e.record
             name = rec.name
@@ -306,7 +350,7 @@ class TableTexts:
                         gone.append(item)
                         item = None
             if item is None:
-                item = _name(rec, bare)
+                item = _name(rec, bare) if shared is None else shared.name(rec, bare)
                 came.append(item)
             names[name] = item
             place = item.place
