@@ -70,6 +70,7 @@ class _Name:
     text: str = ""  # _ZONE: its A/AAAA/SRV lines, each ending in a newline
     lines: tuple[str, ...] = ()  # _OUTSIDE: its local-data lines
     rank: int = -1  # for the PTR of its addresses (``ptr_ips``): lower wins; -1: none
+    ptr: tuple[str, ...] = ()  # with one address in ``ptr_ips``: its PTR line, if it wins
 
     @property
     def ptr_ips(self) -> tuple[str, ...]:
@@ -122,6 +123,9 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         return item
     if in_zone:
         item.rank = rank
+        ips = item.ptr_ips
+        if len(ips) == 1:  # the common case; what _Reverse._lines_of makes of it
+            item.ptr = (f"{reverse_pointer(ips[0])}. {rec.ttl} IN PTR {_fqdn(name)}",)
     return item
 
 
@@ -152,18 +156,18 @@ class NameTexts:
             hit = self._previous.get(key)
             if hit is None or hit[0] is not rec or hit[1] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, item.place, item.text, item.lines, item.rank)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr)
             else:
-                item = _Name(rec, hit[2], hit[3], hit[4], hit[5])
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, hit[2], hit[3], hit[4], hit[5])
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
 
 
-# A record, the zone it was placed for, and what _name gave: place, text, lines, rank.
-_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int]
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...]]
 
 
 class _Exact(Mapping[str, NameRecord]):
@@ -215,10 +219,12 @@ class _Reverse:
         if not names:
             self.sources.pop(ip, None)
             return ()
-        owner = reverse_pointer(ip) + "."
         if len(names) == 1:  # the common case: one name has the address
             item = names[0]
-            return (f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}",)
+            if item.ptr:  # made with the name (its only PTR address is this one)
+                return item.ptr
+            return (f"{reverse_pointer(ip)}. {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}",)
+        owner = reverse_pointer(ip) + "."
         best = min(item.rank for item in names)
         return tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
                              for item in names if item.rank == best}))
@@ -263,6 +269,7 @@ class _Reverse:
         """``redo`` for many IPs: their lines made again, then each zone they changed
         sorted again from every IP's lines."""
         dirty = set()
+        zone_of: dict[str, str] = {}  # of the IPs changed (a first table: every IP)
         for ip in ips:
             new = self._lines_of(ip)
             if new == self.lines.get(ip, ()):
@@ -271,10 +278,12 @@ class _Reverse:
                 self.lines[ip] = new
             else:
                 self.lines.pop(ip, None)
-            dirty.add(_reverse_zone(ip))
+            zone = zone_of[ip] = _reverse_zone(ip)
+            dirty.add(zone)
         found: dict[str, list[str]] = {zone: [] for zone in dirty}
         for ip, lines in self.lines.items():
-            zone_lines = found.get(_reverse_zone(ip))
+            zone = zone_of.get(ip)
+            zone_lines = found.get(_reverse_zone(ip) if zone is None else zone)
             if zone_lines is not None:
                 zone_lines.extend(lines)
         self.extra = {k: n for k, n in self.extra.items() if k[0] not in dirty}
