@@ -278,12 +278,12 @@ class _Reverse:
                 self.lines[ip] = new
             else:
                 self.lines.pop(ip, None)
-            zone = zone_of[ip] = _reverse_zone(ip)
-            dirty.add(zone)
+            rzone = zone_of[ip] = _reverse_zone(ip)
+            dirty.add(rzone)
         found: dict[str, list[str]] = {zone: [] for zone in dirty}
         for ip, lines in self.lines.items():
-            zone = zone_of.get(ip)
-            zone_lines = found.get(_reverse_zone(ip) if zone is None else zone)
+            known = zone_of.get(ip)
+            zone_lines = found.get(_reverse_zone(ip) if known is None else known)
             if zone_lines is not None:
                 zone_lines.extend(lines)
         self.extra = {k: n for k, n in self.extra.items() if k[0] not in dirty}
