@@ -22,6 +22,8 @@ from controlplane.dns.records import (
 )
 from controlplane.dns.vips import VipKey
 
+_service_of = _service.__wrapped__  # not through its memo (``_apply_service``)
+
 
 class IncrementalRecords:
     """``cluster_records`` kept up to date by change, not rebuilt.
@@ -67,24 +69,22 @@ class IncrementalRecords:
         if options_key(opts) != self._key:
             self._reset()
             self._key = options_key(opts)
-        changed: set[Key] = set()
-        for kind, have, now in (("Service", self._svc, inventory.services),
-                                ("ServiceEntry", self._se, inventory.service_entries),
-                                ("Pod", self._pod, inventory.pods)):
+        changed: list[set[tuple[str, str]]] = []
+        for have, now in ((self._svc, inventory.services),
+                          (self._se, inventory.service_entries), (self._pod, inventory.pods)):
             if not have:  # a first load: every object is new
-                changed.update([(kind, *k) for k in now])
+                changed.append(set(now))
                 continue
-            for k, obj in now.items():
-                old = have.get(k)
-                if old is None or old[0] is not obj:
-                    changed.add((kind, *k))
-            changed.update((kind, *k) for k in have.keys() - now.keys())
-        for k, sl in inventory.endpoint_slices.items():
-            if self._slices.get(k) is not sl:
-                changed.add(("EndpointSlice", *k))
-        changed.update(("EndpointSlice", *k)
-                       for k in self._slices.keys() - inventory.endpoint_slices.keys())
-        return self.apply(inventory, changed, opts)
+            keys = {k for k, obj in now.items()
+                    if (old := have.get(k)) is None or old[0] is not obj}
+            keys.update(have.keys() - now.keys())
+            changed.append(keys)
+        slices = {k for k, sl in inventory.endpoint_slices.items()
+                  if self._slices.get(k) is not sl}
+        slices.update(self._slices.keys() - inventory.endpoint_slices.keys())
+        services, entries, pods = changed
+        return self._apply(inventory, opts, services=services, entries=entries, pods=pods,
+                           slices=slices)
 
     def apply(self, inventory: Inventory, changed: Iterable[Key], opts: RecordOptions
               ) -> set[str]:
@@ -97,26 +97,38 @@ class IncrementalRecords:
         services: set[tuple[str, str]] = set()
         entries: set[tuple[str, str]] = set()
         pods: set[tuple[str, str]] = set()
+        slices: list[tuple[str, str]] = []
         for kind, ns, name in changed:
             k = (ns, name)
             if kind == "Service":
                 services.add(k)
             elif kind == "EndpointSlice":
-                services.update(self._move_slice(k, inventory.endpoint_slices.get(k)))
+                slices.append(k)
             elif kind == "ServiceEntry":
                 entries.add(k)
             elif kind == "Pod":
                 pods.add(k)
+        return self._apply(inventory, opts, services=services, entries=entries, pods=pods,
+                           slices=slices)
+
+    def _apply(self, inventory: Inventory, opts: RecordOptions, *,
+               services: set[tuple[str, str]], entries: set[tuple[str, str]],
+               pods: set[tuple[str, str]], slices: Iterable[tuple[str, str]]) -> set[str]:
+        """Apply these objects (by key; ``slices``: EndpointSlices, which change the
+        services they belong to) as ``inventory`` has them now."""
+        for k in slices:
+            services.update(self._move_slice(k, inventory.endpoint_slices.get(k)))
         if opts.vips is not self._vips_from:
             entries.update(self._regroup_vips(opts.vips))
         touched: set[str] = set()
+        zone, apply_service, service_of = opts.zone, self._apply_service, inventory.services.get
         for k in services:
-            self._apply_service(k, inventory.services.get(k), opts.zone, inventory, touched)
+            apply_service(k, service_of(k), zone, inventory, touched)
         for k in entries:
             self._apply_entry(k, inventory.service_entries.get(k), touched)
         for k in pods:
-            self._apply_pod(k, inventory.pods.get(k), opts.zone, touched)
-        return self._rebuild(touched, key)
+            self._apply_pod(k, inventory.pods.get(k), zone, touched)
+        return self._rebuild(touched, self._key or options_key(opts))
 
     def _move_slice(self, k: tuple[str, str], sl: EndpointSlice | None
                     ) -> list[tuple[str, str]]:
@@ -159,7 +171,7 @@ class IncrementalRecords:
             return
         # Not through _service's memo: this map is the memo here (an object is recomputed
         # only when it changed), and hashing 100,000 Services costs as much as the work.
-        contributions = _service.__wrapped__(svc, own, zone)
+        contributions = _service_of(svc, own, zone)
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
