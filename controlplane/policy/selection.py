@@ -163,6 +163,9 @@ _ACTION_OF_DEFAULT = {
 }
 
 
+_UNKNOWN = Pattern("")  # not in a memo (a memo holds patterns and None)
+
+
 class _Matcher:
     """Exact names and ``*.suffix`` patterns, matched by walking a name's labels.
 
@@ -188,7 +191,11 @@ class _Matcher:
         if hit is not None or not self.suffixes:
             return hit
         pos = name.find(".")
-        return self._below(name[pos + 1:]) if pos != -1 else None
+        if pos == -1:
+            return None
+        suffix = name[pos + 1:]
+        hit = self._below_memo.get(suffix, _UNKNOWN)  # _below's memo, without the call
+        return self._below(suffix) if hit is _UNKNOWN else hit
 
     def _below(self, suffix: str) -> Pattern | None:
         """The wildcard of ``suffix`` itself, else of the longest suffix of it."""
