@@ -70,8 +70,7 @@ class IncrementalRecords:
             self._reset()
             self._key = options_key(opts)
         changed: list[set[tuple[str, str]]] = []
-        for have, now in ((self._svc, inventory.services),
-                          (self._se, inventory.service_entries), (self._pod, inventory.pods)):
+        for have, now in ((self._se, inventory.service_entries), (self._pod, inventory.pods)):
             if not have:  # a first load: every object is new
                 changed.append(set(now))
                 continue
@@ -79,10 +78,15 @@ class IncrementalRecords:
                     if (old := have.get(k)) is None or old[0] is not obj}
             keys.update(have.keys() - now.keys())
             changed.append(keys)
+        services: set[tuple[str, str]] | None = None  # a first load: every Service
+        if self._svc:
+            services = {k for k, svc in inventory.services.items()
+                        if (had := self._svc.get(k)) is None or had[0] is not svc}
+            services.update(self._svc.keys() - inventory.services.keys())
         slices = {k for k, sl in inventory.endpoint_slices.items()
                   if self._slices.get(k) is not sl}
         slices.update(self._slices.keys() - inventory.endpoint_slices.keys())
-        services, entries, pods = changed
+        entries, pods = changed
         return self._apply(inventory, opts, services=services, entries=entries, pods=pods,
                            slices=slices)
 
@@ -112,18 +116,26 @@ class IncrementalRecords:
                            slices=slices)
 
     def _apply(self, inventory: Inventory, opts: RecordOptions, *,
-               services: set[tuple[str, str]], entries: set[tuple[str, str]],
+               services: set[tuple[str, str]] | None, entries: set[tuple[str, str]],
                pods: set[tuple[str, str]], slices: Iterable[tuple[str, str]]) -> set[str]:
         """Apply these objects (by key; ``slices``: EndpointSlices, which change the
-        services they belong to) as ``inventory`` has them now."""
+        services they belong to; ``services`` None: every Service of ``inventory``, none
+        applied yet) as ``inventory`` has them now."""
         for k in slices:
-            services.update(self._move_slice(k, inventory.endpoint_slices.get(k)))
+            moved = self._move_slice(k, inventory.endpoint_slices.get(k))
+            if services is not None:  # else every Service is applied below
+                services.update(moved)
         if opts.vips is not self._vips_from:
             entries.update(self._regroup_vips(opts.vips))
         touched: set[str] = set()
-        zone, apply_service, service_of = opts.zone, self._apply_service, inventory.services.get
-        for k in services:
-            apply_service(k, service_of(k), zone, inventory, touched)
+        zone, apply_service = opts.zone, self._apply_service
+        if services is None:  # a Service a slice names but the inventory lacks: nothing
+            for k, svc in inventory.services.items():
+                apply_service(k, svc, zone, inventory, touched)
+        else:
+            service_of = inventory.services.get
+            for k in services:
+                apply_service(k, service_of(k), zone, inventory, touched)
         for k in entries:
             self._apply_entry(k, inventory.service_entries.get(k), touched)
         for k in pods:
