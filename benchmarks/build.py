@@ -63,7 +63,7 @@ from controlplane.dns.views import Forwarding, ResolverHop, Upstream  # noqa: E4
 from controlplane.hub.hub import Hub  # noqa: E402
 from controlplane.runtime import heap as runtime  # noqa: E402
 from controlplane.store.store import Store  # noqa: E402
-from controlplane.translate.table_texts import TableTexts  # noqa: E402
+from controlplane.translate.table_texts import NameTexts, TableTexts  # noqa: E402
 
 ORIGIN = "synthetic"
 
@@ -77,6 +77,7 @@ class TableResolvers:
 
     def __init__(self) -> None:
         self.made: dict[str, TableTexts] = {}
+        self.shared = NameTexts()  # as the pool shares each name's texts between tenants
         self.cpu = 0.0
         self.names = 0
 
@@ -90,7 +91,9 @@ class TableResolvers:
     def prepare(self, forwards: dict[str, Forwarding]) -> None:
         c0 = time.process_time()
         for tenant, fwd in forwards.items():
-            texts = self.made.setdefault(tenant, TableTexts())
+            texts = self.made.get(tenant)
+            if texts is None:
+                texts = self.made[tenant] = TableTexts(shared=self.shared)
             if texts.table_of is not fwd.table:
                 texts.update(fwd)
                 self.names += len(fwd.table)

@@ -78,3 +78,30 @@ def test_the_filter_config_written_around_the_table_is_the_packed_message() -> N
                 packed.Pack(dns_filter_config(view, servers=servers))
                 assert packed.type_url == DNS_FILTER_CONFIG_TYPE
                 assert dns_filter_config_bytes(view, servers=servers) == packed.value
+
+
+own_srv = st.lists(st.tuples(st.sampled_from(["", "http", "grpc", "x" * 200]),
+                             st.sampled_from(["", "tcp", "udp"]), numbers, numbers, numbers),
+                   min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=texts, ports=own_srv,
+       ttl=st.one_of(st.integers(-3, 3), st.integers(-(1 << 64), 1 << 64)),
+       ipv4=st.lists(st.sampled_from(["10.0.0.1", "192.168.100.200"]), max_size=2).map(tuple))
+def test_srv_records_that_name_their_own_record_are_the_serialised_message(
+        name: str, ports: list[tuple[str, str, int, int, int]], ttl: int,
+        ipv4: tuple[str, ...]) -> None:
+    """Every target the record's own name (a ClusterIP Service's SRV records: written from
+    a template of the ports and the name's length), the message's bytes; None (the message
+    is built instead) outside uint32 / int64."""
+    rec = NameRecord(name=name, ipv4=ipv4, ttl=ttl, srv=tuple(
+        SrvRecord(service, protocol, port, name, priority=priority, weight=weight)
+        for service, protocol, port, priority, weight in ports))
+    outside = (not -(1 << 63) <= ttl < 1 << 63
+               or any(not 0 <= n < 1 << 32 for p in ports for n in p[2:]))
+    for _ in range(2):  # the template made, then found
+        if outside:
+            assert domain_wire.srv_domain(rec) is None
+        else:
+            assert domain_wire.srv_domain(rec) == srv_domain_message(rec)

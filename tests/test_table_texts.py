@@ -7,6 +7,7 @@ table's TTL and zone."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -15,8 +16,13 @@ from hypothesis import strategies as st
 from controlplane.dns.records import ClusterTarget, NameRecord, SrvRecord
 from controlplane.dns.views import Forwarding, TableEntry
 from controlplane.policy.selection import Action
-from controlplane.translate.table_texts import TableTexts
-from controlplane.translate.unbound_table import outside_data, table_rpz, table_zones
+from controlplane.translate.table_texts import NameTexts, TableTexts
+from controlplane.translate.unbound_table import (
+    outside_data,
+    reverse_pointer,
+    table_rpz,
+    table_zones,
+)
 
 NAMES = (
     "s0.a.svc.cluster.local", "s1.b.svc.cluster.local", "s2.a.svc.cluster.local",
@@ -92,19 +98,24 @@ def forwarding(recs: list[NameRecord], ttl: int, zone: str) -> Forwarding:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sequences(), st.sampled_from((0, 3, 256)))
+@given(sequences(), st.sampled_from((0, 3, 256)), st.sampled_from((0, 2, 1 << 18)))
 def test_the_same_files_as_the_whole_table_made_again(steps: list[tuple[list[NameRecord],
                                                                         int, str]],
-                                                      bulk: int) -> None:
-    """``bulk``: past that many changed IPs the reverse zones are sorted again whole."""
-    texts = TableTexts(bulk=bulk)
-    for recs, ttl, zone in steps:
+                                                      bulk: int, shared: int) -> None:
+    """``bulk``: past that many changed IPs the reverse zones are sorted again whole;
+    ``shared``: two tables share their names' texts (``NameTexts`` of that limit), the
+    second one given every other table of the sequence (0: nothing shared)."""
+    names = NameTexts(limit=shared) if shared else None
+    texts = TableTexts(bulk=bulk, shared=names)
+    other = TableTexts(bulk=bulk, shared=names)
+    for i, (recs, ttl, zone) in enumerate(steps):
         fwd = forwarding(recs, ttl, zone)
-        got = texts.update(fwd)
-        assert list(got.zones.items()) == list(table_zones(fwd).items())
-        assert got.rpz == table_rpz(fwd)
-        assert got.outside == outside_data(fwd)
-        assert texts.update(fwd) is got  # the very table again: nothing made
+        for t in (texts, other) if i % 2 else (other, texts):
+            got = t.update(fwd)
+            assert list(got.zones.items()) == list(table_zones(fwd).items())
+            assert got.rpz == table_rpz(fwd)
+            assert got.outside == outside_data(fwd)
+            assert t.update(fwd) is got  # the very table again: nothing made
 
 
 def test_only_the_changed_name_is_formatted_again() -> None:
@@ -136,3 +147,26 @@ def test_two_records_of_one_name_fall_back_to_the_whole_table() -> None:
         assert texts.update(fwd).zones == table_zones(fwd)
     fwd = forwarding(recs[:1], 30, "cluster.local")
     assert texts.update(fwd).zones == table_zones(fwd)
+
+
+def test_a_record_in_two_tables_is_formatted_once() -> None:
+    rec = NameRecord("s.a.svc.cluster.local", ipv4=("10.0.0.1",),
+                     srv=(SrvRecord("http", "tcp", 80, "s.a.svc.cluster.local"),))
+    names = NameTexts()
+    one, two = TableTexts(shared=names), TableTexts(shared=names)
+    fwd = forwarding([rec], 30, "cluster.local")
+    assert one.update(fwd).zones == two.update(fwd).zones == table_zones(fwd)
+    first, second = one._names[rec.name], two._names[rec.name]  # noqa: SLF001
+    assert first is not second and first.text is second.text  # each its own, texts shared
+    assert len(names) == 1
+
+
+@given(st.integers(0, (1 << 32) - 1))
+def test_an_ipv4_reverse_pointer_is_ipaddress_one(value: int) -> None:
+    ip = str(ipaddress.IPv4Address(value))
+    assert reverse_pointer(ip) == ipaddress.ip_address(ip).reverse_pointer
+
+
+def test_other_reverse_pointers_are_ipaddress_ones() -> None:
+    for ip in ("fd00::1", "FD00::1", "2001:db8::1", "::ffff:10.0.0.1"):
+        assert reverse_pointer(ip) == ipaddress.ip_address(ip).reverse_pointer

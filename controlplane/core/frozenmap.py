@@ -99,6 +99,8 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
     # -- persistent updates ----------------------------------------------------
     def evolve(self, updates: Mapping[K, V], deletes: Iterable[K] = ()) -> FrozenMap[K, V]:
         """A new map with ``updates`` set and ``deletes`` removed; untouched shards shared."""
+        if not self._len:  # nothing to share, nothing to delete: the updates alone
+            return FrozenMap(updates)
         shards = list(self._shards)
         copied: set[int] = set()
         length = self._len

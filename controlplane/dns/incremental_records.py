@@ -16,11 +16,13 @@ from controlplane.dns.records import (
     _pod,
     _service,
     _service_entry,
-    _single,
     options_from_key,
     options_key,
+    single_record,
 )
 from controlplane.dns.vips import VipKey
+
+_service_of = _service.__wrapped__  # not through its memo (``_apply_service``)
 
 
 class IncrementalRecords:
@@ -67,24 +69,26 @@ class IncrementalRecords:
         if options_key(opts) != self._key:
             self._reset()
             self._key = options_key(opts)
-        changed: set[Key] = set()
-        for kind, have, now in (("Service", self._svc, inventory.services),
-                                ("ServiceEntry", self._se, inventory.service_entries),
-                                ("Pod", self._pod, inventory.pods)):
+        changed: list[set[tuple[str, str]]] = []
+        for have, now in ((self._se, inventory.service_entries), (self._pod, inventory.pods)):
             if not have:  # a first load: every object is new
-                changed.update([(kind, *k) for k in now])
+                changed.append(set(now))
                 continue
-            for k, obj in now.items():
-                old = have.get(k)
-                if old is None or old[0] is not obj:
-                    changed.add((kind, *k))
-            changed.update((kind, *k) for k in have.keys() - now.keys())
-        for k, sl in inventory.endpoint_slices.items():
-            if self._slices.get(k) is not sl:
-                changed.add(("EndpointSlice", *k))
-        changed.update(("EndpointSlice", *k)
-                       for k in self._slices.keys() - inventory.endpoint_slices.keys())
-        return self.apply(inventory, changed, opts)
+            keys = {k for k, obj in now.items()
+                    if (old := have.get(k)) is None or old[0] is not obj}
+            keys.update(have.keys() - now.keys())
+            changed.append(keys)
+        services: set[tuple[str, str]] | None = None  # a first load: every Service
+        if self._svc:
+            services = {k for k, svc in inventory.services.items()
+                        if (had := self._svc.get(k)) is None or had[0] is not svc}
+            services.update(self._svc.keys() - inventory.services.keys())
+        slices = {k for k, sl in inventory.endpoint_slices.items()
+                  if self._slices.get(k) is not sl}
+        slices.update(self._slices.keys() - inventory.endpoint_slices.keys())
+        entries, pods = changed
+        return self._apply(inventory, opts, services=services, entries=entries, pods=pods,
+                           slices=slices)
 
     def apply(self, inventory: Inventory, changed: Iterable[Key], opts: RecordOptions
               ) -> set[str]:
@@ -97,26 +101,46 @@ class IncrementalRecords:
         services: set[tuple[str, str]] = set()
         entries: set[tuple[str, str]] = set()
         pods: set[tuple[str, str]] = set()
+        slices: list[tuple[str, str]] = []
         for kind, ns, name in changed:
             k = (ns, name)
             if kind == "Service":
                 services.add(k)
             elif kind == "EndpointSlice":
-                services.update(self._move_slice(k, inventory.endpoint_slices.get(k)))
+                slices.append(k)
             elif kind == "ServiceEntry":
                 entries.add(k)
             elif kind == "Pod":
                 pods.add(k)
+        return self._apply(inventory, opts, services=services, entries=entries, pods=pods,
+                           slices=slices)
+
+    def _apply(self, inventory: Inventory, opts: RecordOptions, *,
+               services: set[tuple[str, str]] | None, entries: set[tuple[str, str]],
+               pods: set[tuple[str, str]], slices: Iterable[tuple[str, str]]) -> set[str]:
+        """Apply these objects (by key; ``slices``: EndpointSlices, which change the
+        services they belong to; ``services`` None: every Service of ``inventory``, none
+        applied yet) as ``inventory`` has them now."""
+        for k in slices:
+            moved = self._move_slice(k, inventory.endpoint_slices.get(k))
+            if services is not None:  # else every Service is applied below
+                services.update(moved)
         if opts.vips is not self._vips_from:
             entries.update(self._regroup_vips(opts.vips))
         touched: set[str] = set()
-        for k in services:
-            self._apply_service(k, inventory.services.get(k), opts.zone, inventory, touched)
+        zone, apply_service = opts.zone, self._apply_service
+        if services is None:  # a Service a slice names but the inventory lacks: nothing
+            for k, svc in inventory.services.items():
+                apply_service(k, svc, zone, inventory, touched)
+        else:
+            service_of = inventory.services.get
+            for k in services:
+                apply_service(k, service_of(k), zone, inventory, touched)
         for k in entries:
             self._apply_entry(k, inventory.service_entries.get(k), touched)
         for k in pods:
-            self._apply_pod(k, inventory.pods.get(k), opts.zone, touched)
-        return self._rebuild(touched, key)
+            self._apply_pod(k, inventory.pods.get(k), zone, touched)
+        return self._rebuild(touched, self._key or options_key(opts))
 
     def _move_slice(self, k: tuple[str, str], sl: EndpointSlice | None
                     ) -> list[tuple[str, str]]:
@@ -159,7 +183,7 @@ class IncrementalRecords:
             return
         # Not through _service's memo: this map is the memo here (an object is recomputed
         # only when it changed), and hashing 100,000 Services costs as much as the work.
-        contributions = _service.__wrapped__(svc, own, zone)
+        contributions = _service_of(svc, own, zone)
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
@@ -194,8 +218,9 @@ class IncrementalRecords:
     def _rebuild(self, touched: set[str], key: OptionsKey) -> set[str]:
         changed = set()
         bulk = len(touched) > 64 and len(touched) * 8 > len(self.records)
+        options = options_from_key(key)
         for name in touched:
-            rec = self._build(name, key)
+            rec = self._build(name, options)
             old_rec = self.records.get(name)
             # rec == old_rec, without a dataclass __eq__ call for a new name (a first load)
             if rec is old_rec or (rec is not None and old_rec is not None and rec == old_rec):
@@ -250,7 +275,7 @@ class IncrementalRecords:
             self._by_name.setdefault(name, {})[source] = tuple(items)
             touched.add(name)
 
-    def _build(self, name: str, key: OptionsKey) -> NameRecord | None:
+    def _build(self, name: str, options: RecordOptions) -> NameRecord | None:
         slot = self._by_name.get(name)
         if not slot:
             return None
@@ -261,21 +286,24 @@ class IncrementalRecords:
         if len(contributions) == 1:
             # Not through _single's memo: a name is rebuilt when something said about it
             # changed, and an equal record is then found equal to the one kept (_rebuild).
-            return _single.__wrapped__(contributions[0], key)
-        b = _Builder(options_from_key(key))
+            return single_record(contributions[0], options)
+        b = _Builder(options)
         for c in sorted(contributions, key=lambda c: c[1]):
             b.add(*c)
         out = b.records()
         return out[0] if out else None
 
     def _index(self, rec: NameRecord) -> None:
-        if rec.is_wildcard:
-            self.wildcards[rec.name] = rec
+        name = rec.name
+        if name.startswith("*."):  # rec.is_wildcard
+            self.wildcards[name] = rec
             return
-        pos = rec.name.find(".")
+        pos = name.find(".")
         if pos != -1:
-            for bucket in self._chain(rec.name[pos + 1:]):
-                bucket[rec.name] = rec
+            suffix = name[pos + 1:]
+            chain = self._chains.get(suffix) or self._chain(suffix)
+            for bucket in chain:
+                bucket[name] = rec
 
     def _chain(self, suffix: str) -> list[dict[str, NameRecord]]:
         """The buckets of ``suffix`` and of each suffix of it (made when missing)."""

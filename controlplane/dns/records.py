@@ -164,15 +164,17 @@ def _record(name: str, sources: tuple[str, ...], *, kind: str, addresses: Iterab
         v4, v6 = v4[:cap], v6[:cap]
     mapped = False
     if v4 and not v6 and options.aaaa_mapped:
-        v6, mapped = tuple([f"::ffff:{a}" for a in v4]), True
+        v6 = (f"::ffff:{v4[0]}",) if len(v4) == 1 else tuple([f"::ffff:{a}" for a in v4])
+        mapped = True
     records = _sorted_srv(srv) if srv else ()
     if not (v4 or v6 or records or cluster):
         return None
-    return NameRecord(
-        name=name, ipv4=v4, ipv6=v6, srv=records, sources=sources, kind=kind,
-        ttl=options.ttl.get(kind, 30), cluster=() if (v4 or v6) else cluster,
-        truncated=truncated, dropped=dropped, mapped=mapped, export_to=export_to,
-        namespace_scope=scope)
+    # Positional, in field order (a third faster than by keyword, 100,000 times a build):
+    # name, ipv4, ipv6, srv, sources, kind, ttl, cluster, truncated, dropped, mapped,
+    # export_to, namespace_scope.
+    return NameRecord(name, v4, v6, records, sources, kind, options.ttl.get(kind, 30),
+                      () if (v4 or v6) else cluster, truncated, dropped, mapped, export_to,
+                      scope)
 
 
 class _Builder:
@@ -239,14 +241,22 @@ class _Collector:
                            export_to, scope))
 
 
+_SRV_PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}  # the port protocols SRV records have
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _service(svc: Service, slices: tuple[EndpointSlice, ...], zone: str
              ) -> tuple[Contribution, ...]:
-    b = _Collector()
     ns, name = svc.namespace, svc.name
     fqdn = f"{name}.{ns}.svc.{zone}"
     source = f"Service {ns}/{name}"
-    named = [p for p in svc.ports if p.name and p.protocol in ("TCP", "UDP")]
+    if not svc.headless and svc.type != "ExternalName":  # ClusterIP: the common case
+        # what b.add(fqdn, source, "service", svc.cluster_ips, srv) collects
+        records = tuple([SrvRecord(p.name, _SRV_PROTOCOLS[p.protocol], p.port, fqdn)
+                         for p in svc.ports if p.name and p.protocol in _SRV_PROTOCOLS])
+        return ((fqdn, source, "service", tuple(svc.cluster_ips), records, (), None, None),)
+    b = _Collector()
+    named = [p for p in svc.ports if p.name and p.protocol in _SRV_PROTOCOLS]
     if svc.type == "ExternalName":
         port = svc.ports[0].port if svc.ports else 80
         b.add(fqdn, source, "externalname", cluster=(ClusterTarget(svc.external_name, port),))
@@ -265,9 +275,6 @@ def _service(svc: Service, slices: tuple[EndpointSlice, ...], zone: str
                                  else p.port, target=target) for p in named]
                 if srv:
                     b.add(fqdn, source, "headless", srv=srv)
-    else:  # what b.add(fqdn, source, "service", svc.cluster_ips, srv) collects
-        records = tuple([SrvRecord(p.name, p.protocol.lower(), p.port, fqdn) for p in named])
-        return ((fqdn, source, "service", tuple(svc.cluster_ips), records, (), None, None),)
     return tuple(b.items)
 
 
@@ -342,14 +349,18 @@ def options_from_key(key: OptionsKey) -> RecordOptions:
     return RecordOptions(zone=zone, ttl=dict(ttl), max_answers=max_answers, aaaa_mapped=mapped)
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
-    """The record of a name only one object speaks for (the common case), memoised: what
+def single_record(contribution: Contribution, options: RecordOptions) -> NameRecord | None:
+    """The record of a name only one object speaks for (the common case): what
     ``_Builder`` makes of that one contribution."""
     name, source, kind, addresses, srv, cluster, export_to, scope = contribution
     return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
-                   cluster=cluster, export_to=export_to, scope=scope,
-                   options=options_from_key(key))
+                   cluster=cluster, export_to=export_to, scope=scope, options=options)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _single(contribution: Contribution, key: OptionsKey) -> NameRecord | None:
+    """``single_record``, memoised (for ``cluster_records``)."""
+    return single_record(contribution, options_from_key(key))
 
 
 def cluster_records(inventory: Inventory, *, zone: str = "cluster.local",

@@ -93,7 +93,9 @@ class ViewBuilder:
                             self._records.wildcards)
         namespaces_changed = self._first or any(k[0] == "Namespace" for k in keys)
         policies_changed = self._first or any(k[0] == "DnsPolicy" for k in keys)
-        services = {(k[1], k[2]) for k in keys if k[0] == "Service"}
+        # The Services that changed, for the views' upstreams; at a first build every view
+        # is built anyway (and 100,000 keys would be copied for nothing).
+        services = set() if self._first else {(k[1], k[2]) for k in keys if k[0] == "Service"}
         views: dict[str, TenantView] = {}
         errors: dict[str, InputError] = {}
         compiled: dict[str, CompiledPolicy] = {}

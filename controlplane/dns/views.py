@@ -341,7 +341,7 @@ def build_tenant_view(
                  else compiled.classify(rec.name))
             cache[rec.name] = d
         by_server = server is not None and not d.rule.startswith("blacklist")
-        if not d.action.answers and not by_server:
+        if d.action is Action.DENY and not by_server:  # not d.action.answers
             continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
             continue  # exportTo: only when every namespace of the tenant may see it

@@ -163,6 +163,9 @@ _ACTION_OF_DEFAULT = {
 }
 
 
+_UNKNOWN = Pattern("")  # not in a memo (a memo holds patterns and None)
+
+
 class _Matcher:
     """Exact names and ``*.suffix`` patterns, matched by walking a name's labels.
 
@@ -172,20 +175,27 @@ class _Matcher:
     namespace walk its labels once between them.
     """
 
-    __slots__ = ("exact", "suffixes", "_below_memo")
+    __slots__ = ("exact", "suffixes", "_below_memo", "decisions")
     _MEMO = 4096
 
-    def __init__(self, patterns: tuple[Pattern, ...]) -> None:
+    def __init__(self, patterns: tuple[Pattern, ...], action: Action, rule: str) -> None:
         self.exact = {p.text: p for p in patterns if not p.is_wildcard}
         self.suffixes = {p.suffix: p for p in patterns if p.is_wildcard}
         self._below_memo: dict[str, Pattern | None] = {}
+        # The decision of each pattern (by its text), one object shared by the names it
+        # decides: ``Decision(action, f"{rule} {p}")`` made once, not once per name.
+        self.decisions = {p.text: Decision(action, f"{rule} {p}") for p in patterns}
 
     def match(self, name: str) -> Pattern | None:
         hit = self.exact.get(name)
         if hit is not None or not self.suffixes:
             return hit
         pos = name.find(".")
-        return self._below(name[pos + 1:]) if pos != -1 else None
+        if pos == -1:
+            return None
+        suffix = name[pos + 1:]
+        hit = self._below_memo.get(suffix, _UNKNOWN)  # _below's memo, without the call
+        return self._below(suffix) if hit is _UNKNOWN else hit
 
     def _below(self, suffix: str) -> Pattern | None:
         """The wildcard of ``suffix`` itself, else of the longest suffix of it."""
@@ -213,8 +223,8 @@ class CompiledPolicy:
     _default: Decision = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_white", _Matcher(self.whitelist))
-        object.__setattr__(self, "_black", _Matcher(self.blacklist))
+        object.__setattr__(self, "_white", _Matcher(self.whitelist, Action.ALLOW, "whitelist"))
+        object.__setattr__(self, "_black", _Matcher(self.blacklist, Action.DENY, "blacklist"))
         object.__setattr__(self, "_default", Decision(
             _ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}"))
 
@@ -239,10 +249,10 @@ class CompiledPolicy:
         """Decide for one concrete (lower-case) name: exact beats the longest wildcard."""
         p = self._white.match(name)
         if p is not None:
-            return Decision(Action.ALLOW, f"whitelist {p}")
+            return self._white.decisions[p.text]  # Decision(Action.ALLOW, f"whitelist {p}")
         p = self._black.match(name)
         if p is not None:
-            return Decision(Action.DENY, f"blacklist {p}")
+            return self._black.decisions[p.text]  # Decision(Action.DENY, f"blacklist {p}")
         return self._default
 
     def classify_below(self, suffix: str) -> Decision:

@@ -92,7 +92,7 @@ from controlplane.runtime.process import (
     port_holders,
 )
 from controlplane.runtime.spawner import SpoolSpawner
-from controlplane.translate.table_texts import TableOutput, TableTexts
+from controlplane.translate.table_texts import NameTexts, TableOutput, TableTexts
 from controlplane.translate.terminator import TerminatorFiles, TerminatorTenant
 from controlplane.translate.unbound import (
     RPZ_ZONE,
@@ -223,6 +223,9 @@ class ResolverPool:
     # Each tenant's table files (zone texts, table RPZ records, local-data), made again by
     # the names that changed (``translate/table_texts.py``; ``prepare``).
     _tables: dict[str, TableTexts] = field(default_factory=dict, repr=False)
+    # Each name's texts, shared by the tenants' tables (a wide tenant's names are every
+    # other tenant's too): formatted once for all of them.
+    _names: NameTexts = field(default_factory=NameTexts, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     terminator: Terminator | None = field(default=None, repr=False)
 
@@ -842,7 +845,7 @@ class ResolverPool:
     def _made(self, tenant: str, fwd: Forwarding) -> TableOutput:
         tables = self._tables.get(tenant)
         if tables is None:
-            tables = self._tables[tenant] = TableTexts()
+            tables = self._tables[tenant] = TableTexts(shared=self._names)
         return tables.update(fwd)
 
     def _texts(self, tenant: str, fwd: Forwarding) -> dict[str, str]:

@@ -28,11 +28,11 @@ from controlplane.core.errors import InputError
 from controlplane.core.frozenmap import FrozenMap
 from controlplane.core.inventory import (
     _CLUSTER_SCOPED_TYPES,
+    CLUSTER_SCOPED,
     FIELDS,
     Batch,
     Inventory,
     Key,
-    map_key,
 )
 from controlplane.core.manifests import Ignored, ParseResult
 from controlplane.core.model import ModelObject
@@ -277,19 +277,32 @@ class Store:
         current = self._current
         updates: dict[str, dict[Any, ModelObject]] = {}
         deletes: dict[str, list[Any]] = {}
+        # Per kind: its map's lookup, or None while the map is empty (a first load: every
+        # key is new, and 100,000 lookups of nothing cost as much as the merge).
+        lookups = {name: m.get if m else None for name, m in self._maps.items()}
+        holders_of, origins, pending = self._holders.get, self._origins, self._pending
         for key in self._dirty:
-            name = FIELDS.get(key[0])
+            kind = key[0]
+            name = FIELDS.get(kind)
             if name is None:
                 continue
-            holders = self._holders.get(key)
-            new = self._origins[holders[0]].objects[key] if holders else None
-            mkey = map_key(key)
-            old = self._maps[name].get(mkey)
-            if new is None:
-                if old is not None:
-                    deletes.setdefault(name, []).append(mkey)
-                    self._pending.add(key)
-            elif old is None or (old is not new and old != new):
+            holders = holders_of(key)
+            new = origins[holders[0]].objects[key] if holders else None
+            mkey = key[2] if kind in CLUSTER_SCOPED else (key[1], key[2])  # map_key(key)
+            lookup = lookups[name]
+            old = lookup(mkey) if lookup is not None else None
+            if old is None:
+                if new is None:
+                    continue
+                update = updates.get(name)  # an object to add
+                if update is None:
+                    update = updates[name] = {}
+                update[mkey] = new
+                pending.add(key)
+            elif new is None:
+                deletes.setdefault(name, []).append(mkey)
+                self._pending.add(key)
+            elif old is not new and old != new:
                 updates.setdefault(name, {})[mkey] = new
                 self._pending.add(key)
             elif old is not new:  # equal: keep the one consumers already have

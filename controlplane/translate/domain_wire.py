@@ -16,7 +16,9 @@ instead, which says what is wrong the way it always did.
 
 from __future__ import annotations
 
-from controlplane.dns.records import NameRecord
+import operator
+
+from controlplane.dns.records import NameRecord, SrvRecord
 
 # Tags (field number << 3 | wire type 2, length-delimited; 0, varint) of the fields
 # written here: every field number is under 16, so each tag is one byte.
@@ -175,9 +177,79 @@ def srv_domain(rec: NameRecord) -> bytes | None:
     return domains(rec)[1]
 
 
+_SHAPE = operator.attrgetter("service", "protocol", "priority", "weight", "port")
+_SRV_TEMPLATES: dict[tuple[object, ...], list[bytes] | None] = {}
+
+
 def _srv_domain(rec: NameRecord, name: bytes) -> bytes | None:
-    if not rec.srv:
+    srv = rec.srv
+    if not srv:
         return b""
+    if name:
+        own = rec.name
+        for s in srv:
+            if s.target != own:
+                break
+        else:
+            # Every target is the record's own name (a ClusterIP Service's SRV records):
+            # the bytes are a template of the ports, the TTL and the name's length, with
+            # the name's field (which is each target's host field too) written between.
+            key = (rec.ttl, len(name), *map(_SHAPE, srv))
+            pieces = _SRV_TEMPLATES.get(key, _NO_TEMPLATE)
+            if pieces is _NO_TEMPLATE:
+                pieces = _srv_template(srv, rec.ttl, len(name))
+                if len(_SRV_TEMPLATES) < _MEMO_LIMIT:
+                    _SRV_TEMPLATES[key] = pieces
+            return None if pieces is None else name.join(pieces)
+    return _srv_any(rec, name)
+
+
+_NO_TEMPLATE: list[bytes] = []
+_HOST = None  # where the name's field goes in a template's parts
+_Parts = list[bytes | None]
+
+
+def _size(parts: _Parts, host: int) -> int:
+    return sum(host if p is None else len(p) for p in parts)
+
+
+def _srv_template(srv: tuple[SrvRecord, ...], seconds: int, host: int) -> list[bytes] | None:
+    """``_srv_any``'s bytes for a record whose targets are all its own name, as the pieces
+    between the name's fields (``host`` bytes long each): name field, then the domain."""
+    ttl = _duration(seconds)
+    if ttl is None:
+        return None
+    try:
+        by_service: dict[tuple[str, str], _Parts] = {}
+        for s in srv:
+            numbers = _target_numbers(s.priority, s.weight, s.port)
+            if numbers is None:
+                return None
+            field: _Parts = [_SVC_TARGET + _len(host + len(numbers)), _HOST, numbers]
+            group = by_service.get((s.service, s.protocol))
+            if group is None:
+                by_service[(s.service, s.protocol)] = field
+            else:
+                group += field
+        endpoint: _Parts = []
+        for (service, protocol), targets in by_service.items():
+            body = [_service_head(service, protocol, ttl), *targets]
+            endpoint += [_SERVICE + _len(_size(body, host)), *body]
+    except UnicodeEncodeError:
+        return None
+    services = [_EP_SERVICES + _len(_size(endpoint, host)), *endpoint]
+    inner = [_HOST, _VD_ENDPOINT + _len(_size(services, host)), *services]
+    parts = [_TABLE_VIRTUAL_DOMAINS + _len(_size(inner, host)), *inner]
+    pieces = [b""]
+    for p in parts:
+        if p is None:
+            pieces.append(b"")
+        else:
+            pieces[-1] += p
+    return pieces
+
+
+def _srv_any(rec: NameRecord, name: bytes) -> bytes | None:
     ttl = _duration(rec.ttl)
     if ttl is None:
         return None

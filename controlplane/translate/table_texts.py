@@ -21,7 +21,6 @@ Not thread-safe: one owner (the pool, under its lock).
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -43,6 +42,7 @@ from controlplane.translate.unbound_table import (
     _Table,
     _zone_wildcards,
     outside_data,
+    reverse_pointer,
     table_rpz,
     table_zones,
 )
@@ -70,6 +70,7 @@ class _Name:
     text: str = ""  # _ZONE: its A/AAAA/SRV lines, each ending in a newline
     lines: tuple[str, ...] = ()  # _OUTSIDE: its local-data lines
     rank: int = -1  # for the PTR of its addresses (``ptr_ips``): lower wins; -1: none
+    ptr: tuple[str, ...] = ()  # with one address in ``ptr_ips``: its PTR line, if it wins
 
     @property
     def ptr_ips(self) -> tuple[str, ...]:
@@ -77,7 +78,8 @@ class _Name:
         if self.rank < 0:
             return ()
         rec = self.rec
-        return tuple(dict.fromkeys(rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped))
+        ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped
+        return ips if len(ips) == 1 else tuple(dict.fromkeys(ips))
 
     def owners(self) -> list[str]:
         """_ZONE: the owners of its lines (a zone wildcard stops there)."""
@@ -95,11 +97,18 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         item = _Name(rec, _ALIAS)
     elif in_zone:
         owner = _fqdn(name)
-        lines = _address_lines(owner, rec.ttl, *_addresses(rec))
+        ttl = rec.ttl
+        if rec.dropped:
+            lines = _address_lines(owner, ttl, *_addresses(rec))
+        else:  # _addresses without lists: the record's own addresses
+            lines = [f"{owner} {ttl} IN A {a}" for a in rec.ipv4]
+            if rec.ipv6 and not rec.mapped:
+                lines += [f"{owner} {ttl} IN AAAA {a}" for a in rec.ipv6]
         for s in rec.srv:
-            lines.append(f"_{s.service}._{s.protocol}.{owner} {rec.ttl} IN SRV {s.priority} "
-                         f"{s.weight} {s.port} {_fqdn(s.target)}")
-        item = _Name(rec, _ZONE, text="".join(f"{line}\n" for line in lines))
+            target = owner if s.target == name else _fqdn(s.target)
+            lines.append(f"_{s.service}._{s.protocol}.{owner} {ttl} IN SRV {s.priority} "
+                         f"{s.weight} {s.port} {target}")
+        item = _Name(rec, _ZONE, text="\n".join(lines) + "\n" if lines else "")
     else:
         item = _Name(rec, _OUTSIDE,
                      lines=tuple(_address_lines(_fqdn(name), rec.ttl, *_addresses(rec))))
@@ -114,7 +123,51 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         return item
     if in_zone:
         item.rank = rank
+        ips = item.ptr_ips
+        if len(ips) == 1:  # the common case; what _Reverse._lines_of makes of it
+            item.ptr = (f"{reverse_pointer(ips[0])}. {rec.ttl} IN PTR {_fqdn(name)}",)
     return item
+
+
+class NameTexts:
+    """What each record gives a table (``_name``: its place, lines and PTR rank), shared
+    by the tables of one owner: a record that many tenants' tables hold (each wide
+    tenant's, and the narrow tenant's whose namespace it is in) is formatted once.
+
+    Like ``dns_table.DomainCache``: an entry is used only for the very record object it
+    was made from (it holds the object) and the same zone; bounded: when ``limit`` names
+    are stored they become the previous generation, looked up until the next turn. Not
+    thread-safe: one owner (the pool, under its lock), as ``TableTexts``.
+    """
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self.limit = limit
+        self._current: dict[str, _Texts] = {}
+        self._previous: dict[str, _Texts] = {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def name(self, rec: NameRecord, bare: str) -> _Name:
+        """``_name(rec, bare)``: a new ``_Name`` (each table's own), its texts shared."""
+        key = rec.name
+        hit = self._current.get(key)
+        if hit is None or hit[0] is not rec or hit[1] != bare:
+            hit = self._previous.get(key)
+            if hit is None or hit[0] is not rec or hit[1] != bare:
+                item = _name(rec, bare)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr)
+            else:
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+            if len(self._current) >= self.limit:
+                self._previous, self._current = self._current, {}
+            self._current[key] = hit
+            return item
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+
+
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...]]
 
 
 class _Exact(Mapping[str, NameRecord]):
@@ -166,7 +219,12 @@ class _Reverse:
         if not names:
             self.sources.pop(ip, None)
             return ()
-        owner = ipaddress.ip_address(ip).reverse_pointer + "."
+        if len(names) == 1:  # the common case: one name has the address
+            item = names[0]
+            if item.ptr:  # made with the name (its only PTR address is this one)
+                return item.ptr
+            return (f"{reverse_pointer(ip)}. {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}",)
+        owner = reverse_pointer(ip) + "."
         best = min(item.rank for item in names)
         return tuple(sorted({f"{owner} {item.rec.ttl} IN PTR {_fqdn(item.rec.name)}"
                              for item in names if item.rank == best}))
@@ -211,6 +269,7 @@ class _Reverse:
         """``redo`` for many IPs: their lines made again, then each zone they changed
         sorted again from every IP's lines."""
         dirty = set()
+        zone_of: dict[str, str] = {}  # of the IPs changed (a first table: every IP)
         for ip in ips:
             new = self._lines_of(ip)
             if new == self.lines.get(ip, ()):
@@ -219,10 +278,12 @@ class _Reverse:
                 self.lines[ip] = new
             else:
                 self.lines.pop(ip, None)
-            dirty.add(_reverse_zone(ip))
+            rzone = zone_of[ip] = _reverse_zone(ip)
+            dirty.add(rzone)
         found: dict[str, list[str]] = {zone: [] for zone in dirty}
         for ip, lines in self.lines.items():
-            zone_lines = found.get(_reverse_zone(ip))
+            known = zone_of.get(ip)
+            zone_lines = found.get(_reverse_zone(ip) if known is None else known)
             if zone_lines is not None:
                 zone_lines.extend(lines)
         self.extra = {k: n for k, n in self.extra.items() if k[0] not in dirty}
@@ -242,8 +303,10 @@ class _Reverse:
 class TableTexts:
     """One tenant's table files, kept up to date by ``update`` (module docstring)."""
 
-    def __init__(self, *, bulk: int = 256) -> None:
+    def __init__(self, *, bulk: int = 256, shared: NameTexts | None = None) -> None:
         self._bulk = bulk  # ``_Reverse.bulk``
+        # Each name's texts, shared with other tenants' tables (None: made here each time).
+        self._shared = shared
         self.table_of: object = None  # the table tuple ``output`` was made from
         self.output = TableOutput({}, (), ())
         self._key: tuple[str, int] | None = None  # (zone, table TTL) the state is for
@@ -279,6 +342,7 @@ class TableTexts:
         wild_all: list[NameRecord] = []
         outside: list[str] = []
         seen = 0
+        shared = self._shared
         for e in fwd.table:
             rec = e.record
             name = rec.name
@@ -295,7 +359,7 @@ class TableTexts:
                         gone.append(item)
                         item = None
             if item is None:
-                item = _name(rec, bare)
+                item = _name(rec, bare) if shared is None else shared.name(rec, bare)
                 came.append(item)
             names[name] = item
             place = item.place

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.core.names import parse_ip
+from controlplane.core.names import is_ipv4_text, parse_ip
 from controlplane.dns.records import NameRecord
 from controlplane.dns.views import Forwarding
 
@@ -60,6 +60,15 @@ def _in_zone(name: str, zone: str) -> bool:
 
 def _bare(name: str) -> str:
     return name.rstrip(".").lower()
+
+
+def reverse_pointer(ip: str) -> str:
+    """``ipaddress.ip_address(ip).reverse_pointer``, for IPv4 text without an address
+    object (the text ``is_ipv4_text`` accepts is the address's own text)."""
+    if is_ipv4_text(ip):
+        a, b, c, d = ip.split(".")
+        return f"{d}.{c}.{b}.{a}.in-addr.arpa"
+    return ipaddress.ip_address(ip).reverse_pointer
 
 
 def _reverse_zone(ip: str) -> str:
@@ -329,7 +338,7 @@ def table_zones(fwd: Forwarding) -> dict[str, str]:
     out = {zone: "\n".join(lines) + "\n"}
     reverse: dict[str, list[str]] = {}
     for ip, name, rec_ttl in sorted(_ptr_sources(fwd)):
-        ptr = ipaddress.ip_address(ip).reverse_pointer + "."
+        ptr = reverse_pointer(ip) + "."
         reverse.setdefault(_reverse_zone(ip), []).append(
             f"{ptr} {rec_ttl} IN PTR {_fqdn(name)}")
     for rzone, records in sorted(reverse.items()):

@@ -28,6 +28,12 @@ def length_delimited(field_number: int, payload: bytes) -> bytes:
     return _varint((field_number << 3) | 2) + _varint(len(payload)) + payload
 
 
+def field_head(field_number: int, size: int) -> bytes:
+    """The tag and length of a length-delimited field of ``size`` bytes (the payload is
+    written after it: ``length_delimited`` without copying the payload)."""
+    return _varint((field_number << 3) | 2) + _varint(size)
+
+
 def message_field(field_number: int, message: Message) -> bytes:
     return length_delimited(field_number, message.SerializeToString(deterministic=True))
 

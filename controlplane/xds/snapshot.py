@@ -22,6 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.any_pb2 import Any
 from google.protobuf.message import Message
 
+from controlplane.translate import wire
 from controlplane.translate.types import ORDERED_TYPES
 
 
@@ -53,21 +54,44 @@ def _type_snapshot(type_url: str, resources: Mapping[str, Message]) -> TypeSnaps
 
 def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
     """A type's snapshot from each resource's deterministic bytes."""
-    digest = hashlib.sha256(type_url.encode())
+    url = type_url.encode()
+    digest = hashlib.sha256(url)
     anys: dict[str, Any] = {}
     versions: dict[str, str] = {}
+    # The body written as ``DiscoveryResponse(version_info, resources, type_url)``'s
+    # deterministic serialisation writes it (``response_body``), each resource's bytes
+    # copied once, by the final join: a wide view's listener is tens of MB.
+    url_field = wire.length_delimited(_ANY_TYPE_URL, url) if url else b""
+    parts: list[bytes] = []
     for name in sorted(values):
         value = values[name]
         digest.update(len(name).to_bytes(4, "big") + name.encode())
-        digest.update(len(value).to_bytes(8, "big") + value)
+        digest.update(len(value).to_bytes(8, "big"))
+        digest.update(value)
         anys[name] = Any(type_url=type_url, value=value)
         versions[name] = hashlib.sha256(value).hexdigest()[:16]
+        head = url_field + (wire.field_head(_ANY_VALUE, len(value)) if value else b"")
+        parts += (wire.field_head(_RESOURCES, len(head) + len(value)), head, value)
     version = digest.hexdigest()[:16]
-    body = discovery_pb2.DiscoveryResponse(
-        version_info=version, type_url=type_url, resources=list(anys.values())
-    ).SerializeToString(deterministic=True)
+    body = b"".join([wire.string_field(_VERSION_INFO, version) if version else b"", *parts,
+                     wire.length_delimited(_TYPE_URL, url) if url else b""])
     return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
                         size=len(body), resource_versions=versions, names=frozenset(anys))
+
+
+_RESPONSE = discovery_pb2.DiscoveryResponse.DESCRIPTOR.fields_by_name
+_VERSION_INFO, _RESOURCES, _TYPE_URL = (_RESPONSE[f].number for f in
+                                        ("version_info", "resources", "type_url"))
+_ANY_TYPE_URL, _ANY_VALUE = (Any.DESCRIPTOR.fields_by_name[f].number
+                             for f in ("type_url", "value"))
+
+
+def response_body(version: str, type_url: str, anys: list[Any]) -> bytes:
+    """The body as a message: what ``_from_values`` writes directly (tests compare)."""
+    body: bytes = discovery_pb2.DiscoveryResponse(
+        version_info=version, type_url=type_url, resources=anys
+    ).SerializeToString(deterministic=True)
+    return body
 
 
 def with_resources(snap: ViewSnapshot, type_url: str, resources: Mapping[str, Message]
