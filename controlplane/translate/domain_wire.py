@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 
 from controlplane.dns.records import NameRecord, SrvRecord
+from controlplane.translate.wire import SMALL_VARINTS, varint
 
 # Tags (field number << 3 | wire type 2, length-delimited; 0, varint) of the fields
 # written here: every field number is under 16, so each tag is one byte.
@@ -33,28 +34,13 @@ _TARGET_HOST = b"\x0a"  # DnsServiceTarget.host_name = 1
 _TARGET_PRIORITY, _TARGET_WEIGHT, _TARGET_PORT = b"\x18", b"\x20", b"\x28"  # 3, 4, 5 varint
 _DURATION_SECONDS = b"\x08"  # Duration.seconds = 1, varint
 
-_SMALL = [bytes((i,)) for i in range(128)]
 _UINT32 = 1 << 32
 _INT64 = 1 << 63
 
 
-def _varint(value: int) -> bytes:
-    if value < 128:
-        return _SMALL[value]
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _field(tag: bytes, payload: bytes) -> bytes:
     n = len(payload)
-    return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
+    return tag + (SMALL_VARINTS[n] if n < 128 else varint(n)) + payload
 
 
 def _text(tag: bytes, text: str) -> bytes:
@@ -71,7 +57,7 @@ def _duration(seconds: int) -> bytes | None:
         if not -_INT64 <= seconds < _INT64:
             return None
         # int64: a negative value is written as its 64-bit two's complement.
-        out = _DURATION_SECONDS + _varint(seconds % (1 << 64)) if seconds else b""
+        out = _DURATION_SECONDS + varint(seconds % (1 << 64)) if seconds else b""
         if len(_DURATIONS) < 1024:
             _DURATIONS[seconds] = out
     return out
@@ -117,7 +103,7 @@ def _address_domain(rec: NameRecord, name: bytes) -> bytes | None:
             for a in rec.ipv4 + rec.ipv6:
                 text = a.encode()
                 n = len(text)
-                listed.append(_ADDRESS + (_SMALL[n] if n < 128 else _varint(n)) + text)
+                listed.append(_ADDRESS + (SMALL_VARINTS[n] if n < 128 else varint(n)) + text)
             endpoint = _field(_EP_ADDRESS_LIST, b"".join(listed))
         elif rec.cluster:
             endpoint = _text(_EP_CLUSTER, rec.cluster_name)
@@ -132,7 +118,7 @@ def _address_domain(rec: NameRecord, name: bytes) -> bytes | None:
 
 
 def _len(n: int) -> bytes:
-    return _SMALL[n] if n < 128 else _varint(n)
+    return SMALL_VARINTS[n] if n < 128 else varint(n)
 
 
 _MEMO_LIMIT = 4096  # entries per memo below; past it, values are made and not kept
@@ -160,9 +146,9 @@ def _target_numbers(priority: int, weight: int, port: int) -> bytes | None:
     out = _TARGET_NUMBERS.get(key, b"-")
     if out == b"-":
         if 0 <= port < _UINT32 and 0 <= priority < _UINT32 and 0 <= weight < _UINT32:
-            out = ((_TARGET_PRIORITY + _varint(priority) if priority else b"")
-                   + (_TARGET_WEIGHT + _varint(weight) if weight else b"")
-                   + (_TARGET_PORT + _varint(port) if port else b""))
+            out = ((_TARGET_PRIORITY + varint(priority) if priority else b"")
+                   + (_TARGET_WEIGHT + varint(weight) if weight else b"")
+                   + (_TARGET_PORT + varint(port) if port else b""))
         else:
             out = None
         if len(_TARGET_NUMBERS) < _MEMO_LIMIT:

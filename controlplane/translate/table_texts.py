@@ -43,6 +43,7 @@ from controlplane.translate.unbound_table import (
     _zone_wildcards,
     outside_data,
     reverse_pointer,
+    rpz_records,
     table_rpz,
     table_zones,
 )
@@ -421,26 +422,10 @@ class TableTexts:
         for azone in sorted(_fqdn(p.name) for p in plans
                             if _external(p, bare) and _in_zone(p.name, bare)):
             zones[azone] = "\n".join(_head(azone, zone, ttl)) + "\n"
-        return TableOutput(zones, _rpz(wild_all, plans, bare), _outside(outside, plans, bare))
+        return TableOutput(zones, rpz_records(wild_all, plans, bare),
+                           _outside(outside, plans, bare))
 
 
-def _rpz(wild: list[NameRecord], plans: list[AliasPlan], bare: str) -> tuple[RpzRecord, ...]:
-    """``table_rpz`` from the table's wildcards and its aliases' plans."""
-    out = []
-    for rec in wild:
-        if "." in rec.name[2:] and not _in_zone(rec.name[2:], bare):
-            v4, v6 = _addresses(rec)
-            out.append(RpzRecord(rec.name, (*(f"A {a}" for a in v4),
-                                            *(f"AAAA {a}" for a in v6)),
-                                 rec.ttl, ", ".join(rec.sources)))
-    for plan in plans:
-        if _external(plan, bare):
-            out.append(RpzRecord(plan.name, (f"CNAME {_fqdn(plan.target)}",), plan.ttl,
-                                 f"alias of {plan.target}"))
-            if _in_zone(plan.name, bare):
-                out.append(RpzRecord(f"*.{plan.name}", (), plan.ttl,
-                                     "below an alias in the cluster zone"))
-    return tuple(sorted(out, key=lambda r: r.owner))
 
 
 def _outside(lines: list[str], plans: list[AliasPlan], bare: str) -> tuple[str, ...]:

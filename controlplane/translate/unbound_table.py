@@ -369,16 +369,22 @@ def table_rpz(fwd: Forwarding) -> tuple[RpzRecord, ...]:
     cluster zone (their addresses at ``*.x``), CNAMEs the resolver follows through its
     forwarding, and for such a CNAME in the cluster zone, NXDOMAIN below it (the name is
     in a zone of its own, which answers nothing: below it the cluster zone's answer)."""
-    bare = _bare(fwd.zone)
+    wild = [e.record for e in fwd.table if e.record.is_wildcard]
+    return rpz_records(wild, alias_plans(fwd), _bare(fwd.zone))
+
+
+def rpz_records(wild: Iterable[NameRecord], plans: Iterable[AliasPlan],
+                bare: str) -> tuple[RpzRecord, ...]:
+    """``table_rpz`` from the table's wildcard records and its aliases' plans (also
+    ``table_texts``, which has both at hand)."""
     out = []
-    for e in fwd.table:
-        rec = e.record
-        if rec.is_wildcard and "." in rec.name[2:] and not _in_zone(rec.name[2:], bare):
+    for rec in wild:
+        if "." in rec.name[2:] and not _in_zone(rec.name[2:], bare):
             v4, v6 = _addresses(rec)
             out.append(RpzRecord(rec.name, (*(f"A {a}" for a in v4),
                                             *(f"AAAA {a}" for a in v6)),
                                  rec.ttl, ", ".join(rec.sources)))
-    for plan in alias_plans(fwd):
+    for plan in plans:
         if _external(plan, bare):
             out.append(RpzRecord(plan.name, (f"CNAME {_fqdn(plan.target)}",), plan.ttl,
                                  f"alias of {plan.target}"))

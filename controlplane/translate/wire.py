@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+SMALL_VARINTS = [bytes((i,)) for i in range(128)]  # the one-byte varints, made once
 
-def _varint(value: int) -> bytes:
+
+def varint(value: int) -> bytes:
+    """``value`` (non-negative) as a protobuf base-128 varint."""
+    if value < 128:
+        return SMALL_VARINTS[value]
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -25,13 +30,13 @@ def _varint(value: int) -> bytes:
 
 
 def length_delimited(field_number: int, payload: bytes) -> bytes:
-    return _varint((field_number << 3) | 2) + _varint(len(payload)) + payload
+    return varint((field_number << 3) | 2) + varint(len(payload)) + payload
 
 
 def field_head(field_number: int, size: int) -> bytes:
     """The tag and length of a length-delimited field of ``size`` bytes (the payload is
     written after it: ``length_delimited`` without copying the payload)."""
-    return _varint((field_number << 3) | 2) + _varint(size)
+    return varint((field_number << 3) | 2) + varint(size)
 
 
 def message_field(field_number: int, message: Message) -> bytes:
