@@ -23,6 +23,8 @@ import dns.query
 from controlplane._kit.localrun import Process, free_port, http_text, wait_for
 from e2e.harness.realclients import LoopbackDnsAddress
 
+PORT_ATTEMPTS = 3  # starts of the sidecar when a port it was given was taken meanwhile
+
 
 @dataclass(kw_only=True)
 class FrontSidecar:
@@ -68,9 +70,20 @@ class FrontSidecar:
     def start(self, *, expect_pair: str = "", timeout: float = 30.0) -> FrontSidecar:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.address.close()  # the reservation ends: kresd binds UDP and TCP itself
-        self.process = Process(f"sidecar-{self.node_id}", self.argv(),
-                               self.workdir / "sidecar.log").start()
-        wait_for(self.answers, timeout=timeout, what=f"the DNS front of {self.node_id}")
+        for attempt in range(PORT_ATTEMPTS):
+            self.process = Process(f"sidecar-{self.node_id}", self.argv(),
+                                   self.workdir / "sidecar.log").start()
+            state = wait_for(self._up_or_exited, timeout=timeout,
+                             what=f"the DNS front of {self.node_id}")
+            if state == "up":
+                break
+            # A free port picked earlier can be taken meanwhile (a resolver the control
+            # plane started binds an ephemeral port too): the sidecar checks its ports
+            # before it starts anything and names the holder; pick new ones, start again.
+            if "is taken by" not in self.log() or attempt == PORT_ATTEMPTS - 1:
+                raise RuntimeError(f"controlplane sidecar exited:\n{self.log()}")
+            self.envoy_dns_port, self.set_port = free_port(), free_port()
+            self.hop_port, self.admin_port = free_port(), free_port()
         if expect_pair:
             wait_for(lambda: expect_pair in self.set_body(), timeout=timeout,
                      what=f"{expect_pair.strip()!r} in the set of {self.node_id}")
@@ -84,6 +97,12 @@ class FrontSidecar:
         pairs = sum(1 for line in self.set_body().splitlines() if line != "* .")
         log = self.workdir / "sidecar" / "front.log"
         return log.exists() and f": {pairs} pairs," in log.read_text(errors="replace")
+
+    def _up_or_exited(self) -> str | None:
+        assert self.process is not None
+        if not self.process.alive():
+            return "exited"
+        return "up" if self.answers() else None
 
     def answers(self) -> bool:
         """The front answers over TCP (any rcode: it is up and has its config)."""
