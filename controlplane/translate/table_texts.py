@@ -41,6 +41,7 @@ from controlplane.translate.unbound_table import (
     _reverse_zone,
     _Table,
     _zone_wildcards,
+    alias_lines,
     outside_data,
     reverse_pointer,
     rpz_records,
@@ -398,11 +399,7 @@ class TableTexts:
             if _external(plan, bare) or not _in_zone(plan.name, bare):
                 continue  # an RPZ record and a zone of its own, or outside the zone
             owners.add(plan.name)
-            owner = _fqdn(plan.name)
-            if plan.target:
-                tail.append(f"{owner} {plan.ttl} IN CNAME {_fqdn(plan.target)}")
-            else:
-                tail += _address_lines(owner, plan.ttl, plan.ipv4, plan.ipv6)
+            tail += alias_lines(plan)
         if wild_zone:
             for item in names.values():
                 if item.place == _ZONE:

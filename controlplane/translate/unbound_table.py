@@ -267,6 +267,14 @@ def _head(zone: str, cluster_zone: str, ttl: int) -> list[str]:
             f"@ {ttl} IN NS {ns}"]
 
 
+def alias_lines(plan: AliasPlan) -> list[str]:
+    """An alias's lines in the cluster zone: its CNAME, or the addresses it resolved to."""
+    owner = _fqdn(plan.name)
+    if plan.target:
+        return [f"{owner} {plan.ttl} IN CNAME {_fqdn(plan.target)}"]
+    return _address_lines(owner, plan.ttl, plan.ipv4, plan.ipv6)
+
+
 def _address_lines(owner: str, ttl: int, v4: Iterable[str], v6: Iterable[str]) -> list[str]:
     return ([f"{owner} {ttl} IN A {a}" for a in v4]
             + [f"{owner} {ttl} IN AAAA {a}" for a in v6])
@@ -329,11 +337,7 @@ def table_zones(fwd: Forwarding) -> dict[str, str]:
         if _external(plan, bare):
             continue  # its own zone (alias_zone_names) and an RPZ record
         owners.add(plan.name)
-        name = _fqdn(plan.name)
-        if plan.target:
-            lines.append(f"{name} {plan.ttl} IN CNAME {_fqdn(plan.target)}")
-        else:
-            lines += _address_lines(name, plan.ttl, plan.ipv4, plan.ipv6)
+        lines += alias_lines(plan)
     lines += _zone_wildcards(owners, wild, bare)
     out = {zone: "\n".join(lines) + "\n"}
     reverse: dict[str, list[str]] = {}
