@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,12 +41,13 @@ from controlplane.core.settings import (
     ResolverLifetime,
     ResolverMode,
     ResolverSettings,
+    Role,
     Settings,
 )
 from controlplane.hub.hub import Hub
 from controlplane.hub.metrics import watch_event_loop
 from controlplane.identity.admin_auth import AdminAuthorizer, AuthCollector
-from controlplane.identity.auth import TokenAuthenticator, static_token_key
+from controlplane.identity.auth import Authenticator, TokenAuthenticator, static_token_key
 from controlplane.identity.certs import server_tls
 from controlplane.identity.hop_issuer import TenantCerts
 from controlplane.identity.limits import CallerLimits, LimitsCollector
@@ -287,37 +289,9 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     runner.load(supervisor)
     await rebuild()
 
-    def pod_labels(namespace: str, name: str) -> Labels | None:  # the Pod watch, if on
-        pod = hub.inventory.pods.get((namespace, name))
-        return pod.labels if pod is not None else None
-
-    authenticator = authenticator_from_settings(settings.auth, identity_api,
-                                                pod_labels=pod_labels)
-    static_tokens = token_authenticators(authenticator)
-    grpc_server = ads_server()
-    # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
-    limits = CallerLimits(max_streams=settings.auth.max_streams,
-                          max_nodes=settings.auth.max_nodes)
-    ads = add_ads_service(grpc_server, hub, authenticator, limits)
-
-    def recheck_tokens() -> set[str]:
-        refused = _check_static_tokens(hub, static_tokens, fatal=False)
-        if refused:
-            ads.end_callers({static_token_key(name) for name in refused},
-                            "static token refused by the new configuration")
-        return refused
-    if static_tokens:  # fatal only when the first full load came before serving
-        after_rebuild.append(recheck_tokens)
-        if hub.readiness.is_loaded:
-            _check_static_tokens(hub, static_tokens, fatal=True)
     # The sidecars' DNS counters (stats_sink.py, dns_traffic.py).
     traffic = DnsTraffic(max_age=settings.stats.max_age_seconds,
                          stale_after=min(15.0, settings.stats.max_age_seconds))
-    add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
-                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action,
-                                                                   tenant=r.tenant),
-                          authenticator=authenticator, limits=limits,
-                          node_caller=hub.node_caller)
     # What the tenant resolvers answered, for queries that never reach Envoy's DNS filter.
     resolver_reports = ResolverReports(
         hub.query_log, sources=SourceIndex(lambda: _sidecars(hub)),
@@ -329,29 +303,13 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
             resolver_reports.answer(tenant=tenant, source=reply.source, name=reply.name,
                                     qtype=reply.type, rcode=reply.rcode)
         pool.report_to(report)
-    add_metrics_service(grpc_server, MetricsSink(
-        traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
-        authenticator=authenticator, limits=limits))
-    tls_files = (CertificateFiles(Path(settings.xds.tls_dir)) if settings.xds.tls_dir
-                 else None)
-    xds_bind = f"{settings.xds.host}:{settings.xds.port}"
-    if tls_files is not None:
-        xds_port = grpc_server.add_secure_port(xds_bind, server_credentials(tls_files))
-        log.info("ADS over TLS on %s:%d (certificate from %s, reloaded when it changes)",
-                 settings.xds.host, xds_port, settings.xds.tls_dir)
+    sidecars: _SidecarChannels | None = None
+    if settings.role is Role.CONTROLPLANE:
+        sidecars = await _serve_sidecars(settings, hub, identity_api=identity_api,
+                                         traffic=traffic, after_rebuild=after_rebuild)
     else:
-        xds_port = grpc_server.add_insecure_port(xds_bind)
-        log.warning("ADS in PLAINTEXT on %s:%d: tokens and views cross the network "
-                    "unencrypted and sidecars cannot verify the server. Use --xds-tls-dir "
-                    "outside local runs.", settings.xds.host, xds_port)
-    if authenticator is None:
-        log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
-                    "for any tenant's view. For local use only.", settings.xds.host, xds_port)
-    else:
-        log.info("ADS, the stats sink and the query log on %s:%d require a bearer token "
-                 "bound to the node (at most %d streams and %d node ids per caller)",
-                 settings.xds.host, xds_port, limits.max_streams, limits.max_nodes)
-    await grpc_server.start()
+        log.info("--role resolvers: the tenant resolvers only; no ADS, webhook or status "
+                 "writes (the control-plane replicas serve the sidecars)")
 
     def readiness() -> tuple[bool, str]:
         return hub.readiness.state(runner.problem())
@@ -359,20 +317,22 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     collectors: list[object] = []
     # The source's own metrics (Kubernetes: dnscp_leader, who writes status).
     collectors.extend(getattr(runner, "collectors", list)())
-    if tls_files is not None:
-        collectors.append(TlsCollector(tls_files))
-    collectors.extend(identity_collectors(authenticator))  # sidecar TokenReviews, if on
+    if sidecars is not None and sidecars.tls_files is not None:
+        collectors.append(TlsCollector(sidecars.tls_files))
+    if sidecars is not None:  # sidecar TokenReviews, if on
+        collectors.extend(identity_collectors(sidecars.authenticator))
     if admin_auth is not None:
         collectors.append(AuthCollector(admin_auth))
         log.info("admin API: bearer token, TokenReview and SubjectAccessReview required "
                  "(except /healthz and /readyz)")
-    injections = webhook_log(settings.webhook)  # the injection webhook's decisions, if on
+    # the injection webhook's decisions, if on
+    injections = webhook_log(settings.webhook) if sidecars is not None else None
     if injections is not None:
         collectors.append(injections)
     collectors.append(TrafficCollector(traffic))
     collectors.append(QueryLogCollector(hub.query_log))
-    if authenticator is not None:
-        collectors.append(LimitsCollector(limits))
+    if sidecars is not None and sidecars.authenticator is not None:
+        collectors.append(LimitsCollector(sidecars.limits))
     collectors.append(ReportsCollector(resolver_reports))
     resolver_stats: dict[str, dict[str, float]] = {}  # by tenant, refreshed every second
     resolver_window = ForwardingWindow()  # and their last minute
@@ -404,15 +364,17 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
         "rebuild": debouncer.run(stop),
         "status": status_debouncer.run(stop),
         "admin": run_admin(),
-        "ads": _wait_grpc(grpc_server),
         "loop-lag": watch_event_loop(hub.metrics, stop),
         "traffic": run_traffic(traffic, lambda: hub.tenant_views, stop,
                                history_file=(Path(settings.stats.history_file)
                                              if settings.stats.history_file else None)),
     }
-    if settings.auth.tokens_file and static_tokens:
-        work["tokens"] = _watch_tokens(Path(settings.auth.tokens_file), static_tokens[0],
-                                       recheck=recheck_tokens, ads=ads, stop=stop)
+    if sidecars is not None:
+        work["ads"] = _wait_grpc(sidecars.server)
+        if settings.auth.tokens_file and sidecars.static_tokens:
+            work["tokens"] = _watch_tokens(
+                Path(settings.auth.tokens_file), sidecars.static_tokens[0],
+                recheck=sidecars.recheck, ads=sidecars.ads, stop=stop)
     if injections is not None:
         work["webhook"] = serve_webhook(settings.webhook, injections, stop,
                                         identity_api=identity_api)
@@ -421,12 +383,16 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
              for name, coro in work.items()}
     admin_url = (f"{'https' if settings.admin.tls_dir else 'http'}://{settings.admin.host}:"
                  f"{settings.admin.port}")
-    log.info("control plane serving: xds=%s:%d admin=%s console=%s/console/", settings.xds.host,
-             xds_port, admin_url, admin_url)
+    if sidecars is not None:
+        log.info("control plane serving: xds=%s admin=%s console=%s/console/",
+                 sidecars.xds_address, admin_url, admin_url)
+    else:
+        log.info("tenant resolvers serving (--role resolvers): admin=%s", admin_url)
     code = await supervisor.wait(stop)
     stop.set()
     admin.should_exit = True
-    await _stop_ads(grpc_server, ads, settings.xds.drain_seconds)
+    if sidecars is not None:
+        await _stop_ads(sidecars.server, sidecars.ads, settings.xds.drain_seconds)
     for task in tasks.values():
         task.cancel()
     for task in tasks.values():
@@ -440,6 +406,80 @@ async def serve(settings: Settings, make_runner: Callable[[Store, Callable[[], N
     resolver_worker.shutdown(wait=False, cancel_futures=True)
     log.info("control plane stopped")
     return code
+
+
+@dataclass
+class _SidecarChannels:
+    """What ``--role controlplane`` serves the sidecars: the gRPC server (ADS, the stats
+    sink, the query log) and who may use it."""
+
+    server: grpc.aio.Server
+    ads: AdsServicer[Any]
+    authenticator: Authenticator | None
+    limits: CallerLimits
+    static_tokens: list[TokenAuthenticator]
+    recheck: Callable[[], set[str]]
+    tls_files: CertificateFiles | None
+    xds_address: str  # host:port, as bound
+
+
+async def _serve_sidecars(settings: Settings, hub: Hub, *, identity_api: IdentityApi | None,
+                          traffic: DnsTraffic, after_rebuild: list[Callable[[], object]]
+                          ) -> _SidecarChannels:
+    """Start the gRPC server the sidecars use, with their identities and limits."""
+    def pod_labels(namespace: str, name: str) -> Labels | None:  # the Pod watch, if on
+        pod = hub.inventory.pods.get((namespace, name))
+        return pod.labels if pod is not None else None
+
+    authenticator = authenticator_from_settings(settings.auth, identity_api,
+                                                pod_labels=pod_labels)
+    static_tokens = token_authenticators(authenticator)
+    grpc_server = ads_server()
+    # Per-caller caps on every channel a sidecar writes to (identity/limits.py).
+    limits = CallerLimits(max_streams=settings.auth.max_streams,
+                          max_nodes=settings.auth.max_nodes)
+    ads = add_ads_service(grpc_server, hub, authenticator, limits)
+
+    def recheck_tokens() -> set[str]:
+        refused = _check_static_tokens(hub, static_tokens, fatal=False)
+        if refused:
+            ads.end_callers({static_token_key(name) for name in refused},
+                            "static token refused by the new configuration")
+        return refused
+    if static_tokens:  # fatal only when the first full load came before serving
+        after_rebuild.append(recheck_tokens)
+        if hub.readiness.is_loaded:
+            _check_static_tokens(hub, static_tokens, fatal=True)
+    add_query_log_service(grpc_server, hub.query_log, hub.node_tenant,
+                          on_record=lambda r: traffic.query_record(node=r.node, action=r.action,
+                                                                   tenant=r.tenant),
+                          authenticator=authenticator, limits=limits,
+                          node_caller=hub.node_caller)
+    add_metrics_service(grpc_server, MetricsSink(
+        traffic, NodeDirectory(lambda: list(hub.streams.connections.values())),
+        authenticator=authenticator, limits=limits))
+    tls_files = (CertificateFiles(Path(settings.xds.tls_dir)) if settings.xds.tls_dir
+                 else None)
+    xds_bind = f"{settings.xds.host}:{settings.xds.port}"
+    if tls_files is not None:
+        xds_port = grpc_server.add_secure_port(xds_bind, server_credentials(tls_files))
+        log.info("ADS over TLS on %s:%d (certificate from %s, reloaded when it changes)",
+                 settings.xds.host, xds_port, settings.xds.tls_dir)
+    else:
+        xds_port = grpc_server.add_insecure_port(xds_bind)
+        log.warning("ADS in PLAINTEXT on %s:%d: tokens and views cross the network "
+                    "unencrypted and sidecars cannot verify the server. Use --xds-tls-dir "
+                    "outside local runs.", settings.xds.host, xds_port)
+    if authenticator is None:
+        log.warning("INSECURE MODE: ADS on %s:%d accepts any client, and any sidecar can ask "
+                    "for any tenant's view. For local use only.", settings.xds.host, xds_port)
+    else:
+        log.info("ADS, the stats sink and the query log on %s:%d require a bearer token "
+                 "bound to the node (at most %d streams and %d node ids per caller)",
+                 settings.xds.host, xds_port, limits.max_streams, limits.max_nodes)
+    await grpc_server.start()
+    return _SidecarChannels(grpc_server, ads, authenticator, limits, static_tokens,
+                            recheck_tokens, tls_files, f"{settings.xds.host}:{xds_port}")
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object],

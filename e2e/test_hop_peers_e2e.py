@@ -18,9 +18,12 @@ AAAA of a fresh external name (NODATA).
    started again fresh (new resolver directory), then b the same.
 2. Every control-plane process SIGKILLed for 60 s (resolvers and terminators keep
    running), then both started again on their directories.
-3. What still does not hold, measured: every replica's pod gone at once (both stopped as
+3. Without resolver pods, measured: every replica's pod gone at once (both stopped as
    in 1.): table names answered, forwarded names SERVFAIL (never NXDOMAIN) until fresh
    pods are back.
+4. deploy/'s layout, with a resolver pod (``serve --role resolvers``, deploy/resolvers.yaml)
+   as a third peer: every control-plane pod gone at once for 60 s, deleted or crashed,
+   loses nothing, and a policy edited meanwhile applies at once.
 
 Sent, lost, wrong and the rcodes for each class of name are printed (``-s``).
 """
@@ -35,7 +38,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +64,9 @@ RATE = 60.0  # queries per second, over both fronts
 DOWN_SECONDS = 60.0
 KINDS = ("table", "forwarded", "forwarded-AAAA")
 SERVICE = ("globex", "dns-controlplane-resolvers")  # the peers' Service (in the files)
+CONTROL_PLANES = ("a", "b")  # the dns-controlplane Deployment's replicas
+RESOLVER_PODS = ("r",)  # a replica of the dns-resolvers Deployment (--role resolvers)
+EDITED = "edited-while-down.example.com"  # denied by a policy edit while no control plane runs
 
 
 @dataclass
@@ -190,7 +196,8 @@ class Replicas:
     def args(self, name: str) -> list[str]:
         peers = (",".join(f"{h}:{self.hop_port}" for h in self.hosts.values())
                  if self.peers == "static" else f"service:{SERVICE[0]}/{SERVICE[1]}")
-        return ["--debounce", "0.02", "--drain-seconds", "1",
+        role = ["--role", "resolvers"] if name in RESOLVER_PODS else []
+        return [*role, "--debounce", "0.02", "--drain-seconds", "1",
                 "--resolver-dir", str(self.dirs[name]), "--resolver-lifetime", "persistent",
                 "--resolver-hop", "mtls", "--resolver-hop-port", str(self.hop_port),
                 "--resolver-tls-dir", str(self.ca_dir),
@@ -287,25 +294,28 @@ def cds_version(sidecar: FrontSidecar) -> str:
     return str(hop["version_info"])
 
 
-@pytest.fixture(params=["static", "service"])
-def replicas(request: pytest.FixtureRequest, manifests: Path, tmp_path: Path,
-             processes: list[object], start_dnsmasq: Callable[..., Dnsmasq]
-             ) -> Iterator[tuple[Replicas, list[FrontSidecar]]]:
+def _replicas(peers: str, names: tuple[str, ...], manifests: Path, tmp_path: Path,
+              processes: list[object], start_dnsmasq: Callable[..., Dnsmasq]
+              ) -> tuple[Replicas, list[FrontSidecar]]:
+    """The replicas ``names`` (``CONTROL_PLANES`` and any of ``RESOLVER_PODS``), each
+    terminator on its own loopback address, and two fronted sidecars of globex streaming
+    ADS from the control planes."""
     require_tool("kresd", "apt-get install knot-resolver")
     require_file(Path("/usr/share/lua/5.1/http/request.lua"), "apt-get install lua-http")
     point_globex_at(manifests, start_dnsmasq({"example.com": "203.0.113.10"}))
     hop_port = free_port()
     reservations = {name: reserve_loopback_dns_address(port=hop_port, first=20, last=250)
-                    for name in ("a", "b")}  # both held at once: two different addresses
+                    for name in names}  # all held at once: different addresses
     hosts = {name: r.host for name, r in reservations.items()}
     for reservation in reservations.values():
         reservation.close()
-    if request.param == "service":
+    if peers == "service":
         peers_file(manifests, {h: True for h in hosts.values()}, hop_port)
     ca_dir = tmp_path / "hop-ca"
-    server_tls(ca_dir, RESOLVER_TLS_NAME, signing=True)  # one CA for both (the Secret)
-    r = Replicas(manifests, tmp_path, processes, hop_port, hosts, request.param, ca_dir)
-    a, b = r.start("a"), r.start("b")
+    server_tls(ca_dir, RESOLVER_TLS_NAME, signing=True)  # one CA for all (the Secret)
+    r = Replicas(manifests, tmp_path, processes, hop_port, hosts, peers, ca_dir)
+    started = {name: r.start(name) for name in names}
+    a, b = (started[name] for name in CONTROL_PLANES)
     sidecars = []
     for i, (first, other) in enumerate(((a, b), (b, a))):
         sidecar = FrontSidecar(
@@ -315,12 +325,30 @@ def replicas(request: pytest.FixtureRequest, manifests: Path, tmp_path: Path,
         processes.append(sidecar)
         sidecars.append(sidecar.start(expect_pair=f"A {TABLE[0]}.\n"))
     expected = sorted(f"{h}:{hop_port}" for h in hosts.values())
-    for cp in (a, b):  # what each replica lists, as its admin API says
+    for cp in started.values():  # what each replica lists, as its admin API says
         assert sorted(cp.get("/api/v1/resolvers")["hop_peers"]["listed"]) == expected
     for sidecar in sidecars:
         wait_for(lambda s=sidecar: sorted(hop_hosts(s)) == expected, timeout=20,
-                 what="both terminators in the sidecar's hop cluster")
-    yield r, sidecars
+                 what="every terminator in the sidecar's hop cluster")
+    return r, sidecars
+
+
+@pytest.fixture(params=["static", "service"])
+def replicas(request: pytest.FixtureRequest, manifests: Path, tmp_path: Path,
+             processes: list[object], start_dnsmasq: Callable[..., Dnsmasq]
+             ) -> tuple[Replicas, list[FrontSidecar]]:
+    """The two control-plane replicas, each with its resolvers (no resolver pods)."""
+    return _replicas(request.param, CONTROL_PLANES, manifests, tmp_path, processes,
+                     start_dnsmasq)
+
+
+@pytest.fixture(params=["static", "service"])
+def with_resolver_pods(request: pytest.FixtureRequest, manifests: Path, tmp_path: Path,
+                       processes: list[object], start_dnsmasq: Callable[..., Dnsmasq]
+                       ) -> tuple[Replicas, list[FrontSidecar]]:
+    """deploy/'s layout: the two control-plane replicas and a resolver pod of their own."""
+    return _replicas(request.param, CONTROL_PLANES + RESOLVER_PODS, manifests, tmp_path,
+                     processes, start_dnsmasq)
 
 
 def answer(host: str, name: str, rdtype: str = "A") -> tuple[str, tuple[str, ...]]:
@@ -421,8 +449,8 @@ def test_every_control_plane_process_killed_for_60_seconds(
 @pytest.mark.parametrize("replicas", ["static"], indirect=True)
 def test_every_replica_pod_gone_costs_forwarded_names_never_nxdomain(
         replicas: tuple[Replicas, list[FrontSidecar]]) -> None:
-    """What still does not hold (the resolvers live in the control-plane pods): every
-    replica's pod gone at once. Measured, not hidden: table names keep answering while the
+    """The layout without resolver pods (the resolvers live only in the control-plane
+    pods): every replica's pod gone at once. Measured, not hidden: table names keep answering while the
     pods are gone, forwarded names fail, never as NXDOMAIN, and everything answers again
     once fresh pods are back (in between, table names may fail too: the restart gap)."""
     r, sidecars = replicas
@@ -453,3 +481,75 @@ def test_every_replica_pod_gone_costs_forwarded_names_never_nxdomain(
             assert (tally.lost, tally.wrong) == (0, 0), (phase, kind, tally.samples[:5])
     gone = [load.tallies[("all-pods-gone", k)] for k in ("forwarded", "forwarded-AAAA")]
     assert all(t.lost + t.wrong > 0 for t in gone)  # the limit is real: docs say so
+
+
+def test_every_control_plane_pod_gone_for_60_seconds_with_resolver_pods(
+        with_resolver_pods: tuple[Replicas, list[FrontSidecar]]) -> None:
+    """deploy/'s layout (docs/kubernetes.md, "Resolvers in pods of their own"): every pod
+    of the control-plane Deployment gone at once for 60 s (its resolvers and terminators
+    with it), the resolver pod (``--role resolvers``) left: 0 queries lost or wrong before,
+    during and after, table and forwarded names.
+
+    ``service``: as ``kubectl delete pod -l ...`` goes: the endpoints turn not ready
+    first, the replicas take their terminators out of the sidecars' hop clusters during
+    their preStop, then every process of both pods ends. ``static``: as a crash of every
+    node they run on: every process SIGKILLed, no endpoint change; the sidecars' Envoys
+    fail over on the refused connects."""
+    r, sidecars = with_resolver_pods
+    [pod] = RESOLVER_PODS
+    kept = [s["unbound_pid"] for s in resolver_states(r.dirs[pod])]
+    survivor = f"{r.hosts[pod]}:{r.hop_port}"
+    connected = "control_plane.connected_state"
+    events = []
+    with Load([s.host for s in sidecars], "before") as load:
+        load.run_for("before", 4)
+        load.phase = "down"
+        if r.peers == "service":
+            peers_file(r.manifests, {h: n in RESOLVER_PODS for n, h in r.hosts.items()},
+                       r.hop_port)
+            for s in sidecars:
+                wait_for(lambda s=s: sorted(hop_hosts(s)) == [survivor], timeout=10,
+                         what=f"only the resolver pod in {s.node_id}'s hop cluster")
+            for name in CONTROL_PLANES:
+                r.stop_as_pod_deletion(name)
+        else:
+            for name in CONTROL_PLANES:
+                r.kill9(name)
+                kill_persistent(r.dirs[name])
+        gone = time.monotonic()
+        events.append("every control-plane pod gone")
+        for s in sidecars:
+            wait_for(lambda s=s: s.envoy_stats().get(connected) == 0, timeout=10,
+                     what="Envoy notices the control planes are gone")
+        # A policy edit while no control plane runs: the resolver pod watches the same
+        # source and denies the name at once (its RPZ), for every sidecar of the tenant.
+        policy = r.manifests / "globex.yaml"
+        policy.write_text(policy.read_text().replace(
+            '"*.tracker.example"]', f'"*.tracker.example", "{EDITED}"]'))
+        for s in sidecars:
+            wait_for(lambda s=s: answer(s.host, EDITED)[0] == "NXDOMAIN", timeout=20,
+                     what=f"{EDITED} denied through {s.node_id} while the pods are gone")
+        events.append(f"{EDITED} denied after "
+                      f"{time.monotonic() - gone:.1f} s without a control plane")
+        wait_for(lambda: time.monotonic() - gone >= DOWN_SECONDS, timeout=DOWN_SECONDS + 5,
+                 interval=0.5, what=f"{DOWN_SECONDS:.0f} s with no control-plane pod")
+        hosts_down = {s.node_id: {h: {k: v.get(k) for k in ("cx_total", "cx_connect_fail",
+                                                            "health_flags")}
+                                  for h, v in hop_hosts(s).items()} for s in sidecars}
+        load.phase = "after"
+        for name in CONTROL_PLANES:
+            r.start(name, fresh=True)  # new pods: new resolver directories
+        if r.peers == "service":
+            peers_file(r.manifests, dict.fromkeys(r.hosts.values(), True), r.hop_port)
+        for s in sidecars:
+            wait_for(lambda s=s: s.envoy_stats().get(connected) == 1
+                     and len(hop_hosts(s)) == len(r.hosts), timeout=60,
+                     what=f"{s.node_id} back on a control plane, every terminator listed")
+        load.run_for("after", 5)
+        for s in sidecars:  # the fresh control planes' resolvers deny it too
+            assert answer(s.host, EDITED)[0] == "NXDOMAIN"
+    print(f"\npeers: {r.peers}; terminators {r.hosts}\n" + "\n".join(events) + "\n"
+          + load.report() + f"\nhop hosts while the pods were gone: {hosts_down}")
+    assert [s["unbound_pid"] for s in resolver_states(r.dirs[pod])] == kept
+    assert load.sent("down") >= DOWN_SECONDS * RATE * 0.9
+    assert load.bad() == [], [(p, k, t.lost, t.wrong, t.samples[:5]) for p, k, t in load.bad()]

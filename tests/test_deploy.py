@@ -40,7 +40,10 @@ def test_kustomization_renders_everything() -> None:
                             "Issuer", "Certificate", "Issuer", "Certificate", "Service",
                             "MutatingWebhookConfiguration",
                             # leader-election.yaml and pdb.yaml: two replicas
-                            "Role", "RoleBinding", "PodDisruptionBudget"])
+                            "Role", "RoleBinding", "PodDisruptionBudget",
+                            # resolvers.yaml: the resolver pods, their reads, metrics, fences
+                            "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                            "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"])
     namespaced = [d for d in docs if d["kind"] in ("ServiceAccount", "Deployment", "Service",
                                                     "ServiceMonitor")]
     assert {d["metadata"]["namespace"] for d in namespaced} == {"dns-system"}
@@ -73,7 +76,7 @@ def test_rbac_is_least_privilege() -> None:
 
 def test_deployment_is_hardened_and_probed() -> None:
     docs = rendered()
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     pod = dep["spec"]["template"]["spec"]
     c, host = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -87,7 +90,7 @@ def test_deployment_is_hardened_and_probed() -> None:
     assert c["image"] == "dns-controlplane:0.1.0"
     args = build_parser().parse_args(c["args"])
     assert args.source == "kubernetes" and args.admin_address[1] == 18080
-    (sa,) = by_kind(docs, "ServiceAccount")
+    sa = named(docs, "ServiceAccount", "dns-controlplane")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     (svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "dns-controlplane"]
     assert {p["port"] for p in svc["spec"]["ports"]} == {18000, 18080}
@@ -97,7 +100,7 @@ def test_the_resolvers_are_started_by_the_other_container() -> None:
     """The resolvers container runs the resolver host on the spool the control plane
     names, sees the same files at the same paths, and outlives its preStop and drain."""
     docs = rendered()
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     pod = dep["spec"]["template"]["spec"]
     assert pod["shareProcessNamespace"] is True  # the control plane adopts the host's children
     c, host = pod["containers"]
@@ -120,7 +123,7 @@ def test_the_resolvers_are_started_by_the_other_container() -> None:
 
 def test_two_replicas_spread_and_protected_by_a_budget() -> None:
     docs = rendered()
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -130,7 +133,7 @@ def test_two_replicas_spread_and_protected_by_a_budget() -> None:
     (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
-    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    pdb = named(docs, "PodDisruptionBudget", "dns-controlplane")
     assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["metadata"]["namespace"] == dep["metadata"]["namespace"]
@@ -155,7 +158,6 @@ def test_leases_rbac_is_one_role_on_one_lease() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dns-controlplane",
                                     "namespace": "dns-system"}]
     # The Deployment elects on that very lease, as its pod (downward API).
-    (dep,) = by_kind(docs, "Deployment")
     c = controlplane_container(docs)
     args = build_parser().parse_args(c["args"])
     assert args.leader_election is True
@@ -243,7 +245,7 @@ def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def controlplane_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     return dict(next(c for c in dep["spec"]["template"]["spec"]["containers"]
                      if c["name"] == "controlplane"))
 
@@ -254,7 +256,7 @@ def test_ads_is_served_over_tls_from_the_certificate_secret() -> None:
     args = build_parser().parse_args(c["args"])
     assert args.xds_tls_dir and not args.xds_plaintext and not args.insecure
     (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == args.xds_tls_dir]
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     (volume,) = [v for v in dep["spec"]["template"]["spec"]["volumes"]
                  if v["name"] == mount["name"]]
     secret = volume["secret"]["secretName"]
@@ -303,8 +305,8 @@ def test_admin_api_checks_callers_and_roles_only_read() -> None:
 
 def test_networkpolicy_opens_each_port_to_its_clients_only() -> None:
     docs = rendered()
-    (policy,) = by_kind(docs, "NetworkPolicy")
-    (dep,) = by_kind(docs, "Deployment")
+    policy = named(docs, "NetworkPolicy", "dns-controlplane")
+    dep = named(docs, "Deployment", "dns-controlplane")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
         dep["spec"]["template"]["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -344,7 +346,7 @@ def test_resolver_hop_is_one_ca_for_every_replica_and_a_headless_service() -> No
     args = build_parser().parse_args(c["args"])
     (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == args.resolver_tls_dir]
     assert mount.get("readOnly") is True and "subPath" not in mount
-    (dep,) = by_kind(docs, "Deployment")
+    dep = named(docs, "Deployment", "dns-controlplane")
     pod = dep["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"] == {"secretName": "dns-controlplane-hop-ca"}  # required: one CA
@@ -353,11 +355,13 @@ def test_resolver_hop_is_one_ca_for_every_replica_and_a_headless_service() -> No
     assert hop == {"name": "dns-hop", "containerPort": 10853, "protocol": "TCP"}
     svc = named(docs, "Service", "dns-controlplane-resolvers")
     assert svc["spec"]["clusterIP"] == "None"
-    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # every replica of both Deployments (resolvers.yaml: the resolver pods)
+    assert svc["spec"]["selector"] == {"dns.example.com/resolver-hop": "true"}
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert svc["spec"]["ports"] == [{"name": "dns-hop", "port": 10853, "targetPort": "dns-hop",
                                      "protocol": "TCP"}]
     assert not svc["spec"].get("publishNotReadyAddresses")
-    (policy,) = by_kind(docs, "NetworkPolicy")
+    policy = named(docs, "NetworkPolicy", "dns-controlplane")
     (rule,) = [r for r in policy["spec"]["ingress"]
                if {"protocol": "TCP", "port": "dns-hop"} in r["ports"]]
     assert rule["from"] == [{"namespaceSelector": {}}]
@@ -376,3 +380,83 @@ def test_resolver_hop_is_one_ca_for_every_replica_and_a_headless_service() -> No
     # A stopped replica leaves the sidecars' hop clusters before its terminator goes.
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
     assert 10 + args.drain_seconds < pod["terminationGracePeriodSeconds"]
+
+
+# What the tenant resolvers are built from: the resolver pods must use the control
+# plane's values, or a sidecar would get different answers from different terminators.
+_RESOLVER_FLAGS = ("zone", "ttl", "answer_ttl", "default_upstream", "default_view",
+                   "max_answers", "watch_pods", "tenant_resolvers", "resolver_listen",
+                   "resolver_lifetime", "resolver_hop", "resolver_hop_port",
+                   "resolver_hop_peers", "resolver_tls_dir", "resolver_aaaa",
+                   "resolver_allow", "hop_cert_lifetime", "upstream_ca_bundle")
+
+
+def test_resolver_pods_run_the_same_resolvers_and_nothing_else() -> None:
+    """resolvers.yaml (docs/kubernetes.md, "Resolvers in pods of their own"): --role
+    resolvers with the control plane's resolver flags, the resolver host beside it, both
+    Deployments' replicas in the hop Service, read-only RBAC, its own budget and fence."""
+    from controlplane.cli.serve_settings import check_resolvers_role
+
+    docs = rendered()
+    dep = named(docs, "Deployment", "dns-resolvers")
+    pod = dep["spec"]["template"]["spec"]
+    serve_c, host = pod["containers"]
+    assert (serve_c["name"], host["name"]) == ("controlplane", "resolvers")
+    args = build_parser().parse_args(serve_c["args"])
+    check_resolvers_role(args)  # no ADS-only flag, persistent resolvers
+    assert args.role == "resolvers" and args.source == "kubernetes"
+    cp_args = build_parser().parse_args(controlplane_container(docs)["args"])
+    assert cp_args.role == "controlplane"
+    differ = {f: (getattr(args, f), getattr(cp_args, f)) for f in _RESOLVER_FLAGS
+              if getattr(args, f) != getattr(cp_args, f)}
+    assert differ == {}
+    assert (args.admin_auth, args.admin_tls_dir) == (cp_args.admin_auth, cp_args.admin_tls_dir)
+    # the resolver host on the same spool, the same files at the same paths
+    assert pod["shareProcessNamespace"] is True
+    hosted = build_parser().parse_args(host["args"])
+    assert hosted.command == "resolver-host" and str(hosted.spool) == args.resolver_host_spool
+    mounts = {m["name"]: m["mountPath"] for m in serve_c["volumeMounts"]}
+    for mount in host["volumeMounts"]:
+        assert mounts[mount["name"]] == mount["mountPath"], mount
+    assert args.resolver_dir.startswith(mounts["resolvers"] + "/")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["hop-ca"]["secret"] == {"secretName": "dns-controlplane-hop-ca"}
+    assert volumes["resolvers"] == {"name": "resolvers", "emptyDir": {}}
+    wait = {c["name"]: int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+            for c in (serve_c, host)}
+    assert wait["resolvers"] > wait["controlplane"]
+    # both Deployments' replicas are endpoints of the hop Service, on the same port
+    hop_svc = named(docs, "Service", "dns-controlplane-resolvers")
+    for each in (dep, named(docs, "Deployment", "dns-controlplane")):
+        labels = each["spec"]["template"]["metadata"]["labels"]
+        assert hop_svc["spec"]["selector"].items() <= labels.items(), each["metadata"]["name"]
+    ports = {p["name"]: p["containerPort"] for p in serve_c["ports"]}
+    assert ports == {"http-admin": 18080, "dns-hop": args.resolver_hop_port}
+    # read-only: nothing but the admin API's reviews is created
+    role = named(docs, "ClusterRole", "dns-resolvers")
+    writes = {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in role["rules"]
+              if set(r["verbs"]) - {"get", "list", "watch"}}
+    assert writes == {(("authentication.k8s.io",), ("tokenreviews",)),
+                      (("authorization.k8s.io",), ("subjectaccessreviews",))}
+    assert pod["serviceAccountName"] == named(docs, "ServiceAccount",
+                                              "dns-resolvers")["metadata"]["name"]
+    binding = named(docs, "ClusterRoleBinding", "dns-resolvers")
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    # two replicas, never both down by choice, each port fenced to its clients
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["replicas"] == 2
+    pdb = named(docs, "PodDisruptionBudget", "dns-resolvers")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    policy = named(docs, "NetworkPolicy", "dns-resolvers")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    opened = {p["port"]: rule.get("from") for rule in policy["spec"]["ingress"]
+              for p in rule["ports"]}
+    assert set(opened) == set(ports) and opened["dns-hop"] == [{"namespaceSelector": {}}]
+    # Prometheus scrapes them through the control plane's ServiceMonitor
+    metrics = named(docs, "Service", "dns-resolvers")
+    monitor = named(docs, "ServiceMonitor", "dns-controlplane")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        metrics["metadata"]["labels"].items()
+    assert metrics["spec"]["selector"].items() <= labels.items()
+    assert [p["name"] for p in metrics["spec"]["ports"]] == ["http-admin"]

@@ -22,7 +22,9 @@ from controlplane.core.settings import (
     AuthSettings,
     DnsSettings,
     PolicyServerSettings,
+    ResolverLifetime,
     ResolverSettings,
+    Role,
     Settings,
     StatsSettings,
     WebhookSettings,
@@ -68,6 +70,19 @@ def test_the_cli_defaults_are_the_settings_defaults() -> None:
                                server_name="") == want.webhook
 
 
+def test_the_resolvers_role_needs_no_ads_flags() -> None:
+    """--role resolvers: no token, TLS or plaintext choice for an ADS it does not serve."""
+    args = build_parser().parse_args([
+        "serve", "--source", "examples", "--role", "resolvers", "--resolver-dir", "/tmp/r",
+        "--resolver-lifetime", "persistent"])
+    got = serve_settings(args)
+    assert got.role is Role.RESOLVERS and got.auth == AuthSettings()
+    assert got.resolvers.lifetime is ResolverLifetime.PERSISTENT
+    plain = serve_settings(build_parser().parse_args(["serve", "--source", "examples",
+                                                      "--insecure"]))
+    assert plain.role is Role.CONTROLPLANE
+
+
 @pytest.fixture
 def keep_logging() -> Iterator[None]:
     """``main(["serve", ...])`` points the root logger at this test's captured stderr."""
@@ -100,6 +115,15 @@ def keep_logging() -> Iterator[None]:
     (["--insecure", "--default-view", "nope"], "--default-view: invalid choice: 'nope'"),
     (["--insecure", "--answer-ttl", "x"], "--answer-ttl: invalid int value: 'x'"),
     (["--insecure", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    # --role resolvers serves no sidecar: what only a control plane uses is refused
+    (["--role", "resolvers", "--insecure"], "--insecure: --insecure is for --role controlplane"),
+    (["--role", "resolvers", "--xds-plaintext"], "--xds-plaintext: --xds-plaintext is for"),
+    (["--role", "resolvers", "--leader-identity", "p"], "--leader-identity: --leader-identity"),
+    (["--role", "resolvers", "--webhook-address", "127.0.0.1:9443"], "--webhook-address:"),
+    (["--role", "resolvers", "--resolver-dir", "/tmp/x", "--resolver-lifetime", "persistent",
+      "--tenant-resolvers", "none"], "--tenant-resolvers: --role resolvers runs the tenant"),
+    (["--role", "resolvers"], "--resolver-lifetime: --role resolvers keeps the resolvers"),
+    (["--role", "nope"], "--role: invalid choice: 'nope'"),
 ])
 def test_serve_reports_one_line_and_exits_2(args: list[str], line: str,
                                             capsys: pytest.CaptureFixture[str],

@@ -8,6 +8,7 @@ files removed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -85,11 +86,14 @@ class ControlPlane:
         return f"127.0.0.1:{self.xds_port}"
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ControlPlane:
-        auth = [] if "--auth-tokens" in self.extra_args else ["--insecure"]
+        resolvers_only = any(a == "--role" and b == "resolvers"  # no ADS: no ADS flags
+                             for a, b in itertools.pairwise(self.extra_args))
+        auth = [] if "--auth-tokens" in self.extra_args or resolvers_only else ["--insecure"]
         resolvers = ([] if "--resolver-dir" in self.extra_args
                      else ["--resolver-dir", str(self.workdir / "resolvers")])
         transport = (["--xds-tls-dir", str(self.xds_tls_dir)] if self.xds_tls_dir
-                     else [] if "--xds-tls-dir" in self.extra_args else ["--xds-plaintext"])
+                     else [] if "--xds-tls-dir" in self.extra_args or resolvers_only
+                     else ["--xds-plaintext"])
         argv = [sys.executable, "-m", "controlplane", "serve", "--source", str(self.source),
                 *resolvers, "--xds-address", self.xds_address,
                 "--admin-address", f"127.0.0.1:{self.admin_port}", *auth, *transport,

@@ -182,9 +182,12 @@ def _kube_runner(args: argparse.Namespace) -> Callable[[Store, Callable[[], None
         api = api_client(args.kubeconfig, args.context)
     except ConfigError as exc:
         raise exc.at("--kubeconfig") from exc
-    election = _election(args)
+    # --role resolvers writes no status: the control-plane replicas do (one, by the lease)
+    controlplane = args.role == "controlplane"
+    election = _election(args) if controlplane else None
     return lambda store, poke: KubeRunner(
-        api, store, poke, watch_pods=args.watch_pods, write_status=not args.no_status,
+        api, store, poke, watch_pods=args.watch_pods,
+        write_status=controlplane and not args.no_status,
         watch_timeout=args.watch_timeout, status_min_interval=args.status_interval,
         election=election)
 

@@ -30,6 +30,7 @@ from controlplane.core.settings import (
     ResolverLifetime,
     ResolverMode,
     ResolverSettings,
+    Role,
     SidecarMode,
     StatsSettings,
     WebhookSettings,
@@ -63,7 +64,7 @@ def _label(text: str) -> tuple[str, str]:
 
 
 def _choices(enum: type[ResolverMode | ResolverHop | ResolverAaaa | ResolverLifetime | AdminAuthMode
-                        | SidecarMode | DefaultView]) -> list[str]:
+                        | SidecarMode | DefaultView | Role]) -> list[str]:
     return [member.value for member in enum]
 
 
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the control plane")
     serve.add_argument("--source", required=True,
                        help="a directory of manifests (watched), or 'kubernetes'")
+    serve.add_argument("--role", choices=_choices(Role), default=Role.CONTROLPLANE.value,
+                       help="controlplane: ADS, the sidecars' channels, the webhook, status "
+                            "writes and the tenant resolvers; resolvers: only the tenant "
+                            "resolvers and their hop terminator, from the same source, in "
+                            "pods of their own that outlive the control plane's "
+                            "(docs/kubernetes.md; default %(default)s)")
     _dns_flags(serve)
     _xds_flags(serve)
     _resolver_flags(serve.add_argument_group(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from controlplane.core.errors import ConfigError
@@ -27,6 +28,7 @@ from controlplane.core.settings import (
     ResolverLifetime,
     ResolverMode,
     ResolverSettings,
+    Role,
     Settings,
     StatsSettings,
     WebhookSettings,
@@ -38,16 +40,45 @@ from controlplane.core.settings import (
 def serve_settings(args: argparse.Namespace) -> Settings:
     """The Settings of ``controlplane serve``'s flags; ConfigError names the flag at fault."""
     dns = dns_settings(args)
-    auth = auth_settings(args)
-    xds = xds_settings(args)
+    role = Role(args.role)
+    if role is Role.RESOLVERS:
+        check_resolvers_role(args)
+        auth, xds = AuthSettings(), replace(XdsSettings(), debounce_seconds=args.debounce)
+    else:
+        auth, xds = auth_settings(args), xds_settings(args)
     admin = admin_settings(args)
     return Settings(
         dns=dns, auth=auth, xds=xds, admin=admin, webhook=webhook_settings(args, zone=dns.zone),
-        resolvers=resolver_settings(args), policy_server=policy_server_settings(args),
+        resolvers=resolver_settings(args), policy_server=policy_server_settings(args), role=role,
         stats=StatsSettings(max_age_seconds=max(1.0, args.sidecar_stats_max_age),
                             history_file=args.traffic_history),
         fault_invalid_names=frozenset(n.lower() for n in args.fault_invalid_name),
         fault_crash_tasks=frozenset(args.fault_crash_task))
+
+
+# Flags of what only --role controlplane serves: refused with --role resolvers, which
+# would silently ignore them.
+_CONTROLPLANE_ONLY = (
+    ("--auth-tokens", "auth_tokens"), ("--auth-tokenreview", "auth_tokenreview"),
+    ("--insecure", "insecure"), ("--xds-tls-dir", "xds_tls_dir"),
+    ("--xds-plaintext", "xds_plaintext"), ("--webhook-address", "webhook_address"),
+    ("--leader-identity", "leader_identity"))
+
+
+def check_resolvers_role(args: argparse.Namespace) -> None:
+    """``--role resolvers`` serves no sidecar and writes no status: every flag of those is
+    refused, and it needs tenant resolvers that outlive it."""
+    for flag, name in _CONTROLPLANE_ONLY:
+        if getattr(args, name, None):
+            raise ConfigError(flag=flag, reason=f"{flag} is for --role controlplane: "
+                              "--role resolvers serves no ADS, webhook or status")
+    if ResolverMode(args.tenant_resolvers) is ResolverMode.NONE:
+        raise ConfigError(flag="--tenant-resolvers", reason="--role resolvers runs the tenant "
+                          "resolvers: --tenant-resolvers none leaves it nothing to do")
+    if ResolverLifetime(args.resolver_lifetime) is not ResolverLifetime.PERSISTENT:
+        raise ConfigError(flag="--resolver-lifetime", reason="--role resolvers keeps the "
+                          "resolvers answering across its own restarts: give "
+                          "--resolver-lifetime persistent (and --resolver-dir)")
 
 
 def dns_settings(args: argparse.Namespace) -> DnsSettings:

@@ -43,6 +43,19 @@ class DefaultView(StrEnum):
     CLUSTER = "cluster"  # every cluster name, forwarding to the default upstream if set
 
 
+class Role(StrEnum):
+    """What one ``controlplane serve`` process does (docs/kubernetes.md, "Resolvers in pods
+    of their own")."""
+
+    # ADS, the sidecars' stats and query log, the webhook, status writes, and the tenant
+    # resolvers (unless --tenant-resolvers none)
+    CONTROLPLANE = "controlplane"
+    # Only the tenant resolvers and their hop terminator, built from the same source: no
+    # gRPC server, no webhook, no status writes. Pods of their own keep forwarded names
+    # answering while every control-plane pod is gone.
+    RESOLVERS = "resolvers"
+
+
 class ResolverMode(StrEnum):
     """Who answers what forwarding views forward."""
 
@@ -390,5 +403,6 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)  # who may stream ADS
     webhook: WebhookSettings = field(default_factory=WebhookSettings)  # sidecar injection
     stats: StatsSettings = field(default_factory=StatsSettings)  # sidecars' DNS counters
+    role: Role = Role.CONTROLPLANE  # everything, or only the tenant resolvers
     fault_invalid_names: frozenset[str] = frozenset()  # test-only: see translate/faults.py
     fault_crash_tasks: frozenset[str] = frozenset()  # test-only: see runtime/supervise.py
