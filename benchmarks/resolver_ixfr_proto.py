@@ -493,9 +493,10 @@ def main() -> int:
 
     timers = (7200, 1800, 86400)
     paths: dict[str, dict[str, Any]] = {}
-    variants = (("ixfr", "unbound", 1), ("ixfr-2threads", "unbound", 2),
-                ("ixfr-nofile", "none", 1), ("ixfr-nowrite", "read-only", 1),
-                ("ixfr-nowrite-ctl", "read-only", 1))
+    variants: tuple[tuple[str, str, int], ...] = (
+        ("ixfr", "unbound", 1), ("ixfr-2threads", "unbound", 2),
+        ("ixfr-nofile", "none", 1), ("ixfr-nowrite", "read-only", 1),
+        ("ixfr-nowrite-ctl", "read-only", 1))
     variants = tuple(v for v in variants if v[0] in args.paths.split(","))
     for k, (name, zonefile, threads) in enumerate(variants):
         zones = {z: Zone.parse(z, t, serial=1, timers=timers) for z, t in first_texts.items()}
@@ -516,8 +517,8 @@ def main() -> int:
     paths["reload"] = {"fwd": fwd0, "edit": edits(0), "port": res.paths.listen.port,
                        "rows": [], "pid": res.unbound.pid}
     probers = {name: Prober(p["port"], other) for name, p in paths.items()}
-    for p in probers.values():
-        p.start()
+    for prober in probers.values():
+        prober.start()
     order = ["reload", *(v[0] for v in variants)]
     done = 0
     try:
@@ -652,7 +653,7 @@ def robust(work: Path, source_conf: Path, first: dict[str, str], fwd0: Any,
         print(f"3. primary gone, unbound restarted: {host} -> {ask(ub.port, host)} with the "
               f"file unbound wrote after each transfer, {ask(ro.port, host)} with the file "
               f"never written after its start (today's IP {ip})")
-        t_expire, rcode, got = None, "", []
+        t_expire, rcode, got = None, "", list[str]()
         while time.perf_counter() - t0 < timers[2] + 15:
             rcode, got = ask(ub.port, host)
             if rcode != "NOERROR" or got != [ip]:
