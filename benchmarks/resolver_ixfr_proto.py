@@ -37,7 +37,8 @@ per change, its RSS, and the longest wait of a query for another name sent every
 meanwhile (from this process: a stall of this process's threads counts too). ``--robust``
 instead runs the failure cases with SOA refresh 5 s, retry 2 s, expire 20 s (a NOTIFY
 lost; the resolver restarted while the primary is gone; the expiry; a primary restarted
-with a higher or a lower serial; a resolver restarted with an old file).
+with a higher or a lower serial; the resync by file + ``auth_zone_reload``; expire
+2^31-1; a resolver restarted with an old file).
 """
 
 from __future__ import annotations
@@ -600,7 +601,8 @@ def main() -> int:
 def robust(work: Path, source_conf: Path, first: dict[str, str], fwd0: Any,
            edit: Callable[[Any, int], tuple[Any, str, str]], texts_cls: Any,
            load_average: Callable[[], str]) -> int:
-    """The failure cases, with SOA refresh 5 s, retry 2 s, expire 20 s."""
+    """The failure cases, with SOA refresh 5 s, retry 2 s, expire 20 s (7, 8: the resync
+    and expire 2^31-1)."""
     timers = (5, 2, 20)
     texts = texts_cls()
     texts.update(fwd0)
@@ -692,6 +694,39 @@ def robust(work: Path, source_conf: Path, first: dict[str, str], fwd0: Any,
             print(f"5. primary back with a lower serial ({zones[cz.to_text()].serial}, "
                   f"the resolver has 100001): {exc}; primary events "
                   f"{sorted({e.split()[0] for _, e in prim.events})}")
+
+        # 7. the resync: the primary's text in the file + auth_zone_reload, whatever serial
+        # the resolver had; the SOA expire at 2^31-1 from here on
+        never = (5, 2, 2**31 - 1)
+        for z in zones.values():
+            z.timers = never
+        t0 = time.perf_counter()
+        for name, z in zones.items():
+            (ub.dir / f"table-{name.rstrip('.')}.zone").write_text(z.text())
+            control(ub.dir / "control.sock", f"auth_zone_reload {name}")
+        serial = ask(ub.port, cz.to_text(), "SOA")[1]
+        rcode, got = ask(ub.port, host)
+        print(f"7. resync with file + auth_zone_reload: SOA now {serial}, {host} -> {got} "
+              f"(want {ip}) after {(time.perf_counter() - t0) * 1000:.0f} ms")
+        prim.events.clear()
+        host, ip, t0 = change(5)
+        wait_for(ub.port, host, ip, limit=30, every=0.01)
+        print(f"   the next change by IXFR again: new answer after "
+              f"{(time.perf_counter() - t0) * 1000:.0f} ms; primary events "
+              f"{[e for _, e in prim.events if 'xfr' in e]}")
+
+        # 8. SOA expire 2^31-1: the primary gone, probes failing, the zone still answers
+        prim.close()
+        prim = None
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 25:
+            rcode, got = ask(ub.port, host)
+            if rcode != "NOERROR" or got != [ip]:
+                break
+            time.sleep(0.5)
+        print(f"8. expire 2^31-1, primary gone: after {time.perf_counter() - t0:.0f} s "
+              f"(refresh 5, retry 2: several failed probes) {host} -> {rcode} {got}")
+        prim = Primary(zones, port=port)
 
         prim.close()
         ub.stop()  # from here on only the resolver restarted with an old file
