@@ -296,6 +296,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STARTED: list[Unbound] = []  # stopped when the run ends, however it ends
+
+
 class Unbound:
     """One unbound with a copy of the pool's resolver directory and config, its table
     zones taken from the primary."""
@@ -338,6 +341,7 @@ class Unbound:
         self.log = open(self.dir / "unbound.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([UNBOUND, "-d", "-c", str(self.conf)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        STARTED.append(self)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -762,5 +766,13 @@ def robust(work: Path, source_conf: Path, first: dict[str, str], fwd0: Any,
     return 0
 
 
+def run() -> int:
+    try:
+        return main()
+    finally:
+        for ub in STARTED:
+            ub.stop()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())
