@@ -42,7 +42,12 @@ from controlplane.core.model import FailureMode
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
 from controlplane.dns.hop_peers import hop_peers, peers_may_change
-from controlplane.dns.status import conflicts_by_policy, policy_status
+from controlplane.dns.status import (
+    PolicySelector,
+    ProxyState,
+    conflicts_by_policy,
+    policy_status,
+)
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import (
     DEFAULT_TENANT,
@@ -640,16 +645,21 @@ class Hub:
         """The desired status of every DnsPolicy known, valid or not."""
         inv = self.inventory
         proxies = self.streams.proxy_states()
-        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
+        selector = PolicySelector(inv)  # one selection per workload for the whole walk
+        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies], selector=selector)
+        by_tenant: dict[str, list[ProxyState]] = {}
+        for proxy in proxies:
+            by_tenant.setdefault(proxy.tenant, []).append(proxy)
         invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
         out = {}
         for name in sorted(set(inv.policies) | set(invalid)):
             error = invalid.get(name) or self.policy_errors.get(name)
             out[name] = policy_status(
                 inv.policies.get(name), name, inventory=inv, error=error,
-                view=self.tenant_views.get(name), proxies=proxies,
+                view=self.tenant_views.get(name), proxies=by_tenant.get(name, []),
                 conflicts=conflicts.get(name, set()), pods_watched=pods_watched,
-                policy_server=self.decider.reachable(name) if self.decider else None)
+                policy_server=self.decider.reachable(name) if self.decider else None,
+                selector=selector)
         return out
 
     def service_entry_statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
