@@ -445,7 +445,7 @@ class Hub:
         self._assign(conn)
         log.info("node %s connected: namespace=%s view=%s", conn.workload.node_id,
                  conn.workload.namespace, conn.view_key,
-                 extra={"node": conn.workload.node_id, "view": str(conn.view_key)})
+                 extra={"node": conn.workload.node_id, "view": conn.view_name})
         self._refresh_snapshots()
         self._changed()
 
