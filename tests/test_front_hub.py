@@ -79,6 +79,25 @@ def test_front_set_address_from_node_metadata(raw: str | None, front: tuple[str,
     assert any("DNS_FRONT_SET_ADDRESS" in x for x in w.warnings) is warned
 
 
+@pytest.mark.parametrize(("raw", "dns", "stats", "warned"), [
+    ("127.0.0.2:5300", ("127.0.0.2", 5300), ("127.0.0.2", 5300), False),
+    ("[::0001]:53", ("::1", 53), ("::1", 53), False),  # the canonical form
+    ("10.0.0.1", ("10.0.0.1", 15053), ("10.0.0.1", 15090), False),  # each key's own port
+    ("localhost:53", ("127.0.0.1", 15053), ("0.0.0.0", 15090), True),  # not an IP
+    ("127.0.0.1:99999", ("127.0.0.1", 15053), ("0.0.0.0", 15090), True),
+])
+def test_listen_addresses_from_node_metadata(raw: str, dns: tuple[str, int],
+                                             stats: tuple[str, int], warned: bool) -> None:
+    """The same value under two keys, twice (addresses are parsed once per value and
+    default port: the second node gets the same answer, and its own warnings)."""
+    for _ in range(2):
+        w = workload_from_node(node("n", "acme", LABELS={}, DNS_LISTEN_ADDRESS=raw,
+                                    STATS_LISTEN_ADDRESS=raw))
+        assert (w.dns_listen_host, w.dns_listen_port) == dns
+        assert (w.stats_listen_host, w.stats_listen_port) == stats
+        assert len([x for x in w.warnings if "is not IP:PORT" in x]) == (2 if warned else 0)
+
+
 def test_view_key_shows_the_front() -> None:
     plain = ViewKey("acme", "127.0.0.1", 15053)
     assert plain.front is None and str(plain) == "acme@127.0.0.1:15053"

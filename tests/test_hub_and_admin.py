@@ -50,6 +50,26 @@ def test_view_follows_policy_changes() -> None:
     assert conn.view_key.tenant == "_default" and notified
 
 
+def test_a_stream_of_a_known_workload_gets_the_policy_in_force_when_it_attaches() -> None:
+    """The hub keeps the policy selected per workload (namespace, labels) for the streams
+    that follow: never past a change of which policy applies."""
+    hub = Hub(Settings())
+    hub.set_inventory(inventory())
+    first = connect(hub, node("x", "acme", LABELS={"app": "web"}))
+    assert first.view_key is not None and first.view_key.tenant == "acme"
+    inv = inventory((tenant_policy("web", "acme", selector=LabelSelector(
+        match_labels=(("app", "web"),))),))
+    hub.set_inventory(inv)
+    second = connect(hub, node("y", "acme", LABELS={"app": "web"}))
+    other = connect(hub, node("z", "acme", LABELS={"app": "db"}))
+    assert [c.view_key.tenant for c in (first, second, other) if c.view_key] == [
+        "web", "web", "acme"]
+    hub.set_inventory(inventory())
+    third = connect(hub, node("w", "acme", LABELS={"app": "web"}))
+    assert [c.view_key.tenant for c in (first, second, third) if c.view_key] == [
+        "acme", "acme", "acme"]
+
+
 def test_node_without_metadata_gets_default_view_and_warning() -> None:
     hub = Hub(Settings())
     hub.set_inventory(inventory())

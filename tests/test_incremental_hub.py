@@ -294,10 +294,11 @@ def test_heap_guard_pauses_collection_and_freezes_what_was_built() -> None:
     guard = HeapGuard()
     with guard.quiet():  # inactive: the interpreter's defaults
         assert gc.isenabled()
-    interval, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    interval, frozen, thresholds = sys.getswitchinterval(), gc.get_freeze_count(), gc.get_threshold()
     try:
         guard.activate()
         assert sys.getswitchinterval() == 0.001
+        assert gc.get_threshold() == (5_000, 5, 10)  # short-lived objects die young
         with guard.quiet():
             assert not gc.isenabled()
             with guard.quiet():  # nested (another thread's work): still paused
@@ -308,6 +309,7 @@ def test_heap_guard_pauses_collection_and_freezes_what_was_built() -> None:
     finally:
         gc.unfreeze()
         sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
 
 
 def test_rebuild_traces_in_the_admin_api() -> None:

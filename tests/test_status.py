@@ -10,12 +10,14 @@ from controlplane.core.errors import InputError
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import Namespace, Pod, Workload
 from controlplane.dns.status import (
+    PolicySelector,
     ProxyState,
     conflicts_by_policy,
     merge_transition_times,
     policy_status,
     without_times,
 )
+from controlplane.policy.selection import select_policy
 from tests.factories import policy
 
 INV = Inventory.of([
@@ -42,6 +44,44 @@ def test_conflicts_are_symmetric_and_name_the_winner() -> None:
     alpha = policy_status(INV.policies["alpha"], "alpha", inventory=INV, error=None, view=None,
                           proxies=[], conflicts={"beta"}, pods_watched=True)
     assert alpha["selectedWorkloads"] == 2
+
+
+def test_one_selector_for_a_whole_walk_gives_each_policy_its_own_status() -> None:
+    """The status walk selects once per (namespace, labels) and shares that between the
+    policies: every policy's status, conflicts and pod count are what each gets alone, by
+    brute force over the pods (a pod per label set and namespace, and connected Envoys of
+    label sets no pod has)."""
+    pods = [Pod(ns, f"p{i}", labels) for i, (ns, labels) in enumerate(
+        (ns, labels) for ns in ("a1", "a2", "b", "c")
+        for labels in ((), (("app", "web"),), (("app", "db"), ("tier", "x"))))]
+    inv = Inventory.of([*INV.namespaces.values(), Namespace("c"), *pods,
+                        *INV.policies.values(),
+                        policy("web", {"team": "a"}, pod_labels={"app": "web"}),
+                        policy("web2", {"team": "a"}, pod_labels={"app": "web"})])
+    envoys = [Workload(node_id=f"n{i}", namespace=ns, labels=(("app", "web"), ("v", str(i))))
+              for i, ns in enumerate(("a1", "b", "c", "a2"))]
+    selector = PolicySelector(inv)
+    shared = conflicts_by_policy(inv, envoys, selector=selector)
+    assert shared == conflicts_by_policy(inv, envoys)
+    assert shared == {"alpha": {"beta"}, "beta": {"alpha"}, "web": {"web2"}, "web2": {"web"}}
+    proxies = [ProxyState(w, "bravo", True) for w in envoys]
+    for name, pol in inv.policies.items():
+        alone = policy_status(pol, name, inventory=inv, error=None, view=None,
+                              proxies=proxies, conflicts=shared.get(name, set()),
+                              pods_watched=True)
+        walked = policy_status(pol, name, inventory=inv, error=None, view=None,
+                               proxies=proxies, conflicts=shared.get(name, set()),
+                               pods_watched=True, selector=selector)
+        assert walked == alone
+        assert walked["selectedWorkloads"] == sum(
+            1 for p in inv.pods.values()
+            if select_policy(Workload(node_id="", namespace=p.namespace, labels=p.labels),
+                             inv.namespace_labels(p.namespace),
+                             inv.policies.values()).policy == pol)
+    assert {n: selector.pods_selected(inv.policies[n]) for n in ("alpha", "web", "bravo")} == {
+        "alpha": 4, "web": 2, "bravo": 3}
+    # A version of a policy the inventory does not hold applies to no pod.
+    assert selector.pods_selected(policy("alpha", {"team": "a"}, generation=9)) == 0
 
 
 def test_ready_follows_the_proxies() -> None:

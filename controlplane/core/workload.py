@@ -24,6 +24,7 @@ Metadata keys (all optional, each missing one gives a warning, never an error):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -91,16 +92,12 @@ def _front_address(raw: Any, warnings: list[str]) -> tuple[str, int]:
     """``DNS_FRONT_SET_ADDRESS``: ("", 0) when absent or unusable (not fronted)."""
     if raw is None:
         return "", 0
-    try:
-        host, port = split_host_port(str(raw), 0)
-    except BadAddress:
-        host, port = "", 0
-    ip = parse_ip(host)
-    if ip is None or not port:
+    parsed = _ip_port(str(raw), 0)
+    if parsed is None or not parsed[1]:
         warnings.append(f"DNS_FRONT_SET_ADDRESS {raw!r} is not IP:PORT; the node is not "
                         "fronted (no set listener)")
         return "", 0
-    return str(ip), port
+    return parsed
 
 
 def _address(meta: dict[str, Any], key: str, host: str, port: int,
@@ -108,12 +105,21 @@ def _address(meta: dict[str, Any], key: str, host: str, port: int,
     raw = meta.get(key)
     if raw is None:
         return host, port
-    try:
-        split_host, split_port = split_host_port(str(raw), port)
-    except BadAddress:
-        split_host, split_port = "", port
-    ip = parse_ip(split_host)
-    if ip is None:
+    parsed = _ip_port(str(raw), port)
+    if parsed is None:
         warnings.append(f"{key} {raw!r} is not IP:PORT; using {host}:{port}")
         return host, port
-    return str(ip), split_port
+    return parsed
+
+
+@lru_cache(maxsize=1024)
+def _ip_port(raw: str, port: int) -> tuple[str, int] | None:
+    """``HOST:PORT`` as (the IP in its canonical form, the port; ``port`` when it names
+    none), None when the host is not an IP. A fleet's nodes carry a handful of distinct
+    addresses, each parsed once rather than on every connection (a reconnect storm)."""
+    try:
+        host, split_port = split_host_port(raw, port)
+    except BadAddress:
+        return None
+    ip = parse_ip(host)
+    return None if ip is None else (str(ip), split_port)

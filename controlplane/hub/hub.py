@@ -42,7 +42,12 @@ from controlplane.core.model import FailureMode
 from controlplane.core.settings import Settings
 from controlplane.core.workload import DEFAULT_HOP_HOST, DEFAULT_HOP_PORT, workload_from_node
 from controlplane.dns.hop_peers import hop_peers, peers_may_change
-from controlplane.dns.status import conflicts_by_policy, policy_status
+from controlplane.dns.status import (
+    PolicySelector,
+    ProxyState,
+    conflicts_by_policy,
+    policy_status,
+)
 from controlplane.dns.view_builder import ViewBuild, ViewBuilder
 from controlplane.dns.views import (
     DEFAULT_TENANT,
@@ -84,6 +89,7 @@ from controlplane.xds.snapshot import SnapshotCache, ViewSnapshot
 log = logging.getLogger("controlplane.hub.hub")
 
 T = TypeVar("T")
+SELECTIONS_KEPT = 4096  # workloads (namespace, labels) whose policy selection is kept
 
 
 class Offload(Protocol):
@@ -122,6 +128,11 @@ class Hub:
         self.snapshots = ViewSnapshots(self.cache, changed_at=self.streams.changed_at)
         self.builder = ViewBuilder(settings.dns)
         self.inventory = Inventory()
+        # The policy selected per (namespace, labels) for ``_selected_for`` (an inventory:
+        # which policy applies depends on it alone): the streams of one workload, and a
+        # fleet reconnecting, select once per workload (``_selections``).
+        self._selected_for: Inventory | None = None
+        self._selected: dict[tuple[str, Any], Selection] = {}
         self.tenant_views: dict[str, TenantView] = {}
         self.policy_errors: dict[str, InputError] = {}
         self.compiled: dict[str, CompiledPolicy] = {}
@@ -359,6 +370,7 @@ class Hub:
         trace.names = len(build.changed_names)
         trace.rebuilt = build.rebuilt
         if build.selection_changed:  # which policy applies can only change with these
+            self._selected_for = None
             self._assign_all()
         jobs = self.snapshots.stale(self.streams.active_views(), views)
         trace.phases["adopt"] = time.perf_counter() - started
@@ -440,7 +452,7 @@ class Hub:
         self._assign(conn)
         log.info("node %s connected: namespace=%s view=%s", conn.workload.node_id,
                  conn.workload.namespace, conn.view_key,
-                 extra={"node": conn.workload.node_id, "view": str(conn.view_key)})
+                 extra={"node": conn.workload.node_id, "view": conn.view_name})
         self._refresh_snapshots()
         self._changed()
 
@@ -455,13 +467,14 @@ class Hub:
         hop = ((w.hop_listen_host, w.hop_listen_port)
                if fronted or (self.resolvers is not None and self.resolvers.hop is not None)
                else (DEFAULT_HOP_HOST, DEFAULT_HOP_PORT))
+        if selections is None:
+            selections = self._selections()
         memo = (w.namespace, w.labels)
-        selection = selections.get(memo) if selections is not None else None
+        selection = selections.get(memo)
         if selection is None:
             selection = select_policy(w, self.inventory.namespace_labels(w.namespace),
                                       self.inventory.policies.values())
-            if selections is not None:
-                selections[memo] = selection
+            selections[memo] = selection
         tenant = selection.policy.tenant if selection.policy else DEFAULT_TENANT
         if conn.bound_tenant and tenant != conn.bound_tenant:
             # A static token's tenant: its view, or (the tenant gone) the default one.
@@ -476,6 +489,13 @@ class Hub:
                       w.stats_listen_port, *hop, w.front_set_host if fronted else "",
                       w.front_set_port)
         self._set_view(conn, key)
+
+    def _selections(self) -> dict[tuple[str, Any], Selection]:
+        """The selections made for the current inventory (none kept past
+        ``SELECTIONS_KEPT`` workloads: pods come and go with new labels)."""
+        if self._selected_for is not self.inventory or len(self._selected) >= SELECTIONS_KEPT:
+            self._selected_for, self._selected = self.inventory, {}
+        return self._selected
 
     def _assign_all(self) -> None:
         selections: dict[tuple[str, Any], Selection] = {}  # streams of one workload agree
@@ -640,16 +660,21 @@ class Hub:
         """The desired status of every DnsPolicy known, valid or not."""
         inv = self.inventory
         proxies = self.streams.proxy_states()
-        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies])
+        selector = PolicySelector(inv)  # one selection per workload for the whole walk
+        conflicts = conflicts_by_policy(inv, [p.workload for p in proxies], selector=selector)
+        by_tenant: dict[str, list[ProxyState]] = {}
+        for proxy in proxies:
+            by_tenant.setdefault(proxy.tenant, []).append(proxy)
         invalid = {e.name: e for e in inv.errors if e.kind == "DnsPolicy"}
         out = {}
         for name in sorted(set(inv.policies) | set(invalid)):
             error = invalid.get(name) or self.policy_errors.get(name)
             out[name] = policy_status(
                 inv.policies.get(name), name, inventory=inv, error=error,
-                view=self.tenant_views.get(name), proxies=proxies,
+                view=self.tenant_views.get(name), proxies=by_tenant.get(name, []),
                 conflicts=conflicts.get(name, set()), pods_watched=pods_watched,
-                policy_server=self.decider.reachable(name) if self.decider else None)
+                policy_server=self.decider.reachable(name) if self.decider else None,
+                selector=selector)
         return out
 
     def service_entry_statuses(self) -> dict[tuple[str, str], dict[str, Any]]:

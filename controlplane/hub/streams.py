@@ -42,6 +42,9 @@ class Connection:
     connected_at: float
     workload: Workload | None = None
     view_key: ViewKey | None = None
+    # ``str(view_key)``, the view's label in metrics and logs, made once per view chosen
+    # rather than for every response sent ("None" as ``str(None)``: no view yet).
+    view_name: str = "None"
     conflicts: tuple[str, ...] = ()
     # The one tenant the caller stands for (a static token's ``tenant:``): its view,
     # whatever the node claims. "": chosen by the workload's namespace and labels.
@@ -89,7 +92,7 @@ class Streams:
         if key == conn.view_key:
             return False
         self._leave(conn)
-        conn.view_key = key
+        conn.view_key, conn.view_name = key, str(key)
         self._by_view.setdefault(key, {})[conn.conn_id] = conn
         if conn.workload is not None:
             self._by_node.setdefault(conn.workload.node_id, {})[conn.conn_id] = conn
@@ -160,11 +163,11 @@ class Streams:
     def record(self, conn: Connection, event: Event) -> None:
         node = conn.workload.node_id if conn.workload else conn.peer
         short = SHORT_NAMES.get(event.type_url, event.type_url)
-        view = str(conn.view_key)
         self.history.add(ConfigEvent(
             self._clock(), node, conn.conn_id, "nack" if isinstance(event, Nack) else "ack",
             short, event.version, event.error if isinstance(event, Nack) else ""))
         if isinstance(event, Nack):
+            view = conn.view_name
             self.metrics.nacks_total += 1
             self.metrics.nacks[(view, short)] += 1
             log.error("node %s rejected %s version %s: %s", node, short, event.version,
@@ -184,7 +187,7 @@ class Streams:
 
     def record_sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
         short = SHORT_NAMES.get(out.type_url, out.type_url)
-        self.metrics.pushes[(str(conn.view_key), short)] += 1
+        self.metrics.pushes[(conn.view_name, short)] += 1
         self.history.add(ConfigEvent(
             self._clock(), conn.workload.node_id if conn.workload else conn.peer,
             conn.conn_id, "sent", short, out.version))

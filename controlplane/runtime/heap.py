@@ -25,6 +25,15 @@ and dead since) and of large batches (a first load, a big file), frozen
 without it; closed ADS streams leave about four such objects each (measured),
 kept if the stream was open at such a moment.
 
+**Young generations.** The interpreter's default (a collection every 700 net new
+objects, the middle generation every 10 of those) moves what an ADS stream allocates
+for one request (a message, futures, callbacks: dead a few milliseconds later) to the
+old generation, and a full collection follows each time that grew by a quarter: in a
+reconnect storm two or more per storm of 2,000 streams, 100-130 ms each with the loop
+held, ~10% of the server's CPU. ``activate`` sets ``THRESHOLDS``: a collection every
+5,000, the middle one every 5 (at most 25,000 objects, ~15 ms): the short-lived die
+young, and the storm runs without a full collection (RESULTS.md section 25).
+
 Inactive until ``activate()`` (``serve`` calls it): unit tests and tools keep
 the interpreter's defaults.
 """
@@ -41,6 +50,7 @@ SWITCH_INTERVAL = 0.001  # seconds a thread holds the GIL while another one wait
 # New objects since the last collection above which a batch is frozen without collecting
 # it first (a collection of 20,000 objects takes a few milliseconds).
 LARGE = 20_000
+THRESHOLDS = (5_000, 5, 10)  # gc.set_threshold while active (see "Young generations")
 
 
 class HeapGuard:
@@ -55,6 +65,7 @@ class HeapGuard:
     def activate(self) -> None:
         self.active = True
         sys.setswitchinterval(SWITCH_INTERVAL)
+        gc.set_threshold(*THRESHOLDS)
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:

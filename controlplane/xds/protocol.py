@@ -148,10 +148,16 @@ def type_snapshot(snapshot: ViewSnapshot, type_url: str) -> TypeSnapshot:
     return ts if ts is not None else _empty_type(type_url)
 
 
-def type_order(types: Any) -> list[str]:
-    """Make-before-break (#15): CDS, EDS, LDS, RDS, then anything else by name."""
-    return [t for t in ORDERED_TYPES if t in types] + sorted(
-        t for t in types if t not in ORDERED_TYPES)
+def type_order(types: Any) -> tuple[str, ...]:
+    """Make-before-break (#15): CDS, EDS, LDS, RDS, then anything else by name. Asked on
+    every turn of every stream, for the few type sets there are: one answer per set."""
+    return _type_order(tuple(types))
+
+
+@lru_cache(maxsize=256)
+def _type_order(types: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple([t for t in ORDERED_TYPES if t in types] + sorted(
+        t for t in types if t not in ORDERED_TYPES))
 
 
 @dataclass(slots=True)
