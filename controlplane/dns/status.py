@@ -47,7 +47,7 @@ class PolicySelector:
     workload, and the Envoys beside them, share one answer. The status is made for every
     pod and connected Envoy each time the hub changes (every 0.2 s while a fleet
     reconnects): 10,000 of each cost 0.6 s of the event loop per run when each was
-    selected again for every policy (RESULTS.md section 25)."""
+    selected again for every policy (RESULTS.md section 26)."""
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory

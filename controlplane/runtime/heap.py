@@ -32,7 +32,7 @@ old generation, and a full collection follows each time that grew by a quarter: 
 reconnect storm two or more per storm of 2,000 streams, 100-130 ms each with the loop
 held, ~10% of the server's CPU. ``activate`` sets ``THRESHOLDS``: a collection every
 5,000, the middle one every 5 (at most 25,000 objects, ~15 ms): the short-lived die
-young, and the storm runs without a full collection (RESULTS.md section 25).
+young, and the storm runs without a full collection (RESULTS.md section 26).
 
 Inactive until ``activate()`` (``serve`` calls it): unit tests and tools keep
 the interpreter's defaults.
