@@ -846,7 +846,8 @@ class ResolverPool:
                     and self.primary.change(res.paths.primary_port, zone, *step) is not None):
                 sent.append(zone)
                 continue
-            self._load_zone(res, zone, text, at_least=res.adopted_serials.pop(zone, -1) + 1)
+            self._load_zone(res, zone, text, fwd=fwd,
+                            at_least=res.adopted_serials.pop(zone, -1) + 1)
             self.table_reloads += 1
         self._transfer(res, sent, check=True)
         self.table_transfers += len(sent)
@@ -856,11 +857,11 @@ class ResolverPool:
             res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
 
     def _load_zone(self, res: TenantResolver, zone: str, text: str, *,
-                   at_least: int = 0) -> None:
+                   fwd: Forwarding | None = None, at_least: int = 0) -> None:
         """Replace one zone file whole (a rename) and have unbound reload it live. A zone
         its primary serves gets a new serial with no history before it (a resync: unbound
         takes the file's serial, whatever its own was), at least ``at_least``."""
-        fwd = res.forward
+        fwd = fwd or res.forward
         if (self.primary is not None and fwd is not None
                 and self._primary_zone(res.paths, fwd, zone)):
             text = with_soa(text, self.primary.resync(res.paths.primary_port, zone, text,
@@ -882,7 +883,7 @@ class ResolverPool:
             for zone, old_text in res.table_texts.items():
                 text = texts.get(zone) or empty_zone(zone, fwd)
                 if text != old_text:
-                    self._load_zone(res, zone, text)
+                    self._load_zone(res, zone, text, fwd=fwd)
             self._reload_local_data(res, self._made(res.tenant, fwd).outside)
             if res.triggers_key != self._rpz_key(res.tenant, fwd):
                 self._reload_triggers(res, fwd)

@@ -330,6 +330,7 @@ class TableTexts:
         # ``table_of``; None when not known (a first or whole build).
         self.changes: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
         self.changes_from: object = None
+        self._from: object = None  # ``changes_from`` of the last non-empty difference
         self._tail: list[str] = []  # the cluster zone's alias and wildcard lines
 
     def update(self, fwd: Forwarding) -> TableOutput:
@@ -345,10 +346,17 @@ class TableTexts:
             self.output = TableOutput({}, (), ())
             self._tail = []
             self.full_builds += 1
-        self.changes_from, self.changes = self.table_of, None
+        since, before = self.table_of, self.changes
+        self.changes_from, self.changes = since, None
         output = self._update(fwd)
         if first or self._key is None:  # a whole build: no difference to tell
             self.changes = None
+        elif self.changes == {} and before is not None:
+            # an equal table again (a new tuple of the same records): the last difference
+            # still takes its predecessor to this one
+            self.changes_from, self.changes = self._from, before
+        if self.changes is not None and self.changes:
+            self._from = since
         self.table_of, self.output = fwd.table, output
         return output
 
