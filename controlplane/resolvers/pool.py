@@ -752,10 +752,20 @@ class ResolverPool:
             return False
         return zone.endswith(".arpa.") or zone == fwd.zone.rstrip(".").lower() + "."
 
-    def _transfer(self, res: TenantResolver, zones: list[str], *, check: bool = False) -> None:
-        """Have unbound ask the primary for ``zones`` now (SOA, then IXFR from its serial)."""
-        for zone in zones:
-            self._control(res, f"auth_zone_transfer {zone}", check=check)
+    def _transfer(self, res: TenantResolver, zones: list[str]) -> None:
+        """Have unbound ask the primary for ``zones`` now (SOA, then IXFR from its serial),
+        from the primary's triggers thread (``ZonePrimary.later``): ``apply`` does not wait
+        for unbound's answer. A trigger lost (unbound down) is caught by the SOA refresh, a
+        restart (files written whole) or the supervision."""
+        if self.primary is None or not zones:
+            return
+
+        def send() -> None:
+            for zone in zones:
+                if self._control(res, f"auth_zone_transfer {zone}", check=False) is None:
+                    log.info("tenant resolver for %s: no answer to auth_zone_transfer %s",
+                             res.tenant, zone, extra={"tenant": res.tenant})
+        self.primary.later(send)
 
     def _adopt_primary(self, res: TenantResolver) -> None:
         """An adopted resolver's zones name the previous control plane's primary port: bind
@@ -849,7 +859,7 @@ class ResolverPool:
             self._load_zone(res, zone, text, fwd=fwd,
                             at_least=res.adopted_serials.pop(zone, -1) + 1)
             self.table_reloads += 1
-        self._transfer(res, sent, check=True)
+        self._transfer(res, sent)
         self.table_transfers += len(sent)
         self._reload_local_data(res, self._made(res.tenant, fwd).outside)
         res.table_texts, res.table_of = texts, fwd.table

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import selectors
 import socket
 import struct
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controlplane.resolvers.zone_wire import (
@@ -123,6 +125,14 @@ class ZonePrimary:
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="zone-primary", daemon=True)
         self._thread.start()
+        # The triggers (``auth_zone_transfer`` over a resolver's control socket), sent in
+        # order on a thread of their own: unbound answers a control command only when its
+        # first thread is free, and it may be writing the zone file of the last transfer
+        # (~30 ms at 10,000 Services): the pool's thread does not wait for that.
+        self._later: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._trigger_thread = threading.Thread(target=self._run_later,
+                                                name="zone-primary-triggers", daemon=True)
+        self._trigger_thread.start()
 
     # -- ports ---------------------------------------------------------------
     def bind(self, port: int = 0) -> int:
@@ -166,11 +176,24 @@ class ZonePrimary:
                 self._ops += [("remove", s) for s in socks]
         self._wake()
 
+    def later(self, call: Callable[[], object]) -> None:
+        """Run ``call`` on the triggers' thread, after the ones before it."""
+        self._later.put(call)
+
+    def _run_later(self) -> None:
+        while (call := self._later.get()) is not None:
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - one resolver's failure ends no other's trigger
+                log.exception("zone primary: a trigger failed")
+
     def close(self) -> None:
         with self._lock:
             self._stopping = True
         self._wake()
+        self._later.put(None)
         self._thread.join(timeout=5)
+        self._trigger_thread.join(timeout=5)
         for tcp, udp in self._sockets.values():
             tcp.close()
             udp.close()
