@@ -7,11 +7,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from controlplane.core.errors import WireError
 from controlplane.resolvers.zone_wire import (
     IXFR,
     NOTAUTH,
     SOA,
-    WireError,
     parse_query,
     response,
     rr_wire,

@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from controlplane.core.errors import WireError
 from controlplane.resolvers.zone_wire import (
     AXFR,
     IXFR,
@@ -41,7 +42,6 @@ from controlplane.resolvers.zone_wire import (
     NOTIMP,
     REFUSED,
     SOA,
-    WireError,
     error,
     parse_query,
     response,

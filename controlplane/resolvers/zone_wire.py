@@ -10,9 +10,11 @@ uncompressed (an answer is a change's few records, not a zone).
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 from dataclasses import dataclass
+
+from controlplane.core.errors import WireError
 
 A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
 IXFR, AXFR = 251, 252
@@ -22,10 +24,6 @@ QR, AA, TC = 0x8000, 0x0400, 0x0200
 TYPES = {"A": A, "NS": NS, "CNAME": CNAME, "SOA": SOA, "PTR": PTR, "TXT": TXT, "AAAA": AAAA,
          "SRV": SRV}
 MAX_MESSAGE = 60000  # bytes of records in one TCP message (its limit: 65535)
-
-
-class WireError(ValueError):
-    """A message that cannot be read, or a line that cannot be written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +129,9 @@ def rr_wire(line: str, origin: str) -> bytes:
 
 def _rdata(rtype: int, text: str, origin: str) -> bytes:
     if rtype == A:
-        return socket.inet_pton(socket.AF_INET, text)
+        return ipaddress.IPv4Address(text).packed
     if rtype == AAAA:
-        return socket.inet_pton(socket.AF_INET6, text)
+        return ipaddress.IPv6Address(text).packed
     if rtype in (NS, CNAME, PTR):
         return name_wire(text, origin)
     if rtype == SRV:

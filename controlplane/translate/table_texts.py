@@ -351,11 +351,11 @@ class TableTexts:
         output = self._update(fwd)
         if first or self._key is None:  # a whole build: no difference to tell
             self.changes = None
-        elif self.changes == {} and before is not None:
+        elif self.changes == {} and before:
             # an equal table again (a new tuple of the same records): the last difference
             # still takes its predecessor to this one
             self.changes_from, self.changes = self._from, before
-        if self.changes is not None and self.changes:
+        elif self.changes:
             self._from = since
         self.table_of, self.output = fwd.table, output
         return output
