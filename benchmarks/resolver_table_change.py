@@ -79,9 +79,13 @@ def main() -> int:
     fwd = build_tenant_view(inv.policies["wide0"], records, inv, DnsSettings())[0].forward
     assert fwd is not None
     extra: dict[str, Any] = {}
-    if args.table_updates == "ixfr":
+    try:  # (code from before the setting: the reload path only)
         from controlplane.core.settings import ResolverTableUpdates
-        extra["table_updates"] = ResolverTableUpdates.IXFR
+    except ImportError:
+        if args.table_updates != "reload":
+            raise SystemExit(f"{args.code}: no --resolver-table-updates there") from None
+    else:
+        extra["table_updates"] = ResolverTableUpdates(args.table_updates)
     pool = ResolverPool(Path(tempfile.mkdtemp(prefix="rtc-")) / "pool", **extra)
     started = time.perf_counter()
     pool.apply({"wide0": fwd})

@@ -218,7 +218,7 @@ class ResolverSettings:
     mode: ResolverMode = ResolverMode.LOCAL
     dir: str = ""  # where their files live; "" for a temporary directory
     lifetime: ResolverLifetime = ResolverLifetime.PROCESS  # persistent needs dir
-    table_updates: ResolverTableUpdates = ResolverTableUpdates.RELOAD  # how a change arrives
+    table_updates: ResolverTableUpdates = ResolverTableUpdates.IXFR  # how a change arrives
     listen_host: str = "127.0.0.1"  # the address they listen on
     advertise_host: str = ""  # how sidecars reach them; "" for the listen address
     host_spool: str = ""  # started by `controlplane resolver-host` on this spool directory

@@ -12,6 +12,11 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   ``unbound_table.table_rpz``) changed: the RPZ file is rewritten and
   ``unbound-control auth_zone_reload`` applies it live; the cache stays, and a
   newly denied name is denied at once (RPZ applies before the cache);
+- the table changed (``_reload_table``): the zone files whose text changed are rewritten
+  and reloaded (``auth_zone_reload``: unbound reads the whole file), or, with
+  ``table_updates`` ``ixfr`` (the default), the zone's removed and added lines go to the pool's
+  loopback primary (``primary.py``) and unbound takes them by IXFR
+  (``auth_zone_transfer``), asynchronously; a file and a reload only to resync;
 - the server, transport or CA changed: make-before-break: a new resolver on a
   new port, Envoy moves to it with its next listener update (lossless, facts
   10), and the old one stops after ``grace_seconds``; the old server's cache
@@ -217,7 +222,7 @@ class ResolverPool:
     # How a change of a table reaches a running resolver: its files reloaded, or by IXFR
     # from ``primary`` (a loopback server of this process; primary.py) with the files
     # reloaded only to resync (a first change after adoption, a serial the history lost).
-    table_updates: ResolverTableUpdates = ResolverTableUpdates.RELOAD
+    table_updates: ResolverTableUpdates = ResolverTableUpdates.IXFR
     table_transfers: int = 0  # changes of a table zone sent by IXFR (auth_zone_transfer)
     primary: ZonePrimary | None = field(default=None, repr=False)
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
