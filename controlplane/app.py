@@ -547,7 +547,8 @@ def make_resolver_pool(settings: ResolverSettings) -> ResolverPool | None:
                         persistent=settings.lifetime is ResolverLifetime.PERSISTENT,
                         spawner=(SpoolSpawner(Path(settings.host_spool))
                                  if settings.host_spool else None),
-                        map_aaaa=settings.aaaa is ResolverAaaa.MAPPED)
+                        map_aaaa=settings.aaaa is ResolverAaaa.MAPPED,
+                        table_updates=settings.table_updates)
 
 
 async def _supervise_resolvers(pool: ResolverPool | None, hub: Hub, stop: asyncio.Event, *,

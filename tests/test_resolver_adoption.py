@@ -37,6 +37,13 @@ TENANT = "acme"
 NAME = "www.example.com"
 
 
+def crash(pool: ResolverPool) -> None:
+    """What a control plane's death takes with it besides the pool: its sockets (the
+    table zones' primary, ``--resolver-table-updates ixfr``)."""
+    if pool.primary is not None:
+        pool.primary.close()
+
+
 def ask(upstream: Upstream, name: str = NAME) -> tuple[int, list[str]]:
     """rcode and A records of ``name`` from the resolver at ``upstream``."""
     reply = dns.query.udp(dns.message.make_query(name, "A"), upstream.host,
@@ -101,7 +108,8 @@ def test_a_new_pool_adopts_what_a_crashed_one_left(
     assert state["tenant"] == TENANT and state["unbound_pid"] == pid
     assert state["paths"]["listen"]["port"] == address.port  # type: ignore[index]
     assert state["generation"] == 1 and state["server_key"]
-    del first  # the control plane crashed: nobody stopped the resolver
+    crash(first)  # the control plane crashed: nobody stopped the resolver
+    del first
 
     assert ask(address) == (dns.rcode.NOERROR, ["203.0.113.10"])
     second = pools()
@@ -120,6 +128,7 @@ def test_changed_triggers_reload_the_adopted_resolver_live(
     first = pools()
     address = first.apply({TENANT: fwd})[TENANT]
     pid = first.resolvers[TENANT].unbound.pid
+    crash(first)
     del first
 
     second = pools()
@@ -127,6 +136,7 @@ def test_changed_triggers_reload_the_adopted_resolver_live(
     assert second.apply({TENANT: deny}) == {TENANT: address}
     assert second.reloads == 1 and second.resolvers[TENANT].unbound.pid == pid
     assert ask(address)[0] == dns.rcode.NXDOMAIN
+    crash(second)
     del second
 
     third = pools()  # the reload was written down: nothing to do for the same triggers
@@ -149,7 +159,8 @@ def test_an_adopted_resolver_is_brought_to_the_new_table(
     address = first.apply({TENANT: Forwarding(server, table=_table(web, old))})[TENANT]
     pid = first.resolvers[TENANT].unbound.pid
     assert ask(address, web.name) == (dns.rcode.NOERROR, ["10.96.0.10"])
-    del first  # crashed; meanwhile web moved, old went, new came (same zones)
+    crash(first)  # crashed; meanwhile web moved, old went, new came (same zones)
+    del first
 
     second = pools()
     moved = NameRecord("web.a.svc.cluster.local", ipv4=("10.96.0.20",))
@@ -170,6 +181,7 @@ def test_another_server_replaces_the_adopted_resolver_after_the_grace_period(
     first = pools()
     old = first.apply({TENANT: Forwarding(upstreams("203.0.113.10"))})[TENANT]
     old_res = first.resolvers[TENANT]
+    crash(first)
     del first
 
     second = pools()
@@ -188,6 +200,7 @@ def test_a_dead_resolver_comes_back_on_its_own_port(
     first = pools()
     address = first.apply({TENANT: fwd})[TENANT]
     pid = first.resolvers[TENANT].unbound.pid
+    crash(first)
     del first
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not running(pid), timeout=10, what="the resolver's end")
@@ -197,6 +210,7 @@ def test_a_dead_resolver_comes_back_on_its_own_port(
     restarted = second.resolvers[TENANT]
     assert restarted.unbound.pid != pid and restarted.restarts == 1
     assert ask(address) == (dns.rcode.NOERROR, ["203.0.113.10"])
+    crash(second)
     del second
 
     third = pools()  # supervision of an adopted resolver: it is polled, not waited for
@@ -217,6 +231,7 @@ def test_orphans_are_removed(pools: Callable[..., ResolverPool],
     first.apply({TENANT: Forwarding(server), "gone": Forwarding(server)})
     cut_short = first.resolvers[TENANT]  # a start cut short before its state was written
     gone = first.resolvers["gone"]
+    crash(first)
     del first
     (Path(cut_short.paths.directory) / STATE_FILE).unlink()
 
@@ -241,6 +256,7 @@ def test_an_adopted_resolver_waits_for_a_late_first_load(
     first = pools()
     address = first.apply({TENANT: fwd})[TENANT]
     pid = first.resolvers[TENANT].unbound.pid
+    crash(first)
     del first
 
     now = [0.0]

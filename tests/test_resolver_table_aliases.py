@@ -16,6 +16,7 @@ with dnspython over UDP and TCP.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dns.exception
@@ -40,7 +41,7 @@ from controlplane.core.model import (
     ServicePort,
 )
 from controlplane.core.settings import DnsSettings
-from controlplane.dns.views import Forwarding, build_tenant_view, cluster_records
+from controlplane.dns.views import Forwarding, Upstream, build_tenant_view, cluster_records
 from controlplane.resolvers.pool import ResolverPool
 from controlplane.translate.unbound import rpz_zone
 from controlplane.translate.unbound_table import (
@@ -366,3 +367,24 @@ def test_zone_and_rpz_texts() -> None:
     # c blacklists evil.example.org: the alias to it is NXDOMAIN in the RPZ itself.
     rpz_c = rpz_zone(fwd["c"])
     assert any(line.startswith(f"bad.a.svc.{ZONE} CNAME . ;") for line in rpz_c.splitlines())
+
+
+def test_with_a_primary_the_table_zones_name_it_and_the_alias_zones_do_not() -> None:
+    """``--resolver-table-updates ixfr`` (resolvers/primary.py): the cluster zone and the
+    reverse zones take changes from the primary; the alias zones and the RPZ do not."""
+    from controlplane.translate.unbound import ResolverPaths, unbound_conf
+    from controlplane.translate.unbound_table import reverse_zone_names
+
+    a = forwards(inventory("127.0.0.1:53"))["a"]
+    paths = ResolverPaths(directory="/r", listen=Upstream("127.0.0.1", 5300),
+                          control_socket="/r/c", rpz_file="/r/policy.rpz")
+    plain = unbound_conf("a", a, paths)
+    assert "primary:" not in plain and "num-threads: 1" in plain
+    conf = unbound_conf("a", a, replace(paths, primary_port=40001))
+    blocks = {b.split('"')[1]: b for b in conf.split("auth-zone:\n")[1:]}
+    served = {f"{ZONE}.", *reverse_zone_names(a)}
+    assert set(blocks) == served | set(alias_zone_names(a))
+    for zone, block in blocks.items():
+        assert ("primary: 127.0.0.1@40001" in block) == (zone in served), zone
+    assert "num-threads: 2" in conf
+    assert "primary:" not in conf.split("rpz:\n")[1]

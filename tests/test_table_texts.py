@@ -170,3 +170,49 @@ def test_an_ipv4_reverse_pointer_is_ipaddress_one(value: int) -> None:
 def test_other_reverse_pointers_are_ipaddress_ones() -> None:
     for ip in ("fd00::1", "FD00::1", "2001:db8::1", "::ffff:10.0.0.1"):
         assert reverse_pointer(ip) == ipaddress.ip_address(ip).reverse_pointer
+
+
+def _lines(text: str) -> set[str]:
+    """A zone text's records as a set, the head ($ORIGIN, $TTL) left out."""
+    return {line for line in text.splitlines() if line and not line.startswith("$")}
+
+
+@settings(max_examples=200, deadline=None)
+@given(sequences(), st.sampled_from((0, 3, 256)))
+def test_the_changes_turn_each_zone_into_its_next_text(
+        steps: list[tuple[list[NameRecord], int, str]], bulk: int) -> None:
+    """What an IXFR sends (``TableTexts.changes``, resolvers/primary.py): each zone's lines
+    removed and added take the last text's records to the new one's, exactly."""
+    texts = TableTexts(bulk=bulk)
+    made: list[tuple[object, dict[str, str]]] = []  # each table and its zones
+    for recs, ttl, zone in steps:
+        fwd = forwarding(recs, ttl, zone)
+        last = texts.table_of
+        zones = texts.update(fwd).zones
+        if texts.changes is not None:
+            # from the last table, or (an equal table again) from the one before it
+            base = next((z for t, z in made if t is texts.changes_from), None)
+            assert base is not None and (texts.changes_from is last or texts.changes)
+            for name, text in zones.items():
+                if name not in base:
+                    continue
+                gone, new = texts.changes.get(name, ((), ()))
+                old = _lines(base[name])
+                assert set(gone) <= old and not set(new) & (old - set(gone)), name
+                assert (old - set(gone)) | set(new) == _lines(text), name
+        made.append((fwd.table, zones))
+
+
+def test_one_changed_address_is_a_change_of_two_lines_per_zone() -> None:
+    web = NameRecord(name="web.a.svc.cluster.local", ipv4=("10.96.0.1",),
+                     sources=("Service a/web",), kind="service")
+    texts = TableTexts()
+    texts.update(forwarding([web], 30, "cluster.local"))
+    assert texts.changes is None  # a first table: the whole files
+    texts.update(forwarding([replace(web, ipv4=("10.96.0.2",))], 30, "cluster.local"))
+    assert texts.changes == {
+        "cluster.local.": (("web.a.svc.cluster.local. 30 IN A 10.96.0.1",),
+                           ("web.a.svc.cluster.local. 30 IN A 10.96.0.2",)),
+        "10.in-addr.arpa.": (("1.0.96.10.in-addr.arpa. 30 IN PTR web.a.svc.cluster.local.",),
+                             ("2.0.96.10.in-addr.arpa. 30 IN PTR web.a.svc.cluster.local.",)),
+    }

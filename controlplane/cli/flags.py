@@ -30,6 +30,7 @@ from controlplane.core.settings import (
     ResolverLifetime,
     ResolverMode,
     ResolverSettings,
+    ResolverTableUpdates,
     Role,
     SidecarMode,
     StatsSettings,
@@ -63,7 +64,8 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _choices(enum: type[ResolverMode | ResolverHop | ResolverAaaa | ResolverLifetime | AdminAuthMode
+def _choices(enum: type[ResolverMode | ResolverHop | ResolverAaaa | ResolverLifetime
+                        | ResolverTableUpdates | AdminAuthMode
                         | SidecarMode | DefaultView | Role]) -> list[str]:
     return [member.value for member in enum]
 
@@ -190,6 +192,12 @@ def _resolver_flags(res: argparse._ArgumentGroup) -> None:
                      help="process: the resolvers die with the control plane; persistent: "
                           "they keep answering while it is down, and the next control plane "
                           "on the same --resolver-dir adopts them (needs --resolver-dir)")
+    res.add_argument("--resolver-table-updates", choices=_choices(ResolverTableUpdates),
+                     default=r.table_updates.value,
+                     help="how a change of a tenant's table reaches its resolver: reload "
+                          "(the zone file rewritten and read again whole) or ixfr (the "
+                          "difference, by IXFR from a loopback primary in the control plane; "
+                          "docs/resolver-zone-updates.md)")
     res.add_argument("--resolver-host-spool", default=r.host_spool, metavar="DIR",
                      help="start the resolvers and the hop terminator through "
                           "`controlplane resolver-host --spool DIR` (another container of the "

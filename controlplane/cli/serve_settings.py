@@ -28,6 +28,7 @@ from controlplane.core.settings import (
     ResolverLifetime,
     ResolverMode,
     ResolverSettings,
+    ResolverTableUpdates,
     Role,
     Settings,
     StatsSettings,
@@ -184,6 +185,7 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
     return ResolverSettings(
         mode=ResolverMode(args.tenant_resolvers), dir=args.resolver_dir,
         lifetime=ResolverLifetime(args.resolver_lifetime),
+        table_updates=ResolverTableUpdates(args.resolver_table_updates),
         listen_host=args.resolver_listen, advertise_host=args.resolver_advertise,
         host_spool=args.resolver_host_spool,
         allow=tuple(args.resolver_allow) or ResolverSettings().allow,

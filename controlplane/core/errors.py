@@ -19,8 +19,10 @@
           │    │                   (dns.views, policyserver.client)
           │    ├── BadDecision     a policy server's answer that cannot be used
           │    │                   (policy.decisions.decision_from_response)
-          │    └── BadReview       a body that is not an AdmissionReview (HTTP 400,
-          │                        injection.admission)
+          │    ├── BadReview       a body that is not an AdmissionReview (HTTP 400,
+          │    │                   injection.admission)
+          │    └── WireError       a DNS message the zones' primary cannot read, or a
+          │                        zone line it cannot send (resolvers.zone_wire)
           ├── ProtocolError        an xDS client broke the protocol; its stream ends with
           │                        ``code`` (xds.protocol)
           ├── Unauthenticated      credentials that prove no identity: UNAUTHENTICATED
@@ -151,6 +153,10 @@ class BadDecision(InvalidValue):
 
 class BadReview(InvalidValue):
     """The request body is not an AdmissionReview this webhook can answer (HTTP 400)."""
+
+
+class WireError(InvalidValue):
+    """A DNS message that cannot be read, or a zone line that cannot be written."""
 
 
 class ProtocolError(ControlPlaneError):

@@ -70,6 +70,13 @@ class ResolverLifetime(StrEnum):
     PERSISTENT = "persistent"  # they keep serving; the next control plane on the dir adopts them
 
 
+class ResolverTableUpdates(StrEnum):
+    """How a change of a tenant's table reaches its resolver (docs/resolver-zone-updates.md)."""
+
+    RELOAD = "reload"  # the zone file rewritten, then auth_zone_reload (unbound reads it all)
+    IXFR = "ixfr"  # the difference by IXFR from the control plane's loopback primary
+
+
 class ResolverHop(StrEnum):
     """How a sidecar reaches its tenant resolver."""
 
@@ -211,6 +218,7 @@ class ResolverSettings:
     mode: ResolverMode = ResolverMode.LOCAL
     dir: str = ""  # where their files live; "" for a temporary directory
     lifetime: ResolverLifetime = ResolverLifetime.PROCESS  # persistent needs dir
+    table_updates: ResolverTableUpdates = ResolverTableUpdates.IXFR  # how a change arrives
     listen_host: str = "127.0.0.1"  # the address they listen on
     advertise_host: str = ""  # how sidecars reach them; "" for the listen address
     host_spool: str = ""  # started by `controlplane resolver-host` on this spool directory

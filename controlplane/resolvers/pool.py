@@ -12,6 +12,11 @@ Changes, cheapest first (measured in docs/tenant-resolver.md):
   ``unbound_table.table_rpz``) changed: the RPZ file is rewritten and
   ``unbound-control auth_zone_reload`` applies it live; the cache stays, and a
   newly denied name is denied at once (RPZ applies before the cache);
+- the table changed (``_reload_table``): the zone files whose text changed are rewritten
+  and reloaded (``auth_zone_reload``: unbound reads the whole file), or, with
+  ``table_updates`` ``ixfr`` (the default), the zone's removed and added lines go to the pool's
+  loopback primary (``primary.py``) and unbound takes them by IXFR
+  (``auth_zone_transfer``), asynchronously; a file and a reload only to resync;
 - the server, transport or CA changed: make-before-break: a new resolver on a
   new port, Envoy moves to it with its next listener update (lossless, facts
   10), and the old one stops after ``grace_seconds``; the old server's cache
@@ -69,9 +74,11 @@ from pathlib import Path
 from typing import Protocol
 
 from controlplane.core.errors import PortTaken, ResolverError
+from controlplane.core.settings import ResolverTableUpdates
 from controlplane.dns.views import Forwarding, ResolverHop, Transport, Upstream
 from controlplane.identity.certs import ServerTls, hop_sni, hop_tenant_prefix
 from controlplane.identity.hop_issuer import TenantCerts
+from controlplane.resolvers.primary import ZonePrimary, with_soa
 from controlplane.resolvers.reports import ReportReader, Sink
 from controlplane.resolvers.state import (
     STATE_FILE,
@@ -152,6 +159,8 @@ class TenantResolver:
     table_of: tuple[object, ...] | None = None  # the Forwarding.table they were built from
     local_data: tuple[str, ...] | None = None  # outside_data it holds; None: not known
     reports: ReportReader | None = None  # its dnstap reader, while the tenant logs queries
+    # An adopted resolver's zone serials (list_auth_zones): its resyncs go above them.
+    adopted_serials: dict[str, int] = field(default_factory=dict)
 
     @property
     def generation(self) -> int:
@@ -210,6 +219,12 @@ class ResolverPool:
     retiring: list[tuple[float, TenantResolver]] = field(default_factory=list)
     reloads: int = 0  # live trigger reloads (auth_zone_reload)
     table_reloads: int = 0  # live reloads of a table zone (auth_zone_reload)
+    # How a change of a table reaches a running resolver: its files reloaded, or by IXFR
+    # from ``primary`` (a loopback server of this process; primary.py) with the files
+    # reloaded only to resync (a first change after adoption, a serial the history lost).
+    table_updates: ResolverTableUpdates = ResolverTableUpdates.IXFR
+    table_transfers: int = 0  # changes of a table zone sent by IXFR (auth_zone_transfer)
+    primary: ZonePrimary | None = field(default=None, repr=False)
     errors: dict[str, str] = field(default_factory=dict)  # tenant -> why it has no resolver
     # Told of every answer of a resolver whose tenant logs queries (reports.py, dnstap);
     # None: nobody listens, and unbound keeps a bounded backlog.
@@ -254,6 +269,8 @@ class ResolverPool:
         self.workdir = self.workdir.resolve()
         if self.hop_mtls is not None:
             self._mutual_setup(self.hop_mtls)
+        if self.table_updates is ResolverTableUpdates.IXFR and self.primary is None:
+            self.primary = ZonePrimary()
 
     @property
     def hop(self) -> ResolverHop | None:
@@ -338,6 +355,12 @@ class ResolverPool:
                          after=self.adoption_seconds if gone.forward is None else None)
             log.info("tenant resolver for %s retired: the tenant no longer forwards", tenant,
                      extra={"tenant": tenant})
+        try:
+            return self._apply_current(forwards)
+        finally:
+            self._release_primaries()
+
+    def _apply_current(self, forwards: Mapping[str, Forwarding]) -> dict[str, Upstream]:
         out: dict[str, Upstream] = {}
         ports: dict[str, int] = {}
         fresh = {t: f for t, f in forwards.items()
@@ -401,6 +424,7 @@ class ResolverPool:
     def _supervise(self) -> list[str]:
         restarted = []
         self._retire_due()
+        self._resync_asked()
         if self.terminator is not None:
             try:
                 self.terminator.supervise()
@@ -419,6 +443,7 @@ class ResolverPool:
                 continue
             self.resolvers[tenant] = fresh
             restarted.append(tenant)
+        self._release_primaries()
         return restarted
 
     def _restart(self, tenant: str, res: TenantResolver) -> TenantResolver:
@@ -477,6 +502,9 @@ class ResolverPool:
                 self.retiring.clear()
                 if self.terminator is not None:
                     self.terminator.stop(detach=True)
+                if self.primary is not None:  # their zones stay (files; expire 2^31-1 s)
+                    self.primary.close()
+                    self.primary = None
                 return
             if self.terminator is not None:  # before the resolvers it fronts
                 self.terminator.stop()
@@ -489,6 +517,9 @@ class ResolverPool:
             res.stop()
         self.resolvers.clear()
         self.retiring.clear()
+        if self.primary is not None:
+            self.primary.close()
+            self.primary = None
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -544,7 +575,8 @@ class ResolverPool:
             tls_port=port(previous.tls_port if previous else 0) if self.hop_tls else 0,
             tls_cert=str(self.hop_tls.cert_file) if self.hop_tls else "",
             tls_key=str(self.hop_tls.key_file) if self.hop_tls else "",
-            dnstap_socket=_socket_path(directory / "tap.sock"), map_aaaa=self.map_aaaa)
+            dnstap_socket=_socket_path(directory / "tap.sock"), map_aaaa=self.map_aaaa,
+            primary_port=self._bind_primary(previous.primary_port if previous else 0))
         return directory, paths
 
     def _start_many(self, forwards: Mapping[str, Forwarding]) -> dict[str, TenantResolver]:
@@ -586,6 +618,9 @@ class ResolverPool:
         Path(paths.rpz_file).write_text(rpz_zone(fwd, self._table_rpz(tenant, fwd)))
         texts = self._texts(tenant, fwd)
         for zone, text in texts.items():
+            if self._primary_zone(paths, fwd, zone):
+                assert self.primary is not None
+                text = with_soa(text, self.primary.load(paths.primary_port, zone, text))
             Path(table_file(paths.directory, zone)).write_text(text)
         env = None
         if fwd.gate is not None:
@@ -652,6 +687,7 @@ class ResolverPool:
             res.stop()
             raise PortTaken(f"tenant resolver for {tenant}: {shared}")
         self._save(res)
+        self._transfer(res, [z for z in res.table_texts if self._primary_zone(paths, fwd, z)])
         log.info("tenant resolver for %s listening on %s (%s to %s)", tenant, paths.listen,
                  fwd.transport.value, fwd.server or "no server: table only",
                  extra={"tenant": tenant})
@@ -702,6 +738,100 @@ class ResolverPool:
         elif not want and res.reports is not None:
             res.stop_reports()
 
+    # -- the table zones' primary (table_updates ixfr; primary.py) ------------------
+    def _bind_primary(self, port: int) -> int:
+        """A port of the primary for a new resolver (``port`` first, when given); 0 without
+        a primary."""
+        if self.primary is None:
+            return 0
+        if port:
+            with contextlib.suppress(OSError):
+                return self.primary.bind(port)
+        return self.primary.bind(0)
+
+    @staticmethod
+    def _primary_zone(paths: ResolverPaths, fwd: Forwarding, zone: str) -> bool:
+        """Whether the resolver takes ``zone`` from the primary: the cluster zone and the
+        reverse zones, not the alias zones (``translate/unbound.py``)."""
+        if not paths.primary_port:
+            return False
+        return zone.endswith(".arpa.") or zone == fwd.zone.rstrip(".").lower() + "."
+
+    def _transfer(self, res: TenantResolver, zones: list[str]) -> None:
+        """Have unbound ask the primary for ``zones`` now (SOA, then IXFR from its serial),
+        from the primary's triggers thread (``ZonePrimary.later``): ``apply`` does not wait
+        for unbound's answer. A trigger lost (unbound down) is caught by the SOA refresh, a
+        restart (files written whole) or the supervision."""
+        if self.primary is None or not zones:
+            return
+
+        def send() -> None:
+            for zone in zones:
+                if self._control(res, f"auth_zone_transfer {zone}", check=False) is None:
+                    log.info("tenant resolver for %s: no answer to auth_zone_transfer %s",
+                             res.tenant, zone, extra={"tenant": res.tenant})
+        self.primary.later(send)
+
+    def _adopt_primary(self, res: TenantResolver) -> None:
+        """An adopted resolver's zones name the previous control plane's primary port: bind
+        it again. Its serials are not known: its first apply resyncs every zone (its
+        ``table_texts`` are empty), above the serials it has (``list_auth_zones``). A port
+        that cannot be bound, or a primary in one control plane and not the other, is a
+        server-key change: a new resolver replaces it."""
+        port = res.paths.primary_port
+        if not port or self.primary is None:
+            return
+        try:
+            self.primary.bind(port)
+        except OSError as exc:
+            log.warning("tenant resolver for %s: its zones' primary port %d cannot be bound "
+                        "(%s): it will be replaced", res.tenant, port, exc,
+                        extra={"tenant": res.tenant})
+            res.server_key = ""
+            return
+        text = self._control(res, "list_auth_zones", check=False) or ""
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == "serial" and fields[2].isdigit():
+                res.adopted_serials[fields[0].lower()] = int(fields[2])
+
+    def _resync_asked(self) -> None:
+        """The zones a resolver asked from a serial the primary's history lacks: written
+        whole with a new serial and reloaded (on the pool's thread)."""
+        if self.primary is None:
+            return
+        asked = self.primary.take_resyncs()
+        if not asked:
+            return
+        by_port = {r.paths.primary_port: r for r in
+                   [*self.resolvers.values(), *(r for _, r in self.retiring)]
+                   if r.paths.primary_port}
+        for (port, zone), serial in sorted(asked.items()):
+            res = by_port.get(port)
+            text = res.table_texts.get(zone) if res is not None else None
+            if res is None or text is None or not res.alive():
+                continue
+            log.info("tenant resolver for %s asked %s from serial %d, which the primary no "
+                     "longer holds: resynced by its file", res.tenant, zone, serial,
+                     extra={"tenant": res.tenant})
+            try:
+                self._load_zone(res, zone, text, at_least=serial + 1)
+                self.table_reloads += 1
+            except (ResolverError, OSError) as exc:
+                log.warning("tenant resolver for %s: resync of %s failed: %s", res.tenant,
+                            zone, exc, extra={"tenant": res.tenant})
+
+    def _release_primaries(self) -> None:
+        """Stop serving the ports of resolvers no longer kept (retired, or started again
+        on new ports)."""
+        if self.primary is None:
+            return
+        kept = {r.paths.primary_port for r in
+                [*self.resolvers.values(), *(r for _, r in self.retiring)]}
+        for port in self.primary.ports():
+            if port not in kept:
+                self.primary.release(port)
+
     def _reload_triggers(self, res: TenantResolver, fwd: Forwarding) -> None:
         tmp = Path(res.paths.rpz_file + ".new")
         tmp.write_text(rpz_zone(fwd, self._table_rpz(res.tenant, fwd)))
@@ -718,18 +848,39 @@ class ResolverPool:
         if res.table_of is fwd.table:
             return
         texts = self._texts(res.tenant, fwd)
+        tables = self._tables.get(res.tenant)
+        changes = (tables.changes if tables is not None and res.table_of is not None
+                   and tables.changes_from is res.table_of else None)
+        sent = []
         for zone, text in texts.items():
             if res.table_texts.get(zone) == text:
                 continue
-            self._load_zone(res, zone, text)
+            step = changes.get(zone) if changes is not None else None
+            if (step is not None and zone in res.table_texts and self.primary is not None
+                    and self._primary_zone(res.paths, fwd, zone)
+                    and self.primary.change(res.paths.primary_port, zone, *step) is not None):
+                sent.append(zone)
+                continue
+            self._load_zone(res, zone, text, fwd=fwd,
+                            at_least=res.adopted_serials.pop(zone, -1) + 1)
             self.table_reloads += 1
+        self._transfer(res, sent)
+        self.table_transfers += len(sent)
         self._reload_local_data(res, self._made(res.tenant, fwd).outside)
         res.table_texts, res.table_of = texts, fwd.table
         if res.forward is not None:
             res.forward = replace(res.forward, table=fwd.table, table_ttl=fwd.table_ttl)
 
-    def _load_zone(self, res: TenantResolver, zone: str, text: str) -> None:
-        """Replace one zone file whole (a rename) and have unbound reload it live."""
+    def _load_zone(self, res: TenantResolver, zone: str, text: str, *,
+                   fwd: Forwarding | None = None, at_least: int = 0) -> None:
+        """Replace one zone file whole (a rename) and have unbound reload it live. A zone
+        its primary serves gets a new serial with no history before it (a resync: unbound
+        takes the file's serial, whatever its own was), at least ``at_least``."""
+        fwd = fwd or res.forward
+        if (self.primary is not None and fwd is not None
+                and self._primary_zone(res.paths, fwd, zone)):
+            text = with_soa(text, self.primary.resync(res.paths.primary_port, zone, text,
+                                                      at_least=at_least))
         path = table_file(res.paths.directory, zone)
         tmp = Path(path + ".new")
         tmp.write_text(text)
@@ -747,7 +898,7 @@ class ResolverPool:
             for zone, old_text in res.table_texts.items():
                 text = texts.get(zone) or empty_zone(zone, fwd)
                 if text != old_text:
-                    self._load_zone(res, zone, text)
+                    self._load_zone(res, zone, text, fwd=fwd)
             self._reload_local_data(res, self._made(res.tenant, fwd).outside)
             if res.triggers_key != self._rpz_key(res.tenant, fwd):
                 self._reload_triggers(res, fwd)
@@ -832,7 +983,8 @@ class ResolverPool:
         return digest(fwd.server, fwd.transport, fwd.tls_name, fwd.ca_bundle, fwd.doh_path,
                       fwd.zone, tuple(self._texts(tenant, fwd)), fwd.gate,
                       self.gate_socket if fwd.gate else "",
-                      self._resolver_host, self._resolver_access, hop, default_ca)
+                      self._resolver_host, self._resolver_access, hop, default_ca,
+                      *(("ixfr",) if self.primary is not None else ()))
 
     def prepare(self, forwards: Mapping[str, Forwarding]) -> None:
         """Make the files of every table that changed, by the names that changed
@@ -917,6 +1069,7 @@ class ResolverPool:
             if newest.alive() and self._up(newest):
                 log.info("tenant resolver for %s adopted: pid %d on %s", tenant,
                          newest.unbound.pid, newest.paths.listen, extra={"tenant": tenant})
+                self._adopt_primary(newest)
             else:  # apply restarts it on its own ports, or retires it
                 log.warning("tenant resolver for %s found dead in %s", tenant,
                             newest.paths.directory, extra={"tenant": tenant})

@@ -203,6 +203,8 @@ class _Reverse:
     # More IPs changed than this: their zones are sorted again whole (a first table, a
     # large change) instead of each line inserted in place (a memmove per line).
     bulk: int = 256
+    # reverse zone -> (lines removed, lines added) by the last ``redo``
+    delta: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
     def drop(self, item: _Name) -> tuple[str, ...]:
         ips = item.ptr_ips
@@ -233,6 +235,7 @@ class _Reverse:
 
     def redo(self, ips: set[str]) -> set[str]:
         """The PTR lines of ``ips`` made again; the reverse zones they changed."""
+        self.delta = {}
         if len(ips) > self.bulk:
             return self._redo_all(ips)
         dirty = set()
@@ -243,6 +246,7 @@ class _Reverse:
                 continue
             rzone = _reverse_zone(ip)
             zone = self.zones.setdefault(rzone, [])
+            removed, added = self.delta.setdefault(rzone, ([], []))
             for line in old:
                 key = (rzone, line)
                 if key in self.extra:
@@ -251,6 +255,7 @@ class _Reverse:
                         del self.extra[key]
                 else:
                     del zone[bisect.bisect_left(zone, line)]
+                    removed.append(line)
             for line in new:
                 at = bisect.bisect_left(zone, line)
                 if at < len(zone) and zone[at] == line:
@@ -258,6 +263,7 @@ class _Reverse:
                     self.extra[key] = self.extra.get(key, 0) + 1
                 else:
                     zone.insert(at, line)
+                    added.append(line)
             if not zone:
                 del self.zones[rzone]
             if new:
@@ -291,6 +297,9 @@ class _Reverse:
         self.extra = {k: n for k, n in self.extra.items() if k[0] not in dirty}
         for zone, every in found.items():
             unique = sorted(set(every))
+            before = set(self.zones.get(zone, ()))
+            after = set(unique)
+            self.delta[zone] = (sorted(before - after), sorted(after - before))
             if len(unique) < len(every):
                 for line in every:
                     self.extra[(zone, line)] = self.extra.get((zone, line), -1) + 1
@@ -316,6 +325,13 @@ class TableTexts:
         self._reverse = _Reverse(bulk=self._bulk)
         self._reverse_texts: dict[str, str] = {}
         self.full_builds = 0  # how often the whole table was made (a start, a new zone)
+        # What the last ``update`` changed, for a primary's IXFR (``resolvers/primary.py``):
+        # zone -> (lines removed, lines added), from the table ``changes_from`` to
+        # ``table_of``; None when not known (a first or whole build).
+        self.changes: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+        self.changes_from: object = None
+        self._from: object = None  # ``changes_from`` of the last non-empty difference
+        self._tail: list[str] = []  # the cluster zone's alias and wildcard lines
 
     def update(self, fwd: Forwarding) -> TableOutput:
         """The files of ``fwd``'s table; the names that changed since the last call are
@@ -323,12 +339,24 @@ class TableTexts:
         key = (fwd.zone, fwd.table_ttl)
         if fwd.table is self.table_of and key == self._key:
             return self.output
-        if key != self._key:
+        first = key != self._key
+        if first:
             self._key, self._names = key, {}
             self._reverse, self._reverse_texts = _Reverse(bulk=self._bulk), {}
             self.output = TableOutput({}, (), ())
+            self._tail = []
             self.full_builds += 1
+        since, before = self.table_of, self.changes
+        self.changes_from, self.changes = since, None
         output = self._update(fwd)
+        if first or self._key is None:  # a whole build: no difference to tell
+            self.changes = None
+        elif self.changes == {} and before:
+            # an equal table again (a new tuple of the same records): the last difference
+            # still takes its predecessor to this one
+            self.changes_from, self.changes = self._from, before
+        elif self.changes:
+            self._from = since
         self.table_of, self.output = fwd.table, output
         return output
 
@@ -350,6 +378,7 @@ class TableTexts:
             name = rec.name
             if name in names:  # two records of one name: what the full functions make
                 self.table_of, self._key, self._names = None, None, {}
+                self.changes = None
                 return TableOutput(table_zones(fwd), table_rpz(fwd), outside_data(fwd))
             item = old.get(name)
             if item is not None:
@@ -408,6 +437,7 @@ class TableTexts:
         text = "".join([*(f"{line}\n" for line in lines), *chunks,
                         *(f"{line}\n" for line in tail)])
         zones = {zone: text}
+        self.changes = self._changes(zone, gone, came, tail)
         for rzone in dirty:
             if rzone in self._reverse.zones:
                 self._reverse_texts[rzone] = "\n".join(
@@ -423,6 +453,36 @@ class TableTexts:
                            _outside(outside, plans, bare))
 
 
+
+    def _changes(self, zone: str, gone: list[_Name], came: list[_Name], tail: list[str]
+                 ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Each zone's lines removed and added by this update (the names that changed, the
+        alias and wildcard lines, the PTR lines): one step of an IXFR."""
+        count: dict[str, int] = {}
+        for item in gone:
+            if item.place == _ZONE:
+                for line in item.text.splitlines():
+                    count[line] = count.get(line, 0) - 1
+        for item in came:
+            if item.place == _ZONE:
+                for line in item.text.splitlines():
+                    count[line] = count.get(line, 0) + 1
+        if tail != self._tail:
+            old_tail, new_tail = set(self._tail), set(tail)
+            for line in old_tail - new_tail:
+                count[line] = count.get(line, 0) - 1
+            for line in new_tail - old_tail:
+                count[line] = count.get(line, 0) + 1
+        self._tail = tail
+        out = {}
+        removed = tuple(sorted(line for line, n in count.items() if n < 0))
+        added = tuple(sorted(line for line, n in count.items() if n > 0))
+        if removed or added:
+            out[zone] = (removed, added)
+        for rzone, (gone_lines, new_lines) in self._reverse.delta.items():
+            if gone_lines or new_lines:
+                out[rzone] = (tuple(gone_lines), tuple(new_lines))
+        return out
 
 
 def _outside(lines: list[str], plans: list[AliasPlan], bare: str) -> tuple[str, ...]:

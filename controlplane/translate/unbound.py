@@ -118,6 +118,9 @@ class ResolverPaths:
     # AAAA of an IPv4-only name: an IPv4-mapped stand-in (DNS64) for sidecars whose Envoy
     # forwards itself; False: NODATA, as DNS says (sidecars with a DNS front).
     map_aaaa: bool = True
+    # The control plane's loopback primary for the table zones (resolvers/primary.py):
+    # changes arrive by IXFR from 127.0.0.1@primary_port; 0: by file and auth_zone_reload.
+    primary_port: int = 0
 
 
 # How much longer than the policy's timeout the gate waits for the control plane, whose own
@@ -185,7 +188,9 @@ def unbound_conf(tenant: str, fwd: Forwarding, paths: ResolverPaths) -> str:
         "  do-not-query-localhost: no",
         # With a policy gate a miss waits for a decision in the thread that asked: a second
         # thread keeps cached names answering meanwhile.
-        f"  num-threads: {2 if fwd.gate else 1}",
+        # With a primary, unbound writes the whole zone back to its file after a transfer:
+        # a second thread answers (the new data too) meanwhile.
+        f"  num-threads: {2 if fwd.gate or paths.primary_port else 1}",
         "  so-reuseport: no",
         f"  msg-cache-size: {max(1, paths.cache_mb // 2)}m",
         f"  rrset-cache-size: {paths.cache_mb}m",
@@ -280,6 +285,8 @@ def _auth_zones(fwd: Forwarding, paths: ResolverPaths) -> list[str]:
     for zone in table_zone_names(fwd):
         serve = "no" if zone in aliases else "yes"
         lines += ["auth-zone:", f"  name: {_quote(zone)}",
+                  *([f"  primary: 127.0.0.1@{paths.primary_port}"]
+                    if paths.primary_port and zone not in aliases else []),
                   f"  zonefile: {_quote(table_file(paths.directory, zone))}",
                   f"  for-downstream: {serve}", f"  for-upstream: {serve}",
                   "  fallback-enabled: no"]
