@@ -7,6 +7,7 @@ and TCP. The tenant's own server is unreachable: every answer here is the resolv
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dns.flags
@@ -179,6 +180,20 @@ def test_a_new_service_is_answered_after_a_live_reload(pool: ResolverPool) -> No
     before = (pool.table_reloads, pool.table_transfers)
     pool.apply(forwards(inventory(new, partner=moved)))
     assert (pool.table_reloads, pool.table_transfers) == before
+
+
+def test_an_empty_table_follows_its_ttl(pool: ResolverPool) -> None:
+    """Every empty table is the one tuple ``()``: a TTL change alone still reaches the
+    zones' heads (the SOA, NS and dns-version records carry the view's TTL)."""
+    empty = replace(forwards(inventory())["a"], table=(), table_ttl=30)
+    port = pool.apply({"a": empty})["a"].port
+
+    def version_ttl() -> int:
+        reply = ask(port, f"dns-version.{ZONE}", "TXT")
+        return int(reply.answer[0].ttl) if reply.answer else -1
+    wait_for(lambda: version_ttl() == 30, timeout=10, what="TTL 30")
+    pool.apply({"a": replace(empty, table_ttl=60)})
+    wait_for(lambda: version_ttl() == 60, timeout=10, what="TTL 60 with the same empty table")
 
 
 def test_zone_text_holds_every_address_and_no_mapped_aaaa() -> None:

@@ -844,13 +844,15 @@ class ResolverPool:
 
     def _reload_table(self, res: TenantResolver, fwd: Forwarding) -> None:
         """Rewrite the zone files whose text changed and reload each live (same process,
-        cache kept); nothing when the table is the very tuple last written."""
-        if res.table_of is fwd.table:
+        cache kept); nothing when the table is the very tuple last written, at the same TTL
+        (an empty table is always the one ``()``: its TTL alone changes the zones' heads)."""
+        same_ttl = res.forward is not None and res.forward.table_ttl == fwd.table_ttl
+        if res.table_of is fwd.table and same_ttl:
             return
         texts = self._texts(res.tenant, fwd)
         tables = self._tables.get(res.tenant)
         changes = (tables.changes if tables is not None and res.table_of is not None
-                   and tables.changes_from is res.table_of else None)
+                   and same_ttl and tables.changes_from is res.table_of else None)
         sent = []
         for zone, text in texts.items():
             if res.table_texts.get(zone) == text:
