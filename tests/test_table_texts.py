@@ -191,7 +191,8 @@ def test_the_changes_turn_each_zone_into_its_next_text(
         zones = texts.update(fwd).zones
         if texts.changes is not None:
             # from the last table, or (an equal table again) from the one before it
-            base = next((z for t, z in made if t is texts.changes_from), None)
+            # (the latest such table: every empty table is the one tuple ``()``)
+            base = next((z for t, z in reversed(made) if t is texts.changes_from), None)
             assert base is not None and (texts.changes_from is last or texts.changes)
             for name, text in zones.items():
                 if name not in base:
