@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/envoy_propagation.py [--edits 20] [--debounce 0.05]
         [--services 10000] [--source files|kubernetes] [--edit own|bulk] [--wide]
-        [--settle] [--timeout 30] [--resolver] [--fronted] [--code DIR]
+        [--settle] [--timeout 30] [--resolver] [--fronted] [--ports] [--code DIR]
 
 The control plane serves ``examples/`` plus ``--services`` Services in namespace
 ``bulk`` (one manifest file, ``bulk.yaml``, with the file source; API objects
@@ -89,11 +89,15 @@ STEPS = ("watcher", "parse", "store", "to_loop", "debounce", "merge", "build", "
          "render", "install", "to_stream", "envoy_ack", "ack_to_answer")
 
 
-def bulk_docs(n: int, *, namespaces: int = 1) -> list[str]:
+PORTS = ", ports: [{name: http, port: 80}, {name: grpc, port: 9090}]"  # two SRV records
+
+
+def bulk_docs(n: int, *, namespaces: int = 1, ports: bool = False) -> list[str]:
     def ns(i: int) -> str:
         return "bulk" if namespaces == 1 else f"bulk{i % namespaces}"
+    named = PORTS if ports else ""
     return [f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns(i)}}}\n"
-            f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}}}\n"
+            f"spec: {{clusterIP: 10.{200 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}{named}}}\n"
             for i in range(n)]
 
 
@@ -170,11 +174,15 @@ def main() -> int:
                         help="also time each change to the tenant resolver's new answer")
     parser.add_argument("--fronted", action="store_true",
                         help="the Envoy declares a DNS front: a wide view's Envoy gets its part")
+    parser.add_argument("--ports", action="store_true",
+                        help="the bulk Services have two named ports each (an SRV record per "
+                             "port: three zone lines per Service in the tenant resolver)")
     parser.add_argument("--code", default="", help="run the control plane from this checkout")
     args = parser.parse_args()
     print(f"change -> answer from a real Envoy: source {args.source}"
           f"{' (' + args.edit + ' file)' if args.source == 'files' else ''}, "
-          f"{args.services} extra Services{' visible to acme (ALLOW)' if args.wide else ''}, "
+          f"{args.services} extra Services{' with two named ports' if args.ports else ''}"
+          f"{' visible to acme (ALLOW)' if args.wide else ''}, "
           f"{'Envoy fronted, ' if args.fronted else ''}"
           f"{args.edits} edits, debounce "
           f"{args.debounce * 1000:.0f} ms, code {args.code or 'this checkout'}; 2 cores shared "
@@ -182,7 +190,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="prop-"))
     manifests = work / "m"
     shutil.copytree(ROOT / "examples", manifests)
-    docs = bulk_docs(args.services, namespaces=100 if args.wide else 1)
+    docs = bulk_docs(args.services, namespaces=100 if args.wide else 1, ports=args.ports)
     if args.wide:  # acme's policy: everything not denied is visible
         demo = manifests / "demo-two-tenants.yaml"
         text = demo.read_text()
