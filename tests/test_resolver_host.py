@@ -136,10 +136,13 @@ def test_without_a_host_the_tenant_gets_an_error_naming_the_spool(
     spool = tmp_path / "nobody"
     pool = ResolverPool(tmp_path / "resolvers", persistent=True,
                         spawner=SpoolSpawner(spool, timeout=0.3))
-    assert pool.apply({TENANT: Forwarding(upstream)}) == {}
-    assert str(spool) in pool.errors[TENANT]
-    assert "controlplane resolver-host" in pool.errors[TENANT]
-    assert not list((spool / "requests").glob("*.json"))  # the request was taken back
+    try:
+        assert pool.apply({TENANT: Forwarding(upstream)}) == {}
+        assert str(spool) in pool.errors[TENANT]
+        assert "controlplane resolver-host" in pool.errors[TENANT]
+        assert not list((spool / "requests").glob("*.json"))  # the request was taken back
+    finally:
+        pool.stop_all(detach=False)
 
 
 def test_a_host_that_comes_up_after_the_first_start_is_waited_for(tmp_path: Path) -> None:

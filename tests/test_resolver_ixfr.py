@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -29,7 +30,7 @@ from controlplane.dns.records import NameRecord
 from controlplane.dns.views import Forwarding, TableEntry, Upstream
 from controlplane.policy.selection import Action
 from controlplane.resolvers.pool import ResolverPool
-from controlplane.resolvers.primary import EXPIRE, REFRESH
+from controlplane.resolvers.primary import EXPIRE, REFRESH, ZonePrimary
 from controlplane.runtime.process import running
 from tests.tools import require_tool
 
@@ -204,3 +205,16 @@ def test_reload_names_no_primary(tmp_path: Path) -> None:
         assert ask(address, WEB.name) == ["10.96.0.60"]  # reloaded before apply returned
     finally:
         pool.stop_all()
+
+
+def test_a_closed_primary_leaves_no_socket_open() -> None:
+    """close() closes every socket, also those of a port released just before (its thread
+    had not closed them yet): the ports are free again."""
+    primary = ZonePrimary()
+    kept, released = primary.bind(0), primary.bind(0)
+    primary.release(released)
+    primary.close()
+    for port in (kept, released):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind(("127.0.0.1", port))  # nothing of the primary holds it

@@ -188,16 +188,28 @@ class ZonePrimary:
                 log.exception("zone primary: a trigger failed")
 
     def close(self) -> None:
+        """Stop the threads and close every socket; again: nothing."""
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
         self._wake()
         self._later.put(None)
         self._thread.join(timeout=5)
         self._trigger_thread.join(timeout=5)
-        for tcp, udp in self._sockets.values():
-            tcp.close()
-            udp.close()
-        self._sockets.clear()
+        # Every socket: served, released but not yet closed by the thread (its pending
+        # operations), and the open transfer connections it had registered.
+        with self._lock:
+            socks = [s for pair in self._sockets.values() for s in pair]
+            socks += [s for _, s in self._ops]
+            self._sockets.clear()
+            self._ops = []
+        socks += [key.fileobj for key in list(self._selector.get_map().values())
+                  if isinstance(key.fileobj, socket.socket)]
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -267,10 +279,9 @@ class ZonePrimary:
     def _serve(self) -> None:
         while True:
             with self._lock:
+                if self._stopping:  # close() closes the sockets of what is pending
+                    return
                 ops, self._ops = self._ops, []
-                stopping = self._stopping
-            if stopping:
-                return
             for op, listening in ops:
                 with contextlib.suppress(KeyError, ValueError, OSError):
                     if op == "add":
