@@ -56,7 +56,7 @@ import dns.query  # noqa: E402
 import dns.rcode  # noqa: E402
 from google.protobuf.json_format import MessageToDict  # noqa: E402
 
-from controlplane._kit.localrun import find_tool, wait_for  # noqa: E402
+from controlplane._kit.localrun import accepts_tcp, find_tool, wait_for  # noqa: E402
 from controlplane.dns.views import Upstream  # noqa: E402
 from controlplane.runtime.process import free_port  # noqa: E402
 from controlplane.translate.clusters import (  # noqa: E402
@@ -108,18 +108,10 @@ def _blackhole(host: str, port: int) -> None:
 def start_child(mode: str, host: str, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, __file__, mode, host, str(port)])
     if mode == "serve":
-        wait_for(lambda: _connects(host, port), timeout=10, what=f"stand-in {host}:{port}")
+        wait_for(lambda: accepts_tcp(host, port), timeout=10, what=f"stand-in {host}:{port}")
     else:
         time.sleep(0.5)
     return proc
-
-
-def _connects(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 # -- the sidecar: Envoy (the hop) and kresd (the front) -------------------------------------
@@ -173,7 +165,7 @@ class Sidecar:
             [envoy, "-c", str(config), "--concurrency", "1", "--log-level", "error",
              "--disable-hot-restart"],
             stdout=subprocess.DEVNULL, stderr=open(self.workdir / "envoy.log", "w")))  # noqa: SIM115
-        wait_for(lambda: _connects(HOP[0], self.hop_port), timeout=20, what="the hop listener")
+        wait_for(lambda: accepts_tcp(HOP[0], self.hop_port), timeout=20, what="the hop listener")
         self.front = ("127.0.0.1", free_port())
         (self.workdir / "kresd.conf").write_text(KRESD.format(
             host=self.front[0], port=self.front[1], hop=HOP[0], hop_port=self.hop_port))

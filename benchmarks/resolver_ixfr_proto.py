@@ -73,6 +73,10 @@ import dns.rdatatype
 import dns.rrset
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from controlplane.resolvers.primary import recv_exact  # noqa: E402 - the primary's reader
+
 UNBOUND = "/usr/sbin/unbound"
 LOOP = "127.0.0.1"
 
@@ -190,10 +194,10 @@ class Primary:
             def handle(self) -> None:
                 sock: socket.socket = self.request
                 while True:
-                    head = _recv(sock, 2)
+                    head = recv_exact(sock, 2)
                     if not head:
                         return
-                    wire = _recv(sock, struct.unpack("!H", head)[0])
+                    wire = recv_exact(sock, struct.unpack("!H", head)[0])
                     for out in primary.answer(dns.message.from_wire(wire), tcp=True):
                         sock.sendall(struct.pack("!H", len(out)) + out)
 
@@ -278,16 +282,6 @@ class Primary:
         for s in (self.tcp, self.udp):
             s.shutdown()
             s.server_close()
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        got = sock.recv(n - len(buf))
-        if not got:
-            return b""
-        buf += got
-    return buf
 
 
 def _free_port() -> int:

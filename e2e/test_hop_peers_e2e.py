@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -48,7 +47,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from controlplane._kit.localrun import ControlPlane, Dnsmasq, http_json, wait_for
+from controlplane._kit.localrun import ControlPlane, Dnsmasq, accepts_tcp, http_json, wait_for
 from controlplane.identity.certs import server_tls
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME
 from controlplane.resolvers.terminator import DIRECTORY, STATE
@@ -218,7 +217,7 @@ class Replicas:
         self.processes.append(cp)
         self.cps[name] = cp
         cp.start()
-        wait_for(lambda: terminator_answers(self.hosts[name], self.hop_port), timeout=20,
+        wait_for(lambda: accepts_tcp(self.hosts[name], self.hop_port), timeout=20,
                  what=f"replica {name}'s terminator listening")
         return cp
 
@@ -245,14 +244,6 @@ class _Persistent:
 
     def stop(self) -> None:
         stop_persistent(self.directory)
-
-
-def terminator_answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def kill_persistent(directory: Path) -> None:

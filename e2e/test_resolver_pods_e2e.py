@@ -13,7 +13,6 @@ status, no review beyond the admin API's (none here: only the open probes are ca
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import sys
 import urllib.request
@@ -27,7 +26,7 @@ import dns.rcode
 import pytest
 import yaml
 
-from controlplane._kit.localrun import ResolverHost, wait_for
+from controlplane._kit.localrun import ResolverHost, accepts_tcp, wait_for
 from controlplane.identity.certs import server_tls
 from controlplane.identity.tlsfiles import write_server_files
 from controlplane.resolvers.pool import RESOLVER_TLS_NAME
@@ -143,7 +142,7 @@ def test_the_resolver_pod_runs_its_resolvers_with_only_its_reads(
     wait_for(lambda: probe("/readyz").get("ready") is True, timeout=30, what="/readyz")
     assert probe("/healthz")
     # globex's resolver behind the terminator on the pod IP's dns-hop
-    wait_for(lambda: _connects(pod_ip.host, hop_port), timeout=20, what="the terminator")
+    wait_for(lambda: accepts_tcp(pod_ip.host, hop_port), timeout=20, what="the terminator")
     states = [read_state(p.parent) for p in directory.glob("*/state.json")]
     [globex] = [s for s in states if s is not None and s.tenant == "globex"]
     reply = dns.query.udp(dns.message.make_query("api.globex.svc.cluster.local", "A"),
@@ -168,14 +167,6 @@ def test_the_resolver_pod_runs_its_resolvers_with_only_its_reads(
     assert {"namespaces", "services", "endpointslices", "dnspolicies", "pods"} <= read
     assert kube.status_writes_by("resolvers-token") == []
     assert kube.lease("dns-controlplane-status", NAMESPACE) is None
-
-
-def _connects(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 class _Stop:

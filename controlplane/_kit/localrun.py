@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import sys
 import time
 import urllib.error
@@ -46,6 +47,15 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: flo
             detail = f" (last error: {last_error})" if last_error else ""
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def accepts_tcp(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection on ``host:port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def http_json(url: str, timeout: float = 2.0) -> Any:

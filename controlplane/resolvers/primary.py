@@ -329,11 +329,11 @@ class ZonePrimary:
             sock.sendto(out, peer)
 
     def _on_conn(self, conn: socket.socket, port: int) -> None:
-        head = _recv(conn, 2)
+        head = recv_exact(conn, 2)
         if not head:
             self._drop(conn)
             return
-        wire = _recv(conn, struct.unpack("!H", head)[0])
+        wire = recv_exact(conn, struct.unpack("!H", head)[0])
         if not wire:
             self._drop(conn)
             return
@@ -386,7 +386,8 @@ class ZonePrimary:
         return response(query, records)
 
 
-def _recv(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes from a stream socket; b"" when it closes first."""
     buf = b""
     while len(buf) < n:
         got = sock.recv(n - len(buf))
