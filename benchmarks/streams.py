@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
-from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
+    ControlPlane,
+    http_json,
+    http_text,
+    rss_mb,
+    wait_for,
+)
 from controlplane.hub.front_sets import DEFAULT_SETTLE_SECONDS as SETTLE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +175,53 @@ class RssPeak:
         return self.peak
 
 
+class Spy:
+    """``--profile DIR``: py-spy (``$PY_SPY``, default /tmp/spyenv/bin/py-spy; not part of
+    the project) records ``pid`` into a speedscope file until ``stop``."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.proc = subprocess.Popen(
+            [os.environ.get("PY_SPY", "/tmp/spyenv/bin/py-spy"), "record", "--pid", str(pid),
+             "--nonblocking", "--rate", "100", "--format", "speedscope", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before what it is to see begins
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+
+
+def spies(profile: str, name: str, pids: dict[str, int]) -> list[Spy]:
+    """A ``Spy`` per process named in ``pids`` (``<name>-<role>.json``), when profiling."""
+    if not profile:
+        return []
+    out = Path(profile)
+    out.mkdir(parents=True, exist_ok=True)
+    return [Spy(pid, out / f"{name}-{role}.json") for role, pid in pids.items()]
+
+
+def server_trace(cp: ControlPlane, since: float) -> str:
+    """The server's own account of the change (``/api/v1/rebuilds``), first rebuild at or
+    after ``since``: its phases, and from the write to the first and (where the server
+    reports it) the last response of the changed views."""
+    try:
+        traces = [t for t in http_json(f"{cp.admin_url}/api/v1/rebuilds", timeout=30)["rebuilds"]
+                  if (t.get("started_at") or 0) >= since and t.get("snapshots_changed")]
+    except OSError as exc:
+        return f"(no trace: {exc})"
+    if not traces:
+        return "(no trace)"
+    t = traces[-1]  # newest first: the last is the change's own rebuild
+    ms = ", ".join(f"{k} {v:.0f}" for k, v in t["milliseconds"].items())
+    out = f"{ms} (ms)"
+    for key, what in (("first_sent_at", "first response"), ("last_sent_at", "last response")):
+        if t.get(key):
+            out += f"; write -> {what} {(t[key] - since) * 1000:.0f} ms"
+    if t.get("sent"):
+        out += f" ({t['sent']} responses of the changed views)"
+    return out
+
+
 def resolvers(workdir: Path) -> tuple[int, float, float]:
     """The tenant resolvers this run's control plane started (unbound processes whose
     command line names ``workdir``): (how many, summed RSS MB, summed private MB)."""
@@ -201,7 +256,7 @@ def metric(cp: ControlPlane, name: str, contains: str = "") -> float:
 
 
 def percentiles(ms: list[float]) -> str:
-    return (f"p50 {statistics.median(ms):.0f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.0f} ms, "
+    return (f"min {ms[0]:.0f} ms, p50 {statistics.median(ms):.0f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.0f} ms, "
             f"max {ms[-1]:.0f} ms")
 
 
@@ -223,6 +278,9 @@ def main() -> int:
     parser.add_argument("--fronted", action="store_true",
                         help="the simulated sidecars run the DNS front, as injected pods do "
                         "(see the module doc)")
+    parser.add_argument("--profile", default="",
+                        help="py-spy the server and one client process during the change "
+                        "and the storm, speedscope files into this directory")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streams-"))
     manifests = work / "manifests"
@@ -296,6 +354,8 @@ def main() -> int:
         pushed_before = metric(cp, "dnscp_pushes_total", 'type="lds"')
         pushed_rds_before = metric(cp, "dnscp_pushes_total", 'type="rds"')
         serial_before = metric(cp, "dnscp_snapshot_serializations_total")
+        spying = spies(args.profile, "change", {"server": pid,
+                                                 "client": clients.procs[0].pid})
         t0 = time.time()
         (manifests / "bench-change.yaml").write_text(
             f"apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: {change_ns}}}\n"
@@ -309,6 +369,8 @@ def main() -> int:
             return all(clients.count_carried(kind) >= len(affected) for kind in clients.kinds)
 
         wait_for(all_updated, timeout=120, interval=0.05, what="every affected stream")
+        for spy in spying:
+            spy.stop()
         now = clients.latest()
         arrived = {kind: clients.carried(kind, t0) for kind in clients.kinds}
         lat = sorted((arrived["lds"][c] - t0) * 1000 for c in affected)
@@ -333,6 +395,8 @@ def main() -> int:
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
               f"{args.debounce * 1000:.0f} ms included), the listener carrying the name: "
               f"{percentiles(lat)}; unaffected streams that got a push: {unaffected_changed}")
+        print(f"  the server's account (its first rebuild after the write): "
+              f"{server_trace(cp, t0)}")
         if args.fronted:
             rds = sorted((arrived["rds"][c] - t0) * 1000 for c in affected)
             print(f"  the set's route carrying it (after the front's settle time): "
@@ -362,14 +426,18 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        spying = spies(args.profile, "storm", {"server": pid})
         t1 = time.time()
         server_cpu = cpu_seconds(pid)
         clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
                           namespaces=namespaces, **fronted)
         meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
+        spying += spies(args.profile, "storm", {"client": clients.procs[0].pid})
         wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                  what="the storm to reconnect")
         storm = time.time() - t1
+        for spy in spying:
+            spy.stop()
         storm_cpu = meter.stop()
         sampling.set()
         sampler.join()
