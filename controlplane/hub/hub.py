@@ -151,6 +151,7 @@ class Hub:
         self._built = False  # the first full build is done: streams may be answered
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
         self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
+        self._wave: ChangeTrace | None = None  # the last rebuild that changed a snapshot
         self._changed_at = clock()
         # The DNS fronts' sets: new pairs lag the table (front_sets.py); the timer renders
         # the fronted keys of a tenant again when its held pairs are due.
@@ -386,7 +387,7 @@ class Hub:
         self.metrics.observe_phases(trace)
         self.metrics.traces.append(trace)
         if trace.views:
-            self._trace = trace
+            self._trace = self._wave = trace
         self._changed()
 
     def _current(self, key: ViewKey, view: TenantView) -> bool:
@@ -643,6 +644,14 @@ class Hub:
         trace = self._trace
         if trace is not None and trace.first_sent_at is None and conn.view_key in trace.views:
             trace.first_sent_at = time.time()
+        wave = self._wave
+        if wave is None or conn.view_key not in wave.views:
+            return
+        snap = self.cache.get(conn.view_key)
+        ts = snap.types.get(out.type_url) if snap is not None else None
+        if ts is not None and ts.version == out.version:  # not a CDS keeping clusters
+            wave.sent += 1
+            wave.last_sent_at = time.time()
 
     def _acked(self, conn: Connection, event: Ack) -> None:
         trace = self._trace
