@@ -235,6 +235,18 @@ def server_trace(cp: ControlPlane, since: float) -> str:
     return out
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections its listen queues had no room for (TcpExt
+    ListenOverflows, this network namespace): each one is a SYN or handshake the client
+    must send again, a second later or more (TCP's retransmission timeout)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            fields = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            return int(fields.get("ListenOverflows", 0))
+    return 0
+
+
 def resolvers(workdir: Path) -> tuple[int, float, float]:
     """The tenant resolvers this run's control plane started (unbound processes whose
     command line names ``workdir``): (how many, summed RSS MB, summed private MB)."""
@@ -347,6 +359,7 @@ def main() -> int:
     connect_peak = RssPeak(pid)
     try:
         started = time.time()
+        overflows = listen_overflows()
         try:
             wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                      what=f"{args.streams} streams to get their first listener")
@@ -357,6 +370,7 @@ def main() -> int:
                   f"(peak {connect_peak.stop():.0f} MB); load average {load_average()}")
             raise
         connect = time.time() - started
+        connect_overflows = listen_overflows() - overflows
         if args.fronted:
             wait_for(lambda: clients.sets_settled(len(namespaces.split(","))), timeout=60,
                      interval=0.2, what="every stream's set to list its pairs")
@@ -405,7 +419,8 @@ def main() -> int:
               f"{args.services} extra Services, connected and served in {connect:.1f}s"
               + (f" (every set listing its pairs after {whole:.1f}s)" if args.fronted else "")
               + "; "
-              f"streams the server ended meanwhile, by status: {clients.endings or 'none'}")
+              f"streams the server ended meanwhile, by status: {clients.endings or 'none'}; "
+              f"listen queue overflows while connecting: {connect_overflows}")
         print(f"largest responses: LDS {clients.largest('lds')} bytes"
               + (f", RDS {clients.largest('rds')} bytes" if args.fronted else ""))
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
@@ -453,6 +468,7 @@ def main() -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spying = spies(args.profile, "storm", {"server": pid})
+        overflows = listen_overflows()
         t1 = time.time()
         server_cpu = cpu_seconds(pid)
         if storm_clients is not None:
@@ -472,7 +488,9 @@ def main() -> int:
         storm_cpu = meter.stop()
         sampling.set()
         sampler.join()
-        print(f"streams the server ended during the storm, by status: {clients.endings or 'none'}")
+        print(f"streams the server ended during the storm, by status: {clients.endings or 'none'}"
+              f"; connections the listen queue had no room for (ListenOverflows, the whole "
+              f"machine's): {listen_overflows() - overflows}")
         print(f"reconnect storm of {args.streams}: all served again in {storm:.1f}s; RSS after "
               f"the drop {after_drop:.0f} MB, peak during the storm {max(peak):.0f} MB, after "
               f"{rss_mb(pid):.0f} MB")
