@@ -66,7 +66,7 @@ TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTls
 ENVOY_WINDOW = (("grpc.http2.lookahead_bytes", 256 * 1024 * 1024), ("grpc.http2.bdp_probe", 0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fronted_node(namespace: str) -> bytes:
     boot = sidecar_bootstrap(InjectionConfig(front=True), node_id="",
                              namespace=namespace, labels={"app": "bench"})
@@ -93,11 +93,11 @@ def node_of(cid: str, namespace: str, *, fronted: bool, extensions: int = 0) -> 
     return node
 
 
-def route_names(resp: discovery_pb2.DiscoveryResponse) -> tuple[str, ...]:
-    """The RouteConfigurations the listeners' HTTP connection managers ask RDS for."""
+def route_names(values: list[bytes]) -> tuple[str, ...]:
+    """The RouteConfigurations the listeners' HTTP connection managers ask RDS for, from
+    the listeners' bytes."""
     out = set()
-    for res in resp.resources:
-        value = res.value
+    for value in values:
         if HCM not in value:  # the DNS listener (a UDP filter) is never parsed
             continue
         listener = listener_pb2.Listener.FromString(value)
@@ -162,10 +162,12 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
             await call.write(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
                 response_nonce=resp.nonce, resource_names=names.get(resp.type_url, ())))
+            # Each resource's bytes, copied out of the message once for what follows.
+            values = [r.value for r in resp.resources] if fronted or needle else []
             if fronted:
                 wanted: dict[str, tuple[str, ...]] = {}
                 if resp.type_url == LDS:
-                    wanted[RDS] = route_names(resp)
+                    wanted[RDS] = route_names(values)
                 elif resp.type_url == CDS:
                     wanted[EDS], wanted[SDS] = cluster_names(resp)
                 for type_url, wanted_names in wanted.items():
@@ -181,7 +183,6 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
                 if fronted:
                     line["k"] = kind
                 if needle:
-                    values = [r.value for r in resp.resources]
                     line["w"] = int(any(needle in v for v in values))
                     line["b"] = sum(len(v) for v in values)
                 out.append(json.dumps(line))
