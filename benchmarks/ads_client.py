@@ -17,6 +17,11 @@ prints a line per RDS response too, with ``"k": "rds"`` (``"lds"`` for listeners
 ``--watch NAME``: each printed line says whether the response's resources carry NAME
 (``"w": 1``; a byte search), so a change counts as arrived when what changed carries it,
 and its size (``"b"``: bytes of its resources).
+
+Like Envoy's gRPC client, each channel advertises a 256 MiB receive window and does not
+probe (``ENVOY_WINDOW``), and a fronted node is made from the bootstrap once per
+namespace. ``--hold``: start, print ``{"ready": 1}``, and connect only once a line
+arrives on stdin (the storm of ``streams.py``: sidecars already running reconnect).
 """
 
 from __future__ import annotations

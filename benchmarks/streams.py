@@ -32,6 +32,17 @@ that part: the listener carries it at once; the set's route after the front's se
 time (2.5 s, by design: a pair reaches Envoy's table before the set). Both are timed,
 each by the first response whose resources carry the new name.
 
+The change is also given from the server's side (``/api/v1/rebuilds``): its phases, and
+from the write to the first and the last response of the changed views handed to gRPC.
+
+The storm: every client process is killed at once and all streams reconnect at once.
+The reconnecting sidecars are running already, as Envoys that lost their control plane
+are: the new client processes start (Python, gRPC, the nodes) before the kill and connect
+when told, so the storm's time and client CPU do not include four interpreters starting
+(``--storm-cold``: they start when the storm does, as before RESULTS.md section 29).
+``--profile DIR``: py-spy (not part of the project; ``$PY_SPY``) records the server and a
+client process during the change and the storm.
+
 The tenant resolvers (unbound, started by the control plane for every tenant) are
 reported apart: their count, summed RSS and private memory (Private_Clean +
 Private_Dirty of ``/proc/PID/smaps_rollup``).
