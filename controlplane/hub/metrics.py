@@ -76,8 +76,9 @@ class ChangeTrace:
     first_ack_at: float | None = None  # its ACK: the Envoy applied it
     first_ack_node: str = ""
     # The wave: responses carrying a changed view's new version handed to gRPC, until the
-    # next rebuild that changes a snapshot (a change reaching 1,000 streams: when the last
-    # one was handed its response, from the server's side).
+    # next rebuild that changes a snapshot or another install changes these views (a
+    # front set's held pairs due): when the last stream was handed its response, from
+    # the server's side.
     sent: int = 0
     last_sent_at: float | None = None
 
