@@ -17,12 +17,18 @@ prints a line per RDS response too, with ``"k": "rds"`` (``"lds"`` for listeners
 ``--watch NAME``: each printed line says whether the response's resources carry NAME
 (``"w": 1``; a byte search), so a change counts as arrived when what changed carries it,
 and its size (``"b"``: bytes of its resources).
+
+Like Envoy's gRPC client, each channel advertises a 256 MiB receive window and does not
+probe (``ENVOY_WINDOW``), and a fronted node is made from the bootstrap once per
+namespace. ``--hold``: start, print ``{"ready": 1}``, and connect only once a line
+arrives on stdin (the storm of ``streams.py``: sidecars already running reconnect).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -56,14 +62,31 @@ HCM = b"envoy.filters.network.http_connection_manager"
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 
+# The receive windows of a real Envoy's gRPC client (its xDS cluster's HTTP/2 options
+# left at their defaults): Http2ProtocolOptions.initial_stream_window_size and
+# initial_connection_window_size default to 268435456 (256 MiB). gRPC's own default is a
+# 64 KB stream window (``grpc.http2.lookahead_bytes``) grown by BDP probing, so a 158 KB
+# listener needed WINDOW_UPDATEs from a busy client loop before the server could finish
+# sending it. Envoy does not probe.
+ENVOY_WINDOW = (("grpc.http2.lookahead_bytes", 256 * 1024 * 1024), ("grpc.http2.bdp_probe", 0))
+
+
+@functools.cache
+def _fronted_node(namespace: str) -> bytes:
+    boot = sidecar_bootstrap(InjectionConfig(front=True), node_id="",
+                             namespace=namespace, labels={"app": "bench"})
+    return bytes(ParseDict(boot["node"], base_pb2.Node()).SerializeToString())
+
+
 def node_of(cid: str, namespace: str, *, fronted: bool, extensions: int = 0) -> base_pb2.Node:
     """The sidecar's node: an injected, fronted sidecar's metadata, or the old minimal one
     (no stats listener, no front); with ``extensions`` entries in its extensions list, as
-    a real Envoy sends (Envoy 1.40: 516 of them, 59,657 bytes of a 61,106-byte node)."""
+    a real Envoy sends (Envoy 1.40: 516 of them, 59,657 bytes of a 61,106-byte node).
+    The fronted node is made from the bootstrap once per namespace (Envoy reads its
+    bootstrap once, at start), each stream's copy given its id."""
     if fronted:
-        boot = sidecar_bootstrap(InjectionConfig(front=True), node_id=cid,
-                                 namespace=namespace, labels={"app": "bench"})
-        node = ParseDict(boot["node"], base_pb2.Node())
+        node = base_pb2.Node.FromString(_fronted_node(namespace))
+        node.id = cid
     else:
         node = base_pb2.Node(id=cid)
         node.metadata.update({"NAMESPACE": namespace, "LABELS": {"app": "bench"},
@@ -75,11 +98,11 @@ def node_of(cid: str, namespace: str, *, fronted: bool, extensions: int = 0) -> 
     return node
 
 
-def route_names(resp: discovery_pb2.DiscoveryResponse) -> tuple[str, ...]:
-    """The RouteConfigurations the listeners' HTTP connection managers ask RDS for."""
+def route_names(values: list[bytes]) -> tuple[str, ...]:
+    """The RouteConfigurations the listeners' HTTP connection managers ask RDS for, from
+    the listeners' bytes."""
     out = set()
-    for res in resp.resources:
-        value = res.value
+    for value in values:
         if HCM not in value:  # the DNS listener (a UDP filter) is never parsed
             continue
         listener = listener_pb2.Listener.FromString(value)
@@ -127,7 +150,8 @@ async def stream(address: str, cid: str, namespace: str, out: list[str],
 async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
                       stop: asyncio.Event, *, fronted: bool = False, watch: str = "",
                       extensions: int = 0) -> None:
-    own = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+    own = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1),
+           *ENVOY_WINDOW]
     needle = watch.encode()
     async with grpc.aio.insecure_channel(address, options=own) as channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
@@ -143,10 +167,12 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
             await call.write(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
                 response_nonce=resp.nonce, resource_names=names.get(resp.type_url, ())))
+            # Each resource's bytes, copied out of the message once for what follows.
+            values = [r.value for r in resp.resources] if fronted or needle else []
             if fronted:
                 wanted: dict[str, tuple[str, ...]] = {}
                 if resp.type_url == LDS:
-                    wanted[RDS] = route_names(resp)
+                    wanted[RDS] = route_names(values)
                 elif resp.type_url == CDS:
                     wanted[EDS], wanted[SDS] = cluster_names(resp)
                 for type_url, wanted_names in wanted.items():
@@ -162,7 +188,6 @@ async def _one_stream(address: str, cid: str, namespace: str, out: list[str],
                 if fronted:
                     line["k"] = kind
                 if needle:
-                    values = [r.value for r in resp.resources]
                     line["w"] = int(any(needle in v for v in values))
                     line["b"] = sum(len(v) for v in values)
                 out.append(json.dumps(line))
@@ -183,15 +208,25 @@ async def main() -> None:
                         help="entries in each node's extensions list (a real Envoy: ~516)")
     parser.add_argument("--watch", default="",
                         help="say in each line whether the response carries this name")
+    parser.add_argument("--hold", action="store_true",
+                        help="start, make the nodes, print {\"ready\": 1}, and connect only "
+                        "once a line arrives on stdin (a storm of sidecars already running)")
     args = parser.parse_args()
     namespaces = args.namespaces.split(",")
     out: list[str] = []
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if args.hold:
+        for i in range(args.first, args.first + args.count):
+            node_of(f"c{i}", namespaces[i % len(namespaces)], fronted=args.fronted,
+                    extensions=args.extensions)
+        print(json.dumps({"ready": 1}), flush=True)
+        if not await loop.run_in_executor(None, sys.stdin.readline):
+            return
     tasks = [asyncio.create_task(stream(args.address, f"c{i}", namespaces[i % len(namespaces)],
                                         out, stop, fronted=args.fronted, watch=args.watch,
                                         extensions=args.extensions))
              for i in range(args.first, args.first + args.count)]
-    loop = asyncio.get_running_loop()
     stdin_closed = loop.run_in_executor(None, sys.stdin.read)
     deadline = time.time() + args.seconds
     while time.time() < deadline and not stdin_closed.done():

@@ -32,6 +32,17 @@ that part: the listener carries it at once; the set's route after the front's se
 time (2.5 s, by design: a pair reaches Envoy's table before the set). Both are timed,
 each by the first response whose resources carry the new name.
 
+The change is also given from the server's side (``/api/v1/rebuilds``): its phases, and
+from the write to the first and the last response of the changed views handed to gRPC.
+
+The storm: every client process is killed at once and all streams reconnect at once.
+The reconnecting sidecars are running already, as Envoys that lost their control plane
+are: the new client processes start (Python, gRPC, the nodes) before the kill and connect
+when told, so the storm's time and client CPU do not include four interpreters starting
+(``--storm-cold``: they start when the storm does, as before RESULTS.md section 29).
+``--profile DIR``: py-spy (not part of the project; ``$PY_SPY``) records the server and a
+client process during the change and the storm.
+
 The tenant resolvers (unbound, started by the control plane for every tenant) are
 reported apart: their count, summed RSS and private memory (Private_Clean +
 Private_Dirty of ``/proc/PID/smaps_rollup``).
@@ -41,7 +52,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +67,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
-from controlplane._kit.localrun import ControlPlane, http_text, rss_mb, wait_for  # noqa: E402
+from controlplane._kit.localrun import (  # noqa: E402
+    ControlPlane,
+    http_json,
+    http_text,
+    rss_mb,
+    wait_for,
+)
 from controlplane.hub.front_sets import DEFAULT_SETTLE_SECONDS as SETTLE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +83,10 @@ class Clients:
     """The client processes, and what their streams reported, indexed as it arrives."""
 
     def __init__(self, address: str, streams: int, processes: int, seconds: float,
-                 namespaces: str = "", *, fronted: bool = False, watch: str = "") -> None:
+                 namespaces: str = "", *, fronted: bool = False, watch: str = "",
+                 hold: bool = False) -> None:
         self.endings: dict[str, int] = {}
+        self.ready = 0  # processes started and waiting for ``go`` (``hold``)
         self.lock = threading.Lock()
         self.kinds = ("lds", "rds") if fronted else ("lds",)
         # per kind: stream -> (latest version, its time); stream -> first time a response
@@ -78,6 +99,7 @@ class Clients:
         more = ["--namespaces", namespaces] if namespaces else []
         more += ["--fronted"] if fronted else []
         more += ["--watch", watch] if watch else []
+        more += ["--hold"] if hold else []
         self.procs = [subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address", address,
              "--first", str(i * per), "--count", str(per), "--seconds", str(seconds), *more],
@@ -90,6 +112,9 @@ class Clients:
         for line in proc.stdout:
             event = json.loads(line)
             with self.lock:
+                if "ready" in event:
+                    self.ready += 1
+                    continue
                 if "e" in event:
                     self.endings[str(event["e"])] = self.endings.get(str(event["e"]), 0) + 1
                     continue
@@ -141,6 +166,13 @@ class Clients:
         with self.lock:
             return self._largest[kind]
 
+    def go(self) -> None:
+        """Held processes (``hold``): connect every stream now."""
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+
     def kill(self) -> None:
         for p in self.procs:
             p.kill()
@@ -165,6 +197,65 @@ class RssPeak:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+class Spy:
+    """``--profile DIR``: py-spy (``$PY_SPY``, default /tmp/spyenv/bin/py-spy; not part of
+    the project) records ``pid`` into a speedscope file until ``stop``."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.proc = subprocess.Popen(
+            [os.environ.get("PY_SPY", "/tmp/spyenv/bin/py-spy"), "record", "--pid", str(pid),
+             "--nonblocking", "--rate", "100", "--format", "speedscope", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before what it is to see begins
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+
+
+def spies(profile: str, name: str, pids: dict[str, int]) -> list[Spy]:
+    """A ``Spy`` per process named in ``pids`` (``<name>-<role>.json``), when profiling."""
+    if not profile:
+        return []
+    out = Path(profile)
+    out.mkdir(parents=True, exist_ok=True)
+    return [Spy(pid, out / f"{name}-{role}.json") for role, pid in pids.items()]
+
+
+def server_trace(cp: ControlPlane, since: float) -> str:
+    """The server's own account of the change (``/api/v1/rebuilds``), first rebuild at or
+    after ``since``: its phases, and from the write to the first and (where the server
+    reports it) the last response of the changed views."""
+    try:
+        traces = [t for t in http_json(f"{cp.admin_url}/api/v1/rebuilds", timeout=30)["rebuilds"]
+                  if (t.get("started_at") or 0) >= since and t.get("snapshots_changed")]
+    except OSError as exc:
+        return f"(no trace: {exc})"
+    if not traces:
+        return "(no trace)"
+    t = traces[-1]  # newest first: the last is the change's own rebuild
+    ms = ", ".join(f"{k} {v:.0f}" for k, v in t["milliseconds"].items())
+    out = f"{ms} (ms)"
+    for key, what in (("first_sent_at", "first response"), ("last_sent_at", "last response")):
+        if t.get(key):
+            out += f"; write -> {what} {(t[key] - since) * 1000:.0f} ms"
+    if t.get("sent"):
+        out += f" ({t['sent']} responses of the changed views)"
+    return out
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections its listen queues had no room for (TcpExt
+    ListenOverflows, this network namespace): each one is a SYN or handshake the client
+    must send again, a second later or more (TCP's retransmission timeout)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            fields = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            return int(fields.get("ListenOverflows", 0))
+    return 0
 
 
 def resolvers(workdir: Path) -> tuple[int, float, float]:
@@ -201,7 +292,7 @@ def metric(cp: ControlPlane, name: str, contains: str = "") -> float:
 
 
 def percentiles(ms: list[float]) -> str:
-    return (f"p50 {statistics.median(ms):.0f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.0f} ms, "
+    return (f"min {ms[0]:.0f} ms, p50 {statistics.median(ms):.0f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.0f} ms, "
             f"max {ms[-1]:.0f} ms")
 
 
@@ -223,6 +314,12 @@ def main() -> int:
     parser.add_argument("--fronted", action="store_true",
                         help="the simulated sidecars run the DNS front, as injected pods do "
                         "(see the module doc)")
+    parser.add_argument("--storm-cold", action="store_true",
+                        help="the storm's client processes start when it does (Python "
+                        "start-up inside the storm's time, as before section 29)")
+    parser.add_argument("--profile", default="",
+                        help="py-spy the server and one client process during the change "
+                        "and the storm, speedscope files into this directory")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="streams-"))
     manifests = work / "manifests"
@@ -273,6 +370,7 @@ def main() -> int:
     connect_peak = RssPeak(pid)
     try:
         started = time.time()
+        overflows = listen_overflows()
         try:
             wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                      what=f"{args.streams} streams to get their first listener")
@@ -283,6 +381,7 @@ def main() -> int:
                   f"(peak {connect_peak.stop():.0f} MB); load average {load_average()}")
             raise
         connect = time.time() - started
+        connect_overflows = listen_overflows() - overflows
         if args.fronted:
             wait_for(lambda: clients.sets_settled(len(namespaces.split(","))), timeout=60,
                      interval=0.2, what="every stream's set to list its pairs")
@@ -296,6 +395,8 @@ def main() -> int:
         pushed_before = metric(cp, "dnscp_pushes_total", 'type="lds"')
         pushed_rds_before = metric(cp, "dnscp_pushes_total", 'type="rds"')
         serial_before = metric(cp, "dnscp_snapshot_serializations_total")
+        spying = spies(args.profile, "change", {"server": pid,
+                                                 "client": clients.procs[0].pid})
         t0 = time.time()
         (manifests / "bench-change.yaml").write_text(
             f"apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: {change_ns}}}\n"
@@ -309,6 +410,8 @@ def main() -> int:
             return all(clients.count_carried(kind) >= len(affected) for kind in clients.kinds)
 
         wait_for(all_updated, timeout=120, interval=0.05, what="every affected stream")
+        for spy in spying:
+            spy.stop()
         now = clients.latest()
         arrived = {kind: clients.carried(kind, t0) for kind in clients.kinds}
         lat = sorted((arrived["lds"][c] - t0) * 1000 for c in affected)
@@ -327,12 +430,15 @@ def main() -> int:
               f"{args.services} extra Services, connected and served in {connect:.1f}s"
               + (f" (every set listing its pairs after {whole:.1f}s)" if args.fronted else "")
               + "; "
-              f"streams the server ended meanwhile, by status: {clients.endings or 'none'}")
+              f"streams the server ended meanwhile, by status: {clients.endings or 'none'}; "
+              f"listen queue overflows while connecting: {connect_overflows}")
         print(f"largest responses: LDS {clients.largest('lds')} bytes"
               + (f", RDS {clients.largest('rds')} bytes" if args.fronted else ""))
         print(f"change -> ACK for {len(affected)} affected streams (debounce "
               f"{args.debounce * 1000:.0f} ms included), the listener carrying the name: "
               f"{percentiles(lat)}; unaffected streams that got a push: {unaffected_changed}")
+        print(f"  the server's account (its first rebuild after the write): "
+              f"{server_trace(cp, t0)}")
         if args.fronted:
             rds = sorted((arrived["rds"][c] - t0) * 1000 for c in affected)
             print(f"  the set's route carrying it (after the front's settle time): "
@@ -347,7 +453,17 @@ def main() -> int:
               f"with the streams {resolver_line(work)}")
         print(f"cpu: connecting {connect_cpu[0]:.1f} s server, {connect_cpu[1]:.1f} s clients; "
               f"the change {change_cpu[0]:.2f} s server, {change_cpu[1]:.2f} s clients")
-        # Reconnect storm: every client dies at once, then all reconnect at once.
+        # Reconnect storm: every client dies at once, then all reconnect at once. The
+        # sidecars that reconnect are running already, as Envoys that lost their control
+        # plane are: their processes start (Python, gRPC, the nodes) before the kill and
+        # connect on ``go``, so the storm times the control plane serving 10,000
+        # reconnections, not 4 Python interpreters starting (``--storm-cold``: as before).
+        storm_clients = None
+        if not args.storm_cold:
+            storm_clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
+                                    namespaces=namespaces, hold=True, **fronted)
+            wait_for(lambda: storm_clients.ready == args.processes, timeout=120,
+                     what="the storm's client processes to start")
         clients.kill()
         wait_for(lambda: metric(cp, "dnscp_connected_proxies") == 0, timeout=60,
                  what="all streams gone")
@@ -362,25 +478,39 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        spying = spies(args.profile, "storm", {"server": pid})
+        overflows = listen_overflows()
         t1 = time.time()
         server_cpu = cpu_seconds(pid)
-        clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
-                          namespaces=namespaces, **fronted)
-        meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
+        if storm_clients is not None:
+            clients = storm_clients
+            meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
+            clients.go()
+        else:
+            clients = Clients(cp.xds_address, args.streams, args.processes, seconds=300,
+                              namespaces=namespaces, **fronted)
+            meter = CpuMeter(pid, [p.pid for p in clients.procs]).start()
+        spying += spies(args.profile, "storm", {"client": clients.procs[0].pid})
         wait_for(lambda: clients.served() >= args.streams, timeout=180, interval=0.2,
                  what="the storm to reconnect")
         storm = time.time() - t1
+        for spy in spying:
+            spy.stop()
         storm_cpu = meter.stop()
         sampling.set()
         sampler.join()
-        print(f"streams the server ended during the storm, by status: {clients.endings or 'none'}")
+        print(f"streams the server ended during the storm, by status: {clients.endings or 'none'}"
+              f"; connections the listen queue had no room for (ListenOverflows, the whole "
+              f"machine's): {listen_overflows() - overflows}")
         print(f"reconnect storm of {args.streams}: all served again in {storm:.1f}s; RSS after "
               f"the drop {after_drop:.0f} MB, peak during the storm {max(peak):.0f} MB, after "
               f"{rss_mb(pid):.0f} MB")
         print(f"tenant resolvers after the storm: {resolver_line(work)}")
+        started_how = ("start then" if args.storm_cold else
+                       "were started before the kill; their start-up is not counted")
         print(f"cpu during the storm: server {cpu_seconds(pid) - server_cpu:.1f} s, clients "
-              f"{storm_cpu[1]:.1f} s (the {args.processes} client processes start then); load "
-              f"average at end {load_average()}")
+              f"{storm_cpu[1]:.1f} s (the {args.processes} client processes {started_how}); "
+              f"load average at end {load_average()}")
     finally:
         clients.kill()
         cp.stop()

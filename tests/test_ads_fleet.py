@@ -106,18 +106,51 @@ def _big_snapshot(names: int) -> ViewSnapshot:
         for i in range(names)}})
 
 
-def test_every_stream_of_a_view_sends_the_one_body_of_its_version_with_its_own_nonce() -> None:
+def test_every_stream_of_a_view_sends_the_one_payload_of_its_version_as_it_is() -> None:
+    """A change wave: each stream of the view is handed the same bytes object, nonce
+    included, nothing joined or copied per stream (issue 21, item 3)."""
     snap = _big_snapshot(10)
+    ts = snap.types[LISTENER_TYPE]
     outs = []
     for i in range(3):
         stream = SotwStream(f"s{i}")
         stream.receive(_first_request(f"n{i}"))
         [out] = stream.responses(snap)
         outs.append(out)
-    assert all(out.body is snap.types[LISTENER_TYPE].body for out in outs)  # not a copy
-    assert [out.decode().nonce for out in outs] == ["s0-1", "s1-1", "s2-1"]
-    assert all(out.size == len(snap.types[LISTENER_TYPE].body) + len(out.tail) for out in outs)
-    assert outs[0].decode().version_info == snap.types[LISTENER_TYPE].version
+    assert all(out.body is ts.payload and out.tail == b"" for out in outs)  # not a copy
+    assert all(out.payload is ts.payload for out in outs)
+    assert [out.decode().nonce for out in outs] == [ts.shared_nonce] * 3
+    assert all(out.size == len(ts.payload) for out in outs)
+    decoded = outs[0].decode()
+    assert decoded.version_info == ts.version and decoded.type_url == LISTENER_TYPE
+    assert list(decoded.resources) == [ts.anys[n] for n in sorted(ts.anys)]
+
+
+def test_a_stream_sent_a_snapshot_again_gets_its_own_nonce_joined_to_the_body() -> None:
+    """Nonces stay unique per stream (#1): the same snapshot sent twice on one stream (a
+    changed subscription, #10), or an older snapshot after a newer one, goes with the
+    stream's own nonce, not the shared one again."""
+    old, new = _big_snapshot(3), _big_snapshot(4)
+    stream = SotwStream("s1")
+    stream.receive(_first_request("n1"))
+    [first] = stream.responses(old)
+    assert first.nonce == old.types[LISTENER_TYPE].shared_nonce
+    [second] = stream.responses(new)
+    assert second.nonce == new.types[LISTENER_TYPE].shared_nonce
+    stream.receive(discovery_pb2.DiscoveryRequest(  # ACKed; all, and one by name too
+        type_url=LISTENER_TYPE, version_info=second.version, response_nonce=second.nonce,
+        resource_names=["*", "l0"]))
+    [third] = stream.responses(new)  # #10: the same snapshot again
+    stream.receive(discovery_pb2.DiscoveryRequest(
+        type_url=LISTENER_TYPE, version_info=third.version, response_nonce=third.nonce,
+        resource_names=["*", "l0"]))
+    [fourth] = stream.responses(old)  # the view went back to an older snapshot
+    nonces = [o.nonce for o in (first, second, third, fourth)]
+    assert len(set(nonces)) == 4
+    assert third.nonce == "s1-1" and fourth.nonce == "s1-2"
+    assert third.body is new.types[LISTENER_TYPE].body and third.tail
+    assert third.decode().nonce == "s1-1" and fourth.decode().nonce == "s1-2"
+    assert fourth.decode().version_info == old.types[LISTENER_TYPE].version
 
 
 def test_the_byte_budget_holds_a_response_until_the_bytes_in_flight_leave_room() -> None:
@@ -197,7 +230,7 @@ def test_the_driver_hands_grpc_the_shared_body_not_a_joined_copy_it_would_keep()
         return out
 
     out = asyncio.run(first())
-    assert out.body is snap.types[LISTENER_TYPE].body
+    assert out.body is snap.types[LISTENER_TYPE].payload and _payload(out) is out.body
     response = discovery_pb2.DiscoveryResponse.FromString(_payload(out))
     assert response.nonce == out.nonce and response.version_info == out.version
     assert servicer.budget.in_flight == 0  # given back when the stream ended

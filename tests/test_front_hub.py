@@ -527,6 +527,41 @@ def test_the_hub_sends_the_table_first_and_the_set_after_the_settle_time() -> No
     assert hub.front_sets.next_due() is None
 
 
+def test_a_due_set_ends_the_rebuilds_wave_so_its_responses_count_apart() -> None:
+    """The rebuild's wave (``ChangeTrace.sent``, ``last_sent_at``: the server's side of a
+    change reaching its streams) ends where the front set's held pairs are rendered: the
+    set's responses that follow are not the rebuild's."""
+    clock = Clock()
+    hub = Hub(Settings(), front_clock=clock, resolvers=Resolvers())
+    hub.set_inventory(acme("web"))
+    conn = fronted(hub, "front-1", DNS_FRONT_SET_ADDRESS="127.0.0.1:15055")
+    clock.now += 2.5
+    hub.render_due_sets()
+
+    def send() -> None:
+        for out in conn.stream.responses(hub.snapshot_for(conn)):
+            hub.record_sent(conn, out)
+            for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
+                    type_url=out.type_url, version_info=out.version, response_nonce=out.nonce,
+                    resource_names=[set_route_name("acme")] if out.type_url == ROUTE_TYPE
+                    else [])):
+                hub.record(conn, event)
+
+    conn.stream.receive(discovery_pb2.DiscoveryRequest(
+        type_url=ROUTE_TYPE, resource_names=[set_route_name("acme")]))
+    send()
+    clock.now += 10
+    hub.set_inventory(acme("web", "api"))  # the table at once, the set after settling
+    trace = hub.metrics.traces[-1]
+    assert trace.views == {conn.view_key}
+    send()
+    assert trace.sent == 1  # the listener carrying "api"
+    clock.now += 2.5
+    assert hub.render_due_sets() == {conn.view_key}
+    send()  # the set's route: after the wave
+    assert trace.sent == 1
+
+
 def test_the_first_full_build_publishes_whole_sets() -> None:
     """Sidecars that reconnect to a restarted control plane before its first load keep
     their set: the views of that load are published at once."""

@@ -337,9 +337,45 @@ def test_rebuild_traces_in_the_admin_api() -> None:
 
     latest = asyncio.run(scenario())
     assert latest["seen_at"] == 100.0 and latest["first_ack_node"] == "n1"
+    assert latest["sent"] == 1 and latest["last_sent_at"] >= latest["first_sent_at"]
     assert latest["snapshots_changed"] == [str(conn.view_key)]
     ms = latest["milliseconds"]
     assert abs(ms["to_loop"] - 20.0) < 1.0 and "envoy_ack" in ms and ms["build"] >= 0
+
+
+def test_a_change_trace_counts_the_wave_until_the_last_stream_of_its_views() -> None:
+    """The server's side of a change reaching many streams: every response carrying a
+    changed view's new version counts, after the first ACK too, and the time of the last;
+    a stream of another view does not."""
+    hub = Hub(Settings())
+    store = Store()
+    store.replace_origin("f", [
+        Namespace("acme", (("tenant", "acme"),)), Namespace("foo", (("tenant", "foo"),)),
+        tenant_policy("acme", whitelist=("*.acme.svc.cluster.local",)),
+        tenant_policy("foo", whitelist=("*.foo.svc.cluster.local",),
+                      default_action=DefaultAction.DENY)])
+    batch = store.take()
+    hub.set_inventory(batch.inventory, changed=batch.changed)
+    acme = [_connect(hub, "acme", f"a{i}") for i in range(3)]
+    foo = _connect(hub, "foo", "f1")
+    for conn in (*acme, foo):  # every stream has the current version
+        for out in conn.stream.responses(hub.snapshot_for(conn)):
+            hub.record_sent(conn, out)
+    store.apply_object("f", ("Service", "acme", "new"),
+                       Service("acme", "new", cluster_ips=("10.0.0.9",)))
+    batch = store.take()
+    hub.set_inventory(batch.inventory, changed=batch.changed)
+    trace = hub.metrics.traces[-1]
+    assert trace.views == {acme[0].view_key} and trace.sent == 0
+    for conn in (*acme, foo):
+        for out in conn.stream.responses(hub.snapshot_for(conn)):
+            hub.record_sent(conn, out)
+            for event in conn.stream.receive(discovery_pb2.DiscoveryRequest(
+                    type_url=out.type_url, version_info=out.version, response_nonce=out.nonce)):
+                hub.record(conn, event)  # the first ACK ends the trace's first part only
+    assert trace.sent == 3 and trace.first_ack_at is not None
+    assert trace.last_sent_at is not None and trace.first_sent_at is not None
+    assert trace.last_sent_at >= trace.first_sent_at
 
 
 def test_a_view_follows_the_service_its_server_names_even_when_it_sees_none_of_it() -> None:

@@ -151,6 +151,7 @@ class Hub:
         self._built = False  # the first full build is done: streams may be answered
         self._resolved: dict[str, tuple[TenantView, Upstream | None, object, TenantView]] = {}
         self._trace: ChangeTrace | None = None  # the last rebuild, until its first ACK
+        self._wave: ChangeTrace | None = None  # the last rebuild that changed a snapshot
         self._changed_at = clock()
         # The DNS fronts' sets: new pairs lag the table (front_sets.py); the timer renders
         # the fronted keys of a tenant again when its held pairs are due.
@@ -386,7 +387,7 @@ class Hub:
         self.metrics.observe_phases(trace)
         self.metrics.traces.append(trace)
         if trace.views:
-            self._trace = trace
+            self._trace = self._wave = trace
         self._changed()
 
     def _current(self, key: ViewKey, view: TenantView) -> bool:
@@ -518,9 +519,9 @@ class Hub:
         if not jobs:
             return
         if self._worker is None or _running_loop() is None:
-            self.snapshots.install(render_all(jobs, self.settings, self._front_turn(),
-                                              self.snapshots.hop_peers),
-                                   current=self._current, changed_at=self._changed_at)
+            self._end_wave(self.snapshots.install(
+                render_all(jobs, self.settings, self._front_turn(), self.snapshots.hop_peers),
+                current=self._current, changed_at=self._changed_at))
             self._schedule_front()
             return
         jobs = [j for j in jobs if j[0] not in self._rendering]
@@ -535,7 +536,8 @@ class Hub:
                                            self.snapshots.hop_peers)
         finally:
             self._rendering.difference_update(job[0] for job in jobs)
-        self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._end_wave(self.snapshots.install(rendered, current=self._current,
+                                              changed_at=self._changed_at))
         self._schedule_front()
         self._refresh_snapshots()  # a view that changed while these were rendered
 
@@ -558,9 +560,9 @@ class Hub:
         # A tenant no fronted stream shows any more: nothing to publish to, so nothing due.
         self.front_sets.forget(due - {job[0].tenant for job in jobs})
         if jobs and (self._worker is None or _running_loop() is None):
-            self.snapshots.install(render_all(jobs, self.settings, turn,
-                                              self.snapshots.hop_peers),
-                                   current=self._current, changed_at=self._changed_at)
+            self._end_wave(self.snapshots.install(
+                render_all(jobs, self.settings, turn, self.snapshots.hop_peers),
+                current=self._current, changed_at=self._changed_at))
             self._schedule_front()
         elif jobs:
             self._front_rendering = True
@@ -576,7 +578,8 @@ class Hub:
                                            self.snapshots.hop_peers)
         finally:
             self._front_rendering = False
-        self.snapshots.install(rendered, current=self._current, changed_at=self._changed_at)
+        self._end_wave(self.snapshots.install(rendered, current=self._current,
+                                              changed_at=self._changed_at))
         self._schedule_front()
 
     def _schedule_front(self) -> None:
@@ -639,10 +642,24 @@ class Hub:
         self._changed()
 
     # -- change traces -----------------------------------------------------------------
+    def _end_wave(self, installed: set[ViewKey]) -> None:
+        """Snapshots installed outside a rebuild (a front set's held pairs due, a new
+        stream's view): the responses that follow are no longer the last rebuild's wave."""
+        if self._wave is not None and installed & self._wave.views:
+            self._wave = None
+
     def _sent(self, conn: Connection, out: Outgoing | DeltaOutgoing) -> None:
         trace = self._trace
         if trace is not None and trace.first_sent_at is None and conn.view_key in trace.views:
             trace.first_sent_at = time.time()
+        wave = self._wave
+        if wave is None or conn.view_key not in wave.views:
+            return
+        snap = self.cache.get(conn.view_key)
+        ts = snap.types.get(out.type_url) if snap is not None else None
+        if ts is not None and ts.version == out.version:  # not a CDS keeping clusters
+            wave.sent += 1
+            wave.last_sent_at = time.time()
 
     def _acked(self, conn: Connection, event: Ack) -> None:
         trace = self._trace

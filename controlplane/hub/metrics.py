@@ -75,6 +75,12 @@ class ChangeTrace:
     first_sent_at: float | None = None  # the first response carrying a new snapshot
     first_ack_at: float | None = None  # its ACK: the Envoy applied it
     first_ack_node: str = ""
+    # The wave: responses carrying a changed view's new version handed to gRPC, until the
+    # next rebuild that changes a snapshot or another install changes these views (a
+    # front set's held pairs due): when the last stream was handed its response, from
+    # the server's side.
+    sent: int = 0
+    last_sent_at: float | None = None
 
     def breakdown(self) -> dict[str, float]:
         """Milliseconds per step, in order, as far as the trace got."""
@@ -103,6 +109,7 @@ class ChangeTrace:
             "rebuild": self.number, "seen_at": self.seen_at, "poked_at": self.poked_at,
             "started_at": self.started_at, "installed_at": self.installed_at,
             "first_sent_at": self.first_sent_at, "first_ack_at": self.first_ack_at,
+            "sent": self.sent, "last_sent_at": self.last_sent_at,
             "first_ack_node": self.first_ack_node or None,
             "objects_changed": self.changed, "names_changed": self.names,
             "views_rebuilt": list(self.rebuilt), "snapshots_changed": sorted(map(str, self.views)),

@@ -1,12 +1,13 @@
 """How many bytes of ADS responses are in flight at once, across every stream.
 
-A stream's response is the view's shared body plus its nonce, joined when it is
-sent; gRPC then holds its own copy until the bytes have left for the socket. A
-thousand streams woken by one change, or reconnecting in a storm, would each hold
-one such copy at the same time: memory would follow the number of streams times
-the listener's size (1.6 MB at 10,000 names). ``ByteBudget`` bounds that: a
-stream waits (first come, first served) until the bytes already in flight
-leave room for its response. A response larger than the whole budget goes alone.
+A stream's response is the view's shared response (or its body plus the stream's
+own nonce, joined when it is sent); gRPC copies it and holds that copy until the
+bytes have left for the socket. A thousand streams woken by one change, or
+reconnecting in a storm, would each hold one such copy at the same time: memory
+would follow the number of streams times the listener's size (1.6 MB at 10,000
+names). ``ByteBudget`` bounds that: a stream waits (first come, first served)
+until the bytes already in flight leave room for its response. A response larger
+than the whole budget goes alone.
 """
 
 from __future__ import annotations

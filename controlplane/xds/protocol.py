@@ -76,6 +76,10 @@ class TypeState:
     nack_error: str = ""
     nacks: int = 0
     acks: int = 0
+    # The newest ``TypeSnapshot.serial`` whose shared nonce this stream was sent: a
+    # snapshot's shared payload goes to a stream once at most, and only while newer than
+    # that, so the stream's nonces stay unique (#1); else its own nonce is joined on.
+    shared_serial: int = 0
     # What the client has, by name: after a full-state response the snapshot's own
     # mapping (shared by every stream of the view), else this stream's.
     sent_anys: Mapping[str, Any] = field(default_factory=dict)
@@ -104,9 +108,12 @@ class Outgoing:
     nonce: str
     names: frozenset[str]
     # A serialised DiscoveryResponse in two parts: ``body``, for a full-state response the
-    # view's own bytes (``TypeSnapshot.body``, one object shared by every stream of the view
-    # and version), and ``tail``, this stream's nonce. Joined only when sent (``payload``),
-    # so a stream's copy exists while the driver sends it, within its byte budget.
+    # view's own bytes, and ``tail``, this stream's nonce when it has one of its own.
+    # Usually ``body`` is the whole response with the snapshot's shared nonce
+    # (``TypeSnapshot.payload``, one object for every stream of the view and version) and
+    # ``tail`` is empty: nothing per stream is joined or copied. Else (the stream had that
+    # snapshot's shared nonce already) ``body`` is ``TypeSnapshot.body`` and the two are
+    # joined only when sent (``payload``), within the byte budget.
     body: bytes
     tail: bytes = b""
 
@@ -251,6 +258,15 @@ class SotwStream:
 
     def _respond(self, state: TypeState, ts: TypeSnapshot, names: frozenset[str],
                  keep: dict[str, Any] | None = None) -> Outgoing:
+        full = not keep and names == ts.names
+        if full and ts.serial > state.shared_serial and ts.payload:
+            # The view's whole response, nonce included, as it is: shared by its streams.
+            state.shared_serial = ts.serial
+            state.sent_version, state.sent_nonce, state.sent_names = (
+                ts.version, ts.shared_nonce, names)
+            state.sent_anys = ts.anys
+            state.subscription_changed = False
+            return Outgoing(ts.type_url, ts.version, ts.shared_nonce, names, ts.payload)
         self._nonces += 1
         nonce = f"{self.stream_id}-{self._nonces}"
         if keep:
@@ -264,7 +280,6 @@ class SotwStream:
             state.sent_anys = {**{n: ts.anys[n] for n in names}, **keep}
             state.subscription_changed = False
             return Outgoing(ts.type_url, version, nonce, all_names, payload)
-        full = names == ts.names
         if full:
             # The shared bytes, serialised once per view, plus this stream's nonce.
             body, tail = ts.body, DiscoveryResponse(nonce=nonce).SerializeToString()

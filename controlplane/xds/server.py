@@ -3,9 +3,11 @@
 It knows the configuration only through ``AdsBackend`` (``watcher.py``): open,
 attach, the snapshot for the next responses, ACK/NACK and sends, close.
 
-A response leaves the handler as its ``Outgoing`` (the view's shared body and
-the stream's nonce), and becomes bytes only in ``response_serializer``, as gRPC
-sends it, within the bytes-in-flight budget all streams share (``budget.py``).
+A response leaves the handler as its ``Outgoing`` (usually the view's whole
+response, nonce included, one bytes object for all its streams; else the view's
+body and the stream's own nonce), and becomes bytes only in
+``response_serializer``, as gRPC sends it, within the bytes-in-flight budget
+all streams share (``budget.py``).
 Not bytes: grpc.aio keeps the last item a handler yielded until it yields the
 next, so a stream that yielded its 1.6 MB listener held that copy for as long as
 it stayed connected (one copy per stream: 800 MB for 1,000 idle streams of an

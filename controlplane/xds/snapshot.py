@@ -15,6 +15,7 @@ content never repeats an old version (checklist #17).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
@@ -35,6 +36,12 @@ class TypeSnapshot:
     size: int
     resource_versions: Mapping[str, str]  # per resource, for delta xDS
     names: frozenset[str]  # the names of ``anys``: what a wildcard stream is sent (shared)
+    # The whole response with a nonce of its own (``shared_nonce``, unique to this object
+    # in the process), sent as it is to every stream of the view that gets this version
+    # for the first time: no per-stream bytes to join (``protocol.SotwStream._respond``).
+    serial: int = 0
+    shared_nonce: str = ""
+    payload: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,22 @@ def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
     version = digest.hexdigest()[:16]
     body = b"".join([wire.string_field(_VERSION_INFO, version) if version else b"", *parts,
                      wire.length_delimited(_TYPE_URL, url) if url else b""])
+    serial = next(_SERIALS)
+    shared_nonce = f"v{serial}"
     return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
-                        size=len(body), resource_versions=versions, names=frozenset(anys))
+                        size=len(body), resource_versions=versions, names=frozenset(anys),
+                        serial=serial, shared_nonce=shared_nonce,
+                        payload=body + wire.string_field(_NONCE, shared_nonce))
+
+
+# Serials of type snapshots, in the order they are made: a stream takes a shared nonce
+# only from a snapshot newer than any it took one from (so never the same one twice).
+_SERIALS = itertools.count(1)
 
 
 _RESPONSE = discovery_pb2.DiscoveryResponse.DESCRIPTOR.fields_by_name
-_VERSION_INFO, _RESOURCES, _TYPE_URL = (_RESPONSE[f].number for f in
-                                        ("version_info", "resources", "type_url"))
+_VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = (
+    _RESPONSE[f].number for f in ("version_info", "resources", "type_url", "nonce"))
 _ANY_TYPE_URL, _ANY_VALUE = (Any.DESCRIPTOR.fields_by_name[f].number
                              for f in ("type_url", "value"))
 
