@@ -73,6 +73,7 @@ class _Name:
     lines: tuple[str, ...] = ()  # _OUTSIDE: its local-data lines
     rank: int = -1  # for the PTR of its addresses (``ptr_ips``): lower wins; -1: none
     ptr: tuple[str, ...] = ()  # with one address in ``ptr_ips``: its PTR line, if it wins
+    ip: str = ""  # with ``ptr``: that address
 
     @property
     def ptr_ips(self) -> tuple[str, ...]:
@@ -124,7 +125,8 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         item.rank = rank
         ips = _ptr_ips(rec)
         if len(ips) == 1:  # the common case; what _Reverse._lines_of makes of it
-            item.ptr = (f"{reverse_pointer(ips[0])}. {rec.ttl} IN PTR "
+            item.ip = ips[0]
+            item.ptr = (f"{reverse_pointer(item.ip)}. {rec.ttl} IN PTR "
                         f"{owner or _fqdn(name)}",)
     return item
 
@@ -162,18 +164,20 @@ class NameTexts:
             hit = self._previous.get(key)
             if hit is None or hit[0] is not rec or hit[1] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr,
+                       item.ip)
             else:
-                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
 
 
-# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr.
-_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...]]
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
+# ip.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...], str]
 
 
 class _Exact(Mapping[str, NameRecord]):
@@ -283,11 +287,15 @@ class _Reverse:
         difference: ``TableTexts.update``); the reverse zones made."""
         sources = self.sources
         for item in items:
-            if item.rank < 0:
+            ip = item.ip
+            if ip:  # the common case: one address (``ptr_ips``)
+                have = sources.get(ip)
+                if have is None:
+                    sources[ip] = [item]
+                else:
+                    have.append(item)
                 continue
-            rec = item.rec
-            ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped  # ptr_ips
-            for ip in ips if len(ips) == 1 else dict.fromkeys(ips):
+            for ip in item.ptr_ips:
                 have = sources.get(ip)
                 if have is None:
                     sources[ip] = [item]
