@@ -82,13 +82,27 @@ def _check(inc: IncrementalRecords, inv: Inventory, opts: RecordOptions) -> list
     return [r.name for r in full]
 
 
+def _keys(inv: Inventory) -> set[tuple[str, str, str]]:
+    return ({("Service", *k) for k in inv.services}
+            | {("EndpointSlice", *k) for k in inv.endpoint_slices}
+            | {("Pod", *k) for k in inv.pods}
+            | {("ServiceEntry", *k) for k in inv.service_entries})
+
+
 @settings(max_examples=300, deadline=None)
-@given(inv=clusters(), nxt=clusters(), mapped=st.booleans(), cap=st.sampled_from((1, 8)))
+@given(inv=clusters(), nxt=clusters(), mapped=st.booleans(), cap=st.sampled_from((1, 8)),
+       by_keys=st.booleans())
 def test_a_first_load_is_the_full_rebuild_and_the_next_change_builds_on_it(
-        inv: Inventory, nxt: Inventory, mapped: bool, cap: int) -> None:
+        inv: Inventory, nxt: Inventory, mapped: bool, cap: int, by_keys: bool) -> None:
+    """``by_keys``: loaded as the hub loads it, every key changed after an empty start;
+    else by walking the inventory (``update``)."""
     opts = RecordOptions(aaaa_mapped=mapped, max_answers=cap)
     inc = IncrementalRecords()
-    changed = inc.update(inv, opts)
+    if by_keys:
+        assert inc.apply(Inventory(), (), opts) == set()
+        changed = inc.apply(inv, _keys(inv) | {("Service", "gone", "x")}, opts)
+    else:
+        changed = inc.update(inv, opts)
     names = _check(inc, inv, opts)
     assert changed == set(names)  # every name with a record is new
     # By changed keys, as the hub applies them: the next inventory keeps the objects it
@@ -98,11 +112,7 @@ def test_a_first_load_is_the_full_rebuild_and_the_next_change_builds_on_it(
     step = dataclasses.replace(nxt, services=kept)
     keys = {("Service", *k) for k in inv.services.keys() | kept.keys()
             if inv.services.get(k) is not kept.get(k)}
-    keys |= {("EndpointSlice", *k) for k in inv.endpoint_slices.keys()
-             | step.endpoint_slices.keys()}
-    keys |= {("Pod", *k) for k in inv.pods.keys() | step.pods.keys()}
-    keys |= {("ServiceEntry", *k) for k in inv.service_entries.keys()
-             | step.service_entries.keys()}
+    keys |= {k for k in _keys(inv) | _keys(step) if k[0] != "Service"}
     inc.apply(step, keys, opts)
     _check(inc, step, opts)
 
@@ -118,3 +128,14 @@ def test_a_first_load_of_many_services_sorts_them_once() -> None:
     _check(inc, inv, RecordOptions())
     assert inc.records["s007.ns.svc.cluster.local"].sources == ("Service ns/s007",
                                                                "ServiceEntry ns/dup")
+
+
+def test_a_first_load_by_keys_applies_those_keys_only() -> None:
+    """As before the first-load path: the Services of the keys given, no others."""
+    inv = Inventory.of([Service("ns", "a", cluster_ips=("10.0.0.1",)),
+                        Service("ns", "b", cluster_ips=("10.0.0.2",))])
+    inc = IncrementalRecords()
+    inc.apply(Inventory(), (), RecordOptions())
+    assert inc.apply(inv, {("Service", "ns", "a")}, RecordOptions()) == {
+        "a.ns.svc.cluster.local"}
+    assert [r.name for r in inc.sorted_records()] == ["a.ns.svc.cluster.local"]

@@ -129,9 +129,9 @@ class IncrementalRecords:
             entries.update(self._regroup_vips(opts.vips))
         touched: set[str] = set()
         zone, apply_service = opts.zone, self._apply_service
-        if services is None:  # a Service a slice names but the inventory lacks: nothing
-            self._first_services(inventory, zone, touched)
-        else:
+        if services is None or not self._svc:  # a first load (the hub's: every key)
+            self._first_services(inventory, zone, touched, services)
+        else:  # a Service a slice names but the inventory lacks: nothing
             service_of = inventory.services.get
             for k in services:
                 apply_service(k, service_of(k), zone, inventory, touched)
@@ -186,11 +186,16 @@ class IncrementalRecords:
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
-    def _first_services(self, inventory: Inventory, zone: str, touched: set[str]) -> None:
-        """``_apply_service`` of every Service of ``inventory``, none applied yet (a first
-        load): a ClusterIP Service's one contribution recorded without the calls."""
+    def _first_services(self, inventory: Inventory, zone: str, touched: set[str],
+                        keys: set[tuple[str, str]] | None) -> None:
+        """``_apply_service`` of the Services of ``inventory`` in ``keys`` (None: all), none
+        applied yet (a first load): walked in the inventory's order, not looked up by key
+        (a key it lacks is no Service, and none was applied: nothing to remove), and a
+        ClusterIP Service's one contribution recorded without the calls."""
         apply_service, svc_state, by_name = self._apply_service, self._svc, self._by_name
         for k, svc in inventory.services.items():
+            if keys is not None and k not in keys:
+                continue
             if svc.headless or svc.type == "ExternalName":
                 apply_service(k, svc, zone, inventory, touched)
                 continue
