@@ -157,7 +157,7 @@ def test_a_record_in_two_tables_is_formatted_once() -> None:
     fwd = forwarding([rec], 30, "cluster.local")
     assert one.update(fwd).zones == two.update(fwd).zones == table_zones(fwd)
     first, second = one._names[rec.name], two._names[rec.name]  # noqa: SLF001
-    assert first is second  # made once, held by both
+    assert first is not second and first.text is second.text  # each its own, texts shared
     assert len(names) == 1
 
 

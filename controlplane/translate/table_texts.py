@@ -140,11 +140,7 @@ def _ptr_ips(rec: NameRecord) -> tuple[str, ...]:
 class NameTexts:
     """What each record gives a table (``_name``: its place, lines and PTR rank), shared
     by the tables of one owner: a record that many tenants' tables hold (each wide
-    tenant's, and the narrow tenant's whose namespace it is in) is formatted once, and
-    those tables hold the one ``_Name`` made of it. Safe to share: after it is made, a
-    ``_Name`` changes only to take an equal record (``TableTexts._update``), and what a
-    table reads of it (its texts, its PTR addresses, its record's name, TTL and targets)
-    depends on the record's value alone; each table keeps its own index and lists of them.
+    tenant's, and the narrow tenant's whose namespace it is in) is formatted once.
 
     Like ``dns_table.DomainCache``: an entry is used only for the very record object it
     was made from (it holds the object) and the same zone; bounded: when ``limit`` names
@@ -161,22 +157,27 @@ class NameTexts:
         return len(self._current) + len(self._previous)
 
     def name(self, rec: NameRecord, bare: str) -> _Name:
-        """``_name(rec, bare)``, made once for the tables that share these texts."""
+        """``_name(rec, bare)``: a new ``_Name`` (each table's own), its texts shared."""
         key = rec.name
         hit = self._current.get(key)
-        if hit is not None and hit[0] is rec and hit[1] == bare:
-            return hit[2]
-        hit = self._previous.get(key)
         if hit is None or hit[0] is not rec or hit[1] != bare:
-            hit = (rec, bare, _name(rec, bare))
-        if len(self._current) >= self.limit:
-            self._previous, self._current = self._current, {}
-        self._current[key] = hit
-        return hit[2]
+            hit = self._previous.get(key)
+            if hit is None or hit[0] is not rec or hit[1] != bare:
+                item = _name(rec, bare)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr,
+                       item.ip)
+            else:
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
+            if len(self._current) >= self.limit:
+                self._previous, self._current = self._current, {}
+            self._current[key] = hit
+            return item
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
 
 
-# A record, the zone it was placed for, and what _name made of it.
-_Texts = tuple[NameRecord, str, _Name]
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
+# ip.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...], str]
 
 
 class _Exact(Mapping[str, NameRecord]):
