@@ -217,3 +217,16 @@ def test_one_changed_address_is_a_change_of_two_lines_per_zone() -> None:
         "10.in-addr.arpa.": (("1.0.96.10.in-addr.arpa. 30 IN PTR web.a.svc.cluster.local.",),
                              ("2.0.96.10.in-addr.arpa. 30 IN PTR web.a.svc.cluster.local.",)),
     }
+
+
+def test_a_first_table_counts_a_ptr_line_two_spellings_give() -> None:
+    """Two spellings of one address owned by one name give one PTR line: a first table
+    (``_Reverse.fill``) keeps count, so the line stays when one spelling goes."""
+    both = NameRecord(name="s.a.svc.cluster.local", ipv6=("fd00::1",), dropped=("FD00::1",),
+                      kind="service", sources=("Service a/s",))
+    one = replace(both, dropped=())
+    for bulk in (0, 256):
+        texts = TableTexts(bulk=bulk)
+        for recs in ([both], [one], [both], []):
+            fwd = forwarding(recs, 30, "cluster.local")
+            assert list(texts.update(fwd).zones.items()) == list(table_zones(fwd).items())

@@ -129,10 +129,9 @@ class IncrementalRecords:
             entries.update(self._regroup_vips(opts.vips))
         touched: set[str] = set()
         zone, apply_service = opts.zone, self._apply_service
-        if services is None:  # a Service a slice names but the inventory lacks: nothing
-            for k, svc in inventory.services.items():
-                apply_service(k, svc, zone, inventory, touched)
-        else:
+        if services is None or not self._svc:  # a first load (the hub's: every key)
+            self._first_services(inventory, zone, touched, services)
+        else:  # a Service a slice names but the inventory lacks: nothing
             service_of = inventory.services.get
             for k in services:
                 apply_service(k, service_of(k), zone, inventory, touched)
@@ -187,6 +186,32 @@ class IncrementalRecords:
         self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
+    def _first_services(self, inventory: Inventory, zone: str, touched: set[str],
+                        keys: set[tuple[str, str]] | None) -> None:
+        """``_apply_service`` of the Services of ``inventory`` in ``keys`` (None: all), none
+        applied yet (a first load): walked in the inventory's order, not looked up by key
+        (a key it lacks is no Service, and none was applied: nothing to remove), and a
+        ClusterIP Service's one contribution recorded without the calls."""
+        apply_service, svc_state, by_name = self._apply_service, self._svc, self._by_name
+        for k, svc in inventory.services.items():
+            if keys is not None and k not in keys:
+                continue
+            if svc.headless or svc.type == "ExternalName":
+                apply_service(k, svc, zone, inventory, touched)
+                continue
+            contributions = _service_of(svc, (), zone)
+            if len(contributions) != 1:
+                self._replace(("svc", *k), (), contributions, touched)
+            else:  # what _replace does with one contribution and nothing before
+                name = contributions[0][0]
+                slot = by_name.get(name)
+                if slot is None:
+                    by_name[name] = {("svc", *k): contributions}
+                else:
+                    slot[("svc", *k)] = contributions
+                touched.add(name)
+            svc_state[k] = (svc, (), contributions)
+
     def _apply_entry(self, k: tuple[str, str], se: ServiceEntry | None,
                      touched: set[str]) -> None:
         old = self._se.get(k)
@@ -216,9 +241,11 @@ class IncrementalRecords:
         self._pod[k] = (pod, contributions)
 
     def _rebuild(self, touched: set[str], key: OptionsKey) -> set[str]:
+        options = options_from_key(key)
+        if not self.records:  # a first load (or every record gone before)
+            return self._first_rebuild(touched, options)
         changed = set()
         bulk = len(touched) > 64 and len(touched) * 8 > len(self.records)
-        options = options_from_key(key)
         for name in touched:
             rec = self._build(name, options)
             old_rec = self.records.get(name)
@@ -253,6 +280,27 @@ class IncrementalRecords:
             self._names = _sorted_in_runs(self.records)
             self._sorted = [self.records[n] for n in self._names]
         return changed
+
+    def _first_rebuild(self, touched: set[str], options: RecordOptions) -> set[str]:
+        """``_rebuild`` with no record yet (a first load): every record made is new, so
+        nothing is compared, and the names are sorted once; the names with a record."""
+        records, by_name, index = self.records, self._by_name, self._index
+        for name in touched:
+            slot = by_name.get(name)
+            if not slot:
+                continue
+            if len(slot) == 1:
+                (contributions,) = slot.values()
+                rec = (single_record(contributions[0], options) if len(contributions) == 1
+                       else self._build(name, options))
+            else:
+                rec = self._build(name, options)
+            if rec is not None:
+                records[name] = rec
+                index(rec)
+        self._names = _sorted_in_runs(records)
+        self._sorted = [records[n] for n in self._names]
+        return set(records)
 
     def _replace(self, source: tuple[str, str, str], old: tuple[Contribution, ...],
                  new: tuple[Contribution, ...], touched: set[str]) -> None:

@@ -39,12 +39,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from controlplane.core.frozen import slot_init
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import KINDS, EndpointSlice, Pod, Service, ServiceEntry
 from controlplane.core.names import AddressKey, address_key, is_ipv4_text, name_problem, parse_ip
 from controlplane.dns.vips import VipKey
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class SrvRecord:
     service: str  # the port name, without the leading underscore
@@ -61,6 +63,7 @@ class ClusterTarget:
     port: int
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class NameRecord:
     """One name the cluster answers, with every address and SRV record it has."""

@@ -31,6 +31,7 @@ from controlplane.core.errors import (
     MissingService,
     NoTlsName,
 )
+from controlplane.core.frozen import slot_init
 from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, DnsPolicy, FailureMode
 from controlplane.core.names import Pattern, normalise, parse_ip, split_host_port
@@ -46,6 +47,7 @@ DOH_PORT = 443
 DOH_PATH = "/dns-query"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TableEntry:
     record: NameRecord
@@ -332,16 +334,18 @@ def build_tenant_view(
     candidates = (index.candidates(compiled.whitelist)
                   if index is not None and policy.default_action is DefaultAction.DENY
                   and server is None else records)
+    deny = Action.DENY
     for rec in candidates:
-        d = cache.get(rec.name)
+        name = rec.name
+        d = cache.get(name)
         if d is None:
             # classify_pattern(Pattern(name)) is classify(name) for a name that is not a
-            # wildcard: without a Pattern made for each of 100,000 names.
-            d = (compiled.classify_pattern(Pattern(rec.name)) if rec.is_wildcard
-                 else compiled.classify(rec.name))
-            cache[rec.name] = d
+            # wildcard (rec.is_wildcard): without a Pattern made for each of 100,000 names.
+            d = (compiled.classify_pattern(Pattern(name)) if name.startswith("*.")
+                 else compiled.classify(name))
+            cache[name] = d
         by_server = server is not None and not d.rule.startswith("blacklist")
-        if d.action is Action.DENY and not by_server:  # not d.action.answers
+        if d.action is deny and not by_server:  # not d.action.answers
             continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
             continue  # exportTo: only when every namespace of the tenant may see it

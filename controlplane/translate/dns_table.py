@@ -104,12 +104,17 @@ class DomainCache:
         return hit
 
 
-def dns_table_bytes(view: TenantView, cache: DomainCache | None = None) -> bytes:
-    """The serialised table: every address domain, then every SRV domain (those of
-    unchanged records from ``cache``)."""
+def dns_table_parts(view: TenantView, cache: DomainCache | None = None) -> list[bytes]:
+    """The serialised table in pieces, to be joined (once, with what wraps it): every
+    address domain, then every SRV domain (those of unchanged records from ``cache``)."""
     build = cache.get if cache is not None else _domains
     parts = [build(e.record) for e in view.entries]
-    return b"".join([*(d[1] for d in parts), *(d[2] for d in parts)])
+    return [*(d[1] for d in parts), *(d[2] for d in parts)]
+
+
+def dns_table_bytes(view: TenantView, cache: DomainCache | None = None) -> bytes:
+    """The serialised table: ``dns_table_parts`` joined."""
+    return b"".join(dns_table_parts(view, cache))
 
 
 def dns_table(view: TenantView) -> dns_table_pb2.DnsTable:

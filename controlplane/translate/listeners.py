@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from controlplane.dns.views import TenantView, Upstream
 from controlplane.translate import wire
-from controlplane.translate.dns_table import DomainCache, dns_table_bytes
+from controlplane.translate.dns_table import DomainCache, dns_table_bytes, dns_table_parts
 
 DNS_FILTER = "envoy.filters.udp.dns_filter"
 CARES = "envoy.network.dns_resolver.cares"
@@ -91,12 +91,13 @@ def dns_filter_config_bytes(view: TenantView, *, servers: tuple[Upstream, ...] |
                             resolver_timeout_ms=resolver_timeout_ms)
     head = dns_filter_pb2.DnsFilterConfig(stat_prefix=config.stat_prefix)
     config.ClearField("stat_prefix")
-    table = dns_table_bytes(view, domains)
-    table_head = wire.field_head(_INLINE_TABLE, len(table))
-    # One join: the table (tens of MB for a wide view) is copied once, not per wrapping.
+    table = dns_table_parts(view, domains)
+    size = sum(map(len, table))
+    table_head = wire.field_head(_INLINE_TABLE, size)
+    # One join: the table (tens of MB for a wide view) is copied once, from its pieces.
     return b"".join([head.SerializeToString(deterministic=True),
-                     wire.field_head(_SERVER_CONFIG, len(table_head) + len(table)),
-                     table_head, table, config.SerializeToString(deterministic=True)])
+                     wire.field_head(_SERVER_CONFIG, len(table_head) + size),
+                     table_head, *table, config.SerializeToString(deterministic=True)])
 
 
 QUERY_LOG_BODY = "%QUERY_NAME% %QUERY_TYPE% %RESPONSE_CODE%"
@@ -134,16 +135,18 @@ def dns_listener(view: TenantView, *, host: str, port: int,
                  servers: tuple[Upstream, ...] | None = None, tcp: bool = False,
                  resolver_timeout_ms: int = 2000,
                  domains: DomainCache | None = None) -> listener_pb2.Listener:
-    # What ``Any.Pack(dns_filter_config(...))`` holds, without the table parsed and written.
-    filter_any = Any(type_url=DNS_FILTER_CONFIG_TYPE, value=dns_filter_config_bytes(
-        view, servers=servers, tcp=tcp, resolver_timeout_ms=resolver_timeout_ms, domains=domains))
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=listener_name(host, port),
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
-            address=host, port_value=port, protocol=address_pb2.SocketAddress.UDP)),
-        listener_filters=[listener_components_pb2.ListenerFilter(name=DNS_FILTER,
-                                                                 typed_config=filter_any)],
-    )
+            address=host, port_value=port, protocol=address_pb2.SocketAddress.UDP)))
+    # What ``Any.Pack(dns_filter_config(...))`` holds, without the table parsed and written;
+    # set in place: a filter or an Any passed in would be copied again (tens of MB).
+    typed = listener.listener_filters.add(name=DNS_FILTER).typed_config
+    typed.type_url = DNS_FILTER_CONFIG_TYPE
+    typed.value = dns_filter_config_bytes(view, servers=servers, tcp=tcp,
+                                          resolver_timeout_ms=resolver_timeout_ms,
+                                          domains=domains)
+    return listener
 
 
 RESOLVER_HOP_CLUSTER = "tenant_resolver"

@@ -73,15 +73,12 @@ class _Name:
     lines: tuple[str, ...] = ()  # _OUTSIDE: its local-data lines
     rank: int = -1  # for the PTR of its addresses (``ptr_ips``): lower wins; -1: none
     ptr: tuple[str, ...] = ()  # with one address in ``ptr_ips``: its PTR line, if it wins
+    ip: str = ""  # with ``ptr``: that address
 
     @property
     def ptr_ips(self) -> tuple[str, ...]:
         """The addresses whose PTR this name may own (``_ptr_sources``)."""
-        if self.rank < 0:
-            return ()
-        rec = self.rec
-        ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped
-        return ips if len(ips) == 1 else tuple(dict.fromkeys(ips))
+        return () if self.rank < 0 else _ptr_ips(self.rec)
 
     def owners(self) -> list[str]:
         """_ZONE: the owners of its lines (a zone wildcard stops there)."""
@@ -92,8 +89,9 @@ class _Name:
 def _name(rec: NameRecord, bare: str) -> _Name:
     """What ``rec`` gives, as ``table_zones`` / ``outside_data`` / ``_ptr_sources`` see it."""
     name = rec.name
-    in_zone = _in_zone(name, bare)
-    if rec.is_wildcard:
+    in_zone = name == bare or name.endswith("." + bare)  # _in_zone
+    owner = ""
+    if name.startswith("*."):  # rec.is_wildcard
         item = _Name(rec, _WILD)
     elif rec.cluster:
         item = _Name(rec, _ALIAS)
@@ -125,10 +123,18 @@ def _name(rec: NameRecord, bare: str) -> _Name:
         return item
     if in_zone:
         item.rank = rank
-        ips = item.ptr_ips
+        ips = _ptr_ips(rec)
         if len(ips) == 1:  # the common case; what _Reverse._lines_of makes of it
-            item.ptr = (f"{reverse_pointer(ips[0])}. {rec.ttl} IN PTR {_fqdn(name)}",)
+            item.ip = ips[0]
+            item.ptr = (f"{reverse_pointer(item.ip)}. {rec.ttl} IN PTR "
+                        f"{owner or _fqdn(name)}",)
     return item
+
+
+def _ptr_ips(rec: NameRecord) -> tuple[str, ...]:
+    """``_Name.ptr_ips`` of a name that may own PTR records."""
+    ips = rec.ipv4 + (() if rec.mapped else rec.ipv6) + rec.dropped
+    return ips if len(ips) == 1 else tuple(dict.fromkeys(ips))
 
 
 class NameTexts:
@@ -158,18 +164,20 @@ class NameTexts:
             hit = self._previous.get(key)
             if hit is None or hit[0] is not rec or hit[1] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr)
+                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr,
+                       item.ip)
             else:
-                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6])
+        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
 
 
-# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr.
-_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...]]
+# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
+# ip.
+_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...], str]
 
 
 class _Exact(Mapping[str, NameRecord]):
@@ -273,6 +281,53 @@ class _Reverse:
             dirty.add(rzone)
         return dirty
 
+    def fill(self, items: list[_Name]) -> set[str]:
+        """A new table's PTR records (this ``_Reverse`` empty): ``add`` of each item and
+        ``redo`` of every IP in one pass, without ``delta`` (a whole table's files tell no
+        difference: ``TableTexts.update``); the reverse zones made."""
+        sources = self.sources
+        for item in items:
+            ip = item.ip
+            if ip:  # the common case: one address (``ptr_ips``)
+                have = sources.get(ip)
+                if have is None:
+                    sources[ip] = [item]
+                else:
+                    have.append(item)
+                continue
+            for ip in item.ptr_ips:
+                have = sources.get(ip)
+                if have is None:
+                    sources[ip] = [item]
+                else:
+                    have.append(item)
+        lines = self.lines
+        found: dict[str, list[str]] = {}
+        zone_of: dict[str, str] = {}  # an IPv4 address's first octet -> its reverse zone
+        for ip, names in sources.items():
+            # one name with its PTR made: the common case (``_lines_of``)
+            new = names[0].ptr if len(names) == 1 and names[0].ptr else self._lines_of(ip)
+            lines[ip] = new
+            if ":" in ip:
+                rzone = _reverse_zone(ip)
+            else:
+                head = ip.partition(".")[0]
+                rzone = zone_of.get(head) or zone_of.setdefault(head, _reverse_zone(ip))
+            zone_lines = found.get(rzone)
+            if zone_lines is None:
+                found[rzone] = list(new)
+            else:
+                zone_lines += new
+        extra = self.extra
+        for zone, every in found.items():
+            unique = set(every)
+            if len(unique) < len(every):
+                for line in every:
+                    extra[(zone, line)] = extra.get((zone, line), -1) + 1
+            self.zones[zone] = sorted(unique)
+        self.extra = {k: n for k, n in extra.items() if n}
+        return set(found)
+
     def _redo_all(self, ips: set[str]) -> set[str]:
         """``redo`` for many IPs: their lines made again, then each zone they changed
         sorted again from every IP's lines."""
@@ -309,6 +364,31 @@ class _Reverse:
             else:
                 self.zones.pop(zone, None)
         return dirty
+
+
+@dataclass(slots=True)
+class _Parts:
+    """What a table's names give its files, in table order (``TableTexts._update``)."""
+
+    chunks: list[str] = field(default_factory=list)  # the zone names' texts
+    outside: list[str] = field(default_factory=list)  # local-data lines
+    aliases: list[NameRecord] = field(default_factory=list)
+    wild_zone: dict[str, NameRecord] = field(default_factory=dict)  # base -> its record
+    wild_all: list[NameRecord] = field(default_factory=list)
+
+    def add(self, item: _Name, bare: str) -> None:
+        place = item.place
+        if place == _ZONE:
+            self.chunks.append(item.text)
+        elif place == _OUTSIDE:
+            self.outside += item.lines
+        elif place == _ALIAS:
+            self.aliases.append(item.rec)
+        else:
+            rec = item.rec
+            self.wild_all.append(rec)
+            if _in_zone(rec.name, bare):
+                self.wild_zone[rec.name[2:]] = rec
 
 
 class TableTexts:
@@ -348,7 +428,7 @@ class TableTexts:
             self.full_builds += 1
         since, before = self.table_of, self.changes
         self.changes_from, self.changes = since, None
-        output = self._update(fwd)
+        output = self._whole(fwd) if first else self._update(fwd)
         if first or self._key is None:  # a whole build: no difference to tell
             self.changes = None
         elif self.changes == {} and before:
@@ -366,20 +446,16 @@ class TableTexts:
         names: dict[str, _Name] = {}
         gone: list[_Name] = []
         came: list[_Name] = []
-        chunks: list[str] = []
-        aliases: list[NameRecord] = []
-        wild_zone: dict[str, NameRecord] = {}
-        wild_all: list[NameRecord] = []
-        outside: list[str] = []
+        parts = _Parts()
+        chunks = parts.chunks
         seen = 0
         shared = self._shared
+        make = _name if shared is None else shared.name
         for e in fwd.table:
             rec = e.record
             name = rec.name
             if name in names:  # two records of one name: what the full functions make
-                self.table_of, self._key, self._names = None, None, {}
-                self.changes = None
-                return TableOutput(table_zones(fwd), table_rpz(fwd), outside_data(fwd))
+                return self._fallback(fwd)
             item = old.get(name)
             if item is not None:
                 seen += 1
@@ -390,20 +466,13 @@ class TableTexts:
                         gone.append(item)
                         item = None
             if item is None:
-                item = _name(rec, bare) if shared is None else shared.name(rec, bare)
+                item = make(rec, bare)
                 came.append(item)
             names[name] = item
-            place = item.place
-            if place == _ZONE:
+            if item.place == _ZONE:  # the common case, without a call
                 chunks.append(item.text)
-            elif place == _OUTSIDE:
-                outside += item.lines
-            elif place == _ALIAS:
-                aliases.append(rec)
             else:
-                wild_all.append(rec)
-                if _in_zone(name, bare):
-                    wild_zone[name[2:]] = rec
+                parts.add(item, bare)
         if seen < len(old):
             gone += [item for n, item in old.items() if n not in names]
         self._names = names
@@ -413,13 +482,50 @@ class TableTexts:
         for item in came:
             touched.update(self._reverse.add(item))
         dirty = self._reverse.redo(touched)
+        return self._files(fwd, parts, dirty, (gone, came))
+
+    def _whole(self, fwd: Forwarding) -> TableOutput:
+        """``_update`` of a first table (no state): every name new, its PTR records made
+        in one pass (``_Reverse.fill``), no ``changes`` (a whole table's files)."""
+        bare = _bare(fwd.zone)
+        names: dict[str, _Name] = {}
+        parts = _Parts()
+        chunks = parts.chunks
+        shared = self._shared
+        make = _name if shared is None else shared.name
+        for e in fwd.table:
+            rec = e.record
+            name = rec.name
+            if name in names:  # two records of one name: what the full functions make
+                return self._fallback(fwd)
+            item = names[name] = make(rec, bare)
+            if item.place == _ZONE:  # the common case, without a call
+                chunks.append(item.text)
+            else:
+                parts.add(item, bare)
+        self._names = names
+        dirty = self._reverse.fill(list(names.values()))
+        return self._files(fwd, parts, dirty, None)
+
+    def _fallback(self, fwd: Forwarding) -> TableOutput:
+        """Two records of one name: the full functions' files, and no state kept."""
+        self.table_of, self._key, self._names = None, None, {}
+        self.changes = None
+        return TableOutput(table_zones(fwd), table_rpz(fwd), outside_data(fwd))
+
+    def _files(self, fwd: Forwarding, parts: _Parts, dirty: set[str],
+               changed: tuple[list[_Name], list[_Name]] | None) -> TableOutput:
+        """The files from the table's parts and the reverse zones that changed; with
+        ``changed`` (the names gone and come), ``changes`` too."""
+        bare = _bare(fwd.zone)
+        names = self._names
         zone = _fqdn(fwd.zone)
         ttl = fwd.table_ttl
         plans: list[AliasPlan] = []
-        if aliases:
+        if parts.aliases:
             table = _Table(bare, _Exact(names),
-                           {r.name[2:]: r for r in wild_all if "." in r.name[2:]})
-            plans = table.plans(aliases)
+                           {r.name[2:]: r for r in parts.wild_all if "." in r.name[2:]})
+            plans = table.plans(parts.aliases)
         lines = _head(zone, zone, ttl)
         lines.append(f'dns-version.{zone} {ttl} IN TXT "{SPEC_VERSION}"')
         tail: list[str] = []
@@ -429,15 +535,18 @@ class TableTexts:
                 continue  # an RPZ record and a zone of its own, or outside the zone
             owners.add(plan.name)
             tail += alias_lines(plan)
-        if wild_zone:
+        if parts.wild_zone:
             for item in names.values():
                 if item.place == _ZONE:
                     owners.update(item.owners())
-            tail += _zone_wildcards(owners, wild_zone, bare)
-        text = "".join([*(f"{line}\n" for line in lines), *chunks,
+            tail += _zone_wildcards(owners, parts.wild_zone, bare)
+        text = "".join([*(f"{line}\n" for line in lines), *parts.chunks,
                         *(f"{line}\n" for line in tail)])
         zones = {zone: text}
-        self.changes = self._changes(zone, gone, came, tail)
+        if changed is None:
+            self._tail = tail
+        else:
+            self.changes = self._changes(zone, *changed, tail)
         for rzone in dirty:
             if rzone in self._reverse.zones:
                 self._reverse_texts[rzone] = "\n".join(
@@ -449,10 +558,8 @@ class TableTexts:
         for azone in sorted(_fqdn(p.name) for p in plans
                             if _external(p, bare) and _in_zone(p.name, bare)):
             zones[azone] = "\n".join(_head(azone, zone, ttl)) + "\n"
-        return TableOutput(zones, rpz_records(wild_all, plans, bare),
-                           _outside(outside, plans, bare))
-
-
+        return TableOutput(zones, rpz_records(parts.wild_all, plans, bare),
+                           _outside(parts.outside, plans, bare))
 
     def _changes(self, zone: str, gone: list[_Name], came: list[_Name], tail: list[str]
                  ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
