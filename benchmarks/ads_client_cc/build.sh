@@ -10,5 +10,5 @@ protoc -I "$here" --cpp_out="$out" --grpc_out="$out" \
 # shellcheck disable=SC2046
 g++ -std=c++17 -O2 -Wall -Wextra -I "$out" -o "$out/ads_client" \
     "$here/ads_client.cc" "$out/ads.pb.cc" "$out/ads.grpc.pb.cc" \
-    $(pkg-config --cflags --libs grpc++ protobuf) -lpthread
+    $(pkg-config --cflags --libs grpc++ protobuf absl_synchronization) -lpthread
 echo "$out/ads_client"
