@@ -1,5 +1,5 @@
 // A simulated sidecar in C++: benchmarks/ads_client.py's protocol behaviour, with a C++
-// gRPC client like Envoy's (see README.md). N ADS streams in one process, each on a
+// gRPC client like Envoy's (streams.py --clients cc; build: make bench-client). N ADS streams in one process, each on a
 // channel of its own (its own TCP connection), subscribing to CDS and LDS, ACKing every
 // response, and with --fronted subscribing by name to RDS/EDS/SDS as ads_client.py does.
 // Prints the same JSON lines on stdout. The nodes come from --nodes FILE (lines of
@@ -9,8 +9,8 @@
 // Every field number below is envoy's, taken from the Python descriptors.
 
 #include <absl/synchronization/mutex.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/support/client_callback.h>
 
 #include <atomic>
 #include <chrono>
@@ -270,19 +270,36 @@ struct Options {
 
 class Client;
 
-// ---- one ADS stream ---------------------------------------------------------------------
+// ---- the streams, driven by one thread from a completion queue --------------------------
+//
+// Like Envoy's main thread, one thread does every stream's work: it polls the completion
+// queue (gRPC's I/O happens in that poll), handles each response, queues the requests, and
+// starts new streams after their back-off (a grpc::Alarm on the same queue). No locks but
+// the output's.
 
-class Stream : public grpc::ClientBidiReactor<DiscoveryRequest, DiscoveryResponse> {
+class Client;
+class Stream;
+
+enum class Op { kStart, kRead, kWrite, kFinish, kRetry, kStop };
+
+struct Tag {
+  Op op;
+  Stream* stream;  // kStart, kRead, kWrite, kFinish
+  int index;       // kRetry
+};
+
+class Stream {
  public:
-  Stream(Client* client, int index, const std::string& node);
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
-  int index() const { return index_; }
+  Stream(Client* client, int index, const std::string& node, grpc::CompletionQueue* cq);
+  // One event of this stream; false once it is over (nothing of it in the queue any more).
+  bool on(Op op, bool ok);
   void cancel() { context_.TryCancel(); }
+  int index() const { return index_; }
+  const grpc::Status& status() const { return status_; }
 
  private:
   void write(DiscoveryRequest&& request);
+  void pump();
   void handle();
 
   Client* client_;
@@ -291,11 +308,14 @@ class Stream : public grpc::ClientBidiReactor<DiscoveryRequest, DiscoveryRespons
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<AggregatedDiscoveryService::Stub> stub_;
   grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<DiscoveryRequest, DiscoveryResponse>> call_;
   DiscoveryResponse response_;
-  std::mutex mu_;  // the write queue: one write in flight, the rest in order behind it
-  std::deque<DiscoveryRequest> writes_;
-  bool writing_ = false;
-  bool broken_ = false;
+  grpc::Status status_;
+  Tag start_{Op::kStart, this, 0}, read_{Op::kRead, this, 0}, write_{Op::kWrite, this, 0},
+      finish_{Op::kFinish, this, 0};
+  int pending_ = 0;  // tags of this stream in the queue
+  bool started_ = false, writing_ = false, broken_ = false, finished_ = false, done_ = false;
+  std::deque<DiscoveryRequest> writes_;  // the first one in flight while writing_
   // Named subscriptions (RDS, EDS, SDS) and the last version and nonce of each type.
   std::map<std::string, Names> names_;
   std::map<std::string, std::pair<std::string, std::string>> last_;
@@ -305,23 +325,13 @@ class Client {
  public:
   Client(Options opts, std::vector<std::string> nodes, int first)
       : opts_(std::move(opts)), nodes_(std::move(nodes)), first_(first),
-        scheduler_([this] { schedule(); }) {}
+        slots_(nodes_.size()) {
+    for (size_t i = 0; i < slots_.size(); ++i) slots_[i].retry = {Op::kRetry, nullptr, int(i)};
+  }
 
   const Options& opts() const { return opts_; }
   std::string cid(int index) const { return "c" + std::to_string(first_ + index); }
-
-  void start(int index) {
-    std::lock_guard<std::mutex> lock(live_mu_);
-    if (!stopping) live_.insert(new Stream(this, index, nodes_[index]));
-  }
-
-  // --seconds passed: end every stream (no more lines, no reconnection), as ads_client.py
-  // cancels its tasks; the process itself, like it, ends when stdin closes.
-  void stop() {
-    std::lock_guard<std::mutex> lock(live_mu_);
-    stopping = true;
-    for (auto* stream : live_) stream->cancel();
-  }
+  bool stopping() const { return stopping_; }
 
   void emit(std::string line) {
     std::lock_guard<std::mutex> lock(out_mu_);
@@ -341,65 +351,67 @@ class Client {
     std::fflush(stdout);
   }
 
-  // The server ended a stream: say how, and open a new one after Envoy's back-off.
-  void ended(Stream* stream, const grpc::Status& status) {
-    {
-      std::lock_guard<std::mutex> lock(live_mu_);
-      live_.erase(stream);
+  // The thread of every stream: start them all, then serve the queue.
+  void run() {
+    for (size_t i = 0; i < slots_.size(); ++i) start(int(i));
+    void* got;
+    bool ok;
+    while (cq_.Next(&got, &ok)) {
+      Tag* tag = static_cast<Tag*>(got);
+      if (tag->op == Op::kStop) {
+        stopping_ = true;
+        for (auto& slot : slots_)
+          if (slot.stream) slot.stream->cancel();
+      } else if (tag->op == Op::kRetry) {
+        if (!stopping_) start(tag->index);
+      } else if (!tag->stream->on(tag->op, ok)) {
+        ended(tag->stream);
+      }
     }
-    if (stopping) return;
-    emit(std::string("{\"e\": \"") + code_name(status.error_code()) + "\"}");
-    std::lock_guard<std::mutex> lock(timer_mu_);
-    double delay = std::uniform_real_distribution<double>(0.1, 1.0)(rng_);
-    timers_.push({std::chrono::steady_clock::now() +
-                      std::chrono::microseconds(int64_t(delay * 1e6)),
-                  stream});
-    timer_cv_.notify_one();
   }
 
-  std::atomic<bool> stopping{false};
+  // --seconds passed (another thread): end every stream (no more lines, no reconnection),
+  // as ads_client.py cancels its tasks; the process itself, like it, ends when stdin closes.
+  void stop() { stop_alarm_.Set(&cq_, gpr_now(GPR_CLOCK_MONOTONIC), &stop_tag_); }
 
  private:
-  using Due = std::pair<std::chrono::steady_clock::time_point, Stream*>;
-  struct Later {
-    bool operator()(const Due& a, const Due& b) const { return a.first > b.first; }
+  struct Slot {
+    std::unique_ptr<Stream> stream;
+    grpc::Alarm alarm;
+    Tag retry;
   };
 
-  void schedule() {
-    std::unique_lock<std::mutex> lock(timer_mu_);
-    for (;;) {
-      if (timers_.empty()) {
-        timer_cv_.wait(lock);
-        continue;
-      }
-      auto due = timers_.top();
-      if (timer_cv_.wait_until(lock, due.first) != std::cv_status::timeout &&
-          std::chrono::steady_clock::now() < due.first)
-        continue;
-      timers_.pop();
-      lock.unlock();
-      int index = due.second->index();
-      delete due.second;  // its channel closes (OnDone returned long ago: >= 0.1 s)
-      if (!stopping) start(index);
-      lock.lock();
-    }
+  void start(int index) {
+    slots_[index].stream = std::make_unique<Stream>(this, index, nodes_[index], &cq_);
+  }
+
+  // The server ended a stream: say how, and open a new one after Envoy's back-off.
+  void ended(Stream* stream) {
+    Slot& slot = slots_[stream->index()];
+    int code = stream->status().error_code();
+    slot.stream.reset();  // its channel closes, as ads_client.py's ``async with`` does
+    if (stopping_) return;
+    emit(std::string("{\"e\": \"") + code_name(code) + "\"}");
+    double delay = std::uniform_real_distribution<double>(0.1, 1.0)(rng_);
+    slot.alarm.Set(&cq_, std::chrono::system_clock::now() +
+                             std::chrono::microseconds(int64_t(delay * 1e6)),
+                   &slot.retry);
   }
 
   Options opts_;
   std::vector<std::string> nodes_;
   int first_;
+  std::vector<Slot> slots_;
+  grpc::CompletionQueue cq_;
+  grpc::Alarm stop_alarm_;
+  Tag stop_tag_{Op::kStop, nullptr, 0};
+  bool stopping_ = false;
   std::mutex out_mu_;
   std::vector<std::string> out_;
-  std::mutex live_mu_;
-  std::set<Stream*> live_;
-  std::mutex timer_mu_;
-  std::condition_variable timer_cv_;
-  std::priority_queue<Due, std::vector<Due>, Later> timers_;
   std::mt19937_64 rng_{std::random_device{}()};
-  std::thread scheduler_;
 };
 
-Stream::Stream(Client* client, int index, const std::string& node)
+Stream::Stream(Client* client, int index, const std::string& node, grpc::CompletionQueue* cq)
     : client_(client), index_(index), cid_(client->cid(index)) {
   // Like Envoy: a connection of its own (not gRPC's shared subchannel), 256 MiB receive
   // windows and no BDP probing (ads_client.py's ENVOY_WINDOW), no message size limit.
@@ -411,7 +423,9 @@ Stream::Stream(Client* client, int index, const std::string& node)
   channel_ = grpc::CreateCustomChannel(client->opts().address,
                                        grpc::InsecureChannelCredentials(), args);
   stub_ = AggregatedDiscoveryService::NewStub(channel_);
-  stub_->async()->StreamAggregatedResources(&context_, this);
+  call_ = stub_->PrepareAsyncStreamAggregatedResources(&context_, cq);
+  call_->StartCall(&start_);
+  pending_ = 1;
   DiscoveryRequest cds;
   cds.set_type_url(CDS);
   cds.set_node(node);
@@ -419,49 +433,64 @@ Stream::Stream(Client* client, int index, const std::string& node)
   DiscoveryRequest lds;
   lds.set_type_url(LDS);
   write(std::move(lds));
-  StartRead(&response_);
-  StartCall();
 }
 
 void Stream::write(DiscoveryRequest&& request) {
-  DiscoveryRequest* start = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (broken_) return;
-    writes_.push_back(std::move(request));
-    if (!writing_) {
-      writing_ = true;
-      start = &writes_.front();
-    }
-  }
-  if (start) StartWrite(start);
+  if (broken_) return;
+  writes_.push_back(std::move(request));
+  pump();
 }
 
-void Stream::OnWriteDone(bool ok) {
-  DiscoveryRequest* next = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    writes_.pop_front();
-    if (!ok) {
-      broken_ = true;
-      writes_.clear();
-    }
-    if (writes_.empty()) {
+void Stream::pump() {
+  if (!started_ || writing_ || broken_ || finished_ || writes_.empty()) return;
+  writing_ = true;
+  ++pending_;
+  call_->Write(writes_.front(), &write_);
+}
+
+bool Stream::on(Op op, bool ok) {
+  --pending_;
+  switch (op) {
+    case Op::kStart:
+      if (ok) {
+        started_ = true;
+        pump();
+        ++pending_;
+        call_->Read(&response_, &read_);
+      } else {
+        finished_ = true;  // the call could not start: its status
+        ++pending_;
+        call_->Finish(&status_, &finish_);
+      }
+      break;
+    case Op::kWrite:
       writing_ = false;
-    } else {
-      next = &writes_.front();
-    }
+      writes_.pop_front();
+      if (!ok) {
+        broken_ = true;
+        writes_.clear();
+      }
+      pump();
+      break;
+    case Op::kRead:
+      if (ok && !client_->stopping()) {
+        handle();
+        ++pending_;
+        call_->Read(&response_, &read_);
+      } else {
+        finished_ = true;  // the server ended the stream (or it failed): its status
+        ++pending_;
+        call_->Finish(&status_, &finish_);
+      }
+      break;
+    case Op::kFinish:
+      done_ = true;
+      break;
+    default:
+      break;
   }
-  if (next) StartWrite(next);
+  return !(done_ && pending_ == 0);
 }
-
-void Stream::OnReadDone(bool ok) {
-  if (!ok) return;  // the stream ended: OnDone follows
-  handle();
-  StartRead(&response_);
-}
-
-void Stream::OnDone(const grpc::Status& status) { client_->ended(this, status); }
 
 void Stream::handle() {
   const Options& opts = client_->opts();
@@ -645,7 +674,7 @@ int main(int argc, char** argv) {
     if (!std::getline(std::cin, line)) return 0;
   }
   static Client client(opts, std::move(nodes), first);
-  for (int i = 0; i < count; ++i) client.start(i);
+  std::thread([] { client.run(); }).detach();
   std::atomic<bool> stdin_closed{false};
   std::thread([&stdin_closed] {
     char buf[4096];
