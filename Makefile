@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install system-deps lint clean
+.PHONY: run test install system-deps lint clean bench-client
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check controlplane tests e2e benchmarks deploy
 	$(BIN)/mypy controlplane
 	$(BIN)/lint-imports
+
+# The C++ simulated sidecar of benchmarks/streams.py --clients cc (needs libgrpc++-dev,
+# protobuf-compiler-grpc, libprotobuf-dev): benchmarks/ads_client_cc/build/ads_client.
+bench-client:
+	benchmarks/ads_client_cc/build.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,6 +22,9 @@ Like Envoy's gRPC client, each channel advertises a 256 MiB receive window and d
 probe (``ENVOY_WINDOW``), and a fronted node is made from the bootstrap once per
 namespace. ``--hold``: start, print ``{"ready": 1}``, and connect only once a line
 arrives on stdin (the storm of ``streams.py``: sidecars already running reconnect).
+
+The same sidecar in C++ (Envoy's kind of gRPC client): ``benchmarks/ads_client_cc/``
+(``make bench-client``; ``streams.py --clients cc``; its nodes from ``write_nodes``).
 """
 
 from __future__ import annotations
@@ -96,6 +99,14 @@ def node_of(cid: str, namespace: str, *, fronted: bool, extensions: int = 0) -> 
                             category="envoy.filters.network",
                             type_urls=[f"envoy.extensions.synthetic.v3.Filter{i:04d}"])
     return node
+
+
+def write_nodes(path: Path, namespaces: list[str], *, fronted: bool, extensions: int = 0) -> None:
+    """The nodes of the C++ client (``ads_client_cc``, ``--nodes``): a line per namespace,
+    ``namespace<TAB>hex`` of ``node_of`` with an empty id; it appends each stream's id."""
+    path.write_text("".join(
+        f"{ns}\t{node_of('', ns, fronted=fronted, extensions=extensions).SerializeToString().hex()}\n"
+        for ns in namespaces))
 
 
 def route_names(values: list[bytes]) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Propagation and memory with many ADS streams, and a reconnect storm.
 
     .venv/bin/python benchmarks/streams.py [--streams 1000] [--processes 4] [--debounce 0.05]
-        [--services 10000] [--heavy | --tenants 10] [--code DIR]
+        [--services 10000] [--heavy | --tenants 10] [--code DIR] [--clients py|cc]
 
 Starts the control plane on examples/ (file source), connects --streams
 simulated sidecars from --processes client processes (benchmarks/ads_client.py,
@@ -46,6 +46,10 @@ client process during the change and the storm.
 The tenant resolvers (unbound, started by the control plane for every tenant) are
 reported apart: their count, summed RSS and private memory (Private_Clean +
 Private_Dirty of ``/proc/PID/smaps_rollup``).
+
+``--clients cc``: the simulated sidecars are the C++ client of ``benchmarks/ads_client_cc/``
+(same protocol behaviour and output as ``ads_client.py``, a C++ gRPC client like Envoy's;
+build it with ``make bench-client``), so the clients' CPU is what a C++ client costs.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.ads_client import write_nodes  # noqa: E402
 from benchmarks.checkout import start_control_plane  # noqa: E402
 from benchmarks.procstat import CpuMeter, cpu_seconds, load_average  # noqa: E402
 from controlplane._kit.localrun import (  # noqa: E402
@@ -77,14 +82,28 @@ from controlplane._kit.localrun import (  # noqa: E402
 from controlplane.hub.front_sets import DEFAULT_SETTLE_SECONDS as SETTLE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CC_CLIENT = ROOT / "benchmarks" / "ads_client_cc" / "build" / "ads_client"
+
+
+def client_program(kind: str, work: Path, namespaces: str, *, fronted: bool) -> list[str]:
+    """The command of a client process, before its arguments: ``ads_client.py``, or
+    (``cc``) the C++ client with the nodes ``ads_client.py`` makes, written once."""
+    if kind == "py":
+        return [sys.executable, str(ROOT / "benchmarks" / "ads_client.py")]
+    if not os.access(CC_CLIENT, os.X_OK):
+        raise SystemExit(f"--clients cc: {CC_CLIENT} is not built; build it with "
+                         "`make bench-client` (benchmarks/ads_client_cc/build.sh)")
+    nodes = work / "nodes.tsv"
+    write_nodes(nodes, namespaces.split(","), fronted=fronted)
+    return [str(CC_CLIENT), "--nodes", str(nodes)]
 
 
 class Clients:
     """The client processes, and what their streams reported, indexed as it arrives."""
 
     def __init__(self, address: str, streams: int, processes: int, seconds: float,
-                 namespaces: str = "", *, fronted: bool = False, watch: str = "",
-                 hold: bool = False) -> None:
+                 namespaces: str = "", *, program: list[str], fronted: bool = False,
+                 watch: str = "", hold: bool = False) -> None:
         self.endings: dict[str, int] = {}
         self.ready = 0  # processes started and waiting for ``go`` (``hold``)
         self.lock = threading.Lock()
@@ -101,7 +120,7 @@ class Clients:
         more += ["--watch", watch] if watch else []
         more += ["--hold"] if hold else []
         self.procs = [subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "ads_client.py"), "--address", address,
+            [*program, "--address", address,
              "--first", str(i * per), "--count", str(per), "--seconds", str(seconds), *more],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(processes)]
         for p in self.procs:
@@ -317,6 +336,9 @@ def main() -> int:
     parser.add_argument("--storm-cold", action="store_true",
                         help="the storm's client processes start when it does (Python "
                         "start-up inside the storm's time, as before section 29)")
+    parser.add_argument("--clients", choices=("py", "cc"), default="py",
+                        help="the simulated sidecars: ads_client.py, or the C++ client of "
+                        "benchmarks/ads_client_cc (make bench-client)")
     parser.add_argument("--profile", default="",
                         help="py-spy the server and one client process during the change "
                         "and the storm, speedscope files into this directory")
@@ -355,9 +377,11 @@ def main() -> int:
                 f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: bulk{t}, labels: "
                 f"{{tenant: w{t}}}}}\n" for t in range(args.tenants)))
     watch = f"bench.{change_ns}.svc.cluster.local"
-    fronted = {"fronted": args.fronted, "watch": watch}
+    fronted = {"fronted": args.fronted, "watch": watch,
+               "program": client_program(args.clients, work, namespaces, fronted=args.fronted)}
     print(f"streams benchmark: 2 cores shared by every process; load average at start "
-          f"{load_average()}; sidecars {'fronted' if args.fronted else 'without a front'}")
+          f"{load_average()}; sidecars {'fronted' if args.fronted else 'without a front'}, "
+          f"clients {'C++ (ads_client_cc)' if args.clients == 'cc' else 'Python (ads_client.py)'}")
     cp = start_control_plane(manifests, work, code=args.code, extra_args=[
         "--debounce", str(args.debounce), "--log-level", "warning"])
     assert cp.process is not None
