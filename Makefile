@@ -53,6 +53,14 @@ lint: $(STAMP)
 # The C++ simulated sidecar of benchmarks/streams.py --clients cc (needs libgrpc++-dev,
 # protobuf-compiler-grpc, libprotobuf-dev): benchmarks/ads_client_cc/build/ads_client.
 bench-client:
+	@missing=""; \
+	command -v grpc_cpp_plugin >/dev/null || missing="$$missing protobuf-compiler-grpc"; \
+	pkg-config --exists grpc++ 2>/dev/null || missing="$$missing libgrpc++-dev"; \
+	pkg-config --exists protobuf 2>/dev/null || missing="$$missing libprotobuf-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	benchmarks/ads_client_cc/build.sh
 
 clean:
