@@ -21,9 +21,11 @@ Not thread-safe: one owner (the pool, under its lock).
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from controlplane.core.names import is_ipv4_text
 from controlplane.dns.records import NameRecord
 from controlplane.dns.views import Forwarding
 from controlplane.translate.unbound_table import (
@@ -86,8 +88,57 @@ class _Name:
         return [name, *(f"_{s.service}._{s.protocol}.{name}" for s in self.rec.srv)]
 
 
+_SRV_SHAPE = operator.attrgetter("service", "protocol", "priority", "weight", "port")
+_SRV_TEXTS: dict[tuple[object, ...], list[str]] = {}
+_MEMO_LIMIT = 4096  # SRV shapes kept (a cluster has few port lists)
+
+
 def _name(rec: NameRecord, bare: str) -> _Name:
-    """What ``rec`` gives, as ``table_zones`` / ``outside_data`` / ``_ptr_sources`` see it."""
+    """What ``rec`` gives, as ``table_zones`` / ``outside_data`` / ``_ptr_sources`` see it.
+
+    A Service's name in the zone with one IPv4 address (mapped or none of IPv6), nothing
+    dropped and every SRV target its own name (a ClusterIP Service: the common case) is
+    made here with fewer steps: its SRV lines a memoised text per shape (ports, TTL)
+    joined with the owner, its one PTR line directly. The rest: ``_any_name``
+    (tests/test_table_texts.py compares the two)."""
+    name = rec.name
+    ipv4 = rec.ipv4
+    if (len(ipv4) != 1 or rec.kind != "service" or rec.dropped or rec.cluster
+            or (rec.ipv6 and not rec.mapped) or not name.endswith(bare)
+            or (name != bare and not name.endswith("." + bare)) or name.startswith("*.")):
+        return _any_name(rec, bare)
+    ip = ipv4[0]
+    if not is_ipv4_text(ip):
+        return _any_name(rec, bare)
+    owner = _fqdn(name)
+    ttl = rec.ttl
+    text = f"{owner} {ttl} IN A {ip}\n"
+    srv = rec.srv
+    if srv:
+        for s in srv:
+            if s.target != name:
+                return _any_name(rec, bare)
+        key = (ttl, *map(_SRV_SHAPE, srv))
+        pieces = _SRV_TEXTS.get(key)
+        if pieces is None:
+            # the SRV lines cut where the owner goes (twice a line: owner and target)
+            pieces = []
+            sep = ""
+            for s in srv:
+                pieces += [f"{sep}_{s.service}._{s.protocol}.",
+                           f" {ttl} IN SRV {s.priority} {s.weight} {s.port} "]
+                sep = "\n"
+            pieces.append("\n")
+            if len(_SRV_TEXTS) < _MEMO_LIMIT:
+                _SRV_TEXTS[key] = pieces
+        text += owner.join(pieces)
+    a, b, c, d = ip.split(".")  # reverse_pointer of IPv4 text
+    return _Name(rec, _ZONE, text, (), 0, (f"{d}.{c}.{b}.{a}.in-addr.arpa. {ttl} IN PTR {owner}",),
+                 ip)
+
+
+def _any_name(rec: NameRecord, bare: str) -> _Name:
+    """``_name`` of any record (the full steps)."""
     name = rec.name
     in_zone = name == bare or name.endswith("." + bare)  # _in_zone
     owner = ""
