@@ -215,20 +215,20 @@ class NameTexts:
             hit = self._previous.get(key)
             if hit is None or hit[0] is not rec or hit[1] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr,
-                       item.ip)
+                hit = (rec, bare, (item.place, item.text, item.lines, item.rank, item.ptr,
+                                   item.ip))
             else:
-                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
+                item = _Name(rec, *hit[2])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
+        return _Name(rec, *hit[2])
 
 
 # A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
 # ip.
-_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...], str]
+_Texts = tuple[NameRecord, str, tuple[int, str, tuple[str, ...], int, tuple[str, ...], str]]
 
 
 class _Exact(Mapping[str, NameRecord]):
