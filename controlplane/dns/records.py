@@ -361,11 +361,9 @@ def single_record(contribution: Contribution, options: RecordOptions) -> NameRec
         if ":" not in a and is_ipv4_text(a):
             # One IPv4 address (a ClusterIP Service: the common case): what _record makes
             # of it, without its steps (tests/test_records.py compares the two).
-            if options.aaaa_mapped:
-                v4, v6, mapped = (a,), (f"::ffff:{a}",), True
-            else:
-                v4, v6, mapped = (a,), (), False
-            return NameRecord(name, v4, v6, _sorted_srv(srv) if srv else (), (source,), kind,
+            mapped = bool(options.aaaa_mapped)
+            v6: tuple[str, ...] = (f"::ffff:{a}",) if mapped else ()
+            return NameRecord(name, (a,), v6, _sorted_srv(srv) if srv else (), (source,), kind,
                               options.ttl.get(kind, 30), (), 0, (), mapped, export_to, scope)
     return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
                    cluster=cluster, export_to=export_to, scope=scope, options=options)

@@ -211,24 +211,24 @@ class NameTexts:
         """``_name(rec, bare)``: a new ``_Name`` (each table's own), its texts shared."""
         key = rec.name
         hit = self._current.get(key)
-        if hit is None or hit[0] is not rec or hit[1] != bare:
+        if hit is None or hit[6] is not rec or hit[7] != bare:
             hit = self._previous.get(key)
-            if hit is None or hit[0] is not rec or hit[1] != bare:
+            if hit is None or hit[6] is not rec or hit[7] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, (item.place, item.text, item.lines, item.rank, item.ptr,
-                                   item.ip))
+                hit = (item.place, item.text, item.lines, item.rank, item.ptr, item.ip, rec,
+                       bare)
             else:
-                item = _Name(rec, *hit[2])
+                item = _Name(rec, *hit[:6])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, *hit[2])
+        return _Name(rec, *hit[:6])
 
 
-# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
-# ip.
-_Texts = tuple[NameRecord, str, tuple[int, str, tuple[str, ...], int, tuple[str, ...], str]]
+# What _name gave (place, text, lines, rank, ptr, ip: _Name's fields after the record),
+# then the record and the zone it was placed for.
+_Texts = tuple[int, str, tuple[str, ...], int, tuple[str, ...], str, NameRecord, str]
 
 
 class _Exact(Mapping[str, NameRecord]):
