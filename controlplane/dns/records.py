@@ -363,7 +363,9 @@ def single_record(contribution: Contribution, options: RecordOptions) -> NameRec
             # of it, without its steps (tests/test_records.py compares the two).
             mapped = bool(options.aaaa_mapped)
             v6: tuple[str, ...] = (f"::ffff:{a}",) if mapped else ()
-            return NameRecord(name, (a,), v6, _sorted_srv(srv) if srv else (), (source,), kind,
+            # the contribution's own tuple when it is one (no copy per name)
+            v4 = addresses if type(addresses) is tuple else (a,)
+            return NameRecord(name, v4, v6, _sorted_srv(srv) if srv else (), (source,), kind,
                               options.ttl.get(kind, 30), (), 0, (), mapped, export_to, scope)
     return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
                    cluster=cluster, export_to=export_to, scope=scope, options=options)
