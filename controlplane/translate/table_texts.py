@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.core.names import is_ipv4_text
@@ -332,7 +332,7 @@ class _Reverse:
             dirty.add(rzone)
         return dirty
 
-    def fill(self, items: list[_Name]) -> set[str]:
+    def fill(self, items: Iterable[_Name]) -> set[str]:
         """A new table's PTR records (this ``_Reverse`` empty): ``add`` of each item and
         ``redo`` of every IP in one pass, without ``delta`` (a whole table's files tell no
         difference: ``TableTexts.update``); the reverse zones made."""
@@ -371,6 +371,13 @@ class _Reverse:
                 zone_lines += new
         extra = self.extra
         for zone, every in found.items():
+            if zone.endswith(".in-addr.arpa."):
+                # IPv4: each address has one text (a record's addresses are valid, and the
+                # PTR owner of IPv4 text that is not its address's own raises), its lines
+                # are a set, and two addresses' owners differ: no line comes twice
+                every.sort()
+                self.zones[zone] = every
+                continue
             unique = set(every)
             if len(unique) < len(every):
                 for line in every:
@@ -555,7 +562,7 @@ class TableTexts:
             else:
                 parts.add(item, bare)
         self._names = names
-        dirty = self._reverse.fill(list(names.values()))
+        dirty = self._reverse.fill(names.values())
         return self._files(fwd, parts, dirty, None)
 
     def _fallback(self, fwd: Forwarding) -> TableOutput:
