@@ -92,15 +92,16 @@ class DomainCache:
         return len(self._current) + len(self._previous)
 
     def get(self, rec: NameRecord) -> Domains:
-        hit = self._current.get(rec.name)
+        name = rec.name
+        hit = self._current.get(name)
         if hit is not None and hit[0] is rec:
             return hit
-        hit = self._previous.get(rec.name)
+        hit = self._previous.get(name) if self._previous else None
         if hit is None or hit[0] is not rec:
             hit = _domains(rec)
         if len(self._current) >= self.limit:
             self._previous, self._current = self._current, {}
-        self._current[rec.name] = hit
+        self._current[name] = hit
         return hit
 
 
