@@ -100,7 +100,7 @@ def _address_domain(rec: NameRecord, name: bytes) -> bytes | None:
     try:
         addresses = rec.ipv4 + rec.ipv6
         if addresses:
-            listed = []
+            listed: list[bytes] = []
             for a in addresses:
                 text = a.encode()
                 n = len(text)
