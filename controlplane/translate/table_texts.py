@@ -333,19 +333,15 @@ class _Reverse:
         return dirty
 
     def fill(self, items: Iterable[_Name]) -> set[str]:
-        """A new table's PTR records (this ``_Reverse`` empty): ``add`` of each item and
-        ``redo`` of every IP in one pass, without ``delta`` (a whole table's files tell no
-        difference: ``TableTexts.update``); the reverse zones made."""
+        """A new table's PTR records (``lines``, ``zones`` and ``extra`` empty): ``add``
+        of each item and ``redo`` of every IP in one pass, without ``delta`` (a whole
+        table's files tell no difference: ``TableTexts.update``); the reverse zones made.
+        The names with one PTR address (``_Name.ip``, the common case) are in ``sources``
+        already (``TableTexts._whole`` puts them there as it reads the table); ``items``:
+        the others (an IP's list of names is a set to ``_lines_of`` and ``drop``: the
+        order of its names does not matter)."""
         sources = self.sources
         for item in items:
-            ip = item.ip
-            if ip:  # the common case: one address (``ptr_ips``)
-                have = sources.get(ip)
-                if have is None:
-                    sources[ip] = [item]
-                else:
-                    have.append(item)
-                continue
             for ip in item.ptr_ips:
                 have = sources.get(ip)
                 if have is None:
@@ -551,6 +547,8 @@ class TableTexts:
         chunks = parts.chunks
         shared = self._shared
         make = _name if shared is None else shared.name
+        sources = self._reverse.sources  # empty (a new _Reverse)
+        more: list[_Name] = []  # the names with PTR addresses, but not one (``_Name.ip``)
         for e in fwd.table:
             rec = e.record
             name = rec.name
@@ -561,8 +559,17 @@ class TableTexts:
                 chunks.append(item.text)
             else:
                 parts.add(item, bare)
+            ip = item.ip
+            if ip:  # one PTR address (``ptr_ips``): what _Reverse.fill's first pass did
+                have = sources.get(ip)
+                if have is None:
+                    sources[ip] = [item]
+                else:
+                    have.append(item)
+            elif item.rank >= 0:
+                more.append(item)
         self._names = names
-        dirty = self._reverse.fill(names.values())
+        dirty = self._reverse.fill(more)
         return self._files(fwd, parts, dirty, None)
 
     def _fallback(self, fwd: Forwarding) -> TableOutput:
