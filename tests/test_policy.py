@@ -163,3 +163,21 @@ def test_precedence_property(white: list[Pattern], black: list[Pattern],
         assert decision.action is Action.DENY
     else:
         assert decision.action.value == default.value.lower()
+
+
+@given(white=st.lists(patterns, max_size=3), black=st.lists(patterns, max_size=3),
+       default=st.sampled_from(list(DefaultAction)), data=st.data())
+def test_one_policy_classifies_many_names_as_fresh_ones_do(
+        white: list[Pattern], black: list[Pattern], default: DefaultAction,
+        data: st.DataObject) -> None:
+    """The decisions a policy keeps by suffix give each name what a fresh policy (nothing
+    kept) gives it: exact entries, the longest wildcard, the default. The names: the
+    patterns' own, their siblings and children, and others."""
+    near = [n for p in white + black for n in (p.suffix, f"a.{p.suffix}", f"x.{p.suffix}",
+                                               f"a.x.{p.suffix}", p.suffix.partition(".")[2])
+            if n]
+    pool = st.one_of(names, st.sampled_from(near)) if near else names
+    pol = CompiledPolicy(tuple(white), tuple(black), default)
+    for name in data.draw(st.lists(pool, max_size=12)):
+        assert pol.classify(name) == CompiledPolicy(tuple(white), tuple(black),
+                                                    default).classify(name)

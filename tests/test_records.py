@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifests import parse_object
@@ -21,7 +23,15 @@ from controlplane.core.model import (
     ServicePort,
 )
 from controlplane.core.settings import DnsSettings
-from controlplane.dns.records import ClusterTarget, NameRecord, RecordOptions, cluster_records
+from controlplane.dns.records import (
+    ClusterTarget,
+    NameRecord,
+    RecordOptions,
+    SrvRecord,
+    _record,
+    cluster_records,
+    single_record,
+)
 from controlplane.dns.vips import allocate
 
 
@@ -371,3 +381,40 @@ def test_incremental_with_pods_matches_a_full_rebuild_under_random_changes() -> 
         inv = Inventory(services=dict(services), pods=dict(pods), service_entries=dict(entries))
         inc.update(inv, RecordOptions())
         assert _incremental_matches(inc, inv)
+
+
+_ADDRESSES = ("10.0.0.1", "192.168.100.200", "0.0.0.0", "fd00::1", "::ffff:10.0.0.1",
+              "010.0.0.1", "10.0.0", "", "FD00::1")
+
+
+@settings(max_examples=400, deadline=None)
+@given(addresses=st.lists(st.sampled_from(_ADDRESSES), max_size=3).map(tuple),
+       one=st.booleans(),
+       srv=st.lists(st.builds(SrvRecord, service=st.sampled_from(("http", "grpc")),
+                              protocol=st.sampled_from(("tcp", "udp")),
+                              port=st.sampled_from((80, 443, 9090)),
+                              target=st.sampled_from(("a.ns.svc.cluster.local", "b"))),
+                    max_size=3).map(tuple),
+       cluster=st.sampled_from(((), (ClusterTarget("x.example", 80),))),
+       kind=st.sampled_from(("service", "headless", "pod", "serviceentry")),
+       export_to=st.sampled_from((None, frozenset({"ns"}))),
+       scope=st.sampled_from((None, "ns")),
+       mapped=st.booleans(), cap=st.integers(0, 2),
+       ttl=st.sampled_from(({}, {"service": 5, "pod": 7})))
+def test_a_single_source_record_is_what_the_full_steps_make(
+        addresses: tuple[str, ...], one: bool, srv: tuple[SrvRecord, ...],
+        cluster: tuple[ClusterTarget, ...], kind: str, export_to: frozenset[str] | None,
+        scope: str | None, mapped: bool, cap: int, ttl: dict[str, int]) -> None:
+    """``single_record``'s short path (one IPv4 address) against ``_record``'s steps."""
+    addresses = addresses[:1] if one else addresses
+    options = RecordOptions(ttl=ttl, max_answers=cap, aaaa_mapped=mapped)
+    contribution = ("a.ns.svc.cluster.local", "Service ns/a", kind, addresses, srv, cluster,
+                    export_to, scope)
+    expected = _record("a.ns.svc.cluster.local", ("Service ns/a",), kind=kind,
+                       addresses=addresses, srv=srv, cluster=cluster, export_to=export_to,
+                       scope=scope, options=options)
+    got = single_record(contribution, options)
+    assert got == expected
+    if got is not None and expected is not None:
+        assert [getattr(got, f) for f in got.__slots__] == [  # type: ignore[attr-defined]
+            getattr(expected, f) for f in expected.__slots__]  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from controlplane.dns.records import ClusterTarget, NameRecord, SrvRecord
 from controlplane.dns.views import Forwarding, TableEntry
 from controlplane.policy.selection import Action
-from controlplane.translate.table_texts import NameTexts, TableTexts
+from controlplane.translate.table_texts import NameTexts, TableTexts, _any_name, _name
 from controlplane.translate.unbound_table import (
     outside_data,
     reverse_pointer,
@@ -230,3 +230,44 @@ def test_a_first_table_counts_a_ptr_line_two_spellings_give() -> None:
         for recs in ([both], [one], [both], []):
             fwd = forwarding(recs, 30, "cluster.local")
             assert list(texts.update(fwd).zones.items()) == list(table_zones(fwd).items())
+
+
+def _fields(item: object) -> tuple[object, ...]:
+    return tuple(getattr(item, f) for f in ("rec", "place", "text", "lines", "rank", "ptr",
+                                            "ip"))
+
+
+@st.composite
+def one_records(draw: st.DrawFn) -> NameRecord:
+    """A ClusterIP Service's record (``_name``'s short path), often with one thing that
+    makes it another (each way of not being one)."""
+    name = "s.a.svc.cluster.local"
+    ip = str(ipaddress.IPv4Address(draw(st.integers(0, (1 << 32) - 1))))
+    srv = tuple(draw(st.lists(st.builds(
+        SrvRecord, service=st.sampled_from(("http", "grpc", "")),
+        protocol=st.sampled_from(("tcp", "udp")), port=st.integers(0, 70000),
+        target=st.just(name), priority=st.integers(0, 3), weight=st.integers(0, 200)),
+        max_size=3)))
+    rec = NameRecord(name=name, ipv4=(ip,), ipv6=(f"::ffff:{ip}",), srv=srv, kind="service",
+                     ttl=draw(st.sampled_from((5, 30, 0))), mapped=True)
+    spoil = draw(st.sampled_from(("", "", "", "", "two", "v6", "unmapped", "kind", "dropped",
+                                  "cluster", "outside", "apex", "wildcard", "target", "upper",
+                                  "similar")))
+    changes: dict[str, object] = {
+        "": {}, "two": {"ipv4": (ip, "10.0.0.1")}, "v6": {"ipv4": ("fd00::1",)},
+        "unmapped": {"ipv6": ("fd00::2",), "mapped": False}, "kind": {"kind": draw(
+            st.sampled_from(KINDS[1:]))}, "dropped": {"dropped": ("10.9.0.1",)},
+        "cluster": {"cluster": (ClusterTarget("t.example", 80),)},
+        "outside": {"name": "s.example"}, "apex": {"name": "cluster.local"},
+        "wildcard": {"name": "*.a.svc.cluster.local"},
+        "target": {"srv": (*srv, SrvRecord("x", "tcp", 1, "t.b.svc.cluster.local"))},
+        "upper": {"name": "S.a.svc.cluster.local"}, "similar": {"name": "s.xcluster.local"},
+    }[spoil]
+    return replace(rec, **changes)  # type: ignore[arg-type]
+
+
+@settings(max_examples=500, deadline=None)
+@given(one_records(), st.sampled_from(("cluster.local", "example")))
+def test_a_service_name_short_path_gives_what_the_full_steps_give(rec: NameRecord,
+                                                                   bare: str) -> None:
+    assert _fields(_name(rec, bare)) == _fields(_any_name(rec, bare))

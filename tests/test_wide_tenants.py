@@ -15,6 +15,8 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.json_format import MessageToDict
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controlplane.cli.flags import build_parser
 from controlplane.cli.serve_settings import xds_settings
@@ -22,9 +24,10 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.model import DefaultAction, Namespace, Service, ServicePort
 from controlplane.core.settings import Settings, XdsSettings
 from controlplane.dns.records import NameRecord
-from controlplane.dns.views import TenantView, Upstream, with_resolver
+from controlplane.dns.views import TableEntry, TenantView, Upstream, with_resolver
 from controlplane.hub.front_sets import FrontSets
 from controlplane.hub.hub import Hub
+from controlplane.policy.selection import Action
 from controlplane.translate.envoy_part import envoy_part, is_wide, record_namespaces
 from controlplane.translate.front import Pair, envoy_pairs
 from controlplane.translate.front_routes import set_route_name
@@ -207,3 +210,28 @@ def test_the_hub_gives_fronted_sidecars_the_part_and_the_others_the_whole_table(
         fronted.types[ROUTE_TYPE].anys[set_route_name("acme")].value)
     body = route.virtual_hosts[0].routes[1].direct_response.body.inline_string
     assert f"A {own(0)}." in body and ".far." not in body
+
+
+_SOURCES = ("Service acme/web", "Service far/web", "ServiceEntry b/se", "Pod acme/p",
+            "odd", "Service acme", "Service /x", "Service  acme/x", "Service a/b/c")
+
+
+@given(sources=st.lists(st.lists(st.sampled_from(_SOURCES), max_size=3).map(tuple),
+                        max_size=12),
+       namespaces=st.sets(st.sampled_from(("acme", "b", "", "far", "a"))),
+       limit=st.integers(0, 6))
+def test_envoys_part_is_the_rule_over_any_sources(sources: list[tuple[str, ...]],
+                                                  namespaces: set[str], limit: int) -> None:
+    """The entries kept: those whose ``record_namespaces`` meet the tenant's, in view
+    order, at most ``limit`` (one source read without the sets: the same)."""
+    entries = tuple(TableEntry(NameRecord(name=f"n{i}", ipv4=("10.0.0.1",), sources=s),
+                               Action.ALLOW, "test") for i, s in enumerate(sources))
+    view = TenantView(tenant="t", policy="t", ttl_seconds=30, upstreams=(RESOLVER,),
+                      entries=entries, namespaces=frozenset(namespaces))
+    if limit <= 0 or len(entries) <= limit:
+        assert envoy_part(view, limit=limit) is view
+        return
+    expected = [e for e in entries
+                if namespaces and not frozenset(namespaces).isdisjoint(
+                    record_namespaces(e.record))][:limit]
+    assert list(envoy_part(view, limit=limit).entries) == expected

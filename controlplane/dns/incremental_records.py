@@ -285,7 +285,10 @@ class IncrementalRecords:
         """``_rebuild`` with no record yet (a first load): every record made is new, so
         nothing is compared, and the names are sorted once; the names with a record."""
         records, by_name, index = self.records, self._by_name, self._index
-        for name in touched:
+        # In name order (the order the views, tables and listeners read them): the records
+        # lie in memory as they are walked later, not scattered in a set's order.
+        names: list[str] = []
+        for name in _sorted_in_runs(touched):
             slot = by_name.get(name)
             if not slot:
                 continue
@@ -297,9 +300,10 @@ class IncrementalRecords:
                 rec = self._build(name, options)
             if rec is not None:
                 records[name] = rec
+                names.append(name)
                 index(rec)
-        self._names = _sorted_in_runs(records)
-        self._sorted = [records[n] for n in self._names]
+        self._names = names
+        self._sorted = list(records.values())
         return set(records)
 
     def _replace(self, source: tuple[str, str, str], old: tuple[Contribution, ...],

@@ -356,6 +356,17 @@ def single_record(contribution: Contribution, options: RecordOptions) -> NameRec
     """The record of a name only one object speaks for (the common case): what
     ``_Builder`` makes of that one contribution."""
     name, source, kind, addresses, srv, cluster, export_to, scope = contribution
+    if len(addresses) == 1 and options.max_answers > 0:
+        a = addresses[0]
+        if ":" not in a and is_ipv4_text(a):
+            # One IPv4 address (a ClusterIP Service: the common case): what _record makes
+            # of it, without its steps (tests/test_records.py compares the two).
+            mapped = bool(options.aaaa_mapped)
+            v6: tuple[str, ...] = (f"::ffff:{a}",) if mapped else ()
+            # the contribution's own tuple when it is one (no copy per name)
+            v4 = addresses if type(addresses) is tuple else (a,)
+            return NameRecord(name, v4, v6, _sorted_srv(srv) if srv else (), (source,), kind,
+                              options.ttl.get(kind, 30), (), 0, (), mapped, export_to, scope)
     return _record(name, (source,), kind=kind, addresses=addresses, srv=srv,
                    cluster=cluster, export_to=export_to, scope=scope, options=options)
 

@@ -344,9 +344,14 @@ def build_tenant_view(
             d = (compiled.classify_pattern(Pattern(name)) if name.startswith("*.")
                  else compiled.classify(name))
             cache[name] = d
-        by_server = server is not None and not d.rule.startswith("blacklist")
-        if d.action is deny and not by_server:  # not d.action.answers
-            continue
+        if server is None:  # the common case: no policy server
+            if d.action is deny:  # not d.action.answers
+                continue
+            by_server = False
+        else:
+            by_server = not d.rule.startswith("blacklist")
+            if d.action is deny and not by_server:
+                continue
         if rec.export_to is not None and not (selected and selected <= rec.export_to):
             continue  # exportTo: only when every namespace of the tenant may see it
         if rec.namespace_scope is not None and rec.namespace_scope not in selected:

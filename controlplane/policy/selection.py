@@ -221,10 +221,16 @@ class CompiledPolicy:
     _white: _Matcher = field(init=False, repr=False, compare=False)
     _black: _Matcher = field(init=False, repr=False, compare=False)
     _default: Decision = field(init=False, repr=False, compare=False)
+    # The exact names of both lists, and the decision for a name no exact entry names, by
+    # the suffix after its first label (at most _Matcher._MEMO): what the wildcards give it.
+    _exact: frozenset[str] = field(init=False, repr=False, compare=False)
+    _by_parent: dict[str, Decision] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_white", _Matcher(self.whitelist, Action.ALLOW, "whitelist"))
         object.__setattr__(self, "_black", _Matcher(self.blacklist, Action.DENY, "blacklist"))
+        object.__setattr__(self, "_exact", frozenset(self._white.exact) | set(self._black.exact))
+        object.__setattr__(self, "_by_parent", {})
         object.__setattr__(self, "_default", Decision(
             _ACTION_OF_DEFAULT[self.default], f"defaultAction {self.default.value}"))
 
@@ -246,7 +252,26 @@ class CompiledPolicy:
         return self._default
 
     def classify(self, name: str) -> Decision:
-        """Decide for one concrete (lower-case) name: exact beats the longest wildcard."""
+        """Decide for one concrete (lower-case) name: exact beats the longest wildcard.
+
+        A name no exact entry names is decided by the wildcards over the suffix after its
+        first label alone: that decision is kept by suffix, so the names of a namespace
+        share one lookup (a wide tenant classifies 100,000 names at a full build)."""
+        if name not in self._exact:
+            pos = name.find(".")
+            if pos != -1:
+                parent = name[pos + 1:]
+                memo = self._by_parent
+                d = memo.get(parent)
+                if d is None:
+                    d = self._classify(name)
+                    if len(memo) < _Matcher._MEMO:  # noqa: SLF001 - one bound for both memos
+                        memo[parent] = d
+                return d
+        return self._classify(name)
+
+    def _classify(self, name: str) -> Decision:
+        """``classify`` without the memo."""
         p = self._white.match(name)
         if p is not None:
             return self._white.decisions[p.text]  # Decision(Action.ALLOW, f"whitelist {p}")

@@ -15,6 +15,8 @@ Without one every domain is built afresh; the bytes are the same.
 
 from __future__ import annotations
 
+import operator
+
 from envoy.data.dns.v3 import dns_table_pb2
 from google.protobuf.duration_pb2 import Duration
 
@@ -62,6 +64,7 @@ def srv_domain_message(rec: NameRecord) -> bytes:
 
 
 Domains = tuple[NameRecord, bytes, bytes]  # a record, its address and SRV domains
+_ADDRESS_PART, _SRV_PART = operator.itemgetter(1), operator.itemgetter(2)
 
 
 def _domains(rec: NameRecord) -> Domains:
@@ -92,15 +95,16 @@ class DomainCache:
         return len(self._current) + len(self._previous)
 
     def get(self, rec: NameRecord) -> Domains:
-        hit = self._current.get(rec.name)
+        name = rec.name
+        hit = self._current.get(name)
         if hit is not None and hit[0] is rec:
             return hit
-        hit = self._previous.get(rec.name)
+        hit = self._previous.get(name) if self._previous else None
         if hit is None or hit[0] is not rec:
             hit = _domains(rec)
         if len(self._current) >= self.limit:
             self._previous, self._current = self._current, {}
-        self._current[rec.name] = hit
+        self._current[name] = hit
         return hit
 
 
@@ -109,7 +113,9 @@ def dns_table_parts(view: TenantView, cache: DomainCache | None = None) -> list[
     address domain, then every SRV domain (those of unchanged records from ``cache``)."""
     build = cache.get if cache is not None else _domains
     parts = [build(e.record) for e in view.entries]
-    return [*(d[1] for d in parts), *(d[2] for d in parts)]
+    out = list(map(_ADDRESS_PART, parts))
+    out += map(_SRV_PART, parts)
+    return out
 
 
 def dns_table_bytes(view: TenantView, cache: DomainCache | None = None) -> bytes:

@@ -98,23 +98,30 @@ def address_domain(rec: NameRecord) -> bytes | None:
 
 def _address_domain(rec: NameRecord, name: bytes) -> bytes | None:
     try:
-        if rec.ipv4 or rec.ipv6:
-            listed = []
-            for a in rec.ipv4 + rec.ipv6:
+        addresses = rec.ipv4 + rec.ipv6
+        if addresses:
+            listed: list[bytes] = []
+            for a in addresses:
                 text = a.encode()
                 n = len(text)
-                listed.append(_ADDRESS + (SMALL_VARINTS[n] if n < 128 else varint(n)) + text)
-            endpoint = _field(_EP_ADDRESS_LIST, b"".join(listed))
+                listed += (_ADDRESS, SMALL_VARINTS[n] if n < 128 else varint(n), text)
+            body = b"".join(listed)
+            n = len(body)
+            endpoint = _EP_ADDRESS_LIST + (SMALL_VARINTS[n] if n < 128 else varint(n)) + body
         elif rec.cluster:
             endpoint = _text(_EP_CLUSTER, rec.cluster_name)
         else:
             return b""
     except UnicodeEncodeError:
         return None
-    ttl = _ttl_field(rec.ttl)
+    ttl = _TTL_FIELDS.get(rec.ttl) or _ttl_field(rec.ttl)  # memoised (never b"")
     if ttl is None:
         return None
-    return _field(_TABLE_VIRTUAL_DOMAINS, name + _field(_VD_ENDPOINT, endpoint) + ttl)
+    n = len(endpoint)
+    body = b"".join((name, _VD_ENDPOINT, SMALL_VARINTS[n] if n < 128 else varint(n), endpoint,
+                     ttl))
+    n = len(body)
+    return _TABLE_VIRTUAL_DOMAINS + (SMALL_VARINTS[n] if n < 128 else varint(n)) + body
 
 
 def _len(n: int) -> bytes:

@@ -44,11 +44,19 @@ def envoy_part(view: TenantView, *, limit: int) -> TenantView:
         return view
     own = view.namespaces
     entries = []
+    if not own:
+        return replace(view, entries=())
     for entry in view.entries:
-        if own and not own.isdisjoint(record_namespaces(entry.record)):
-            entries.append(entry)
-            if len(entries) == limit:
-                break
+        sources = entry.record.sources
+        if len(sources) == 1:  # the common case: record_namespaces' one namespace, no sets
+            namespace, slash, _ = sources[0].partition(" ")[2].partition("/")
+            if not (slash and namespace in own):
+                continue
+        elif own.isdisjoint(record_namespaces(entry.record)):
+            continue
+        entries.append(entry)
+        if len(entries) == limit:
+            break
     return replace(view, entries=tuple(entries))
 
 

@@ -21,9 +21,11 @@ Not thread-safe: one owner (the pool, under its lock).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from controlplane.core.names import is_ipv4_text
 from controlplane.dns.records import NameRecord
 from controlplane.dns.views import Forwarding
 from controlplane.translate.unbound_table import (
@@ -86,8 +88,57 @@ class _Name:
         return [name, *(f"_{s.service}._{s.protocol}.{name}" for s in self.rec.srv)]
 
 
+_SRV_SHAPE = operator.attrgetter("service", "protocol", "priority", "weight", "port")
+_SRV_TEXTS: dict[tuple[object, ...], list[str]] = {}
+_MEMO_LIMIT = 4096  # SRV shapes kept (a cluster has few port lists)
+
+
 def _name(rec: NameRecord, bare: str) -> _Name:
-    """What ``rec`` gives, as ``table_zones`` / ``outside_data`` / ``_ptr_sources`` see it."""
+    """What ``rec`` gives, as ``table_zones`` / ``outside_data`` / ``_ptr_sources`` see it.
+
+    A Service's name in the zone with one IPv4 address (mapped or none of IPv6), nothing
+    dropped and every SRV target its own name (a ClusterIP Service: the common case) is
+    made here with fewer steps: its SRV lines a memoised text per shape (ports, TTL)
+    joined with the owner, its one PTR line directly. The rest: ``_any_name``
+    (tests/test_table_texts.py compares the two)."""
+    name = rec.name
+    ipv4 = rec.ipv4
+    if (len(ipv4) != 1 or rec.kind != "service" or rec.dropped or rec.cluster
+            or (rec.ipv6 and not rec.mapped) or not name.endswith(bare)
+            or (name != bare and not name.endswith("." + bare)) or name.startswith("*.")):
+        return _any_name(rec, bare)
+    ip = ipv4[0]
+    if not is_ipv4_text(ip):
+        return _any_name(rec, bare)
+    owner = _fqdn(name)
+    ttl = rec.ttl
+    text = f"{owner} {ttl} IN A {ip}\n"
+    srv = rec.srv
+    if srv:
+        for s in srv:
+            if s.target != name:
+                return _any_name(rec, bare)
+        key = (ttl, *map(_SRV_SHAPE, srv))
+        pieces = _SRV_TEXTS.get(key)
+        if pieces is None:
+            # the SRV lines cut where the owner goes (twice a line: owner and target)
+            pieces = []
+            sep = ""
+            for s in srv:
+                pieces += [f"{sep}_{s.service}._{s.protocol}.",
+                           f" {ttl} IN SRV {s.priority} {s.weight} {s.port} "]
+                sep = "\n"
+            pieces.append("\n")
+            if len(_SRV_TEXTS) < _MEMO_LIMIT:
+                _SRV_TEXTS[key] = pieces
+        text += owner.join(pieces)
+    a, b, c, d = ip.split(".")  # reverse_pointer of IPv4 text
+    return _Name(rec, _ZONE, text, (), 0, (f"{d}.{c}.{b}.{a}.in-addr.arpa. {ttl} IN PTR {owner}",),
+                 ip)
+
+
+def _any_name(rec: NameRecord, bare: str) -> _Name:
+    """``_name`` of any record (the full steps)."""
     name = rec.name
     in_zone = name == bare or name.endswith("." + bare)  # _in_zone
     owner = ""
@@ -160,24 +211,24 @@ class NameTexts:
         """``_name(rec, bare)``: a new ``_Name`` (each table's own), its texts shared."""
         key = rec.name
         hit = self._current.get(key)
-        if hit is None or hit[0] is not rec or hit[1] != bare:
+        if hit is None or hit[6] is not rec or hit[7] != bare:
             hit = self._previous.get(key)
-            if hit is None or hit[0] is not rec or hit[1] != bare:
+            if hit is None or hit[6] is not rec or hit[7] != bare:
                 item = _name(rec, bare)
-                hit = (rec, bare, item.place, item.text, item.lines, item.rank, item.ptr,
-                       item.ip)
+                hit = (item.place, item.text, item.lines, item.rank, item.ptr, item.ip, rec,
+                       bare)
             else:
-                item = _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
+                item = _Name(rec, *hit[:6])
             if len(self._current) >= self.limit:
                 self._previous, self._current = self._current, {}
             self._current[key] = hit
             return item
-        return _Name(rec, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7])
+        return _Name(rec, *hit[:6])
 
 
-# A record, the zone it was placed for, and what _name gave: place, text, lines, rank, ptr,
-# ip.
-_Texts = tuple[NameRecord, str, int, str, tuple[str, ...], int, tuple[str, ...], str]
+# What _name gave (place, text, lines, rank, ptr, ip: _Name's fields after the record),
+# then the record and the zone it was placed for.
+_Texts = tuple[int, str, tuple[str, ...], int, tuple[str, ...], str, NameRecord, str]
 
 
 class _Exact(Mapping[str, NameRecord]):
@@ -281,20 +332,16 @@ class _Reverse:
             dirty.add(rzone)
         return dirty
 
-    def fill(self, items: list[_Name]) -> set[str]:
-        """A new table's PTR records (this ``_Reverse`` empty): ``add`` of each item and
-        ``redo`` of every IP in one pass, without ``delta`` (a whole table's files tell no
-        difference: ``TableTexts.update``); the reverse zones made."""
+    def fill(self, items: Iterable[_Name]) -> set[str]:
+        """A new table's PTR records (``lines``, ``zones`` and ``extra`` empty): ``add``
+        of each item and ``redo`` of every IP in one pass, without ``delta`` (a whole
+        table's files tell no difference: ``TableTexts.update``); the reverse zones made.
+        The names with one PTR address (``_Name.ip``, the common case) are in ``sources``
+        already (``TableTexts._whole`` puts them there as it reads the table); ``items``:
+        the others (an IP's list of names is a set to ``_lines_of`` and ``drop``: the
+        order of its names does not matter)."""
         sources = self.sources
         for item in items:
-            ip = item.ip
-            if ip:  # the common case: one address (``ptr_ips``)
-                have = sources.get(ip)
-                if have is None:
-                    sources[ip] = [item]
-                else:
-                    have.append(item)
-                continue
             for ip in item.ptr_ips:
                 have = sources.get(ip)
                 if have is None:
@@ -320,6 +367,13 @@ class _Reverse:
                 zone_lines += new
         extra = self.extra
         for zone, every in found.items():
+            if zone.endswith(".in-addr.arpa."):
+                # IPv4: each address has one text (a record's addresses are valid, and the
+                # PTR owner of IPv4 text that is not its address's own raises), its lines
+                # are a set, and two addresses' owners differ: no line comes twice
+                every.sort()
+                self.zones[zone] = every
+                continue
             unique = set(every)
             if len(unique) < len(every):
                 for line in every:
@@ -493,6 +547,8 @@ class TableTexts:
         chunks = parts.chunks
         shared = self._shared
         make = _name if shared is None else shared.name
+        sources = self._reverse.sources  # empty (a new _Reverse)
+        more: list[_Name] = []  # the names with PTR addresses, but not one (``_Name.ip``)
         for e in fwd.table:
             rec = e.record
             name = rec.name
@@ -503,8 +559,17 @@ class TableTexts:
                 chunks.append(item.text)
             else:
                 parts.add(item, bare)
+            ip = item.ip
+            if ip:  # one PTR address (``ptr_ips``): what _Reverse.fill's first pass did
+                have = sources.get(ip)
+                if have is None:
+                    sources[ip] = [item]
+                else:
+                    have.append(item)
+            elif item.rank >= 0:
+                more.append(item)
         self._names = names
-        dirty = self._reverse.fill(list(names.values()))
+        dirty = self._reverse.fill(more)
         return self._files(fwd, parts, dirty, None)
 
     def _fallback(self, fwd: Forwarding) -> TableOutput:
