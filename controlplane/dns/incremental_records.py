@@ -20,6 +20,7 @@ from controlplane.dns.records import (
     options_key,
     single_record,
 )
+from controlplane.dns.suffix_buckets import SuffixBuckets
 from controlplane.dns.vips import VipKey
 
 _service_of = _service.__wrapped__  # not through its memo (``_apply_service``)
@@ -56,11 +57,8 @@ class IncrementalRecords:
         self._vips: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # by ServiceEntry
         self._by_name: dict[str, dict[tuple[str, str, str], tuple[Contribution, ...]]] = {}
         self.records: dict[str, NameRecord] = {}
-        self.by_suffix: dict[str, dict[str, NameRecord]] = {}
+        self.by_suffix = SuffixBuckets()
         self.wildcards: dict[str, NameRecord] = {}
-        # A suffix -> the by_suffix buckets of it and of every suffix of it (longest first),
-        # so indexing a name walks its parent's chain; cleared when a bucket goes.
-        self._chains: dict[str, list[dict[str, NameRecord]]] = {}
         self._names: list[str] = []  # sorted, patched with bisect
         self._sorted: list[NameRecord] = []
 
@@ -346,41 +344,16 @@ class IncrementalRecords:
         return out[0] if out else None
 
     def _index(self, rec: NameRecord) -> None:
-        name = rec.name
-        if name.startswith("*."):  # rec.is_wildcard
-            self.wildcards[name] = rec
-            return
-        pos = name.find(".")
-        if pos != -1:
-            suffix = name[pos + 1:]
-            chain = self._chains.get(suffix) or self._chain(suffix)
-            for bucket in chain:
-                bucket[name] = rec
-
-    def _chain(self, suffix: str) -> list[dict[str, NameRecord]]:
-        """The buckets of ``suffix`` and of each suffix of it (made when missing)."""
-        chain = self._chains.get(suffix)
-        if chain is None:
-            bucket = self.by_suffix.setdefault(suffix, {})
-            pos = suffix.find(".")
-            chain = [bucket, *self._chain(suffix[pos + 1:])] if pos != -1 else [bucket]
-            self._chains[suffix] = chain
-        return chain
+        if rec.name.startswith("*."):  # rec.is_wildcard
+            self.wildcards[rec.name] = rec
+        else:
+            self.by_suffix.add(rec)
 
     def _unindex(self, rec: NameRecord) -> None:
         if rec.is_wildcard:
             self.wildcards.pop(rec.name, None)
-            return
-        pos = rec.name.find(".")
-        while pos != -1:
-            suffix = rec.name[pos + 1:]
-            bucket = self.by_suffix.get(suffix)
-            if bucket is not None:
-                bucket.pop(rec.name, None)
-                if not bucket:
-                    del self.by_suffix[suffix]
-                    self._chains.clear()  # chains may hold the bucket
-            pos = rec.name.find(".", pos + 1)
+        else:
+            self.by_suffix.remove(rec.name)
 
     def sorted_records(self) -> list[NameRecord]:
         """Every record in name order (the same list object, patched in place)."""
