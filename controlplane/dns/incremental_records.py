@@ -23,6 +23,7 @@ from controlplane.dns.records import (
 from controlplane.dns.suffix_buckets import SuffixBuckets
 from controlplane.dns.vips import VipKey
 
+_Slot = tuple[Contribution, ...] | dict[str, tuple[Contribution, ...]]
 _service_of = _service.__wrapped__  # not through its memo (``_apply_service``)
 
 
@@ -55,7 +56,10 @@ class IncrementalRecords:
         self._slices_of: dict[tuple[str, str], set[tuple[str, str]]] = {}  # service -> slices
         self._vips_from: Mapping[VipKey, str] | None = None
         self._vips: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # by ServiceEntry
-        self._by_name: dict[str, dict[tuple[str, str, str], tuple[Contribution, ...]]] = {}
+        # A name -> what its sources say of it: one source's contributions (the common
+        # case: no dict per name), or, with several sources, a dict by source (c[1], e.g.
+        # "Service ns/name": one per object).
+        self._by_name: dict[str, _Slot] = {}
         self.records: dict[str, NameRecord] = {}
         self.by_suffix = SuffixBuckets()
         self.wildcards: dict[str, NameRecord] = {}
@@ -172,7 +176,7 @@ class IncrementalRecords:
         old = self._svc.get(k)
         if svc is None:
             if old is not None:
-                self._replace(("svc",) + k, self._svc.pop(k)[2], (), touched)
+                self._replace(self._svc.pop(k)[2], (), touched)
             return
         own = (tuple(inventory.endpoint_slices[s] for s in sorted(self._slices_of.get(k, ())))
                if svc.headless else ())
@@ -181,7 +185,7 @@ class IncrementalRecords:
         # Not through _service's memo: this map is the memo here (an object is recomputed
         # only when it changed), and hashing 100,000 Services costs as much as the work.
         contributions = _service_of(svc, own, zone)
-        self._replace(("svc",) + k, old[2] if old else (), contributions, touched)
+        self._replace(old[2] if old else (), contributions, touched)
         self._svc[k] = (svc, own, contributions)
 
     def _first_services(self, inventory: Inventory, zone: str, touched: set[str],
@@ -199,14 +203,13 @@ class IncrementalRecords:
                 continue
             contributions = _service_of(svc, (), zone)
             if len(contributions) != 1:
-                self._replace(("svc", *k), (), contributions, touched)
+                self._replace((), contributions, touched)
             else:  # what _replace does with one contribution and nothing before
                 name = contributions[0][0]
-                slot = by_name.get(name)
-                if slot is None:
-                    by_name[name] = {("svc", *k): contributions}
+                if name not in by_name:
+                    by_name[name] = contributions
                 else:
-                    slot[("svc", *k)] = contributions
+                    self._put(name, contributions)
                 touched.add(name)
             svc_state[k] = (svc, (), contributions)
 
@@ -215,13 +218,13 @@ class IncrementalRecords:
         old = self._se.get(k)
         if se is None:
             if old is not None:
-                self._replace(("se",) + k, self._se.pop(k)[2], (), touched)
+                self._replace(self._se.pop(k)[2], (), touched)
             return
         own_vips = self._vips.get(k, ())
         if old is not None and old[0] is se and old[1] == own_vips:
             return
         contributions = _service_entry(se, own_vips)
-        self._replace(("se",) + k, old[2] if old else (), contributions, touched)
+        self._replace(old[2] if old else (), contributions, touched)
         self._se[k] = (se, own_vips, contributions)
 
     def _apply_pod(self, k: tuple[str, str], pod: Pod | None, zone: str,
@@ -229,13 +232,13 @@ class IncrementalRecords:
         old = self._pod.get(k)
         if pod is None:
             if old is not None:
-                self._replace(("pod",) + k, self._pod.pop(k)[1], (), touched)
+                self._replace(self._pod.pop(k)[1], (), touched)
             return
         if old is not None and (old[0] is pod or old[0] == pod):
             self._pod[k] = (pod, old[1])
             return
         contributions = _pod(pod, zone)
-        self._replace(("pod",) + k, old[1] if old else (), contributions, touched)
+        self._replace(old[1] if old else (), contributions, touched)
         self._pod[k] = (pod, contributions)
 
     def _rebuild(self, touched: set[str], key: OptionsKey) -> set[str]:
@@ -290,12 +293,8 @@ class IncrementalRecords:
             slot = by_name.get(name)
             if not slot:
                 continue
-            if len(slot) == 1:
-                (contributions,) = slot.values()
-                rec = (single_record(contributions[0], options) if len(contributions) == 1
-                       else self._build(name, options))
-            else:
-                rec = self._build(name, options)
+            rec = (single_record(slot[0], options) if isinstance(slot, tuple) and len(slot) == 1
+                   else self._build(name, options))
             if rec is not None:
                 records[name] = rec
                 names.append(name)
@@ -304,35 +303,52 @@ class IncrementalRecords:
         self._sorted = list(records.values())
         return set(records)
 
-    def _replace(self, source: tuple[str, str, str], old: tuple[Contribution, ...],
-                 new: tuple[Contribution, ...], touched: set[str]) -> None:
+    def _replace(self, old: tuple[Contribution, ...], new: tuple[Contribution, ...],
+                 touched: set[str]) -> None:
+        """One object's contributions ``old`` replaced by ``new`` (each names its source)."""
+        by_name = self._by_name
         for c in old:
-            slot = self._by_name.get(c[0])
-            if slot is not None:
-                slot.pop(source, None)
-                if not slot:
-                    del self._by_name[c[0]]
-            touched.add(c[0])
-        if len(new) == 1:  # the common case: one name
-            name = new[0][0]
-            self._by_name.setdefault(name, {})[source] = new
+            name = c[0]
             touched.add(name)
+            slot = by_name.get(name)
+            if slot is None:
+                continue
+            if isinstance(slot, tuple):
+                if slot[0][1] == c[1]:
+                    del by_name[name]
+            else:
+                slot.pop(c[1], None)
+                if len(slot) == 1:  # one source left: its contributions alone
+                    (by_name[name],) = slot.values()
+        if len(new) == 1:  # the common case: one name
+            self._put(new[0][0], new)
+            touched.add(new[0][0])
             return
         grouped: dict[str, list[Contribution]] = {}
         for c in new:
             grouped.setdefault(c[0], []).append(c)
         for name, items in grouped.items():
-            self._by_name.setdefault(name, {})[source] = tuple(items)
+            self._put(name, tuple(items))
             touched.add(name)
+
+    def _put(self, name: str, items: tuple[Contribution, ...]) -> None:
+        """Set one source's contributions ``items`` (not empty) to ``name``."""
+        source = items[0][1]
+        slot = self._by_name.get(name)
+        if slot is None:
+            self._by_name[name] = items
+        elif isinstance(slot, tuple):
+            self._by_name[name] = items if slot[0][1] == source else {slot[0][1]: slot,
+                                                                      source: items}
+        else:
+            slot[source] = items
 
     def _build(self, name: str, options: RecordOptions) -> NameRecord | None:
         slot = self._by_name.get(name)
         if not slot:
             return None
-        if len(slot) == 1:
-            (contributions,) = slot.values()
-        else:
-            contributions = tuple(c for items in slot.values() for c in items)
+        contributions = (slot if isinstance(slot, tuple)
+                         else tuple(c for items in slot.values() for c in items))
         if len(contributions) == 1:
             # Not through _single's memo: a name is rebuilt when something said about it
             # changed, and an equal record is then found equal to the one kept (_rebuild).
