@@ -14,9 +14,10 @@ content never repeats an old version (checklist #17).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -32,8 +33,7 @@ class TypeSnapshot:
     type_url: str
     version: str
     anys: Mapping[str, Any]
-    body: bytes  # a DiscoveryResponse with every resource, without nonce
-    size: int
+    size: int  # of ``body``
     resource_versions: Mapping[str, str]  # per resource, for delta xDS
     names: frozenset[str]  # the names of ``anys``: what a wildcard stream is sent (shared)
     # The whole response with a nonce of its own (``shared_nonce``, unique to this object
@@ -42,6 +42,40 @@ class TypeSnapshot:
     serial: int = 0
     shared_nonce: str = ""
     payload: bytes = b""
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        """A DiscoveryResponse with every resource, without nonce: ``payload`` without its
+        nonce, copied only when a stream needs a nonce of its own (a wide view's listener
+        is tens of MB: one copy fewer per build)."""
+        return self.payload[:self.size]
+
+
+class _Anys(Mapping[str, Any]):
+    """Each resource's ``Any``, made from its bytes when first asked for (most streams
+    are sent the shared payload and never ask): a wide listener's tens of MB are not
+    copied into an ``Any`` at every build. Read-only; one ``Any`` object per name."""
+
+    def __init__(self, type_url: str, values: dict[str, bytes]) -> None:
+        self._type_url = type_url
+        self.values_by_name = values
+        self._made: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = Any(type_url=self._type_url,
+                                          value=self.values_by_name[name])
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values_by_name)
+
+    def __len__(self) -> int:
+        return len(self.values_by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values_by_name
 
 
 @dataclass(frozen=True)
@@ -63,7 +97,7 @@ def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
     """A type's snapshot from each resource's deterministic bytes."""
     url = type_url.encode()
     digest = hashlib.sha256(url)
-    anys: dict[str, Any] = {}
+    values_by_name: dict[str, bytes] = {}
     versions: dict[str, str] = {}
     # The body written as ``DiscoveryResponse(version_info, resources, type_url)``'s
     # deterministic serialisation writes it (``response_body``), each resource's bytes
@@ -75,19 +109,22 @@ def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
         digest.update(len(name).to_bytes(4, "big") + name.encode())
         digest.update(len(value).to_bytes(8, "big"))
         digest.update(value)
-        anys[name] = Any(type_url=type_url, value=value)
+        values_by_name[name] = value
         versions[name] = hashlib.sha256(value).hexdigest()[:16]
         head = url_field + (wire.field_head(_ANY_VALUE, len(value)) if value else b"")
         parts += (wire.field_head(_RESOURCES, len(head) + len(value)), head, value)
     version = digest.hexdigest()[:16]
-    body = b"".join([wire.string_field(_VERSION_INFO, version) if version else b"", *parts,
-                     wire.length_delimited(_TYPE_URL, url) if url else b""])
     serial = next(_SERIALS)
     shared_nonce = f"v{serial}"
-    return TypeSnapshot(type_url=type_url, version=version, anys=anys, body=body,
-                        size=len(body), resource_versions=versions, names=frozenset(anys),
-                        serial=serial, shared_nonce=shared_nonce,
-                        payload=body + wire.string_field(_NONCE, shared_nonce))
+    head = wire.string_field(_VERSION_INFO, version) if version else b""
+    tail = wire.length_delimited(_TYPE_URL, url) if url else b""
+    # The body and its shared nonce in one join (``body`` is this without the nonce).
+    payload = b"".join([head, *parts, tail, wire.string_field(_NONCE, shared_nonce)])
+    size = len(head) + sum(map(len, parts)) + len(tail)
+    return TypeSnapshot(type_url=type_url, version=version,
+                        anys=_Anys(type_url, values_by_name), size=size,
+                        resource_versions=versions, names=frozenset(values_by_name),
+                        serial=serial, shared_nonce=shared_nonce, payload=payload)
 
 
 # Serials of type snapshots, in the order they are made: a stream takes a shared nonce
@@ -116,7 +153,8 @@ def with_resources(snap: ViewSnapshot, type_url: str, resources: Mapping[str, Me
     type as they were: re-serialises those resources only (and the type's body). The
     version is the one ``build_snapshot`` gives the same resources."""
     old = snap.types.get(type_url)
-    values = {name: a.value for name, a in old.anys.items()} if old is not None else {}
+    values = ({} if old is None else dict(old.anys.values_by_name)
+              if isinstance(old.anys, _Anys) else {name: a.value for name, a in old.anys.items()})
     values.update({name: m.SerializeToString(deterministic=True)
                    for name, m in resources.items()})
     return ViewSnapshot(key=snap.key, types={**snap.types,
