@@ -193,8 +193,8 @@ class IncrementalRecords:
         """``_apply_service`` of the Services of ``inventory`` in ``keys`` (None: all), none
         applied yet (a first load): walked in the inventory's order, not looked up by key
         (a key it lacks is no Service, and none was applied: nothing to remove), and a
-        ClusterIP Service's one contribution recorded without the calls."""
-        apply_service, svc_state, by_name = self._apply_service, self._svc, self._by_name
+        ClusterIP Service's contributions made without ``_apply_service``'s steps."""
+        apply_service, svc_state = self._apply_service, self._svc
         for k, svc in inventory.services.items():
             if keys is not None and k not in keys:
                 continue
@@ -202,15 +202,7 @@ class IncrementalRecords:
                 apply_service(k, svc, zone, inventory, touched)
                 continue
             contributions = _service_of(svc, (), zone)
-            if len(contributions) != 1:
-                self._replace((), contributions, touched)
-            else:  # what _replace does with one contribution and nothing before
-                name = contributions[0][0]
-                if name not in by_name:
-                    by_name[name] = contributions
-                else:
-                    self._put(name, contributions)
-                touched.add(name)
+            self._replace((), contributions, touched)
             svc_state[k] = (svc, (), contributions)
 
     def _apply_entry(self, k: tuple[str, str], se: ServiceEntry | None,

@@ -30,11 +30,8 @@ class SuffixBuckets(Mapping[str, Mapping[str, NameRecord]]):
         bucket = self._parents.get(parent)
         if bucket is None:
             bucket = self._parents[parent] = {}
-            suffix, at = parent, 0
-            while at != -1:
+            for suffix in _self_and_above(parent):
                 self._under.setdefault(suffix, set()).add(parent)
-                at = suffix.find(".")
-                suffix = suffix[at + 1:]
         bucket[name] = rec
 
     def remove(self, name: str) -> None:
@@ -49,14 +46,11 @@ class SuffixBuckets(Mapping[str, Mapping[str, NameRecord]]):
         if bucket:
             return
         del self._parents[parent]
-        suffix, at = parent, 0
-        while at != -1:
+        for suffix in _self_and_above(parent):
             held = self._under[suffix]
             held.discard(parent)
             if not held:
                 del self._under[suffix]
-            at = suffix.find(".")
-            suffix = suffix[at + 1:]
 
     def __getitem__(self, suffix: str) -> Mapping[str, NameRecord]:
         parents = self._under[suffix]  # KeyError: no name under it
@@ -76,3 +70,13 @@ class SuffixBuckets(Mapping[str, Mapping[str, NameRecord]]):
 
     def __contains__(self, suffix: object) -> bool:
         return suffix in self._under
+
+
+def _self_and_above(suffix: str) -> Iterator[str]:
+    """``suffix`` and each suffix of it: ``a.b.c``, ``b.c``, ``c``."""
+    yield suffix
+    at = suffix.find(".")
+    while at != -1:
+        suffix = suffix[at + 1:]
+        yield suffix
+        at = suffix.find(".")

@@ -44,6 +44,7 @@ from controlplane.translate.unbound_table import (
     _Table,
     _zone_wildcards,
     alias_lines,
+    ipv4_reverse_pointer,
     outside_data,
     reverse_pointer,
     rpz_records,
@@ -104,8 +105,8 @@ def _name(rec: NameRecord, bare: str) -> _Name:
     name = rec.name
     ipv4 = rec.ipv4
     if (len(ipv4) != 1 or rec.kind != "service" or rec.dropped or rec.cluster
-            or (rec.ipv6 and not rec.mapped) or not name.endswith(bare)
-            or (name != bare and not name.endswith("." + bare)) or name.startswith("*.")):
+            or (rec.ipv6 and not rec.mapped) or name.startswith("*.")
+            or (name != bare and not name.endswith("." + bare))):  # not _in_zone
         return _any_name(rec, bare)
     ip = ipv4[0]
     if not is_ipv4_text(ip):
@@ -132,15 +133,14 @@ def _name(rec: NameRecord, bare: str) -> _Name:
             if len(_SRV_TEXTS) < _MEMO_LIMIT:
                 _SRV_TEXTS[key] = pieces
         text += owner.join(pieces)
-    a, b, c, d = ip.split(".")  # reverse_pointer of IPv4 text
-    return _Name(rec, _ZONE, text, (), 0, (f"{d}.{c}.{b}.{a}.in-addr.arpa. {ttl} IN PTR {owner}",),
-                 ip)
+    ptr = f"{ipv4_reverse_pointer(ip)}. {ttl} IN PTR {owner}"
+    return _Name(rec, _ZONE, text, (), 0, (ptr,), ip)
 
 
 def _any_name(rec: NameRecord, bare: str) -> _Name:
     """``_name`` of any record (the full steps)."""
     name = rec.name
-    in_zone = name == bare or name.endswith("." + bare)  # _in_zone
+    in_zone = _in_zone(name, bare)
     owner = ""
     if name.startswith("*."):  # rec.is_wildcard
         item = _Name(rec, _WILD)

@@ -66,9 +66,14 @@ def reverse_pointer(ip: str) -> str:
     """``ipaddress.ip_address(ip).reverse_pointer``, for IPv4 text without an address
     object (the text ``is_ipv4_text`` accepts is the address's own text)."""
     if is_ipv4_text(ip):
-        a, b, c, d = ip.split(".")
-        return f"{d}.{c}.{b}.{a}.in-addr.arpa"
+        return ipv4_reverse_pointer(ip)
     return ipaddress.ip_address(ip).reverse_pointer
+
+
+def ipv4_reverse_pointer(ip: str) -> str:
+    """``reverse_pointer`` of text ``is_ipv4_text`` accepted."""
+    a, b, c, d = ip.split(".")
+    return f"{d}.{c}.{b}.{a}.in-addr.arpa"
 
 
 def _reverse_zone(ip: str) -> str:

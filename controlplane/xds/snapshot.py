@@ -32,7 +32,7 @@ from controlplane.translate.types import ORDERED_TYPES
 class TypeSnapshot:
     type_url: str
     version: str
-    anys: Mapping[str, Any]
+    anys: LazyAnys
     size: int  # of ``body``
     resource_versions: Mapping[str, str]  # per resource, for delta xDS
     names: frozenset[str]  # the names of ``anys``: what a wildcard stream is sent (shared)
@@ -51,7 +51,7 @@ class TypeSnapshot:
         return self.payload[:self.size]
 
 
-class _Anys(Mapping[str, Any]):
+class LazyAnys(Mapping[str, Any]):
     """Each resource's ``Any``, made from its bytes when first asked for (most streams
     are sent the shared payload and never ask): a wide listener's tens of MB are not
     copied into an ``Any`` at every build. Read-only; one ``Any`` object per name."""
@@ -122,7 +122,7 @@ def _from_values(type_url: str, values: Mapping[str, bytes]) -> TypeSnapshot:
     payload = b"".join([head, *parts, tail, wire.string_field(_NONCE, shared_nonce)])
     size = len(head) + sum(map(len, parts)) + len(tail)
     return TypeSnapshot(type_url=type_url, version=version,
-                        anys=_Anys(type_url, values_by_name), size=size,
+                        anys=LazyAnys(type_url, values_by_name), size=size,
                         resource_versions=versions, names=frozenset(values_by_name),
                         serial=serial, shared_nonce=shared_nonce, payload=payload)
 
@@ -153,8 +153,7 @@ def with_resources(snap: ViewSnapshot, type_url: str, resources: Mapping[str, Me
     type as they were: re-serialises those resources only (and the type's body). The
     version is the one ``build_snapshot`` gives the same resources."""
     old = snap.types.get(type_url)
-    values = ({} if old is None else dict(old.anys.values_by_name)
-              if isinstance(old.anys, _Anys) else {name: a.value for name, a in old.anys.items()})
+    values = dict(old.anys.values_by_name) if old is not None else {}
     values.update({name: m.SerializeToString(deterministic=True)
                    for name, m in resources.items()})
     return ViewSnapshot(key=snap.key, types={**snap.types,
